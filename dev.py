@@ -1,0 +1,118 @@
+#!/usr/bin/env python3
+"""Set up and run the hub, its tests and its benchmarks with nothing but python3, pip, node and npm.
+
+    python3 dev.py hub [HUB ARGS...]     set up .venv and run the hub (stdio unless told otherwise)
+    python3 dev.py test [PYTEST ARGS...] set up .venv and test packages, then ruff, mypy and pytest
+    python3 dev.py bench [NAME...]       set up, then run the benchmarks in bench/ (all by default)
+
+Setup is incremental: .venv is created once and reinstalled only when pyproject.toml changes;
+npm packages the tests need go to .cache/npm (see NPM_TEST_PACKAGES).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PY = BIN / "python"
+NPM_PREFIX = ROOT / ".cache" / "npm"
+# npm packages the test suite drives (real third-party MCP servers and clients).
+NPM_TEST_PACKAGES: list[str] = []
+
+
+def say(message: str) -> None:
+    print(f"dev.py: {message}", file=sys.stderr, flush=True)
+
+
+def run(*cmd: str | Path, **kwargs: object) -> None:
+    subprocess.run([str(c) for c in cmd], check=True, **kwargs)  # type: ignore[call-overload]
+
+
+def ensure_venv(extras: str = "") -> None:
+    if not PY.exists():
+        say("creating .venv")
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    stamp = VENV / ".hub-installed"
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + extras.encode()).hexdigest()
+    if stamp.exists() and stamp.read_text() == digest:
+        return
+    say(f"installing the hub{' with ' + extras if extras else ''} into .venv")
+    run(PY, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-e", f"{ROOT}{extras}")
+    stamp.write_text(digest)
+
+
+def ensure_npm() -> None:
+    if not NPM_TEST_PACKAGES:
+        return
+    stamp = NPM_PREFIX / ".installed"
+    wanted = "\n".join(NPM_TEST_PACKAGES)
+    if stamp.exists() and stamp.read_text() == wanted:
+        return
+    say(f"installing npm packages for the tests: {', '.join(NPM_TEST_PACKAGES)}")
+    NPM_PREFIX.mkdir(parents=True, exist_ok=True)
+    run(
+        "npm",
+        "install",
+        "--prefix",
+        NPM_PREFIX,
+        "--no-audit",
+        "--no-fund",
+        "--loglevel=error",
+        *NPM_TEST_PACKAGES,
+    )
+    stamp.write_text(wanted)
+
+
+def env_with_venv() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(BIN), str(NPM_PREFIX / "node_modules" / ".bin"), env.get("PATH", "")])
+    env["VIRTUAL_ENV"] = str(VENV)
+    return env
+
+
+def cmd_hub(args: list[str]) -> int:
+    ensure_venv()
+    return subprocess.call([str(BIN / "hub"), *args], env=env_with_venv())
+
+
+def cmd_test(args: list[str]) -> int:
+    ensure_venv("[test]")
+    ensure_npm()
+    env = env_with_venv()
+    steps = [
+        ("ruff format --check", [BIN / "ruff", "format", "--check", "--quiet", "."]),
+        ("ruff check", [BIN / "ruff", "check", "--quiet", "."]),
+        ("mypy", [BIN / "mypy", "hub", *sorted(str(p) for p in ROOT.glob("plugins/*/hub_*"))]),
+    ]
+    for label, cmd in steps:
+        say(label)
+        if subprocess.call([str(c) for c in cmd], cwd=ROOT, env=env) != 0:
+            say(f"{label} failed")
+            return 1
+    say("pytest")
+    return subprocess.call([str(PY), "-m", "pytest", *args], cwd=ROOT, env=env)
+
+
+def cmd_bench(args: list[str]) -> int:
+    ensure_venv("[test]")
+    ensure_npm()
+    return subprocess.call([str(PY), str(ROOT / "bench" / "run.py"), *args], cwd=ROOT, env=env_with_venv())
+
+
+def main(argv: list[str]) -> int:
+    commands = {"hub": cmd_hub, "test": cmd_test, "bench": cmd_bench}
+    if not argv or argv[0] not in commands:
+        print(__doc__, file=sys.stderr)
+        return 2
+    return commands[argv[0]](argv[1:])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

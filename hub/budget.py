@@ -1,0 +1,257 @@
+"""The shared USD budget: reserve an upper bound, charge what was spent, release the rest.
+
+The ledger lives in the store, so spend survives a restart. Amounts are kept as integer
+micro-dollars so sums never drift. Every reservation is checked and written in one
+``BEGIN IMMEDIATE`` transaction: concurrent reservations (from this hub or another hub process
+sharing the state directory) can never push spent + reserved past the cap.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import anyio
+import structlog
+
+from hub.errors import BudgetExceeded
+from hub.store import Store
+
+__all__ = ["Budget", "PluginBudget", "Reservation", "usd"]
+
+MICROS = 1_000_000
+log = structlog.get_logger("hub.budget")
+
+MIGRATIONS = [
+    """
+    CREATE TABLE budget_reservations (
+        id INTEGER PRIMARY KEY,
+        plugin TEXT NOT NULL,
+        purpose TEXT NOT NULL DEFAULT '',
+        reserved_micros INTEGER NOT NULL,
+        remaining_micros INTEGER NOT NULL,
+        state TEXT NOT NULL DEFAULT 'open' CHECK (state IN ('open', 'closed', 'abandoned')),
+        owner TEXT NOT NULL,
+        created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+        closed_at TEXT
+    );
+    CREATE INDEX budget_reservations_open ON budget_reservations (state) WHERE state = 'open';
+    CREATE TABLE budget_ledger (
+        id INTEGER PRIMARY KEY,
+        plugin TEXT NOT NULL,
+        purpose TEXT NOT NULL DEFAULT '',
+        amount_micros INTEGER NOT NULL,
+        reservation_id INTEGER REFERENCES budget_reservations (id),
+        at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+    );
+    """,
+]
+
+
+def to_micros(amount_usd: float) -> int:
+    return round(amount_usd * MICROS)
+
+
+def usd(micros: int) -> float:
+    return round(micros / MICROS, 6)
+
+
+def _money(micros: int) -> str:
+    return f"${micros / MICROS:,.2f}" if micros >= 10_000 or micros == 0 else f"${micros / MICROS:.4f}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass
+class Reservation:
+    """Money set aside for one piece of work. Use as ``async with``: what is unspent is released."""
+
+    budget: Budget = field(repr=False)
+    id: int
+    plugin: str
+    purpose: str
+    reserved_usd: float
+    closed: bool = False
+
+    async def charge(self, amount_usd: float) -> None:
+        """Record spend against this reservation; it stays open for more."""
+        await self.budget._charge(self, to_micros(amount_usd), close=False)
+
+    async def commit(self, amount_usd: float) -> None:
+        """Record the actual spend and release whatever is left of the reservation."""
+        await self.budget._charge(self, to_micros(amount_usd), close=True)
+
+    async def release(self) -> None:
+        """Give back what is left unspent."""
+        if not self.closed:
+            await self.budget._charge(self, 0, close=True)
+
+    async def __aenter__(self) -> Reservation:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        with anyio.CancelScope(shield=True):
+            await self.release()
+
+
+class Budget:
+    """The hub-wide budget. Plugins get a `PluginBudget` view that records who spent what."""
+
+    def __init__(self, store: Store, limit_usd: float | None) -> None:
+        self.store = store
+        self.limit_micros = None if limit_usd is None else to_micros(limit_usd)
+        self.owner = f"{socket.gethostname()}:{os.getpid()}"
+
+    async def setup(self) -> None:
+        await self.store.migrate("budget", MIGRATIONS)
+        abandoned = await self.store.transaction(self._abandon_dead_owners)
+        if abandoned:
+            log.warning("released reservations left open by a hub that is gone", count=abandoned)
+
+    def _abandon_dead_owners(self, conn: sqlite3.Connection) -> int:
+        host = socket.gethostname()
+        dead = []
+        for row in conn.execute("SELECT DISTINCT owner FROM budget_reservations WHERE state = 'open'"):
+            owner_host, _, pid = row["owner"].rpartition(":")
+            if owner_host == host and (
+                not pid.isdigit() or not _pid_alive(int(pid)) or int(pid) == os.getpid()
+            ):
+                dead.append(row["owner"])
+        count = 0
+        for owner in dead:
+            count += conn.execute(
+                "UPDATE budget_reservations SET state = 'abandoned', remaining_micros = 0, "
+                "closed_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE state = 'open' AND owner = ?",
+                (owner,),
+            ).rowcount
+        return count
+
+    def for_plugin(self, plugin: str) -> PluginBudget:
+        return PluginBudget(self, plugin)
+
+    async def reserve(self, plugin: str, amount_usd: float, purpose: str = "") -> Reservation:
+        """Set aside `amount_usd`, or raise `BudgetExceeded` saying spent, limit and what was asked."""
+        if amount_usd < 0:
+            raise ValueError("a reservation cannot be negative")
+        ask = to_micros(amount_usd)
+
+        def reserve(conn: sqlite3.Connection) -> int:
+            spent, reserved = self._totals(conn)
+            if self.limit_micros is not None and spent + reserved + ask > self.limit_micros:
+                held = f" (+{_money(reserved)} reserved by running work)" if reserved else ""
+                raise BudgetExceeded(
+                    f"budget exhausted: spent {_money(spent)}{held} of {_money(self.limit_micros)}; "
+                    f"{purpose or plugin} needs up to {_money(ask)}. Raise [budget] limit_usd or --budget-usd."
+                )
+            cursor = conn.execute(
+                "INSERT INTO budget_reservations (plugin, purpose, reserved_micros, remaining_micros, owner) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (plugin, purpose, ask, ask, self.owner),
+            )
+            assert cursor.lastrowid is not None
+            return cursor.lastrowid
+
+        reservation_id = await self.store.transaction(reserve)
+        return Reservation(self, reservation_id, plugin, purpose, usd(ask))
+
+    async def _charge(self, reservation: Reservation, amount: int, *, close: bool) -> None:
+        if reservation.closed:
+            raise RuntimeError(f"reservation {reservation.id} is already closed")
+
+        def charge(conn: sqlite3.Connection) -> None:
+            if amount:
+                conn.execute(
+                    "INSERT INTO budget_ledger (plugin, purpose, amount_micros, reservation_id) VALUES (?, ?, ?, ?)",
+                    (reservation.plugin, reservation.purpose, amount, reservation.id),
+                )
+            if close:
+                conn.execute(
+                    "UPDATE budget_reservations SET remaining_micros = 0, state = 'closed', "
+                    "closed_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ? AND state = 'open'",
+                    (reservation.id,),
+                )
+            else:
+                conn.execute(
+                    "UPDATE budget_reservations SET remaining_micros = MAX(0, remaining_micros - ?) WHERE id = ?",
+                    (amount, reservation.id),
+                )
+
+        await self.store.transaction(charge)
+        if close:
+            reservation.closed = True
+
+    async def record(self, plugin: str, amount_usd: float, purpose: str = "") -> None:
+        """Record spend that had no reservation (it can take the total past the cap; prefer `reserve`)."""
+        await self.store.execute(
+            "INSERT INTO budget_ledger (plugin, purpose, amount_micros) VALUES (?, ?, ?)",
+            (plugin, purpose, to_micros(amount_usd)),
+        )
+
+    @staticmethod
+    def _totals(conn: sqlite3.Connection) -> tuple[int, int]:
+        spent = conn.execute("SELECT COALESCE(SUM(amount_micros), 0) FROM budget_ledger").fetchone()[0]
+        reserved = conn.execute(
+            "SELECT COALESCE(SUM(remaining_micros), 0) FROM budget_reservations WHERE state = 'open'"
+        ).fetchone()[0]
+        return int(spent), int(reserved)
+
+    async def summary(self) -> dict[str, Any]:
+        """Limit, spent, reserved, remaining and spend per plugin, in USD."""
+
+        def read(conn: sqlite3.Connection) -> dict[str, Any]:
+            spent, reserved = self._totals(conn)
+            by_plugin = {
+                row[0]: usd(row[1])
+                for row in conn.execute(
+                    "SELECT plugin, SUM(amount_micros) FROM budget_ledger GROUP BY plugin ORDER BY plugin"
+                )
+            }
+            reserved_by_plugin = {
+                row[0]: usd(row[1])
+                for row in conn.execute(
+                    "SELECT plugin, SUM(remaining_micros) FROM budget_reservations WHERE state = 'open' "
+                    "GROUP BY plugin ORDER BY plugin"
+                )
+            }
+            limit = self.limit_micros
+            return {
+                "limit_usd": None if limit is None else usd(limit),
+                "spent_usd": usd(spent),
+                "reserved_usd": usd(reserved),
+                "remaining_usd": None if limit is None else usd(max(0, limit - spent - reserved)),
+                "spent_by_plugin": by_plugin,
+                "reserved_by_plugin": reserved_by_plugin,
+            }
+
+        return await self.store.run(read)
+
+
+@dataclass
+class PluginBudget:
+    """The budget as one plugin sees it: its reservations and spend are recorded under its name."""
+
+    budget: Budget = field(repr=False)
+    plugin: str
+
+    async def reserve(self, amount_usd: float, purpose: str = "") -> Reservation:
+        return await self.budget.reserve(self.plugin, amount_usd, purpose)
+
+    async def record(self, amount_usd: float, purpose: str = "") -> None:
+        await self.budget.record(self.plugin, amount_usd, purpose)
+
+    async def summary(self) -> dict[str, Any]:
+        return await self.budget.summary()

@@ -1,0 +1,221 @@
+"""The `hub` command: serve over stdio (the default) or streamable HTTP, list plugins, show config."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from hub import __version__
+from hub.config import ConfigError, HubConfig, load_config
+from hub.log import configure_logging
+from hub.plugins import PluginLoadError
+
+__all__ = ["main"]
+
+EPILOG = """\
+commands:
+  serve      run the MCP server (the default when no command is given)
+  plugins    list installed plugins: version, distribution, what each registers
+  config     print the effective configuration, secrets masked
+
+configuration, lowest precedence first: defaults, hub.toml (--config, HUB_CONFIG, ./hub.toml,
+then $XDG_CONFIG_HOME/hub/hub.toml), HUB_* variables (HUB_PLUGINS, HUB_STATE_DIR,
+HUB_LOG_FORMAT, HUB_LOG_LEVEL, HUB_BUDGET_USD, HUB_HTTP_TOKEN), then --set and the flags.
+Any key can be set with --set, e.g. --set plugins.pool.slots=4 --set budget.limit_usd=10.
+"""
+
+
+def _add_common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+    default = argparse.SUPPRESS if suppress else None
+    group = parser.add_argument_group("configuration")
+    group.add_argument("--config", "-c", metavar="PATH", default=default, help="hub.toml to read")
+    group.add_argument(
+        "--plugins",
+        "-p",
+        metavar="A,B",
+        default=default,
+        help="comma-separated plugins to load (default: all installed)",
+    )
+    group.add_argument(
+        "--budget-usd", type=float, metavar="USD", default=default, help="shared spending cap in USD"
+    )
+    group.add_argument(
+        "--set",
+        "-s",
+        dest="overrides",
+        action="append",
+        metavar="KEY=VALUE",
+        default=argparse.SUPPRESS if suppress else [],
+        help="override any hub.toml key (repeatable), e.g. plugins.pool.slots=4",
+    )
+    group.add_argument("--state-dir", metavar="DIR", default=default, help="where hub.sqlite and logs live")
+    group.add_argument("--log-format", choices=["console", "json"], default=default)
+    group.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=default)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hub",
+        description="One MCP server hosting plugins: slot pool, batch jobs, batch_execute and proxied servers.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", "-V", action="version", version=f"hub {__version__}")
+    _add_common(parser, suppress=False)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve", help="run the MCP server (default)", description="Run the MCP server."
+    )
+    serve.add_argument("--transport", "-t", choices=["stdio", "http"], default="stdio")
+    serve.add_argument("--host", help="HTTP host (default from [http] host: 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="HTTP port (default from [http] port: 8765; 0 picks one)")
+    serve.add_argument("--path", help="HTTP endpoint path (default /mcp)")
+    _add_common(serve, suppress=True)
+
+    plugins = commands.add_parser("plugins", help="list installed plugins and what they register")
+    plugins.add_argument("--json", action="store_true", help="print JSON")
+    _add_common(plugins, suppress=True)
+
+    config = commands.add_parser("config", help="print the effective configuration (secrets masked)")
+    _add_common(config, suppress=True)
+    return parser
+
+
+def _config_from(args: argparse.Namespace) -> HubConfig:
+    overrides = list(args.overrides)
+    for flag, key in (("state_dir", "state_dir"), ("log_format", "log_format"), ("log_level", "log_level")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            overrides.append(f"{key}={json.dumps(value)}")
+    for flag, key in (("host", "http.host"), ("port", "http.port"), ("path", "http.path")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            overrides.append(f"{key}={json.dumps(value)}")
+    import os
+
+    if os.environ.get("HUB_HTTP_TOKEN"):
+        overrides.append(f"http.token={json.dumps(os.environ['HUB_HTTP_TOKEN'])}")
+    return load_config(args.config, overrides=overrides, plugins=args.plugins, budget_usd=args.budget_usd)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    command = args.command or "serve"
+    if command == "serve" and not hasattr(args, "transport"):
+        args.transport, args.host, args.port, args.path = "stdio", None, None, None
+    try:
+        config = _config_from(args)
+        configure_logging(config.log_format, config.log_level)
+        if command == "serve":
+            anyio.run(_serve, config, args.transport)
+        elif command == "plugins":
+            anyio.run(_plugins, config, args.json)
+        elif command == "config":
+            _print_config(config)
+    except ConfigError as exc:
+        print(f"hub: config error:\n{_indent(str(exc))}", file=sys.stderr)
+        return 2
+    except PluginLoadError as exc:
+        print(f"hub: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def _indent(text: str) -> str:
+    return "\n".join(f"  {line}" for line in text.splitlines())
+
+
+async def _serve(config: HubConfig, transport: str) -> None:
+    from hub.host import Hub
+
+    async with Hub(config) as hub, anyio.create_task_group() as tg:
+
+        async def stop_on_signal() -> None:
+            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+                async for signum in signals:
+                    import structlog
+
+                    structlog.get_logger("hub").info("signal received; shutting down", signal=signum.name)
+                    tg.cancel_scope.cancel()
+                    return
+
+        tg.start_soon(stop_on_signal)
+        if transport == "stdio":
+            await hub.server.run_stdio()
+        else:
+            http = config.http
+            token = http.token.get_secret_value() if http.token else None
+            await hub.server.run_http(
+                host=http.host, port=http.port, path=http.path, token=token, ready=_announce_port
+            )
+        tg.cancel_scope.cancel()
+
+
+def _announce_port(port: int) -> None:
+    # Machine-readable, on stderr (stdout is reserved for the protocol in stdio mode).
+    print(f"hub: listening on port {port}", file=sys.stderr, flush=True)
+
+
+async def _plugins(config: HubConfig, as_json: bool) -> None:
+    """Start every installed plugin against a throwaway state dir and report what it registers."""
+    from hub.host import Hub
+    from hub.plugins import discover
+
+    selected = config.plugins.enabled
+    everything = config.model_copy(deep=True)
+    everything.plugins.enabled = None
+    with tempfile.TemporaryDirectory(prefix="hub-plugins-") as tmp:
+        everything.state_dir = Path(tmp)
+        everything.context = {}
+        async with Hub(everything) as hub:
+            rows = []
+            for name, info in hub.plugins.items():
+                row: dict[str, Any] = info.describe()
+                row["selected"] = selected is None or name in selected or name == "core"
+                row.update(hub.registry.contributions(name))
+                rows.append(row)
+    if not discover():
+        rows.append({"name": "(none installed)", "status": "", "version": None, "distribution": None})
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        head = f"{row['name']} {row.get('version') or ''}".strip()
+        origin = row.get("distribution") or "built in"
+        flags = [] if row.get("selected", True) else ["not selected"]
+        if row.get("status") == "failed":
+            flags.append(f"FAILED: {row['error']}")
+        print(f"{head}  ({origin}){'  [' + '; '.join(flags) + ']' if flags else ''}")
+        for kind in ("tools", "resources", "prompts"):
+            if row.get(kind):
+                print(f"  {kind}: {', '.join(row[kind])}")
+
+
+def _print_config(config: HubConfig) -> None:
+    from hub.plugins import load_plugins
+
+    data = config.masked()
+    _, infos = load_plugins(config, extra={})
+    tables: dict[str, Any] = {}
+    for name, info in infos.items():
+        if info.config is not None:
+            tables[name] = info.config.model_dump(mode="json")
+    data["plugins"] = {"enabled": config.plugins.enabled, **tables}
+    data["source"] = config.source
+    print(json.dumps(data, indent=2))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

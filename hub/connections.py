@@ -1,0 +1,431 @@
+"""Downstream MCP connections, shared by every plugin.
+
+``async with hub.connections.session("fs") as session:`` gives an initialized
+`mcp.ClientSession` for the `[servers.fs]` table. The first use starts the server (two
+concurrent first uses start one process); later uses reuse it; it is closed after
+`idle_timeout_s` without use; a server that died is started again on the next use; and every
+child is shut down (stdin closed, then SIGTERM, then SIGKILL, by the SDK's transport) when the
+hub stops.
+
+Each connection is owned by one task in the cache's task group, which enters and leaves the
+transport's context managers itself: anyio cancel scopes must be exited by the task that
+entered them, so a connection can never be opened by one request and closed by another.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import os
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+import structlog
+from mcp import ClientSession, StdioServerParameters
+from mcp.client.stdio import get_default_environment, stdio_client
+
+from hub.config import ConfigError, ServerConfig, expand_vars
+from hub.errors import HubError
+
+__all__ = ["ConnectionCache", "ServerState", "ServerUnavailable", "child_environment"]
+
+log = structlog.get_logger("hub.connections")
+
+# Besides the SDK's defaults (HOME, LOGNAME, PATH, SHELL, TERM, USER): locale and temp dirs,
+# which many servers need to behave (Node, Python and git read these).
+EXTRA_INHERITED = (
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TMPDIR",
+    "TZ",
+    "XDG_RUNTIME_DIR",
+    "XDG_CACHE_HOME",
+    "XDG_CONFIG_HOME",
+    "XDG_DATA_HOME",
+    "XDG_STATE_HOME",
+    "SSL_CERT_FILE",
+    "NODE_EXTRA_CA_CERTS",
+)
+STDERR_TAIL_LINES = 20
+
+
+class ServerUnavailable(HubError):
+    """A downstream server could not be started or reached; the message says which and why."""
+
+
+class ServerState(enum.StrEnum):
+    STOPPED = "stopped"  # configured, not running (never used, idle-closed, or hub stopping)
+    STARTING = "starting"
+    READY = "ready"
+    FAILED = "failed"  # could not start; the next use tries again
+    DIED = "died"  # was ready, then the process exited or the stream closed
+
+
+def child_environment(user_env: Mapping[str, str], parent: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a stdio child: safe inherited variables plus the server's `env`.
+
+    A `PATH` in the server's `env` is put in front of the inherited one, never instead of it,
+    so a server that sets PATH still finds `node`, `python` and friends.
+    """
+    parent = os.environ if parent is None else parent
+    env = (
+        get_default_environment()
+        if parent is os.environ
+        else {k: parent[k] for k in ("HOME", "LOGNAME", "PATH", "SHELL", "TERM", "USER") if k in parent}
+    )
+    env.update({key: parent[key] for key in EXTRA_INHERITED if key in parent})
+    for key, value in user_env.items():
+        if key == "PATH" and env.get("PATH"):
+            parts = [p for p in value.split(os.pathsep) if p]
+            parts += [p for p in env["PATH"].split(os.pathsep) if p and p not in parts]
+            env["PATH"] = os.pathsep.join(parts)
+        else:
+            env[key] = value
+    return env
+
+
+@dataclass
+class _Connection:
+    name: str
+    config: ServerConfig
+    state: ServerState = ServerState.STARTING
+    session: ClientSession | None = None
+    error: str | None = None
+    server_info: dict[str, Any] | None = None
+    started_at: float = field(default_factory=time.monotonic)
+    last_used: float = field(default_factory=time.monotonic)
+    leases: int = 0
+    ready: anyio.Event = field(default_factory=anyio.Event)
+    stop: anyio.Event = field(default_factory=anyio.Event)
+    done: anyio.Event = field(default_factory=anyio.Event)
+
+    @property
+    def live(self) -> bool:
+        return self.state in (ServerState.STARTING, ServerState.READY)
+
+
+@dataclass
+class _History:
+    starts: int = 0
+    last_error: str | None = None
+    last_state: ServerState = ServerState.STOPPED
+
+
+def _leaf_exceptions(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for sub in exc.exceptions for leaf in _leaf_exceptions(sub)]
+    return [exc]
+
+
+class ConnectionCache:
+    """Opens, shares, idles out, reopens and finally closes downstream MCP sessions.
+
+    Use as an async context manager around the hub's lifetime.
+    """
+
+    def __init__(
+        self,
+        servers: Mapping[str, ServerConfig],
+        *,
+        log_dir: Path | None = None,
+        environ: Mapping[str, str] | None = None,
+        message_handler: Callable[[str, Any], Any] | None = None,
+    ) -> None:
+        self.servers = dict(servers)
+        self.log_dir = log_dir
+        self.environ = os.environ if environ is None else environ
+        self.message_handler = message_handler
+        self._conns: dict[str, _Connection] = {}
+        self._history: dict[str, _History] = {name: _History() for name in self.servers}
+        self._locks: dict[str, anyio.Lock] = {}
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._exit_stack: contextlib.AsyncExitStack | None = None
+
+    async def __aenter__(self) -> ConnectionCache:
+        stack = contextlib.AsyncExitStack()
+        self._tg = await stack.enter_async_context(anyio.create_task_group())
+        self._exit_stack = stack
+        self._tg.start_soon(self._reap_idle)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close every connection (their children exit) and stop the reaper."""
+        if self._exit_stack is None:
+            return
+        conns = list(self._conns.values())
+        for conn in conns:
+            conn.stop.set()
+        # The SDK gives a child 2 s after stdin closes, then SIGTERM and 2 s, then SIGKILL.
+        with anyio.CancelScope(shield=True), anyio.move_on_after(10):
+            for conn in conns:
+                await conn.done.wait()
+        assert self._tg is not None
+        self._tg.cancel_scope.cancel()
+        stack, self._exit_stack, self._tg = self._exit_stack, None, None
+        await stack.aclose()
+
+    # -- public API ------------------------------------------------------------------------
+
+    def names(self) -> list[str]:
+        return sorted(self.servers)
+
+    @contextlib.asynccontextmanager
+    async def session(self, name: str) -> AsyncIterator[ClientSession]:
+        """Lease the session for `name`: it is not idled out while the block runs."""
+        conn = await self._ready(name)
+        conn.leases += 1
+        try:
+            assert conn.session is not None
+            yield conn.session
+        finally:
+            conn.leases -= 1
+            conn.last_used = time.monotonic()
+
+    async def get(self, name: str) -> ClientSession:
+        """The session for `name`, started if needed (prefer `session()` for long calls)."""
+        conn = await self._ready(name)
+        conn.last_used = time.monotonic()
+        assert conn.session is not None
+        return conn.session
+
+    async def close(self, name: str) -> None:
+        """Close the connection to `name` now, if open (the next use starts it again)."""
+        conn = self._conns.get(name)
+        if conn is not None:
+            conn.stop.set()
+            with anyio.CancelScope(shield=True):
+                await conn.done.wait()
+
+    def mark_dead(self, name: str, session: ClientSession) -> None:
+        """Tell the cache a call found `session` closed, so the next use reconnects."""
+        conn = self._conns.get(name)
+        if conn is not None and conn.session is session:
+            conn.stop.set()
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        """Each configured server: transport, state, starts, last error, idle time, users."""
+        now = time.monotonic()
+        out: dict[str, dict[str, Any]] = {}
+        for name, config in sorted(self.servers.items()):
+            conn, history = self._conns.get(name), self._history[name]
+            state = conn.state if conn is not None and conn.live else history.last_state
+            out[name] = {
+                "transport": config.transport,
+                "state": str(state),
+                "starts": history.starts,
+                "last_error": history.last_error,
+                "in_use": conn.leases if conn is not None and conn.live else 0,
+                "idle_s": round(now - conn.last_used, 1) if conn is not None and conn.live else None,
+                "server_info": conn.server_info if conn is not None and conn.live else None,
+            }
+        return out
+
+    # -- internals ---------------------------------------------------------------------------
+
+    async def _ready(self, name: str) -> _Connection:
+        if name not in self.servers:
+            known = ", ".join(self.names()) or "none configured"
+            raise ServerUnavailable(f"no downstream server called {name!r} in hub.toml (known: {known})")
+        if self._tg is None:
+            raise ServerUnavailable("the connection cache is closed (the hub is shutting down)")
+        lock = self._locks.setdefault(name, anyio.Lock())
+        async with lock:
+            conn = self._conns.get(name)
+            if conn is None or not conn.live:
+                conn = _Connection(name, self.servers[name])
+                self._conns[name] = conn
+                self._history[name].starts += 1
+                self._tg.start_soon(self._own, conn)
+            await conn.ready.wait()
+        if conn.state != ServerState.READY:
+            raise ServerUnavailable(conn.error or f"server {name!r} is not available")
+        return conn
+
+    def _stdio_params(self, conn: _Connection) -> StdioServerParameters:
+        config, where = conn.config, f"servers.{conn.name}"
+        assert config.command is not None
+        env = {k: expand_vars(v, self.environ, where=f"{where}.env.{k}") for k, v in config.env.items()}
+        cwd = expand_vars(config.cwd, self.environ, where=f"{where}.cwd") if config.cwd else None
+        return StdioServerParameters(
+            command=expand_vars(config.command, self.environ, where=f"{where}.command"),
+            args=[expand_vars(a, self.environ, where=f"{where}.args") for a in config.args],
+            env=child_environment(env, self.environ),
+            cwd=str(Path(cwd).expanduser()) if cwd else None,
+        )
+
+    async def _own(self, conn: _Connection) -> None:
+        """Open the transport and session, serve until told to stop or the server dies, close."""
+        bound = log.bind(server=conn.name)
+        stderr_path = self._stderr_path(conn.name)
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                if conn.config.transport == "stdio":
+                    params = self._stdio_params(conn)
+                    errlog = stack.enter_context(
+                        open(stderr_path, "w") if stderr_path else open(os.devnull, "w")
+                    )
+                    read, write = await stack.enter_async_context(stdio_client(params, errlog=errlog))
+                else:
+                    read, write = await stack.enter_async_context(self._http_transport(conn))
+                died = anyio.Event()
+                watched = await stack.enter_async_context(_watch_close(read, died))
+                session = await stack.enter_async_context(
+                    ClientSession(watched, write, message_handler=self._message_handler_for(conn.name))
+                )
+                with anyio.fail_after(conn.config.startup_timeout_s):
+                    init = await session.initialize()
+                conn.session = session
+                conn.server_info = init.server_info.model_dump(mode="json", exclude_none=True)
+                conn.state = ServerState.READY
+                conn.ready.set()
+                bound.info("downstream server ready", server_info=conn.server_info)
+                async with anyio.create_task_group() as wait:
+
+                    async def until(event: anyio.Event) -> None:
+                        await event.wait()
+                        wait.cancel_scope.cancel()
+
+                    wait.start_soon(until, conn.stop)
+                    wait.start_soon(until, died)
+                if died.is_set() and not conn.stop.is_set():
+                    conn.state = ServerState.DIED
+                    conn.error = f"server {conn.name!r} exited{self._stderr_hint(stderr_path)}"
+                    bound.warning("downstream server died; the next use restarts it")
+                conn.session = None
+        except Exception as exc:
+            conn.error = self._describe_failure(conn, exc, stderr_path)
+            conn.state = ServerState.DIED if conn.state == ServerState.READY else ServerState.FAILED
+            bound.warning("downstream server failed", error=conn.error)
+        finally:
+            conn.session = None
+            if conn.state in (ServerState.READY, ServerState.STARTING):
+                conn.state = ServerState.STOPPED
+            history = self._history[conn.name]
+            history.last_state = conn.state
+            if conn.error:
+                history.last_error = conn.error
+            conn.ready.set()
+            conn.done.set()
+
+    @contextlib.asynccontextmanager
+    async def _http_transport(self, conn: _Connection) -> AsyncIterator[tuple[Any, Any]]:
+        from mcp.client.streamable_http import streamable_http_client
+        from mcp.shared._httpx_utils import create_mcp_http_client
+
+        where = f"servers.{conn.name}"
+        assert conn.config.url is not None
+        url = expand_vars(conn.config.url, self.environ, where=f"{where}.url")
+        headers = {
+            k: expand_vars(v, self.environ, where=f"{where}.headers.{k}")
+            for k, v in conn.config.headers.items()
+        }
+        async with (
+            create_mcp_http_client(headers=headers) as http,
+            streamable_http_client(url, http_client=http) as (
+                read,
+                write,
+            ),
+        ):
+            yield read, write
+
+    def _message_handler_for(self, name: str) -> Any:
+        handler = self.message_handler
+        if handler is None:
+            return None
+
+        async def on_message(message: Any) -> None:
+            result = handler(name, message)
+            if hasattr(result, "__await__"):
+                await result
+
+        return on_message
+
+    def _stderr_path(self, name: str) -> Path | None:
+        if self.log_dir is None:
+            return None
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        return self.log_dir / f"{name}.stderr.log"
+
+    @staticmethod
+    def _stderr_hint(path: Path | None) -> str:
+        if path is None or not path.exists():
+            return ""
+        try:
+            with path.open(errors="replace") as f:
+                tail = [line.rstrip() for line in deque(f, STDERR_TAIL_LINES) if line.strip()]
+        except OSError:
+            return ""
+        if not tail:
+            return ""
+        return f"; its stderr ends with: {' | '.join(tail[-5:])} (full log: {path})"
+
+    def _describe_failure(self, conn: _Connection, exc: BaseException, stderr_path: Path | None) -> str:
+        leaves = _leaf_exceptions(exc)
+        first = leaves[0]
+        name, config = conn.name, conn.config
+        if isinstance(first, ConfigError):
+            return str(first)
+        if isinstance(first, FileNotFoundError) and config.transport == "stdio":
+            return f"server {name!r}: command {config.command!r} not found (check [servers.{name}] command and PATH)"
+        if isinstance(first, PermissionError) and config.transport == "stdio":
+            return f"server {name!r}: command {config.command!r} is not executable"
+        if isinstance(first, TimeoutError):
+            return (
+                f"server {name!r} did not finish the MCP handshake within {config.startup_timeout_s:g} s"
+                f"{self._stderr_hint(stderr_path)}"
+            )
+        if conn.state == ServerState.STARTING:
+            return f"server {name!r} failed to start: {_short(first)}{self._stderr_hint(stderr_path)}"
+        return f"server {name!r} failed: {_short(first)}{self._stderr_hint(stderr_path)}"
+
+    async def _reap_idle(self) -> None:
+        timeouts = [c.idle_timeout_s for c in self.servers.values()] or [300.0]
+        tick = max(0.05, min(5.0, min(timeouts) / 4))
+        while True:
+            await anyio.sleep(tick)
+            now = time.monotonic()
+            for conn in list(self._conns.values()):
+                if (
+                    conn.state == ServerState.READY
+                    and conn.leases == 0
+                    and now - conn.last_used > conn.config.idle_timeout_s
+                ):
+                    log.info("closing idle downstream server", server=conn.name)
+                    conn.stop.set()
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) < 300 else text[:300] + "..."
+
+
+@contextlib.asynccontextmanager
+async def _watch_close(read: Any, died: anyio.Event) -> AsyncIterator[Any]:
+    """Relay `read` into a new stream and set `died` when the transport's stream ends."""
+    send, receive = anyio.create_memory_object_stream[Any](16)
+
+    async def pump() -> None:
+        async with send:
+            try:
+                async for message in read:
+                    await send.send(message)
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream):
+                pass
+        died.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(pump)
+        try:
+            yield receive
+        finally:
+            tg.cancel_scope.cancel()

@@ -1,0 +1,82 @@
+"""The hub's own plugin: the shared-context tools and the hub's resources.
+
+It uses the same hooks as every other plugin; it is simply always loaded.
+Tool names and return shapes of the context tools are those of the original slot pool.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from hub.context import MAX_KEY_LENGTH, MAX_VALUE_LENGTH
+from hub.errors import ToolError
+from hub.hookspecs import hookimpl
+from hub.host import PluginContext
+from hub.registry import Resource, Tool, ToolCall
+
+
+class _Args(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class KeyArgs(_Args):
+    key: str = Field(description="The context key.", min_length=1, max_length=MAX_KEY_LENGTH)
+
+
+class SetArgs(KeyArgs):
+    value: str = Field(description="The value; text, at most 64 KiB.", max_length=MAX_VALUE_LENGTH)
+
+
+class NoArgs(_Args):
+    pass
+
+
+@hookimpl
+def hub_register_tools(register: Any, hub: PluginContext) -> None:
+    context = hub.context
+
+    async def context_set(args: SetArgs, call: ToolCall) -> dict[str, str]:
+        await context.set(args.key, args.value)
+        return {"key": args.key, "value": args.value}
+
+    async def context_get(args: KeyArgs, call: ToolCall) -> dict[str, str]:
+        value = await context.get(args.key)
+        if value is None:
+            keys = ", ".join(sorted(await context.all())) or "none"
+            raise ToolError(f"no context entry {args.key!r} (keys: {keys})")
+        return {"value": value}
+
+    async def context_list(args: NoArgs, call: ToolCall) -> dict[str, str]:
+        return await context.all()
+
+    async def context_delete(args: KeyArgs, call: ToolCall) -> dict[str, bool]:
+        return {"deleted": await context.delete(args.key)}
+
+    shared = " Shared by every plugin; the pool adds the entries to its slots' system prompts."
+    register(Tool("context_set", context_set, "Set a shared context entry (key -> text)." + shared, SetArgs))
+    register(Tool("context_get", context_get, "Get one shared context entry.", KeyArgs))
+    register(Tool("context_list", context_list, "List all shared context entries as {key: value}.", NoArgs))
+    register(Tool("context_delete", context_delete, "Delete a shared context entry.", KeyArgs))
+
+
+@hookimpl
+def hub_register_resources(register: Any, hub: PluginContext) -> None:
+    register(
+        Resource(
+            "hub://status",
+            "status",
+            hub.status,
+            "Loaded plugins and versions, budget, context size, downstream servers.",
+        )
+    )
+    register(Resource("hub://context", "context", hub.context.all, "All shared context entries."))
+    register(
+        Resource(
+            "hub://budget",
+            "budget",
+            hub.budget.summary,
+            "The shared budget: limit, spent, reserved, remaining, spend per plugin.",
+        )
+    )

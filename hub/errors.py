@@ -1,0 +1,21 @@
+"""Errors a plugin raises to give the caller a clear message instead of a traceback."""
+
+from __future__ import annotations
+
+__all__ = ["BudgetExceeded", "HubError", "ToolError"]
+
+
+class HubError(Exception):
+    """Base class for the hub's own errors."""
+
+
+class ToolError(HubError):
+    """Raised by a tool handler: the caller gets an `isError` result with this message only.
+
+    Use it for every failure a user can fix (unknown id, bad combination of arguments, ...);
+    any other exception is reported too, but logged with its traceback as a bug.
+    """
+
+
+class BudgetExceeded(ToolError):
+    """A reservation the shared budget cannot cover."""

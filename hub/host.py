@@ -1,0 +1,327 @@
+"""The running hub: plugins, shared services and the task group they live in.
+
+``async with Hub(config) as hub:`` loads the plugins, opens the store, budget, context and
+connection cache, runs every plugin's startup inside the hub's task group and collects what the
+plugins register. Leaving the block runs their shutdown hooks, closes downstream servers and
+cancels background tasks. `hub.server` serves it all over MCP.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from typing import Any
+
+import anyio
+import anyio.abc
+import structlog
+from pydantic import BaseModel
+
+from hub import __version__
+from hub.budget import Budget, PluginBudget
+from hub.config import HubConfig
+from hub.connections import ConnectionCache
+from hub.context import ContextStore
+from hub.plugins import HubPluginManager, PluginInfo, PluginLoadError, load_plugins
+from hub.registry import ListKind, Prompt, RegistrationError, Registry, Resource, ResourceTemplate, Tool
+from hub.store import Store
+
+__all__ = ["Hub", "PluginContext"]
+
+log = structlog.get_logger("hub")
+SHUTDOWN_GRACE_S = 10.0
+
+
+class PluginContext:
+    """What every hook receives as `hub`: the plugin's own view of the hub.
+
+    Attributes: `name`, `config` (the validated `[plugins.NAME]` model or None), `settings` (the
+    whole `HubConfig`), `store`, `budget` (records spend under this plugin's name), `context`,
+    `connections`, `log` (a structlog logger bound to the plugin).
+    """
+
+    def __init__(self, host: Hub, name: str, config: BaseModel | None) -> None:
+        self._host = host
+        self.name = name
+        self.config = config
+        self.settings: HubConfig = host.config
+        self.store: Store = host.store
+        self.budget: PluginBudget = host.budget.for_plugin(name)
+        self.context: ContextStore = host.context
+        self.connections: ConnectionCache = host.connections
+        self.log = structlog.get_logger(f"hub.plugins.{name}").bind(plugin=name)
+
+    def start_soon(self, fn: Callable[..., Awaitable[Any]], *args: Any, name: str | None = None) -> None:
+        """Run `fn(*args)` in the hub's task group until it returns or the hub stops.
+
+        An exception is logged with its traceback and ends only that task, never the hub.
+        """
+        label = name or getattr(fn, "__name__", "task")
+
+        async def guarded() -> None:
+            try:
+                await fn(*args)
+            except Exception:
+                self.log.exception("background task failed", task=label)
+
+        self._host.task_group.start_soon(guarded, name=f"{self.name}:{label}")
+
+    def add_tool(self, tool: Tool) -> None:
+        """Serve `tool` from now on; connected clients get `tools/list_changed`."""
+        self._host.registry.add(tool, self.name)
+
+    def remove_tool(self, name: str) -> bool:
+        """Stop serving this plugin's tool `name`; returns whether it existed."""
+        tool = self._host.registry.tools.get(name)
+        if tool is None or tool.plugin != self.name:
+            return False
+        return self._host.registry.remove("tools", name)
+
+    def add_resource(self, resource: Resource | ResourceTemplate) -> None:
+        self._host.registry.add(resource, self.name)
+
+    def remove_resource(self, uri: str) -> bool:
+        item = self._host.registry.resources.get(uri) or self._host.registry.templates.get(uri)
+        if item is None or item.plugin != self.name:
+            return False
+        return self._host.registry.remove("resources", uri)
+
+    def add_prompt(self, prompt: Prompt) -> None:
+        self._host.registry.add(prompt, self.name)
+
+    def remove_prompt(self, name: str) -> bool:
+        prompt = self._host.registry.prompts.get(name)
+        if prompt is None or prompt.plugin != self.name:
+            return False
+        return self._host.registry.remove("prompts", name)
+
+    async def status(self) -> dict[str, Any]:
+        """The hub's status (what `hub://status` shows)."""
+        return await self._host.status()
+
+
+async def _await_lifecycle(result: Any) -> None:
+    """Run what a lifecycle hook returned: an async function, a coroutine, or nothing."""
+    if result is None:
+        return
+    if callable(result) and not inspect.isawaitable(result):
+        result = result()
+    if inspect.isawaitable(result):
+        await result
+
+
+class Hub:
+    """One hub instance. Construct, then ``async with``; nothing is global."""
+
+    def __init__(self, config: HubConfig, *, extra_plugins: dict[str, Any] | None = None) -> None:
+        from hub import core
+
+        self.config = config
+        self.extra_plugins = {"core": core, **(extra_plugins or {})}
+        self.registry = Registry(warn=lambda message: log.warning(message))
+        self.started_at = time.time()
+        self.pm: HubPluginManager
+        self.plugins: dict[str, PluginInfo] = {}
+        self.contexts: dict[str, PluginContext] = {}
+        self._stack: AsyncExitStack | None = None
+        self._task_group: anyio.abc.TaskGroup | None = None
+        self._server: Any = None
+        self.downstream_listeners: list[Callable[[str, Any], Awaitable[None] | None]] = []
+
+    # -- services ----------------------------------------------------------------------------
+
+    @property
+    def task_group(self) -> anyio.abc.TaskGroup:
+        if self._task_group is None:
+            raise RuntimeError("the hub is not running (use `async with Hub(...)`)")
+        return self._task_group
+
+    @property
+    def server(self) -> Any:
+        """The MCP server (`mcp.server.Server`) serving this hub."""
+        if self._server is None:
+            from hub.server import HubServer
+
+            self._server = HubServer(self)
+        return self._server
+
+    @property
+    def loaded(self) -> list[str]:
+        return [name for name, info in self.plugins.items() if info.status == "loaded"]
+
+    async def __aenter__(self) -> Hub:
+        self.pm, self.plugins = load_plugins(self.config, extra=self.extra_plugins)
+        stack = AsyncExitStack()
+        await stack.__aenter__()
+        try:
+            self.store = Store.in_state_dir(self.config.state_dir)
+            stack.callback(self.store.close)
+            self.budget = Budget(self.store, self.config.budget.limit_usd)
+            await self.budget.setup()
+            self.context = ContextStore(self.store)
+            await self.context.setup(self.config.context)
+            self._task_group = await stack.enter_async_context(anyio.create_task_group())
+            stack.callback(self._task_group.cancel_scope.cancel)
+            self.connections = ConnectionCache(
+                self.config.servers,
+                log_dir=self.config.state_dir / "logs",
+                message_handler=self._on_downstream_message,
+            )
+            await stack.enter_async_context(self.connections)
+            stack.push_async_callback(self._shutdown_plugins)
+            await self._start_plugins()
+            self._register_all()
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._stack = stack
+        log.info(
+            "hub ready",
+            plugins=self.loaded,
+            tools=len(self.registry.tools),
+            state_dir=str(self.config.state_dir),
+        )
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            await stack.aclose()
+        self._task_group = None
+
+    # -- downstream notifications, fanned out to whoever listens --------------------------
+
+    def on_downstream_message(self, listener: Callable[[str, Any], Awaitable[None] | None]) -> None:
+        """Call `listener(server_name, message)` for every notification a downstream server sends."""
+        self.downstream_listeners.append(listener)
+
+    async def _on_downstream_message(self, server: str, message: Any) -> None:
+        for listener in list(self.downstream_listeners):
+            result = listener(server, message)
+            if inspect.isawaitable(result):
+                await result
+
+    # -- plugin lifecycle --------------------------------------------------------------------
+
+    def _context(self, name: str) -> PluginContext:
+        if name not in self.contexts:
+            self.contexts[name] = PluginContext(self, name, self.plugins[name].config)
+        return self.contexts[name]
+
+    def _fail(self, name: str, error: str) -> None:
+        info = self.plugins[name]
+        info.status, info.error = "failed", error
+        self.registry.remove_plugin(name)
+        if info.plugin is not None and self.pm.is_registered(info.plugin):
+            self.pm.unregister(info.plugin)
+        named = self.config.plugins.enabled is not None or name in self.extra_plugins
+        if named:
+            raise PluginLoadError(f"plugin {name!r} failed to start: {error}")
+        log.error("plugin failed to start; serving the others", plugin=name, error=error)
+
+    async def _start_plugins(self) -> None:
+        for name, impl in list(self.pm.impls("hub_startup")):
+            try:
+                await _await_lifecycle(impl.function(**self._hook_args(impl, name)))
+            except Exception as exc:
+                log.exception("plugin startup raised", plugin=name)
+                self._fail(name, f"{type(exc).__name__}: {exc}")
+
+    def _register_all(self) -> None:
+        for hook in ("hub_register_tools", "hub_register_resources", "hub_register_prompts"):
+            for name, impl in list(self.pm.impls(hook)):
+                if self.plugins[name].status != "loaded":
+                    continue
+                try:
+                    impl.function(**self._hook_args(impl, name))
+                except Exception as exc:
+                    log.exception("plugin registration raised", plugin=name, hook=hook)
+                    self._fail(name, f"{hook}: {type(exc).__name__}: {exc}")
+
+    def _hook_args(self, impl: Any, name: str) -> dict[str, Any]:
+        info = self.plugins[name]
+
+        def register(item: Any) -> None:
+            try:
+                self.registry.add(item, name)
+            except RegistrationError as exc:
+                info.warnings.append(str(exc))
+                log.warning("skipped a registration", plugin=name, problem=str(exc))
+
+        available = {"hub": self._context(name), "register": register}
+        return {arg: available[arg] for arg in impl.argnames}
+
+    async def _shutdown_plugins(self) -> None:
+        with anyio.CancelScope(shield=True), anyio.move_on_after(SHUTDOWN_GRACE_S) as scope:
+            for name, impl in reversed(list(self.pm.impls("hub_shutdown"))):
+                if self.plugins[name].status != "loaded":
+                    continue
+                try:
+                    await _await_lifecycle(impl.function(**self._hook_args(impl, name)))
+                except Exception:
+                    log.exception("plugin shutdown raised", plugin=name)
+        if scope.cancelled_caught:
+            log.warning("plugin shutdown hooks took too long; stopping anyway", grace_s=SHUTDOWN_GRACE_S)
+
+    # -- runtime plugin changes --------------------------------------------------------------
+
+    async def add_plugin(self, plugin: Any, name: str) -> None:
+        """Load `plugin` into the running hub (its startup and registration hooks run now)."""
+        if name in self.plugins and self.plugins[name].status == "loaded":
+            raise PluginLoadError(f"plugin {name!r} is already loaded")
+        self.pm.register(plugin, name=name)
+        self.plugins[name] = PluginInfo(
+            name, getattr(plugin, "__name__", type(plugin).__name__), status="loaded", plugin=plugin
+        )
+        for hook in ("hub_startup",):
+            for plugin_name, impl in self.pm.impls(hook):
+                if plugin_name == name:
+                    await _await_lifecycle(impl.function(**self._hook_args(impl, name)))
+        for hook in ("hub_register_tools", "hub_register_resources", "hub_register_prompts"):
+            for plugin_name, impl in self.pm.impls(hook):
+                if plugin_name == name:
+                    impl.function(**self._hook_args(impl, name))
+
+    async def remove_plugin(self, name: str) -> None:
+        """Unload plugin `name`: its shutdown hook runs and everything it registered goes away."""
+        info = self.plugins.get(name)
+        if info is None or info.status != "loaded":
+            raise PluginLoadError(f"plugin {name!r} is not loaded")
+        for plugin_name, impl in self.pm.impls("hub_shutdown"):
+            if plugin_name == name:
+                await _await_lifecycle(impl.function(**self._hook_args(impl, name)))
+        self.registry.remove_plugin(name)
+        self.pm.unregister(info.plugin)
+        info.status = "not selected"
+
+    # -- reporting ---------------------------------------------------------------------------
+
+    def on_registry_change(self, callback: Callable[[ListKind], None]) -> None:
+        self.registry.on_change = callback
+
+    async def status(self) -> dict[str, Any]:
+        """Plugins and versions, budget, context size and each downstream server's state."""
+        plugins = []
+        for name, info in self.plugins.items():
+            entry = info.describe()
+            entry.update(self.registry.contributions(name))
+            plugins.append(entry)
+        return {
+            "hub": {
+                "version": __version__,
+                "uptime_s": round(time.time() - self.started_at, 1),
+                "config": self.config.source,
+                "state_dir": str(self.config.state_dir),
+            },
+            "plugins": plugins,
+            "budget": await self.budget.summary(),
+            "context": {"entries": len(await self.context.all())},
+            "servers": self.connections.status(),
+            "counts": {
+                "tools": len(self.registry.tools),
+                "resources": len(self.registry.resources) + len(self.registry.templates),
+                "prompts": len(self.registry.prompts),
+            },
+        }

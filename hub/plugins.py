@@ -1,0 +1,220 @@
+"""Finding, choosing and loading plugins.
+
+Plugins come from the ``hub.plugins`` entry-point group (built-in ones too, so the path a
+third-party package takes is the one we use every day). Which load: `--plugins`, else
+`HUB_PLUGINS`, else `plugins` in hub.toml, else every installed one. A plugin that fails to
+import, has a misspelt hook or a hook with wrong arguments is reported by name and skipped -
+unless the user named it, in which case the hub refuses to start and says why.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.metadata
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import pluggy
+import structlog
+from pydantic import BaseModel, ValidationError
+
+from hub import hookspecs
+from hub.config import ConfigError, HubConfig, format_validation_error
+from hub.errors import HubError
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "HubPluginManager",
+    "PluginInfo",
+    "PluginLoadError",
+    "discover",
+    "load_plugins",
+]
+
+ENTRY_POINT_GROUP = "hub.plugins"
+log = structlog.get_logger("hub.plugins")
+
+Status = Literal["loaded", "failed", "not selected"]
+
+
+class PluginLoadError(HubError):
+    """A plugin the user asked for by name could not be loaded or started."""
+
+
+@dataclass
+class PluginInfo:
+    """What `hub plugins` and `hub://status` report about one plugin."""
+
+    name: str
+    module: str
+    distribution: str | None = None
+    version: str | None = None
+    builtin: bool = False
+    status: Status = "not selected"
+    error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    config: BaseModel | None = field(default=None, repr=False)
+    plugin: Any = field(default=None, repr=False)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "distribution": self.distribution,
+            "module": self.module,
+            "status": self.status,
+            "error": self.error,
+            "warnings": self.warnings,
+        }
+
+
+class HubPluginManager(pluggy.PluginManager):
+    """A pluggy manager that also treats unmarked ``hub_*`` functions as hook implementations,
+    so a misspelt hook name is caught whether or not it carries ``@hookimpl``."""
+
+    def __init__(self) -> None:
+        super().__init__(hookspecs.PROJECT)
+        self.add_hookspecs(hookspecs)
+
+    def parse_hookimpl_opts(self, plugin: Any, name: str) -> pluggy.HookimplOpts | None:
+        opts = super().parse_hookimpl_opts(plugin, name)
+        if opts is None and name.startswith("hub_") and callable(getattr(plugin, name, None)):
+            return {
+                "wrapper": False,
+                "hookwrapper": False,
+                "optionalhook": False,
+                "tryfirst": False,
+                "trylast": False,
+                "specname": None,
+            }
+        return opts
+
+    def unknown_hooks(self, plugin: Any) -> list[str]:
+        """Hook implementations of `plugin` that match no hook the hub defines."""
+        return sorted(caller.name for caller in (self.get_hookcallers(plugin) or []) if caller.spec is None)
+
+    def impls(self, hook_name: str) -> Iterator[tuple[str, Any]]:
+        """Each plugin's implementation of `hook_name`, in load order, as (plugin name, function)."""
+        caller = getattr(self.hook, hook_name)
+        for impl in caller.get_hookimpls():
+            yield impl.plugin_name, impl
+
+
+def known_hooks() -> list[str]:
+    return sorted(name for name in dir(hookspecs) if name.startswith("hub_"))
+
+
+@dataclass
+class _Candidate:
+    name: str
+    module: str
+    load: Any
+    distribution: str | None
+    version: str | None
+    builtin: bool
+
+
+def discover() -> dict[str, _Candidate]:
+    """Installed plugins by entry-point name (the first distribution wins a duplicate name)."""
+    found: dict[str, _Candidate] = {}
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in found:
+            log.warning("two packages provide plugin; using the first", plugin=ep.name, ignored=ep.value)
+            continue
+        dist = ep.dist
+        found[ep.name] = _Candidate(
+            ep.name,
+            ep.value,
+            ep.load,
+            dist.name if dist else None,
+            dist.version if dist else None,
+            builtin=bool(dist and dist.name == "hub"),
+        )
+    return found
+
+
+def _describe_error(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def load_plugins(
+    config: HubConfig, *, extra: dict[str, Any] | None = None
+) -> tuple[HubPluginManager, dict[str, PluginInfo]]:
+    """Load the selected plugins and validate their `[plugins.NAME]` tables.
+
+    `extra` are plugin objects registered in addition to the discovered ones, always loaded
+    (the hub's own core plugin, and example plugins in tests). Raises `ConfigError` for an
+    unknown name or invalid plugin settings, `PluginLoadError` for a named plugin that fails.
+    """
+    pm = HubPluginManager()
+    candidates = discover()
+    for name, obj in (extra or {}).items():
+        candidates[name] = _Candidate(
+            name, getattr(obj, "__name__", type(obj).__name__), lambda o=obj: o, "hub", None, builtin=True
+        )
+    always = set(extra or {})
+    selected = config.plugins.enabled
+    explicit = selected is not None
+    if selected is None:
+        wanted = list(candidates)
+    else:
+        unknown = [name for name in selected if name not in candidates]
+        if unknown:
+            installed = ", ".join(sorted(set(candidates) - always)) or "none"
+            raise ConfigError(
+                f"unknown plugin{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} "
+                f"(installed: {installed}); check --plugins, HUB_PLUGINS or plugins in {config.source}"
+            )
+        wanted = [name for name in candidates if name in always] + [n for n in selected if n not in always]
+
+    infos: dict[str, PluginInfo] = {
+        name: PluginInfo(name, c.module, c.distribution, c.version, c.builtin)
+        for name, c in candidates.items()
+    }
+    for table in config.plugins.tables():
+        if table not in candidates:
+            log.warning("hub.toml has settings for a plugin that is not installed", plugin=table)
+
+    for name in wanted:
+        info = infos[name]
+        try:
+            plugin = candidates[name].load()
+            pm.register(plugin, name=name)
+            unknown_hooks = pm.unknown_hooks(plugin)
+            if unknown_hooks:
+                pm.unregister(plugin)
+                hints = []
+                for hook in unknown_hooks:
+                    close = difflib.get_close_matches(hook, known_hooks(), n=1)
+                    hints.append(f"{hook!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+                raise PluginLoadError(f"unknown hook {', '.join(hints)}; see docs/plugins.md for the hooks")
+            info.plugin = plugin
+            info.status = "loaded"
+        except Exception as exc:
+            info.status = "failed"
+            info.error = str(exc) if isinstance(exc, PluginLoadError) else _describe_error(exc)
+            if explicit or name in always:
+                raise PluginLoadError(f"plugin {name!r} failed to load: {info.error}") from exc
+            log.error("plugin failed to load; serving the others", plugin=name, error=info.error)
+            continue
+        info.config = _plugin_config(pm, name, config)
+    return pm, infos
+
+
+def _plugin_config(pm: HubPluginManager, name: str, config: HubConfig) -> BaseModel | None:
+    table = config.plugins.tables().get(name)
+    model: type[BaseModel] | None = None
+    for plugin_name, impl in pm.impls("hub_config_model"):
+        if plugin_name == name:
+            model = impl.function()
+    if model is None:
+        if table:
+            raise ConfigError(f"{config.source}: plugins.{name}: plugin {name!r} takes no settings")
+        return None
+    if table is not None and not isinstance(table, dict):
+        raise ConfigError(f"{config.source}: plugins.{name}: expected a table ([plugins.{name}])")
+    try:
+        return model.model_validate(table or {})
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, config.source, prefix=f"plugins.{name}")) from None

@@ -1,0 +1,373 @@
+"""What plugins register: tools, resources, resource templates and prompts, and the live registry.
+
+A plugin builds these small dataclasses and hands them to the `register` callback of a hook (or
+to `PluginContext.add_tool` later, at run time). The registry records which plugin contributed
+each item, refuses duplicates and bad names with a message naming both plugins, and tells the
+server when a list changed so connected clients get `list_changed`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, Literal
+
+import mcp.types as types
+from pydantic import BaseModel, ValidationError
+
+from hub.errors import ToolError
+
+if TYPE_CHECKING:
+    import jsonschema
+
+__all__ = [
+    "CLAUDE_PREFIX",
+    "Prompt",
+    "PromptArgument",
+    "RegistrationError",
+    "Registry",
+    "Resource",
+    "ResourceTemplate",
+    "Tool",
+    "ToolCall",
+]
+
+TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+CLAUDE_PREFIX = "mcp__hub__"
+
+ResourceBody = str | bytes | dict[str, Any] | list[Any] | BaseModel
+ListKind = Literal["tools", "resources", "prompts"]
+
+
+class RegistrationError(ValueError):
+    """A tool, resource or prompt that cannot be registered (bad or duplicate name)."""
+
+
+class ToolCall:
+    """The second argument of every tool handler: who is calling, and a way to report progress."""
+
+    def __init__(
+        self,
+        tool: str,
+        *,
+        request_id: Any = None,
+        progress: Callable[[float, float | None, str | None], Awaitable[None]] | None = None,
+        session: Any = None,
+        log: Any = None,
+    ) -> None:
+        self.tool = tool
+        self.request_id = request_id
+        self.session = session
+        self.log = log
+        self._progress = progress
+        self._last_progress = float("-inf")
+
+    @property
+    def wants_progress(self) -> bool:
+        return self._progress is not None
+
+    async def report_progress(
+        self, progress: float, total: float | None = None, message: str | None = None
+    ) -> None:
+        """Send `notifications/progress` if the caller asked for it; values must increase, others are dropped."""
+        if self._progress is None or progress <= self._last_progress:
+            return
+        self._last_progress = progress
+        await self._progress(progress, total, message)
+
+
+ToolHandler = Callable[[Any, ToolCall], Awaitable[Any]]
+
+
+@dataclass
+class Tool:
+    """A tool. `handler(args, call)` gets the validated arguments: an instance of `input_model` when
+    one is given, else the argument dict checked against `input_schema`.
+
+    The handler returns a pydantic model or dict (sent as `structuredContent` plus the same JSON
+    as text), a list or scalar (wrapped as ``{"result": ...}``), a string (text), or a ready
+    `mcp.types.CallToolResult`. It raises `ToolError` for failures the caller can fix.
+    """
+
+    name: str
+    handler: ToolHandler
+    description: str = ""
+    input_model: type[BaseModel] | None = None
+    input_schema: dict[str, Any] | None = None
+    output_schema: dict[str, Any] | None = None
+    title: str | None = None
+    annotations: types.ToolAnnotations | None = None
+    plugin: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        if self.input_model is not None and self.input_schema is not None:
+            raise RegistrationError(f"tool {self.name!r}: give input_model or input_schema, not both")
+
+    @cached_property
+    def schema(self) -> dict[str, Any]:
+        if self.input_model is not None:
+            schema = self.input_model.model_json_schema()
+        else:
+            schema = dict(self.input_schema or {})
+        schema.setdefault("type", "object")
+        schema.setdefault("properties", {})
+        return schema
+
+    @cached_property
+    def _validator(self) -> jsonschema.protocols.Validator:
+        import jsonschema
+
+        cls = jsonschema.validators.validator_for(self.schema, default=jsonschema.Draft202012Validator)
+        return cls(self.schema)  # type: ignore[no-any-return]
+
+    def to_mcp(self) -> types.Tool:
+        return types.Tool(
+            name=self.name,
+            title=self.title,
+            description=self.description,
+            input_schema=self.schema,
+            output_schema=self.output_schema,
+            annotations=self.annotations,
+        )
+
+    def validate(self, arguments: dict[str, Any] | None) -> Any:
+        """The arguments as the handler wants them, or `ToolError` naming each bad field."""
+        arguments = arguments or {}
+        if self.input_model is not None:
+            try:
+                return self.input_model.model_validate(arguments)
+            except ValidationError as exc:
+                raise ToolError(f"invalid arguments for {self.name}: {_pydantic_problems(exc)}") from None
+        errors = sorted(self._validator.iter_errors(arguments), key=lambda e: list(e.absolute_path))
+        if errors:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e.absolute_path) or '(arguments)'}: {_short(e.message)}"
+                for e in errors[:5]
+            )
+            raise ToolError(f"invalid arguments for {self.name}: {problems}")
+        return arguments
+
+
+def _short(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _pydantic_problems(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors()[:5]:
+        where = ".".join(str(part) for part in error["loc"]) or "(arguments)"
+        message = "unknown field" if error["type"] == "extra_forbidden" else error["msg"]
+        if error["type"] not in ("missing", "extra_forbidden") and isinstance(
+            error.get("input"), str | int | float
+        ):
+            message += f" (got {_short(repr(error['input']), 60)})"
+        problems.append(f"{where}: {message}")
+    return "; ".join(problems)
+
+
+@dataclass
+class Resource:
+    """A fixed resource; `read()` returns text, bytes, or JSON-ready data (sent as JSON)."""
+
+    uri: str
+    name: str
+    read: Callable[[], Awaitable[ResourceBody]]
+    description: str = ""
+    mime_type: str = "application/json"
+    plugin: str = field(default="", compare=False)
+
+    def to_mcp(self) -> types.Resource:
+        return types.Resource(
+            uri=self.uri, name=self.name, description=self.description, mime_type=self.mime_type
+        )
+
+
+@dataclass
+class ResourceTemplate:
+    """A family of resources such as ``pool://slots/{id}``; `read(params)` gets ``{"id": ...}``."""
+
+    uri_template: str
+    name: str
+    read: Callable[[dict[str, str]], Awaitable[ResourceBody]]
+    description: str = ""
+    mime_type: str = "application/json"
+    plugin: str = field(default="", compare=False)
+
+    @cached_property
+    def _pattern(self) -> re.Pattern[str]:
+        parts = re.split(r"\{([A-Za-z_][A-Za-z0-9_]*)\}", self.uri_template)
+        regex = "".join(
+            re.escape(part) if i % 2 == 0 else f"(?P<{part}>[^/?#]+)" for i, part in enumerate(parts)
+        )
+        return re.compile(regex)
+
+    def match(self, uri: str) -> dict[str, str] | None:
+        found = self._pattern.fullmatch(uri)
+        return None if found is None else found.groupdict()
+
+    def to_mcp(self) -> types.ResourceTemplate:
+        return types.ResourceTemplate(
+            uri_template=self.uri_template,
+            name=self.name,
+            description=self.description,
+            mime_type=self.mime_type,
+        )
+
+
+@dataclass
+class PromptArgument:
+    name: str
+    description: str = ""
+    required: bool = False
+
+
+@dataclass
+class Prompt:
+    """A prompt template; `render(arguments)` returns the text of one user message, or messages."""
+
+    name: str
+    render: Callable[[dict[str, str]], Awaitable[str | list[types.PromptMessage]]]
+    description: str = ""
+    arguments: list[PromptArgument] = field(default_factory=list)
+    plugin: str = field(default="", compare=False)
+
+    def to_mcp(self) -> types.Prompt:
+        return types.Prompt(
+            name=self.name,
+            description=self.description,
+            arguments=[
+                types.PromptArgument(name=a.name, description=a.description, required=a.required)
+                for a in self.arguments
+            ],
+        )
+
+    def check_arguments(self, arguments: dict[str, str] | None) -> dict[str, str]:
+        arguments = dict(arguments or {})
+        known = {a.name for a in self.arguments}
+        unknown = sorted(set(arguments) - known)
+        missing = [a.name for a in self.arguments if a.required and a.name not in arguments]
+        problems = []
+        if missing:
+            problems.append(f"missing required argument(s): {', '.join(missing)}")
+        if unknown:
+            problems.append(
+                f"unknown argument(s): {', '.join(unknown)} (known: {', '.join(sorted(known)) or 'none'})"
+            )
+        if problems:
+            raise ToolError(f"prompt {self.name}: {'; '.join(problems)}")
+        return arguments
+
+
+Registrable = Tool | Resource | ResourceTemplate | Prompt
+
+
+class Registry:
+    """Everything the hub serves, with the plugin that contributed each item.
+
+    `on_change(kind)` is called after every change so the server can tell connected clients.
+    """
+
+    def __init__(self, *, warn: Callable[[str], None] | None = None) -> None:
+        self.tools: dict[str, Tool] = {}
+        self.resources: dict[str, Resource] = {}
+        self.templates: dict[str, ResourceTemplate] = {}
+        self.prompts: dict[str, Prompt] = {}
+        self.on_change: Callable[[ListKind], None] = lambda kind: None
+        self._warn = warn or (lambda message: None)
+
+    def add(self, item: Registrable, plugin: str) -> None:
+        """Register `item` for `plugin`; `RegistrationError` if its name is bad or taken."""
+        item.plugin = plugin
+        if isinstance(item, Tool):
+            self._check_tool_name(item.name)
+            self._claim(self.tools, item.name, item, "tool")
+            self.on_change("tools")
+        elif isinstance(item, Resource):
+            self._claim(self.resources, item.uri, item, "resource")
+            self.on_change("resources")
+        elif isinstance(item, ResourceTemplate):
+            self._claim(self.templates, item.uri_template, item, "resource template")
+            self.on_change("resources")
+        elif isinstance(item, Prompt):
+            self._claim(self.prompts, item.name, item, "prompt")
+            self.on_change("prompts")
+        else:
+            raise RegistrationError(
+                f"cannot register {item!r}: expected Tool, Resource, ResourceTemplate or Prompt"
+            )
+
+    def _check_tool_name(self, name: str) -> None:
+        if not TOOL_NAME.fullmatch(name):
+            raise RegistrationError(
+                f"tool name {name!r} is not allowed: use 1-64 letters, digits, '_' or '-' "
+                "(the Anthropic API accepts nothing else)"
+            )
+        if len(CLAUDE_PREFIX) + len(name) > 64:
+            self._warn(
+                f"tool {name!r}: Claude Code will call it {CLAUDE_PREFIX}{name} "
+                f"({len(CLAUDE_PREFIX) + len(name)} characters), over the 64 the API accepts; give it a shorter name"
+            )
+
+    @staticmethod
+    def _claim(table: dict[str, Any], key: str, item: Registrable, what: str) -> None:
+        existing = table.get(key)
+        if existing is not None:
+            raise RegistrationError(
+                f"{what} {key!r} from plugin {item.plugin!r} clashes with the one from plugin {existing.plugin!r}"
+            )
+        table[key] = item
+
+    def remove(self, kind: ListKind, key: str) -> bool:
+        table: dict[str, Any]
+        if kind == "tools":
+            table = self.tools
+        elif kind == "prompts":
+            table = self.prompts
+        else:
+            table = self.resources if key in self.resources else self.templates
+        if table.pop(key, None) is None:
+            return False
+        self.on_change(kind)
+        return True
+
+    def remove_plugin(self, plugin: str) -> None:
+        """Drop everything `plugin` registered."""
+        groups: list[tuple[ListKind, list[dict[str, Any]]]] = [
+            ("tools", [self.tools]),
+            ("resources", [self.resources, self.templates]),
+            ("prompts", [self.prompts]),
+        ]
+        for kind, tables in groups:
+            changed = False
+            for table in tables:
+                for key in [k for k, v in table.items() if v.plugin == plugin]:
+                    del table[key]
+                    changed = True
+            if changed:
+                self.on_change(kind)
+
+    def contributions(self, plugin: str) -> dict[str, list[str]]:
+        return {
+            "tools": sorted(k for k, v in self.tools.items() if v.plugin == plugin),
+            "resources": sorted(
+                [k for k, v in self.resources.items() if v.plugin == plugin]
+                + [k for k, v in self.templates.items() if v.plugin == plugin]
+            ),
+            "prompts": sorted(k for k, v in self.prompts.items() if v.plugin == plugin),
+        }
+
+    def find_resource(self, uri: str) -> tuple[Resource | ResourceTemplate, dict[str, str]] | None:
+        if uri in self.resources:
+            return self.resources[uri], {}
+        for template in self.templates.values():
+            params = template.match(uri)
+            if params is not None:
+                return template, params
+        return None
+
+
+def dump_json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str)

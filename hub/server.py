@@ -1,0 +1,378 @@
+"""The MCP face of the hub: the SDK's low-level `Server` over the live registry.
+
+Tool arguments are validated before a plugin sees them; plugin failures become `isError` results
+and never take the server down; unknown tools and resources are JSON-RPC errors. When a list
+changes, clients are told in both protocol eras: handshake-era sessions get
+`notifications/*/list_changed`, 2026-era clients get it on their `subscriptions/listen` stream.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.lowlevel
+import mcp.types as types
+import structlog
+from mcp.server import NotificationOptions, Server, ServerRequestContext
+from mcp.server.models import InitializationOptions
+from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler
+from mcp.shared.exceptions import MCPError
+from mcp.shared.subscriptions import PromptsListChanged, ResourcesListChanged, ServerEvent, ToolsListChanged
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from pydantic import BaseModel
+
+from hub import __version__
+from hub.config import ConfigError
+from hub.errors import ToolError
+from hub.registry import ListKind, ResourceBody, ResourceTemplate, ToolCall, dump_json
+
+if TYPE_CHECKING:
+    from hub.host import Hub
+
+__all__ = ["HubServer", "to_call_result"]
+
+log = structlog.get_logger("hub.server")
+
+INSTRUCTIONS = (
+    "The hub hosts several tool families (plugins) behind one server. Read hub://status for the "
+    "loaded plugins, the shared budget and downstream servers."
+)
+
+
+def error_result(message: str) -> types.CallToolResult:
+    return types.CallToolResult(content=[types.TextContent(type="text", text=message)], is_error=True)
+
+
+def to_call_result(value: Any) -> types.CallToolResult:
+    """A tool handler's return value as an MCP result (see `hub.registry.Tool`)."""
+    if isinstance(value, types.CallToolResult):
+        return value
+    if isinstance(value, BaseModel):
+        value = value.model_dump(mode="json")
+    if isinstance(value, str):
+        return types.CallToolResult(content=[types.TextContent(type="text", text=value)])
+    structured = value if isinstance(value, dict) else {"result": value}
+    text = dump_json(value)
+    return types.CallToolResult(
+        content=[types.TextContent(type="text", text=text)], structured_content=structured
+    )
+
+
+def resource_contents(
+    uri: str, mime_type: str, body: ResourceBody
+) -> list[types.TextResourceContents | types.BlobResourceContents]:
+    if isinstance(body, bytes):
+        return [
+            types.BlobResourceContents(uri=uri, mime_type=mime_type, blob=base64.b64encode(body).decode())
+        ]
+    if isinstance(body, BaseModel):
+        body = body.model_dump(mode="json")
+    text = body if isinstance(body, str) else json.dumps(body, indent=2, ensure_ascii=False, default=str)
+    return [types.TextResourceContents(uri=uri, mime_type=mime_type, text=text)]
+
+
+class _HubMCPServer(Server[Any]):
+    """Advertises `listChanged` for tools, resources and prompts to handshake-era clients too
+    (the SDK's HTTP manager calls `create_initialization_options()` with no arguments)."""
+
+    def create_initialization_options(
+        self,
+        notification_options: NotificationOptions | None = None,
+        experimental_capabilities: dict[str, dict[str, Any]] | None = None,
+        extensions: dict[str, dict[str, Any]] | None = None,
+    ) -> InitializationOptions:
+        return super().create_initialization_options(
+            notification_options
+            or NotificationOptions(prompts_changed=True, resources_changed=True, tools_changed=True),
+            experimental_capabilities,
+            extensions,
+        )
+
+
+class HubServer:
+    """Builds the SDK server for a `Hub` and keeps connected clients informed of changes."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.bus = InMemorySubscriptionBus()
+        # Handshake-era connections that can receive list_changed, keyed by connection identity.
+        self._legacy_sessions: dict[int, Any] = {}
+        self._pending: set[ListKind] = set()
+        self._flush_scheduled = False
+        self.mcp = _HubMCPServer(
+            "hub",
+            version=__version__,
+            instructions=INSTRUCTIONS,
+            on_list_tools=self._list_tools,
+            on_call_tool=self._call_tool,
+            on_list_resources=self._list_resources,
+            on_list_resource_templates=self._list_templates,
+            on_read_resource=self._read_resource,
+            on_list_prompts=self._list_prompts,
+            on_get_prompt=self._get_prompt,
+            on_subscriptions_listen=ListenHandler(self.bus),
+        )
+        self.mcp.middleware.append(self._track_session)
+        hub.on_registry_change(self._changed)
+
+    # -- change notifications ----------------------------------------------------------------
+
+    async def _track_session(self, ctx: ServerRequestContext[Any, Any], call_next: Any) -> Any:
+        if ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS:
+            connection = getattr(ctx.session, "_connection", None)
+            key = id(connection) if connection is not None else id(ctx.session)
+            if key not in self._legacy_sessions:
+                self._legacy_sessions[key] = ctx.session
+                if connection is not None:
+                    connection.exit_stack.callback(self._legacy_sessions.pop, key, None)
+        return await call_next(ctx)
+
+    def _changed(self, kind: ListKind) -> None:
+        """Registry callback: batch changes made in one go into one notification per list."""
+        self._pending.add(kind)
+        if self._flush_scheduled or self.hub._task_group is None:
+            return
+        self._flush_scheduled = True
+        self.hub.task_group.start_soon(self._flush)
+
+    async def _flush(self) -> None:
+        await anyio.lowlevel.checkpoint()  # let the rest of a burst of registrations land first
+        kinds, self._pending = self._pending, set()
+        self._flush_scheduled = False
+        events: dict[ListKind, ServerEvent] = {
+            "tools": ToolsListChanged(),
+            "resources": ResourcesListChanged(),
+            "prompts": PromptsListChanged(),
+        }
+        for kind in sorted(kinds):
+            await self.bus.publish(events[kind])
+            for key, session in list(self._legacy_sessions.items()):
+                try:
+                    if kind == "tools":
+                        await session.send_tool_list_changed()
+                    elif kind == "resources":
+                        await session.send_resource_list_changed()
+                    else:
+                        await session.send_prompt_list_changed()
+                except Exception as exc:  # a client that went away
+                    log.debug("dropping a session that cannot be notified", error=str(exc))
+                    self._legacy_sessions.pop(key, None)
+
+    # -- tools -------------------------------------------------------------------------------
+
+    async def _list_tools(
+        self, ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListToolsResult:
+        return types.ListToolsResult(tools=[tool.to_mcp() for tool in self.hub.registry.tools.values()])
+
+    async def _call_tool(
+        self, ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
+    ) -> types.CallToolResult:
+        tool = self.hub.registry.tools.get(params.name)
+        if tool is None:
+            raise MCPError(types.INVALID_PARAMS, f"Unknown tool: {params.name}", data={"tool": params.name})
+        bound = log.bind(tool=tool.name, plugin=tool.plugin, request_id=ctx.request_id)
+        started = time.perf_counter()
+        try:
+            arguments = tool.validate(params.arguments)
+            call = ToolCall(
+                tool.name,
+                request_id=ctx.request_id,
+                progress=ctx.session.report_progress,
+                session=ctx.session,
+                log=bound,
+            )
+            result = to_call_result(await tool.handler(arguments, call))
+        except ToolError as exc:
+            bound.info("tool error", error=str(exc))
+            return error_result(str(exc))
+        except Exception as exc:
+            bound.exception("tool raised")
+            return error_result(f"{tool.name} failed: {type(exc).__name__}: {exc}")
+        bound.debug(
+            "tool done", ms=round((time.perf_counter() - started) * 1000, 1), is_error=result.is_error
+        )
+        return result
+
+    # -- resources ---------------------------------------------------------------------------
+
+    async def _list_resources(
+        self, ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListResourcesResult:
+        return types.ListResourcesResult(resources=[r.to_mcp() for r in self.hub.registry.resources.values()])
+
+    async def _list_templates(
+        self, ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListResourceTemplatesResult:
+        return types.ListResourceTemplatesResult(
+            resource_templates=[t.to_mcp() for t in self.hub.registry.templates.values()]
+        )
+
+    async def _read_resource(
+        self, ctx: ServerRequestContext[Any, Any], params: types.ReadResourceRequestParams
+    ) -> types.ReadResourceResult:
+        uri = str(params.uri)
+        found = self.hub.registry.find_resource(uri)
+        if found is None:
+            raise MCPError(types.INVALID_PARAMS, f"Unknown resource: {uri}", data={"uri": uri})
+        item, uri_params = found
+        try:
+            body = await (item.read(uri_params) if isinstance(item, ResourceTemplate) else item.read())
+        except ToolError as exc:
+            raise MCPError(types.INVALID_PARAMS, str(exc), data={"uri": uri}) from None
+        except Exception as exc:
+            log.exception("resource read raised", uri=uri, plugin=item.plugin)
+            raise MCPError(
+                types.INTERNAL_ERROR, f"reading {uri} failed: {type(exc).__name__}: {exc}"
+            ) from None
+        return types.ReadResourceResult(contents=resource_contents(uri, item.mime_type, body))
+
+    # -- prompts -----------------------------------------------------------------------------
+
+    async def _list_prompts(
+        self, ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListPromptsResult:
+        return types.ListPromptsResult(prompts=[p.to_mcp() for p in self.hub.registry.prompts.values()])
+
+    async def _get_prompt(
+        self, ctx: ServerRequestContext[Any, Any], params: types.GetPromptRequestParams
+    ) -> types.GetPromptResult:
+        prompt = self.hub.registry.prompts.get(params.name)
+        if prompt is None:
+            raise MCPError(
+                types.INVALID_PARAMS, f"Unknown prompt: {params.name}", data={"prompt": params.name}
+            )
+        try:
+            arguments = prompt.check_arguments(params.arguments)
+            rendered = await prompt.render(arguments)
+        except ToolError as exc:
+            raise MCPError(types.INVALID_PARAMS, str(exc)) from None
+        except Exception as exc:
+            log.exception("prompt render raised", prompt=prompt.name, plugin=prompt.plugin)
+            raise MCPError(
+                types.INTERNAL_ERROR, f"prompt {prompt.name} failed: {type(exc).__name__}: {exc}"
+            ) from None
+        if isinstance(rendered, str):
+            messages = [
+                types.PromptMessage(role="user", content=types.TextContent(type="text", text=rendered))
+            ]
+        else:
+            messages = rendered
+        return types.GetPromptResult(description=prompt.description, messages=messages)
+
+    # -- transports --------------------------------------------------------------------------
+
+    async def run_stdio(self) -> None:
+        """Serve one client over stdin/stdout until it closes stdin."""
+        from mcp.server.stdio import stdio_server
+
+        async with stdio_server() as (read, write):
+            await self.mcp.run(read, write, self.mcp.create_initialization_options())
+
+    def http_app(self, *, host: str, path: str, token: str | None) -> Any:
+        """The streamable-HTTP ASGI app; with a token, every request must carry ``Authorization: Bearer``."""
+        from mcp.server.transport_security import TransportSecuritySettings
+
+        security = (
+            None if is_loopback(host) else TransportSecuritySettings(enable_dns_rebinding_protection=False)
+        )
+        app = self.mcp.streamable_http_app(streamable_http_path=path, host=host, transport_security=security)
+        return BearerTokenMiddleware(app, token) if token else app
+
+    async def run_http(
+        self, *, host: str, port: int, path: str, token: str | None, ready: Any = None
+    ) -> None:
+        """Serve streamable HTTP until cancelled (SIGTERM / Ctrl-C are handled by the caller)."""
+        import uvicorn
+
+        if not is_loopback(host) and not token:
+            raise ConfigError(
+                f"refusing to listen on {host}: a non-loopback host needs a bearer token "
+                "([http] token in hub.toml, or HUB_HTTP_TOKEN)"
+            )
+        config = uvicorn.Config(
+            self.http_app(host=host, path=path, token=token),
+            host=host,
+            port=port,
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=3,
+        )
+        server = uvicorn.Server(config)
+        server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]  # the CLI owns signals
+        done = anyio.Event()
+
+        async def serve() -> None:
+            # Shielded: on cancellation we ask uvicorn to stop and let it finish its own shutdown.
+            with anyio.CancelScope(shield=True):
+                try:
+                    await server.serve()
+                finally:
+                    done.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(serve)
+            try:
+                while not server.started and not done.is_set():
+                    await anyio.sleep(0.02)
+                if not server.started:
+                    raise ConfigError(f"could not listen on {host}:{port} (see the error above)")
+                bound = server.servers[0].sockets[0].getsockname()
+                log.info(
+                    "serving streamable HTTP", url=f"http://{bound[0]}:{bound[1]}{path}", auth=bool(token)
+                )
+                if ready is not None:
+                    ready(bound[1])
+                await done.wait()
+            finally:
+                server.should_exit = True
+                with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                    await done.wait()
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class BearerTokenMiddleware:
+    """Rejects HTTP requests that lack ``Authorization: Bearer <token>`` with 401."""
+
+    def __init__(self, app: Any, token: str) -> None:
+        import hmac
+
+        self.app = app
+        self._expected = f"Bearer {token}".encode()
+        self._compare = hmac.compare_digest
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            supplied = dict(scope.get("headers") or []).get(b"authorization", b"")
+            if not self._compare(supplied, self._expected):
+                body = b'{"error": "missing or wrong bearer token"}'
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 401,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"www-authenticate", b"Bearer"),
+                            (b"content-length", str(len(body)).encode()),
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)

@@ -1,0 +1,84 @@
+"""A small downstream MCP server for the tests: echo, slow, failing, crashing and structured tools.
+
+Run as ``python downstream.py``; it speaks MCP over stdio. Environment knobs:
+``DOWNSTREAM_EXIT_AT_ONCE=1`` exits before the handshake (a server that dies at start);
+``DOWNSTREAM_MARKER_DIR`` receives a file per cancelled `sleep` call, so tests can prove a
+cancellation reached the server.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+from mcp.server import MCPServer
+from pydantic import BaseModel
+
+if os.environ.get("DOWNSTREAM_EXIT_AT_ONCE"):
+    print("downstream: told to exit at once", file=sys.stderr, flush=True)
+    raise SystemExit(3)
+
+server = MCPServer("downstream", version="1.0.0")
+
+
+class Items(BaseModel):
+    items: list[str]
+    count: int
+
+
+@server.tool()
+async def echo(text: str) -> str:
+    """Return the text unchanged."""
+    return text
+
+
+@server.tool()
+async def add(a: int, b: int) -> int:
+    """Add two integers."""
+    return a + b
+
+
+@server.tool()
+async def sleep(seconds: float, tag: str = "") -> str:
+    """Sleep, then say so. A cancelled call leaves a marker file in DOWNSTREAM_MARKER_DIR."""
+    try:
+        await anyio.sleep(seconds)
+    except anyio.get_cancelled_exc_class():
+        marker_dir = os.environ.get("DOWNSTREAM_MARKER_DIR")
+        if marker_dir:
+            Path(marker_dir, f"cancelled-{tag or 'call'}").write_text("cancelled")
+        raise
+    return f"slept {seconds}"
+
+
+@server.tool()
+async def fail(message: str = "failing on purpose") -> str:
+    """Always fails with the given message."""
+    raise ValueError(message)
+
+
+@server.tool()
+async def crash() -> str:
+    """Kill this server process at once, mid-call."""
+    os._exit(17)
+
+
+@server.tool()
+async def listing(prefix: str = "item", n: int = 3) -> Items:
+    """Structured output: a list of names and its count."""
+    items = [f"{prefix}{i}" for i in range(n)]
+    return Items(items=items, count=n)
+
+
+@server.tool()
+async def whoami() -> dict[str, Any]:
+    """This process's pid and selected environment variables."""
+    keys = ("PATH", "HOME", "DOWNSTREAM_GREETING", "SECRET_TOKEN", "UNRELATED_PARENT_VAR")
+    return {"pid": os.getpid(), "env": {k: os.environ.get(k) for k in keys}}
+
+
+if __name__ == "__main__":
+    server.run()
