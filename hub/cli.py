@@ -116,12 +116,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = _config_from(args)
         configure_logging(config.log_format, config.log_level)
-        if command == "serve":
-            anyio.run(_serve, config, args.transport)
-        elif command == "plugins":
-            anyio.run(_plugins, config, args.json)
-        elif command == "config":
-            _print_config(config)
+        try:
+            if command == "serve":
+                _check_http(config, args.transport)
+                anyio.run(_serve, config, args.transport)
+            elif command == "plugins":
+                anyio.run(_plugins, config, args.json)
+            elif command == "config":
+                _print_config(config)
+        except BaseExceptionGroup as group:
+            # Errors raised inside task groups arrive wrapped; report the user-facing one plainly.
+            match = group.subgroup(lambda e: isinstance(e, ConfigError | PluginLoadError))
+            if match is None:
+                raise
+            raise _first_leaf(match) from group
     except ConfigError as exc:
         print(f"hub: config error:\n{_indent(str(exc))}", file=sys.stderr)
         return 2
@@ -131,6 +139,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def _first_leaf(group: BaseException) -> BaseException:
+    while isinstance(group, BaseExceptionGroup):
+        group = group.exceptions[0]
+    return group
+
+
+def _check_http(config: HubConfig, transport: str) -> None:
+    from hub.server import is_loopback
+
+    if transport == "http" and not is_loopback(config.http.host) and config.http.token is None:
+        raise ConfigError(
+            f"refusing to listen on {config.http.host}: a non-loopback host needs a bearer token "
+            "([http] token in hub.toml, or HUB_HTTP_TOKEN)"
+        )
 
 
 def _indent(text: str) -> str:

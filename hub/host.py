@@ -24,7 +24,14 @@ from hub.budget import Budget, PluginBudget
 from hub.config import HubConfig
 from hub.connections import ConnectionCache
 from hub.context import ContextStore
-from hub.plugins import HubPluginManager, PluginInfo, PluginLoadError, load_plugins
+from hub.plugins import (
+    HubPluginManager,
+    PluginInfo,
+    PluginLoadError,
+    load_plugins,
+    plugin_config,
+    register_plugin,
+)
 from hub.registry import ListKind, Prompt, RegistrationError, Registry, Resource, ResourceTemplate, Tool
 from hub.store import Store
 
@@ -221,24 +228,30 @@ class Hub:
             raise PluginLoadError(f"plugin {name!r} failed to start: {error}")
         log.error("plugin failed to start; serving the others", plugin=name, error=error)
 
-    async def _start_plugins(self) -> None:
-        for name, impl in list(self.pm.impls("hub_startup")):
-            try:
-                await _await_lifecycle(impl.function(**self._hook_args(impl, name)))
-            except Exception as exc:
-                log.exception("plugin startup raised", plugin=name)
-                self._fail(name, f"{type(exc).__name__}: {exc}")
+    def _impls(self, hook: str, name: str | None = None) -> list[tuple[str, Any]]:
+        """Implementations of `hook` by loaded plugins (only `name`'s when given), in load order."""
+        return [
+            (plugin, impl)
+            for plugin, impl in self.pm.impls(hook)
+            if (name is None or plugin == name) and self.plugins[plugin].status == "loaded"
+        ]
 
-    def _register_all(self) -> None:
+    async def _start_plugins(self, name: str | None = None) -> None:
+        for plugin, impl in self._impls("hub_startup", name):
+            try:
+                await _await_lifecycle(impl.function(**self._hook_args(impl, plugin)))
+            except Exception as exc:
+                log.exception("plugin startup raised", plugin=plugin)
+                self._fail(plugin, f"{type(exc).__name__}: {exc}")
+
+    def _register_all(self, name: str | None = None) -> None:
         for hook in ("hub_register_tools", "hub_register_resources", "hub_register_prompts"):
-            for name, impl in list(self.pm.impls(hook)):
-                if self.plugins[name].status != "loaded":
-                    continue
+            for plugin, impl in self._impls(hook, name):
                 try:
-                    impl.function(**self._hook_args(impl, name))
+                    impl.function(**self._hook_args(impl, plugin))
                 except Exception as exc:
-                    log.exception("plugin registration raised", plugin=name, hook=hook)
-                    self._fail(name, f"{hook}: {type(exc).__name__}: {exc}")
+                    log.exception("plugin registration raised", plugin=plugin, hook=hook)
+                    self._fail(plugin, f"{hook}: {type(exc).__name__}: {exc}")
 
     def _hook_args(self, impl: Any, name: str) -> dict[str, Any]:
         info = self.plugins[name]
@@ -253,45 +266,43 @@ class Hub:
         available = {"hub": self._context(name), "register": register}
         return {arg: available[arg] for arg in impl.argnames}
 
-    async def _shutdown_plugins(self) -> None:
+    async def _shutdown_plugins(self, name: str | None = None) -> None:
         with anyio.CancelScope(shield=True), anyio.move_on_after(SHUTDOWN_GRACE_S) as scope:
-            for name, impl in reversed(list(self.pm.impls("hub_shutdown"))):
-                if self.plugins[name].status != "loaded":
-                    continue
+            for plugin, impl in reversed(self._impls("hub_shutdown", name)):
                 try:
-                    await _await_lifecycle(impl.function(**self._hook_args(impl, name)))
+                    await _await_lifecycle(impl.function(**self._hook_args(impl, plugin)))
                 except Exception:
-                    log.exception("plugin shutdown raised", plugin=name)
+                    log.exception("plugin shutdown raised", plugin=plugin)
         if scope.cancelled_caught:
             log.warning("plugin shutdown hooks took too long; stopping anyway", grace_s=SHUTDOWN_GRACE_S)
 
     # -- runtime plugin changes --------------------------------------------------------------
 
     async def add_plugin(self, plugin: Any, name: str) -> None:
-        """Load `plugin` into the running hub (its startup and registration hooks run now)."""
+        """Load `plugin` into the running hub: its config is validated, then startup and
+        registration hooks run now, exactly as at start (failures raise `PluginLoadError`)."""
         if name in self.plugins and self.plugins[name].status == "loaded":
             raise PluginLoadError(f"plugin {name!r} is already loaded")
-        self.pm.register(plugin, name=name)
-        self.plugins[name] = PluginInfo(
-            name, getattr(plugin, "__name__", type(plugin).__name__), status="loaded", plugin=plugin
-        )
-        for hook in ("hub_startup",):
-            for plugin_name, impl in self.pm.impls(hook):
-                if plugin_name == name:
-                    await _await_lifecycle(impl.function(**self._hook_args(impl, name)))
-        for hook in ("hub_register_tools", "hub_register_resources", "hub_register_prompts"):
-            for plugin_name, impl in self.pm.impls(hook):
-                if plugin_name == name:
-                    impl.function(**self._hook_args(impl, name))
+        info = PluginInfo(name, getattr(plugin, "__name__", type(plugin).__name__))
+        register_plugin(self.pm, name, plugin, info)
+        self.plugins[name] = info
+        self.extra_plugins[name] = plugin  # a plugin added by hand is a named one: failures raise
+        try:
+            info.config = plugin_config(self.pm, name, self.config)
+        except Exception:
+            self.pm.unregister(plugin)
+            del self.plugins[name]
+            raise
+        self.contexts.pop(name, None)
+        await self._start_plugins(name)
+        self._register_all(name)
 
     async def remove_plugin(self, name: str) -> None:
         """Unload plugin `name`: its shutdown hook runs and everything it registered goes away."""
         info = self.plugins.get(name)
         if info is None or info.status != "loaded":
             raise PluginLoadError(f"plugin {name!r} is not loaded")
-        for plugin_name, impl in self.pm.impls("hub_shutdown"):
-            if plugin_name == name:
-                await _await_lifecycle(impl.function(**self._hook_args(impl, name)))
+        await self._shutdown_plugins(name)
         self.registry.remove_plugin(name)
         self.pm.unregister(info.plugin)
         info.status = "not selected"

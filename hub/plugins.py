@@ -179,18 +179,7 @@ def load_plugins(
     for name in wanted:
         info = infos[name]
         try:
-            plugin = candidates[name].load()
-            pm.register(plugin, name=name)
-            unknown_hooks = pm.unknown_hooks(plugin)
-            if unknown_hooks:
-                pm.unregister(plugin)
-                hints = []
-                for hook in unknown_hooks:
-                    close = difflib.get_close_matches(hook, known_hooks(), n=1)
-                    hints.append(f"{hook!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-                raise PluginLoadError(f"unknown hook {', '.join(hints)}; see docs/plugins.md for the hooks")
-            info.plugin = plugin
-            info.status = "loaded"
+            register_plugin(pm, name, candidates[name].load(), info)
         except Exception as exc:
             info.status = "failed"
             info.error = str(exc) if isinstance(exc, PluginLoadError) else _describe_error(exc)
@@ -198,11 +187,27 @@ def load_plugins(
                 raise PluginLoadError(f"plugin {name!r} failed to load: {info.error}") from exc
             log.error("plugin failed to load; serving the others", plugin=name, error=info.error)
             continue
-        info.config = _plugin_config(pm, name, config)
+        info.config = plugin_config(pm, name, config)
     return pm, infos
 
 
-def _plugin_config(pm: HubPluginManager, name: str, config: HubConfig) -> BaseModel | None:
+def register_plugin(pm: HubPluginManager, name: str, plugin: Any, info: PluginInfo) -> None:
+    """Register `plugin` under `name`, refusing hooks that do not exist (with a suggestion)."""
+    pm.register(plugin, name=name)
+    unknown_hooks = pm.unknown_hooks(plugin)
+    if unknown_hooks:
+        pm.unregister(plugin)
+        hints = []
+        for hook in unknown_hooks:
+            close = difflib.get_close_matches(hook, known_hooks(), n=1)
+            hints.append(f"{hook!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise PluginLoadError(f"unknown hook {', '.join(hints)}; see docs/plugins.md for the hooks")
+    info.plugin = plugin
+    info.status = "loaded"
+
+
+def plugin_config(pm: HubPluginManager, name: str, config: HubConfig) -> BaseModel | None:
+    """Validate `[plugins.NAME]` against the plugin's `hub_config_model`; `ConfigError` names the key."""
     table = config.plugins.tables().get(name)
     model: type[BaseModel] | None = None
     for plugin_name, impl in pm.impls("hub_config_model"):

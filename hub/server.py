@@ -11,7 +11,10 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import os
+import stat
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -271,8 +274,9 @@ class HubServer:
         """Serve one client over stdin/stdout until it closes stdin."""
         from mcp.server.stdio import stdio_server
 
-        async with stdio_server() as (read, write):
-            await self.mcp.run(read, write, self.mcp.create_initialization_options())
+        with _cancellable_stdin() as stdin:
+            async with stdio_server(stdin=stdin) as (read, write):
+                await self.mcp.run(read, write, self.mcp.create_initialization_options())
 
     def http_app(self, *, host: str, path: str, token: str | None) -> Any:
         """The streamable-HTTP ASGI app; with a token, every request must carry ``Authorization: Bearer``."""
@@ -334,6 +338,56 @@ class HubServer:
                 server.should_exit = True
                 with anyio.CancelScope(shield=True), anyio.move_on_after(5):
                     await done.wait()
+
+
+class _FdLineReader:
+    """Async lines from a pipe, read on the event loop (not in a worker thread) so a signal can
+    cancel the hub while it waits for input; the SDK's default reader blocks a thread that no
+    cancellation can interrupt, which kept SIGTERM from stopping an idle hub."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._buffer = b""
+
+    def __aiter__(self) -> _FdLineReader:
+        return self
+
+    async def __anext__(self) -> str:
+        while b"\n" not in self._buffer:
+            await anyio.wait_readable(self.fd)
+            chunk = os.read(self.fd, 65536)
+            if not chunk:
+                if self._buffer:
+                    line, self._buffer = self._buffer, b""
+                    return line.decode("utf-8", errors="replace")
+                raise StopAsyncIteration
+            self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return line.decode("utf-8", errors="replace") + "\n"
+
+
+@contextlib.contextmanager
+def _cancellable_stdin() -> Iterator[Any]:
+    """Serve stdin from a private copy of fd 0 and point fd 0 at /dev/null while serving (so
+    nothing else can read the protocol stream). Regular files keep the SDK's own reader."""
+    try:
+        if stat.S_ISREG(os.fstat(0).st_mode):
+            yield None
+            return
+    except OSError:
+        yield None
+        return
+    private = os.dup(0)
+    saved = os.dup(0)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    try:
+        yield _FdLineReader(private)
+    finally:
+        os.dup2(saved, 0)
+        os.close(saved)
+        os.close(private)
 
 
 def is_loopback(host: str) -> bool:

@@ -4,10 +4,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-TESTS = Path(__file__).parent
-ROOT = TESTS.parent
-DOWNSTREAM = TESTS / "servers" / "downstream.py"
+from hubtests import DOWNSTREAM, TESTS
 
 
 @pytest.fixture
@@ -27,3 +24,29 @@ def example_plugin():
 def downstream_server() -> dict[str, object]:
     """A `[servers.NAME]` table for the test downstream server."""
     return {"command": sys.executable, "args": [str(DOWNSTREAM)]}
+
+
+@pytest.fixture(scope="session")
+def thirdparty_path(tmp_path_factory) -> Path:
+    """hub-hello and hub-broken installed (with their entry points) into a directory for PYTHONPATH."""
+    import subprocess
+
+    target = tmp_path_factory.mktemp("site")
+    for package in ("hub-hello", "hub-broken"):
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--no-deps",
+                "--no-build-isolation",
+                "--disable-pip-version-check",
+                "--target",
+                str(target),
+                str(TESTS / "thirdparty" / package),
+            ],
+            check=True,
+        )
+    return target

@@ -1,0 +1,32 @@
+"""Run the benchmarks: `python3 dev.py bench [NAME...]` (default: all). Prints JSON per benchmark
+and writes bench/results/NAME.json. Ratios compare against a baseline measured in the same run."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BENCHMARKS = ["cold_start"]
+
+
+def main(argv: list[str]) -> int:
+    sys.path.insert(0, str(HERE))
+    names = argv or BENCHMARKS
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        print(f"unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}", file=sys.stderr)
+        return 2
+    (HERE / "results").mkdir(exist_ok=True)
+    for name in names:
+        result = importlib.import_module(name).main()
+        text = json.dumps(result, indent=2)
+        print(text)
+        (HERE / "results" / f"{name}.json").write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,91 @@
+"""Helpers shared by the core tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+TESTS = Path(__file__).resolve().parents[1]
+ROOT = TESTS.parent
+# The small downstream MCP server kept in the tests (echo, slow, failing, crashing tools).
+DOWNSTREAM = TESTS / "servers" / "downstream.py"
+
+
+def hub_env(tmp_path: Path, pythonpath: Path | None = None, **extra: str) -> dict[str, str]:
+    """Environment for a hub subprocess: isolated state and config, optional extra site dir."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
+    env["HUB_STATE_DIR"] = str(tmp_path / "state")
+    env["XDG_CONFIG_HOME"] = str(tmp_path / "xdg-config")
+    if pythonpath is not None:
+        env["PYTHONPATH"] = str(pythonpath)
+    env.update(extra)
+    return env
+
+
+class StdioPeer:
+    """A hub subprocess spoken to with raw JSON-RPC lines, for tests that need its pid, exit code
+    and stderr (signals, shutdown). Use `start()`, `request()`, `notify()`, then `close()`."""
+
+    def __init__(self, args: list[str], env: dict[str, str], cwd: Path) -> None:
+        import subprocess
+        import sys
+
+        self.stderr_path = cwd / "hub.stderr.log"
+        self._stderr = self.stderr_path.open("w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "hub", *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            env=env,
+            cwd=cwd,
+            text=True,
+        )
+        self._next_id = 0
+
+    def send(self, message: dict) -> None:
+        import json
+
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(message) + "\n")
+        self.proc.stdin.flush()
+
+    def request(self, method: str, params: dict | None = None, wait: bool = True) -> dict | int:
+        import json
+
+        self._next_id += 1
+        self.send({"jsonrpc": "2.0", "id": self._next_id, "method": method, "params": params or {}})
+        if not wait:
+            return self._next_id
+        assert self.proc.stdout is not None
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise EOFError(f"hub closed stdout; stderr:\n{self.stderr()}")
+            message = json.loads(line)
+            if message.get("id") == self._next_id:
+                return message
+
+    def initialize(self) -> dict:
+        reply = self.request(
+            "initialize",
+            {
+                "protocolVersion": "2025-11-25",
+                "capabilities": {},
+                "clientInfo": {"name": "test", "version": "0"},
+            },
+        )
+        self.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        assert isinstance(reply, dict)
+        return reply
+
+    def stderr(self) -> str:
+        self._stderr.flush()
+        return self.stderr_path.read_text()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._stderr.close()

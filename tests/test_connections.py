@@ -1,0 +1,163 @@
+"""The downstream connection cache, against real server processes."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import anyio
+import psutil
+import pytest
+from hubtests import DOWNSTREAM
+
+from hub.config import ServerConfig
+from hub.connections import ConnectionCache, ServerUnavailable, child_environment
+
+pytestmark = pytest.mark.anyio
+
+
+def server(**extra) -> ServerConfig:
+    return ServerConfig(command=sys.executable, args=[str(DOWNSTREAM)], **extra)
+
+
+def children() -> set[int]:
+    return {p.pid for p in psutil.Process().children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE}
+
+
+async def pid_of(session) -> int:
+    result = await session.call_tool("whoami", {})
+    return result.structured_content["pid"]
+
+
+async def test_opened_on_first_use_reused_and_reaped(tmp_path):
+    before = children()
+    async with ConnectionCache({"d": server()}, log_dir=tmp_path) as cache:
+        assert cache.status()["d"]["state"] == "stopped"
+        async with cache.session("d") as session:
+            pid = await pid_of(session)
+        assert cache.status()["d"]["state"] == "ready"
+        assert await pid_of(await cache.get("d")) == pid
+        assert cache.status()["d"]["starts"] == 1
+        assert pid in children()
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert children() == before
+
+
+async def test_concurrent_first_uses_start_one_process(tmp_path):
+    async with ConnectionCache({"d": server()}, log_dir=tmp_path) as cache:
+        pids: list[int] = []
+
+        async def use() -> None:
+            async with cache.session("d") as session:
+                pids.append(await pid_of(session))
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(8):
+                tg.start_soon(use)
+        assert len(set(pids)) == 1
+        assert cache.status()["d"]["starts"] == 1
+
+
+async def test_idle_connection_is_closed_and_reopened(tmp_path):
+    async with ConnectionCache({"d": server(idle_timeout_s=0.3)}, log_dir=tmp_path) as cache:
+        first = await pid_of(await cache.get("d"))
+        with anyio.fail_after(10):
+            while cache.status()["d"]["state"] == "ready":
+                await anyio.sleep(0.05)
+        assert cache.status()["d"]["state"] == "stopped"
+        with anyio.fail_after(10):
+            while psutil.pid_exists(first) and psutil.Process(first).status() != psutil.STATUS_ZOMBIE:
+                await anyio.sleep(0.05)
+        second = await pid_of(await cache.get("d"))
+        assert second != first
+        assert cache.status()["d"]["starts"] == 2
+
+
+async def test_a_lease_keeps_an_idle_connection_open(tmp_path):
+    async with ConnectionCache({"d": server(idle_timeout_s=0.2)}, log_dir=tmp_path) as cache:
+        async with cache.session("d") as session:
+            await anyio.sleep(0.6)
+            assert cache.status()["d"]["state"] == "ready"
+            assert (await session.call_tool("echo", {"text": "still"})).content[0].text == "still"
+
+
+async def test_reopened_after_the_server_dies(tmp_path):
+    async with ConnectionCache({"d": server()}, log_dir=tmp_path) as cache:
+        session = await cache.get("d")
+        first = await pid_of(session)
+        with pytest.raises(Exception, match="Connection closed"):
+            await session.call_tool("crash", {})
+        with anyio.fail_after(10):
+            while cache.status()["d"]["state"] == "ready":
+                await anyio.sleep(0.02)
+        status = cache.status()["d"]
+        assert status["state"] == "died"
+        assert "server 'd' exited" in status["last_error"]
+        second = await pid_of(await cache.get("d"))
+        assert second != first
+        assert cache.status()["d"]["state"] == "ready"
+
+
+async def test_command_not_found(tmp_path):
+    async with ConnectionCache(
+        {"nope": ServerConfig(command="no-such-command-xyz")}, log_dir=tmp_path
+    ) as cache:
+        with pytest.raises(ServerUnavailable) as caught:
+            await cache.get("nope")
+        assert str(caught.value) == (
+            "server 'nope': command 'no-such-command-xyz' not found (check [servers.nope] command and PATH)"
+        )
+        assert cache.status()["nope"]["state"] == "failed"
+
+
+async def test_server_that_exits_at_once(tmp_path):
+    config = server(env={"DOWNSTREAM_EXIT_AT_ONCE": "1"}, startup_timeout_s=10)
+    async with ConnectionCache({"d": config}, log_dir=tmp_path) as cache:
+        with pytest.raises(ServerUnavailable) as caught, anyio.fail_after(20):
+            await cache.get("d")
+        message = str(caught.value)
+        assert message.startswith("server 'd' ")
+        assert "downstream: told to exit at once" in message  # its stderr is quoted
+        # And it is retried on the next use (still failing, still clear).
+        with pytest.raises(ServerUnavailable, match="told to exit at once"):
+            await cache.get("d")
+        assert cache.status()["d"]["starts"] == 2
+
+
+async def test_unknown_server_name(tmp_path):
+    async with ConnectionCache({"d": server()}, log_dir=tmp_path) as cache:
+        with pytest.raises(
+            ServerUnavailable, match=r"no downstream server called 'x' in hub.toml \(known: d\)"
+        ):
+            await cache.get("x")
+
+
+async def test_missing_variable_is_reported(tmp_path):
+    config = ServerConfig(command=sys.executable, args=["${HUB_TEST_UNSET_VAR}"])
+    async with ConnectionCache({"d": config}, log_dir=tmp_path, environ={}) as cache:
+        with pytest.raises(
+            ServerUnavailable, match="servers.d.args: environment variable HUB_TEST_UNSET_VAR is not set"
+        ):
+            await cache.get("d")
+
+
+async def test_child_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("UNRELATED_PARENT_VAR", "leak")
+    monkeypatch.setenv("HUB_TEST_GREETING", "hi there")
+    extra_bin = str(tmp_path / "bin")
+    config = server(env={"DOWNSTREAM_GREETING": "${HUB_TEST_GREETING}", "PATH": extra_bin})
+    async with ConnectionCache({"d": config}, log_dir=tmp_path) as cache:
+        env = (await (await cache.get("d")).call_tool("whoami", {})).structured_content["env"]
+    assert env["DOWNSTREAM_GREETING"] == "hi there"
+    assert env["UNRELATED_PARENT_VAR"] is None  # only safe variables are inherited
+    path = env["PATH"].split(os.pathsep)
+    assert path[0] == extra_bin
+    assert set(os.environ["PATH"].split(os.pathsep)) <= set(path)  # adds to PATH, never replaces it
+    assert env["HOME"] == os.environ["HOME"]
+
+
+def test_child_environment_merges_path():
+    env = child_environment(
+        {"PATH": "/opt/x:/usr/bin", "A": "1"}, {"PATH": "/usr/bin:/bin", "HOME": "/h", "SECRET": "s"}
+    )
+    assert env == {"PATH": "/opt/x:/usr/bin:/bin", "HOME": "/h", "A": "1"}

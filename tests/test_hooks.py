@@ -1,0 +1,87 @@
+"""One test per hook (named test_hook_<hook>), and checks that every hook is documented and tested."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from pathlib import Path
+
+import pytest
+from hubtests import ROOT
+
+from hub import hookspecs
+from hub.testing import make_config, result_json, running_hub
+
+HOOKS = sorted(name for name in dir(hookspecs) if name.startswith("hub_"))
+
+
+@pytest.mark.parametrize("hook", HOOKS)
+def test_every_hook_has_a_docstring_and_is_documented(hook):
+    spec = getattr(hookspecs, hook)
+    assert (spec.__doc__ or "").strip(), f"{hook} has no docstring"
+    guide = (ROOT / "docs" / "plugins.md").read_text()
+    signature = f"{hook}{inspect.signature(spec)}".replace("'", "")
+    heading = re.search(rf"^### `{hook}\((.*?)\)`", guide, re.M)
+    assert heading, f"docs/plugins.md has no '### `{hook}(...)`' section"
+    assert f"`{signature}`" in guide, f"docs/plugins.md does not show `{signature}`"
+
+
+@pytest.mark.parametrize("hook", HOOKS)
+def test_every_hook_has_a_test(hook):
+    assert f"test_hook_{hook}" in Path(__file__).read_text().replace('f"test_hook_{hook}"', "")
+
+
+@pytest.mark.anyio
+async def test_hook_hub_config_model(tmp_path, example_plugin):
+    config = make_config(tmp_path, plugins={"example": {"greeting": "ahoy", "repeat": 2}})
+    async with running_hub(config, plugins={"example": example_plugin}) as (hub, client):
+        assert hub.contexts["example"].config.repeat == 2
+        assert result_json(await client.call_tool("greet", {"name": "x"})) == {"greeting": "ahoy x ahoy x"}
+
+
+@pytest.mark.anyio
+async def test_hook_hub_startup(tmp_path, example_plugin):
+    async with running_hub(make_config(tmp_path), plugins={"example": example_plugin}) as (hub, _):
+        assert example_plugin.events == ["startup"]
+        assert (await hub.store.schema_versions())["example"] == 1  # its migration ran
+        assert any(t.get_name().startswith("example:") for t in _tasks())  # its background task runs
+
+
+def _tasks():
+    import asyncio
+
+    return asyncio.all_tasks()
+
+
+@pytest.mark.anyio
+async def test_hook_hub_shutdown(tmp_path, example_plugin):
+    async with running_hub(make_config(tmp_path), plugins={"example": example_plugin}):
+        pass
+    assert example_plugin.events == ["startup", "shutdown"]
+    assert not any(t.get_name().startswith("example:") for t in _tasks())  # background task cancelled
+
+
+@pytest.mark.anyio
+async def test_hook_hub_register_tools(tmp_path, example_plugin):
+    async with running_hub(make_config(tmp_path), plugins={"example": example_plugin}) as (hub, client):
+        assert hub.registry.contributions("example")["tools"][:3] == ["add", "add_dynamic", "boom"]
+        assert hub.registry.tools["greet"].plugin == "example"
+        assert result_json(await client.call_tool("add", {"a": 2, "b": 3})) == {"result": 5}
+
+
+@pytest.mark.anyio
+async def test_hook_hub_register_resources(tmp_path, example_plugin):
+    async with running_hub(make_config(tmp_path), plugins={"example": example_plugin}) as (hub, client):
+        assert hub.registry.contributions("example")["resources"] == [
+            "example://greetings",
+            "example://greetings/{name}",
+        ]
+        assert "hello Ada" in (await client.read_resource("example://greetings/Ada")).contents[0].text
+
+
+@pytest.mark.anyio
+async def test_hook_hub_register_prompts(tmp_path, example_plugin):
+    async with running_hub(make_config(tmp_path), plugins={"example": example_plugin}) as (hub, client):
+        assert hub.registry.contributions("example")["prompts"] == ["greeting"]
+        prompt = await client.get_prompt("greeting", {"name": "Ada"})
+        assert prompt.messages[0].content.text == "Write a short greeting for Ada."

@@ -1,0 +1,140 @@
+"""The store (migrations, WAL) and the shared budget (reserve / charge / commit / release)."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import anyio
+import pytest
+
+from hub.budget import Budget
+from hub.errors import BudgetExceeded
+from hub.store import Store
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_migrations_apply_once_in_order(tmp_path):
+    store = Store(tmp_path / "hub.sqlite")
+    migrations = ["CREATE TABLE t (a TEXT)", "ALTER TABLE t ADD COLUMN b TEXT"]
+    assert await store.migrate("demo", migrations[:1]) == 1
+    assert await store.migrate("demo", migrations) == 2
+    assert await store.migrate("demo", migrations) == 2
+    await store.execute("INSERT INTO t (a, b) VALUES (?, ?)", ("x", "y"))
+    assert (await store.schema_versions())["demo"] == 2
+    assert (await store.fetchone("PRAGMA journal_mode"))[0] == "wal"
+    store.close()
+    # A newer schema than the code knows is refused, not silently used.
+    store = Store(tmp_path / "hub.sqlite")
+    with pytest.raises(RuntimeError, match="demo schema is at version 2, newer than this hub knows"):
+        await store.migrate("demo", migrations[:1])
+    store.close()
+
+
+async def test_failed_migration_leaves_nothing_behind(tmp_path):
+    store = Store(tmp_path / "hub.sqlite")
+    with pytest.raises(RuntimeError, match="demo migration 1 failed"):
+        await store.migrate("demo", ["CREATE TABLE ok (a); CREATE TABLE ok (a);"])
+    assert await store.schema_versions() == {}
+    with pytest.raises(sqlite3.OperationalError):
+        await store.fetchall("SELECT * FROM ok")
+    store.close()
+
+
+async def test_transaction_rolls_back(tmp_path):
+    store = Store(tmp_path / "hub.sqlite")
+    await store.migrate("demo", ["CREATE TABLE t (a INTEGER)"])
+
+    def boom(conn):
+        conn.execute("INSERT INTO t VALUES (1)")
+        raise ValueError("no")
+
+    with pytest.raises(ValueError):
+        await store.transaction(boom)
+    assert await store.fetchall("SELECT * FROM t") == []
+    store.close()
+
+
+async def budget_at(tmp_path, limit):
+    budget = Budget(Store(tmp_path / "hub.sqlite"), limit)
+    await budget.setup()
+    return budget
+
+
+async def test_reserve_commit_release(tmp_path):
+    budget = await budget_at(tmp_path, 10.0)
+    async with await budget.reserve("pool", 4.0, "task 1") as r:
+        assert (await budget.summary())["reserved_usd"] == 4.0
+        await r.charge(1.0)
+        assert (await budget.summary())["reserved_usd"] == 3.0
+        await r.commit(0.5)
+    summary = await budget.summary()
+    assert summary == {
+        "limit_usd": 10.0,
+        "spent_usd": 1.5,
+        "reserved_usd": 0.0,
+        "remaining_usd": 8.5,
+        "spent_by_plugin": {"pool": 1.5},
+        "reserved_by_plugin": {},
+    }
+    async with await budget.reserve("batch", 2.0, "job"):
+        pass  # nothing spent: all released
+    await budget.record("batch", 0.25, "late result")
+    summary = await budget.summary()
+    assert summary["spent_by_plugin"] == {"batch": 0.25, "pool": 1.5}
+    assert summary["reserved_usd"] == 0
+
+
+async def test_refusal_states_spent_limit_and_ask(tmp_path):
+    budget = await budget_at(tmp_path, 10.0)
+    r = await budget.reserve("pool", 9.8)
+    await r.commit(9.8)
+    held = await budget.reserve("pool", 0.1, "task 2")
+    with pytest.raises(BudgetExceeded) as caught:
+        await budget.reserve("pool", 0.5, "task 3")
+    assert str(caught.value) == (
+        "budget exhausted: spent $9.80 (+$0.10 reserved by running work) of $10.00; task 3 needs up to $0.50. "
+        "Raise [budget] limit_usd or --budget-usd."
+    )
+    await held.release()
+
+
+async def test_concurrent_reservations_never_exceed_the_cap(tmp_path):
+    budget = await budget_at(tmp_path, 1.0)
+    granted: list[object] = []
+    refused = 0
+
+    async def try_reserve() -> None:
+        nonlocal refused
+        try:
+            granted.append(await budget.reserve("pool", 0.3))
+        except BudgetExceeded:
+            refused += 1
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(40):
+            tg.start_soon(try_reserve)
+    assert len(granted) == 3 and refused == 37
+    assert (await budget.summary())["reserved_usd"] == pytest.approx(0.9)
+
+
+async def test_ledger_survives_restart_and_dead_reservations_are_released(tmp_path):
+    budget = await budget_at(tmp_path, 5.0)
+    r = await budget.reserve("pool", 1.0)
+    await r.commit(2.0)  # the actual spend can exceed the estimate: the truth is recorded
+    await budget.reserve("pool", 1.0)  # left open, as by a hub that was killed
+    budget.store.close()
+
+    again = await budget_at(tmp_path, 5.0)
+    summary = await again.summary()
+    assert summary["spent_usd"] == 2.0
+    assert summary["reserved_usd"] == 0.0  # the old process is gone: its reservation was released
+    again.store.close()
+
+
+async def test_no_limit_still_tracks(tmp_path):
+    budget = await budget_at(tmp_path, None)
+    r = await budget.reserve("pool", 1000.0)
+    await r.commit(3.0)
+    assert (await budget.summary())["remaining_usd"] is None
+    assert (await budget.summary())["spent_usd"] == 3.0

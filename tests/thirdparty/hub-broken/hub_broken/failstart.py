@@ -1,0 +1,9 @@
+from hub import hookimpl
+
+
+@hookimpl
+def hub_startup(hub):
+    async def start():
+        raise RuntimeError("database unreachable")
+
+    return start
