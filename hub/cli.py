@@ -211,7 +211,7 @@ async def _plugins(config: HubConfig, as_json: bool) -> None:
                 row.update(hub.registry.contributions(name))
                 rows.append(row)
     if not discover():
-        rows.append({"name": "(none installed)", "status": "", "version": None, "distribution": None})
+        print("hub: no plugins installed besides the core (entry-point group hub.plugins)", file=sys.stderr)
     if as_json:
         print(json.dumps(rows, indent=2))
         return

@@ -161,3 +161,31 @@ def test_child_environment_merges_path():
         {"PATH": "/opt/x:/usr/bin", "A": "1"}, {"PATH": "/usr/bin:/bin", "HOME": "/h", "SECRET": "s"}
     )
     assert env == {"PATH": "/opt/x:/usr/bin:/bin", "HOME": "/h", "A": "1"}
+
+
+async def test_streamable_http_server(tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "DOWNSTREAM_HTTP_PORT": str(port)}
+    proc = await anyio.open_process([sys.executable, str(DOWNSTREAM)], env=env)
+    try:
+        config = ServerConfig(url="http://127.0.0.1:${TEST_PORT}/mcp", headers={"X-Test": "${TEST_PORT:-x}"})
+        async with ConnectionCache(
+            {"web": config}, log_dir=tmp_path, environ={"TEST_PORT": str(port)}
+        ) as cache:
+            with anyio.fail_after(30):
+                while True:  # the server takes a moment to listen
+                    try:
+                        session = await cache.get("web")
+                        break
+                    except ServerUnavailable:
+                        await anyio.sleep(0.2)
+            assert (await session.call_tool("add", {"a": 2, "b": 5})).structured_content == {"result": 7}
+            assert cache.status()["web"]["transport"] == "http"
+            assert cache.status()["web"]["state"] == "ready"
+    finally:
+        proc.terminate()
+        await proc.wait()

@@ -188,3 +188,22 @@ async def test_tools_list_changed_reaches_clients_in_both_eras(config, example_p
             "result": True
         }
         assert "fresh" not in {t.name for t in (await client.list_tools()).tools}
+
+
+async def test_budget_refusal_is_a_tool_error_and_spend_is_reported_per_plugin(tmp_path, example_plugin):
+    config = make_config(tmp_path, budget={"limit_usd": 1.0})
+    async with running_hub(config, plugins={"example": example_plugin}) as (_, client):
+        ok = await client.call_tool("spend", {"reserve_usd": 0.5, "spend_usd": 0.4})
+        assert ok.structured_content["spent_by_plugin"] == {"example": 0.4}
+        refused = await client.call_tool("spend", {"reserve_usd": 0.7, "spend_usd": 0.1})
+        assert refused.is_error
+        assert result_text(refused) == (
+            "budget exhausted: spent $0.40 of $1.00; example spend needs up to $0.70. "
+            "Raise [budget] limit_usd or --budget-usd."
+        )
+    # The ledger outlives the hub.
+    async with running_hub(config, plugins={"example": example_plugin}) as (_, client):
+        import json
+
+        budget = json.loads((await client.read_resource("hub://budget")).contents[0].text)
+        assert budget["spent_usd"] == 0.4 and budget["remaining_usd"] == 0.6

@@ -81,4 +81,7 @@ async def whoami() -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    server.run()
+    if os.environ.get("DOWNSTREAM_HTTP_PORT"):  # streamable HTTP instead of stdio
+        server.run("streamable-http", host="127.0.0.1", port=int(os.environ["DOWNSTREAM_HTTP_PORT"]))
+    else:
+        server.run()
