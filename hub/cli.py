@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import tempfile
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import structlog
 
 from hub import __version__
 from hub.config import ConfigError, HubConfig, load_config
@@ -100,8 +102,6 @@ def _config_from(args: argparse.Namespace) -> HubConfig:
         value = getattr(args, flag, None)
         if value is not None:
             overrides.append(f"{key}={json.dumps(value)}")
-    import os
-
     if os.environ.get("HUB_HTTP_TOKEN"):
         overrides.append(f"http.token={json.dumps(os.environ['HUB_HTTP_TOKEN'])}")
     return load_config(args.config, overrides=overrides, plugins=args.plugins, budget_usd=args.budget_usd)
@@ -169,8 +169,6 @@ async def _serve(config: HubConfig, transport: str) -> None:
         async def stop_on_signal() -> None:
             with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
                 async for signum in signals:
-                    import structlog
-
                     structlog.get_logger("hub").info("signal received; shutting down", signal=signum.name)
                     tg.cancel_scope.cancel()
                     return

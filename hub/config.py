@@ -143,7 +143,6 @@ class HubConfig(_Strict):
     state_dir: Path = Field(default_factory=default_state_dir, description="Where hub.sqlite lives.")
     log_format: Literal["console", "json"] = "console"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    tool_separator: str = Field(default="__", min_length=1, max_length=3)
     plugins: PluginsConfig = Field(default_factory=PluginsConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     context: dict[str, str] = Field(default_factory=dict, description="Context entries written at start.")

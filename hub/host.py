@@ -104,6 +104,11 @@ class PluginContext:
             return False
         return self._host.registry.remove("prompts", name)
 
+    def on_downstream_message(self, listener: Callable[[str, Any], Awaitable[None] | None]) -> None:
+        """Call `listener(server_name, message)` for each notification a downstream server sends
+        (tools/list_changed, progress, log messages)."""
+        self._host.on_downstream_message(listener)
+
     async def status(self) -> dict[str, Any]:
         """The hub's status (what `hub://status` shows)."""
         return await self._host.status()

@@ -65,10 +65,6 @@ class ToolCall:
         self._progress = progress
         self._last_progress = float("-inf")
 
-    @property
-    def wants_progress(self) -> bool:
-        return self._progress is not None
-
     async def report_progress(
         self, progress: float, total: float | None = None, message: str | None = None
     ) -> None:

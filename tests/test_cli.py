@@ -103,55 +103,52 @@ async def test_readme_mcp_json_entry_works_as_written(tmp_path):
         assert result_json(result) == {"key": "k", "value": "v"}
 
 
-def write_config(tmp_path: Path) -> Path:
-    path = tmp_path / "hub.toml"
-    path.write_text(f'[servers.d]\ncommand = "{sys.executable}"\nargs = ["{DOWNSTREAM}"]\n')
-    return path
-
-
-def test_sigterm_during_a_call_exits_cleanly_and_reaps_children(tmp_path, thirdparty_path):
-    write_config(tmp_path)
+@pytest.fixture
+def hub_with_downstream(tmp_path, thirdparty_path):
+    """A hub subprocess (plugin `hello`) that has started downstream server `d`: (peer, server pid)."""
+    (tmp_path / "hub.toml").write_text(
+        f'[servers.d]\ncommand = "{sys.executable}"\nargs = ["{DOWNSTREAM}"]\n'
+    )
     peer = StdioPeer(["--plugins", "hello"], hub_env(tmp_path, thirdparty_path), tmp_path)
     try:
         peer.initialize()
         reply = peer.request("tools/call", {"name": "hello_via", "arguments": {"server": "d", "text": "hi"}})
         assert not reply["result"].get("isError"), reply
         server_pid = reply["result"]["structuredContent"]["server_pid"]
-        hub_proc = psutil.Process(peer.proc.pid)
-        assert server_pid in {p.pid for p in hub_proc.children(recursive=True)}
-
-        peer.request("tools/call", {"name": "hello_wait", "arguments": {"seconds": 60}}, wait=False)
-        time.sleep(0.5)
-        started = time.monotonic()
-        peer.proc.send_signal(signal.SIGTERM)
-        assert peer.proc.wait(timeout=20) == 0, peer.stderr()
-        assert time.monotonic() - started < 15
-        assert "signal received; shutting down" in peer.stderr()
-        # No orphan: the downstream server went with the hub (and was reaped, so no zombie either).
-        deadline = time.monotonic() + 10
-        while psutil.pid_exists(server_pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not psutil.pid_exists(server_pid)
+        assert server_pid in {p.pid for p in psutil.Process(peer.proc.pid).children(recursive=True)}
+        yield peer, server_pid
     finally:
         peer.close()
 
 
-def test_stdin_close_shuts_down_children(tmp_path, thirdparty_path):
-    write_config(tmp_path)
-    peer = StdioPeer(["--plugins", "hello"], hub_env(tmp_path, thirdparty_path), tmp_path)
-    try:
-        peer.initialize()
-        reply = peer.request("tools/call", {"name": "hello_via", "arguments": {"server": "d", "text": "hi"}})
-        server_pid = reply["result"]["structuredContent"]["server_pid"]
-        others = {p.pid for p in psutil.Process(peer.proc.pid).children(recursive=True)}
-        assert peer.proc.stdin is not None
-        peer.proc.stdin.close()
-        assert peer.proc.wait(timeout=20) == 0, peer.stderr()
-        time.sleep(0.2)
-        alive = [pid for pid in others | {server_pid} if psutil.pid_exists(pid)]
-        assert alive == []
-    finally:
-        peer.close()
+def wait_gone(pids: set[int], timeout: float = 10) -> set[int]:
+    """The pids still present after `timeout` (a zombie counts as present: nobody reaped it)."""
+    deadline = time.monotonic() + timeout
+    while any(psutil.pid_exists(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return {pid for pid in pids if psutil.pid_exists(pid)}
+
+
+def test_sigterm_during_a_call_exits_cleanly_and_reaps_children(hub_with_downstream):
+    peer, server_pid = hub_with_downstream
+    peer.request("tools/call", {"name": "hello_wait", "arguments": {"seconds": 60}}, wait=False)
+    time.sleep(0.5)
+    started = time.monotonic()
+    peer.proc.send_signal(signal.SIGTERM)
+    assert peer.proc.wait(timeout=20) == 0, peer.stderr()
+    assert time.monotonic() - started < 15
+    assert "signal received; shutting down" in peer.stderr()
+    # No orphan and no zombie: the downstream server went with the hub and was reaped.
+    assert wait_gone({server_pid}) == set()
+
+
+def test_stdin_close_shuts_down_children(hub_with_downstream):
+    peer, server_pid = hub_with_downstream
+    children = {p.pid for p in psutil.Process(peer.proc.pid).children(recursive=True)}
+    assert peer.proc.stdin is not None
+    peer.proc.stdin.close()
+    assert peer.proc.wait(timeout=20) == 0, peer.stderr()
+    assert wait_gone(children | {server_pid}) == set()
 
 
 def test_downstream_that_cannot_start_leaves_the_hub_serving(tmp_path, thirdparty_path):
