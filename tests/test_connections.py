@@ -189,3 +189,22 @@ async def test_streamable_http_server(tmp_path):
     finally:
         proc.terminate()
         await proc.wait()
+
+
+async def test_downstream_notifications_reach_hub_listeners(tmp_path):
+    import mcp.types as types
+
+    from hub.host import Hub
+    from hub.testing import make_config
+
+    config = make_config(tmp_path, servers={"d": {"command": sys.executable, "args": [str(DOWNSTREAM)]}})
+    seen: list[tuple[str, object]] = []
+    async with Hub(config) as hub:
+        hub.contexts["core"].on_downstream_message(lambda server, message: seen.append((server, message)))
+        session = await hub.connections.get("d")
+        assert (await session.call_tool("grow", {"name": "extra"})).content[0].text == "added extra"
+        with anyio.fail_after(10):
+            while not seen:
+                await anyio.sleep(0.02)
+    assert seen[0][0] == "d"
+    assert isinstance(seen[0][1], types.ToolListChangedNotification)

@@ -15,6 +15,7 @@ from typing import Any
 
 import anyio
 from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
 from pydantic import BaseModel
 
 if os.environ.get("DOWNSTREAM_EXIT_AT_ONCE"):
@@ -71,6 +72,18 @@ async def listing(prefix: str = "item", n: int = 3) -> Items:
     """Structured output: a list of names and its count."""
     items = [f"{prefix}{i}" for i in range(n)]
     return Items(items=items, count=n)
+
+
+@server.tool()
+async def grow(name: str, ctx: Context) -> str:
+    """Add a tool named `name` and tell the client its tool list changed."""
+
+    async def extra() -> str:
+        return f"I am {name}"
+
+    server.add_tool(extra, name=name, description="added at run time")
+    await ctx.session.send_tool_list_changed()
+    return f"added {name}"
 
 
 @server.tool()
