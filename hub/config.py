@@ -86,6 +86,16 @@ class ServerConfig(_Strict):
     startup_timeout_s: float = Field(
         default=30.0, gt=0, description="Give up on a server that takes longer to start."
     )
+    # How the proxy plugin serves this server (ignored when the proxy plugin is not loaded).
+    expose: bool = Field(default=True, description="Serve this server's tools through the hub.")
+    eager: bool = Field(default=False, description="Start at hub start instead of on first use.")
+    prefix: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_-]{1,50}$",
+        description="Tool name prefix; default: the server name.",
+    )
+    include: list[str] | None = Field(default=None, description="Serve only these downstream tools.")
+    exclude: list[str] = Field(default_factory=list, description="Never serve these downstream tools.")
 
     @model_validator(mode="after")
     def _one_transport(self) -> ServerConfig:

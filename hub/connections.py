@@ -209,7 +209,9 @@ class ConnectionCache:
     def mark_dead(self, name: str, session: ClientSession) -> None:
         """Tell the cache a call found `session` closed, so the next use reconnects."""
         conn = self._conns.get(name)
-        if conn is not None and conn.session is session:
+        if conn is not None and conn.session is session and conn.live:
+            conn.state = ServerState.DIED  # not live any more: the next use starts a new process
+            conn.error = f"server {name!r} closed the connection during a call"
             conn.stop.set()
 
     def status(self) -> dict[str, dict[str, Any]]:

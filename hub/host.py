@@ -46,7 +46,8 @@ class PluginContext:
 
     Attributes: `name`, `config` (the validated `[plugins.NAME]` model or None), `settings` (the
     whole `HubConfig`), `store`, `budget` (records spend under this plugin's name), `context`,
-    `connections`, `log` (a structlog logger bound to the plugin).
+    `connections`, `log` (a structlog logger bound to the plugin), `state` (a dict for the
+    plugin's own objects during this run).
     """
 
     def __init__(self, host: Hub, name: str, config: BaseModel | None) -> None:
@@ -59,6 +60,9 @@ class PluginContext:
         self.context: ContextStore = host.context
         self.connections: ConnectionCache = host.connections
         self.log = structlog.get_logger(f"hub.plugins.{name}").bind(plugin=name)
+        # Plugin-private objects for this hub run (hooks are module functions; keep state here,
+        # not in module globals, so two hubs in one process never share it).
+        self.state: dict[str, Any] = {}
 
     def start_soon(self, fn: Callable[..., Awaitable[Any]], *args: Any, name: str | None = None) -> None:
         """Run `fn(*args)` in the hub's task group until it returns or the hub stops.

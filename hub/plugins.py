@@ -148,11 +148,15 @@ def load_plugins(
     unknown name or invalid plugin settings, `PluginLoadError` for a named plugin that fails.
     """
     pm = HubPluginManager()
-    candidates = discover()
-    for name, obj in (extra or {}).items():
-        candidates[name] = _Candidate(
-            name, getattr(obj, "__name__", type(obj).__name__), lambda o=obj: o, "hub", None, builtin=True
+    # The hub's own plugins (and test plugins) first, so the core loads and registers first.
+    candidates: dict[str, _Candidate] = {
+        name: _Candidate(
+            name, getattr(obj, "__name__", type(obj).__name__), lambda o=obj: o, "hub", None, True
         )
+        for name, obj in (extra or {}).items()
+    }
+    for name, candidate in discover().items():
+        candidates.setdefault(name, candidate)
     always = set(extra or {})
     selected = config.plugins.enabled
     explicit = selected is not None

@@ -56,6 +56,15 @@ async def sleep(seconds: float, tag: str = "") -> str:
 
 
 @server.tool()
+async def count(to: int, ctx: Context, delay: float = 0.01) -> int:
+    """Count to `to`, reporting progress at each step."""
+    for i in range(1, to + 1):
+        await anyio.sleep(delay)
+        await ctx.report_progress(i, to, f"counted {i}")
+    return to
+
+
+@server.tool()
 async def fail(message: str = "failing on purpose") -> str:
     """Always fails with the given message."""
     raise ValueError(message)
