@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["cold_start"]
+BENCHMARKS = ["cold_start", "proxy_overhead"]
 
 
 def main(argv: list[str]) -> int:
