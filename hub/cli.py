@@ -148,13 +148,12 @@ def _first_leaf(group: BaseException) -> BaseException:
 
 
 def _check_http(config: HubConfig, transport: str) -> None:
-    from hub.server import is_loopback
+    """Refuse an unprotected public listener before starting anything."""
+    from hub.server import check_http_exposure
 
-    if transport == "http" and not is_loopback(config.http.host) and config.http.token is None:
-        raise ConfigError(
-            f"refusing to listen on {config.http.host}: a non-loopback host needs a bearer token "
-            "([http] token in hub.toml, or HUB_HTTP_TOKEN)"
-        )
+    if transport == "http":
+        token = config.http.token.get_secret_value() if config.http.token else None
+        check_http_exposure(config.http.host, token)
 
 
 def _indent(text: str) -> str:

@@ -294,11 +294,7 @@ class HubServer:
         """Serve streamable HTTP until cancelled (SIGTERM / Ctrl-C are handled by the caller)."""
         import uvicorn
 
-        if not is_loopback(host) and not token:
-            raise ConfigError(
-                f"refusing to listen on {host}: a non-loopback host needs a bearer token "
-                "([http] token in hub.toml, or HUB_HTTP_TOKEN)"
-            )
+        check_http_exposure(host, token)
         config = uvicorn.Config(
             self.http_app(host=host, path=path, token=token),
             host=host,
@@ -388,6 +384,15 @@ def _cancellable_stdin() -> Iterator[Any]:
         os.dup2(saved, 0)
         os.close(saved)
         os.close(private)
+
+
+def check_http_exposure(host: str, token: str | None) -> None:
+    """A host other than loopback is served only behind a bearer token."""
+    if not is_loopback(host) and not token:
+        raise ConfigError(
+            f"refusing to listen on {host}: a non-loopback host needs a bearer token "
+            "([http] token in hub.toml, or HUB_HTTP_TOKEN)"
+        )
 
 
 def is_loopback(host: str) -> bool:

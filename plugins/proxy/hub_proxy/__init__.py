@@ -135,13 +135,12 @@ class Proxy:
 
     def tool_for(self, server: str, tool: types.Tool, hub_name: str) -> Tool:
         async def call_downstream(arguments: dict[str, Any], call: ToolCall) -> types.CallToolResult:
-            async def relay(progress: float, total: float | None, message: str | None) -> None:
-                await call.report_progress(progress, total, message)
-
             try:
                 async with self.hub.connections.session(server) as session:
                     try:
-                        return await session.call_tool(tool.name, arguments, progress_callback=relay)
+                        return await session.call_tool(
+                            tool.name, arguments, progress_callback=call.report_progress
+                        )
                     except MCPError as exc:
                         if exc.code == types.CONNECTION_CLOSED:
                             self.hub.connections.mark_dead(server, session)
