@@ -24,7 +24,11 @@ BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PY = BIN / "python"
 NPM_PREFIX = ROOT / ".cache" / "npm"
 # npm packages the test suite drives (real third-party MCP servers and clients).
-NPM_TEST_PACKAGES: list[str] = []
+NPM_TEST_PACKAGES: list[str] = [
+    # third-party downstream servers for the proxy and batchit tests
+    "@modelcontextprotocol/server-filesystem@2026.8.31",
+    "@modelcontextprotocol/server-everything@2026.8.31",
+]
 
 
 def say(message: str) -> None:

@@ -88,7 +88,10 @@ class ServerConfig(_Strict):
     )
     # How the proxy plugin serves this server (ignored when the proxy plugin is not loaded).
     expose: bool = Field(default=True, description="Serve this server's tools through the hub.")
-    eager: bool = Field(default=False, description="Start at hub start instead of on first use.")
+    eager: bool = Field(
+        default=False,
+        description="Start at hub start instead of on first use, and restart (with backoff) when it dies.",
+    )
     prefix: str | None = Field(
         default=None,
         pattern=r"^[A-Za-z0-9_-]{1,50}$",

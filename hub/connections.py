@@ -3,9 +3,9 @@
 ``async with hub.connections.session("fs") as session:`` gives an initialized
 `mcp.ClientSession` for the `[servers.fs]` table. The first use starts the server (two
 concurrent first uses start one process); later uses reuse it; it is closed after
-`idle_timeout_s` without use; a server that died is started again on the next use; and every
-child is shut down (stdin closed, then SIGTERM, then SIGKILL, by the SDK's transport) when the
-hub stops.
+`idle_timeout_s` without use; a server that died is started again on the next use, with backoff
+when it keeps dying (see `restart_delay`), and on its own when it is `eager`; and every child is
+shut down (stdin closed, then SIGTERM, then SIGKILL, by the SDK's transport) when the hub stops.
 
 Each connection is owned by one task in the cache's task group, which enters and leaves the
 transport's context managers itself: anyio cancel scopes must be exited by the task that
@@ -54,6 +54,21 @@ EXTRA_INHERITED = (
     "NODE_EXTRA_CA_CERTS",
 )
 STDERR_TAIL_LINES = 20
+# Restart backoff: a server that died or failed to start is tried again at once the first time,
+# then after 0.5 s, 1 s, 2 s ... at most 30 s while it keeps failing. A run of STABLE_AFTER_S
+# or more starts the count afresh. Eager servers are restarted by the cache itself, at most
+# MAX_AUTO_RESTARTS times in a row; after that, on their next use.
+BACKOFF_FIRST_S = 0.5
+BACKOFF_MAX_S = 30.0
+STABLE_AFTER_S = 30.0
+MAX_AUTO_RESTARTS = 8
+
+
+def restart_delay(failures: int) -> float:
+    """Seconds to wait before starting a server that failed `failures` times in a row."""
+    if failures <= 1:
+        return 0.0
+    return float(min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** (failures - 2)))
 
 
 class ServerUnavailable(HubError):
@@ -99,7 +114,9 @@ class _Connection:
     session: ClientSession | None = None
     error: str | None = None
     server_info: dict[str, Any] | None = None
+    capabilities: Any = None  # the server's ServerCapabilities once ready
     started_at: float = field(default_factory=time.monotonic)
+    ready_at: float | None = None
     last_used: float = field(default_factory=time.monotonic)
     leases: int = 0
     ready: anyio.Event = field(default_factory=anyio.Event)
@@ -116,6 +133,8 @@ class _History:
     starts: int = 0
     last_error: str | None = None
     last_state: ServerState = ServerState.STOPPED
+    failures: int = 0  # in a row; reset by a clean stop or a long enough run
+    retry_at: float = 0.0  # monotonic time before which the server is not started again
 
 
 def _leaf_exceptions(exc: BaseException) -> list[BaseException]:
@@ -147,6 +166,7 @@ class ConnectionCache:
         self._locks: dict[str, anyio.Lock] = {}
         self._tg: anyio.abc.TaskGroup | None = None
         self._exit_stack: contextlib.AsyncExitStack | None = None
+        self._closing = False
 
     async def __aenter__(self) -> ConnectionCache:
         stack = contextlib.AsyncExitStack()
@@ -162,6 +182,7 @@ class ConnectionCache:
         """Close every connection (their children exit) and stop the reaper."""
         if self._exit_stack is None:
             return
+        self._closing = True
         conns = list(self._conns.values())
         for conn in conns:
             conn.stop.set()
@@ -214,21 +235,42 @@ class ConnectionCache:
             conn.error = f"server {name!r} closed the connection during a call"
             conn.stop.set()
 
+    def add_server(self, name: str, config: ServerConfig) -> None:
+        """Add a server at run time (batchit's inline servers); the same name and config again is a no-op."""
+        existing = self.servers.get(name)
+        if existing is not None:
+            if existing != config:
+                raise ValueError(f"a different server is already called {name!r}")
+            return
+        self.servers[name] = config
+        self._history[name] = _History()
+
+    def capabilities(self, name: str) -> Any:
+        """The `ServerCapabilities` of `name` if it is running, else None."""
+        conn = self._conns.get(name)
+        return conn.capabilities if conn is not None and conn.state == ServerState.READY else None
+
     def status(self) -> dict[str, dict[str, Any]]:
-        """Each configured server: transport, state, starts, last error, idle time, users."""
+        """Each configured server: transport, state, starts, failures in a row, when it may restart,
+        last error, idle time, users."""
         now = time.monotonic()
         out: dict[str, dict[str, Any]] = {}
         for name, config in sorted(self.servers.items()):
             conn, history = self._conns.get(name), self._history[name]
-            state = conn.state if conn is not None and conn.live else history.last_state
+            live = conn is not None and conn.live
+            state = conn.state if conn is not None and live else history.last_state
             out[name] = {
                 "transport": config.transport,
                 "state": str(state),
                 "starts": history.starts,
+                "failures_in_a_row": history.failures,
+                "restart_in_s": round(history.retry_at - now, 1)
+                if not live and history.retry_at > now
+                else None,
                 "last_error": history.last_error,
-                "in_use": conn.leases if conn is not None and conn.live else 0,
-                "idle_s": round(now - conn.last_used, 1) if conn is not None and conn.live else None,
-                "server_info": conn.server_info if conn is not None and conn.live else None,
+                "in_use": conn.leases if conn is not None and live else 0,
+                "idle_s": round(now - conn.last_used, 1) if conn is not None and live else None,
+                "server_info": conn.server_info if conn is not None and live else None,
             }
         return out
 
@@ -238,12 +280,19 @@ class ConnectionCache:
         if name not in self.servers:
             known = ", ".join(self.names()) or "none configured"
             raise ServerUnavailable(f"no downstream server called {name!r} in hub.toml (known: {known})")
-        if self._tg is None:
+        if self._tg is None or self._closing:
             raise ServerUnavailable("the connection cache is closed (the hub is shutting down)")
         lock = self._locks.setdefault(name, anyio.Lock())
         async with lock:
             conn = self._conns.get(name)
             if conn is None or not conn.live:
+                history = self._history[name]
+                wait = history.retry_at - time.monotonic()
+                if wait > 0:
+                    raise ServerUnavailable(
+                        f"server {name!r} failed {history.failures} times in a row; the hub starts it "
+                        f"again in {wait:.1f} s. Last error: {history.last_error}"
+                    )
                 conn = _Connection(name, self.servers[name])
                 self._conns[name] = conn
                 self._history[name].starts += 1
@@ -288,6 +337,8 @@ class ConnectionCache:
                     init = await session.initialize()
                 conn.session = session
                 conn.server_info = init.server_info.model_dump(mode="json", exclude_none=True)
+                conn.capabilities = init.capabilities
+                conn.ready_at = time.monotonic()
                 conn.state = ServerState.READY
                 conn.ready.set()
                 bound.info("downstream server ready", server_info=conn.server_info)
@@ -316,8 +367,31 @@ class ConnectionCache:
             history.last_state = conn.state
             if conn.error:
                 history.last_error = conn.error
+            self._count_failure(conn, history)
             conn.ready.set()
             conn.done.set()
+
+    def _count_failure(self, conn: _Connection, history: _History) -> None:
+        if conn.state not in (ServerState.DIED, ServerState.FAILED):
+            history.failures, history.retry_at = 0, 0.0
+            return
+        ran_long = conn.ready_at is not None and time.monotonic() - conn.ready_at >= STABLE_AFTER_S
+        history.failures = 1 if ran_long else history.failures + 1
+        delay = restart_delay(history.failures)
+        history.retry_at = time.monotonic() + delay
+        if conn.config.eager and history.failures <= MAX_AUTO_RESTARTS and not self._closing and self._tg:
+            log.info("restarting eager downstream server", server=conn.name, after_s=delay)
+            self._tg.start_soon(self._restart_later, conn.name, delay)
+
+    async def _restart_later(self, name: str, delay: float) -> None:
+        await anyio.sleep(delay)
+        conn = self._conns.get(name)
+        if self._tg is None or (conn is not None and conn.live):
+            return
+        with contextlib.suppress(
+            ServerUnavailable
+        ):  # counted and logged by _own, which schedules the next try
+            await self._ready(name)
 
     @contextlib.asynccontextmanager
     async def _http_transport(self, conn: _Connection) -> AsyncIterator[tuple[Any, Any]]:

@@ -11,7 +11,7 @@ import pytest
 from hubtests import DOWNSTREAM
 
 from hub.config import ServerConfig
-from hub.connections import ConnectionCache, ServerUnavailable, child_environment
+from hub.connections import ConnectionCache, ServerUnavailable, child_environment, restart_delay
 
 pytestmark = pytest.mark.anyio
 
@@ -122,6 +122,41 @@ async def test_server_that_exits_at_once(tmp_path):
         with pytest.raises(ServerUnavailable, match="told to exit at once"):
             await cache.get("d")
         assert cache.status()["d"]["starts"] == 2
+
+
+async def test_a_server_that_keeps_failing_is_restarted_with_backoff(tmp_path):
+    assert [restart_delay(n) for n in range(1, 10)] == [0, 0.5, 1, 2, 4, 8, 16, 30, 30]
+    config = server(env={"DOWNSTREAM_EXIT_AT_ONCE": "1"}, startup_timeout_s=10)
+    async with ConnectionCache({"d": config}, log_dir=tmp_path) as cache:
+        for _ in range(2):  # the first failure is retried at once; the second waits 0.5 s
+            with pytest.raises(ServerUnavailable, match="told to exit at once"):
+                await cache.get("d")
+        with pytest.raises(ServerUnavailable) as caught:
+            await cache.get("d")  # within the 0.5 s: refused without starting a process
+        assert "server 'd' failed 2 times in a row; the hub starts it again in 0." in str(caught.value)
+        assert "Last error: server 'd' failed to start" in str(caught.value)
+        status = cache.status()["d"]
+        assert status["starts"] == 2 and status["failures_in_a_row"] == 2
+        assert 0 < status["restart_in_s"] <= 0.5
+        await anyio.sleep(0.6)
+        with pytest.raises(ServerUnavailable, match="told to exit at once"):
+            await cache.get("d")
+        assert cache.status()["d"]["starts"] == 3
+
+
+async def test_an_eager_server_that_dies_is_restarted_by_the_cache(tmp_path):
+    async with ConnectionCache({"d": server(eager=True)}, log_dir=tmp_path) as cache:
+        session = await cache.get("d")
+        first = await pid_of(session)
+        with pytest.raises(Exception, match="Connection closed"):
+            await session.call_tool("crash", {})
+        with anyio.fail_after(20):  # no call needed: it comes back by itself
+            while cache.status()["d"]["starts"] < 2 or cache.status()["d"]["state"] != "ready":
+                await anyio.sleep(0.02)
+        assert cache.status()["d"]["failures_in_a_row"] == 1
+        assert await pid_of(await cache.get("d")) != first
+        await cache.close("d")
+        assert cache.status()["d"]["failures_in_a_row"] == 0  # a clean stop resets the count
 
 
 async def test_unknown_server_name(tmp_path):

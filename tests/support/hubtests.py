@@ -8,6 +8,17 @@ TESTS = Path(__file__).resolve().parents[1]
 ROOT = TESTS.parent
 # The small downstream MCP server kept in the tests (echo, slow, failing, crashing tools).
 DOWNSTREAM = TESTS / "servers" / "downstream.py"
+NPM_BIN = ROOT / ".cache" / "npm" / "node_modules" / ".bin"
+
+
+def npm_bin(name: str) -> str:
+    """The path of an npm test package's command (installed by `python3 dev.py test`)."""
+    path = NPM_BIN / name
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} is missing: run `python3 dev.py test`, which installs the npm test packages"
+        )
+    return str(path)
 
 
 def hub_env(tmp_path: Path, pythonpath: Path | None = None, **extra: str) -> dict[str, str]:

@@ -1,0 +1,96 @@
+"""The `batch_execute` request: BatchIt's shape, plus `server`, per-operation `server`, `id` and
+`timeoutMs`, and `options.cancelOnError`.
+
+Field names are BatchIt's (camelCase), so a BatchIt request works unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Transport(_Strict):
+    """How BatchIt reached a server it was not configured with (refused unless allowed)."""
+
+    type: Literal["stdio", "http", "streamable-http", "websocket"] = Field(
+        default="stdio", description="stdio (command), or http / streamable-http (url)."
+    )
+    command: str | None = None
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: str | None = None
+    url: str | None = None
+
+
+class TargetServer(_Strict):
+    """BatchIt's target server. A `name` configured in hub.toml uses that server."""
+
+    name: str = Field(min_length=1, description="A server name from hub.toml, or a name for `transport`.")
+    serverType: dict[str, Any] | None = Field(default=None, description="Accepted and ignored (BatchIt).")
+    transport: Transport | None = Field(
+        default=None,
+        description="Only for servers not in hub.toml, and only with [plugins.batchit] allow_inline_servers.",
+    )
+    maxIdleTimeMs: int | None = Field(default=None, gt=0, description="Idle timeout of an inline server.")
+
+
+class Operation(_Strict):
+    tool: str = Field(min_length=1, description="The downstream tool's name (without any hub prefix).")
+    arguments: dict[str, Any] = Field(
+        default_factory=dict,
+        description=(
+            'Tool arguments. {"$ref": "ID", "path": "structuredContent.items.0"} is replaced by a '
+            'result of operation ID; {"$text": "... {{ID.text}} ..."} splices results into text; '
+            '{"$literal": value} passes value untouched.'
+        ),
+    )
+    server: str | None = Field(default=None, description="Server for this operation (default: the batch's).")
+    id: str | None = Field(default=None, pattern=ID_PATTERN, description="Name to reference this result by.")
+    timeoutMs: int | None = Field(default=None, gt=0, description="Overrides options.timeoutMs for this one.")
+
+
+class Options(_Strict):
+    maxConcurrent: int = Field(default=10, ge=1, description="Operations running at once.")
+    timeoutMs: int = Field(
+        default=30000, gt=0, description="Per operation; on expiry the downstream call is cancelled."
+    )
+    stopOnError: bool = Field(
+        default=False,
+        description="After a failure start nothing new (running ones finish); the rest are skipped.",
+    )
+    cancelOnError: bool = Field(
+        default=False, description="Like stopOnError, and also cancel the operations still running."
+    )
+    keepAlive: bool = Field(
+        default=False,
+        description="Accepted for BatchIt requests; the hub keeps connections open until idle_timeout_s.",
+    )
+
+
+class BatchRequest(_Strict):
+    """Many tool calls on downstream servers in one request."""
+
+    server: str | None = Field(default=None, description="A server from hub.toml for every operation.")
+    targetServer: TargetServer | None = Field(default=None, description="BatchIt's form of `server`.")
+    operations: list[Operation] = Field(
+        min_length=1, description="Run in order, up to maxConcurrent at once."
+    )
+    options: Options = Field(default_factory=Options)
+
+    @model_validator(mode="after")
+    def _one_default_server(self) -> BatchRequest:
+        if (
+            self.server is not None
+            and self.targetServer is not None
+            and self.server != self.targetServer.name
+        ):
+            raise ValueError("give `server` or `targetServer`, not both")
+        return self

@@ -1,0 +1,549 @@
+"""Planning and running one `batch_execute` request.
+
+`plan()` checks everything that can be checked before a single call is made (servers, tool
+names, references, limits) and reports every problem at once. `BatchRun` then runs the
+operations: in request order as far as `maxConcurrent` and references allow, each under its own
+timeout, and records one `Outcome` per operation, whatever happened to it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import anyio
+import mcp.types as types
+from mcp import ClientSession
+from mcp.shared.exceptions import MCPError
+
+from hub.config import ServerConfig
+from hub.connections import ConnectionCache, ServerUnavailable
+from hub.errors import ToolError
+from hub.registry import ToolCall
+
+from .refs import RefError, find_refs, has_refs, resolve, result_root, result_text
+from .request import BatchRequest, Operation, TargetServer
+
+Status = Literal["ok", "error", "skipped", "timeout", "cancelled"]
+STATUSES: tuple[Status, ...] = ("ok", "error", "skipped", "timeout", "cancelled")
+PROGRESS_INTERVAL_S = 0.05
+MAX_PROBLEMS = 10
+
+
+@dataclass
+class Step:
+    """One planned operation."""
+
+    index: int
+    op: Operation
+    server: str  # the connection cache's name for it
+    label: str  # the name the caller used (an inline server's targetServer.name)
+    deps: set[int] = field(default_factory=set)
+    needs_resolving: bool = False
+
+
+@dataclass
+class Outcome:
+    status: Status
+    result: types.CallToolResult | None = None
+    error: str | None = None
+    duration_ms: float = 0.0
+
+
+@dataclass
+class Limits:
+    allow_inline_servers: bool
+    max_operations: int
+    max_concurrency: int
+
+
+class ToolLists:
+    """Each server's tool names, asked once per connection (and again after `tools/list_changed`)."""
+
+    def __init__(self, connections: ConnectionCache) -> None:
+        self.connections = connections
+        self._names: dict[str, tuple[ClientSession, frozenset[str]]] = {}
+
+    def forget(self, server: str) -> None:
+        self._names.pop(server, None)
+
+    async def names(self, server: str) -> frozenset[str]:
+        session = await self.connections.get(server)
+        cached = self._names.get(server)
+        if cached is not None and cached[0] is session:
+            return cached[1]
+        names: set[str] = set()
+        cursor: str | None = None
+        while True:
+            page = await session.list_tools(
+                params=types.PaginatedRequestParams(cursor=cursor) if cursor else None
+            )
+            names.update(tool.name for tool in page.tools)
+            cursor = page.next_cursor
+            if not cursor:
+                break
+        self._names[server] = (session, frozenset(names))
+        return self._names[server][1]
+
+
+# -- planning ------------------------------------------------------------------------------------
+
+
+def _toml_string(value: str) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _refusal(target: TargetServer) -> str:
+    transport = target.transport
+    assert transport is not None
+    if transport.command:
+        lines = [f"command = {_toml_string(transport.command)}"]
+        if transport.args:
+            lines.append(f"args = [{', '.join(_toml_string(a) for a in transport.args)}]")
+        if transport.env:
+            lines.append(
+                "env = { "
+                + ", ".join(f"{_toml_string(k)} = {_toml_string(v)}" for k, v in transport.env.items())
+                + " }"
+            )
+        what = f"run the command {transport.command!r}"
+    else:
+        lines = [f"url = {_toml_string(transport.url or '')}"]
+        what = f"connect to {transport.url!r}"
+    table = target.name if re.fullmatch(r"[A-Za-z0-9_-]+", target.name) else _toml_string(target.name)
+    return (
+        f"targetServer {target.name!r} is not configured in hub.toml, and the hub does not {what} because a "
+        "request asked it to (any prompt could make it run anything). Add the server to hub.toml:\n\n"
+        f"[servers.{table}]\n" + "\n".join(lines) + "\n\n"
+        f'and send "server": "{target.name}" (or this same targetServer). To allow servers named in requests, '
+        "set [plugins.batchit] allow_inline_servers = true."
+    )
+
+
+def inline_server(target: TargetServer, connections: ConnectionCache) -> str:
+    """Add `target`'s transport to the connection cache (once) and return its cache name."""
+    transport = target.transport
+    assert transport is not None
+    idle = target.maxIdleTimeMs / 1000 if target.maxIdleTimeMs else 300.0
+    if transport.type == "websocket":
+        raise ToolError(
+            "targetServer.transport: websocket is not supported (MCP dropped it); use stdio, or "
+            '"type": "http" with the url of a streamable HTTP server'
+        )
+    try:
+        if transport.type == "stdio":
+            if not transport.command:
+                raise ToolError("targetServer.transport: a stdio transport needs `command`")
+            config = ServerConfig(
+                command=transport.command,
+                args=transport.args,
+                env=transport.env,
+                cwd=transport.cwd,
+                idle_timeout_s=idle,
+            )
+        else:
+            if not transport.url:
+                raise ToolError(f"targetServer.transport: a {transport.type} transport needs `url`")
+            config = ServerConfig(url=transport.url, idle_timeout_s=idle)
+    except ValueError as exc:
+        raise ToolError(f"targetServer.transport: {exc}") from None
+    digest = hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:10]
+    name = f"inline-{re.sub(r'[^A-Za-z0-9_-]', '-', target.name)[:40]}-{digest}"
+    connections.add_server(name, config)
+    return name
+
+
+def _servers_for(
+    request: BatchRequest,
+    configured: Mapping[str, ServerConfig],
+    connections: ConnectionCache,
+    limits: Limits,
+) -> tuple[str | None, str | None]:
+    """The batch's default server: (cache name, name the caller used), or (None, None)."""
+    if request.server is not None:
+        if request.server not in configured:
+            known = ", ".join(sorted(configured)) or "none"
+            raise ToolError(f"server: no server {request.server!r} in hub.toml (configured: {known})")
+        return request.server, request.server
+    target = request.targetServer
+    if target is None:
+        return None, None
+    if target.name in configured:
+        return target.name, target.name
+    if target.transport is None:
+        known = ", ".join(sorted(configured)) or "none"
+        raise ToolError(
+            f"targetServer {target.name!r} is not configured in hub.toml (configured: {known}) and has no transport"
+        )
+    if not limits.allow_inline_servers:
+        raise ToolError(_refusal(target))
+    return inline_server(target, connections), target.name
+
+
+def _check_graph(steps: list[Step], ids: dict[str, int], problems: list[str]) -> None:
+    """Refuse cycles among references, naming the ids around one."""
+    state: dict[int, int] = {}  # 1 visiting, 2 done
+    stack: list[int] = []
+
+    def visit(i: int) -> bool:
+        state[i] = 1
+        stack.append(i)
+        for j in sorted(steps[i].deps):
+            if state.get(j) == 1:
+                cycle = [*stack[stack.index(j) :], j]
+                names = " -> ".join(steps[k].op.id or f"operations[{k}]" for k in cycle)
+                problems.append(f"operations[{j}]: references form a cycle: {names}")
+                return True
+            if state.get(j) is None and visit(j):
+                return True
+        stack.pop()
+        state[i] = 2
+        return False
+
+    for i in range(len(steps)):
+        if state.get(i) is None and visit(i):
+            return
+
+
+async def plan(
+    request: BatchRequest,
+    configured: Mapping[str, ServerConfig],
+    connections: ConnectionCache,
+    tool_lists: ToolLists,
+    limits: Limits,
+) -> list[Step]:
+    """Check the whole request and return its steps, or raise `ToolError` listing every problem."""
+    operations = request.operations
+    if len(operations) > limits.max_operations:
+        raise ToolError(
+            f"{len(operations)} operations is more than the {limits.max_operations} allowed in one batch "
+            "([plugins.batchit] max_operations); split the batch"
+        )
+    if request.options.maxConcurrent > limits.max_concurrency:
+        raise ToolError(
+            f"options.maxConcurrent {request.options.maxConcurrent} is over the limit of {limits.max_concurrency} "
+            "([plugins.batchit] max_concurrency)"
+        )
+    default, default_label = _servers_for(request, configured, connections, limits)
+    problems: list[str] = []
+    steps: list[Step] = []
+    ids: dict[str, int] = {}
+    for i, op in enumerate(operations):
+        if op.server is None or op.server == default_label:
+            server, label = default, default_label
+        elif op.server in configured:
+            server, label = op.server, op.server
+        else:
+            known = ", ".join(sorted(configured)) or "none"
+            problems.append(
+                f"operations[{i}].server: no server {op.server!r} in hub.toml (configured: {known})"
+            )
+            server = label = None
+        if server is None or label is None:
+            if op.server is None:
+                known = ", ".join(sorted(configured)) or "none configured"
+                problems.append(
+                    f"operations[{i}]: no server; give `server` for the batch or the operation ({known})"
+                )
+            server, label = "", ""
+        if op.id is not None:
+            if op.id in ids:
+                problems.append(
+                    f"operations[{i}].id: {op.id!r} is already the id of operations[{ids[op.id]}]"
+                )
+            else:
+                ids[op.id] = i
+        steps.append(Step(i, op, server, label))
+    for step in steps:
+        try:
+            refs = list(find_refs(step.op.arguments, f"operations[{step.index}].arguments"))
+        except RefError as exc:
+            problems.append(str(exc))
+            continue
+        step.needs_resolving = has_refs(step.op.arguments)
+        for ref in refs:
+            if ref.id not in ids:
+                known = ", ".join(ids) or "no operation has an id"
+                problems.append(
+                    f"{ref.where}: reference to {ref.id!r}, which names no operation (ids: {known})"
+                )
+            else:
+                step.deps.add(ids[ref.id])
+    if not problems:
+        _check_graph(steps, ids, problems)
+    servers = sorted({s.server for s in steps if s.server})
+    if servers and not problems:
+        await _check_tools(steps, servers, tool_lists, problems)
+    if problems:
+        more = f" (and {len(problems) - MAX_PROBLEMS} more)" if len(problems) > MAX_PROBLEMS else ""
+        raise ToolError("nothing was run: " + "; ".join(problems[:MAX_PROBLEMS]) + more)
+    return steps
+
+
+async def _check_tools(
+    steps: list[Step], servers: list[str], tool_lists: ToolLists, problems: list[str]
+) -> None:
+    names: dict[str, frozenset[str]] = {}
+
+    async def learn(server: str) -> None:
+        try:
+            names[server] = await tool_lists.names(server)
+        except ServerUnavailable as exc:
+            problems.append(str(exc))
+        except MCPError as exc:
+            problems.append(f"server {server!r} could not list its tools: {exc.message}")
+
+    async with anyio.create_task_group() as tg:
+        for server in servers:
+            tg.start_soon(learn, server)
+    for step in steps:
+        known = names.get(step.server)
+        if known is None or step.op.tool in known:
+            continue
+        close = difflib.get_close_matches(step.op.tool, sorted(known), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else f" (its tools: {', '.join(sorted(known)[:20])})"
+        problems.append(
+            f"operations[{step.index}].tool: server {step.label!r} has no tool {step.op.tool!r}{hint}"
+        )
+
+
+# -- running -------------------------------------------------------------------------------------
+
+
+class BatchRun:
+    """Runs planned steps; `outcomes` is filled in as they end."""
+
+    def __init__(
+        self,
+        steps: list[Step],
+        request: BatchRequest,
+        connections: ConnectionCache,
+        call: ToolCall,
+    ) -> None:
+        self.steps = steps
+        self.options = request.options
+        self.connections = connections
+        self.call = call
+        self.outcomes: list[Outcome | None] = [None] * len(steps)
+        self.roots: dict[str, dict[str, Any]] = {}
+        self.dependents: dict[int, list[int]] = {}
+        self.waiting: dict[int, set[int]] = {}
+        self.running: dict[int, anyio.CancelScope] = {}
+        self.cancelled_by_error: set[int] = set()
+        self.stopped_by: int | None = None
+        self.done = 0
+        self._last_progress = 0.0
+        self._send, self._receive = anyio.create_memory_object_stream[int](len(steps))
+
+    async def run(self) -> list[Outcome]:
+        for step in self.steps:
+            self.waiting[step.index] = set(step.deps)
+            for dep in step.deps:
+                self.dependents.setdefault(dep, []).append(step.index)
+        for step in self.steps:
+            if not step.deps:
+                self._send.send_nowait(step.index)
+        workers = min(self.options.maxConcurrent, len(self.steps))
+        async with self._send, self._receive, anyio.create_task_group() as tg:
+            for _ in range(workers):
+                tg.start_soon(self._worker)
+        return [o if o is not None else Outcome("skipped", error="not run") for o in self.outcomes]
+
+    async def _worker(self) -> None:
+        async for index in self._receive:
+            step = self.steps[index]
+            if self.stopped_by is not None:
+                outcome = Outcome(
+                    "skipped",
+                    error=f"not run: operations[{self.stopped_by}] failed and "
+                    f"{'cancelOnError' if self.options.cancelOnError else 'stopOnError'} is set",
+                )
+            else:
+                outcome = await self._execute(step)
+            self._finish(index, outcome)
+            await self._progress(step, outcome)
+
+    def _finish(self, index: int, outcome: Outcome) -> None:
+        if self.outcomes[index] is not None:
+            return
+        self.outcomes[index] = outcome
+        self.done += 1
+        step = self.steps[index]
+        if outcome.status == "ok" and outcome.result is not None and step.op.id is not None:
+            self.roots[step.op.id] = result_root(outcome.result)
+        if outcome.status in ("error", "timeout") and self.stopped_by is None:
+            if self.options.stopOnError or self.options.cancelOnError:
+                self.stopped_by = index
+            if self.options.cancelOnError:
+                for other, scope in self.running.items():
+                    if other != index:
+                        self.cancelled_by_error.add(other)
+                        scope.cancel()
+        for dependent in self.dependents.get(index, []):
+            waiting = self.waiting[dependent]
+            waiting.discard(index)
+            if self.outcomes[dependent] is not None:
+                continue
+            if outcome.status != "ok":
+                name = step.op.id or f"operations[{index}]"
+                self._finish(
+                    dependent,
+                    Outcome(
+                        "skipped", error=f"not run: it references {name!r}, which ended {outcome.status}"
+                    ),
+                )
+            elif not waiting:
+                self._send.send_nowait(dependent)
+        if self.done == len(self.steps):
+            self._send.close()
+
+    async def _progress(self, step: Step, outcome: Outcome) -> None:
+        now = time.monotonic()
+        total = len(self.steps)
+        if self.done < total and now - self._last_progress < PROGRESS_INTERVAL_S:
+            return
+        self._last_progress = now
+        await self.call.report_progress(
+            self.done, total, f"{self.done}/{total} done; last: {step.label} {step.op.tool} {outcome.status}"
+        )
+
+    async def _execute(self, step: Step) -> Outcome:
+        started = time.perf_counter()
+
+        def ended(
+            status: Status, result: types.CallToolResult | None = None, error: str | None = None
+        ) -> Outcome:
+            return Outcome(status, result, error, round((time.perf_counter() - started) * 1000, 1))
+
+        arguments = step.op.arguments
+        if step.needs_resolving:
+            try:
+                arguments = resolve(arguments, self.roots)
+            except RefError as exc:
+                return ended("error", error=f"reference: {exc}")
+        timeout_ms = step.op.timeoutMs or self.options.timeoutMs
+        server, tool = step.server, step.op.tool
+        result: types.CallToolResult | None = None
+        try:
+            async with self.connections.session(server) as session:
+                if self.stopped_by is not None and self.options.cancelOnError:
+                    return ended(
+                        "cancelled",
+                        error=f"cancelled: operations[{self.stopped_by}] failed and cancelOnError is set",
+                    )
+                with anyio.CancelScope() as scope:
+                    self.running[step.index] = scope
+                    try:
+                        with anyio.move_on_after(timeout_ms / 1000) as timer:
+                            result = await session.call_tool(tool, arguments)
+                    except MCPError as exc:
+                        if exc.code == types.CONNECTION_CLOSED:
+                            self.connections.mark_dead(server, session)
+                            return ended(
+                                "error",
+                                error=f"server {step.label!r} died during {tool}; the next operation on it restarts it",
+                            )
+                        return ended("error", error=f"{step.label} {tool}: {exc.message}")
+                    finally:
+                        self.running.pop(step.index, None)
+        except ServerUnavailable as exc:
+            return ended("error", error=str(exc))
+        except Exception as exc:  # one operation never takes the batch down
+            return ended("error", error=f"{step.label} {tool}: {type(exc).__name__}: {exc}")
+        if scope.cancelled_caught or step.index in self.cancelled_by_error:
+            return ended(
+                "cancelled",
+                error=f"cancelled: operations[{self.stopped_by}] failed and cancelOnError is set",
+            )
+        if timer.cancelled_caught or result is None:
+            return ended(
+                "timeout", error=f"no answer within {timeout_ms} ms; the call was cancelled on the server"
+            )
+        if result.is_error:
+            return ended("error", result, result_text(result) or f"{tool} reported an error")
+        return ended("ok", result)
+
+
+# -- the answer ----------------------------------------------------------------------------------
+
+
+def summarize(steps: list[Step], outcomes: list[Outcome], wall_ms: float) -> dict[str, Any]:
+    counts: dict[str, int] = {status: 0 for status in STATUSES}
+    for outcome in outcomes:
+        counts[outcome.status] += 1
+    return {
+        "total": len(outcomes),
+        **counts,
+        "successCount": counts["ok"],
+        "failCount": len(outcomes) - counts["ok"],
+        "totalDurationMs": wall_ms,
+        "servers": sorted({s.label for s in steps}),
+    }
+
+
+def operation_entry(step: Step, outcome: Outcome) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "index": step.index,
+        "id": step.op.id,
+        "server": step.label,
+        "tool": step.op.tool,
+        "status": outcome.status,
+        "success": outcome.status == "ok",
+        "durationMs": outcome.duration_ms,
+    }
+    if outcome.result is not None:
+        result = outcome.result
+        entry["result"] = {
+            "content": [b.model_dump(mode="json", by_alias=True, exclude_none=True) for b in result.content],
+            **(
+                {"structuredContent": result.structured_content}
+                if result.structured_content is not None
+                else {}
+            ),
+            "isError": bool(result.is_error),
+        }
+    if outcome.error is not None:
+        entry["error"] = outcome.error
+    return entry
+
+
+def render(
+    request: BatchRequest, steps: list[Step], outcomes: list[Outcome], wall_ms: float
+) -> types.CallToolResult:
+    """Readable text (with the downstream content blocks as they came) plus structuredContent."""
+    summary = summarize(steps, outcomes, wall_ms)
+    counts = ", ".join(f"{summary[s]} {s}" for s in STATUSES if summary[s])
+    failed = summary["failCount"] > 0
+    head = f"batch_execute: {summary['total']} operations, {counts}, in {wall_ms:.0f} ms"
+    if failed:
+        head += " (isError is set because not every operation succeeded)"
+    content: list[Any] = [types.TextContent(type="text", text=head)]
+    for step, outcome in zip(steps, outcomes, strict=True):
+        name = f" {step.op.id}" if step.op.id else ""
+        lines = [
+            f"[{step.index}]{name} {step.label} {step.op.tool}: {outcome.status} ({outcome.duration_ms:g} ms)"
+        ]
+        others: list[Any] = []
+        if outcome.result is not None:
+            for block in outcome.result.content:
+                if isinstance(block, types.TextContent):
+                    lines.append(block.text)
+                else:
+                    others.append(block)
+        if outcome.error is not None and (outcome.result is None or outcome.status != "error"):
+            lines.append(f"error: {outcome.error}")
+        content.append(types.TextContent(type="text", text="\n".join(lines)))
+        content.extend(others)
+    target = request.server or (request.targetServer.name if request.targetServer else None)
+    structured = {
+        "targetServer": target,
+        "summary": summary,
+        "operations": [operation_entry(s, o) for s, o in zip(steps, outcomes, strict=True)],
+    }
+    return types.CallToolResult(content=content, structured_content=structured, is_error=failed)

@@ -1,0 +1,440 @@
+"""batch_execute through an MCP client, against real downstream processes."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+import hub_batchit
+import psutil
+import pytest
+from hubtests import DOWNSTREAM, npm_bin
+
+from hub.testing import make_config, result_text, running_hub
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def downstream(**extra: Any) -> dict[str, Any]:
+    return {"command": sys.executable, "args": [str(DOWNSTREAM)], **extra}
+
+
+def hub_with(tmp_path: Path, servers: dict[str, Any] | None = None, **batchit: Any):
+    config = make_config(
+        tmp_path, servers=servers or {"d": downstream()}, plugins={"batchit": batchit} if batchit else {}
+    )
+    return running_hub(config, plugins={"batchit": hub_batchit})
+
+
+async def batch(client, **request: Any):
+    return await client.call_tool("batch_execute", request)
+
+
+def statuses(result) -> list[str]:
+    return [op["status"] for op in result.structured_content["operations"]]
+
+
+async def test_batchit_request_verbatim_against_server_filesystem(tmp_path):
+    """BatchIt's README example, word for word but for the paths: a targetServer whose name is
+    configured in hub.toml runs there (the README's cmd.exe transport is not used)."""
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "package.json").write_text('{"name": "mcp-batchit"}\n')
+    (root / "README.md").write_text("# BatchIt\n")
+    servers = {"filesystem": {"command": npm_bin("mcp-server-filesystem"), "args": [str(root)]}}
+    request = {
+        "targetServer": {
+            "name": "filesystem",
+            "serverType": {"type": "filesystem", "config": {"rootDirectory": str(root)}},
+            "transport": {
+                "type": "stdio",
+                "command": "cmd.exe",
+                "args": ["/c", "npx", "-y", "@modelcontextprotocol/server-filesystem", str(root)],
+            },
+        },
+        "operations": [
+            {"tool": "read_file", "arguments": {"path": str(root / "package.json")}},
+            {"tool": "read_file", "arguments": {"path": str(root / "README.md")}},
+        ],
+        "options": {"maxConcurrent": 2, "stopOnError": True, "timeoutMs": 30000},
+    }
+    async with hub_with(tmp_path, servers) as (hub, client):
+        result = await client.call_tool("batch_execute", request)
+        assert not result.is_error, result_text(result)
+        out = result.structured_content
+        assert out["targetServer"] == "filesystem"
+        assert out["summary"]["successCount"] == 2 and out["summary"]["failCount"] == 0
+        first, second = out["operations"]
+        assert (first["index"], first["tool"], first["status"], first["success"]) == (
+            0,
+            "read_file",
+            "ok",
+            True,
+        )
+        assert first["result"]["content"][0]["text"] == '{"name": "mcp-batchit"}\n'  # not JSON-encoded twice
+        assert second["result"]["structuredContent"] == {"content": "# BatchIt\n"}
+        text = result_text(result)
+        assert "[0] filesystem read_file: ok" in text and "# BatchIt" in text
+
+        # The second phase of the README: a directory, then files in it, one at a time.
+        write = {
+            **request,
+            "operations": [
+                {"tool": "create_directory", "arguments": {"path": str(root / "memory-bank")}},
+                {
+                    "tool": "write_file",
+                    "arguments": {
+                        "path": str(root / "memory-bank" / "progress.md"),
+                        "content": "# Progress\n",
+                    },
+                },
+            ],
+            "options": {"maxConcurrent": 1, "stopOnError": True, "timeoutMs": 30000},
+        }
+        result = await client.call_tool("batch_execute", write)
+        assert statuses(result) == ["ok", "ok"], result_text(result)
+        assert (root / "memory-bank" / "progress.md").read_text() == "# Progress\n"
+        assert hub.connections.status()["filesystem"]["starts"] == 1  # one session for both batches
+
+
+async def test_short_form_results_in_request_order_with_summary(tmp_path):
+    async with hub_with(tmp_path) as (_, client):
+        ops = [
+            {"tool": "sleep", "arguments": {"seconds": 0.3}},
+            {"tool": "echo", "arguments": {"text": "fast"}},
+            {"tool": "listing", "arguments": {"n": 2}},
+            {"tool": "fail", "arguments": {"message": "nope"}},
+        ]
+        result = await batch(client, server="d", operations=ops, options={"maxConcurrent": 4})
+        out = result.structured_content
+        assert [op["index"] for op in out["operations"]] == [0, 1, 2, 3]  # not completion order
+        assert statuses(result) == ["ok", "ok", "ok", "error"]
+        assert out["operations"][2]["result"]["structuredContent"] == {
+            "items": ["item0", "item1"],
+            "count": 2,
+        }
+        assert out["operations"][3]["error"] == "Error executing tool fail"
+        summary = out["summary"]
+        assert (summary["total"], summary["ok"], summary["error"], summary["failCount"]) == (4, 3, 1, 1)
+        assert summary["servers"] == ["d"]
+        assert summary["totalDurationMs"] >= max(op["durationMs"] for op in out["operations"])  # wall-clock
+        assert result.is_error  # one operation failed
+        text = result_text(result)
+        assert text.startswith("batch_execute: 4 operations, 3 ok, 1 error, in ")
+        assert "[3] d fail: error" in text and "Error executing tool fail" in text
+
+
+async def test_references_across_servers_with_splices_and_literals(tmp_path):
+    servers = {"a": downstream(), "b": downstream()}
+    async with hub_with(tmp_path, servers) as (_, client):
+        ops = [
+            # Listed first but waits for "items", which it references.
+            {
+                "id": "pick",
+                "server": "b",
+                "tool": "echo",
+                "arguments": {"text": {"$ref": "items", "path": "structuredContent.items.1"}},
+            },
+            {"id": "items", "server": "a", "tool": "listing", "arguments": {"prefix": "row", "n": 3}},
+            {
+                "id": "sum",
+                "server": "b",
+                "tool": "add",
+                "arguments": {"a": {"$ref": "items", "path": "structuredContent.count"}, "b": 10},
+            },
+            {
+                "server": "a",
+                "tool": "echo",
+                "arguments": {
+                    "text": {
+                        "$text": "picked {{pick}}, sum {{sum.structuredContent.result}}, {{items.structuredContent.items}}"
+                    }
+                },
+            },
+            {"server": "a", "tool": "echo", "arguments": {"text": {"$literal": "{{not a splice}}"}}},
+        ]
+        result = await batch(client, operations=ops, options={"maxConcurrent": 5})
+        assert statuses(result) == ["ok"] * 5, result_text(result)
+        out = result.structured_content["operations"]
+        assert out[0]["result"]["content"][0]["text"] == "row1"
+        assert out[2]["result"]["structuredContent"] == {"result": 13}
+        assert out[3]["result"]["content"][0]["text"] == 'picked row1, sum 13, ["row0", "row1", "row2"]'
+        assert out[4]["result"]["content"][0]["text"] == "{{not a splice}}"
+        assert result.structured_content["summary"]["servers"] == ["a", "b"]
+
+
+async def test_a_failed_reference_skips_its_dependents_and_a_bad_path_is_an_error(tmp_path):
+    async with hub_with(tmp_path) as (_, client):
+        ops = [
+            {"id": "bad", "tool": "fail", "arguments": {}},
+            {"id": "after", "tool": "echo", "arguments": {"text": {"$ref": "bad"}}},
+            {"tool": "echo", "arguments": {"text": {"$ref": "after"}}},
+            {"id": "list", "tool": "listing", "arguments": {"n": 2}},
+            {"tool": "echo", "arguments": {"text": {"$ref": "list", "path": "structuredContent.items.7"}}},
+        ]
+        result = await batch(client, server="d", operations=ops)
+        assert statuses(result) == ["error", "skipped", "skipped", "ok", "error"]
+        out = result.structured_content["operations"]
+        assert out[1]["error"] == "not run: it references 'bad', which ended error"
+        assert out[2]["error"] == "not run: it references 'after', which ended skipped"
+        assert out[4]["error"] == "reference: list.structuredContent.items has 2 items; there is no item 7"
+
+
+@pytest.mark.parametrize(
+    ("request_", "message"),
+    [
+        (
+            {"server": "d", "operations": [{"tool": "echo"}], "options": {"maxConcurrent": 0}},
+            "options.maxConcurrent: Input should be greater than or equal to 1 (got 0)",
+        ),
+        (
+            {"server": "d", "operations": [{"tool": "echo"}], "options": {"timeoutMs": 0}},
+            "options.timeoutMs: Input should be greater than 0 (got 0)",
+        ),
+        ({"server": "d", "operations": []}, "operations: List should have at least 1 item"),
+        (
+            {"server": "d", "operations": [{"tool": "echo"}] * 6},
+            "6 operations is more than the 5 allowed in one batch ([plugins.batchit] max_operations)",
+        ),
+        (
+            {"server": "d", "operations": [{"tool": "ecko", "arguments": {"text": "x"}}]},
+            "operations[0].tool: server 'd' has no tool 'ecko' (did you mean 'echo'?)",
+        ),
+        ({"server": "nowhere", "operations": [{"tool": "echo"}]}, "no server 'nowhere' in hub.toml"),
+        (
+            {"operations": [{"tool": "echo"}]},
+            "operations[0]: no server; give `server` for the batch or the operation (d)",
+        ),
+        (
+            {"server": "d", "operations": [{"tool": "echo", "arguments": {"text": {"$ref": "x"}}}]},
+            "operations[0].arguments.text: reference to 'x', which names no operation (ids: no operation has an id)",
+        ),
+        (
+            {
+                "server": "d",
+                "operations": [
+                    {"id": "a", "tool": "echo", "arguments": {"text": {"$ref": "b"}}},
+                    {"id": "b", "tool": "echo", "arguments": {"text": {"$text": "{{a}}"}}},
+                ],
+            },
+            "references form a cycle: a -> b -> a",
+        ),
+        (
+            {"server": "d", "operations": [{"id": "a", "tool": "echo"}, {"id": "a", "tool": "echo"}]},
+            "operations[1].id: 'a' is already the id of operations[0]",
+        ),
+        (
+            {
+                "server": "d",
+                "operations": [{"tool": "echo", "arguments": {"text": {"$ref": "a", "extra": 1}}}],
+            },
+            'a reference is {"$ref": "ID", "path": "..."} and nothing else',
+        ),
+        (
+            {"server": "d", "operations": [{"tool": "echo"}], "options": {"maxConcurrent": 500}},
+            "options.maxConcurrent 500 is over the limit of 100",
+        ),
+        (
+            {"server": "d", "operations": [{"tool": "echo", "argument": {}}]},
+            "operations.0.argument: unknown field",
+        ),
+    ],
+)
+async def test_bad_requests_are_refused_before_anything_runs(tmp_path, request_, message):
+    async with hub_with(tmp_path, max_operations=5) as (hub, client):
+        result = await client.call_tool("batch_execute", request_)
+        assert result.is_error
+        assert message in result_text(result)
+        if "nowhere" not in message and "maxConcurrent" not in message:
+            assert hub.connections.status()["d"]["starts"] <= 1  # at most started to list its tools
+
+
+async def test_a_timeout_cancels_the_downstream_call(tmp_path):
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    servers = {"d": downstream(env={"DOWNSTREAM_MARKER_DIR": str(markers)})}
+    async with hub_with(tmp_path, servers) as (_, client):
+        ops = [
+            {"tool": "sleep", "arguments": {"seconds": 30, "tag": "slow"}, "timeoutMs": 300},
+            {"tool": "echo", "arguments": {"text": "still fine"}},
+        ]
+        with anyio.fail_after(20):
+            result = await batch(client, server="d", operations=ops, options={"timeoutMs": 10000})
+        assert statuses(result) == ["timeout", "ok"]
+        op = result.structured_content["operations"][0]
+        assert op["error"] == "no answer within 300 ms; the call was cancelled on the server"
+        assert 300 <= op["durationMs"] < 5000
+        with anyio.fail_after(10):
+            while not (markers / "cancelled-slow").exists():  # the server saw notifications/cancelled
+                await anyio.sleep(0.05)
+
+
+async def test_stop_and_cancel_on_error(tmp_path):
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    servers = {"d": downstream(env={"DOWNSTREAM_MARKER_DIR": str(markers)})}
+    async with hub_with(tmp_path, servers) as (_, client):
+        ops = [
+            {"tool": "fail"},
+            {"tool": "echo", "arguments": {"text": "x"}},
+            {"tool": "echo", "arguments": {"text": "y"}},
+        ]
+        result = await batch(
+            client, server="d", operations=ops, options={"maxConcurrent": 1, "stopOnError": True}
+        )
+        assert statuses(result) == ["error", "skipped", "skipped"]  # skipped ones are listed, not dropped
+        assert (
+            result.structured_content["operations"][1]["error"]
+            == "not run: operations[0] failed and stopOnError is set"
+        )
+
+        ops = [
+            {"tool": "sleep", "arguments": {"seconds": 30, "tag": "victim"}},
+            {"tool": "sleep", "arguments": {"seconds": 0.3}},
+            {"tool": "fail"},
+            {"tool": "echo", "arguments": {"text": "never"}},
+        ]
+        with anyio.fail_after(20):
+            result = await batch(
+                client, server="d", operations=ops, options={"maxConcurrent": 3, "cancelOnError": True}
+            )
+        assert statuses(result) == ["cancelled", "cancelled", "error", "skipped"]
+        with anyio.fail_after(10):
+            while not (markers / "cancelled-victim").exists():
+                await anyio.sleep(0.05)
+
+
+async def test_progress_reports_k_of_n(tmp_path):
+    async with hub_with(tmp_path) as (_, client):
+        seen: list[tuple[float, float | None, str | None]] = []
+
+        async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+            seen.append((progress, total, message))
+
+        ops = [{"tool": "sleep", "arguments": {"seconds": 0.1}} for _ in range(3)] + [
+            {"tool": "echo", "arguments": {"text": "z"}}
+        ]
+        await client.call_tool(
+            "batch_execute",
+            {"server": "d", "operations": ops, "options": {"maxConcurrent": 1}},
+            progress_callback=on_progress,
+        )
+        with anyio.fail_after(5):
+            while not seen or seen[-1][0] != 4:
+                await anyio.sleep(0.01)
+        assert [p for p, _, _ in seen] == sorted({p for p, _, _ in seen})
+        assert seen[-1] == (4, 4, "4/4 done; last: d echo ok")
+
+
+async def test_cancelling_the_batch_cancels_every_operation_in_flight(tmp_path):
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    servers = {"d": downstream(env={"DOWNSTREAM_MARKER_DIR": str(markers)})}
+    async with hub_with(tmp_path, servers) as (_, client):
+        await batch(client, server="d", operations=[{"tool": "echo", "arguments": {"text": "warm"}}])
+        ops = [{"tool": "sleep", "arguments": {"seconds": 30, "tag": f"op{i}"}} for i in range(3)]
+        with anyio.move_on_after(1.0):
+            await batch(client, server="d", operations=ops, options={"maxConcurrent": 3})
+        with anyio.fail_after(10):
+            while len(list(markers.iterdir())) < 3:
+                await anyio.sleep(0.05)
+        assert sorted(p.name for p in markers.iterdir()) == [
+            "cancelled-op0",
+            "cancelled-op1",
+            "cancelled-op2",
+        ]
+
+
+async def test_a_crash_fails_only_the_operations_in_flight(tmp_path):
+    async with hub_with(tmp_path) as (_, client):
+        ops = [
+            {"tool": "whoami"},
+            {"tool": "sleep", "arguments": {"seconds": 5}},  # in flight when the server crashes
+            {"tool": "crash"},  # starts when whoami is done
+            {"tool": "whoami"},  # starts after the crash: on a new process
+        ]
+        with anyio.fail_after(30):
+            result = await batch(client, server="d", operations=ops, options={"maxConcurrent": 2})
+        out = result.structured_content["operations"]
+        assert statuses(result) == ["ok", "error", "error", "ok"], result_text(result)
+        assert out[1]["error"] == "server 'd' died during sleep; the next operation on it restarts it"
+        assert out[2]["error"] == "server 'd' died during crash; the next operation on it restarts it"
+        assert out[3]["result"]["structuredContent"]["pid"] != out[0]["result"]["structuredContent"]["pid"]
+        again = await batch(client, server="d", operations=[{"tool": "echo", "arguments": {"text": "back"}}])
+        assert statuses(again) == ["ok"]
+
+
+async def test_inline_servers_are_refused_unless_allowed(tmp_path):
+    target = {
+        "name": "mine",
+        "transport": {
+            "type": "stdio",
+            "command": sys.executable,
+            "args": [str(DOWNSTREAM)],
+            "env": {"PATH": "/opt/x"},
+        },
+    }
+    ops = [{"tool": "echo", "arguments": {"text": "inline"}}]
+    async with hub_with(tmp_path) as (hub, client):
+        result = await batch(client, targetServer=target, operations=ops)
+        assert result.is_error
+        text = result_text(result)
+        assert text.startswith(
+            "targetServer 'mine' is not configured in hub.toml, and the hub does not run the command "
+        )
+        assert (
+            f"[servers.mine]\ncommand = {json.dumps(sys.executable)}\nargs = [{json.dumps(str(DOWNSTREAM))}]"
+            in text
+        )
+        assert "set [plugins.batchit] allow_inline_servers = true" in text
+        assert set(hub.connections.status()) == {"d"}  # nothing was started or added
+        websocket = await batch(
+            client,
+            targetServer={"name": "ws", "transport": {"type": "websocket", "url": "ws://x"}},
+            operations=ops,
+        )
+        assert websocket.is_error and "does not connect to 'ws://x'" in result_text(websocket)
+
+    async with hub_with(tmp_path, allow_inline_servers=True) as (hub, client):
+        result = await batch(client, targetServer=target, operations=ops)
+        assert statuses(result) == ["ok"] and result.structured_content["targetServer"] == "mine"
+        again = await batch(client, targetServer=target, operations=ops * 2)
+        assert statuses(again) == ["ok", "ok"]
+        inline = [n for n in hub.connections.status() if n.startswith("inline-mine-")]
+        assert len(inline) == 1 and hub.connections.status()[inline[0]]["starts"] == 1
+        websocket = await batch(
+            client,
+            targetServer={"name": "ws", "transport": {"type": "websocket", "url": "ws://x"}},
+            operations=ops,
+        )
+        assert "websocket is not supported" in result_text(websocket)
+
+
+async def test_concurrent_batches_share_one_session_and_no_child_outlives_the_hub(tmp_path):
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    async with hub_with(tmp_path) as (hub, client):
+        pids: list[int] = []
+
+        async def one() -> None:
+            result = await batch(
+                client,
+                server="d",
+                operations=[{"tool": "whoami"}, {"tool": "sleep", "arguments": {"seconds": 0.2}}],
+            )
+            pids.append(result.structured_content["operations"][0]["result"]["structuredContent"]["pid"])
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(4):
+                tg.start_soon(one)
+        assert len(set(pids)) == 1
+        assert hub.connections.status()["d"]["starts"] == 1
+    alive = {p.pid for p in psutil.Process().children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE}
+    assert alive <= before
