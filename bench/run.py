@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["cold_start", "proxy_overhead"]
+BENCHMARKS = ["cold_start", "proxy_overhead", "batch_execute"]
 
 
 def main(argv: list[str]) -> int:

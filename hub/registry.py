@@ -38,7 +38,8 @@ __all__ = [
 TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 CLAUDE_PREFIX = "mcp__hub__"
 
-ResourceBody = str | bytes | dict[str, Any] | list[Any] | BaseModel
+# A ready `ReadResourceResult` is sent as is (the proxy passes a downstream answer through).
+ResourceBody = str | bytes | dict[str, Any] | list[Any] | BaseModel | types.ReadResourceResult
 ListKind = Literal["tools", "resources", "prompts"]
 
 
@@ -172,42 +173,66 @@ class Resource:
     name: str
     read: Callable[[], Awaitable[ResourceBody]]
     description: str = ""
-    mime_type: str = "application/json"
+    mime_type: str | None = "application/json"
+    title: str | None = None
     plugin: str = field(default="", compare=False)
 
     def to_mcp(self) -> types.Resource:
         return types.Resource(
-            uri=self.uri, name=self.name, description=self.description, mime_type=self.mime_type
+            uri=self.uri,
+            name=self.name,
+            title=self.title,
+            description=self.description,
+            mime_type=self.mime_type,
         )
+
+
+TEMPLATE_VARIABLE = re.compile(r"\{([+#]?)([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 @dataclass
 class ResourceTemplate:
-    """A family of resources such as ``pool://slots/{id}``; `read(params)` gets ``{"id": ...}``."""
+    """A family of resources such as ``pool://slots/{id}``; `read(params)` gets ``{"id": ...}``.
+
+    ``{name}`` matches one path segment; ``{+name}`` (and ``{#name}``) match the rest, slashes
+    included, as in RFC 6570. `expand(params)` gives the URI back.
+    """
 
     uri_template: str
     name: str
     read: Callable[[dict[str, str]], Awaitable[ResourceBody]]
     description: str = ""
-    mime_type: str = "application/json"
+    mime_type: str | None = "application/json"
+    title: str | None = None
     plugin: str = field(default="", compare=False)
 
     @cached_property
     def _pattern(self) -> re.Pattern[str]:
-        parts = re.split(r"\{([A-Za-z_][A-Za-z0-9_]*)\}", self.uri_template)
-        regex = "".join(
-            re.escape(part) if i % 2 == 0 else f"(?P<{part}>[^/?#]+)" for i, part in enumerate(parts)
-        )
-        return re.compile(regex)
+        regex, end = "", 0
+        for found in TEMPLATE_VARIABLE.finditer(self.uri_template):
+            operator, name = found.groups()
+            prefix = "#" if operator == "#" else ""
+            regex += re.escape(self.uri_template[end : found.start()]) + re.escape(prefix)
+            regex += f"(?P<{name}>.+)" if operator else f"(?P<{name}>[^/?#]+)"
+            end = found.end()
+        return re.compile(regex + re.escape(self.uri_template[end:]))
 
     def match(self, uri: str) -> dict[str, str] | None:
         found = self._pattern.fullmatch(uri)
         return None if found is None else found.groupdict()
 
+    def expand(self, params: dict[str, str]) -> str:
+        def value(found: re.Match[str]) -> str:
+            operator, name = found.groups()
+            return ("#" if operator == "#" else "") + params[name]
+
+        return TEMPLATE_VARIABLE.sub(value, self.uri_template)
+
     def to_mcp(self) -> types.ResourceTemplate:
         return types.ResourceTemplate(
             uri_template=self.uri_template,
             name=self.name,
+            title=self.title,
             description=self.description,
             mime_type=self.mime_type,
         )
@@ -222,17 +247,20 @@ class PromptArgument:
 
 @dataclass
 class Prompt:
-    """A prompt template; `render(arguments)` returns the text of one user message, or messages."""
+    """A prompt template; `render(arguments)` returns the text of one user message, messages, or a
+    ready `GetPromptResult`."""
 
     name: str
-    render: Callable[[dict[str, str]], Awaitable[str | list[types.PromptMessage]]]
+    render: Callable[[dict[str, str]], Awaitable[str | list[types.PromptMessage] | types.GetPromptResult]]
     description: str = ""
     arguments: list[PromptArgument] = field(default_factory=list)
+    title: str | None = None
     plugin: str = field(default="", compare=False)
 
     def to_mcp(self) -> types.Prompt:
         return types.Prompt(
             name=self.name,
+            title=self.title,
             description=self.description,
             arguments=[
                 types.PromptArgument(name=a.name, description=a.description, required=a.required)

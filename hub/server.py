@@ -67,8 +67,10 @@ def to_call_result(value: Any) -> types.CallToolResult:
 
 
 def resource_contents(
-    uri: str, mime_type: str, body: ResourceBody
+    uri: str, mime_type: str | None, body: ResourceBody
 ) -> list[types.TextResourceContents | types.BlobResourceContents]:
+    if isinstance(body, types.ReadResourceResult):
+        return body.contents
     if isinstance(body, bytes):
         return [
             types.BlobResourceContents(uri=uri, mime_type=mime_type, blob=base64.b64encode(body).decode())
@@ -260,6 +262,8 @@ class HubServer:
             raise MCPError(
                 types.INTERNAL_ERROR, f"prompt {prompt.name} failed: {type(exc).__name__}: {exc}"
             ) from None
+        if isinstance(rendered, types.GetPromptResult):
+            return rendered
         if isinstance(rendered, str):
             messages = [
                 types.PromptMessage(role="user", content=types.TextContent(type="text", text=rendered))

@@ -102,7 +102,10 @@ def test_named_plugin_that_fails_stops_the_hub(tmp_path, thirdparty_path, select
 def test_unknown_plugin_name(tmp_path, thirdparty_path):
     out = run_hub("--plugins", "hello,nope", env=hub_env(tmp_path, thirdparty_path), cwd=tmp_path)
     assert out.returncode == 2
-    assert "unknown plugin 'nope' (installed: failstart, hello, misspelt, proxy, unimportable)" in out.stderr
+    assert (
+        "unknown plugin 'nope' (installed: batchit, failstart, hello, misspelt, proxy, unimportable)"
+        in out.stderr
+    )
 
 
 def test_invalid_plugin_settings_name_file_and_key(tmp_path, thirdparty_path):

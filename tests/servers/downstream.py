@@ -1,4 +1,5 @@
-"""A small downstream MCP server for the tests: echo, slow, failing, crashing and structured tools.
+"""A small downstream MCP server for the tests: echo, slow, failing, crashing and structured tools,
+a resource, a resource template and a prompt.
 
 Run as ``python downstream.py``; it speaks MCP over stdio. Environment knobs:
 ``DOWNSTREAM_EXIT_AT_ONCE=1`` exits before the handshake (a server that dies at start);
@@ -100,6 +101,24 @@ async def whoami() -> dict[str, Any]:
     """This process's pid and selected environment variables."""
     keys = ("PATH", "HOME", "DOWNSTREAM_GREETING", "SECRET_TOKEN", "UNRELATED_PARENT_VAR")
     return {"pid": os.getpid(), "env": {k: os.environ.get(k) for k in keys}}
+
+
+@server.resource("downstream://about", mime_type="text/plain")
+def about() -> str:
+    """What this server is."""
+    return "the test downstream server"
+
+
+@server.resource("downstream://items/{name}", mime_type="application/json")
+def item(name: str) -> dict[str, str]:
+    """One item, by name."""
+    return {"name": name, "kind": "item"}
+
+
+@server.prompt()
+def greet(name: str, style: str = "plain") -> str:
+    """A greeting for `name`."""
+    return f"Greet {name} in a {style} way."
 
 
 if __name__ == "__main__":

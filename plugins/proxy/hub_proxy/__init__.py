@@ -1,25 +1,30 @@
-"""proxy: serve the tools of every `[servers.NAME]` through the hub as ``NAME__tool``.
+"""proxy: serve the tools, resources and prompts of every `[servers.NAME]` through the hub.
 
-Per server (in its `[servers.NAME]` table): `expose = false` hides it, `include` / `exclude` pick
-tools, `prefix` renames (the default prefix is NAME), `eager = true` starts it with the hub.
+Tools and prompts are served as ``NAME__tool`` (the separator is `[plugins.proxy] separator`);
+resources and resource templates keep their URIs, so links between them still work. Per server
+(in its `[servers.NAME]` table): `expose = false` hides it, `include` / `exclude` pick tools,
+`prefix` renames (the default prefix is NAME), `eager = true` starts it with the hub and has the
+connection cache restart it when it dies.
 
-A server's tool list is kept in the store, so a lazy server's tools are listed without starting
-it: it starts on the first call. A server never seen before is started once in the background
-to learn its tools (and closed again after its idle timeout). A downstream `tools/list_changed`
-refreshes the list, and the hub's clients get `tools/list_changed` in turn. Progress
-notifications are relayed to the caller, and cancelling a call cancels it downstream.
+A server's lists are kept in the store, so a lazy server is listed without starting it: it
+starts on the first call. A server never seen before is started once in the background to learn
+its lists (and closed again after its idle timeout). A downstream `list_changed` refreshes the
+lists, and the hub's clients get `list_changed` in turn. Progress notifications are relayed to
+the caller, and cancelling a call cancels it downstream.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import mcp.types as types
 from mcp.shared.exceptions import MCPError
 from pydantic import BaseModel, ConfigDict, Field
 
-from hub import Resource, Tool, ToolCall, ToolError, hookimpl
+from hub import Prompt, PromptArgument, Resource, ResourceTemplate, Tool, ToolCall, ToolError, hookimpl
 from hub.config import ServerConfig
 from hub.connections import ServerUnavailable
 from hub.host import PluginContext
@@ -33,7 +38,72 @@ MIGRATIONS = [
         updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
     );
     """,
+    """
+    CREATE TABLE proxy_lists (
+        server TEXT PRIMARY KEY,
+        lists_json TEXT NOT NULL,
+        updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+    );
+    INSERT INTO proxy_lists (server, lists_json, updated_at)
+        SELECT server, json_object('tools', json(tools_json)), updated_at FROM proxy_tools;
+    DROP TABLE proxy_tools;
+    """,
 ]
+Answer = TypeVar("Answer")
+
+
+@dataclass
+class Lists:
+    """What a downstream server offers."""
+
+    tools: list[types.Tool] = field(default_factory=list)
+    resources: list[types.Resource] = field(default_factory=list)
+    templates: list[types.ResourceTemplate] = field(default_factory=list)
+    prompts: list[types.Prompt] = field(default_factory=list)
+
+    def dump(self) -> str:
+        def items(values: list[Any]) -> list[Any]:
+            return [v.model_dump(mode="json", by_alias=True, exclude_none=True) for v in values]
+
+        return json.dumps(
+            {
+                "tools": items(self.tools),
+                "resources": items(self.resources),
+                "templates": items(self.templates),
+                "prompts": items(self.prompts),
+            }
+        )
+
+    @classmethod
+    def load(cls, text: str) -> Lists:
+        data = json.loads(text)
+        return cls(
+            tools=[types.Tool.model_validate(t) for t in data.get("tools", [])],
+            resources=[types.Resource.model_validate(r) for r in data.get("resources", [])],
+            templates=[types.ResourceTemplate.model_validate(t) for t in data.get("templates", [])],
+            prompts=[types.Prompt.model_validate(p) for p in data.get("prompts", [])],
+        )
+
+
+async def _all_pages(fetch: Callable[..., Awaitable[Any]], attribute: str) -> list[Any]:
+    """Every item of a paginated list request (`fetch` is e.g. `session.list_tools`)."""
+    items: list[Any] = []
+    cursor: str | None = None
+    while True:
+        page = await fetch(params=types.PaginatedRequestParams(cursor=cursor) if cursor else None)
+        items.extend(getattr(page, attribute))
+        cursor = page.next_cursor
+        if not cursor:
+            return items
+
+
+@dataclass
+class Mounted:
+    """What the hub serves for one server: hub name or URI -> downstream name or URI."""
+
+    tools: dict[str, str] = field(default_factory=dict)
+    resources: list[str] = field(default_factory=list)
+    prompts: dict[str, str] = field(default_factory=dict)
 
 
 class Settings(BaseModel):
@@ -54,64 +124,65 @@ class Proxy:
         assert isinstance(settings, Settings)
         self.separator = settings.separator
         self.servers: dict[str, ServerConfig] = {n: c for n, c in hub.settings.servers.items() if c.expose}
-        self.mounted: dict[str, dict[str, str]] = {
-            name: {} for name in self.servers
-        }  # server -> hub name -> tool
+        self.mounted: dict[str, Mounted] = {name: Mounted() for name in self.servers}
         self.problems: dict[str, list[str]] = {name: [] for name in self.servers}
-        self.known: dict[str, list[types.Tool]] = {}
+        self.known: dict[str, Lists] = {}
 
-    # -- tool lists --------------------------------------------------------------------------
+    # -- lists -------------------------------------------------------------------------------
 
     async def load_cached(self) -> None:
-        for row in await self.hub.store.fetchall("SELECT server, tools_json FROM proxy_tools"):
+        for row in await self.hub.store.fetchall("SELECT server, lists_json FROM proxy_lists"):
             if row["server"] in self.servers:
-                self.known[row["server"]] = [
-                    types.Tool.model_validate(t) for t in json.loads(row["tools_json"])
-                ]
+                self.known[row["server"]] = Lists.load(row["lists_json"])
 
     async def refresh(self, server: str) -> None:
-        """Ask `server` for its tools, remember them, and serve the new list."""
+        """Ask `server` for its tools, resources and prompts, remember them, and serve them."""
         try:
             async with self.hub.connections.session(server) as session:
-                tools: list[types.Tool] = []
-                cursor = None
-                while True:
-                    page = await session.list_tools(
-                        params=types.PaginatedRequestParams(cursor=cursor) if cursor else None
-                    )
-                    tools.extend(page.tools)
-                    cursor = page.next_cursor
-                    if not cursor:
-                        break
+                lists = Lists(tools=await _all_pages(session.list_tools, "tools"))
+                capabilities = self.hub.connections.capabilities(server)
+                if capabilities is not None and capabilities.resources is not None:
+                    lists.resources = await _all_pages(session.list_resources, "resources")
+                    lists.templates = await _all_pages(session.list_resource_templates, "resource_templates")
+                if capabilities is not None and capabilities.prompts is not None:
+                    lists.prompts = await _all_pages(session.list_prompts, "prompts")
         except (ServerUnavailable, MCPError) as exc:
-            self.problems[server] = [f"could not list tools: {exc}"]
-            self.hub.log.warning("could not list a downstream server's tools", server=server, error=str(exc))
+            self.problems[server] = [f"could not list tools, resources and prompts: {exc}"]
+            self.hub.log.warning("could not list a downstream server", server=server, error=str(exc))
             return
-        self.known[server] = tools
-        dumped = json.dumps([t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in tools])
+        self.known[server] = lists
         await self.hub.store.execute(
-            "INSERT INTO proxy_tools (server, tools_json) VALUES (?, ?) ON CONFLICT (server) DO UPDATE "
-            "SET tools_json = excluded.tools_json, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
-            (server, dumped),
+            "INSERT INTO proxy_lists (server, lists_json) VALUES (?, ?) ON CONFLICT (server) DO UPDATE "
+            "SET lists_json = excluded.lists_json, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
+            (server, lists.dump()),
         )
         self.mount(server)
 
     def selected(self, server: str) -> list[types.Tool]:
         config = self.servers[server]
-        tools = self.known.get(server, [])
+        tools = self.known[server].tools if server in self.known else []
         if config.include is not None:
             tools = [t for t in tools if t.name in config.include]
         return [t for t in tools if t.name not in config.exclude]
 
-    def mount(self, server: str) -> None:
-        """Serve `server`'s selected tools, replacing what was served for it before."""
-        for hub_name in self.mounted[server]:
+    def unmount(self, server: str) -> None:
+        mounted = self.mounted[server]
+        for hub_name in mounted.tools:
             self.hub.remove_tool(hub_name)
-        self.mounted[server] = {}
+        for uri in mounted.resources:
+            self.hub.remove_resource(uri)
+        for hub_name in mounted.prompts:
+            self.hub.remove_prompt(hub_name)
+        self.mounted[server] = Mounted()
+
+    def mount(self, server: str) -> None:
+        """Serve `server`'s selected tools, its resources and prompts, replacing what was served before."""
+        self.unmount(server)
         config = self.servers[server]
         prefix = config.prefix or server
         problems: list[str] = []
-        known_names = {t.name for t in self.known.get(server, [])}
+        lists = self.known.get(server, Lists())
+        known_names = {t.name for t in lists.tools}
         for missing in sorted(set(config.include or []) - known_names):
             problems.append(f"include names {missing!r}, which the server does not have")
         for tool in self.selected(server):
@@ -126,7 +197,24 @@ class Proxy:
             except RegistrationError as exc:
                 problems.append(f"{exc}; set prefix in [servers.{server}] to rename")
                 continue
-            self.mounted[server][hub_name] = tool.name
+            self.mounted[server].tools[hub_name] = tool.name
+        resources: list[types.Resource | types.ResourceTemplate] = [*lists.resources, *lists.templates]
+        for resource in resources:
+            uri = resource.uri if isinstance(resource, types.Resource) else resource.uri_template
+            try:
+                self.hub.add_resource(self.resource_for(server, resource))
+            except RegistrationError as exc:
+                problems.append(f"{exc}; only the first is served")
+                continue
+            self.mounted[server].resources.append(uri)
+        for prompt in lists.prompts:
+            hub_name = f"{prefix}{self.separator}{prompt.name}"
+            try:
+                self.hub.add_prompt(self.prompt_for(server, prompt, hub_name))
+            except RegistrationError as exc:
+                problems.append(f"{exc}; set prefix in [servers.{server}] to rename")
+                continue
+            self.mounted[server].prompts[hub_name] = prompt.name
         self.problems[server] = problems
         for problem in problems:
             self.hub.log.warning("proxy problem", server=server, problem=problem)
@@ -135,21 +223,13 @@ class Proxy:
 
     def tool_for(self, server: str, tool: types.Tool, hub_name: str) -> Tool:
         async def call_downstream(arguments: dict[str, Any], call: ToolCall) -> types.CallToolResult:
-            try:
-                async with self.hub.connections.session(server) as session:
-                    try:
-                        return await session.call_tool(
-                            tool.name, arguments, progress_callback=call.report_progress
-                        )
-                    except MCPError as exc:
-                        if exc.code == types.CONNECTION_CLOSED:
-                            self.hub.connections.mark_dead(server, session)
-                            raise ToolError(
-                                f"server {server!r} died during {tool.name}; it is restarted on the next call"
-                            ) from None
-                        raise ToolError(f"{server} {tool.name}: {exc.message}") from None
-            except ServerUnavailable as exc:
-                raise ToolError(str(exc)) from None
+            return await self._downstream(
+                server,
+                tool.name,
+                lambda session: session.call_tool(
+                    tool.name, arguments, progress_callback=call.report_progress
+                ),
+            )
 
         description = f"[{server}] {tool.description or ''}".strip()
         return Tool(
@@ -162,9 +242,71 @@ class Proxy:
             annotations=tool.annotations,
         )
 
+    async def _downstream(
+        self, server: str, what: str, request: Callable[[Any], Awaitable[Answer]]
+    ) -> Answer:
+        """Run `request(session)` on `server`, turning its failures into messages for the caller."""
+        try:
+            async with self.hub.connections.session(server) as session:
+                try:
+                    return await request(session)
+                except MCPError as exc:
+                    if exc.code == types.CONNECTION_CLOSED:
+                        self.hub.connections.mark_dead(server, session)
+                        raise ToolError(
+                            f"server {server!r} died during {what}; it is restarted on the next call"
+                        ) from None
+                    raise ToolError(f"{server} {what}: {exc.message}") from None
+        except ServerUnavailable as exc:
+            raise ToolError(str(exc)) from None
+
+    def resource_for(
+        self, server: str, resource: types.Resource | types.ResourceTemplate
+    ) -> Resource | ResourceTemplate:
+        description = f"[{server}] {resource.description or ''}".strip()
+
+        async def read_uri(uri: str) -> types.ReadResourceResult:
+            return await self._downstream(
+                server, f"reading {uri}", lambda session: session.read_resource(uri)
+            )
+
+        if isinstance(resource, types.Resource):
+            uri = str(resource.uri)
+            return Resource(
+                uri, resource.name, lambda: read_uri(uri), description, resource.mime_type, resource.title
+            )
+        template = ResourceTemplate(
+            resource.uri_template,
+            resource.name,
+            lambda params: read_uri(template.expand(params)),
+            description,
+            resource.mime_type,
+            resource.title,
+        )
+        return template
+
+    def prompt_for(self, server: str, prompt: types.Prompt, hub_name: str) -> Prompt:
+        async def render(arguments: dict[str, str]) -> types.GetPromptResult:
+            return await self._downstream(
+                server, f"prompt {prompt.name}", lambda session: session.get_prompt(prompt.name, arguments)
+            )
+
+        return Prompt(
+            hub_name,
+            render,
+            f"[{server}] {prompt.description or ''}".strip(),
+            [PromptArgument(a.name, a.description or "", bool(a.required)) for a in prompt.arguments or []],
+            prompt.title,
+        )
+
     async def on_message(self, server: str, message: Any) -> None:
-        if server in self.servers and isinstance(message, types.ToolListChangedNotification):
-            self.hub.log.info("downstream tools changed; refreshing", server=server)
+        changed = (
+            types.ToolListChangedNotification,
+            types.ResourceListChangedNotification,
+            types.PromptListChangedNotification,
+        )
+        if server in self.servers and isinstance(message, changed):
+            self.hub.log.info("downstream lists changed; refreshing", server=server)
             self.hub.start_soon(self.refresh, server, name=f"refresh {server}")
 
     async def describe(self) -> dict[str, Any]:
@@ -173,7 +315,11 @@ class Proxy:
             name: {
                 "state": status[name]["state"],
                 "last_error": status[name]["last_error"],
-                "tools": sorted(self.mounted[name]),
+                "failures_in_a_row": status[name]["failures_in_a_row"],
+                "restart_in_s": status[name]["restart_in_s"],
+                "tools": sorted(self.mounted[name].tools),
+                "resources": sorted(self.mounted[name].resources),
+                "prompts": sorted(self.mounted[name].prompts),
                 "problems": self.problems[name],
             }
             for name in self.servers
@@ -207,7 +353,7 @@ def hub_startup(hub: PluginContext) -> Any:
 
 @hookimpl
 def hub_register_tools(register: Any, hub: PluginContext) -> None:
-    proxy = _proxy(hub)
+    proxy = _proxy(hub)  # resources and prompts are mounted here too, with the tools of their server
     for server in proxy.servers:
         if server in proxy.known:
             proxy.mount(server)
@@ -220,6 +366,6 @@ def hub_register_resources(register: Any, hub: PluginContext) -> None:
             "proxy://servers",
             "servers",
             _proxy(hub).describe,
-            "Each proxied server: state, last error, tools served, naming problems.",
+            "Each proxied server: state, restarts, last error, tools, resources and prompts served, naming problems.",
         )
     )

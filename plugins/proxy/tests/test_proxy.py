@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import Any
 
@@ -9,7 +10,8 @@ import anyio
 import hub_proxy
 import mcp.types as types
 import pytest
-from hubtests import DOWNSTREAM
+from hubtests import DOWNSTREAM, npm_bin
+from mcp.shared.exceptions import MCPError
 
 from hub.testing import make_config, result_text, running_hub
 
@@ -138,6 +140,23 @@ async def test_crash_fails_the_call_and_the_next_call_restarts(tmp_path):
         assert result_text(crashed) == "server 'd' died during crash; it is restarted on the next call"
         second = (await client.call_tool("d__whoami", {})).structured_content["pid"]
         assert second != first
+        status = json.loads((await client.read_resource("hub://status")).contents[0].text)["servers"]["d"]
+        assert (status["state"], status["starts"], status["failures_in_a_row"]) == ("ready", 2, 1)
+        assert status["last_error"] == "server 'd' closed the connection during a call"
+
+
+async def test_an_eager_server_comes_back_by_itself_after_a_crash(tmp_path):
+    config = make_config(tmp_path, servers={"d": server(eager=True)})
+    async with running_hub(config, plugins={"proxy": hub_proxy}) as (hub, client):
+        await wait_for_tool(hub, "d__crash")
+        assert (await client.call_tool("d__crash", {})).is_error
+        with anyio.fail_after(20):
+            while True:
+                servers = result_json_resource(await client.read_resource("proxy://servers"))
+                if hub.connections.status()["d"]["starts"] >= 2 and servers["d"]["state"] == "ready":
+                    break
+                await anyio.sleep(0.05)
+        assert servers["d"]["failures_in_a_row"] == 1
 
 
 async def test_name_clash_and_length_are_reported(tmp_path):
@@ -164,3 +183,65 @@ async def test_name_clash_and_length_are_reported(tmp_path):
         assert any("tool 'same__echo'" in p and "set prefix in [servers." in p for p in problems)
         long_problem = servers["long"]["problems"][0]
         assert "over Claude's 64; set a shorter prefix in [servers.long]" in long_problem
+
+
+async def test_resources_templates_and_prompts_are_served(tmp_path):
+    config = make_config(tmp_path, servers={"d": server()})
+    async with running_hub(config, plugins={"proxy": hub_proxy}) as (hub, client):
+        await wait_for_tool(hub, "d__echo")
+        resources = {str(r.uri): r for r in (await client.list_resources()).resources}
+        assert resources["downstream://about"].mime_type == "text/plain"
+        assert resources["downstream://about"].description == "[d] What this server is."
+        about = await client.read_resource("downstream://about")
+        assert about.contents[0].text == "the test downstream server"
+        templates = [t.uri_template for t in (await client.list_resource_templates()).resource_templates]
+        assert "downstream://items/{name}" in templates
+        item = await client.read_resource("downstream://items/pen")
+        assert str(item.contents[0].uri) == "downstream://items/pen"
+        assert json.loads(item.contents[0].text) == {"name": "pen", "kind": "item"}
+
+        prompts = {p.name: p for p in (await client.list_prompts()).prompts}
+        assert [(a.name, a.required) for a in prompts["d__greet"].arguments] == [
+            ("name", True),
+            ("style", False),
+        ]
+        got = await client.get_prompt("d__greet", {"name": "Ada", "style": "warm"})
+        assert got.messages[0].content.text == "Greet Ada in a warm way."
+        with pytest.raises(MCPError, match="missing required argument"):
+            await client.get_prompt("d__greet", {})
+        servers = result_json_resource(await client.read_resource("proxy://servers"))
+        assert servers["d"]["prompts"] == ["d__greet"]
+        assert servers["d"]["resources"] == ["downstream://about", "downstream://items/{name}"]
+
+
+async def test_a_third_party_server_from_npm(tmp_path):
+    """@modelcontextprotocol/server-everything: its tools, a templated resource and a prompt."""
+    config = make_config(tmp_path, servers={"every": {"command": npm_bin("mcp-server-everything")}})
+    async with running_hub(config, plugins={"proxy": hub_proxy}) as (hub, client):
+        await wait_for_tool(hub, "every__get-sum")
+        summed = await client.call_tool("every__get-sum", {"a": 2, "b": 3})
+        assert not summed.is_error and "5" in result_text(summed)
+        echoed = await client.call_tool("every__echo", {"message": "through the hub"})
+        assert "through the hub" in result_text(echoed)
+        text = await client.read_resource("demo://resource/dynamic/text/7")
+        assert "7" in text.contents[0].text
+        got = await client.get_prompt("every__args-prompt", {"city": "Oslo"})
+        assert "Oslo" in got.messages[0].content.text
+        bad = await client.call_tool("every__get-sum", {"a": "x"})
+        assert bad.is_error
+
+
+async def test_tool_lists_cached_by_an_older_hub_are_kept(tmp_path):
+    """The first schema kept only tools (table proxy_tools); its rows become proxy_lists rows."""
+    from hub.store import Store
+
+    config = make_config(tmp_path, servers={"d": server()})
+    store = Store.in_state_dir(config.state_dir)
+    await store.migrate("proxy", hub_proxy.MIGRATIONS[:1])
+    echo = {"name": "echo", "description": "old", "inputSchema": {"type": "object", "properties": {}}}
+    await store.execute("INSERT INTO proxy_tools (server, tools_json) VALUES ('d', ?)", (json.dumps([echo]),))
+    store.close()
+    async with running_hub(config, plugins={"proxy": hub_proxy}) as (hub, client):
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+        assert tools["d__echo"].description == "[d] old"  # listed from the cache, server not started
+        assert hub.connections.status()["d"]["state"] == "stopped"
