@@ -62,7 +62,12 @@ async def run() -> dict[str, Any]:
         )
         scenarios = []
         for n, concurrency in SCENARIOS:
-            times: dict[str, list[float]] = {"direct_warm": [], "hub_warm": [], "direct_cold": [], "hub_cold": []}
+            times: dict[str, list[float]] = {
+                "direct_warm": [],
+                "hub_warm": [],
+                "direct_cold": [],
+                "hub_cold": [],
+            }
             async with Client(direct, mode="legacy") as d_client, Client(hub, mode="legacy") as h_client:
                 await direct_calls(d_client, concurrency, concurrency)  # warm-up
                 await via_hub(h_client, concurrency, concurrency)  # starts the downstream too
@@ -92,7 +97,12 @@ async def run() -> dict[str, Any]:
                     "ratio_cold": round(medians["hub_cold"] / medians["direct_cold"], 3),
                 }
             )
-    return {"benchmark": "batch_execute", "tool_sleep_ms": 20, "scenarios": scenarios, "target_ratio_warm": 1.1}
+    return {
+        "benchmark": "batch_execute",
+        "tool_sleep_ms": 20,
+        "scenarios": scenarios,
+        "target_ratio_warm": 1.1,
+    }
 
 
 def main() -> dict[str, Any]:
