@@ -329,7 +329,7 @@ class ConnectionCache:
                 else:
                     read, write = await stack.enter_async_context(self._http_transport(conn))
                 died = anyio.Event()
-                watched = await stack.enter_async_context(_watch_close(read, died))
+                watched = _WatchedStream(read, died)
                 session = await stack.enter_async_context(
                     ClientSession(watched, write, message_handler=self._message_handler_for(conn.name))
                 )
@@ -485,23 +485,30 @@ def _short(exc: BaseException) -> str:
     return text if len(text) < 300 else text[:300] + "..."
 
 
-@contextlib.asynccontextmanager
-async def _watch_close(read: Any, died: anyio.Event) -> AsyncIterator[Any]:
-    """Relay `read` into a new stream and set `died` when the transport's stream ends."""
-    send, receive = anyio.create_memory_object_stream[Any](16)
+class _WatchedStream:
+    """The transport's read stream, setting `died` when it ends: the session's receive loop
+    iterates it directly, so watching costs no extra task or stream hop."""
 
-    async def pump() -> None:
-        async with send:
-            try:
-                async for message in read:
-                    await send.send(message)
-            except (anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream):
-                pass
-        died.set()
+    def __init__(self, inner: Any, died: anyio.Event) -> None:
+        self._inner = inner
+        self._died = died
 
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(pump)
+    def __getattr__(self, name: str) -> Any:  # receive, close, aclose, last_context ...
+        return getattr(self._inner, name)
+
+    async def __aenter__(self) -> _WatchedStream:
+        await self._inner.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> Any:
+        return await self._inner.__aexit__(*exc_info)
+
+    def __aiter__(self) -> _WatchedStream:
+        return self
+
+    async def __anext__(self) -> Any:
         try:
-            yield receive
-        finally:
-            tg.cancel_scope.cancel()
+            return await self._inner.__anext__()
+        except (StopAsyncIteration, anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream):
+            self._died.set()
+            raise

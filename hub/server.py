@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import stat
+import sys
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -278,8 +279,8 @@ class HubServer:
         """Serve one client over stdin/stdout until it closes stdin."""
         from mcp.server.stdio import stdio_server
 
-        with _cancellable_stdin() as stdin:
-            async with stdio_server(stdin=stdin) as (read, write):
+        with _cancellable_stdin() as stdin, _event_loop_stdout() as stdout:
+            async with stdio_server(stdin=stdin, stdout=stdout) as (read, write):
                 await self.mcp.run(read, write, self.mcp.create_initialization_options())
 
     def http_app(self, *, host: str, path: str, token: str | None) -> Any:
@@ -387,6 +388,52 @@ def _cancellable_stdin() -> Iterator[Any]:
     finally:
         os.dup2(saved, 0)
         os.close(saved)
+        os.close(private)
+
+
+class _FdWriter:
+    """Writes to a non-blocking pipe on the event loop. The SDK's default writer sends every
+    message through a worker thread twice (write, then flush): two thread hops per response."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    async def write(self, text: str) -> None:
+        view = memoryview(text.encode("utf-8"))
+        while view:
+            try:
+                written = os.write(self.fd, view)
+            except BlockingIOError:
+                await anyio.wait_writable(self.fd)
+                continue
+            view = view[written:]
+
+    async def flush(self) -> None:
+        pass  # os.write is unbuffered
+
+
+@contextlib.contextmanager
+def _event_loop_stdout() -> Iterator[Any]:
+    """Write the protocol to a private, non-blocking copy of fd 1 and point fd 1 at stderr while
+    serving (so stray prints cannot corrupt the stream). A regular file keeps the SDK's writer."""
+    try:
+        if not stat.S_ISFIFO(os.fstat(1).st_mode) and not stat.S_ISSOCK(os.fstat(1).st_mode):
+            yield None
+            return
+    except OSError:
+        yield None
+        return
+    sys.stdout.flush()
+    private = os.dup(1)  # not inherited by children
+    saved = os.dup(1)
+    os.set_blocking(private, False)
+    os.dup2(2, 1)
+    try:
+        yield _FdWriter(private)
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.set_blocking(private, True)
         os.close(private)
 
 
