@@ -162,6 +162,9 @@ class HubConfig(_Strict):
     servers: dict[str, ServerConfig] = Field(default_factory=dict)
     http: HttpConfig = Field(default_factory=HttpConfig)
     source: str = Field(default="(defaults)", exclude=True, description="Where this config came from.")
+    origins: dict[str, str] = Field(
+        default_factory=dict, exclude=True, description="Keys set by the environment or command line, and by what."
+    )
 
     @field_validator("servers")
     @classmethod
@@ -276,6 +279,11 @@ def load_config(
     file = find_config_file(path, env)
     data: dict[str, Any] = _read_toml(file) if file else {}
     source = str(file) if file else "(defaults)"
+    origins: dict[str, str] = {}
+
+    def put(key: str, value: Any, origin: str) -> None:
+        set_dotted(data, key, value)
+        origins[key] = origin
 
     # Environment layer.
     for var, key in (
@@ -284,32 +292,45 @@ def load_config(
         ("HUB_LOG_LEVEL", "log_level"),
     ):
         if env.get(var):
-            data[key] = env[var]
+            put(key, env[var], var)
     if env.get("HUB_BUDGET_USD"):
-        set_dotted(data, "budget.limit_usd", parse_value(env["HUB_BUDGET_USD"]))
+        put("budget.limit_usd", parse_value(env["HUB_BUDGET_USD"]), "HUB_BUDGET_USD")
     if env.get("HUB_PLUGINS") is not None and plugins is None:
-        set_dotted(data, "plugins.enabled", _split_list(env["HUB_PLUGINS"]))
+        put("plugins.enabled", _split_list(env["HUB_PLUGINS"]), "HUB_PLUGINS")
 
     # Command-line layer.
     for item in overrides or []:
         key, sep, raw = item.partition("=")
         if not sep:
             raise ConfigError(f"--set {item}: expected KEY=VALUE, e.g. --set plugins.pool.slots=4")
-        set_dotted(data, key.strip(), parse_value(raw.strip()))
+        put(key.strip(), parse_value(raw.strip()), "--set")
     if plugins is not None:
-        set_dotted(data, "plugins.enabled", _split_list(plugins))
+        put("plugins.enabled", _split_list(plugins), "--plugins")
     if budget_usd is not None:
-        set_dotted(data, "budget.limit_usd", budget_usd)
+        put("budget.limit_usd", budget_usd, "--budget-usd")
 
     try:
-        config = HubConfig.model_validate({**data, "source": source})
+        config = HubConfig.model_validate({**data, "source": source, "origins": origins})
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, source)) from None
+        raise ConfigError(format_validation_error(exc, source, origins=origins)) from None
     return config
 
 
-def format_validation_error(exc: ValidationError, source: str, prefix: str = "") -> str:
-    """One line per problem: ``FILE: dotted.key: message (got VALUE)``."""
+def _origin(key: str, source: str, origins: Mapping[str, str]) -> str:
+    """What set `key` (or the table holding it): a command-line option, a variable, or the file."""
+    parts = key.split(".")
+    for end in range(len(parts), 0, -1):
+        origin = origins.get(".".join(parts[:end]))
+        if origin is not None:
+            return origin
+    return source
+
+
+def format_validation_error(
+    exc: ValidationError, source: str, prefix: str = "", origins: Mapping[str, str] | None = None
+) -> str:
+    """One line per problem: ``FILE: dotted.key: message (got VALUE)`` (FILE is ``--set`` or the
+    variable's name when that is what set the key)."""
     lines = []
     for error in exc.errors():
         loc = ".".join(str(part) for part in error["loc"] if not str(part).startswith("function-"))
@@ -325,5 +346,5 @@ def format_validation_error(exc: ValidationError, source: str, prefix: str = "")
             ):
                 shown = repr(error["input"])
                 message += f" (got {shown[:60]}{'...' if len(shown) > 60 else ''})"
-        lines.append(f"{source}: {key}: {message}")
+        lines.append(f"{_origin(key, source, origins or {})}: {key}: {message}")
     return "\n".join(lines)

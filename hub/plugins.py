@@ -226,4 +226,6 @@ def plugin_config(pm: HubPluginManager, name: str, config: HubConfig) -> BaseMod
     try:
         return model.model_validate(table or {})
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, config.source, prefix=f"plugins.{name}")) from None
+        raise ConfigError(
+            format_validation_error(exc, config.source, prefix=f"plugins.{name}", origins=config.origins)
+        ) from None

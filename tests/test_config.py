@@ -95,8 +95,30 @@ def test_top_level_plugins_list(tmp_path):
 def test_bad_override(tmp_path):
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):
         load_config(write(tmp_path, ""), overrides=["budget.limit_usd"], environ={})
-    with pytest.raises(ConfigError, match="budget.limit_usd: Input should be a valid number"):
+    with pytest.raises(ConfigError, match="^--set: budget.limit_usd: Input should be a valid number"):
         load_config(write(tmp_path, ""), overrides=["budget.limit_usd=abc"], environ={})
+
+
+def test_errors_name_what_set_the_key(tmp_path):
+    path = write(tmp_path, "log_level = 'loud'\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={"HUB_BUDGET_USD": "abc"}, overrides=["http.port=-1"])
+    lines = str(caught.value).splitlines()
+    assert any(line.startswith(f"{path}: log_level: ") for line in lines)
+    assert any(line.startswith("HUB_BUDGET_USD: budget.limit_usd: ") for line in lines)
+    assert any(line.startswith("--set: http.port: ") for line in lines)
+    # A plugin's table, set on the command line, is named the same way.
+    import hub_batchit
+
+    from hub.plugins import HubPluginManager, plugin_config
+
+    pm = HubPluginManager()
+    pm.register(hub_batchit, name="batchit")
+    config = load_config(
+        None, environ={"XDG_CONFIG_HOME": str(tmp_path)}, overrides=["plugins.batchit.max_operations=0"]
+    )
+    with pytest.raises(ConfigError, match="^--set: plugins.batchit.max_operations: Input should be greater"):
+        plugin_config(pm, "batchit", config)
 
 
 def test_var_expansion():
