@@ -163,7 +163,9 @@ class HubConfig(_Strict):
     http: HttpConfig = Field(default_factory=HttpConfig)
     source: str = Field(default="(defaults)", exclude=True, description="Where this config came from.")
     origins: dict[str, str] = Field(
-        default_factory=dict, exclude=True, description="Keys set by the environment or command line, and by what."
+        default_factory=dict,
+        exclude=True,
+        description="Keys set by the environment or command line, and by what.",
     )
 
     @field_validator("servers")

@@ -207,3 +207,20 @@ async def test_budget_refusal_is_a_tool_error_and_spend_is_reported_per_plugin(t
 
         budget = json.loads((await client.read_resource("hub://budget")).contents[0].text)
         assert budget["spent_usd"] == 0.4 and budget["remaining_usd"] == 0.6
+
+
+def test_resource_template_variables_match_and_expand():
+    from hub.registry import ResourceTemplate
+
+    async def read(params: dict[str, str]) -> str:
+        return ""
+
+    one = ResourceTemplate("x://items/{id}/raw", "item", read)
+    assert one.match("x://items/42/raw") == {"id": "42"}
+    assert one.match("x://items/4/2/raw") is None  # {id} is one segment
+    rest = ResourceTemplate("file:///{+path}", "file", read)
+    assert rest.match("file:///home/ada/notes.md") == {"path": "home/ada/notes.md"}
+    assert rest.expand({"path": "home/ada/notes.md"}) == "file:///home/ada/notes.md"
+    frag = ResourceTemplate("doc://page{#section}", "doc", read)
+    assert frag.match("doc://page#intro") == {"section": "intro"}
+    assert frag.expand({"section": "intro"}) == "doc://page#intro"
