@@ -200,7 +200,7 @@ class Proxy:
             self.mounted[server].tools[hub_name] = tool.name
         resources: list[types.Resource | types.ResourceTemplate] = [*lists.resources, *lists.templates]
         for resource in resources:
-            uri = resource.uri if isinstance(resource, types.Resource) else resource.uri_template
+            uri = str(resource.uri) if isinstance(resource, types.Resource) else resource.uri_template
             try:
                 self.hub.add_resource(self.resource_for(server, resource))
             except RegistrationError as exc:
