@@ -24,6 +24,9 @@ from hub.store import Store
 __all__ = ["Budget", "PluginBudget", "Reservation", "usd"]
 
 MICROS = 1_000_000
+# Reservations with this owner outlive the process that made them (a batch job waits for its
+# results across restarts); every other reservation is released when its process is gone.
+DURABLE_OWNER = "durable"
 log = structlog.get_logger("hub.budget")
 
 MIGRATIONS = [
@@ -126,6 +129,8 @@ class Budget:
         host = socket.gethostname()
         dead = []
         for row in conn.execute("SELECT DISTINCT owner FROM budget_reservations WHERE state = 'open'"):
+            if row["owner"] == DURABLE_OWNER:
+                continue
             owner_host, _, pid = row["owner"].rpartition(":")
             if owner_host == host and (
                 not pid.isdigit() or not _pid_alive(int(pid)) or int(pid) == os.getpid()
@@ -143,8 +148,14 @@ class Budget:
     def for_plugin(self, plugin: str) -> PluginBudget:
         return PluginBudget(self, plugin)
 
-    async def reserve(self, plugin: str, amount_usd: float, purpose: str = "") -> Reservation:
-        """Set aside `amount_usd`, or raise `BudgetExceeded` saying spent, limit and what was asked."""
+    async def reserve(
+        self, plugin: str, amount_usd: float, purpose: str = "", *, durable: bool = False
+    ) -> Reservation:
+        """Set aside `amount_usd`, or raise `BudgetExceeded` saying spent, limit and what was asked.
+
+        A `durable` reservation stays open across restarts until it is committed or released;
+        find it again with `reservation(id)`.
+        """
         if amount_usd < 0:
             raise ValueError("a reservation cannot be negative")
         ask = to_micros(amount_usd)
@@ -160,13 +171,23 @@ class Budget:
             cursor = conn.execute(
                 "INSERT INTO budget_reservations (plugin, purpose, reserved_micros, remaining_micros, owner) "
                 "VALUES (?, ?, ?, ?, ?)",
-                (plugin, purpose, ask, ask, self.owner),
+                (plugin, purpose, ask, ask, DURABLE_OWNER if durable else self.owner),
             )
             assert cursor.lastrowid is not None
             return cursor.lastrowid
 
         reservation_id = await self.store.transaction(reserve)
         return Reservation(self, reservation_id, plugin, purpose, usd(ask))
+
+    async def reservation(self, reservation_id: int) -> Reservation | None:
+        """An open reservation by id (a durable one made before a restart), else None."""
+        row = await self.store.fetchone(
+            "SELECT id, plugin, purpose, remaining_micros FROM budget_reservations WHERE id = ? AND state = 'open'",
+            (reservation_id,),
+        )
+        if row is None:
+            return None
+        return Reservation(self, row["id"], row["plugin"], row["purpose"], usd(row["remaining_micros"]))
 
     async def _charge(self, reservation: Reservation, amount: int, *, close: bool) -> None:
         if reservation.closed:
@@ -247,8 +268,11 @@ class PluginBudget:
     budget: Budget = field(repr=False)
     plugin: str
 
-    async def reserve(self, amount_usd: float, purpose: str = "") -> Reservation:
-        return await self.budget.reserve(self.plugin, amount_usd, purpose)
+    async def reserve(self, amount_usd: float, purpose: str = "", *, durable: bool = False) -> Reservation:
+        return await self.budget.reserve(self.plugin, amount_usd, purpose, durable=durable)
+
+    async def reservation(self, reservation_id: int) -> Reservation | None:
+        return await self.budget.reservation(reservation_id)
 
     async def record(self, amount_usd: float, purpose: str = "") -> None:
         await self.budget.record(self.plugin, amount_usd, purpose)

@@ -1,24 +1,24 @@
-"""The `hub` command: serve over stdio (the default) or streamable HTTP, list plugins, show config."""
+"""The `hub` command: serve over stdio (the default) or streamable HTTP, list plugins, show config,
+print the status line.
+
+Heavy modules (the MCP SDK, pydantic, anyio) are imported inside the commands that need them,
+so `hub statusline`, which Claude Code runs on every status-line refresh, starts fast.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import signal
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-
-import anyio
-import structlog
+from typing import TYPE_CHECKING, Any
 
 from hub import __version__
-from hub.config import ConfigError, HubConfig, load_config
-from hub.log import configure_logging
-from hub.plugins import PluginLoadError
+
+if TYPE_CHECKING:
+    from hub.config import HubConfig
 
 __all__ = ["main"]
 
@@ -27,6 +27,7 @@ commands:
   serve      run the MCP server (the default when no command is given)
   plugins    list installed plugins: version, distribution, what each registers
   config     print the effective configuration, secrets masked
+  statusline print one line for Claude Code's status line (e.g. "batch: 1 pending, 4 done, 0 failed")
 
 configuration, lowest precedence first: defaults, hub.toml (--config, HUB_CONFIG, ./hub.toml,
 then $XDG_CONFIG_HOME/hub/hub.toml), HUB_* variables (HUB_PLUGINS, HUB_STATE_DIR,
@@ -89,10 +90,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     config = commands.add_parser("config", help="print the effective configuration (secrets masked)")
     _add_common(config, suppress=True)
+
+    statusline = commands.add_parser(
+        "statusline",
+        help="print the plugins' status line (for Claude Code's statusLine setting)",
+        description="Print each plugin's status text, joined by ' | ', from the store; prints "
+        "nothing when there is none. Reads --state-dir, HUB_STATE_DIR or hub.toml's state_dir.",
+    )
+    _add_common(statusline, suppress=True)
     return parser
 
 
 def _config_from(args: argparse.Namespace) -> HubConfig:
+    from hub.config import load_config
+
     overrides = list(args.overrides)
     for flag, key in (("state_dir", "state_dir"), ("log_format", "log_format"), ("log_level", "log_level")):
         value = getattr(args, flag, None)
@@ -113,6 +124,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = args.command or "serve"
     if command == "serve" and not hasattr(args, "transport"):
         args.transport, args.host, args.port, args.path = "stdio", None, None, None
+    if command == "statusline":
+        return _statusline(args)
+    import anyio
+
+    from hub.config import ConfigError
+    from hub.log import configure_logging
+    from hub.plugins import PluginLoadError
+
     try:
         config = _config_from(args)
         configure_logging(config.log_format, config.log_level)
@@ -161,6 +180,11 @@ def _indent(text: str) -> str:
 
 
 async def _serve(config: HubConfig, transport: str) -> None:
+    import signal
+
+    import anyio
+    import structlog
+
     from hub.host import Hub
 
     async with Hub(config) as hub, anyio.create_task_group() as tg:
@@ -191,6 +215,8 @@ def _announce_port(port: int) -> None:
 
 async def _plugins(config: HubConfig, as_json: bool) -> None:
     """Start every installed plugin against a throwaway state dir and report what it registers."""
+    import tempfile
+
     from hub.host import Hub
     from hub.plugins import discover
 
@@ -236,6 +262,34 @@ def _print_config(config: HubConfig) -> None:
     data["plugins"] = {"enabled": config.plugins.enabled, **tables}
     data["source"] = config.source
     print(json.dumps(data, indent=2))
+
+
+def _statusline(args: argparse.Namespace) -> int:
+    """The status line, without loading the SDK, pydantic or any plugin (a SQLite read)."""
+    import tomllib
+
+    from hub.paths import default_state_dir, find_config_file
+    from hub.statusline import read_lines
+
+    state_dir = getattr(args, "state_dir", None) or os.environ.get("HUB_STATE_DIR")
+    if not state_dir:
+        for override in args.overrides:
+            key, _, value = override.partition("=")
+            if key.strip() == "state_dir":
+                state_dir = value.strip().strip("\"'")
+    if not state_dir:
+        file = find_config_file(args.config, os.environ)
+        if file is not None:
+            try:
+                state_dir = tomllib.loads(file.read_text()).get("state_dir")
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                print(f"hub statusline: cannot read {file}: {exc}", file=sys.stderr)
+                return 2
+    path = Path(state_dir).expanduser() if state_dir else default_state_dir()
+    lines = read_lines(path / "hub.sqlite")
+    if lines:
+        print(" | ".join(lines))
+    return 0
 
 
 if __name__ == "__main__":

@@ -27,6 +27,8 @@ from pydantic import (
     model_validator,
 )
 
+from hub.paths import default_state_dir, find_config_file
+
 __all__ = [
     "BudgetConfig",
     "ConfigError",
@@ -145,11 +147,6 @@ class PluginsConfig(BaseModel):
         return dict(self.model_extra or {})
 
 
-def default_state_dir() -> Path:
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "hub"
-
-
 class HubConfig(_Strict):
     """The whole of `hub.toml`."""
 
@@ -209,19 +206,6 @@ def expand_vars(text: str, environ: Mapping[str, str], *, where: str) -> str:
 
 
 # --- loading -----------------------------------------------------------------------------------
-
-
-def find_config_file(explicit: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> Path | None:
-    """`--config`, else `HUB_CONFIG`, else `./hub.toml`, else `$XDG_CONFIG_HOME/hub/hub.toml`."""
-    if explicit:
-        return Path(explicit).expanduser()
-    if environ.get("HUB_CONFIG"):
-        return Path(environ["HUB_CONFIG"]).expanduser()
-    local = Path("hub.toml")
-    if local.is_file():
-        return local
-    xdg = Path(environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "hub" / "hub.toml"
-    return xdg if xdg.is_file() else None
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

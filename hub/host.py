@@ -19,7 +19,7 @@ import anyio.abc
 import structlog
 from pydantic import BaseModel
 
-from hub import __version__
+from hub import __version__, statusline
 from hub.budget import Budget, PluginBudget
 from hub.config import HubConfig
 from hub.connections import ConnectionCache
@@ -117,6 +117,10 @@ class PluginContext:
         """The hub's status (what `hub://status` shows)."""
         return await self._host.status()
 
+    async def set_status_line(self, text: str | None) -> None:
+        """This plugin's part of `hub statusline` (Claude Code's status line); None removes it."""
+        await statusline.set_line(self.store, self.name, text)
+
 
 async def _await_lifecycle(result: Any) -> None:
     """Run what a lifecycle hook returned: an async function, a coroutine, or nothing."""
@@ -178,6 +182,7 @@ class Hub:
             await self.budget.setup()
             self.context = ContextStore(self.store)
             await self.context.setup(self.config.context)
+            await statusline.setup(self.store)
             self._task_group = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(self._task_group.cancel_scope.cancel)
             self.connections = ConnectionCache(

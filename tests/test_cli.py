@@ -238,3 +238,26 @@ def test_http_refuses_public_host_without_token(tmp_path):
     )
     assert out.returncode == 2
     assert "refusing to listen on 0.0.0.0: a non-loopback host needs a bearer token" in out.stderr
+
+
+def test_statusline_prints_plugin_lines_from_the_store(tmp_path):
+    from hub import statusline
+    from hub.store import Store
+
+    env = hub_env(tmp_path)
+    assert hub("statusline", env=env, cwd=tmp_path).stdout == ""  # no database yet: nothing, exit 0
+
+    async def write() -> None:
+        store = Store.in_state_dir(tmp_path / "state")
+        await statusline.setup(store)
+        await statusline.set_line(store, "pool", "pool: 2 busy")
+        await statusline.set_line(store, "batch", "batch: 1 pending, 4 done, 0 failed")
+        store.close()
+
+    anyio.run(write)
+    out = hub("statusline", env=env, cwd=tmp_path)
+    assert out.returncode == 0 and out.stdout == "batch: 1 pending, 4 done, 0 failed | pool: 2 busy\n"
+    # The state directory can also come from hub.toml, as `hub serve` would read it.
+    (tmp_path / "hub.toml").write_text(f'state_dir = "{tmp_path / "state"}"\n')
+    del env["HUB_STATE_DIR"]
+    assert hub("statusline", env=env, cwd=tmp_path).stdout.startswith("batch: 1 pending")

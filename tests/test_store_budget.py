@@ -132,6 +132,23 @@ async def test_ledger_survives_restart_and_dead_reservations_are_released(tmp_pa
     again.store.close()
 
 
+async def test_a_durable_reservation_outlives_a_restart(tmp_path):
+    budget = await budget_at(tmp_path, 5.0)
+    kept = await budget.reserve("batch", 1.5, "job-1", durable=True)
+    await budget.reserve("pool", 1.0)  # an ordinary one, released at the next start
+    budget.store.close()
+
+    again = await budget_at(tmp_path, 5.0)
+    assert (await again.summary())["reserved_usd"] == 1.5
+    found = await again.reservation(kept.id)
+    assert found is not None and (found.plugin, found.purpose, found.reserved_usd) == ("batch", "job-1", 1.5)
+    await found.commit(0.25)
+    summary = await again.summary()
+    assert (summary["spent_usd"], summary["reserved_usd"]) == (0.25, 0.0)
+    assert await again.reservation(kept.id) is None  # closed
+    again.store.close()
+
+
 async def test_no_limit_still_tracks(tmp_path):
     budget = await budget_at(tmp_path, None)
     r = await budget.reserve("pool", 1000.0)
