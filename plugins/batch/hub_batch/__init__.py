@@ -1,0 +1,239 @@
+"""batch: Anthropic Message Batches jobs (half price, results within 24 h, usually within 1 h).
+
+Tools (the original's names and shapes, plus `batch_cancel`): `send_to_batch`, `batch_status`,
+`batch_fetch`, `batch_list`, `batch_poll_once`, `batch_cancel`. Resources `batch://jobs` and
+`batch://jobs/{job_id}`. Jobs live in the hub's store and are polled in the background while any
+is open, so a restarted hub picks up where it stopped. Results are written to `results_dir` as
+`<job_id>.md` (readable) and `<job_id>.raw.jsonl` (the API's lines). The `hub statusline`
+command prints "batch: N pending, N done, N failed".
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from hub import Resource, ResourceTemplate, Tool, ToolCall, hookimpl
+from hub.host import PluginContext
+
+from .service import BatchService
+from .spool import RequestItem
+
+__all__ = ["SendArgs", "Settings"]
+
+
+class PriceOverride(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    input_per_mtok: float = Field(ge=0, description="USD per million input tokens, standard rate.")
+    output_per_mtok: float = Field(ge=0, description="USD per million output tokens, standard rate.")
+
+
+class Settings(BaseModel):
+    """`[plugins.batch]`."""
+
+    model_config = ConfigDict(extra="forbid")
+    api_key: str = Field(
+        default="${ANTHROPIC_API_KEY:-}", description="The key, or a ${VARIABLE} holding it."
+    )
+    base_url: str | None = Field(
+        default=None, description="API base URL; default ANTHROPIC_BASE_URL, else the SDK's."
+    )
+    model: str = "claude-sonnet-4-5"
+    max_tokens: int = Field(default=8192, ge=1)
+    system: str | None = Field(
+        default=None, description="System prompt for every request (before shared context)."
+    )
+    results_dir: str = Field(
+        default="~/.claude/batches/results", description="Where <job_id>.md and .raw.jsonl go."
+    )
+    fetch_limit_chars: int = Field(
+        default=16000, ge=100, description="batch_fetch returns at most this much text."
+    )
+    packet_roots: list[str] = Field(
+        default_factory=lambda: ["."],
+        description="packet_path must be under one of these (default: the working directory).",
+    )
+    max_packet_bytes: int = Field(default=10_000_000, ge=1)
+    max_requests_per_batch: int = Field(default=100_000, ge=1, le=100_000)
+    max_bytes_per_batch: int = Field(default=256_000_000, ge=1024, le=256_000_000)
+    max_requests_per_job: int = Field(default=1_000_000, ge=1)
+    poll_initial_s: float = Field(default=15.0, gt=0)
+    poll_factor: float = Field(default=1.7, ge=1)
+    poll_max_s: float = Field(default=300.0, gt=0)
+    poll_jitter: float = Field(default=0.25, ge=0, lt=1)
+    prices: dict[str, PriceOverride] = Field(
+        default_factory=dict, description="Per model id prefix, standard USD per MTok; batches cost half."
+    )
+
+
+class _Args(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SendArgs(_Args):
+    packet_path: str | None = Field(
+        default=None, description="A file holding the prompt (under packet_roots)."
+    )
+    packet_text: str | None = Field(default=None, description="The prompt itself, for short ones.")
+    requests: list[RequestItem] | None = Field(
+        default=None,
+        description="Several requests in one job: [{custom_id?, prompt | packet_path, system?, model?, ...}].",
+    )
+    requests_path: str | None = Field(
+        default=None, description="A JSONL file of such requests, one per line (for big jobs)."
+    )
+    backend: Literal["auto", "anthropic", "vertex"] = "auto"
+    label: str | None = Field(default=None, max_length=200)
+    custom_id: str | None = Field(
+        default=None, pattern=r"^[a-zA-Z0-9_-]{1,64}$", description="For a single packet."
+    )
+    model: str | None = None
+    max_tokens: int | None = Field(default=None, ge=1)
+    system: str | None = None
+    temperature: float | None = Field(default=None, ge=0, le=1)
+    thinking_budget: int | None = Field(
+        default=None, ge=1024, description="Extended thinking budget in tokens."
+    )
+    use_context: bool = Field(
+        default=True, description="Add the shared context entries to the system prompt."
+    )
+
+
+class JobArgs(_Args):
+    job_id: str = Field(min_length=1)
+
+
+class FetchArgs(JobArgs):
+    force: bool = Field(default=False, description="Download the results again even if they are on disk.")
+    wait_s: float = Field(default=0, ge=0, le=3600, description="Wait up to this long for the job to end.")
+
+
+class ListArgs(_Args):
+    state: Literal[
+        "all",
+        "open",
+        "ended",
+        "submitting",
+        "in_progress",
+        "canceling",
+        "succeeded",
+        "partial",
+        "failed",
+        "expired",
+        "canceled",
+    ] = "all"
+    limit: int = Field(default=10, ge=1, le=1000)
+
+
+class NoArgs(_Args):
+    pass
+
+
+def _service(hub: PluginContext) -> BatchService:
+    service = hub.state.get("service")
+    assert isinstance(service, BatchService), "hub_startup did not run"
+    return service
+
+
+@hookimpl
+def hub_config_model() -> type[BaseModel]:
+    return Settings
+
+
+@hookimpl
+def hub_startup(hub: PluginContext) -> Any:
+    async def start() -> None:
+        settings = hub.config
+        assert isinstance(settings, Settings)
+        service = hub.state["service"] = BatchService(hub, settings)
+        await service.start()
+        hub.start_soon(service.poll_loop, name="poll")
+
+    return start
+
+
+@hookimpl
+def hub_shutdown(hub: PluginContext) -> Any:
+    async def stop() -> None:
+        service = hub.state.get("service")
+        if isinstance(service, BatchService):
+            await service.aclose()
+
+    return stop
+
+
+@hookimpl
+def hub_register_tools(register: Any, hub: PluginContext) -> None:
+    service = _service(hub)
+
+    async def send_to_batch(args: SendArgs, call: ToolCall) -> dict[str, Any]:
+        return await service.send(args)
+
+    async def batch_status(args: JobArgs, call: ToolCall) -> dict[str, Any]:
+        return await service.status(args.job_id)
+
+    async def batch_fetch(args: FetchArgs, call: ToolCall) -> dict[str, Any]:
+        return await service.fetch(args.job_id, args.force, args.wait_s, call)
+
+    async def batch_list(args: ListArgs, call: ToolCall) -> dict[str, Any]:
+        return await service.list_jobs(args.state, args.limit)
+
+    async def batch_poll_once(args: NoArgs, call: ToolCall) -> dict[str, Any]:
+        return await service.poll_once()
+
+    async def batch_cancel(args: JobArgs, call: ToolCall) -> dict[str, Any]:
+        return await service.cancel(args.job_id)
+
+    register(
+        Tool(
+            "send_to_batch",
+            send_to_batch,
+            "Submit prompts as an Anthropic Message Batches job (50% of the standard price; results usually "
+            "within 1 h, at most 24 h). Give packet_path (a prompt file), packet_text, requests (several) or "
+            "requests_path (JSONL). Returns job_id and where results will be written.",
+            SendArgs,
+        )
+    )
+    register(
+        Tool("batch_status", batch_status, "A job's state, processing status and request counts.", JobArgs)
+    )
+    register(
+        Tool(
+            "batch_fetch",
+            batch_fetch,
+            "A finished job's results as text (cut at a limit; the path of the whole file is given). "
+            "wait_s waits for the job to end, with progress notifications.",
+            FetchArgs,
+        )
+    )
+    register(Tool("batch_list", batch_list, "Jobs, newest first, optionally by state.", ListArgs))
+    register(
+        Tool("batch_poll_once", batch_poll_once, "Poll every open job now; says which completed.", NoArgs)
+    )
+    register(
+        Tool(
+            "batch_cancel",
+            batch_cancel,
+            "Cancel an open job (requests not yet processed are canceled).",
+            JobArgs,
+        )
+    )
+
+
+@hookimpl
+def hub_register_resources(register: Any, hub: PluginContext) -> None:
+    service = _service(hub)
+
+    async def jobs() -> dict[str, Any]:
+        return await service.list_jobs("all", 1000)
+
+    async def job(params: dict[str, str]) -> dict[str, Any]:
+        return await service.job_resource(params["job_id"])
+
+    register(Resource("batch://jobs", "jobs", jobs, "Every batch job, newest first."))
+    register(
+        ResourceTemplate(
+            "batch://jobs/{job_id}", "job", job, "One job: batches, counts, usage, first requests."
+        )
+    )

@@ -1,0 +1,62 @@
+"""Batch backends: one small interface, one module each.
+
+`anthropic` (the Message Batches API) is implemented. `vertex` (Vertex AI batch prediction, the
+original's second backend) is not yet: asking for it gives a clear error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+__all__ = ["BACKENDS", "Backend", "BackendError", "RemoteBatch"]
+
+BACKENDS = ("anthropic",)
+NOT_YET = {"vertex": "the vertex backend (Vertex AI batch prediction) is not supported yet; use anthropic"}
+
+
+class BackendError(Exception):
+    """A failed API call. `retryable`: rate limits, server errors and network trouble."""
+
+    def __init__(self, message: str, *, retryable: bool, status: int | None = None) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.status = status
+
+
+@dataclass
+class RemoteBatch:
+    """A batch as the backend reports it."""
+
+    id: str
+    processing_status: str  # in_progress | canceling | ended
+    request_counts: dict[str, int] = field(default_factory=dict)
+    results_url: str | None = None
+    created_at: str | None = None
+    ended_at: str | None = None
+    expires_at: str | None = None
+
+    @property
+    def ended(self) -> bool:
+        return self.processing_status == "ended"
+
+
+class Backend(Protocol):
+    name: str
+
+    async def create(self, body: Path, size: int) -> RemoteBatch:
+        """Submit the JSON body in file `body` (`size` bytes): ``{"requests": [...]}``."""
+        ...
+
+    async def retrieve(self, batch_id: str) -> RemoteBatch: ...
+
+    async def cancel(self, batch_id: str) -> RemoteBatch: ...
+
+    def result_lines(self, batch_id: str) -> AbstractAsyncContextManager[AsyncIterator[str]]:
+        """The batch's result lines, as the API sent them, streamed."""
+        ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,113 @@
+"""The Anthropic Message Batches API, through the official SDK (`AsyncAnthropic`).
+
+The request body is streamed from a spool file (a job of 50,000 requests is never held in
+memory), so this module retries that one call itself, with a fresh stream each time; every other
+call relies on the SDK's own retries (429, 5xx and network errors, with backoff).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import anyio
+from anthropic.types.messages import MessageBatch
+
+from . import BackendError, RemoteBatch
+
+CHUNK = 1 << 20
+CREATE_ATTEMPTS = 4
+
+
+def _remote(batch: MessageBatch) -> RemoteBatch:
+    def iso(value: Any) -> str | None:
+        return None if value is None else value.isoformat().replace("+00:00", "Z")
+
+    return RemoteBatch(
+        id=batch.id,
+        processing_status=batch.processing_status,
+        request_counts=batch.request_counts.model_dump(),
+        results_url=batch.results_url,
+        created_at=iso(batch.created_at),
+        ended_at=iso(batch.ended_at),
+        expires_at=iso(batch.expires_at),
+    )
+
+
+def _error(exc: Exception, what: str) -> BackendError:
+    if isinstance(exc, anthropic.APIStatusError):
+        status = exc.status_code
+        detail = exc.message
+        retryable = status == 429 or status >= 500
+        return BackendError(f"{what}: HTTP {status}: {detail}", retryable=retryable, status=status)
+    if isinstance(exc, anthropic.APIConnectionError | anthropic.APITimeoutError):
+        return BackendError(f"{what}: cannot reach the API: {exc}", retryable=True)
+    return BackendError(f"{what}: {type(exc).__name__}: {exc}", retryable=False)
+
+
+class AnthropicBackend:
+    name = "anthropic"
+
+    def __init__(self, *, api_key: str, base_url: str | None, max_retries: int = 2) -> None:
+        self.client = anthropic.AsyncAnthropic(api_key=api_key, base_url=base_url, max_retries=max_retries)
+
+    async def create(self, body: Path, size: int) -> RemoteBatch:
+        async def stream() -> AsyncIterator[bytes]:
+            async with await anyio.open_file(body, "rb") as f:
+                while chunk := await f.read(CHUNK):
+                    yield chunk
+
+        client = self.client.with_options(max_retries=0)  # a consumed stream cannot be resent
+        for attempt in range(CREATE_ATTEMPTS):
+            try:
+                batch = await client.post(
+                    "/v1/messages/batches",
+                    cast_to=MessageBatch,
+                    content=stream(),
+                    options={"headers": {"Content-Type": "application/json", "Content-Length": str(size)}},
+                )
+                return _remote(batch)
+            except Exception as exc:
+                error = _error(exc, "creating the batch")
+                if not error.retryable or attempt == CREATE_ATTEMPTS - 1:
+                    raise error from None
+                await anyio.sleep(min(8.0, 0.5 * 2**attempt))
+        raise AssertionError("unreachable")
+
+    async def retrieve(self, batch_id: str) -> RemoteBatch:
+        try:
+            return _remote(await self.client.messages.batches.retrieve(batch_id))
+        except Exception as exc:
+            raise _error(exc, f"reading batch {batch_id}") from None
+
+    async def cancel(self, batch_id: str) -> RemoteBatch:
+        try:
+            return _remote(await self.client.messages.batches.cancel(batch_id))
+        except Exception as exc:
+            raise _error(exc, f"cancelling batch {batch_id}") from None
+
+    @contextlib.asynccontextmanager
+    async def result_lines(self, batch_id: str) -> AsyncIterator[AsyncIterator[str]]:
+        what = f"downloading the results of batch {batch_id}"
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                response = await stack.enter_async_context(
+                    self.client.messages.batches.with_streaming_response.results(batch_id)
+                )
+            except Exception as exc:
+                raise _error(exc, what) from None
+
+            async def lines() -> AsyncIterator[str]:
+                try:
+                    async for line in response.iter_lines():
+                        yield line
+                except Exception as exc:
+                    raise _error(exc, what) from None
+
+            yield lines()
+
+    async def aclose(self) -> None:
+        await self.client.close()

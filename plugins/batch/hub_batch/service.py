@@ -1,0 +1,553 @@
+"""The batch plugin's work: submit jobs, poll them in the background, fetch, cancel, report."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import secrets
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.from_thread
+import anyio.to_thread
+
+from hub.config import ConfigError, expand_vars
+from hub.errors import BudgetExceeded, ToolError
+from hub.registry import ToolCall
+
+from .backends import NOT_YET, Backend, BackendError
+from .jobs import ENDED_STATES, OPEN_STATES, Jobs, add_counts, final_state
+from .pricing import Price, PriceTable
+from .results import ResultWriter
+from .spool import Defaults, PacketReader, RequestItem, jsonl_items, spool
+
+if TYPE_CHECKING:
+    from hub.host import PluginContext
+
+    from . import SendArgs, Settings
+
+MAX_IDLE_WAIT_S = 300.0
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def new_job_id() -> str:
+    return f"job_{datetime.now(UTC):%Y%m%d_%H%M%S}_{secrets.token_hex(3)}"
+
+
+class BatchService:
+    def __init__(self, hub: PluginContext, settings: Settings) -> None:
+        self.hub = hub
+        self.settings = settings
+        self.jobs = Jobs(hub.store)
+        overrides = {name: Price(p.input_per_mtok, p.output_per_mtok) for name, p in settings.prices.items()}
+        self.prices = PriceTable(overrides)
+        roots = [Path(root).expanduser().resolve() for root in settings.packet_roots]
+        self.reader = PacketReader(roots, settings.max_packet_bytes)
+        self.results_dir = Path(settings.results_dir).expanduser()
+        self.spool_dir = hub.settings.state_dir / "batch" / "spool"
+        self._backends: dict[str, Backend] = {}
+        self._wake = anyio.Event()
+        self._locks: dict[str, anyio.Lock] = {}
+
+    # -- backends --------------------------------------------------------------------------
+
+    def backend(self, name: str) -> Backend:
+        if name == "auto":
+            name = "anthropic"
+        if name in NOT_YET:
+            raise ToolError(NOT_YET[name])
+        if name != "anthropic":
+            raise ToolError(f"unknown backend {name!r}: use anthropic (or auto)")
+        if name not in self._backends:
+            from .backends.anthropic import AnthropicBackend
+
+            try:
+                key = expand_vars(self.settings.api_key, os.environ, where="plugins.batch.api_key")
+            except ConfigError as exc:
+                raise ToolError(str(exc)) from None
+            if not key:
+                raise ToolError(
+                    'no Anthropic API key: set ANTHROPIC_API_KEY, or [plugins.batch] api_key = "${MY_KEY_VARIABLE}"'
+                )
+            self._backends[name] = AnthropicBackend(api_key=key, base_url=self.settings.base_url or None)
+        return self._backends[name]
+
+    async def aclose(self) -> None:
+        for backend in self._backends.values():
+            with contextlib.suppress(Exception):
+                await backend.aclose()
+
+    # -- start -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.jobs.setup()
+        for job in await self.jobs.find(["submitting"]):
+            await self._recover_submission(job)
+        await self.update_status_line()
+
+    async def _recover_submission(self, job: dict[str, Any]) -> None:
+        parts = await self.jobs.parts(job["id"])
+        if parts and all(p["remote_id"] for p in parts):
+            await self.jobs.update(job["id"], state="in_progress", next_poll_at=0)
+            return
+        for part in parts:  # a half-submitted job: do not leave its batches running unpaid-for
+            if part["remote_id"]:
+                with contextlib.suppress(BackendError, ToolError):
+                    await self.backend(job["backend"]).cancel(part["remote_id"])
+        await self._fail(job, "the hub stopped while this job was being submitted; send it again")
+        self.hub.log.warning("a job was interrupted during submission", job=job["id"])
+
+    async def _fail(self, job: dict[str, Any], error: str) -> None:
+        await self.jobs.update(job["id"], state="failed", error=error, ended_at=_now_iso())
+        await self._settle(job, 0.0)
+
+    async def _settle(self, job: dict[str, Any], cost: float) -> None:
+        """Commit the job's actual cost to the budget and release the rest of its reservation."""
+        reservation = (
+            await self.hub.budget.reservation(job["reservation_id"]) if job.get("reservation_id") else None
+        )
+        if reservation is not None:
+            await reservation.commit(cost)
+        elif cost:
+            await self.hub.budget.record(cost, f"batch job {job['id']}")
+
+    # -- send --------------------------------------------------------------------------------
+
+    def _items(self, args: SendArgs) -> Iterable[RequestItem]:
+        if args.requests_path is not None:
+            return jsonl_items(self.reader, args.requests_path)
+        if args.requests is not None:
+            return args.requests
+        if args.packet_path is not None:
+            return [RequestItem(custom_id=args.custom_id, packet_path=args.packet_path)]
+        return [RequestItem(custom_id=args.custom_id, prompt=args.packet_text)]
+
+    async def send(self, args: SendArgs) -> dict[str, Any]:
+        given = [
+            n
+            for n in ("packet_path", "packet_text", "requests", "requests_path")
+            if getattr(args, n) is not None
+        ]
+        if len(given) != 1:
+            raise ToolError(
+                "give exactly one of packet_path, packet_text, requests or requests_path"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
+        if args.packet_text is not None and not args.packet_text.strip():
+            raise ToolError("packet_text is empty")
+        if args.requests is not None and not args.requests:
+            raise ToolError("requests is empty")
+        backend = self.backend(args.backend)
+        job_id = new_job_id()
+        model = args.model or self.settings.model
+        context = await self.hub.context.as_prompt() if args.use_context else ""
+        defaults = Defaults(
+            model=model,
+            max_tokens=args.max_tokens or self.settings.max_tokens,
+            system=args.system or self.settings.system or None,
+            temperature=args.temperature,
+            thinking_budget=args.thinking_budget,
+            context=context,
+        )
+        result_path = self.results_dir / f"{job_id}.md"
+        raw_path = self.results_dir / f"{job_id}.raw.jsonl"
+        await self.jobs.create(
+            job_id,
+            label=args.label,
+            backend=backend.name,
+            model=model,
+            result_path=str(result_path),
+            raw_path=str(raw_path),
+        )
+        items = self._items(args)
+
+        def store_rows(rows: list[tuple[str, int, str]]) -> None:
+            anyio.from_thread.run(self.jobs.add_requests, job_id, list(rows))
+
+        try:
+            spooled = await anyio.to_thread.run_sync(
+                lambda: spool(
+                    items,
+                    directory=self.spool_dir,
+                    job_id=job_id,
+                    defaults=defaults,
+                    reader=self.reader,
+                    prices=self.prices,
+                    max_requests=self.settings.max_requests_per_batch,
+                    max_bytes=self.settings.max_bytes_per_batch,
+                    max_total=self.settings.max_requests_per_job,
+                    on_rows=store_rows,
+                )
+            )
+        except BaseException:
+            await self.jobs.delete(job_id)
+            self._drop_spool(job_id)
+            raise
+        for unknown in sorted(spooled.unknown_models):
+            self.hub.log.warning("no price for this model; priced as the most expensive", model=unknown)
+        count = sum(p.count for p in spooled.parts)
+        try:
+            reservation = await self.hub.budget.reserve(
+                spooled.reserve_usd, f"batch job {job_id}", durable=True
+            )
+        except BudgetExceeded as exc:
+            await self.jobs.delete(job_id)
+            self._drop_spool(job_id)
+            raise ToolError(str(exc)) from None
+        await self.jobs.update(
+            job_id,
+            request_count=count,
+            reservation_id=reservation.id,
+            reserved_usd=round(spooled.reserve_usd, 6),
+        )
+        job = await self.jobs.get(job_id)
+        assert job is not None
+        for index, part in enumerate(spooled.parts):
+            await self.jobs.add_part(job_id, index, part.count, part.size)
+        for index, part in enumerate(spooled.parts):
+            try:
+                remote = await backend.create(part.path, part.size)
+            except BackendError as exc:
+                for earlier in await self.jobs.parts(job_id):
+                    if earlier["remote_id"]:
+                        with contextlib.suppress(BackendError):
+                            await backend.cancel(earlier["remote_id"])
+                self._drop_spool(job_id)
+                await self._fail(job, f"submission failed: {exc}")
+                await self.update_status_line()
+                raise ToolError(f"job {job_id} was not submitted: {exc}") from None
+            await self.jobs.update_part(
+                job_id,
+                index,
+                remote_id=remote.id,
+                processing_status=remote.processing_status,
+                counts=remote.request_counts,
+                created_at=remote.created_at,
+                expires_at=remote.expires_at,
+            )
+            part.path.unlink(missing_ok=True)
+        await self.jobs.update(
+            job_id,
+            state="in_progress",
+            counts=add_counts([{"processing": count}]),
+            next_poll_at=time.time() + self._delay(0),
+        )
+        self._wake.set()
+        await self.update_status_line()
+        self.hub.log.info("batch job submitted", job=job_id, requests=count, batches=len(spooled.parts))
+        return {
+            "job_id": job_id,
+            "backend": backend.name,
+            "state": "in_progress",
+            "label": args.label,
+            "requests": count,
+            "batches": len(spooled.parts),
+            "models": sorted(spooled.models),
+            "reserved_usd": reservation.reserved_usd,
+            "result_path": str(result_path),
+            "raw_path": str(raw_path),
+        }
+
+    def _drop_spool(self, job_id: str) -> None:
+        for path in self.spool_dir.glob(f"{job_id}.*.json"):
+            path.unlink(missing_ok=True)
+
+    # -- polling -------------------------------------------------------------------------------
+
+    def _delay(self, attempt: int) -> float:
+        s = self.settings
+        base = min(s.poll_max_s, s.poll_initial_s * s.poll_factor**attempt)
+        return base * random.uniform(1 - s.poll_jitter, 1 + s.poll_jitter)
+
+    def _lock(self, job_id: str) -> anyio.Lock:
+        return self._locks.setdefault(job_id, anyio.Lock())
+
+    async def poll_job(self, job_id: str) -> dict[str, Any]:
+        """Ask the API about an open job; download and settle it once every batch has ended."""
+        async with self._lock(job_id):
+            job = await self.jobs.get(job_id)
+            if job is None or job["state"] not in ("in_progress", "canceling"):
+                return job or {}
+            backend = self.backend(job["backend"])
+            try:
+                parts = await self.jobs.parts(job_id)
+                for part in parts:
+                    if part["processing_status"] == "ended" or not part["remote_id"]:
+                        continue
+                    remote = await backend.retrieve(part["remote_id"])
+                    part.update(processing_status=remote.processing_status, counts=remote.request_counts)
+                    await self.jobs.update_part(
+                        job_id,
+                        part["part"],
+                        processing_status=remote.processing_status,
+                        counts=remote.request_counts,
+                        ended_at=remote.ended_at,
+                    )
+                counts = add_counts(p["counts"] for p in parts)
+                if all(p["processing_status"] == "ended" for p in parts):
+                    await self.jobs.update(job_id, counts=counts)
+                    return await self._download(job, parts)
+                attempts = job["poll_attempts"] + 1
+                await self.jobs.update(
+                    job_id,
+                    counts=counts,
+                    poll_attempts=attempts,
+                    poll_error=None,
+                    next_poll_at=time.time() + self._delay(attempts),
+                )
+            except BackendError as exc:
+                attempts = job["poll_attempts"] + 1
+                self.hub.log.warning("polling a batch job failed; will retry", job=job_id, error=str(exc))
+                if exc.status == 404:
+                    await self._fail(job, f"the API no longer knows this job's batch: {exc}")
+                    await self.update_status_line()
+                else:
+                    await self.jobs.update(
+                        job_id,
+                        poll_attempts=attempts,
+                        poll_error=str(exc),
+                        next_poll_at=time.time() + self._delay(attempts),
+                    )
+            refreshed = await self.jobs.get(job_id)
+            assert refreshed is not None
+            return refreshed
+
+    async def _download(
+        self, job: dict[str, Any], parts: list[dict[str, Any]], *, settle: bool = True
+    ) -> dict[str, Any]:
+        backend = self.backend(job["backend"])
+        writer = ResultWriter(job, self.prices, lambda custom_id: job["model"])
+
+        async def record(rows: list[dict[str, Any]]) -> None:
+            await self.jobs.record_outcomes(job["id"], rows)
+
+        try:
+            for part in parts:
+                if part["remote_id"]:
+                    async with backend.result_lines(part["remote_id"]) as lines:
+                        await writer.add_lines(lines, record)
+        except BaseException:
+            writer.discard()
+            raise
+        counts = writer.tally.counts
+        state = final_state(counts)
+        writer.finish(state)
+        cost = round(writer.tally.cost_usd, 6)
+        if settle:
+            await self._settle(job, cost)
+        await self.jobs.update(
+            job["id"],
+            state=state,
+            counts=counts,
+            cost_usd=cost,
+            ended_at=job.get("ended_at") or _now_iso(),
+            fetched_at=_now_iso(),
+            poll_error=None,
+        )
+        await self.update_status_line()
+        self.hub.log.info("batch job ended", job=job["id"], state=state, cost_usd=cost)
+        refreshed = await self.jobs.get(job["id"])
+        assert refreshed is not None
+        return refreshed
+
+    async def poll_loop(self) -> None:
+        """Poll open jobs when they are due; sleep while there is nothing to do."""
+        while True:
+            self._wake = anyio.Event()
+            open_jobs = await self.jobs.find(["in_progress", "canceling"])
+            now = time.time()
+            for job in open_jobs:
+                if job["next_poll_at"] <= now:
+                    try:
+                        await self.poll_job(job["id"])
+                    except Exception:  # never let one job stop the loop
+                        self.hub.log.exception("polling a job raised", job=job["id"])
+                        await self.jobs.update(
+                            job["id"], next_poll_at=time.time() + self._delay(job["poll_attempts"] + 1)
+                        )
+            open_jobs = await self.jobs.find(["in_progress", "canceling"])
+            wait = min((j["next_poll_at"] for j in open_jobs), default=now + MAX_IDLE_WAIT_S) - time.time()
+            with anyio.move_on_after(max(0.0, min(wait, MAX_IDLE_WAIT_S))):
+                await self._wake.wait()
+
+    async def poll_once(self) -> dict[str, Any]:
+        completed, still_open, errors = [], [], {}
+        jobs = await self.jobs.find(["in_progress", "canceling"])
+        for job in jobs:
+            after = await self.poll_job(job["id"])
+            if after.get("state") in ENDED_STATES:
+                completed.append(
+                    {"job_id": job["id"], "state": after["state"], "result_path": after["result_path"]}
+                )
+            else:
+                still_open.append(job["id"])
+                if after.get("poll_error"):
+                    errors[job["id"]] = after["poll_error"]
+        return {"checked": len(jobs), "completed": completed, "still_open": still_open, "errors": errors}
+
+    # -- reading -------------------------------------------------------------------------------
+
+    async def job_or_error(self, job_id: str) -> dict[str, Any]:
+        job = await self.jobs.get(job_id)
+        if job is None:
+            recent = ", ".join(j["id"] for j in await self.jobs.find(limit=5)) or "none"
+            raise ToolError(f"no batch job {job_id!r} (recent jobs: {recent})")
+        return job
+
+    def describe(self, job: dict[str, Any], parts: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        out = {
+            "job_id": job["id"],
+            "label": job["label"],
+            "backend": job["backend"],
+            "state": job["state"],
+            "model": job["model"],
+            "requests": job["request_count"],
+            "request_counts": job["counts"],
+            "created_at": job["created_at"],
+            "ended_at": job["ended_at"],
+            "reserved_usd": job["reserved_usd"],
+            "cost_usd": job["cost_usd"],
+            "result_path": job["result_path"],
+            "raw_path": job["raw_path"],
+        }
+        if parts is not None:
+            out["processing_status"] = (
+                (
+                    "ended"
+                    if parts and all(p["processing_status"] == "ended" for p in parts)
+                    else (
+                        "canceling"
+                        if any(p["processing_status"] == "canceling" for p in parts)
+                        else "in_progress"
+                    )
+                )
+                if job["state"] in OPEN_STATES
+                else "ended"
+            )
+            out["batches"] = [
+                {
+                    "id": p["remote_id"],
+                    "processing_status": p["processing_status"],
+                    "requests": p["request_count"],
+                    "request_counts": p["counts"],
+                }
+                for p in parts
+            ]
+        if job["error"]:
+            out["error"] = job["error"]
+        if job["poll_error"]:
+            out["last_poll_error"] = job["poll_error"]
+        return out
+
+    async def status(self, job_id: str) -> dict[str, Any]:
+        job = await self.job_or_error(job_id)
+        if job["state"] in ("in_progress", "canceling"):
+            job = await self.poll_job(job_id)
+        return self.describe(job, await self.jobs.parts(job_id))
+
+    async def fetch(self, job_id: str, force: bool, wait_s: float, call: ToolCall) -> dict[str, Any]:
+        job = await self.job_or_error(job_id)
+        deadline = time.monotonic() + wait_s
+        while job["state"] in ("in_progress", "canceling"):
+            job = await self.poll_job(job_id)
+            if job["state"] not in OPEN_STATES:
+                break
+            counts = job["counts"]
+            total = job["request_count"] or 1
+            await call.report_progress(
+                total - counts.get("processing", total), total, f"{job_id}: {job['state']}"
+            )
+            if time.monotonic() >= deadline:
+                processing = counts.get("processing", job["request_count"])
+                raise ToolError(
+                    f"job {job_id} has not ended: {job['state']}, {processing} of {job['request_count']} request(s) "
+                    "still processing. Most batches end within an hour (at most 24 h); call batch_fetch again "
+                    "later, or pass wait_s to wait here."
+                    + (f" Last polling error: {job['poll_error']}" if job.get("poll_error") else "")
+                )
+            await anyio.sleep(min(self._delay(0), max(0.0, deadline - time.monotonic()), 5.0))
+        if job["state"] == "failed" and not job["fetched_at"]:
+            raise ToolError(f"job {job_id} failed and has no results: {job['error']}")
+        path = Path(job["result_path"])
+        if force or not path.exists():
+            async with self._lock(job_id):
+                job = await self._download(job, await self.jobs.parts(job_id), settle=False)
+        limit = self.settings.fetch_limit_chars
+        with path.open(encoding="utf-8") as f:
+            text = f.read(limit + 1)
+        truncated = len(text) > limit
+        if truncated:
+            text = text[:limit] + f"\n\n[cut at {limit:,} characters; the whole result is in {path}]"
+        return {
+            "job_id": job_id,
+            "state": job["state"],
+            "request_counts": job["counts"],
+            "cost_usd": job["cost_usd"],
+            "text": text,
+            "truncated": truncated,
+            "result_path": str(path),
+            "raw_path": job["raw_path"],
+        }
+
+    async def list_jobs(self, state: str, limit: int) -> dict[str, Any]:
+        states: list[str] | None
+        if state == "all":
+            states = None
+        elif state == "open":
+            states = list(OPEN_STATES)
+        elif state == "ended":
+            states = list(ENDED_STATES)
+        else:
+            states = [state]
+        jobs = await self.jobs.find(states, limit)
+        tally = await self.jobs.tally()
+        return {"jobs": [self.describe(j) for j in jobs], "shown": len(jobs), "by_state": tally}
+
+    async def cancel(self, job_id: str) -> dict[str, Any]:
+        job = await self.job_or_error(job_id)
+        if job["state"] not in ("in_progress", "canceling"):
+            raise ToolError(f"job {job_id} has already ended ({job['state']}); there is nothing to cancel")
+        backend = self.backend(job["backend"])
+        async with self._lock(job_id):
+            for part in await self.jobs.parts(job_id):
+                if part["remote_id"] and part["processing_status"] != "ended":
+                    try:
+                        remote = await backend.cancel(part["remote_id"])
+                    except BackendError as exc:
+                        raise ToolError(f"cancelling job {job_id} failed: {exc}") from None
+                    await self.jobs.update_part(
+                        job_id,
+                        part["part"],
+                        processing_status=remote.processing_status,
+                        counts=remote.request_counts,
+                    )
+            await self.jobs.update(job_id, state="canceling", next_poll_at=0)
+        self._wake.set()
+        await self.update_status_line()
+        job = await self.poll_job(job_id)
+        return self.describe(job, await self.jobs.parts(job_id))
+
+    async def job_resource(self, job_id: str) -> dict[str, Any]:
+        job = await self.job_or_error(job_id)
+        out = self.describe(job, await self.jobs.parts(job_id))
+        out["usage"] = await self.jobs.request_summary(job_id)
+        out["first_requests"] = await self.jobs.requests(job_id, 100)
+        return out
+
+    async def update_status_line(self) -> None:
+        tally = await self.jobs.tally()
+        if not tally:
+            await self.hub.set_status_line(None)
+            return
+        pending = sum(tally.get(s, 0) for s in OPEN_STATES)
+        done = tally.get("succeeded", 0) + tally.get("partial", 0)
+        failed = tally.get("failed", 0) + tally.get("expired", 0) + tally.get("canceled", 0)
+        await self.hub.set_status_line(f"batch: {pending} pending, {done} done, {failed} failed")

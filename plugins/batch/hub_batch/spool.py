@@ -1,0 +1,237 @@
+"""Turning `send_to_batch` input into API request bodies on disk, split at the API's limits.
+
+Runs in a worker thread: prompts are read (packet files only from the allowed roots), each
+request is serialized once and appended to the current part's spool file, and a new part starts
+when the next request would pass `max_requests` or `max_bytes`. Nothing but the request ids is
+kept in memory, so a 50,000-request job costs no more memory than a small one.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from hub.errors import ToolError
+
+from .pricing import PriceTable
+
+CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+HEAD, SEP, TAIL = b'{"requests":[', b",", b"]}"
+
+
+class RequestItem(BaseModel):
+    """One request of a job (an item of `requests`, or a line of `requests_path`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    custom_id: str | None = Field(
+        default=None, pattern=CUSTOM_ID.pattern, description="Unique in the job; default r00001, ..."
+    )
+    prompt: str | None = Field(default=None, description="The user message.")
+    packet_path: str | None = Field(default=None, description="A file holding the user message.")
+    system: str | None = None
+    model: str | None = None
+    max_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=1)
+    thinking_budget: int | None = Field(
+        default=None, ge=1024, description="Extended thinking budget in tokens."
+    )
+
+
+@dataclass
+class Defaults:
+    model: str
+    max_tokens: int
+    system: str | None
+    temperature: float | None
+    thinking_budget: int | None
+    context: str  # shared context block appended to every system prompt ('' for none)
+
+
+@dataclass
+class Part:
+    path: Path
+    count: int = 0
+    size: int = 0
+
+
+@dataclass
+class Spooled:
+    parts: list[Part] = field(default_factory=list)
+    rows: list[tuple[str, int, str]] = field(default_factory=list)  # custom_id, part, model
+    reserve_usd: float = 0.0
+    models: set[str] = field(default_factory=set)
+    unknown_models: set[str] = field(default_factory=set)
+
+
+class PacketReader:
+    """Reads prompt files, only from under the allowed roots."""
+
+    def __init__(self, roots: list[Path], max_bytes: int) -> None:
+        self.roots = roots
+        self.max_bytes = max_bytes
+
+    def resolve(self, given: str, what: str = "packet_path") -> Path:
+        path = Path(given).expanduser()
+        resolved = path.resolve()
+        if not any(resolved.is_relative_to(root) for root in self.roots):
+            roots = ", ".join(str(r) for r in self.roots)
+            raise ToolError(
+                f"{what} {given!r} is outside the allowed roots ({roots}); "
+                "add a root to [plugins.batch] packet_roots to allow it"
+            )
+        if not resolved.exists():
+            raise ToolError(f"{what} {given!r}: no such file")
+        if resolved.is_dir():
+            raise ToolError(f"{what} {given!r} is a directory, not a file")
+        return resolved
+
+    def read(self, given: str, what: str = "packet_path") -> str:
+        path = self.resolve(given, what)
+        size = path.stat().st_size
+        if size > self.max_bytes:
+            raise ToolError(
+                f"{what} {given!r} is {size:,} bytes, over the limit of {self.max_bytes:,} "
+                "([plugins.batch] max_packet_bytes)"
+            )
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ToolError(f"{what} {given!r} cannot be read: {exc.strerror or exc}") from None
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ToolError(f"{what} {given!r} is not UTF-8 text (byte {exc.start})") from None
+        if not text.strip():
+            raise ToolError(f"{what} {given!r} is empty")
+        return text
+
+
+def jsonl_items(reader: PacketReader, given: str) -> Iterator[RequestItem]:
+    """The requests of a JSONL file, one per line (blank lines skipped), read as they are used."""
+    path = reader.resolve(given, "requests_path")
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                yield RequestItem.model_validate_json(line)
+            except ValidationError as exc:
+                problem = "; ".join(
+                    f"{'.'.join(map(str, e['loc'])) or '(line)'}: {e['msg']}" for e in exc.errors()[:3]
+                )
+                raise ToolError(f"requests_path {given!r} line {number}: {problem}") from None
+
+
+def params_for(item: RequestItem, prompt: str, defaults: Defaults) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        "model": item.model or defaults.model,
+        "max_tokens": item.max_tokens or defaults.max_tokens,
+        "messages": [{"role": "user", "content": prompt}],
+    }
+    system = "\n\n".join(s for s in (item.system or defaults.system, defaults.context) if s)
+    if system:
+        params["system"] = system
+    temperature = item.temperature if item.temperature is not None else defaults.temperature
+    if temperature is not None:
+        params["temperature"] = temperature
+    thinking = item.thinking_budget or defaults.thinking_budget
+    if thinking:
+        if thinking >= params["max_tokens"]:
+            raise ToolError(f"thinking_budget {thinking} must be below max_tokens {params['max_tokens']}")
+        params["thinking"] = {"type": "enabled", "budget_tokens": thinking}
+    return params
+
+
+def spool(
+    items: Iterable[RequestItem],
+    *,
+    directory: Path,
+    job_id: str,
+    defaults: Defaults,
+    reader: PacketReader,
+    prices: PriceTable,
+    max_requests: int,
+    max_bytes: int,
+    max_total: int,
+    on_rows: Callable[[list[tuple[str, int, str]]], None] | None = None,
+) -> Spooled:
+    """Write the request bodies of `items` to part files under `directory`; see the module doc."""
+    directory.mkdir(parents=True, exist_ok=True)
+    out = Spooled()
+    seen: set[str] = set()
+    current = None
+    handle = None
+    try:
+        for index, item in enumerate(items, 1):
+            if index > max_total:
+                raise ToolError(
+                    f"more than {max_total:,} requests in one job ([plugins.batch] max_requests_per_job)"
+                )
+            where = f"request {item.custom_id or index}"
+            if (item.prompt is None) == (item.packet_path is None):
+                raise ToolError(f"{where}: give exactly one of prompt or packet_path")
+            prompt = (
+                item.prompt
+                if item.prompt is not None
+                else reader.read(item.packet_path or "", f"{where}: packet_path")
+            )
+            if not prompt.strip():
+                raise ToolError(f"{where}: the prompt is empty")
+            custom_id = item.custom_id or f"r{index:05d}"
+            if custom_id in seen:
+                raise ToolError(f"{where}: custom_id {custom_id!r} is used twice in this job")
+            seen.add(custom_id)
+            params = params_for(item, prompt, defaults)
+            line = json.dumps({"custom_id": custom_id, "params": params}, ensure_ascii=False).encode()
+            if len(line) + len(HEAD) + len(TAIL) > max_bytes:
+                raise ToolError(
+                    f"{where} is {len(line):,} bytes, over the {max_bytes:,} bytes one batch may hold"
+                )
+            if (
+                current is None
+                or current.count >= max_requests
+                or current.size + len(SEP) + len(line) + len(TAIL) > max_bytes
+            ):
+                if handle is not None and current is not None:
+                    handle.write(TAIL)
+                    current.size += len(TAIL)
+                    handle.close()
+                current = Part(directory / f"{job_id}.{len(out.parts)}.json")
+                out.parts.append(current)
+                handle = current.path.open("wb")
+                handle.write(HEAD)
+                current.size = len(HEAD)
+            elif current.count:
+                handle.write(SEP)  # type: ignore[union-attr]
+                current.size += len(SEP)
+            handle.write(line)  # type: ignore[union-attr]
+            current.size += len(line)
+            current.count += 1
+            model = params["model"]
+            out.models.add(model)
+            if not prices.price(model)[1]:
+                out.unknown_models.add(model)
+            input_bytes = len(prompt.encode()) + len((params.get("system") or "").encode())
+            out.reserve_usd += prices.upper_bound(model, input_bytes, params["max_tokens"])
+            out.rows.append((custom_id, len(out.parts) - 1, model))
+            if on_rows is not None and len(out.rows) >= 5000:
+                on_rows(out.rows)
+                out.rows = []
+        if current is None:
+            raise ToolError("no requests: the job is empty")
+        assert handle is not None
+        handle.write(TAIL)
+        current.size += len(TAIL)
+    finally:
+        if handle is not None:
+            handle.close()
+    if on_rows is not None and out.rows:
+        on_rows(out.rows)
+        out.rows = []
+    return out
