@@ -206,34 +206,20 @@ class BatchService:
             job_id,
             request_count=count,
             reservation_id=reservation.id,
-            reserved_usd=round(spooled.reserve_usd, 6),
+            reserved_usd=reservation.reserved_usd,
         )
         job = await self.jobs.get(job_id)
         assert job is not None
-        for index, part in enumerate(spooled.parts):
-            await self.jobs.add_part(job_id, index, part.count, part.size)
-        for index, part in enumerate(spooled.parts):
-            try:
-                remote = await backend.create(part.path, part.size)
-            except BackendError as exc:
-                for earlier in await self.jobs.parts(job_id):
-                    if earlier["remote_id"]:
-                        with contextlib.suppress(BackendError):
-                            await backend.cancel(earlier["remote_id"])
+        try:
+            await self._submit_parts(job, backend, spooled.parts)
+        except BaseException:
+            # Refused, cancelled or worse half-way: settle the job now rather than leave it 'submitting'.
+            with anyio.CancelScope(shield=True):
                 self._drop_spool(job_id)
-                await self._fail(job, f"submission failed: {exc}")
+                if (await self.jobs.get(job_id) or {}).get("state") == "submitting":
+                    await self._recover_submission(job)
                 await self.update_status_line()
-                raise ToolError(f"job {job_id} was not submitted: {exc}") from None
-            await self.jobs.update_part(
-                job_id,
-                index,
-                remote_id=remote.id,
-                processing_status=remote.processing_status,
-                counts=remote.request_counts,
-                created_at=remote.created_at,
-                expires_at=remote.expires_at,
-            )
-            part.path.unlink(missing_ok=True)
+            raise
         await self.jobs.update(
             job_id,
             state="in_progress",
@@ -255,6 +241,31 @@ class BatchService:
             "result_path": str(result_path),
             "raw_path": str(raw_path),
         }
+
+    async def _submit_parts(self, job: dict[str, Any], backend: Backend, parts: list[Any]) -> None:
+        job_id = job["id"]
+        for index, part in enumerate(parts):
+            await self.jobs.add_part(job_id, index, part.count, part.size)
+        for index, part in enumerate(parts):
+            try:
+                remote = await backend.create(part.path, part.size)
+            except BackendError as exc:
+                for earlier in await self.jobs.parts(job_id):
+                    if earlier["remote_id"]:
+                        with contextlib.suppress(BackendError):
+                            await backend.cancel(earlier["remote_id"])
+                await self._fail(job, f"submission failed: {exc}")
+                raise ToolError(f"job {job_id} was not submitted: {exc}") from None
+            await self.jobs.update_part(
+                job_id,
+                index,
+                remote_id=remote.id,
+                processing_status=remote.processing_status,
+                counts=remote.request_counts,
+                created_at=remote.created_at,
+                expires_at=remote.expires_at,
+            )
+            part.path.unlink(missing_ok=True)
 
     def _drop_spool(self, job_id: str) -> None:
         for path in self.spool_dir.glob(f"{job_id}.*.json"):

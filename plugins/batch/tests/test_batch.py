@@ -346,3 +346,33 @@ async def test_requests_from_a_jsonl_file(tmp_path, api):
             f"requests_path {str(tmp_path / 'packets' / 'bad.jsonl')!r} line 2: prompt: Input should be a valid string"
         )
         assert (await call(client, "batch_list"))["shown"] == 1  # the refused job left nothing behind
+
+
+async def test_a_refused_submission_fails_the_job_and_frees_its_reservation(tmp_path, api):
+    async with hub_for(tmp_path, api, max_requests_per_batch=1) as (hub, client):
+        calls = 0
+        original = api._create
+
+        def second_refused(body: dict[str, Any]):
+            nonlocal calls
+            calls += 1
+            if calls == 2:
+                return 400, {
+                    "type": "error",
+                    "error": {"type": "invalid_request_error", "message": "no thanks"},
+                }
+            return original(body)
+
+        api._create = second_refused  # type: ignore[method-assign]
+        text = await error_of(client, "send_to_batch", requests=[{"prompt": "a"}, {"prompt": "b"}])
+        assert "was not submitted: creating the batch: HTTP 400" in text and "no thanks" in text
+        job = (await call(client, "batch_list"))["jobs"][0]
+        assert job["state"] == "failed" and job["error"].startswith(
+            "submission failed: creating the batch: HTTP 400"
+        )
+        first = next(iter(api.batches.values()))
+        assert first.cancel_initiated_at is not None  # the part that did go through was cancelled
+        assert (await hub.budget.summary())["reserved_usd"] == 0
+        assert (await error_of(client, "batch_fetch", job_id=job["job_id"])).startswith(
+            f"job {job['job_id']} failed and has no results: submission failed"
+        )
