@@ -48,14 +48,16 @@ async def one(size: int, api: FakeAnthropic, tmp: Path) -> dict[str, Any]:
         for i in range(size):
             f.write(json.dumps({"custom_id": f"q{i}", "prompt": f"Summarise item {i} in one line."}) + "\n")
     (work / "hub.toml").write_text(
-        "[plugins]\nenabled = [\"batch\"]\n"
+        '[plugins]\nenabled = ["batch"]\n'
         "[plugins.batch]\n"
         f'api_key = "{api.api_key}"\nbase_url = "{api.url}"\n'
         f'results_dir = "{work / "results"}"\npacket_roots = ["{work}"]\n'
         "poll_initial_s = 0.05\npoll_factor = 1.0\npoll_jitter = 0\n"
     )
     env = {"PATH": os.environ["PATH"], "HUB_STATE_DIR": str(work / "state"), "HUB_LOG_LEVEL": "warning"}
-    params = StdioServerParameters(command=sys.executable, args=["-m", "hub", "--config", str(work / "hub.toml")], env=env)
+    params = StdioServerParameters(
+        command=sys.executable, args=["-m", "hub", "--config", str(work / "hub.toml")], env=env
+    )
     async with Client(params, mode="legacy") as client:
         pid = hub_pid()
         idle = peak_rss_mib(pid)
@@ -64,7 +66,9 @@ async def one(size: int, api: FakeAnthropic, tmp: Path) -> dict[str, Any]:
         assert not sent.is_error, sent
         submitted = time.perf_counter() - started
         job_id = sent.structured_content["job_id"]
-        fetched = await client.call_tool("batch_fetch", {"job_id": job_id, "wait_s": 600}, read_timeout_seconds=900)
+        fetched = await client.call_tool(
+            "batch_fetch", {"job_id": job_id, "wait_s": 600}, read_timeout_seconds=900
+        )
         assert not fetched.is_error, fetched
         assert fetched.structured_content["request_counts"]["succeeded"] == size, fetched.structured_content
         total = time.perf_counter() - started
