@@ -167,6 +167,7 @@ class ConnectionCache:
         self._tg: anyio.abc.TaskGroup | None = None
         self._exit_stack: contextlib.AsyncExitStack | None = None
         self._closing = False
+        self._literal: set[str] = set()  # servers whose strings are not ${VAR}-expanded
 
     async def __aenter__(self) -> ConnectionCache:
         stack = contextlib.AsyncExitStack()
@@ -235,8 +236,12 @@ class ConnectionCache:
             conn.error = f"server {name!r} closed the connection during a call"
             conn.stop.set()
 
-    def add_server(self, name: str, config: ServerConfig) -> None:
-        """Add a server at run time (batchit's inline servers); the same name and config again is a no-op."""
+    def add_server(self, name: str, config: ServerConfig, *, expand: bool = True) -> None:
+        """Add a server at run time (batchit's inline servers); the same name and config again is a no-op.
+
+        `expand=False` takes its strings literally: ``${VAR}`` in a config that came from a request
+        must never pull the hub's own secrets into a command line or URL.
+        """
         existing = self.servers.get(name)
         if existing is not None:
             if existing != config:
@@ -244,6 +249,8 @@ class ConnectionCache:
             return
         self.servers[name] = config
         self._history[name] = _History()
+        if not expand:
+            self._literal.add(name)
 
     def capabilities(self, name: str) -> Any:
         """The `ServerCapabilities` of `name` if it is running, else None."""
@@ -302,14 +309,17 @@ class ConnectionCache:
             raise ServerUnavailable(conn.error or f"server {name!r} is not available")
         return conn
 
+    def _expand(self, name: str, text: str, where: str) -> str:
+        return text if name in self._literal else expand_vars(text, self.environ, where=where)
+
     def _stdio_params(self, conn: _Connection) -> StdioServerParameters:
-        config, where = conn.config, f"servers.{conn.name}"
+        config, where, name = conn.config, f"servers.{conn.name}", conn.name
         assert config.command is not None
-        env = {k: expand_vars(v, self.environ, where=f"{where}.env.{k}") for k, v in config.env.items()}
-        cwd = expand_vars(config.cwd, self.environ, where=f"{where}.cwd") if config.cwd else None
+        env = {k: self._expand(name, v, f"{where}.env.{k}") for k, v in config.env.items()}
+        cwd = self._expand(name, config.cwd, f"{where}.cwd") if config.cwd else None
         return StdioServerParameters(
-            command=expand_vars(config.command, self.environ, where=f"{where}.command"),
-            args=[expand_vars(a, self.environ, where=f"{where}.args") for a in config.args],
+            command=self._expand(name, config.command, f"{where}.command"),
+            args=[self._expand(name, a, f"{where}.args") for a in config.args],
             env=child_environment(env, self.environ),
             cwd=str(Path(cwd).expanduser()) if cwd else None,
         )
@@ -400,10 +410,9 @@ class ConnectionCache:
 
         where = f"servers.{conn.name}"
         assert conn.config.url is not None
-        url = expand_vars(conn.config.url, self.environ, where=f"{where}.url")
+        url = self._expand(conn.name, conn.config.url, f"{where}.url")
         headers = {
-            k: expand_vars(v, self.environ, where=f"{where}.headers.{k}")
-            for k, v in conn.config.headers.items()
+            k: self._expand(conn.name, v, f"{where}.headers.{k}") for k, v in conn.config.headers.items()
         }
         async with (
             create_mcp_http_client(headers=headers) as http,

@@ -115,12 +115,11 @@ def follow(root: dict[str, Any], path: tuple[str, ...], ref_id: str) -> Any:
                 raise RefError(f"{walked} has no key {step!r} (keys: {keys})")
             value = value[step]
         elif isinstance(value, list):
-            try:
-                value = value[int(step)]
-            except ValueError:
-                raise RefError(f"{walked} is a list; {step!r} is not an index") from None
-            except IndexError:
-                raise RefError(f"{walked} has {len(value)} items; there is no item {step}") from None
+            if not step.isdigit():
+                raise RefError(f"{walked} is a list; {step!r} is not an index (0, 1, ...)")
+            if int(step) >= len(value):
+                raise RefError(f"{walked} has {len(value)} items; there is no item {step}")
+            value = value[int(step)]
         else:
             raise RefError(f"{walked} is {json.dumps(value)}, which has no {step!r}")
         walked += f".{step}"

@@ -34,6 +34,7 @@ Status = Literal["ok", "error", "skipped", "timeout", "cancelled"]
 STATUSES: tuple[Status, ...] = ("ok", "error", "skipped", "timeout", "cancelled")
 PROGRESS_INTERVAL_S = 0.05
 MAX_PROBLEMS = 10
+LIST_TOOLS_TIMEOUT_S = 60.0  # on top of the server's own startup_timeout_s
 
 
 @dataclass
@@ -155,7 +156,7 @@ def inline_server(target: TargetServer, connections: ConnectionCache) -> str:
         raise ToolError(f"targetServer.transport: {exc}") from None
     digest = hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:10]
     name = f"inline-{re.sub(r'[^A-Za-z0-9_-]', '-', target.name)[:40]}-{digest}"
-    connections.add_server(name, config)
+    connections.add_server(name, config, expand=False)  # a request's ${VAR} is text, not a secret
     return name
 
 
@@ -187,28 +188,29 @@ def _servers_for(
 
 
 def _check_graph(steps: list[Step], ids: dict[str, int], problems: list[str]) -> None:
-    """Refuse cycles among references, naming the ids around one."""
-    state: dict[int, int] = {}  # 1 visiting, 2 done
-    stack: list[int] = []
-
-    def visit(i: int) -> bool:
-        state[i] = 1
-        stack.append(i)
-        for j in sorted(steps[i].deps):
-            if state.get(j) == 1:
-                cycle = [*stack[stack.index(j) :], j]
+    """Refuse cycles among references, naming the ids around one (iterative: chains can be long)."""
+    state: dict[int, int] = {}  # 1 on the current path, 2 done
+    for root in range(len(steps)):
+        if state.get(root):
+            continue
+        path: list[int] = [root]
+        pending: list[list[int]] = [sorted(steps[root].deps)]
+        state[root] = 1
+        while path:
+            if not pending[-1]:
+                state[path.pop()] = 2
+                pending.pop()
+                continue
+            nxt = pending[-1].pop()
+            if state.get(nxt) == 1:
+                cycle = [*path[path.index(nxt) :], nxt]
                 names = " -> ".join(steps[k].op.id or f"operations[{k}]" for k in cycle)
-                problems.append(f"operations[{j}]: references form a cycle: {names}")
-                return True
-            if state.get(j) is None and visit(j):
-                return True
-        stack.pop()
-        state[i] = 2
-        return False
-
-    for i in range(len(steps)):
-        if state.get(i) is None and visit(i):
-            return
+                problems.append(f"operations[{nxt}]: references form a cycle: {names}")
+                return
+            if not state.get(nxt):
+                state[nxt] = 1
+                path.append(nxt)
+                pending.append(sorted(steps[nxt].deps))
 
 
 async def plan(
@@ -293,11 +295,16 @@ async def _check_tools(
 
     async def learn(server: str) -> None:
         try:
-            names[server] = await tool_lists.names(server)
+            with anyio.fail_after(LIST_TOOLS_TIMEOUT_S):
+                names[server] = await tool_lists.names(server)
         except ServerUnavailable as exc:
             problems.append(str(exc))
         except MCPError as exc:
             problems.append(f"server {server!r} could not list its tools: {exc.message}")
+        except TimeoutError:
+            problems.append(f"server {server!r} did not list its tools within {LIST_TOOLS_TIMEOUT_S:g} s")
+        except Exception as exc:
+            problems.append(f"server {server!r} could not list its tools: {type(exc).__name__}: {exc}")
 
     async with anyio.create_task_group() as tg:
         for server in servers:
@@ -335,7 +342,6 @@ class BatchRun:
         self.dependents: dict[int, list[int]] = {}
         self.waiting: dict[int, set[int]] = {}
         self.running: dict[int, anyio.CancelScope] = {}
-        self.cancelled_by_error: set[int] = set()
         self.stopped_by: int | None = None
         self.done = 0
         self._last_progress = 0.0
@@ -369,37 +375,38 @@ class BatchRun:
             self._finish(index, outcome)
             await self._progress(step, outcome)
 
-    def _finish(self, index: int, outcome: Outcome) -> None:
-        if self.outcomes[index] is not None:
-            return
-        self.outcomes[index] = outcome
-        self.done += 1
-        step = self.steps[index]
-        if outcome.status == "ok" and outcome.result is not None and step.op.id is not None:
-            self.roots[step.op.id] = result_root(outcome.result)
-        if outcome.status in ("error", "timeout") and self.stopped_by is None:
-            if self.options.stopOnError or self.options.cancelOnError:
-                self.stopped_by = index
-            if self.options.cancelOnError:
-                for other, scope in self.running.items():
-                    if other != index:
-                        self.cancelled_by_error.add(other)
-                        scope.cancel()
-        for dependent in self.dependents.get(index, []):
-            waiting = self.waiting[dependent]
-            waiting.discard(index)
-            if self.outcomes[dependent] is not None:
+    def _finish(self, first: int, first_outcome: Outcome) -> None:
+        """Record an outcome, then queue or skip what depended on it (a worklist: chains can be long)."""
+        work = [(first, first_outcome)]
+        while work:
+            index, outcome = work.pop()
+            if self.outcomes[index] is not None:
                 continue
-            if outcome.status != "ok":
-                name = step.op.id or f"operations[{index}]"
-                self._finish(
-                    dependent,
-                    Outcome(
+            self.outcomes[index] = outcome
+            self.done += 1
+            step = self.steps[index]
+            if outcome.status == "ok" and outcome.result is not None and step.op.id is not None:
+                self.roots[step.op.id] = result_root(outcome.result)
+            if outcome.status in ("error", "timeout") and self.stopped_by is None:
+                if self.options.stopOnError or self.options.cancelOnError:
+                    self.stopped_by = index
+                if self.options.cancelOnError:
+                    for other, scope in self.running.items():
+                        if other != index:
+                            scope.cancel()
+            name = step.op.id or f"operations[{index}]"
+            for dependent in self.dependents.get(index, []):
+                waiting = self.waiting[dependent]
+                waiting.discard(index)
+                if self.outcomes[dependent] is not None:
+                    continue
+                if outcome.status != "ok":
+                    skipped = Outcome(
                         "skipped", error=f"not run: it references {name!r}, which ended {outcome.status}"
-                    ),
-                )
-            elif not waiting:
-                self._send.send_nowait(dependent)
+                    )
+                    work.append((dependent, skipped))
+                elif not waiting:
+                    self._send.send_nowait(dependent)
         if self.done == len(self.steps):
             self._send.close()
 
@@ -432,10 +439,10 @@ class BatchRun:
         result: types.CallToolResult | None = None
         try:
             async with self.connections.session(server) as session:
-                if self.stopped_by is not None and self.options.cancelOnError:
+                if self.stopped_by is not None:  # an operation failed while this one waited for its server
+                    option = "cancelOnError" if self.options.cancelOnError else "stopOnError"
                     return ended(
-                        "cancelled",
-                        error=f"cancelled: operations[{self.stopped_by}] failed and cancelOnError is set",
+                        "skipped", error=f"not run: operations[{self.stopped_by}] failed and {option} is set"
                     )
                 with anyio.CancelScope() as scope:
                     self.running[step.index] = scope
@@ -456,7 +463,7 @@ class BatchRun:
             return ended("error", error=str(exc))
         except Exception as exc:  # one operation never takes the batch down
             return ended("error", error=f"{step.label} {tool}: {type(exc).__name__}: {exc}")
-        if scope.cancelled_caught or step.index in self.cancelled_by_error:
+        if scope.cancelled_caught and result is None:
             return ended(
                 "cancelled",
                 error=f"cancelled: operations[{self.stopped_by}] failed and cancelOnError is set",

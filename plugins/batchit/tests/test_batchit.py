@@ -408,8 +408,17 @@ async def test_inline_servers_are_refused_unless_allowed(tmp_path):
         assert statuses(result) == ["ok"] and result.structured_content["targetServer"] == "mine"
         again = await batch(client, targetServer=target, operations=ops * 2)
         assert statuses(again) == ["ok", "ok"]
+        # A request's ${VAR} stays text: it must not pull the hub's environment into a child or URL.
+        literal = {**target, "transport": {**target["transport"], "env": {"DOWNSTREAM_GREETING": "${HOME}"}}}
+        who = await batch(client, targetServer=literal, operations=[{"tool": "whoami"}])
+        assert (
+            who.structured_content["operations"][0]["result"]["structuredContent"]["env"][
+                "DOWNSTREAM_GREETING"
+            ]
+            == "${HOME}"
+        )
         inline = [n for n in hub.connections.status() if n.startswith("inline-mine-")]
-        assert len(inline) == 1 and hub.connections.status()[inline[0]]["starts"] == 1
+        assert len(inline) == 2 and sorted(hub.connections.status()[n]["starts"] for n in inline) == [1, 1]
         websocket = await batch(
             client,
             targetServer={"name": "ws", "transport": {"type": "websocket", "url": "ws://x"}},
@@ -438,3 +447,15 @@ async def test_concurrent_batches_share_one_session_and_no_child_outlives_the_hu
         assert hub.connections.status()["d"]["starts"] == 1
     alive = {p.pid for p in psutil.Process().children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE}
     assert alive <= before
+
+
+async def test_a_long_chain_of_references_is_planned_and_skipped_after_a_failure(tmp_path):
+    async with hub_with(tmp_path, max_operations=1500) as (_, client):
+        ops = [{"id": "s0", "tool": "fail"}]
+        ops += [
+            {"id": f"s{i}", "tool": "echo", "arguments": {"text": {"$ref": f"s{i - 1}"}}}
+            for i in range(1, 1200)
+        ]
+        result = await batch(client, server="d", operations=ops)
+        assert statuses(result)[:2] == ["error", "skipped"] and statuses(result)[-1] == "skipped"
+        assert result.structured_content["summary"]["skipped"] == 1199
