@@ -189,6 +189,17 @@ class Budget:
             return None
         return Reservation(self, row["id"], row["plugin"], row["purpose"], usd(row["remaining_micros"]))
 
+    async def durable_reservations(self, plugin: str) -> list[Reservation]:
+        """`plugin`'s open durable reservations (to release those whose work is gone)."""
+        rows = await self.store.fetchall(
+            "SELECT id, plugin, purpose, remaining_micros FROM budget_reservations "
+            "WHERE state = 'open' AND owner = ? AND plugin = ? ORDER BY id",
+            (DURABLE_OWNER, plugin),
+        )
+        return [
+            Reservation(self, r["id"], r["plugin"], r["purpose"], usd(r["remaining_micros"])) for r in rows
+        ]
+
     async def _charge(self, reservation: Reservation, amount: int, *, close: bool) -> None:
         if reservation.closed:
             raise RuntimeError(f"reservation {reservation.id} is already closed")
@@ -273,6 +284,9 @@ class PluginBudget:
 
     async def reservation(self, reservation_id: int) -> Reservation | None:
         return await self.budget.reservation(reservation_id)
+
+    async def durable_reservations(self) -> list[Reservation]:
+        return await self.budget.durable_reservations(self.plugin)
 
     async def record(self, amount_usd: float, purpose: str = "") -> None:
         await self.budget.record(self.plugin, amount_usd, purpose)

@@ -77,11 +77,11 @@ MIGRATIONS = [
 ]
 
 
-def final_state(counts: dict[str, int]) -> str:
-    """The honest end state of a job from its request counts."""
-    total = sum(counts.get(k, 0) for k in COUNT_KEYS)
+def final_state(counts: dict[str, int], total: int) -> str:
+    """The honest end state of a job of `total` requests from its result counts (a request with
+    no result at all, say from a batch that was never sent, counts against success too)."""
     succeeded = counts.get("succeeded", 0)
-    if total and succeeded == total:
+    if total and succeeded >= total:
         return "succeeded"
     if succeeded:
         return "partial"
@@ -165,6 +165,12 @@ class Jobs:
 
     async def get(self, job_id: str) -> dict[str, Any] | None:
         row = await self.store.fetchone("SELECT * FROM batch_jobs WHERE id = ?", (job_id,))
+        return None if row is None else _job(row)
+
+    async def find_by_reservation(self, reservation_id: int) -> dict[str, Any] | None:
+        row = await self.store.fetchone(
+            "SELECT * FROM batch_jobs WHERE reservation_id = ?", (reservation_id,)
+        )
         return None if row is None else _job(row)
 
     async def parts(self, job_id: str) -> list[dict[str, Any]]:

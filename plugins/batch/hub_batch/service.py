@@ -91,31 +91,55 @@ class BatchService:
         await self.jobs.setup()
         for job in await self.jobs.find(["submitting"]):
             await self._recover_submission(job)
+        await self._release_orphaned_reservations()
         await self.update_status_line()
 
-    async def _recover_submission(self, job: dict[str, Any]) -> None:
+    async def _release_orphaned_reservations(self) -> None:
+        """A reservation whose job ended or never got recorded (the hub stopped in between) is freed."""
+        for reservation in await self.hub.budget.durable_reservations():
+            job = await self.jobs.find_by_reservation(reservation.id)
+            if job is None or job["state"] in ENDED_STATES:
+                await reservation.commit(job["cost_usd"] if job is not None else 0.0)
+                self.hub.log.info(
+                    "released a reservation left by an interrupted job", reservation=reservation.id
+                )
+
+    async def _recover_submission(self, job: dict[str, Any], why: str = "the hub stopped") -> None:
+        """Settle a job left in 'submitting': all sent goes on; part sent is cancelled (what ran is
+        still fetched and paid for); nothing sent fails."""
+        self._drop_spool(job["id"])
         parts = await self.jobs.parts(job["id"])
-        if parts and all(p["remote_id"] for p in parts):
+        sent = [p for p in parts if p["remote_id"]]
+        if parts and len(sent) == len(parts):
             await self.jobs.update(job["id"], state="in_progress", next_poll_at=0)
             return
-        for part in parts:  # a half-submitted job: do not leave its batches running unpaid-for
-            if part["remote_id"]:
-                with contextlib.suppress(BackendError, ToolError):
-                    await self.backend(job["backend"]).cancel(part["remote_id"])
-        await self._fail(job, "the hub stopped while this job was being submitted; send it again")
-        self.hub.log.warning("a job was interrupted during submission", job=job["id"])
+        if not sent:
+            await self._fail(job, f"{why} while this job was being submitted; nothing was sent")
+            return
+        for part in sent:
+            with contextlib.suppress(BackendError, ToolError):
+                await self.backend(job["backend"]).cancel(part["remote_id"])
+        await self.jobs.update(
+            job["id"],
+            state="canceling",
+            next_poll_at=0,
+            error=f"{why} after {len(sent)} of {len(parts)} batches were sent; those were cancelled",
+        )
+        self._wake.set()
+        self.hub.log.warning("a job was interrupted during submission", job=job["id"], sent=len(sent))
 
     async def _fail(self, job: dict[str, Any], error: str) -> None:
-        await self.jobs.update(job["id"], state="failed", error=error, ended_at=_now_iso())
-        await self._settle(job, 0.0)
+        with anyio.CancelScope(shield=True):  # settled and marked together, or the restart does it
+            await self._settle(job, 0.0)
+            await self.jobs.update(job["id"], state="failed", error=error, ended_at=_now_iso())
 
     async def _settle(self, job: dict[str, Any], cost: float) -> None:
-        """Commit the job's actual cost to the budget and release the rest of its reservation."""
-        reservation = (
-            await self.hub.budget.reservation(job["reservation_id"]) if job.get("reservation_id") else None
-        )
-        if reservation is not None:
-            await reservation.commit(cost)
+        """Commit the job's actual cost and release the rest of its reservation, once: a job whose
+        reservation is already closed was settled before (by a run that stopped right after)."""
+        if job.get("reservation_id"):
+            reservation = await self.hub.budget.reservation(job["reservation_id"])
+            if reservation is not None:
+                await reservation.commit(cost)
         elif cost:
             await self.hub.budget.record(cost, f"batch job {job['id']}")
 
@@ -188,8 +212,9 @@ class BatchService:
                 )
             )
         except BaseException:
-            await self.jobs.delete(job_id)
-            self._drop_spool(job_id)
+            with anyio.CancelScope(shield=True):
+                await self.jobs.delete(job_id)
+                self._drop_spool(job_id)
             raise
         for unknown in sorted(spooled.unknown_models):
             self.hub.log.warning("no price for this model; priced as the most expensive", model=unknown)
@@ -212,20 +237,30 @@ class BatchService:
         assert job is not None
         try:
             await self._submit_parts(job, backend, spooled.parts)
-        except BaseException:
+        except BaseException as exc:
             # Refused, cancelled or worse half-way: settle the job now rather than leave it 'submitting'.
+            refused = isinstance(exc, BackendError)
             with anyio.CancelScope(shield=True):
-                self._drop_spool(job_id)
-                if (await self.jobs.get(job_id) or {}).get("state") == "submitting":
-                    await self._recover_submission(job)
+                await self._recover_submission(
+                    job, "the API refused a batch" if refused else "the call ended"
+                )
                 await self.update_status_line()
-            raise
-        await self.jobs.update(
-            job_id,
-            state="in_progress",
-            counts=add_counts([{"processing": count}]),
-            next_poll_at=time.time() + self._delay(0),
-        )
+            if not refused:
+                raise
+            after = await self.jobs.get(job_id) or {}
+            if after.get("state") == "canceling":
+                raise ToolError(
+                    f"job {job_id} was not submitted in full: {exc}. {after['error']}; the job ends when they "
+                    "have, and what ran is fetched and paid for"
+                ) from None
+            raise ToolError(f"job {job_id} was not submitted: {exc}") from None
+        with anyio.CancelScope(shield=True):
+            await self.jobs.update(
+                job_id,
+                state="in_progress",
+                counts=add_counts([{"processing": count}]),
+                next_poll_at=time.time() + self._delay(0),
+            )
         self._wake.set()
         await self.update_status_line()
         self.hub.log.info("batch job submitted", job=job_id, requests=count, batches=len(spooled.parts))
@@ -247,15 +282,7 @@ class BatchService:
         for index, part in enumerate(parts):
             await self.jobs.add_part(job_id, index, part.count, part.size)
         for index, part in enumerate(parts):
-            try:
-                remote = await backend.create(part.path, part.size)
-            except BackendError as exc:
-                for earlier in await self.jobs.parts(job_id):
-                    if earlier["remote_id"]:
-                        with contextlib.suppress(BackendError):
-                            await backend.cancel(earlier["remote_id"])
-                await self._fail(job, f"submission failed: {exc}")
-                raise ToolError(f"job {job_id} was not submitted: {exc}") from None
+            remote = await backend.create(part.path, part.size)
             await self.jobs.update_part(
                 job_id,
                 index,
@@ -303,7 +330,7 @@ class BatchService:
                         ended_at=remote.ended_at,
                     )
                 counts = add_counts(p["counts"] for p in parts)
-                if all(p["processing_status"] == "ended" for p in parts):
+                if all(p["processing_status"] == "ended" or not p["remote_id"] for p in parts):
                     await self.jobs.update(job_id, counts=counts)
                     return await self._download(job, parts)
                 attempts = job["poll_attempts"] + 1
@@ -349,20 +376,21 @@ class BatchService:
             writer.discard()
             raise
         counts = writer.tally.counts
-        state = final_state(counts)
+        state = final_state(counts, job["request_count"])
         writer.finish(state)
         cost = round(writer.tally.cost_usd, 6)
-        if settle:
-            await self._settle(job, cost)
-        await self.jobs.update(
-            job["id"],
-            state=state,
-            counts=counts,
-            cost_usd=cost,
-            ended_at=job.get("ended_at") or _now_iso(),
-            fetched_at=_now_iso(),
-            poll_error=None,
-        )
+        with anyio.CancelScope(shield=True):  # a cancelled caller must not leave it half-settled
+            if settle:
+                await self._settle(job, cost)
+            await self.jobs.update(
+                job["id"],
+                state=state,
+                counts=counts,
+                cost_usd=cost,
+                ended_at=job.get("ended_at") or _now_iso(),
+                fetched_at=_now_iso(),
+                poll_error=None,
+            )
         await self.update_status_line()
         self.hub.log.info("batch job ended", job=job["id"], state=state, cost_usd=cost)
         refreshed = await self.jobs.get(job["id"])
@@ -370,24 +398,36 @@ class BatchService:
         return refreshed
 
     async def poll_loop(self) -> None:
-        """Poll open jobs when they are due; sleep while there is nothing to do."""
+        """Poll open jobs when they are due; sleep while there is nothing to do. Never ends on an
+        error: it logs it and tries again later."""
+        failures = 0
         while True:
-            self._wake = anyio.Event()
-            open_jobs = await self.jobs.find(["in_progress", "canceling"])
-            now = time.time()
-            for job in open_jobs:
-                if job["next_poll_at"] <= now:
-                    try:
-                        await self.poll_job(job["id"])
-                    except Exception:  # never let one job stop the loop
-                        self.hub.log.exception("polling a job raised", job=job["id"])
-                        await self.jobs.update(
-                            job["id"], next_poll_at=time.time() + self._delay(job["poll_attempts"] + 1)
-                        )
-            open_jobs = await self.jobs.find(["in_progress", "canceling"])
-            wait = min((j["next_poll_at"] for j in open_jobs), default=now + MAX_IDLE_WAIT_S) - time.time()
-            with anyio.move_on_after(max(0.0, min(wait, MAX_IDLE_WAIT_S))):
-                await self._wake.wait()
+            try:
+                await self._poll_pass()
+                failures = 0
+            except Exception:
+                failures += 1
+                self.hub.log.exception("the batch poller failed; trying again", failures=failures)
+                await anyio.sleep(self._delay(failures))
+
+    async def _poll_pass(self) -> None:
+        """Poll the due jobs once, then wait until the next is due or a job is sent."""
+        self._wake = anyio.Event()
+        open_jobs = await self.jobs.find(["in_progress", "canceling"])
+        now = time.time()
+        for job in open_jobs:
+            if job["next_poll_at"] <= now:
+                try:
+                    await self.poll_job(job["id"])
+                except Exception:  # never let one job stop the loop
+                    self.hub.log.exception("polling a job raised", job=job["id"])
+                    await self.jobs.update(
+                        job["id"], next_poll_at=time.time() + self._delay(job["poll_attempts"] + 1)
+                    )
+        open_jobs = await self.jobs.find(["in_progress", "canceling"])
+        wait = min((j["next_poll_at"] for j in open_jobs), default=now + MAX_IDLE_WAIT_S) - time.time()
+        with anyio.move_on_after(max(0.0, min(wait, MAX_IDLE_WAIT_S))):
+            await self._wake.wait()
 
     async def poll_once(self) -> dict[str, Any]:
         completed, still_open, errors = [], [], {}
@@ -466,6 +506,8 @@ class BatchService:
 
     async def fetch(self, job_id: str, force: bool, wait_s: float, call: ToolCall) -> dict[str, Any]:
         job = await self.job_or_error(job_id)
+        if job["state"] == "submitting":
+            raise ToolError(f"job {job_id} is still being submitted; try again in a moment")
         deadline = time.monotonic() + wait_s
         while job["state"] in ("in_progress", "canceling"):
             job = await self.poll_job(job_id)
@@ -488,9 +530,12 @@ class BatchService:
         if job["state"] == "failed" and not job["fetched_at"]:
             raise ToolError(f"job {job_id} failed and has no results: {job['error']}")
         path = Path(job["result_path"])
-        if force or not path.exists():
-            async with self._lock(job_id):
-                job = await self._download(job, await self.jobs.parts(job_id), settle=False)
+        async with self._lock(job_id):
+            if force or not path.exists():
+                try:
+                    job = await self._download(job, await self.jobs.parts(job_id), settle=False)
+                except BackendError as exc:
+                    raise ToolError(f"job {job_id}: {exc}") from None
         limit = self.settings.fetch_limit_chars
         with path.open(encoding="utf-8") as f:
             text = f.read(limit + 1)
@@ -524,10 +569,17 @@ class BatchService:
 
     async def cancel(self, job_id: str) -> dict[str, Any]:
         job = await self.job_or_error(job_id)
+        if job["state"] == "submitting":
+            raise ToolError(f"job {job_id} is still being submitted; try again in a moment")
         if job["state"] not in ("in_progress", "canceling"):
             raise ToolError(f"job {job_id} has already ended ({job['state']}); there is nothing to cancel")
         backend = self.backend(job["backend"])
         async with self._lock(job_id):
+            job = await self.job_or_error(job_id)  # the poller may have ended it meanwhile
+            if job["state"] not in ("in_progress", "canceling"):
+                raise ToolError(
+                    f"job {job_id} has already ended ({job['state']}); there is nothing to cancel"
+                )
             for part in await self.jobs.parts(job_id):
                 if part["remote_id"] and part["processing_status"] != "ended":
                     try:

@@ -365,14 +365,37 @@ async def test_a_refused_submission_fails_the_job_and_frees_its_reservation(tmp_
 
         api._create = second_refused  # type: ignore[method-assign]
         text = await error_of(client, "send_to_batch", requests=[{"prompt": "a"}, {"prompt": "b"}])
-        assert "was not submitted: creating the batch: HTTP 400" in text and "no thanks" in text
-        job = (await call(client, "batch_list"))["jobs"][0]
-        assert job["state"] == "failed" and job["error"].startswith(
-            "submission failed: creating the batch: HTTP 400"
-        )
+        assert "was not submitted in full: creating the batch: HTTP 400: " in text and "no thanks" in text
+        assert "the API refused a batch after 1 of 2 batches were sent; those were cancelled" in text
         first = next(iter(api.batches.values()))
         assert first.cancel_initiated_at is not None  # the part that did go through was cancelled
+        job = (await call(client, "batch_list"))["jobs"][0]
+        status = await wait_state(client, job["job_id"], "canceled")  # fetched and settled like any job
+        assert status["request_counts"]["canceled"] == 1 and status["cost_usd"] == 0
+        assert (await hub.budget.summary())["reserved_usd"] == 0
+
+        api._create = original  # type: ignore[method-assign]
+        api.fail_next(400)
+        text = await error_of(client, "send_to_batch", packet_text="refused outright")
+        assert text.startswith("job job_") and "was not submitted: creating the batch: HTTP 400" in text
+        job = (await call(client, "batch_list", state="failed"))["jobs"][0]
+        assert job["error"] == "the API refused a batch while this job was being submitted; nothing was sent"
         assert (await hub.budget.summary())["reserved_usd"] == 0
         assert (await error_of(client, "batch_fetch", job_id=job["job_id"])).startswith(
-            f"job {job['job_id']} failed and has no results: submission failed"
+            f"job {job['job_id']} failed and has no results: the API refused a batch"
         )
+
+
+async def test_a_job_is_paid_for_once_and_orphaned_reservations_are_freed(tmp_path, api):
+    async with hub_for(tmp_path, api) as (hub, client):
+        sent = await call(client, "send_to_batch", packet_text="pay once")
+        await call(client, "batch_fetch", job_id=sent["job_id"], wait_s=20)
+        spent = (await hub.budget.summary())["spent_usd"]
+        # A second download (as after a kill between settling and recording the end) charges nothing more.
+        await call(client, "batch_fetch", job_id=sent["job_id"], force=True)
+        assert (await hub.budget.summary())["spent_usd"] == spent
+        # A reservation whose job was never recorded (the hub stopped right after reserving).
+        await hub.budget.reserve("batch", 1.0, "batch job job_lost", durable=True)
+    async with hub_for(tmp_path, api) as (hub, _):
+        summary = await hub.budget.summary()
+        assert summary["reserved_usd"] == 0 and summary["spent_usd"] == spent

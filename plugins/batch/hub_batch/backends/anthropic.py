@@ -8,7 +8,7 @@ call relies on the SDK's own retries (429, 5xx and network errors, with backoff)
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,9 @@ from . import BackendError, RemoteBatch
 
 CHUNK = 1 << 20
 CREATE_ATTEMPTS = 4
+# Creating a batch is not idempotent: retry only answers that say it was not processed. After a
+# timeout or a 500 the batch may exist, and a second one would run (and be billed) unseen.
+CREATE_RETRY_STATUSES = (429, 503, 529)
 
 
 def _remote(batch: MessageBatch) -> RemoteBatch:
@@ -55,26 +58,35 @@ class AnthropicBackend:
         self.client = anthropic.AsyncAnthropic(api_key=api_key, base_url=base_url, max_retries=max_retries)
 
     async def create(self, body: Path, size: int) -> RemoteBatch:
-        async def stream() -> AsyncIterator[bytes]:
+        async def stream() -> AsyncGenerator[bytes, None]:
             async with await anyio.open_file(body, "rb") as f:
                 while chunk := await f.read(CHUNK):
                     yield chunk
 
         client = self.client.with_options(max_retries=0)  # a consumed stream cannot be resent
         for attempt in range(CREATE_ATTEMPTS):
+            body_stream = stream()
             try:
                 batch = await client.post(
                     "/v1/messages/batches",
                     cast_to=MessageBatch,
-                    content=stream(),
+                    content=body_stream,
                     options={"headers": {"Content-Type": "application/json", "Content-Length": str(size)}},
                 )
                 return _remote(batch)
             except Exception as exc:
                 error = _error(exc, "creating the batch")
-                if not error.retryable or attempt == CREATE_ATTEMPTS - 1:
+                if error.status not in CREATE_RETRY_STATUSES or attempt == CREATE_ATTEMPTS - 1:
+                    if error.status is None or error.status >= 500:
+                        error = BackendError(
+                            f"{error}; the API may have created the batch anyway (check the Anthropic console)",
+                            retryable=False,
+                            status=error.status,
+                        )
                     raise error from None
                 await anyio.sleep(min(8.0, 0.5 * 2**attempt))
+            finally:
+                await body_stream.aclose()  # closes the spool file whatever happened
         raise AssertionError("unreachable")
 
     async def retrieve(self, batch_id: str) -> RemoteBatch:
