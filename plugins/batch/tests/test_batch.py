@@ -399,3 +399,12 @@ async def test_a_job_is_paid_for_once_and_orphaned_reservations_are_freed(tmp_pa
     async with hub_for(tmp_path, api) as (hub, _):
         summary = await hub.budget.summary()
         assert summary["reserved_usd"] == 0 and summary["spent_usd"] == spent
+
+
+async def test_anthropic_base_url_and_api_key_come_from_the_environment(tmp_path, api, monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", api.url)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", api.api_key)
+    config = config_for(tmp_path, api, base_url=None, api_key="${ANTHROPIC_API_KEY:-}")
+    async with running_hub(config, plugins={"batch": hub_batch}) as (_, client):
+        sent = await call(client, "send_to_batch", packet_text="from the environment")
+        assert (await call(client, "batch_fetch", job_id=sent["job_id"], wait_s=20))["state"] == "succeeded"
