@@ -103,7 +103,7 @@ def test_unknown_plugin_name(tmp_path, thirdparty_path):
     out = run_hub("--plugins", "hello,nope", env=hub_env(tmp_path, thirdparty_path), cwd=tmp_path)
     assert out.returncode == 2
     assert (
-        "unknown plugin 'nope' (installed: batch, batchit, failstart, hello, misspelt, proxy, unimportable)"
+        "unknown plugin 'nope' (installed: batch, batchit, failstart, hello, misspelt, pool, proxy, unimportable)"
         in out.stderr
     )
 

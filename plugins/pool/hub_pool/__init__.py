@@ -1,0 +1,415 @@
+"""pool: a pool of Claude Code CLI slots for parallel and chained tasks.
+
+Each task runs `claude -p --output-format stream-json --verbose` in a slot, with the prompt on
+stdin, the pool's system prompt plus the shared context appended, and `--max-budget-usd` set to
+the budget the task reserved. Tools and resources keep the original slot pool's names.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import anyio
+from pydantic import BaseModel, ConfigDict, Field
+
+from hub import Prompt, PromptArgument, Resource, ResourceTemplate, Tool, ToolCall, hookimpl
+from hub.errors import ToolError
+from hub.host import PluginContext
+
+from .pool import Pool, TaskSpec
+from .skills import load_skills
+
+__all__ = ["Settings"]
+
+Effort = Literal["min", "low", "medium", "high", "max"]
+PermissionMode = Literal["default", "acceptEdits", "bypassPermissions", "plan", "auto"]
+
+
+class SkillTable(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    description: str = ""
+    prompt: str = Field(min_length=1, description="The template, with {argument} placeholders.")
+    arguments: list[dict[str, Any] | str] = Field(default_factory=list)
+
+
+class Settings(BaseModel):
+    """`[plugins.pool]`."""
+
+    model_config = ConfigDict(extra="forbid")
+    slots: int = Field(default=2, ge=0)
+    min_slots: int = Field(default=1, ge=0)
+    max_slots: int = Field(default=16, ge=1)
+    model: str | None = Field(
+        default=None, description="Default --model (e.g. sonnet, opus); None: the CLI's."
+    )
+    effort: Effort | None = None
+    system_prompt: str = Field(
+        default="", description="Appended to Claude Code's system prompt, before shared context."
+    )
+    permission_mode: PermissionMode = "plan"
+    worktree: bool = Field(
+        default=False, description="Each slot works in its own git worktree (branch hub-pool/<slot>)."
+    )
+    builtins: bool = Field(default=True, description="Offer the built-in skills.")
+    task_timeout_s: float = Field(default=1800.0, gt=0)
+    max_budget_per_task_usd: float = Field(
+        default=1.0, gt=0, description="Reserved per task and passed as --max-budget-usd."
+    )
+    claude_command: str = Field(
+        default="claude", description="The CLI to run (a path, or a command on PATH)."
+    )
+    cwd: str | None = Field(
+        default=None, description="Where tasks run (default: the hub's working directory)."
+    )
+    busy_grace_s: float = Field(default=30.0, ge=0, description="How long scale-down waits for a busy slot.")
+    skills_dir: str | None = Field(
+        default=None, description="A folder of SKILL.md files with YAML front matter."
+    )
+    skills: dict[str, SkillTable] = Field(default_factory=dict)
+
+
+class _Args(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Overrides(_Args):
+    model: str | None = None
+    effort: Effort | None = None
+    timeout_s: float | None = Field(default=None, gt=0)
+    max_budget_usd: float | None = Field(default=None, gt=0)
+
+
+class RunArgs(Overrides):
+    prompt: str = Field(min_length=1)
+    session_id: str | None = Field(
+        default=None, description="Continue this earlier session (default: a fresh one)."
+    )
+
+
+class TaskArgs(_Args):
+    task_id: str = Field(min_length=1)
+
+
+class FanOutArgs(Overrides):
+    prompts: list[str] = Field(min_length=1, max_length=1000)
+
+
+class ChainStep(_Args):
+    name: str | None = None
+    prompt: str | None = Field(default=None, description="May use {previous_output}.")
+    skill: str | None = None
+    arguments: dict[str, Any] | None = None
+    model: str | None = None
+    effort: Effort | None = None
+    timeout_s: float | None = Field(default=None, gt=0)
+    max_budget_usd: float | None = Field(default=None, gt=0)
+    failure_policy: Literal["abort", "skip", "retry"] | None = None
+    retries: int = Field(default=2, ge=0, le=10, description="Extra attempts with failure_policy retry.")
+
+
+class ChainArgs(_Args):
+    steps: list[ChainStep] = Field(min_length=1, max_length=100)
+    failure_policy: Literal["abort", "skip", "retry"] = "abort"
+
+
+class ChainIdArgs(_Args):
+    chain_id: str = Field(min_length=1)
+
+
+class DrainArgs(_Args):
+    timeout_s: float = Field(default=60.0, ge=0, le=3600, description="How long running tasks may finish.")
+
+
+class CountArgs(_Args):
+    count: int = Field(ge=1)
+
+
+class TargetArgs(_Args):
+    target: int = Field(ge=0)
+
+
+class SkillRunArgs(Overrides):
+    skill: str = Field(min_length=1)
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class NoArgs(_Args):
+    pass
+
+
+def _pool(hub: PluginContext) -> Pool:
+    pool = hub.state.get("pool")
+    assert isinstance(pool, Pool), "hub_startup did not run"
+    return pool
+
+
+def _spec(prompt: str, args: Overrides, session: str | None = None) -> TaskSpec:
+    return TaskSpec(prompt, args.model, args.effort, args.timeout_s, args.max_budget_usd, session)
+
+
+def _progress(call: ToolCall) -> Any:
+    count = 0
+
+    async def listener(message: dict[str, Any]) -> None:
+        nonlocal count
+        if message.get("type") != "assistant":
+            return
+        count += 1
+        texts = [
+            b.get("text", "")
+            for b in (message.get("message") or {}).get("content") or []
+            if b.get("type") == "text"
+        ]
+        tools = [
+            b.get("name", "")
+            for b in (message.get("message") or {}).get("content") or []
+            if b.get("type") == "tool_use"
+        ]
+        note = (" ".join(texts).strip()[:120]) or (f"using {', '.join(tools)}" if tools else "working")
+        await call.report_progress(count, None, note)
+
+    return listener
+
+
+@hookimpl
+def hub_config_model() -> type[BaseModel]:
+    return Settings
+
+
+@hookimpl
+def hub_startup(hub: PluginContext) -> Any:
+    async def start() -> None:
+        settings = hub.config
+        assert isinstance(settings, Settings)
+        if not settings.min_slots <= settings.slots <= settings.max_slots:
+            raise ValueError(
+                f"[plugins.pool] slots = {settings.slots} is outside min_slots..max_slots ({settings.min_slots}..{settings.max_slots})"
+            )
+        folder = Path(settings.skills_dir).expanduser() if settings.skills_dir else None
+        skills, problems = load_skills(
+            settings.builtins, {k: v.model_dump() for k, v in settings.skills.items()}, folder
+        )
+        for problem in problems:
+            hub.log.warning("skill not loaded", problem=problem)
+        pool = hub.state["pool"] = Pool(hub, settings, skills)
+        await pool.start()
+
+    return start
+
+
+@hookimpl
+def hub_shutdown(hub: PluginContext) -> Any:
+    async def stop() -> None:
+        pool = hub.state.get("pool")
+        if isinstance(pool, Pool):
+            await pool.stop()
+
+    return stop
+
+
+@hookimpl
+def hub_register_tools(register: Any, hub: PluginContext) -> None:
+    pool = _pool(hub)
+
+    async def pool_run(args: RunArgs, call: ToolCall) -> dict[str, Any]:
+        return await pool.run(_spec(args.prompt, args, args.session_id), _progress(call))
+
+    async def pool_submit(args: RunArgs, call: ToolCall) -> dict[str, Any]:
+        task_id = await pool.submit(_spec(args.prompt, args, args.session_id))
+        return {"task_id": task_id, "status": "queued"}
+
+    async def pool_result(args: TaskArgs, call: ToolCall) -> dict[str, Any]:
+        return await pool.result(args.task_id)
+
+    async def pool_cancel(args: TaskArgs, call: ToolCall) -> dict[str, Any]:
+        return await pool.cancel(args.task_id)
+
+    async def pool_fan_out(args: FanOutArgs, call: ToolCall) -> dict[str, Any]:
+        results: list[dict[str, Any]] = [{} for _ in args.prompts]
+        done = 0
+
+        async def one(i: int, prompt: str) -> None:
+            nonlocal done
+            try:
+                task_id = await pool.submit(_spec(prompt, args))
+            except ToolError as exc:  # refused (budget, draining): reported in its place
+                results[i] = {
+                    "task_id": None,
+                    "status": "refused",
+                    "error": str(exc),
+                    "output": "",
+                    "spend_usd": 0.0,
+                    "tokens_used": {"input": 0, "output": 0},
+                }
+            else:
+                results[i] = await pool.wait(task_id)
+            done += 1
+            await call.report_progress(done, len(results), f"{done}/{len(results)} done")
+
+        async with anyio.create_task_group() as tg:
+            for i, prompt in enumerate(args.prompts):
+                tg.start_soon(one, i, prompt)
+        ok = sum(1 for r in results if r["status"] == "completed")
+        return {
+            "results": results,
+            "completed": ok,
+            "failed": len(results) - ok,
+            "spend_usd": round(sum(r["spend_usd"] for r in results), 6),
+        }
+
+    async def pool_chain(args: ChainArgs, call: ToolCall) -> dict[str, Any]:
+        steps = [s.model_dump(exclude_none=True) for s in args.steps]
+        pool.check_steps(steps)
+        chain_id = await pool.create_chain(steps, args.failure_policy)
+        return await pool.run_chain(chain_id, _progress(call))
+
+    async def pool_submit_chain(args: ChainArgs, call: ToolCall) -> dict[str, Any]:
+        steps = [s.model_dump(exclude_none=True) for s in args.steps]
+        pool.check_steps(steps)
+        chain_id = await pool.create_chain(steps, args.failure_policy)
+        hub.start_soon(pool.run_chain, chain_id, name=f"chain {chain_id}")
+        return {"chain_id": chain_id, "status": "running", "total_steps": len(steps)}
+
+    async def pool_chain_result(args: ChainIdArgs, call: ToolCall) -> dict[str, Any]:
+        return await pool.chain_result(args.chain_id)
+
+    async def pool_status(args: NoArgs, call: ToolCall) -> dict[str, Any]:
+        return await pool.status()
+
+    async def pool_drain(args: DrainArgs, call: ToolCall) -> dict[str, Any]:
+        return await pool.drain(args.timeout_s)
+
+    async def pool_scale_up(args: CountArgs, call: ToolCall) -> dict[str, Any]:
+        return await pool.scale_up(args.count)
+
+    async def pool_scale_down(args: CountArgs, call: ToolCall) -> dict[str, Any]:
+        return await pool.scale_down(args.count)
+
+    async def pool_set_target_slots(args: TargetArgs, call: ToolCall) -> dict[str, Any]:
+        return await pool.set_target(args.target)
+
+    async def pool_skill_run(args: SkillRunArgs, call: ToolCall) -> dict[str, Any]:
+        skill = pool.skills.get(args.skill)
+        if skill is None:
+            raise ToolError(
+                f"unknown skill {args.skill!r} (skills: {', '.join(sorted(pool.skills)) or 'none'})"
+            )
+        result = await pool.run(_spec(skill.render(args.arguments), args), _progress(call))
+        result["skill"] = args.skill
+        return result
+
+    tools: list[tuple[str, Any, str, type[BaseModel]]] = [
+        (
+            "pool_run",
+            pool_run,
+            "Run a task on a slot (claude -p) and wait for it: output, spend_usd, tokens_used.",
+            RunArgs,
+        ),
+        ("pool_submit", pool_submit, "Queue a task and return its task_id at once.", RunArgs),
+        ("pool_result", pool_result, "A task's status and, once done, its output and spend.", TaskArgs),
+        ("pool_cancel", pool_cancel, "Cancel a queued or running task (its process is killed).", TaskArgs),
+        (
+            "pool_fan_out",
+            pool_fan_out,
+            "Run many prompts in parallel; one result per prompt, in order, failures included.",
+            FanOutArgs,
+        ),
+        (
+            "pool_chain",
+            pool_chain,
+            "Run steps in order ({previous_output} feeds the next); failure_policy abort|skip|retry.",
+            ChainArgs,
+        ),
+        ("pool_submit_chain", pool_submit_chain, "Start a chain and return its chain_id at once.", ChainArgs),
+        (
+            "pool_chain_result",
+            pool_chain_result,
+            "A chain's progress: every step's status and output so far.",
+            ChainIdArgs,
+        ),
+        (
+            "pool_status",
+            pool_status,
+            "Slots (idle, busy), queued and running tasks, spend and budget.",
+            NoArgs,
+        ),
+        (
+            "pool_drain",
+            pool_drain,
+            "Cancel queued tasks, let running ones finish up to timeout_s, then cancel them.",
+            DrainArgs,
+        ),
+        ("pool_scale_up", pool_scale_up, "Add slots (up to max_slots).", CountArgs),
+        (
+            "pool_scale_down",
+            pool_scale_down,
+            "Remove slots, idle ones first; a busy slot gets busy_grace_s.",
+            CountArgs,
+        ),
+        ("pool_set_target_slots", pool_set_target_slots, "Scale to exactly `target` slots.", TargetArgs),
+        (
+            "pool_skill_run",
+            pool_skill_run,
+            "Run a skill (code_review, write_tests, summarize, refactor, or yours) with arguments.",
+            SkillRunArgs,
+        ),
+    ]
+    for name, handler, description, model in tools:
+        register(Tool(name, handler, description, model))
+
+
+@hookimpl
+def hub_register_resources(register: Any, hub: PluginContext) -> None:
+    pool = _pool(hub)
+
+    async def status() -> dict[str, Any]:
+        return await pool.status()
+
+    async def slots() -> list[dict[str, Any]]:
+        return [s.describe() for s in pool.slots]
+
+    async def slot(params: dict[str, str]) -> dict[str, Any]:
+        return pool.slot(params["id"])
+
+    async def budget() -> dict[str, Any]:
+        summary = await hub.budget.summary()
+        status = await pool.status()
+        return {
+            **summary,
+            "pool_spend_usd": status["spend_usd"],
+            "max_budget_per_task_usd": pool.settings.max_budget_per_task_usd,
+        }
+
+    async def result(params: dict[str, str]) -> dict[str, Any]:
+        return await pool.result(params["task_id"])
+
+    async def chain(params: dict[str, str]) -> dict[str, Any]:
+        return await pool.chain_result(params["chain_id"])
+
+    register(Resource("pool://status", "status", status, "Slots, queue, running tasks, spend and budget."))
+    register(Resource("pool://slots", "slots", slots, "Every slot."))
+    register(ResourceTemplate("pool://slots/{id}", "slot", slot, "One slot."))
+    register(Resource("pool://budget", "budget", budget, "The shared budget and what the pool spent."))
+    register(Resource("pool://context", "context", hub.context.all, "The shared context the slots see."))
+    register(ResourceTemplate("pool://results/{task_id}", "result", result, "One task's result."))
+    register(
+        ResourceTemplate("pool://chains/{chain_id}", "chain", chain, "One chain's progress and results.")
+    )
+
+
+@hookimpl
+def hub_register_prompts(register: Any, hub: PluginContext) -> None:
+    for skill in _pool(hub).skills.values():
+
+        async def render(arguments: dict[str, str], skill: Any = skill) -> str:
+            return str(skill.render(arguments))
+
+        register(
+            Prompt(
+                skill.name,
+                render,
+                skill.description,
+                [PromptArgument(a.name, a.description, a.required) for a in skill.arguments],
+            )
+        )

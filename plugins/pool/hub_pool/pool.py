@@ -1,0 +1,762 @@
+"""The slot pool: slots, a FIFO queue, tasks that run the Claude Code CLI, chains, scaling, drain.
+
+Every task and chain is written to the store at each change, so `pool_result` and
+`pool_chain_result` read the truth while work runs and after a restart (when what was running
+or queued is marked `interrupted`, never re-run behind the caller's back).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from hub.budget import Reservation
+from hub.errors import BudgetExceeded, ToolError
+
+from .runner import Invocation, Outcome, run_claude
+from .skills import Skill
+from .worktrees import Worktrees
+
+if TYPE_CHECKING:
+    from hub.host import PluginContext
+
+    from . import Settings
+
+OPEN = ("queued", "running")
+MIGRATIONS = [
+    """
+    CREATE TABLE pool_tasks (
+        id TEXT PRIMARY KEY,
+        chain_id TEXT,
+        step_index INTEGER,
+        attempt INTEGER NOT NULL DEFAULT 1,
+        prompt TEXT NOT NULL,
+        model TEXT,
+        effort TEXT,
+        resume_session TEXT,
+        status TEXT NOT NULL,
+        slot TEXT,
+        output TEXT,
+        error TEXT,
+        subtype TEXT,
+        spend_usd REAL NOT NULL DEFAULT 0,
+        input_tokens INTEGER NOT NULL DEFAULT 0,
+        output_tokens INTEGER NOT NULL DEFAULT 0,
+        session_id TEXT,
+        duration_ms INTEGER,
+        created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+        started_at TEXT,
+        ended_at TEXT
+    );
+    CREATE INDEX pool_tasks_status ON pool_tasks (status);
+    CREATE TABLE pool_chains (
+        id TEXT PRIMARY KEY,
+        status TEXT NOT NULL,
+        failure_policy TEXT NOT NULL,
+        steps_json TEXT NOT NULL,
+        results_json TEXT NOT NULL,
+        final_output TEXT,
+        total_spend REAL NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+        ended_at TEXT
+    );
+    """,
+]
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(6)}"
+
+
+@dataclass
+class TaskSpec:
+    prompt: str
+    model: str | None = None
+    effort: str | None = None
+    timeout_s: float | None = None
+    max_budget_usd: float | None = None
+    resume_session: str | None = None
+    chain_id: str | None = None
+    step_index: int | None = None
+    attempt: int = 1
+
+
+@dataclass
+class Slot:
+    id: str
+    state: str = "idle"  # idle | busy | removing
+    task_id: str | None = None
+    cwd: Path | None = None
+    completed_tasks: int = 0
+    freed: anyio.Event = field(default_factory=anyio.Event)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "status": self.state,
+            "task_id": self.task_id,
+            "active_tasks": 1 if self.task_id else 0,
+            "completed_tasks": self.completed_tasks,
+            "worktree": str(self.cwd) if self.cwd else None,
+        }
+
+
+@dataclass
+class Live:
+    """A task this hub run knows in memory: its spec, reservation, and how to stop it."""
+
+    spec: TaskSpec
+    reservation: Reservation
+    done: anyio.Event = field(default_factory=anyio.Event)
+    scope: anyio.CancelScope | None = None
+    cancel_reason: str | None = None
+    cancel_status: str = "cancelled"
+    listeners: list[Callable[[dict[str, Any]], Awaitable[None]]] = field(default_factory=list)
+
+
+class Pool:
+    def __init__(self, hub: PluginContext, settings: Settings, skills: dict[str, Skill]) -> None:
+        self.hub = hub
+        self.settings = settings
+        self.skills = skills
+        self.command = (
+            settings.claude_command.split() if " " in settings.claude_command else [settings.claude_command]
+        )
+        self.cwd = Path(settings.cwd).expanduser().resolve() if settings.cwd else Path.cwd()
+        self.slots: list[Slot] = []
+        self.queue: deque[str] = deque()
+        self.live: dict[str, Live] = {}
+        self.accepting = True
+        self.worktrees: Worktrees | None = None
+        self._slot_counter = 0
+        self._wake = anyio.Event()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        store = self.hub.store
+        await store.migrate("pool", MIGRATIONS)
+        interrupted = await store.run(
+            lambda conn: (
+                conn.execute(
+                    "UPDATE pool_tasks SET status = 'interrupted', ended_at = ?, error = CASE status "
+                    "WHEN 'running' THEN 'the hub stopped while this task was running' "
+                    "ELSE 'the hub stopped before this task ran' END WHERE status IN ('queued', 'running')",
+                    (_now(),),
+                ).rowcount,
+                conn.execute(
+                    "UPDATE pool_chains SET status = 'interrupted', ended_at = ? WHERE status = 'running'",
+                    (_now(),),
+                ).rowcount,
+            )
+        )
+        if any(interrupted):
+            self.hub.log.warning(
+                "work left unfinished by an earlier run is marked interrupted",
+                tasks=interrupted[0],
+                chains=interrupted[1],
+            )
+        if self.settings.worktree:
+            self.worktrees = await Worktrees.for_directory(self.cwd, self.hub.settings.state_dir)
+            stale = await self.worktrees.clean_stale()
+            if stale:
+                self.hub.log.info("removed worktrees left by an earlier run", slots=stale)
+        await self._add_slots(self.settings.slots)
+        self.hub.start_soon(self._dispatch, name="dispatch")
+
+    async def stop(self) -> None:
+        self.accepting = False
+        for task_id in list(self.queue):
+            await self._cancel_queued(task_id, "the hub stopped before this task ran", status="interrupted")
+        for live in list(self.live.values()):
+            if live.scope is not None:
+                live.cancel_reason = live.cancel_reason or "the hub stopped while this task was running"
+                live.cancel_status = "interrupted"
+                live.scope.cancel()
+        with anyio.move_on_after(10, shield=True):
+            for live in list(self.live.values()):
+                await live.done.wait()
+        if self.worktrees is not None:
+            with anyio.CancelScope(shield=True):
+                for slot in self.slots:
+                    with contextlib.suppress(Exception):
+                        await self.worktrees.remove(slot.id)
+
+    # -- slots ---------------------------------------------------------------------------------
+
+    async def _add_slots(self, count: int) -> list[str]:
+        added = []
+        for _ in range(count):
+            slot = Slot(f"slot-{self._slot_counter}")
+            self._slot_counter += 1
+            if self.worktrees is not None:
+                slot.cwd = await self.worktrees.create(slot.id)
+            self.slots.append(slot)
+            added.append(slot.id)
+        self._wake.set()
+        return added
+
+    async def _remove_slot(self, slot: Slot) -> None:
+        self.slots.remove(slot)
+        if self.worktrees is not None:
+            await self.worktrees.remove(slot.id)
+
+    async def scale_up(self, count: int) -> dict[str, Any]:
+        if count < 1:
+            raise ToolError("count must be at least 1")
+        if len(self.slots) + count > self.settings.max_slots:
+            raise ToolError(
+                f"cannot scale up by {count}: {len(self.slots)} slots now, at most {self.settings.max_slots} (max_slots)"
+            )
+        added = await self._add_slots(count)
+        return {
+            "success": True,
+            "new_slot_count": len(self.slots),
+            "details": f"Scaled up by {count} slots",
+            "added": added,
+        }
+
+    async def scale_down(self, count: int) -> dict[str, Any]:
+        if count < 1:
+            raise ToolError("count must be at least 1")
+        if len(self.slots) - count < self.settings.min_slots:
+            raise ToolError(
+                f"cannot scale down by {count}: {len(self.slots)} slots now, at least {self.settings.min_slots} (min_slots)"
+            )
+        idle = [s for s in reversed(self.slots) if s.state == "idle"]
+        busy = [s for s in reversed(self.slots) if s.state == "busy"]
+        chosen = (idle + busy)[:count]
+        removed, cancelled = [], []
+        for slot in chosen:
+            slot.state = "removing" if slot.task_id else "idle"
+            if not slot.task_id:
+                await self._remove_slot(slot)
+                removed.append(slot.id)
+
+        async def retire(slot: Slot) -> None:
+            with anyio.move_on_after(self.settings.busy_grace_s):
+                await slot.freed.wait()
+            if slot.task_id:
+                cancelled.append(slot.task_id)
+                await self.cancel(
+                    slot.task_id,
+                    f"its slot {slot.id} was removed by scale-down after {self.settings.busy_grace_s:g} s",
+                )
+                with anyio.move_on_after(10):
+                    await slot.freed.wait()
+            if slot in self.slots:
+                await self._remove_slot(slot)
+            removed.append(slot.id)
+
+        async with anyio.create_task_group() as tg:
+            for slot in chosen:
+                if slot.state == "removing":
+                    tg.start_soon(retire, slot)
+        details = f"Scaled down by {count} slots"
+        if cancelled:
+            details += f"; {len(cancelled)} busy slot(s) did not finish within {self.settings.busy_grace_s:g} s and their tasks were cancelled"
+        return {
+            "success": True,
+            "new_slot_count": len(self.slots),
+            "details": details,
+            "removed": removed,
+            "cancelled_tasks": cancelled,
+        }
+
+    async def set_target(self, target: int) -> dict[str, Any]:
+        if not self.settings.min_slots <= target <= self.settings.max_slots:
+            raise ToolError(
+                f"target {target} is outside {self.settings.min_slots}..{self.settings.max_slots} (min_slots..max_slots)"
+            )
+        now = len(self.slots)
+        out = await (
+            self.scale_up(target - now)
+            if target > now
+            else self.scale_down(now - target)
+            if target < now
+            else _same(now)
+        )
+        out["target"] = target
+        return out
+
+    # -- tasks -----------------------------------------------------------------------------------
+
+    async def submit(self, spec: TaskSpec) -> str:
+        if not self.accepting:
+            raise ToolError("the pool is draining and takes no new work until the drain ends")
+        if not spec.prompt.strip():
+            raise ToolError("the prompt is empty")
+        cap = (
+            spec.max_budget_usd if spec.max_budget_usd is not None else self.settings.max_budget_per_task_usd
+        )
+        spec.max_budget_usd = cap
+        task_id = new_id("task")
+        try:
+            reservation = await self.hub.budget.reserve(cap, f"pool task {task_id}")
+        except BudgetExceeded as exc:
+            raise ToolError(f"task refused: {exc}") from None
+        await self.hub.store.execute(
+            "INSERT INTO pool_tasks (id, chain_id, step_index, attempt, prompt, model, effort, resume_session, status) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued')",
+            (
+                task_id,
+                spec.chain_id,
+                spec.step_index,
+                spec.attempt,
+                spec.prompt,
+                spec.model or self.settings.model,
+                spec.effort or self.settings.effort,
+                spec.resume_session,
+            ),
+        )
+        self.live[task_id] = Live(spec, reservation)
+        self.queue.append(task_id)
+        self._wake.set()
+        return task_id
+
+    async def _dispatch(self) -> None:
+        while True:
+            self._wake = anyio.Event()
+            while self.queue:
+                slot = next((s for s in self.slots if s.state == "idle"), None)
+                if slot is None:
+                    break
+                task_id = self.queue.popleft()
+                slot.state, slot.task_id, slot.freed = "busy", task_id, anyio.Event()
+                self.hub.start_soon(self._run, slot, task_id, name=f"task {task_id}")
+            await self._wake.wait()
+
+    async def _run(self, slot: Slot, task_id: str) -> None:
+        live = self.live[task_id]
+        spec = live.spec
+        outcome: Outcome | None = None
+        try:
+            if self.worktrees is not None and slot.cwd is None:
+                slot.cwd = await self.worktrees.create(slot.id)
+            system = "\n\n".join(
+                p for p in (self.settings.system_prompt, await self.hub.context.as_prompt()) if p
+            )
+            inv = Invocation(
+                command=self.command,
+                prompt=spec.prompt,
+                model=spec.model or self.settings.model,
+                effort=spec.effort or self.settings.effort,
+                permission_mode=self.settings.permission_mode,
+                system_prompt=system,
+                max_budget_usd=spec.max_budget_usd,
+                resume_session=spec.resume_session,
+                cwd=slot.cwd or self.cwd,
+                timeout_s=spec.timeout_s or self.settings.task_timeout_s,
+            )
+            await self._update(task_id, status="running", slot=slot.id, started_at=_now())
+
+            async def on_message(message: dict[str, Any]) -> None:
+                for listener in list(live.listeners):
+                    with contextlib.suppress(Exception):
+                        await listener(message)
+
+            with anyio.CancelScope() as scope:
+                live.scope = scope
+                if live.cancel_reason is None:
+                    outcome = await run_claude(inv, on_message=on_message)
+        except Exception as exc:
+            self.hub.log.exception("a pool task raised", task=task_id)
+            outcome = Outcome("failed", error=f"{type(exc).__name__}: {exc}")
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._finish(slot, task_id, live, outcome)
+
+    async def _finish(self, slot: Slot, task_id: str, live: Live, outcome: Outcome | None) -> None:
+        error: str | None
+        if live.cancel_reason is not None or outcome is None:
+            status, error = live.cancel_status, live.cancel_reason or "cancelled"
+            spent = outcome.cost_usd if outcome else 0.0
+        else:
+            status, error, spent = outcome.status, outcome.error, outcome.cost_usd
+        try:
+            await live.reservation.commit(spent)  # what the CLI spent, failed or not
+        except Exception:
+            self.hub.log.exception("committing a task's spend failed", task=task_id)
+        values: dict[str, Any] = {"status": status, "error": error, "ended_at": _now(), "spend_usd": spent}
+        if outcome is not None:
+            values.update(
+                output=outcome.output,
+                subtype=outcome.subtype,
+                input_tokens=outcome.input_tokens,
+                output_tokens=outcome.output_tokens,
+                session_id=outcome.session_id,
+                duration_ms=outcome.duration_ms,
+            )
+        await self._update(task_id, **values)
+        slot.task_id = None
+        slot.completed_tasks += 1
+        if slot.state == "busy":
+            slot.state = "idle"
+        slot.freed.set()
+        self.live.pop(task_id, None)
+        live.done.set()
+        self._wake.set()
+
+    async def _update(self, task_id: str, **values: Any) -> None:
+        sets = ", ".join(f"{k} = ?" for k in values)
+        await self.hub.store.execute(
+            f"UPDATE pool_tasks SET {sets} WHERE id = ?", (*values.values(), task_id)
+        )
+
+    async def wait(
+        self, task_id: str, listener: Callable[[dict[str, Any]], Awaitable[None]] | None = None
+    ) -> dict[str, Any]:
+        """Wait for a task this run is working on; cancelling the wait cancels the task."""
+        live = self.live.get(task_id)
+        if live is not None:
+            if listener is not None:
+                live.listeners.append(listener)
+            try:
+                await live.done.wait()
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await self.cancel(task_id, "the caller cancelled the request", missing_ok=True)
+                raise
+        return await self.result(task_id)
+
+    async def cancel(
+        self, task_id: str, reason: str = "cancelled by pool_cancel", *, missing_ok: bool = False
+    ) -> dict[str, Any]:
+        live = self.live.get(task_id)
+        if live is None:
+            row = await self._row(task_id)
+            if row is None and not missing_ok:
+                raise ToolError(f"no task {task_id!r}")
+            return {
+                "task_id": task_id,
+                "status": row["status"] if row else "unknown",
+                "cancelled": False,
+                "details": f"the task had already ended ({row['status']})" if row else "unknown task",
+            }
+        if task_id in self.queue:
+            await self._cancel_queued(task_id, reason)
+        else:
+            live.cancel_reason = reason
+            if live.scope is not None:
+                live.scope.cancel()  # kills the process group
+            with anyio.move_on_after(15, shield=True):
+                await live.done.wait()
+        return {"task_id": task_id, "status": "cancelled", "cancelled": True}
+
+    async def _cancel_queued(self, task_id: str, reason: str, status: str = "cancelled") -> None:
+        with contextlib.suppress(ValueError):
+            self.queue.remove(task_id)
+        live = self.live.pop(task_id, None)
+        if live is not None:
+            await live.reservation.release()
+            live.done.set()
+        await self._update(task_id, status=status, error=reason, ended_at=_now())
+
+    async def _row(self, task_id: str) -> dict[str, Any] | None:
+        row = await self.hub.store.fetchone("SELECT * FROM pool_tasks WHERE id = ?", (task_id,))
+        return None if row is None else dict(row)
+
+    async def result(self, task_id: str) -> dict[str, Any]:
+        row = await self._row(task_id)
+        if row is None:
+            recent = await self.hub.store.fetchall(
+                "SELECT id FROM pool_tasks ORDER BY created_at DESC LIMIT 5"
+            )
+            raise ToolError(f"no task {task_id!r} (recent: {', '.join(r['id'] for r in recent) or 'none'})")
+        return task_view(
+            row, queue_position=(list(self.queue).index(task_id) + 1) if task_id in self.queue else None
+        )
+
+    async def run(
+        self, spec: TaskSpec, listener: Callable[[dict[str, Any]], Awaitable[None]] | None = None
+    ) -> dict[str, Any]:
+        return await self.wait(await self.submit(spec), listener)
+
+    # -- drain -----------------------------------------------------------------------------------
+
+    async def drain(self, timeout_s: float) -> dict[str, Any]:
+        self.accepting = False
+        try:
+            queued = list(self.queue)
+            for task_id in queued:
+                await self._cancel_queued(task_id, "the pool was drained before this task ran")
+            running = [t for t, live in self.live.items() if live.scope is not None or t not in self.queue]
+            finished_in_time, cancelled_running = [], []
+            with anyio.move_on_after(timeout_s):
+                for task_id in running:
+                    live = self.live.get(task_id)
+                    if live is not None:
+                        await live.done.wait()
+            for task_id in running:
+                if task_id in self.live:
+                    cancelled_running.append(task_id)
+                    await self.cancel(task_id, f"still running when the drain's {timeout_s:g} s were up")
+                else:
+                    finished_in_time.append(task_id)
+            if self.worktrees is not None:
+                for slot in self.slots:
+                    await self.worktrees.remove(slot.id)
+                    slot.cwd = None  # made again when the slot next works
+            totals = await self.hub.store.fetchone(
+                "SELECT COUNT(*) AS total, SUM(status = 'completed') AS completed, "
+                "SUM(status IN ('failed', 'timeout')) AS errors, SUM(status = 'cancelled') AS cancelled, "
+                "COALESCE(SUM(spend_usd), 0) AS spend FROM pool_tasks"
+            )
+            assert totals is not None
+            return {
+                "total_tasks": totals["total"],
+                "completed": totals["completed"] or 0,
+                "errors": totals["errors"] or 0,
+                "cancelled": totals["cancelled"] or 0,
+                "total_spend": round(totals["spend"], 6),
+                "cancelled_queued": len(queued),
+                "finished_during_drain": len(finished_in_time),
+                "cancelled_running": cancelled_running,
+            }
+        finally:
+            self.accepting = True
+
+    # -- reading -----------------------------------------------------------------------------------
+
+    async def status(self) -> dict[str, Any]:
+        spend = await self.hub.store.fetchone("SELECT COALESCE(SUM(spend_usd), 0) AS s FROM pool_tasks")
+        budget = await self.hub.budget.summary()
+        running = [s.task_id for s in self.slots if s.task_id]
+        return {
+            "slots": [s.describe() for s in self.slots],
+            "slot_count": len(self.slots),
+            "idle": sum(1 for s in self.slots if s.state == "idle"),
+            "busy": sum(1 for s in self.slots if s.task_id),
+            "queued": list(self.queue),
+            "running": running,
+            "active_tasks": len(running),
+            "pending_tasks": len(self.queue),
+            "accepting": self.accepting,
+            "spend_usd": round(spend["s"] if spend else 0.0, 6),
+            "budget_usd": budget["limit_usd"],
+            "budget_remaining": budget["remaining_usd"],
+            "min_slots": self.settings.min_slots,
+            "max_slots": self.settings.max_slots,
+            "worktree": self.worktrees is not None,
+        }
+
+    def slot(self, slot_id: str) -> dict[str, Any]:
+        for slot in self.slots:
+            if slot.id == slot_id:
+                return slot.describe()
+        raise ToolError(f"no slot {slot_id!r} (slots: {', '.join(s.id for s in self.slots)})")
+
+    # -- chains ------------------------------------------------------------------------------------
+
+    async def create_chain(self, steps: list[dict[str, Any]], failure_policy: str) -> str:
+        if not self.accepting:
+            raise ToolError("the pool is draining and takes no new work until the drain ends")
+        chain_id = new_id("chain")
+        results: list[dict[str, Any]] = [
+            {
+                "index": i,
+                "name": s.get("name") or _step_name(s),
+                "status": "pending",
+                "attempts": 0,
+                "task_ids": [],
+                "output": None,
+                "error": None,
+                "spend_usd": 0.0,
+            }
+            for i, s in enumerate(steps)
+        ]
+        await self.hub.store.execute(
+            "INSERT INTO pool_chains (id, status, failure_policy, steps_json, results_json) VALUES (?, 'running', ?, ?, ?)",
+            (chain_id, failure_policy, json.dumps(steps), json.dumps(results)),
+        )
+        return chain_id
+
+    async def run_chain(
+        self, chain_id: str, listener: Callable[[dict[str, Any]], Awaitable[None]] | None = None
+    ) -> dict[str, Any]:
+        row = await self.hub.store.fetchone("SELECT * FROM pool_chains WHERE id = ?", (chain_id,))
+        assert row is not None
+        steps = json.loads(row["steps_json"])
+        results = json.loads(row["results_json"])
+        policy_default = row["failure_policy"]
+        previous = ""
+        chain_status = "completed"
+
+        async def save(status: str = "running", final: str | None = None) -> None:
+            spend = round(sum(r["spend_usd"] for r in results), 6)
+            await self.hub.store.execute(
+                "UPDATE pool_chains SET status = ?, results_json = ?, total_spend = ?, final_output = ?, ended_at = ? WHERE id = ?",
+                (
+                    status,
+                    json.dumps(results),
+                    spend,
+                    final,
+                    _now() if status != "running" else None,
+                    chain_id,
+                ),
+            )
+
+        try:
+            for i, step in enumerate(steps):
+                result = results[i]
+                policy = step.get("failure_policy") or policy_default
+                attempts_allowed = 1 + (int(step.get("retries", 2)) if policy == "retry" else 0)
+                prompt = self._step_prompt(step, previous)
+                result["status"] = "running"
+                await save()
+                while True:
+                    result["attempts"] += 1
+                    spec = TaskSpec(
+                        prompt,
+                        model=step.get("model"),
+                        effort=step.get("effort"),
+                        timeout_s=step.get("timeout_s"),
+                        max_budget_usd=step.get("max_budget_usd"),
+                        chain_id=chain_id,
+                        step_index=i,
+                        attempt=result["attempts"],
+                    )
+                    try:
+                        task_id = await self.submit(spec)
+                    except ToolError as exc:
+                        task = {"status": "refused", "error": str(exc), "spend_usd": 0.0, "output": ""}
+                    else:
+                        result["task_ids"].append(task_id)
+                        await save()
+                        task = await self.wait(task_id, listener)
+                    result["spend_usd"] = round(result["spend_usd"] + (task.get("spend_usd") or 0.0), 6)
+                    if task["status"] == "completed":
+                        result.update(status="completed", output=task["output"], error=None)
+                        previous = str(task["output"])
+                        break
+                    result["error"] = task.get("error") or task["status"]
+                    if task["status"] == "cancelled" or result["attempts"] >= attempts_allowed:
+                        break
+                if result["status"] == "completed":
+                    await save()
+                    continue
+                if policy == "skip":
+                    result["status"] = "skipped"
+                    chain_status = "partial"
+                    await save()
+                    continue
+                result["status"] = "failed"
+                chain_status = "failed"
+                for later in results[i + 1 :]:
+                    later["status"] = "not_run"
+                break
+            await save(chain_status, previous if chain_status != "failed" else None)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                for r in results:
+                    if r["status"] in ("pending", "running"):
+                        r["status"] = "cancelled"
+                await save("cancelled")
+            raise
+        return await self.chain_result(chain_id)
+
+    def _step_prompt(self, step: dict[str, Any], previous: str) -> str:
+        if step.get("skill"):
+            skill = self.skills.get(step["skill"])
+            if skill is None:
+                raise ToolError(f"unknown skill {step['skill']!r} (skills: {', '.join(sorted(self.skills))})")
+            arguments = {
+                k: str(v).replace("{previous_output}", previous)
+                for k, v in (step.get("arguments") or {}).items()
+            }
+            return skill.render(arguments)
+        return str(step.get("prompt", "")).replace("{previous_output}", previous)
+
+    def check_steps(self, steps: list[dict[str, Any]]) -> None:
+        """Refuse a bad chain before any step runs."""
+        if not steps:
+            raise ToolError("a chain needs at least one step")
+        for i, step in enumerate(steps):
+            if bool(step.get("prompt")) == bool(step.get("skill")):
+                raise ToolError(f"steps[{i}]: give exactly one of prompt or skill")
+            if step.get("skill"):
+                skill = self.skills.get(step["skill"])
+                if skill is None:
+                    raise ToolError(
+                        f"steps[{i}]: unknown skill {step['skill']!r} (skills: {', '.join(sorted(self.skills))})"
+                    )
+                probe = {k: "x" for k in (step.get("arguments") or {})}
+                try:
+                    skill.render(probe)
+                except ToolError as exc:
+                    raise ToolError(f"steps[{i}]: {exc}") from None
+
+    async def chain_result(self, chain_id: str) -> dict[str, Any]:
+        row = await self.hub.store.fetchone("SELECT * FROM pool_chains WHERE id = ?", (chain_id,))
+        if row is None:
+            raise ToolError(f"no chain {chain_id!r}")
+        steps = json.loads(row["results_json"])
+        current = next((s for s in steps if s["status"] == "running"), None)
+        return {
+            "chain_id": chain_id,
+            "status": row["status"],
+            "failure_policy": row["failure_policy"],
+            "completed_steps": sum(1 for s in steps if s["status"] in ("completed", "skipped")),
+            "total_steps": len(steps),
+            "current_step": {"index": current["index"], "name": current["name"], "status": "running"}
+            if current
+            else None,
+            "steps": steps,
+            "final_output": row["final_output"],
+            "total_spend": row["total_spend"],
+            "created_at": row["created_at"],
+            "ended_at": row["ended_at"],
+        }
+
+
+def _step_name(step: dict[str, Any]) -> str:
+    if step.get("skill"):
+        return f"skill {step['skill']}"
+    text = str(step.get("prompt", "")).strip().splitlines()[0] if step.get("prompt") else ""
+    return text[:60]
+
+
+async def _same(count: int) -> dict[str, Any]:
+    return {"success": True, "new_slot_count": count, "details": "already at the target"}
+
+
+def task_view(row: dict[str, Any], queue_position: int | None = None) -> dict[str, Any]:
+    view = {
+        "task_id": row["id"],
+        "status": row["status"],
+        "output": row["output"] or "",
+        "spend_usd": round(row["spend_usd"] or 0.0, 6),
+        "tokens_used": {"input": row["input_tokens"] or 0, "output": row["output_tokens"] or 0},
+        "duration_ms": row["duration_ms"],
+        "model": row["model"],
+        "slot": row["slot"],
+        "session_id": row["session_id"],
+        "created_at": row["created_at"],
+        "ended_at": row["ended_at"],
+    }
+    if row["error"]:
+        view["error"] = row["error"]
+    if row["subtype"] and row["subtype"] != "success":
+        view["subtype"] = row["subtype"]
+    if row["chain_id"]:
+        view["chain_id"], view["step_index"], view["attempt"] = (
+            row["chain_id"],
+            row["step_index"],
+            row["attempt"],
+        )
+    if queue_position is not None:
+        view["queue_position"] = queue_position
+    return view

@@ -1,0 +1,450 @@
+"""The pool plugin through an MCP client, with the fake `claude` CLI kept in the tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import anyio
+import hub_pool
+import psutil
+import pytest
+from hubtests import TESTS
+
+from hub.testing import make_config, result_json, result_text, running_hub
+
+pytestmark = pytest.mark.anyio
+FAKE_CLAUDE = TESTS / "servers" / "fake_claude.py"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def runs(tmp_path, monkeypatch) -> Path:
+    """Where the fake CLI records each run (argv, stdin, cwd, pid)."""
+    log = tmp_path / "runs"
+    log.mkdir()
+    monkeypatch.setenv("FAKE_CLAUDE_LOG", str(log))
+    monkeypatch.setenv("CLAUDECODE", "1")  # as inside a Claude Code session: must not reach the child
+    return log
+
+
+def recorded(log: Path) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted(log.glob("*.json"), key=lambda p: p.stat().st_mtime)]
+
+
+def pool_config(tmp_path: Path, budget: float | None = None, **settings: Any):
+    pool = {"claude_command": str(FAKE_CLAUDE), "busy_grace_s": 0.5, **settings}
+    extra = {"budget": {"limit_usd": budget}} if budget is not None else {}
+    return make_config(tmp_path, plugins={"pool": pool}, **extra)
+
+
+def hub_for(tmp_path: Path, **kw: Any):
+    return running_hub(pool_config(tmp_path, **kw), plugins={"pool": hub_pool})
+
+
+async def call(client, tool: str, **arguments: Any) -> Any:
+    result = await client.call_tool(tool, arguments)
+    assert not result.is_error, result_text(result)
+    return result_json(result)
+
+
+async def error_of(client, tool: str, **arguments: Any) -> str:
+    result = await client.call_tool(tool, arguments)
+    assert result.is_error, result_text(result)
+    return result_text(result)
+
+
+async def wait_status(client, task_id: str, *states: str) -> dict[str, Any]:
+    with anyio.fail_after(20):
+        while True:
+            result = await call(client, "pool_result", task_id=task_id)
+            if result["status"] in states:
+                return result
+            await anyio.sleep(0.02)
+
+
+def sh(*args: str) -> str:
+    """Run a command (git) and return its output; blocking is fine for these quick calls."""
+    return subprocess.run(args, capture_output=True, text=True, check=True).stdout
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+async def test_pool_run_runs_the_cli_with_the_right_flags(tmp_path, runs):
+    async with hub_for(tmp_path, system_prompt="Be terse.", max_budget_per_task_usd=0.5) as (hub, client):
+        await hub.context.set("language", "rust")
+        progress: list[str | None] = []
+
+        async def on_progress(done: float, total: float | None, message: str | None) -> None:
+            progress.append(message)
+
+        result = await client.call_tool(
+            "pool_run", {"prompt": "say hello [cost=0.02]", "effort": "high"}, progress_callback=on_progress
+        )
+        out = result_json(result)
+        assert out["status"] == "completed" and out["output"] == "done: say hello [cost=0.02]"
+        assert out["spend_usd"] == 0.02 and out["tokens_used"] == {
+            "input": len("say hello [cost=0.02]") // 4 + 1,
+            "output": 20,
+        }
+        assert out["session_id"] and out["slot"] == "slot-0"
+        (run,) = recorded(runs)
+        argv = run["argv"]
+        assert argv[:4] == ["-p", "--output-format", "stream-json", "--verbose"]
+        assert argv[argv.index("--permission-mode") + 1] == "plan"
+        assert argv[argv.index("--effort") + 1] == "high"
+        assert argv[argv.index("--max-budget-usd") + 1] == "0.5"
+        assert (
+            argv[argv.index("--append-system-prompt") + 1] == "Be terse.\n\nShared context:\n- language: rust"
+        )
+        assert "--resume" not in argv and "say hello" not in " ".join(argv)  # the prompt goes on stdin
+        assert run["stdin"] == "say hello [cost=0.02]" and run["claudecode"] is False
+        assert progress and progress[0] == "working on it"
+        budget = await hub.budget.summary()
+        assert budget["spent_usd"] == 0.02 and budget["reserved_usd"] == 0
+        again = await call(client, "pool_run", prompt="go on", session_id=out["session_id"])
+        assert (
+            recorded(runs)[-1]["argv"][-2:] == ["--resume", out["session_id"]]
+            and again["session_id"] == out["session_id"]
+        )
+
+
+async def test_a_queue_when_every_slot_is_busy_and_cancel_of_running_and_queued(tmp_path, runs):
+    async with hub_for(tmp_path, slots=1) as (_, client):
+        hung = (await call(client, "pool_submit", prompt="forever [hang]"))["task_id"]
+        queued = [(await call(client, "pool_submit", prompt=f"later {i}"))["task_id"] for i in range(2)]
+        await wait_status(client, hung, "running")
+        status = await call(client, "pool_status")
+        assert status["queued"] == queued and status["running"] == [hung] and status["idle"] == 0
+        assert (await call(client, "pool_result", task_id=queued[1]))["queue_position"] == 2
+
+        assert (await call(client, "pool_cancel", task_id=queued[0]))["status"] == "cancelled"
+        with anyio.fail_after(10):
+            while not recorded(runs) or "grandchild" not in recorded(runs)[0]:
+                await anyio.sleep(0.02)
+        run = recorded(runs)[0]
+        cancelled = await call(client, "pool_cancel", task_id=hung)
+        assert cancelled == {"task_id": hung, "status": "cancelled", "cancelled": True}
+        assert gone(run["pid"]) and gone(run["grandchild"])  # the whole process group was killed
+        assert (await call(client, "pool_result", task_id=hung))["status"] == "cancelled"
+        done = await wait_status(client, queued[1], "completed")
+        assert done["output"] == "done: later 1"
+        assert [r["stdin"] for r in recorded(runs)] == ["forever [hang]", "later 1"]  # 'later 0' never ran
+        assert (await call(client, "pool_result", task_id=queued[0]))["status"] == "cancelled"
+        again = await call(client, "pool_cancel", task_id=hung)
+        assert again["cancelled"] is False and again["details"] == "the task had already ended (cancelled)"
+        assert (await error_of(client, "pool_result", task_id="task_nope")).startswith(
+            "no task 'task_nope' (recent: "
+        )
+
+
+async def test_fan_out_keeps_order_and_failures(tmp_path, runs):
+    async with hub_for(tmp_path, slots=3) as (_, client):
+        out = await call(
+            client, "pool_fan_out", prompts=["one [delay=0.3]", "two [fail]", "three [crash]", "four"]
+        )
+        results = out["results"]
+        assert [r["status"] for r in results] == ["completed", "failed", "failed", "completed"]
+        assert results[0]["output"] == "done: one [delay=0.3]" and results[3]["output"] == "done: four"
+        assert results[1]["error"] == "error_during_execution: it went wrong"
+        assert results[2]["error"].startswith(
+            "claude exited with code 3 without a result; stderr: fake claude: crashing"
+        )
+        assert out["completed"] == 2 and out["failed"] == 2
+        assert out["spend_usd"] == pytest.approx(
+            0.003
+        )  # a failed run's cost counts too; a crash reports none
+
+
+async def test_chain_failure_policies_and_previous_output(tmp_path, runs):
+    async with hub_for(tmp_path, slots=2) as (_, client):
+        ok = await call(
+            client, "pool_chain", steps=[{"prompt": "first"}, {"prompt": "second got <{previous_output}>"}]
+        )
+        assert ok["status"] == "completed" and ok["completed_steps"] == 2
+        assert ok["final_output"] == "done: second got <done: first>"
+
+        abort = await call(
+            client, "pool_chain", steps=[{"prompt": "a"}, {"prompt": "b [fail]"}, {"prompt": "c"}]
+        )
+        assert abort["status"] == "failed" and [s["status"] for s in abort["steps"]] == [
+            "completed",
+            "failed",
+            "not_run",
+        ]
+        assert abort["steps"][1]["error"] == "error_during_execution: it went wrong"
+
+        skip = await call(
+            client,
+            "pool_chain",
+            failure_policy="skip",
+            steps=[{"prompt": "a"}, {"prompt": "b [fail]"}, {"prompt": "c <{previous_output}>"}],
+        )
+        assert skip["status"] == "partial" and [s["status"] for s in skip["steps"]] == [
+            "completed",
+            "skipped",
+            "completed",
+        ]
+        assert skip["final_output"] == "done: c <done: a>"
+
+        retry = await call(
+            client, "pool_chain", steps=[{"prompt": "x [fail]", "failure_policy": "retry", "retries": 2}]
+        )
+        assert (
+            retry["status"] == "failed"
+            and retry["steps"][0]["attempts"] == 3
+            and len(retry["steps"][0]["task_ids"]) == 3
+        )
+
+        skill = await call(
+            client,
+            "pool_chain",
+            steps=[
+                {"skill": "summarize", "arguments": {"target": "README.md"}},
+                {"prompt": "then {previous_output}", "model": "opus"},
+            ],
+        )
+        assert skill["status"] == "completed"
+        assert recorded(runs)[-2]["stdin"].startswith("Summarize README.md:")
+        assert recorded(runs)[-1]["argv"][recorded(runs)[-1]["argv"].index("--model") + 1] == "opus"
+
+        submitted = await call(
+            client, "pool_submit_chain", steps=[{"prompt": "slow [delay=0.5]"}, {"prompt": "after"}]
+        )
+        with anyio.fail_after(10):
+            while True:
+                progress = await call(client, "pool_chain_result", chain_id=submitted["chain_id"])
+                if progress["current_step"]:
+                    break
+                await anyio.sleep(0.02)
+        assert progress["status"] == "running" and progress["current_step"]["index"] == 0
+        with anyio.fail_after(10):
+            while (await call(client, "pool_chain_result", chain_id=submitted["chain_id"]))[
+                "status"
+            ] == "running":
+                await anyio.sleep(0.05)
+        bad = await error_of(
+            client, "pool_chain", steps=[{"skill": "refactor", "arguments": {"target": "x"}}]
+        )
+        assert bad == "steps[0]: skill refactor: missing required argument(s): goal"
+
+
+async def test_budget_refuses_tasks_under_concurrency(tmp_path, runs):
+    async with hub_for(tmp_path, budget=0.25, slots=4, max_budget_per_task_usd=0.1) as (hub, client):
+        results: list[Any] = []
+
+        async def one(i: int) -> None:
+            results.append(await client.call_tool("pool_run", {"prompt": f"job {i} [delay=0.3] [cost=0.05]"}))
+
+        async with anyio.create_task_group() as tg:
+            for i in range(4):
+                tg.start_soon(one, i)
+        refused = [result_text(r) for r in results if r.is_error]
+        assert len(refused) == 2
+        assert all(
+            t.startswith(
+                "task refused: budget exhausted: spent $0.00 (+$0.20 reserved by running work) of $0.25"
+            )
+            for t in refused
+        )
+        assert (await hub.budget.summary())["spent_usd"] == pytest.approx(0.1)
+        fanned = await call(
+            client, "pool_fan_out", prompts=["a [cost=0.06]", "b", "c", "d", "e"], max_budget_usd=0.06
+        )
+        assert [r["status"] for r in fanned["results"]].count("refused") >= 3
+
+
+async def test_drain_cancels_queued_and_a_hung_task_after_its_timeout(tmp_path, runs):
+    async with hub_for(tmp_path, slots=1) as (_, client):
+        hung = (await call(client, "pool_submit", prompt="stuck [hang]"))["task_id"]
+        queued = (await call(client, "pool_submit", prompt="never"))["task_id"]
+        await wait_status(client, hung, "running")
+        drained = await call(client, "pool_drain", timeout_s=0.5)
+        assert drained["cancelled_queued"] == 1 and drained["cancelled_running"] == [hung]
+        assert drained["total_tasks"] == 2 and drained["cancelled"] == 2
+        assert (await call(client, "pool_result", task_id=hung))[
+            "error"
+        ] == "still running when the drain's 0.5 s were up"
+        assert (await call(client, "pool_result", task_id=queued))["status"] == "cancelled"
+        assert (await call(client, "pool_run", prompt="after the drain"))[
+            "status"
+        ] == "completed"  # open again
+
+
+async def test_scaling_removes_idle_slots_first_and_cancels_a_busy_one_after_grace(tmp_path, runs):
+    async with hub_for(tmp_path, slots=2, min_slots=0, max_slots=3) as (_, client):
+        hung = (await call(client, "pool_submit", prompt="busy [hang]"))["task_id"]
+        await wait_status(client, hung, "running")
+        busy_slot = (await call(client, "pool_result", task_id=hung))["slot"]
+        up = await call(client, "pool_scale_up", count=1)
+        assert up["new_slot_count"] == 3
+        assert "at most 3 (max_slots)" in await error_of(client, "pool_scale_up", count=1)
+        down = await call(client, "pool_scale_down", count=2)
+        assert down["new_slot_count"] == 1 and down["cancelled_tasks"] == []  # the two idle ones went
+        assert [s["id"] for s in (await call(client, "pool_status"))["slots"]] == [busy_slot]
+        last = await call(client, "pool_set_target_slots", target=0)
+        assert last["new_slot_count"] == 0 and last["cancelled_tasks"] == [hung]
+        assert "did not finish within 0.5 s" in last["details"]
+        result = await call(client, "pool_result", task_id=hung)
+        assert result["status"] == "cancelled" and "removed by scale-down" in result["error"]
+        assert "outside 0..3" in await error_of(client, "pool_set_target_slots", target=9)
+
+
+async def test_skills_builtin_user_and_as_prompts(tmp_path, runs):
+    skills_dir = tmp_path / "skills"
+    (skills_dir / "triage").mkdir(parents=True)
+    (skills_dir / "triage" / "SKILL.md").write_text(
+        "---\nname: triage\ndescription: Sort an issue\narguments:\n  - name: issue\n    description: the issue text\n---\nTriage this: {issue}\n"
+    )
+    (skills_dir / "broken.md").write_text("no front matter")
+    user = {"greet": {"description": "Greet", "prompt": "Say hi to {who}", "arguments": [{"name": "who"}]}}
+    async with hub_for(tmp_path, skills_dir=str(skills_dir), skills=user) as (_, client):
+        review = await call(client, "pool_skill_run", skill="code_review", arguments={"target": "src/lib.rs"})
+        assert review["skill"] == "code_review" and recorded(runs)[-1]["stdin"].startswith(
+            "Review src/lib.rs for bugs"
+        )
+        await call(
+            client,
+            "pool_skill_run",
+            skill="refactor",
+            arguments={"target": "a.py", "goal": "smaller functions"},
+        )
+        assert "with this goal: smaller functions" in recorded(runs)[-1]["stdin"]
+        assert await error_of(
+            client, "pool_skill_run", skill="refactor", arguments={"target": "a.py", "path": "x"}
+        ) == (
+            "skill refactor: missing required argument(s): goal; unknown argument(s): path (it takes: goal, target)"
+        )
+        assert (await error_of(client, "pool_skill_run", skill="nope")).startswith(
+            "unknown skill 'nope' (skills: "
+        )
+        await call(client, "pool_skill_run", skill="triage", arguments={"issue": "crash on start"})
+        assert recorded(runs)[-1]["stdin"] == "Triage this: crash on start"
+        await call(client, "pool_skill_run", skill="greet", arguments={"who": "Ada"})
+        assert recorded(runs)[-1]["stdin"] == "Say hi to Ada"
+        prompts = {p.name: p for p in (await client.list_prompts()).prompts}
+        assert {"code_review", "write_tests", "summarize", "refactor", "triage", "greet"} <= set(prompts)
+        got = await client.get_prompt("refactor", {"target": "a.py", "goal": "speed"})
+        assert got.messages[0].content.text.startswith("Refactor a.py with this goal: speed.")
+    async with hub_for(tmp_path / "nobuiltins", builtins=False) as (_, client):
+        assert (await client.list_prompts()).prompts == []
+
+
+async def test_resources(tmp_path, runs):
+    async with hub_for(tmp_path) as (hub, client):
+        done = await call(client, "pool_run", prompt="hello")
+        chain = await call(client, "pool_chain", steps=[{"prompt": "x"}])
+        await hub.context.set("k", "v")
+
+        async def read(uri: str) -> Any:
+            return json.loads((await client.read_resource(uri)).contents[0].text)
+
+        assert (await read("pool://status"))["slot_count"] == 2
+        assert [s["id"] for s in await read("pool://slots")] == ["slot-0", "slot-1"]
+        assert (await read("pool://slots/slot-1"))["status"] == "idle"
+        assert (await read("pool://budget"))["pool_spend_usd"] == pytest.approx(0.002)
+        assert await read("pool://context") == {"k": "v"}
+        assert (await read(f"pool://results/{done['task_id']}"))["output"] == "done: hello"
+        assert (await read(f"pool://chains/{chain['chain_id']}"))["status"] == "completed"
+
+
+async def test_a_killed_hub_leaves_running_work_interrupted_and_results_readable(tmp_path, runs):
+    from hubtests import StdioPeer, hub_env
+
+    (tmp_path / "hub.toml").write_text(
+        f'[plugins]\nenabled = ["pool"]\n[plugins.pool]\nclaude_command = "{FAKE_CLAUDE}"\nslots = 1\n'
+    )
+    peer = StdioPeer(
+        ["--config", str(tmp_path / "hub.toml")], hub_env(tmp_path, FAKE_CLAUDE_LOG=str(runs)), tmp_path
+    )
+    try:
+        peer.initialize()
+        done = peer.request("tools/call", {"name": "pool_run", "arguments": {"prompt": "finished"}})["result"]
+        assert done["structuredContent"]["status"] == "completed", done
+        running = peer.request("tools/call", {"name": "pool_submit", "arguments": {"prompt": "long [hang]"}})[
+            "result"
+        ]
+        queued = peer.request("tools/call", {"name": "pool_submit", "arguments": {"prompt": "waits"}})[
+            "result"
+        ]
+        with anyio.fail_after(10):
+            while len(recorded(runs)) < 2:
+                await anyio.sleep(0.02)
+        peer.proc.kill()  # no chance to clean up
+        peer.proc.wait(timeout=10)
+    finally:
+        peer.close()
+    orphan = recorded(runs)[-1]
+    for pid in (orphan["pid"], orphan.get("grandchild")):
+        if pid:
+            os.kill(pid, 9)
+    config = pool_config(tmp_path, slots=1)
+    async with running_hub(config, plugins={"pool": hub_pool}) as (_, client):
+        first = await call(client, "pool_result", task_id=done["structuredContent"]["task_id"])
+        assert first["status"] == "completed" and first["output"] == "done: finished"
+        lost = await call(client, "pool_result", task_id=running["structuredContent"]["task_id"])
+        assert (
+            lost["status"] == "interrupted" and lost["error"] == "the hub stopped while this task was running"
+        )
+        never = await call(client, "pool_result", task_id=queued["structuredContent"]["task_id"])
+        assert never["status"] == "interrupted" and never["error"] == "the hub stopped before this task ran"
+        assert len(recorded(runs)) == 2  # nothing was re-run
+
+
+async def test_worktrees_per_slot_keep_their_branches(tmp_path, runs, monkeypatch):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = ["git", "-C", str(repo), "-c", "user.email=t@t", "-c", "user.name=t"]
+    sh("git", "init", "-q", "-b", "main", str(repo))
+    (repo / "a.txt").write_text("a\n")
+    sh(*git, "add", ".")
+    sh(*git, "commit", "-qm", "init")
+    async with hub_for(tmp_path, worktree=True, cwd=str(repo), slots=2, min_slots=1) as (_, client):
+        slots = (await call(client, "pool_status"))["slots"]
+        paths = [Path(s["worktree"]) for s in slots]
+        assert all(p.is_dir() and (p / "a.txt").exists() for p in paths)
+        await call(client, "pool_run", prompt="in a worktree")
+        assert Path(recorded(runs)[-1]["cwd"]).resolve() == paths[0].resolve()
+        sh(
+            "git",
+            "-C",
+            str(paths[1]),
+            "-c",
+            "user.email=t@t",
+            "-c",
+            "user.name=t",
+            "commit",
+            "-q",
+            "--allow-empty",
+            "-m",
+            "work of slot-1",
+        )
+        await call(client, "pool_scale_down", count=1)
+        assert not paths[1].exists()
+    branches = sh(*git, "branch", "--list", "hub-pool/*")
+    assert "hub-pool/slot-0" in branches and "hub-pool/slot-1" in branches
+    log = sh(*git, "log", "--format=%s", "hub-pool/slot-1")
+    assert "work of slot-1" in log  # the branch and its commit outlive the worktree
+    assert not paths[0].exists()  # removed at shutdown
+    outside = tmp_path / "plain"
+    outside.mkdir()
+    from hub.plugins import PluginLoadError
+
+    with pytest.raises(
+        PluginLoadError,
+        match=r"plugin 'pool' failed to start: .*worktree = true needs a git repository, and .* is not in one",
+    ):
+        async with hub_for(tmp_path / "o", worktree=True, cwd=str(outside)):
+            pass

@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""A fake `claude` CLI for the pool tests: reads the prompt on stdin and prints the same
+stream-json lines as `claude -p --output-format stream-json --verbose`.
+
+Markers in the prompt script it:
+  [delay=S]   take S seconds (an assistant message is printed first)
+  [fail]      end with an error result (subtype error_during_execution), exit 1
+  [cost=X]    report total_cost_usd X (default 0.001); over --max-budget-usd it stops with
+              subtype error_max_budget_usd, as the real CLI does
+  [crash]     exit 3 with no result line, after printing to stderr
+  [hang]      never finish (and start a grandchild `sleep`, so tests can see the whole process
+              group go)
+With FAKE_CLAUDE_LOG=DIR every run writes DIR/<pid>.json: argv, stdin, cwd, whether CLAUDECODE
+was set, and the grandchild's pid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+
+
+def arg(name: str) -> str | None:
+    argv = sys.argv[1:]
+    return argv[argv.index(name) + 1] if name in argv and argv.index(name) + 1 < len(argv) else None
+
+
+def emit(obj: dict) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def main() -> int:
+    prompt = sys.stdin.read()
+    model = arg("--model") or "claude-sonnet-4-5"
+    session = arg("--resume") or arg("--session-id") or str(uuid.uuid4())
+    record = {
+        "argv": sys.argv[1:],
+        "stdin": prompt,
+        "cwd": os.getcwd(),
+        "claudecode": "CLAUDECODE" in os.environ,
+        "pid": os.getpid(),
+    }
+    log_dir = os.environ.get("FAKE_CLAUDE_LOG")
+    grandchild = None
+    if "[hang]" in prompt:
+        grandchild = subprocess.Popen(["sleep", "1000"])
+        record["grandchild"] = grandchild.pid
+    if log_dir:
+        with open(os.path.join(log_dir, f"{os.getpid()}.json"), "w") as f:
+            json.dump(record, f)
+    started = time.monotonic()
+    emit(
+        {
+            "type": "system",
+            "subtype": "init",
+            "session_id": session,
+            "cwd": os.getcwd(),
+            "model": model,
+            "tools": ["Read", "Grep"],
+            "permissionMode": arg("--permission-mode") or "default",
+        }
+    )
+    if "[crash]" in prompt:
+        print("fake claude: crashing on purpose", file=sys.stderr, flush=True)
+        return 3
+    delay = re.search(r"\[delay=([\d.]+)\]", prompt)
+    emit(
+        {
+            "type": "assistant",
+            "session_id": session,
+            "message": {
+                "id": f"msg_{uuid.uuid4().hex[:12]}",
+                "type": "message",
+                "role": "assistant",
+                "model": model,
+                "content": [{"type": "text", "text": "working on it"}],
+                "usage": {"input_tokens": 10, "output_tokens": 3},
+            },
+        }
+    )
+    if "[hang]" in prompt:
+        while True:
+            time.sleep(3600)
+    if delay:
+        time.sleep(float(delay.group(1)))
+    cost_match = re.search(r"\[cost=([\d.]+)\]", prompt)
+    cost = float(cost_match.group(1)) if cost_match else 0.001
+    cap = arg("--max-budget-usd")
+    subtype, is_error, output = "success", False, f"done: {prompt.strip()[:80]}"
+    if cap is not None and cost > float(cap):
+        subtype, is_error, cost, output = "error_max_budget_usd", True, float(cap), ""
+    elif "[fail]" in prompt:
+        subtype, is_error, output = "error_during_execution", True, "it went wrong"
+    tokens_in = len(prompt) // 4 + 1
+    emit(
+        {
+            "type": "result",
+            "subtype": subtype,
+            "is_error": is_error,
+            "duration_ms": int((time.monotonic() - started) * 1000),
+            "duration_api_ms": 5,
+            "num_turns": 1,
+            "result": output,
+            "stop_reason": "end_turn",
+            "session_id": session,
+            "total_cost_usd": cost,
+            "usage": {
+                "input_tokens": tokens_in,
+                "cache_creation_input_tokens": 0,
+                "cache_read_input_tokens": 0,
+                "output_tokens": 20,
+            },
+            "modelUsage": {model: {"inputTokens": tokens_in, "outputTokens": 20, "costUSD": cost}},
+            "permission_denials": [],
+        }
+    )
+    return 1 if is_error else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
