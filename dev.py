@@ -28,6 +28,8 @@ NPM_TEST_PACKAGES: list[str] = [
     # third-party downstream servers for the proxy and batchit tests
     "@modelcontextprotocol/server-filesystem@2026.8.31",
     "@modelcontextprotocol/server-everything@2026.8.31",
+    # the real Claude Code CLI, run by the pool plugin's tests against a fake Messages API
+    "@anthropic-ai/claude-code@2.1.330",
 ]
 
 

@@ -1,5 +1,12 @@
-"""A fake Anthropic Message Batches API: a real HTTP server on loopback speaking the real wire
-format, for the batch plugin's tests and benchmark (the official SDK is pointed at it by base URL).
+"""A fake Anthropic API: a real HTTP server on loopback speaking the real wire format, for the
+batch plugin (Message Batches) and for the real `claude` CLI (Messages, streamed as SSE), which is
+pointed at it with ANTHROPIC_BASE_URL.
+
+Messages: `POST /v1/messages` answers every request with one text block, "reply to: <the start of
+the last user message>", streamed (message_start, content_block_start/delta/stop, message_delta,
+message_stop) when `stream` is true. `[slow=S]` in the prompt delays the answer S seconds.
+`script(...)` queues whole replies (content blocks, e.g. a `tool_use`) for the next requests;
+`messages` keeps every request body.
 
     with FakeAnthropic() as api:          # api.url, api.api_key
         ...                               # AsyncAnthropic(base_url=api.url, api_key=api.api_key)
@@ -73,6 +80,8 @@ class FakeAnthropic:
         self.batches: dict[str, FakeBatch] = {}
         self.calls: list[tuple[str, str]] = []  # (method, path) of every request
         self._failures: list[int] = []
+        self.messages: list[dict[str, Any]] = []  # bodies of POST /v1/messages
+        self._scripted: list[list[dict[str, Any]]] = []
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -96,6 +105,22 @@ class FakeAnthropic:
     def fail_next(self, status: int, count: int = 1) -> None:
         with self._lock:
             self._failures.extend([status] * count)
+
+    def script(self, *replies: list[dict[str, Any]]) -> None:
+        """Queue replies (each a list of content blocks) for the next Messages requests."""
+        with self._lock:
+            self._scripted.extend(replies)
+
+    def _reply_blocks(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        with self._lock:
+            self.messages.append(body)
+            if self._scripted:
+                return self._scripted.pop(0)
+        last = _last_user_text(body.get("messages") or [])
+        slow = re.search(r"\[slow=([\d.]+)\]", last)
+        if slow:
+            time.sleep(float(slow.group(1)))
+        return [{"type": "text", "text": f"reply to: {last.strip()[:60]}"}]
 
     def end(self, batch_id: str) -> None:
         with self._lock:
@@ -273,6 +298,8 @@ class FakeAnthropic:
                 if failure is not None:
                     return self._send(failure, _error("api_error", "internal server error"))
                 parts = path.path.rstrip("/").split("/")
+                if parts == ["", "v1", "messages"] and method == "POST":
+                    return self._messages(json.loads(body or b"{}"))
                 if parts[:4] != ["", "v1", "messages", "batches"]:
                     return self._send(404, _error("not_found_error", f"no route {path.path}"))
                 rest = parts[4:]
@@ -309,6 +336,81 @@ class FakeAnthropic:
                     return None
                 return self._send(404, _error("not_found_error", f"no route {method} {path.path}"))
 
+            def _messages(self, body: dict[str, Any]) -> None:
+                blocks = fake._reply_blocks(body)
+                model = body.get("model", "claude-sonnet-4-5")
+                input_tokens = max(1, len(json.dumps(body.get("messages", []))) // 4)
+                output_tokens = sum(max(1, len(json.dumps(b)) // 4) for b in blocks)
+                stop = "tool_use" if any(b.get("type") == "tool_use" for b in blocks) else "end_turn"
+                message = {
+                    "id": f"msg_{uuid.uuid4().hex[:24]}",
+                    "type": "message",
+                    "role": "assistant",
+                    "model": model,
+                    "content": blocks,
+                    "stop_reason": stop,
+                    "stop_sequence": None,
+                    "usage": {
+                        "input_tokens": input_tokens,
+                        "output_tokens": output_tokens,
+                        "cache_creation_input_tokens": 0,
+                        "cache_read_input_tokens": 0,
+                    },
+                }
+                if not body.get("stream"):
+                    return self._send(200, message)
+                self.send_response(200)
+                self.send_header("content-type", "text/event-stream")
+                self.send_header("cache-control", "no-cache")
+                self.send_header("transfer-encoding", "chunked")
+                self.end_headers()
+
+                def event(kind: str, data: dict[str, Any]) -> None:
+                    chunk = f"event: {kind}\ndata: {json.dumps({'type': kind, **data})}\n\n".encode()
+                    self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+
+                start = {
+                    **message,
+                    "content": [],
+                    "stop_reason": None,
+                    "usage": {**message["usage"], "output_tokens": 1},
+                }
+                event("message_start", {"message": start})
+                for index, block in enumerate(blocks):
+                    if block["type"] == "text":
+                        event(
+                            "content_block_start",
+                            {"index": index, "content_block": {"type": "text", "text": ""}},
+                        )
+                        event(
+                            "content_block_delta",
+                            {"index": index, "delta": {"type": "text_delta", "text": block["text"]}},
+                        )
+                    elif block["type"] == "tool_use":
+                        event(
+                            "content_block_start", {"index": index, "content_block": {**block, "input": {}}}
+                        )
+                        event(
+                            "content_block_delta",
+                            {
+                                "index": index,
+                                "delta": {
+                                    "type": "input_json_delta",
+                                    "partial_json": json.dumps(block.get("input", {})),
+                                },
+                            },
+                        )
+                    event("content_block_stop", {"index": index})
+                event(
+                    "message_delta",
+                    {
+                        "delta": {"stop_reason": stop, "stop_sequence": None},
+                        "usage": {"output_tokens": output_tokens},
+                    },
+                )
+                event("message_stop", {})
+                self.wfile.write(b"0\r\n\r\n")
+
             def do_GET(self) -> None:
                 self._route("GET")
 
@@ -331,6 +433,19 @@ class FakeAnthropic:
             "first_id": data[0]["id"] if data else None,
             "last_id": data[-1]["id"] if data else None,
         }
+
+
+def _last_user_text(messages: list[dict[str, Any]]) -> str:
+    for message in reversed(messages):
+        if message.get("role") != "user":
+            continue
+        content = message.get("content", "")
+        if isinstance(content, str):
+            return content
+        texts = [b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text"]
+        if texts:
+            return texts[-1]
+    return ""
 
 
 def _first_text(messages: list[dict[str, Any]]) -> str:

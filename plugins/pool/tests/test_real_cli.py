@@ -1,0 +1,78 @@
+"""The pool with the real Claude Code CLI (npm @anthropic-ai/claude-code, installed by
+`.ci/run`), pointed with ANTHROPIC_BASE_URL at the fake Messages API on loopback."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import hub_pool
+import pytest
+from fake_anthropic import FakeAnthropic
+from hubtests import npm_bin
+
+from hub.testing import make_config, result_json, result_text, running_hub
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def api(tmp_path, monkeypatch):
+    with FakeAnthropic() as fake:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", fake.url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", fake.api_key)
+        monkeypatch.setenv("HOME", str(tmp_path / "home"))  # the CLI keeps its sessions under ~/.claude
+        monkeypatch.setenv("CLAUDECODE", "1")
+        (tmp_path / "home").mkdir()
+        yield fake
+
+
+async def call(client, tool: str, **arguments: Any) -> Any:
+    result = await client.call_tool(tool, arguments)
+    assert not result.is_error, result_text(result)
+    return result_json(result)
+
+
+async def test_pool_run_and_fan_out_return_the_real_cli_output_and_cost(tmp_path, api):
+    config = make_config(
+        tmp_path,
+        plugins={
+            "pool": {
+                "claude_command": npm_bin("claude"),
+                "slots": 3,
+                "model": "claude-sonnet-4-5",
+                "system_prompt": "Answer briefly.",
+            }
+        },
+    )
+    async with running_hub(config, plugins={"pool": hub_pool}) as (hub, client):
+        await hub.context.set("project", "hub")
+        run = await call(client, "pool_run", prompt="hello from the pool")
+        assert run["status"] == "completed", run
+        assert run["output"] == "reply to: hello from the pool"
+        assert run["spend_usd"] > 0 and run["tokens_used"]["input"] > 0 and run["tokens_used"]["output"] > 0
+        assert (await hub.budget.summary())["spent_usd"] == pytest.approx(run["spend_usd"])
+        first = api.messages[-1]
+        system = json.dumps(first.get("system"))
+        assert (
+            "Answer briefly." in system and "project: hub" in system
+        )  # --append-system-prompt reached the model
+
+        fanned = await call(client, "pool_fan_out", prompts=["first", "second", "third"])
+        assert [r["output"] for r in fanned["results"]] == [
+            "reply to: first",
+            "reply to: second",
+            "reply to: third",
+        ]
+        assert all(r["spend_usd"] > 0 for r in fanned["results"])
+        assert fanned["spend_usd"] == pytest.approx(sum(r["spend_usd"] for r in fanned["results"]))
+
+        again = await call(client, "pool_run", prompt="and once more", session_id=run["session_id"])
+        assert again["session_id"] == run["session_id"]
+        history = json.dumps(api.messages[-1]["messages"])
+        assert "hello from the pool" in history  # --resume carried the earlier conversation
