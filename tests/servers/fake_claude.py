@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 import sys
 import time
 import uuid
@@ -49,6 +48,8 @@ def main() -> int:
     log_dir = os.environ.get("FAKE_CLAUDE_LOG")
     grandchild = None
     if "[hang]" in prompt:
+        import subprocess  # only here: the fake starts fast (the pool benchmark runs 32 of it)
+
         grandchild = subprocess.Popen(["sleep", "1000"])
         record["grandchild"] = grandchild.pid
     if log_dir:

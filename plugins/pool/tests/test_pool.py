@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,7 @@ def recorded(log: Path) -> list[dict[str, Any]]:
 
 
 def pool_config(tmp_path: Path, budget: float | None = None, **settings: Any):
-    pool = {"claude_command": str(FAKE_CLAUDE), "busy_grace_s": 0.5, **settings}
+    pool = {"claude_command": f"{sys.executable} {FAKE_CLAUDE}", "busy_grace_s": 0.5, **settings}
     extra = {"budget": {"limit_usd": budget}} if budget is not None else {}
     return make_config(tmp_path, plugins={"pool": pool}, **extra)
 
@@ -364,7 +365,7 @@ async def test_a_killed_hub_leaves_running_work_interrupted_and_results_readable
     from hubtests import StdioPeer, hub_env
 
     (tmp_path / "hub.toml").write_text(
-        f'[plugins]\nenabled = ["pool"]\n[plugins.pool]\nclaude_command = "{FAKE_CLAUDE}"\nslots = 1\n'
+        f"[plugins]\nenabled = [\"pool\"]\n[plugins.pool]\nclaude_command = '{sys.executable} {FAKE_CLAUDE}'\nslots = 1\n"
     )
     peer = StdioPeer(
         ["--config", str(tmp_path / "hub.toml")], hub_env(tmp_path, FAKE_CLAUDE_LOG=str(runs)), tmp_path
