@@ -10,6 +10,8 @@ Markers in the prompt script it:
   [crash]     exit 3 with no result line, after printing to stderr
   [hang]      never finish (and start a grandchild `sleep`, so tests can see the whole process
               group go)
+  [linger]    print the result, but leave a grandchild holding stdout open (as a CLI whose MCP
+              servers outlive it would)
 With FAKE_CLAUDE_LOG=DIR every run writes DIR/<pid>.json: argv, stdin, cwd, whether CLAUDECODE
 was set, and the grandchild's pid.
 """
@@ -47,7 +49,7 @@ def main() -> int:
     }
     log_dir = os.environ.get("FAKE_CLAUDE_LOG")
     grandchild = None
-    if "[hang]" in prompt:
+    if "[hang]" in prompt or "[linger]" in prompt:
         import subprocess  # only here: the fake starts fast (the pool benchmark runs 32 of it)
 
         grandchild = subprocess.Popen(["sleep", "1000"])

@@ -140,6 +140,8 @@ class Pool:
         self.queue: deque[str] = deque()
         self.live: dict[str, Live] = {}
         self.accepting = True
+        self._stopping = False
+        self._scaling = anyio.Lock()
         self.worktrees: Worktrees | None = None
         self._slot_counter = 0
         self._wake = anyio.Event()
@@ -179,12 +181,13 @@ class Pool:
 
     async def stop(self) -> None:
         self.accepting = False
-        for task_id in list(self.queue):
-            await self._cancel_queued(task_id, "the hub stopped before this task ran", status="interrupted")
+        self._stopping = True
+        for task_id in self._take_queue():
+            await self._drop_queued(task_id, "the hub stopped before this task ran", status="interrupted")
         for live in list(self.live.values()):
+            live.cancel_reason = live.cancel_reason or "the hub stopped while this task was running"
+            live.cancel_status = "interrupted"
             if live.scope is not None:
-                live.cancel_reason = live.cancel_reason or "the hub stopped while this task was running"
-                live.cancel_status = "interrupted"
                 live.scope.cancel()
         with anyio.move_on_after(10, shield=True):
             for live in list(self.live.values()):
@@ -215,6 +218,14 @@ class Pool:
             await self.worktrees.remove(slot.id)
 
     async def scale_up(self, count: int) -> dict[str, Any]:
+        async with self._scaling:
+            return await self._scale_up(count)
+
+    async def scale_down(self, count: int) -> dict[str, Any]:
+        async with self._scaling:
+            return await self._scale_down(count)
+
+    async def _scale_up(self, count: int) -> dict[str, Any]:
         if count < 1:
             raise ToolError("count must be at least 1")
         if len(self.slots) + count > self.settings.max_slots:
@@ -229,7 +240,7 @@ class Pool:
             "added": added,
         }
 
-    async def scale_down(self, count: int) -> dict[str, Any]:
+    async def _scale_down(self, count: int) -> dict[str, Any]:
         if count < 1:
             raise ToolError("count must be at least 1")
         if len(self.slots) - count < self.settings.min_slots:
@@ -247,8 +258,14 @@ class Pool:
                 removed.append(slot.id)
 
         async def retire(slot: Slot) -> None:
-            with anyio.move_on_after(self.settings.busy_grace_s):
-                await slot.freed.wait()
+            try:
+                with anyio.move_on_after(self.settings.busy_grace_s):
+                    await slot.freed.wait()
+            except BaseException:  # the caller went away: the slot stays and takes work again
+                if slot in self.slots:
+                    slot.state = "busy" if slot.task_id else "idle"
+                    self._wake.set()
+                raise
             if slot.task_id:
                 cancelled.append(slot.task_id)
                 await self.cancel(
@@ -281,14 +298,14 @@ class Pool:
             raise ToolError(
                 f"target {target} is outside {self.settings.min_slots}..{self.settings.max_slots} (min_slots..max_slots)"
             )
-        now = len(self.slots)
-        out = await (
-            self.scale_up(target - now)
-            if target > now
-            else self.scale_down(now - target)
-            if target < now
-            else _same(now)
-        )
+        async with self._scaling:
+            now = len(self.slots)
+            if target > now:
+                out = await self._scale_up(target - now)
+            elif target < now:
+                out = await self._scale_down(now - target)
+            else:
+                out = {"success": True, "new_slot_count": now, "details": "already at the target"}
         out["target"] = target
         return out
 
@@ -308,6 +325,18 @@ class Pool:
             reservation = await self.hub.budget.reserve(cap, f"pool task {task_id}")
         except BudgetExceeded as exc:
             raise ToolError(f"task refused: {exc}") from None
+        try:
+            await self._insert(task_id, spec)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await reservation.release()
+            raise
+        self.live[task_id] = Live(spec, reservation)
+        self.queue.append(task_id)
+        self._wake.set()
+        return task_id
+
+    async def _insert(self, task_id: str, spec: TaskSpec) -> None:
         await self.hub.store.execute(
             "INSERT INTO pool_tasks (id, chain_id, step_index, attempt, prompt, model, effort, resume_session, status) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued')",
@@ -322,10 +351,6 @@ class Pool:
                 spec.resume_session,
             ),
         )
-        self.live[task_id] = Live(spec, reservation)
-        self.queue.append(task_id)
-        self._wake.set()
-        return task_id
 
     async def _dispatch(self) -> None:
         while True:
@@ -335,6 +360,8 @@ class Pool:
                 if slot is None:
                     break
                 task_id = self.queue.popleft()
+                if task_id not in self.live:
+                    continue
                 slot.state, slot.task_id, slot.freed = "busy", task_id, anyio.Event()
                 self.hub.start_soon(self._run, slot, task_id, name=f"task {task_id}")
             await self._wake.wait()
@@ -388,27 +415,33 @@ class Pool:
             status, error, spent = outcome.status, outcome.error, outcome.cost_usd
         try:
             await live.reservation.commit(spent)  # what the CLI spent, failed or not
+            values: dict[str, Any] = {
+                "status": status,
+                "error": error,
+                "ended_at": _now(),
+                "spend_usd": spent,
+            }
+            if outcome is not None:
+                values.update(
+                    output=outcome.output,
+                    subtype=outcome.subtype,
+                    input_tokens=outcome.input_tokens,
+                    output_tokens=outcome.output_tokens,
+                    session_id=outcome.session_id,
+                    duration_ms=outcome.duration_ms,
+                )
+            await self._update(task_id, **values)
         except Exception:
-            self.hub.log.exception("committing a task's spend failed", task=task_id)
-        values: dict[str, Any] = {"status": status, "error": error, "ended_at": _now(), "spend_usd": spent}
-        if outcome is not None:
-            values.update(
-                output=outcome.output,
-                subtype=outcome.subtype,
-                input_tokens=outcome.input_tokens,
-                output_tokens=outcome.output_tokens,
-                session_id=outcome.session_id,
-                duration_ms=outcome.duration_ms,
-            )
-        await self._update(task_id, **values)
-        slot.task_id = None
-        slot.completed_tasks += 1
-        if slot.state == "busy":
-            slot.state = "idle"
-        slot.freed.set()
-        self.live.pop(task_id, None)
-        live.done.set()
-        self._wake.set()
+            self.hub.log.exception("recording a task's end failed", task=task_id)
+        finally:  # whatever happened above, the slot is free and every waiter wakes
+            slot.task_id = None
+            slot.completed_tasks += 1
+            if slot.state == "busy":
+                slot.state = "idle"
+            slot.freed.set()
+            self.live.pop(task_id, None)
+            live.done.set()
+            self._wake.set()
 
     async def _update(self, task_id: str, **values: Any) -> None:
         sets = ", ".join(f"{k} = ?" for k in values)
@@ -446,24 +479,38 @@ class Pool:
                 "cancelled": False,
                 "details": f"the task had already ended ({row['status']})" if row else "unknown task",
             }
-        if task_id in self.queue:
-            await self._cancel_queued(task_id, reason)
-        else:
+        if not await self._cancel_queued(task_id, reason):
             live.cancel_reason = reason
             if live.scope is not None:
                 live.scope.cancel()  # kills the process group
             with anyio.move_on_after(15, shield=True):
                 await live.done.wait()
-        return {"task_id": task_id, "status": "cancelled", "cancelled": True}
+        row = await self._row(task_id)
+        status = row["status"] if row else "unknown"
+        return {"task_id": task_id, "status": status, "cancelled": status == "cancelled"}
 
-    async def _cancel_queued(self, task_id: str, reason: str, status: str = "cancelled") -> None:
-        with contextlib.suppress(ValueError):
+    async def _cancel_queued(self, task_id: str, reason: str, status: str = "cancelled") -> bool:
+        """Cancel a task that is still queued; False if the dispatcher took it meanwhile."""
+        try:
             self.queue.remove(task_id)
+        except ValueError:
+            return False
+        await self._drop_queued(task_id, reason, status)
+        return True
+
+    async def _drop_queued(self, task_id: str, reason: str, status: str = "cancelled") -> None:
+        """Settle a task already taken off the queue (it never ran)."""
         live = self.live.pop(task_id, None)
         if live is not None:
             await live.reservation.release()
             live.done.set()
         await self._update(task_id, status=status, error=reason, ended_at=_now())
+
+    def _take_queue(self) -> list[str]:
+        """Empty the queue in one step (no await), so the dispatcher cannot start any of it."""
+        taken = list(self.queue)
+        self.queue.clear()
+        return taken
 
     async def _row(self, task_id: str) -> dict[str, Any] | None:
         row = await self.hub.store.fetchone("SELECT * FROM pool_tasks WHERE id = ?", (task_id,))
@@ -490,10 +537,10 @@ class Pool:
     async def drain(self, timeout_s: float) -> dict[str, Any]:
         self.accepting = False
         try:
-            queued = list(self.queue)
+            queued = self._take_queue()
             for task_id in queued:
-                await self._cancel_queued(task_id, "the pool was drained before this task ran")
-            running = [t for t, live in self.live.items() if live.scope is not None or t not in self.queue]
+                await self._drop_queued(task_id, "the pool was drained before this task ran")
+            running = list(self.live)
             finished_in_time, cancelled_running = [], []
             with anyio.move_on_after(timeout_s):
                 for task_id in running:
@@ -527,7 +574,7 @@ class Pool:
                 "cancelled_running": cancelled_running,
             }
         finally:
-            self.accepting = True
+            self.accepting = not self._stopping
 
     # -- reading -----------------------------------------------------------------------------------
 
@@ -614,10 +661,14 @@ class Pool:
                 result = results[i]
                 policy = step.get("failure_policy") or policy_default
                 attempts_allowed = 1 + (int(step.get("retries", 2)) if policy == "retry" else 0)
-                prompt = self._step_prompt(step, previous)
                 result["status"] = "running"
+                ended_by: str | None = None  # a step cancelled or interrupted ends the chain so
+                try:
+                    prompt = self._step_prompt(step, previous)
+                except ToolError as exc:  # e.g. a skill argument left empty by {previous_output}
+                    result["error"], attempts_allowed, prompt = str(exc), 0, ""
                 await save()
-                while True:
+                while result["attempts"] < attempts_allowed:
                     result["attempts"] += 1
                     spec = TaskSpec(
                         prompt,
@@ -631,23 +682,30 @@ class Pool:
                     )
                     try:
                         task_id = await self.submit(spec)
-                    except ToolError as exc:
-                        task = {"status": "refused", "error": str(exc), "spend_usd": 0.0, "output": ""}
-                    else:
-                        result["task_ids"].append(task_id)
-                        await save()
-                        task = await self.wait(task_id, listener)
+                    except ToolError as exc:  # refused (budget, drain): trying again would not help
+                        result["error"] = str(exc)
+                        break
+                    result["task_ids"].append(task_id)
+                    await save()
+                    task = await self.wait(task_id, listener)
                     result["spend_usd"] = round(result["spend_usd"] + (task.get("spend_usd") or 0.0), 6)
                     if task["status"] == "completed":
                         result.update(status="completed", output=task["output"], error=None)
                         previous = str(task["output"])
                         break
                     result["error"] = task.get("error") or task["status"]
-                    if task["status"] == "cancelled" or result["attempts"] >= attempts_allowed:
+                    if task["status"] in ("cancelled", "interrupted"):
+                        ended_by = task["status"]
                         break
                 if result["status"] == "completed":
                     await save()
                     continue
+                if ended_by is not None:
+                    result["status"] = ended_by
+                    for later in results[i + 1 :]:
+                        later["status"] = "not_run"
+                    chain_status = ended_by
+                    break
                 if policy == "skip":
                     result["status"] = "skipped"
                     chain_status = "partial"
@@ -658,7 +716,7 @@ class Pool:
                 for later in results[i + 1 :]:
                     later["status"] = "not_run"
                 break
-            await save(chain_status, previous if chain_status != "failed" else None)
+            await save(chain_status, previous if chain_status in ("completed", "partial") else None)
         except BaseException:
             with anyio.CancelScope(shield=True):
                 for r in results:
@@ -727,10 +785,6 @@ def _step_name(step: dict[str, Any]) -> str:
         return f"skill {step['skill']}"
     text = str(step.get("prompt", "")).strip().splitlines()[0] if step.get("prompt") else ""
     return text[:60]
-
-
-async def _same(count: int) -> dict[str, Any]:
-    return {"success": True, "new_slot_count": count, "details": "already at the target"}
 
 
 def task_view(row: dict[str, Any], queue_position: int | None = None) -> dict[str, Any]:

@@ -22,6 +22,7 @@ import anyio
 import anyio.abc
 
 KILL_GRACE_S = 3.0
+RESULT_GRACE_S = 2.0
 STDERR_TAIL = 20
 
 
@@ -111,7 +112,7 @@ async def run_claude(
     stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL)
     result: dict[str, Any] | None = None
     session_id: str | None = None
-    timed_out = False
+    got_result = anyio.Event()
 
     async def feed() -> None:
         assert process.stdin is not None
@@ -148,25 +149,42 @@ async def run_claude(
                 session_id = message.get("session_id") or session_id
                 if message.get("type") == "result":
                     result = message
+                    got_result.set()
                 elif on_message is not None:
                     await on_message(message)
 
+    async def read_and_wait() -> None:
+        await read_stdout()
+        await process.wait()
+
     try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(feed)
-            tg.start_soon(read_stderr)
-            with anyio.move_on_after(inv.timeout_s if inv.timeout_s else float("inf")) as timer:
-                await read_stdout()
-                await process.wait()
-            if timer.cancelled_caught:
-                timed_out = True
-                await _stop(process)
+        with anyio.move_on_after(inv.timeout_s if inv.timeout_s else float("inf")) as timer:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(feed)
+                tg.start_soon(read_stderr)
+
+                async def main() -> None:
+                    await read_and_wait()
+                    tg.cancel_scope.cancel()  # stderr may be held open by a leftover child
+
+                async def after_result() -> None:
+                    # A result is final: a process that lingers after it (a child holding stdout
+                    # open) gets a short grace, then the group is killed and the result kept.
+                    await got_result.wait()
+                    with anyio.move_on_after(RESULT_GRACE_S):
+                        await process.wait()
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(main)
+                tg.start_soon(after_result)
+        timed_out = timer.cancelled_caught and result is None
     except BaseException:
         with anyio.CancelScope(shield=True):
             await _stop(process)
         raise
     finally:
         with anyio.CancelScope(shield=True):
+            await _stop(process)  # on every path: nothing the CLI started outlives the task
             await process.aclose()
     duration = int((time.monotonic() - started) * 1000)
     if timed_out:

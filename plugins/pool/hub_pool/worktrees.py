@@ -1,7 +1,9 @@
 """Git worktree isolation: each slot works in its own worktree on branch `hub-pool/<slot>`.
 
-Worktrees live under `<state_dir>/pool/worktrees/<repo-hash>/<slot>`. Removing one never deletes
-its branch, so a task's commits are kept. Leftovers from a hub that crashed are removed at start.
+Worktrees live under `<state_dir>/pool/worktrees/<repo-hash>/<slot>`. Removing one first commits
+any uncommitted work to its branch, and never deletes the branch, so nothing a task did is lost. A
+slot's branch that has no commits of its own is moved to the current HEAD when the slot starts
+again. Leftovers from a hub that crashed are removed at start.
 """
 
 from __future__ import annotations
@@ -68,14 +70,43 @@ class Worktrees:
             await git(self.repo, "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}")
         except WorktreeError:
             exists = False
-        if exists:  # an earlier slot's branch: keep its commits, work on from there
+        if exists and await self._merged(branch):  # nothing of its own: start from today's HEAD
+            await git(self.repo, "worktree", "add", "-B", branch, str(path), "HEAD")
+        elif exists:  # an earlier slot's branch with commits not in HEAD: keep them, work on from there
             await git(self.repo, "worktree", "add", str(path), branch)
         else:
             await git(self.repo, "worktree", "add", "-b", branch, str(path), "HEAD")
         return path
 
+    async def _merged(self, branch: str) -> bool:
+        try:
+            await git(self.repo, "merge-base", "--is-ancestor", branch, "HEAD")
+        except WorktreeError:
+            return False
+        return True
+
     async def remove(self, slot: str) -> None:
-        await self._remove_path(self.root / slot)
+        """Remove a slot's worktree; uncommitted work is first committed to its branch."""
+        path = self.root / slot
+        if path.exists():
+            try:
+                if await git(path, "status", "--porcelain"):
+                    await git(path, "add", "-A")
+                    await git(
+                        path,
+                        "-c",
+                        "user.name=hub",
+                        "-c",
+                        "user.email=hub@localhost",
+                        "commit",
+                        "-q",
+                        "--no-verify",
+                        "-m",
+                        f"hub pool: uncommitted work left in {slot}",
+                    )
+            except WorktreeError:
+                pass  # keep going: the branch still has every commit made so far
+        await self._remove_path(path)
 
     async def _remove_path(self, path: Path) -> None:
         try:

@@ -151,6 +151,17 @@ async def test_a_queue_when_every_slot_is_busy_and_cancel_of_running_and_queued(
         )
 
 
+async def test_a_result_is_kept_when_the_cli_leaves_a_child_holding_stdout(tmp_path, runs):
+    async with hub_for(tmp_path, task_timeout_s=20) as (_, client):
+        with anyio.fail_after(15):
+            out = await call(client, "pool_run", prompt="done but lingering [linger]")
+        assert out["status"] == "completed" and out["output"] == "done: done but lingering [linger]"
+        run = recorded(runs)[-1]
+        with anyio.fail_after(10):
+            while not gone(run["grandchild"]):  # the leftover was killed with the group
+                await anyio.sleep(0.05)
+
+
 async def test_fan_out_keeps_order_and_failures(tmp_path, runs):
     async with hub_for(tmp_path, slots=3) as (_, client):
         out = await call(
@@ -432,12 +443,15 @@ async def test_worktrees_per_slot_keep_their_branches(tmp_path, runs, monkeypatc
             "-m",
             "work of slot-1",
         )
+        (paths[1] / "draft.txt").write_text("not committed yet\n")
         await call(client, "pool_scale_down", count=1)
         assert not paths[1].exists()
     branches = sh(*git, "branch", "--list", "hub-pool/*")
     assert "hub-pool/slot-0" in branches and "hub-pool/slot-1" in branches
     log = sh(*git, "log", "--format=%s", "hub-pool/slot-1")
     assert "work of slot-1" in log  # the branch and its commit outlive the worktree
+    assert "hub pool: uncommitted work left in slot-1" in log  # and uncommitted work was committed
+    assert sh(*git, "show", "hub-pool/slot-1:draft.txt") == "not committed yet\n"
     assert not paths[0].exists()  # removed at shutdown
     outside = tmp_path / "plain"
     outside.mkdir()
