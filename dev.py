@@ -30,6 +30,8 @@ NPM_TEST_PACKAGES: list[str] = [
     "@modelcontextprotocol/server-everything@2026.8.31",
     # the real Claude Code CLI, run by the pool plugin's tests against a fake Messages API
     "@anthropic-ai/claude-code@2.1.330",
+    # MCP Inspector, whose CLI mode lists and calls the hub's tools in the client tests
+    "@modelcontextprotocol/inspector@2.12.0",
 ]
 
 

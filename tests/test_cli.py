@@ -15,7 +15,7 @@ import anyio
 import httpx2
 import psutil
 import pytest
-from hubtests import DOWNSTREAM, ROOT, StdioPeer, hub_env
+from hubtests import DOWNSTREAM, StdioPeer, hub_env, readme_mcp_entry
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
@@ -74,13 +74,6 @@ def test_config_command_masks_secrets(tmp_path):
     assert data["budget"]["limit_usd"] == 3
     assert data["servers"]["a"]["env"] == {"ANTHROPIC_API_KEY": "***"}
     assert "supersecret" not in out.stdout and "tok123" not in out.stdout
-
-
-def readme_mcp_entry() -> dict:
-    text = (ROOT / "README.md").read_text()
-    blocks = re.findall(r"```json\n(.*?)```", text, re.S)
-    config = next(json.loads(block) for block in blocks if "mcpServers" in block)
-    return config["mcpServers"]["hub"]
 
 
 @pytest.mark.anyio

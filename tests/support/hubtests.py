@@ -21,6 +21,17 @@ def npm_bin(name: str) -> str:
     return str(path)
 
 
+def readme_mcp_entry() -> dict:
+    """The `.mcp.json` entry for the hub exactly as README.md shows it."""
+    import json
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```json\n(.*?)```", text, re.S)
+    config = next(json.loads(block) for block in blocks if "mcpServers" in block)
+    return config["mcpServers"]["hub"]
+
+
 def hub_env(tmp_path: Path, pythonpath: Path | None = None, **extra: str) -> dict[str, str]:
     """Environment for a hub subprocess: isolated state and config, optional extra site dir."""
     import os
