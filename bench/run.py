@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["cold_start", "proxy_overhead", "batch_execute", "batch_jobs", "pool"]
+BENCHMARKS = ["cold_start", "proxy_overhead", "batch_execute", "batch_jobs", "pool", "claude_startup"]
 
 
 def main(argv: list[str]) -> int:
