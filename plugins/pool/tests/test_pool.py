@@ -453,6 +453,14 @@ async def test_worktrees_per_slot_keep_their_branches(tmp_path, runs, monkeypatc
     assert "hub pool: uncommitted work left in slot-1" in log  # and uncommitted work was committed
     assert sh(*git, "show", "hub-pool/slot-1:draft.txt") == "not committed yet\n"
     assert not paths[0].exists()  # removed at shutdown
+    # A worktree left by a hub that crashed is cleaned at the next start; its branch stays.
+    stale = sh(*git, "worktree", "list", "--porcelain")
+    assert str(paths[0]) not in stale
+    sh(*git, "worktree", "add", str(paths[0]), "hub-pool/slot-0")
+    sh(*git, "worktree", "add", "-b", "hub-pool/slot-9", str(paths[0].parent / "slot-9"), "HEAD")
+    async with hub_for(tmp_path, worktree=True, cwd=str(repo), slots=1, min_slots=1) as (_, client):
+        assert str(paths[0].parent / "slot-9") not in sh(*git, "worktree", "list", "--porcelain")
+        assert "hub-pool/slot-9" in sh(*git, "branch", "--list", "hub-pool/*")
     outside = tmp_path / "plain"
     outside.mkdir()
     from hub.plugins import PluginLoadError
