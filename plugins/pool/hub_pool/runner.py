@@ -104,7 +104,11 @@ async def run_claude(
             start_new_session=True,
         )
     except OSError as exc:
-        return Outcome("failed", error=f"cannot run {inv.command[0]!r}: {exc.strerror or exc}")
+        return Outcome(
+            "failed",
+            error=f"cannot run {inv.command[0]!r}: {exc.strerror or exc} (install Claude Code, "
+            "npm install -g @anthropic-ai/claude-code, or set [plugins.pool] claude_command)",
+        )
     if on_start is not None:
         maybe = on_start(process.pid)
         if maybe is not None:

@@ -354,6 +354,16 @@ async def test_skills_builtin_user_and_as_prompts(tmp_path, runs):
         assert (await client.list_prompts()).prompts == []
 
 
+async def test_a_missing_cli_is_a_clear_failure(tmp_path, runs):
+    async with hub_for(tmp_path, claude_command="no-such-claude-xyz") as (hub, client):
+        out = await call(client, "pool_run", prompt="hello")
+        assert out["status"] == "failed"
+        assert out["error"].startswith(
+            "cannot run 'no-such-claude-xyz': No such file or directory (install Claude Code"
+        )
+        assert (await hub.budget.summary())["reserved_usd"] == 0
+
+
 async def test_resources(tmp_path, runs):
     async with hub_for(tmp_path) as (hub, client):
         done = await call(client, "pool_run", prompt="hello")
