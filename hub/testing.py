@@ -41,8 +41,9 @@ async def running_hub(
     mode: Literal["auto", "legacy"] = "legacy",
     **client_options: Any,
 ) -> AsyncIterator[tuple[Hub, Client]]:
-    """A started hub plus a connected in-memory client. `mode="legacy"` speaks the handshake era
-    (what Claude Code uses); `"auto"` negotiates the 2026-07-28 era."""
+    """A started hub plus a connected in-memory client. `mode="legacy"` speaks the handshake
+    (initialize) era; `"auto"` negotiates the 2026-07-28 era, which Claude Code 2.1 uses (it
+    probes `server/discover` first). Test both when it matters."""
     if isinstance(config, Path):
         config = make_config(config)
     async with (
