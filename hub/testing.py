@@ -19,7 +19,7 @@ from mcp import Client
 from hub.config import HubConfig
 from hub.host import Hub
 
-__all__ = ["make_config", "result_json", "result_text", "running_hub"]
+__all__ = ["call_error", "call_ok", "make_config", "result_json", "result_text", "running_hub"]
 
 
 def make_config(tmp_path: Path, **values: Any) -> HubConfig:
@@ -61,3 +61,17 @@ def result_json(result: types.CallToolResult) -> Any:
     if result.structured_content is not None:
         return result.structured_content
     return json.loads(result_text(result))
+
+
+async def call_ok(client: Client, tool: str, **arguments: Any) -> Any:
+    """Call `tool`, fail the test (showing the error) if it is an error, and return its JSON."""
+    result = await client.call_tool(tool, arguments)
+    assert not result.is_error, result_text(result)
+    return result_json(result)
+
+
+async def call_error(client: Client, tool: str, **arguments: Any) -> str:
+    """Call `tool`, fail the test if it succeeds, and return the error's text."""
+    result = await client.call_tool(tool, arguments)
+    assert result.is_error, result_text(result)
+    return result_text(result)

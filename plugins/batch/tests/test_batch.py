@@ -12,7 +12,9 @@ import pytest
 from fake_anthropic import FakeAnthropic
 
 from hub import statusline
-from hub.testing import make_config, result_json, result_text, running_hub
+from hub.testing import call_error as error_of
+from hub.testing import call_ok as call
+from hub.testing import make_config, result_json, running_hub
 
 pytestmark = pytest.mark.anyio
 
@@ -51,18 +53,6 @@ def config_for(tmp_path: Path, api: FakeAnthropic, budget: float | None = None, 
 
 def hub_for(tmp_path: Path, api: FakeAnthropic, **kw: Any):
     return running_hub(config_for(tmp_path, api, **kw), plugins={"batch": hub_batch})
-
-
-async def call(client, tool: str, **arguments: Any) -> Any:
-    result = await client.call_tool(tool, arguments)
-    assert not result.is_error, result_text(result)
-    return result_json(result)
-
-
-async def error_of(client, tool: str, **arguments: Any) -> str:
-    result = await client.call_tool(tool, arguments)
-    assert result.is_error, result_text(result)
-    return result_text(result)
 
 
 async def wait_state(client, job_id: str, *states: str) -> dict[str, Any]:

@@ -15,6 +15,8 @@ import psutil
 import pytest
 from hubtests import TESTS
 
+from hub.testing import call_error as error_of
+from hub.testing import call_ok as call
 from hub.testing import make_config, result_json, result_text, running_hub
 
 pytestmark = pytest.mark.anyio
@@ -48,18 +50,6 @@ def pool_config(tmp_path: Path, budget: float | None = None, **settings: Any):
 
 def hub_for(tmp_path: Path, **kw: Any):
     return running_hub(pool_config(tmp_path, **kw), plugins={"pool": hub_pool})
-
-
-async def call(client, tool: str, **arguments: Any) -> Any:
-    result = await client.call_tool(tool, arguments)
-    assert not result.is_error, result_text(result)
-    return result_json(result)
-
-
-async def error_of(client, tool: str, **arguments: Any) -> str:
-    result = await client.call_tool(tool, arguments)
-    assert result.is_error, result_text(result)
-    return result_text(result)
 
 
 async def wait_status(client, task_id: str, *states: str) -> dict[str, Any]:

@@ -4,14 +4,14 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import hub_pool
 import pytest
 from fake_anthropic import FakeAnthropic
 from hubtests import npm_bin
 
-from hub.testing import make_config, result_json, result_text, running_hub
+from hub.testing import call_ok as call
+from hub.testing import make_config, running_hub
 
 pytestmark = pytest.mark.anyio
 
@@ -30,12 +30,6 @@ def api(tmp_path, monkeypatch):
         monkeypatch.setenv("CLAUDECODE", "1")
         (tmp_path / "home").mkdir()
         yield fake
-
-
-async def call(client, tool: str, **arguments: Any) -> Any:
-    result = await client.call_tool(tool, arguments)
-    assert not result.is_error, result_text(result)
-    return result_json(result)
 
 
 async def test_pool_run_and_fan_out_return_the_real_cli_output_and_cost(tmp_path, api):
