@@ -292,6 +292,8 @@ class ConnectionCache:
         lock = self._locks.setdefault(name, anyio.Lock())
         async with lock:
             conn = self._conns.get(name)
+            if conn is not None and conn.live and conn.stop.is_set():
+                await conn.done.wait()  # being closed (idle, or by close()): start a fresh one
             if conn is None or not conn.live:
                 history = self._history[name]
                 wait = history.retry_at - time.monotonic()
@@ -348,7 +350,7 @@ class ConnectionCache:
                 conn.session = session
                 conn.server_info = init.server_info.model_dump(mode="json", exclude_none=True)
                 conn.capabilities = init.capabilities
-                conn.ready_at = time.monotonic()
+                conn.ready_at = conn.last_used = time.monotonic()  # idle time counts from now, not from spawn
                 conn.state = ServerState.READY
                 conn.ready.set()
                 bound.info("downstream server ready", server_info=conn.server_info)

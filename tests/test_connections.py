@@ -81,6 +81,15 @@ async def test_a_lease_keeps_an_idle_connection_open(tmp_path):
             assert (await session.call_tool("echo", {"text": "still"})).content[0].text == "still"
 
 
+async def test_a_server_slower_to_start_than_its_idle_timeout_is_not_reaped_on_arrival(tmp_path):
+    # Idle time counts from the handshake, not from the spawn (which takes longer than 0.05 s).
+    async with ConnectionCache({"d": server(idle_timeout_s=0.05)}, log_dir=tmp_path) as cache:
+        for _ in range(3):
+            async with cache.session("d") as session:
+                assert (await session.call_tool("echo", {"text": "ok"})).content[0].text == "ok"
+            await anyio.sleep(0.3)  # reaped while idle; the next use starts it again
+
+
 async def test_reopened_after_the_server_dies(tmp_path):
     async with ConnectionCache({"d": server()}, log_dir=tmp_path) as cache:
         session = await cache.get("d")
