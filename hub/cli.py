@@ -126,6 +126,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.transport, args.host, args.port, args.path = "stdio", None, None, None
     if command == "statusline":
         return _statusline(args)
+    fast = _fast_start(args) if command == "serve" and args.transport == "stdio" else None
+    if fast is not None and fast[1] is not None and fast[1].ended:
+        return 0  # the client left before the hub was up
     import anyio
 
     from hub.config import ConfigError
@@ -138,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             if command == "serve":
                 _check_http(config, args.transport)
-                anyio.run(_serve, config, args.transport)
+                anyio.run(_serve, config, args.transport, fast)
             elif command == "plugins":
                 anyio.run(_plugins, config, args.json)
             elif command == "config":
@@ -179,7 +182,46 @@ def _indent(text: str) -> str:
     return "\n".join(f"  {line}" for line in text.splitlines())
 
 
-async def _serve(config: HubConfig, transport: str) -> None:
+def _fast_start(args: argparse.Namespace) -> tuple[Any, Any] | None:
+    """While the SDK imports in a thread, answer list requests from the last run (`hub.fastfront`).
+
+    Returns (answer cache, early answers or None), or None when stdin is not a pipe or socket or
+    HUB_FAST_START=0.
+    """
+    import stat
+    import threading
+
+    from hub import fastfront
+    from hub.paths import find_config_file
+
+    if os.environ.get("HUB_FAST_START", "1") == "0":
+        return None
+    try:
+        mode = os.fstat(0).st_mode
+        state_dir = _light_state_dir(args)
+    except (OSError, ValueError):
+        return None
+    if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
+        return None
+    config_file = find_config_file(args.config, os.environ)
+    fingerprint = fastfront.fingerprint(__version__, sys.argv[1:], os.environ, config_file)
+    cache = fastfront.AnswerCache(state_dir / fastfront.FILE_NAME, fingerprint)
+    if not cache.answers:
+        return cache, None  # nothing to answer with yet: record this run's answers for the next
+    ready = threading.Event()
+
+    def load() -> None:
+        try:
+            import hub.host
+            import hub.server  # noqa: F401
+        finally:
+            ready.set()
+
+    threading.Thread(target=load, name="hub-import", daemon=True).start()
+    return cache, fastfront.answer_until(ready, cache)
+
+
+async def _serve(config: HubConfig, transport: str, fast: tuple[Any, Any] | None = None) -> None:
     import signal
 
     import anyio
@@ -198,7 +240,8 @@ async def _serve(config: HubConfig, transport: str) -> None:
 
         tg.start_soon(stop_on_signal)
         if transport == "stdio":
-            await hub.server.run_stdio()
+            cache, early = fast if fast is not None else (None, None)
+            await hub.server.run_stdio(cache=cache, early=early)
         else:
             http = config.http
             token = http.token.get_secret_value() if http.token else None
@@ -264,12 +307,12 @@ def _print_config(config: HubConfig) -> None:
     print(json.dumps(data, indent=2))
 
 
-def _statusline(args: argparse.Namespace) -> int:
-    """The status line, without loading the SDK, pydantic or any plugin (a SQLite read)."""
+def _light_state_dir(args: argparse.Namespace) -> Path:
+    """The state directory, found without pydantic: --state-dir, HUB_STATE_DIR, --set state_dir,
+    hub.toml's state_dir, else the default. `ValueError` if hub.toml cannot be read."""
     import tomllib
 
     from hub.paths import default_state_dir, find_config_file
-    from hub.statusline import read_lines
 
     state_dir = getattr(args, "state_dir", None) or os.environ.get("HUB_STATE_DIR")
     if not state_dir:
@@ -283,9 +326,19 @@ def _statusline(args: argparse.Namespace) -> int:
             try:
                 state_dir = tomllib.loads(file.read_text()).get("state_dir")
             except (OSError, tomllib.TOMLDecodeError) as exc:
-                print(f"hub statusline: cannot read {file}: {exc}", file=sys.stderr)
-                return 2
-    path = Path(state_dir).expanduser() if state_dir else default_state_dir()
+                raise ValueError(f"cannot read {file}: {exc}") from None
+    return Path(state_dir).expanduser() if state_dir else default_state_dir()
+
+
+def _statusline(args: argparse.Namespace) -> int:
+    """The status line, without loading the SDK, pydantic or any plugin (a SQLite read)."""
+    from hub.statusline import read_lines
+
+    try:
+        path = _light_state_dir(args)
+    except ValueError as exc:
+        print(f"hub statusline: {exc}", file=sys.stderr)
+        return 2
     lines = read_lines(path / "hub.sqlite")
     if lines:
         print(" | ".join(lines))

@@ -15,7 +15,7 @@ import os
 import stat
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -33,6 +33,7 @@ from pydantic import BaseModel
 from hub import __version__
 from hub.config import ConfigError
 from hub.errors import ToolError
+from hub.fastfront import TRACKED, AnswerCache, EarlyAnswers, check_requests
 from hub.registry import ListKind, ResourceBody, ResourceTemplate, ToolCall, dump_json
 
 if TYPE_CHECKING:
@@ -275,13 +276,65 @@ class HubServer:
 
     # -- transports --------------------------------------------------------------------------
 
-    async def run_stdio(self) -> None:
-        """Serve one client over stdin/stdout until it closes stdin."""
+    async def run_stdio(self, cache: AnswerCache | None = None, early: EarlyAnswers | None = None) -> None:
+        """Serve one client over stdin/stdout until it closes stdin.
+
+        `cache` keeps the answers to list requests for the next fast start (see
+        `hub.fastfront`); `early` is what that fast start did before the hub was up: input it
+        held back (served first) and requests it answered (asked again here; if an answer
+        differs, clients get list_changed).
+        """
         from mcp.server.stdio import stdio_server
 
-        with _cancellable_stdin() as stdin, _event_loop_stdout() as stdout:
-            async with stdio_server(stdin=stdin, stdout=stdout) as (read, write):
-                await self.mcp.run(read, write, self.mcp.create_initialization_options())
+        checks = check_requests(early) if early is not None else []
+        check_ids = {request_id for request_id, _ in checks}
+        changed: set[str] = set()
+
+        acknowledged = set(early.acknowledged) if early is not None else set()
+
+        def on_answer(line: str) -> bool:
+            """Keep answers for the next start; False drops the line (a check's answer, or a
+            second acknowledgement of a subscription the fast start acknowledged)."""
+            if cache is None:
+                return True
+            seen = cache.saw_answer(line)
+            if seen is None:
+                return True
+            request_id, key, differs = seen
+            if differs:
+                cache.save()
+            if request_id in acknowledged and key.startswith("subscriptions/listen|"):
+                acknowledged.discard(request_id)
+                return False
+            if request_id not in check_ids:
+                return True
+            check_ids.discard(request_id)
+            kind = TRACKED.get(key.split("|", 1)[0])
+            if differs and kind:
+                changed.add(kind)
+            if not check_ids:
+                for item in sorted(changed):
+                    self.hub.registry.on_change(item)  # type: ignore[arg-type]
+                if changed:
+                    log.info(
+                        "the start-up answers were out of date; clients were told", lists=sorted(changed)
+                    )
+            return False
+
+        initial = (early.held if early else b"") + b"".join(line.encode() + b"\n" for _, line in checks)
+        if early is not None and early.answered:
+            log.info("answered list requests from the last run while starting", requests=len(early.answered))
+        with (
+            _cancellable_stdin(initial, cache.saw_request if cache else None) as stdin,
+            _event_loop_stdout(on_answer if cache else None) as stdout,
+        ):
+            try:
+                async with stdio_server(stdin=stdin, stdout=stdout) as (read, write):
+                    await self.mcp.run(read, write, self.mcp.create_initialization_options())
+            finally:
+                if cache is not None:
+                    with contextlib.suppress(OSError):
+                        cache.save()
 
     def http_app(self, *, host: str, path: str, token: str | None) -> Any:
         """The streamable-HTTP ASGI app; with a token, every request must carry ``Authorization: Bearer``."""
@@ -346,14 +399,21 @@ class _FdLineReader:
     cancel the hub while it waits for input; the SDK's default reader blocks a thread that no
     cancellation can interrupt, which kept SIGTERM from stopping an idle hub."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, initial: bytes = b"", on_line: Callable[[str], None] | None = None) -> None:
         self.fd = fd
-        self._buffer = b""
+        self._buffer = initial
+        self._on_line = on_line
 
     def __aiter__(self) -> _FdLineReader:
         return self
 
     async def __anext__(self) -> str:
+        line = await self._next()
+        if self._on_line is not None:
+            self._on_line(line)
+        return line
+
+    async def _next(self) -> str:
         while b"\n" not in self._buffer:
             await anyio.wait_readable(self.fd)
             chunk = os.read(self.fd, 65536)
@@ -368,11 +428,11 @@ class _FdLineReader:
 
 
 @contextlib.contextmanager
-def _cancellable_stdin() -> Iterator[Any]:
+def _cancellable_stdin(initial: bytes = b"", on_line: Callable[[str], None] | None = None) -> Iterator[Any]:
     """Serve stdin from a private copy of fd 0 and point fd 0 at /dev/null while serving (so
     nothing else can read the protocol stream). Regular files keep the SDK's own reader."""
     try:
-        if stat.S_ISREG(os.fstat(0).st_mode):
+        if stat.S_ISREG(os.fstat(0).st_mode) and not initial and on_line is None:
             yield None
             return
     except OSError:
@@ -384,7 +444,7 @@ def _cancellable_stdin() -> Iterator[Any]:
     os.dup2(devnull, 0)
     os.close(devnull)
     try:
-        yield _FdLineReader(private)
+        yield _FdLineReader(private, initial, on_line)
     finally:
         os.dup2(saved, 0)
         os.close(saved)
@@ -395,10 +455,13 @@ class _FdWriter:
     """Writes to a non-blocking pipe on the event loop. The SDK's default writer sends every
     message through a worker thread twice (write, then flush): two thread hops per response."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, on_line: Callable[[str], bool] | None = None) -> None:
         self.fd = fd
+        self._on_line = on_line
 
     async def write(self, text: str) -> None:
+        if self._on_line is not None and not self._on_line(text):
+            return
         view = memoryview(text.encode("utf-8"))
         while view:
             try:
@@ -413,7 +476,7 @@ class _FdWriter:
 
 
 @contextlib.contextmanager
-def _event_loop_stdout() -> Iterator[Any]:
+def _event_loop_stdout(on_line: Callable[[str], bool] | None = None) -> Iterator[Any]:
     """Write the protocol to a private, non-blocking copy of fd 1 and point fd 1 at stderr while
     serving (so stray prints cannot corrupt the stream). A regular file keeps the SDK's writer."""
     try:
@@ -429,7 +492,7 @@ def _event_loop_stdout() -> Iterator[Any]:
     os.set_blocking(private, False)
     os.dup2(2, 1)
     try:
-        yield _FdWriter(private)
+        yield _FdWriter(private, on_line)
     finally:
         os.dup2(saved, 1)
         os.close(saved)

@@ -1,0 +1,233 @@
+"""A fast start for stdio: answer a client's first list requests from the last run's answers
+while the hub is still importing the MCP SDK (which alone takes most of a second).
+
+Claude Code 2.1 opens with `server/discover`, `subscriptions/listen`, `prompts/list`,
+`resources/list` and `tools/list` (the 2026-07-28 protocol era, where each request stands alone)
+and waits for the answers before its first model request. This module, importing nothing heavy:
+
+1. keeps, in `<state_dir>/fastfront.json`, the last answer the hub gave to each of those list
+   requests (per protocol version), recorded as they pass while the hub serves;
+2. at the next start, if the configuration is unchanged (same hub version, command line, HUB_*
+   variables and hub.toml), answers those requests from the file at once, and holds every other
+   message until the hub is up, then hands them over in order;
+3. once the hub is up, asks it the same questions, and if an answer differs (a plugin changed),
+   sends `list_changed` so the client reads the new list.
+
+Handshake-era clients (`initialize` first) are not answered early: their session has state.
+`HUB_FAST_START=0` turns this off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import select
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+TRACKED = {
+    "server/discover": None,
+    "tools/list": "tools",
+    "prompts/list": "prompts",
+    "resources/list": "resources",
+    "resources/templates/list": "resources",
+}
+VERSION_KEY = "io.modelcontextprotocol/protocolVersion"
+SUBSCRIPTION_KEY = "io.modelcontextprotocol/subscriptionId"
+LISTEN = "subscriptions/listen"
+ACKNOWLEDGED = "notifications/subscriptions/acknowledged"
+CHECK_PREFIX = "hub-fastfront-check-"
+FILE_NAME = "fastfront.json"
+
+
+def request_key(message: Mapping[str, Any]) -> str | None:
+    """`method|protocol version` for a list request the cache may answer, else None."""
+    method = message.get("method")
+    if method not in TRACKED or "id" not in message:
+        return None
+    params = message.get("params") or {}
+    if not isinstance(params, dict) or params.get("cursor"):
+        return None
+    meta = params.get("_meta") or {}
+    version = meta.get(VERSION_KEY) if isinstance(meta, dict) else None
+    return f"{method}|{version}" if isinstance(version, str) else None
+
+
+def listen_key(message: Mapping[str, Any]) -> str | None:
+    """A key for the acknowledgement of a `subscriptions/listen` request: version + what it asks."""
+    if message.get("method") != LISTEN or "id" not in message:
+        return None
+    params = message.get("params") or {}
+    meta = params.get("_meta") or {} if isinstance(params, dict) else {}
+    version = meta.get(VERSION_KEY) if isinstance(meta, dict) else None
+    if not isinstance(version, str):
+        return None
+    return f"{LISTEN}|{version}|{json.dumps(params.get('notifications'), sort_keys=True)}"
+
+
+def fingerprint(
+    version: str, argv: Sequence[str], environ: Mapping[str, str], config_file: Path | None
+) -> str:
+    digest = hashlib.sha256()
+    digest.update(version.encode())
+    digest.update(json.dumps(list(argv)).encode())
+    digest.update(json.dumps(sorted((k, v) for k, v in environ.items() if k.startswith("HUB_"))).encode())
+    if config_file is not None:
+        digest.update(str(config_file.resolve()).encode())
+        with contextlib.suppress(OSError):
+            digest.update(config_file.read_bytes())
+    return digest.hexdigest()
+
+
+class AnswerCache:
+    """The answers kept between runs, and the recording of new ones while the hub serves."""
+
+    def __init__(self, path: Path, fingerprint: str) -> None:
+        self.path = path
+        self.fingerprint = fingerprint
+        self.answers: dict[str, Any] = {}
+        self._pending: dict[Any, str] = {}  # request id -> key, for answers on their way back
+        self._dirty = False
+        try:
+            data = json.loads(path.read_text())
+            if data.get("fingerprint") == fingerprint:
+                self.answers = dict(data.get("answers") or {})
+        except (OSError, ValueError, AttributeError):
+            pass
+
+    # -- recording (called for every line in and out while serving; cheap for other lines) -----
+
+    def saw_request(self, line: str) -> None:
+        if "list" not in line and "discover" not in line:
+            return
+        try:
+            message = json.loads(line)
+        except ValueError:
+            return
+        if isinstance(message, dict):
+            key = request_key(message) or listen_key(message)
+            if key is not None:
+                self._pending[message["id"]] = key
+
+    def saw_answer(self, line: str) -> tuple[Any, str, bool] | None:
+        """For an answer to a tracked request: (request id, key, whether it differs from what was
+        kept), after keeping it. None for every other line."""
+        if not self._pending or ('"result"' not in line and ACKNOWLEDGED not in line):
+            return None
+        try:
+            message = json.loads(line)
+        except ValueError:
+            return None
+        if not isinstance(message, dict):
+            return None
+        if message.get("method") == ACKNOWLEDGED:  # a listen request's acknowledgement
+            params = message.get("params") or {}
+            request_id = (params.get("_meta") or {}).get(SUBSCRIPTION_KEY)
+            value = params.get("notifications")
+        elif "result" in message:
+            request_id, value = message.get("id"), message["result"]
+        else:
+            return None
+        key = self._pending.pop(request_id, None)
+        if key is None:
+            return None
+        changed = self.answers.get(key) != value
+        if changed:
+            self.answers[key] = value
+            self._dirty = True
+        return request_id, key, changed
+
+    def save(self) -> None:
+        if not self._dirty:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"fingerprint": self.fingerprint, "answers": self.answers}))
+        tmp.replace(self.path)
+        self._dirty = False
+
+
+class EarlyAnswers:
+    """What happened before the hub was up: input held back, requests already answered, and
+    whether the client closed its end."""
+
+    def __init__(self) -> None:
+        self.held = b""
+        self.answered: dict[str, Any] = {}  # key -> request params, to ask the hub again
+        self.acknowledged: set[Any] = set()  # listen requests acknowledged early (held for the hub)
+        self.ended = False
+
+
+def answer_until(
+    ready: threading.Event, cache: AnswerCache, *, read_fd: int = 0, write_fd: int = 1
+) -> EarlyAnswers:
+    """Answer tracked requests from `cache` until `ready` is set (or input ends); hold the rest,
+    in order, for the hub. In this protocol era each request stands alone, so answering some
+    before others that are held changes nothing for the client."""
+    early = EarlyAnswers()
+    buffer = b""
+    while not ready.is_set():
+        readable, _, _ = select.select([read_fd], [], [], 0.02)
+        if not readable:
+            continue
+        chunk = os.read(read_fd, 65536)
+        if not chunk:
+            early.ended = True  # the client went away before the hub was up
+            break
+        buffer += chunk
+        while b"\n" in buffer:
+            line, _, buffer = buffer.partition(b"\n")
+            if not _answer(line, cache, early, write_fd):
+                early.held += line + b"\n"
+    early.held += buffer
+    return early
+
+
+def _answer(line: bytes, cache: AnswerCache, early: EarlyAnswers, write_fd: int) -> bool:
+    """Answer `line` from the cache if it can be; False means hold it for the hub."""
+    try:
+        message = json.loads(line)
+    except ValueError:
+        return False
+    if not isinstance(message, dict):
+        return False
+    listen = listen_key(message)
+    if listen is not None and listen in cache.answers and message["id"] not in early.acknowledged:
+        # Acknowledge the subscription now (the client waits for it); the hub takes it over later.
+        ack = {
+            "jsonrpc": "2.0",
+            "method": ACKNOWLEDGED,
+            "params": {"_meta": {SUBSCRIPTION_KEY: message["id"]}, "notifications": cache.answers[listen]},
+        }
+        _write_all(write_fd, json.dumps(ack).encode() + b"\n")
+        early.acknowledged.add(message["id"])
+        return False  # still held: the hub serves the subscription
+    key = request_key(message)
+    if key is None or key not in cache.answers:
+        return False
+    reply = json.dumps({"jsonrpc": "2.0", "id": message["id"], "result": cache.answers[key]})
+    _write_all(write_fd, reply.encode() + b"\n")
+    early.answered[key] = message.get("params") or {}
+    return True
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def check_requests(early: EarlyAnswers) -> list[tuple[str, str]]:
+    """Lines asking the hub, once up, what it would have answered: (request id, line)."""
+    lines = []
+    for n, (key, params) in enumerate(sorted(early.answered.items())):
+        method = key.split("|", 1)[0]
+        request_id = f"{CHECK_PREFIX}{n}"
+        lines.append(
+            (request_id, json.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}))
+        )
+    return lines
