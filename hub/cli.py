@@ -126,7 +126,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.transport, args.host, args.port, args.path = "stdio", None, None, None
     if command == "statusline":
         return _statusline(args)
-    fast = _fast_start(args) if command == "serve" and args.transport == "stdio" else None
+    try:
+        fast = _fast_start(args) if command == "serve" and args.transport == "stdio" else None
+    except KeyboardInterrupt:  # Claude Code stops its servers with SIGINT, even one still starting
+        return 130
     if fast is not None and fast[1] is not None and fast[1].ended:
         return 0  # the client left before the hub was up
     import anyio
