@@ -29,6 +29,8 @@ import anyio.abc
 import structlog
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import get_default_environment, stdio_client
+from mcp.shared.exceptions import MCPError
+from mcp.types import CONNECTION_CLOSED
 
 from hub.config import ConfigError, ServerConfig, expand_vars
 from hub.errors import HubError
@@ -203,12 +205,19 @@ class ConnectionCache:
 
     @contextlib.asynccontextmanager
     async def session(self, name: str) -> AsyncIterator[ClientSession]:
-        """Lease the session for `name`: it is not idled out while the block runs."""
+        """Lease the session for `name`: it is not idled out while the block runs. A call in the
+        block that finds the connection closed (`MCPError` `CONNECTION_CLOSED`, left to propagate
+        out of the block) marks it dead, so the next use starts the server again."""
         conn = await self._ready(name)
         conn.leases += 1
+        session = conn.session
+        assert session is not None
         try:
-            assert conn.session is not None
-            yield conn.session
+            yield session
+        except MCPError as exc:
+            if exc.code == CONNECTION_CLOSED:
+                self.mark_dead(name, session)
+            raise
         finally:
             conn.leases -= 1
             conn.last_used = time.monotonic()

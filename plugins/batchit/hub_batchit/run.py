@@ -449,16 +449,15 @@ class BatchRun:
                     try:
                         with anyio.move_on_after(timeout_ms / 1000) as timer:
                             result = await session.call_tool(tool, arguments)
-                    except MCPError as exc:
-                        if exc.code == types.CONNECTION_CLOSED:
-                            self.connections.mark_dead(server, session)
-                            return ended(
-                                "error",
-                                error=f"server {step.label!r} died during {tool}; the next operation on it restarts it",
-                            )
-                        return ended("error", error=f"{step.label} {tool}: {exc.message}")
                     finally:
                         self.running.pop(step.index, None)
+        except MCPError as exc:  # a closed connection is marked dead by the cache itself
+            if exc.code == types.CONNECTION_CLOSED:
+                return ended(
+                    "error",
+                    error=f"server {step.label!r} died during {tool}; the next operation on it restarts it",
+                )
+            return ended("error", error=f"{step.label} {tool}: {exc.message}")
         except ServerUnavailable as exc:
             return ended("error", error=str(exc))
         except Exception as exc:  # one operation never takes the batch down

@@ -248,15 +248,13 @@ class Proxy:
         """Run `request(session)` on `server`, turning its failures into messages for the caller."""
         try:
             async with self.hub.connections.session(server) as session:
-                try:
-                    return await request(session)
-                except MCPError as exc:
-                    if exc.code == types.CONNECTION_CLOSED:
-                        self.hub.connections.mark_dead(server, session)
-                        raise ToolError(
-                            f"server {server!r} died during {what}; it is restarted on the next call"
-                        ) from None
-                    raise ToolError(f"{server} {what}: {exc.message}") from None
+                return await request(session)
+        except MCPError as exc:  # a closed connection is marked dead by the cache itself
+            if exc.code == types.CONNECTION_CLOSED:
+                raise ToolError(
+                    f"server {server!r} died during {what}; it is restarted on the next call"
+                ) from None
+            raise ToolError(f"{server} {what}: {exc.message}") from None
         except ServerUnavailable as exc:
             raise ToolError(str(exc)) from None
 
