@@ -34,6 +34,11 @@ if TYPE_CHECKING:
 MAX_IDLE_WAIT_S = 300.0
 
 
+def all_ended(parts: list[dict[str, Any]]) -> bool:
+    """Every batch the job sent has ended (a batch never sent, after a failed submission, has nothing to wait for)."""
+    return all(p["processing_status"] == "ended" or not p["remote_id"] for p in parts)
+
+
 def _now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -330,7 +335,7 @@ class BatchService:
                         ended_at=remote.ended_at,
                     )
                 counts = add_counts(p["counts"] for p in parts)
-                if all(p["processing_status"] == "ended" or not p["remote_id"] for p in parts):
+                if all_ended(parts):
                     await self.jobs.update(job_id, counts=counts)
                     return await self._download(job, parts)
                 attempts = job["poll_attempts"] + 1
@@ -470,18 +475,14 @@ class BatchService:
             "raw_path": job["raw_path"],
         }
         if parts is not None:
+            open_job = job["state"] in OPEN_STATES
+            canceling = any(p["processing_status"] == "canceling" for p in parts)
             out["processing_status"] = (
-                (
-                    "ended"
-                    if parts and all(p["processing_status"] == "ended" for p in parts)
-                    else (
-                        "canceling"
-                        if any(p["processing_status"] == "canceling" for p in parts)
-                        else "in_progress"
-                    )
-                )
-                if job["state"] in OPEN_STATES
-                else "ended"
+                "ended"
+                if not open_job or (parts and all_ended(parts))
+                else "canceling"
+                if canceling
+                else "in_progress"
             )
             out["batches"] = [
                 {

@@ -182,13 +182,9 @@ async def run_claude(
                 tg.start_soon(main)
                 tg.start_soon(after_result)
         timed_out = timer.cancelled_caught and result is None
-    except BaseException:
-        with anyio.CancelScope(shield=True):
-            await _stop(process)
-        raise
     finally:
         with anyio.CancelScope(shield=True):
-            await _stop(process)  # on every path: nothing the CLI started outlives the task
+            await _stop(process)  # on every path, cancelled too: nothing the CLI started outlives the task
             await process.aclose()
     duration = int((time.monotonic() - started) * 1000)
     if timed_out:
