@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
@@ -270,19 +270,32 @@ class Prompt:
 
     def check_arguments(self, arguments: dict[str, str] | None) -> dict[str, str]:
         arguments = dict(arguments or {})
-        known = {a.name for a in self.arguments}
-        unknown = sorted(set(arguments) - known)
-        missing = [a.name for a in self.arguments if a.required and a.name not in arguments]
-        problems = []
-        if missing:
-            problems.append(f"missing required argument(s): {', '.join(missing)}")
-        if unknown:
-            problems.append(
-                f"unknown argument(s): {', '.join(unknown)} (known: {', '.join(sorted(known)) or 'none'})"
-            )
+        problems = argument_problems(self.arguments, arguments)
         if problems:
-            raise ToolError(f"prompt {self.name}: {'; '.join(problems)}")
+            raise ToolError(f"prompt {self.name}: {problems}")
         return arguments
+
+
+def argument_problems(
+    declared: Sequence[Any], given: Mapping[str, Any], *, blank_is_missing: bool = False
+) -> str:
+    """What is wrong with `given` for arguments `declared` (objects with `name` and `required`):
+    missing required ones and unknown ones, in one message; "" when nothing is."""
+    known = {a.name for a in declared}
+    missing = [
+        a.name
+        for a in declared
+        if a.required and (a.name not in given or (blank_is_missing and not str(given[a.name]).strip()))
+    ]
+    unknown = sorted(set(given) - known)
+    problems = []
+    if missing:
+        problems.append(f"missing required argument(s): {', '.join(missing)}")
+    if unknown:
+        problems.append(
+            f"unknown argument(s): {', '.join(unknown)} (it takes: {', '.join(sorted(known)) or 'none'})"
+        )
+    return "; ".join(problems)
 
 
 Registrable = Tool | Resource | ResourceTemplate | Prompt

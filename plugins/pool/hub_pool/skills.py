@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from hub.errors import ToolError
+from hub.registry import argument_problems
 
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -39,18 +40,9 @@ class Skill:
 
     def render(self, given: dict[str, Any] | None) -> str:
         given = dict(given or {})
-        known = {a.name for a in self.arguments}
-        problems = []
-        missing = [a.name for a in self.arguments if a.required and not str(given.get(a.name, "")).strip()]
-        unknown = sorted(set(given) - known)
-        if missing:
-            problems.append(f"missing required argument(s): {', '.join(missing)}")
-        if unknown:
-            problems.append(
-                f"unknown argument(s): {', '.join(unknown)} (it takes: {', '.join(sorted(known)) or 'none'})"
-            )
+        problems = argument_problems(self.arguments, given, blank_is_missing=True)
         if problems:
-            raise ToolError(f"skill {self.name}: {'; '.join(problems)}")
+            raise ToolError(f"skill {self.name}: {problems}")
         values = {a.name: str(given.get(a.name, "")) for a in self.arguments}
         return PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), self.template)
 
