@@ -3,13 +3,15 @@
 The ledger lives in the store, so spend survives a restart. Amounts are kept as integer
 micro-dollars so sums never drift. Every reservation is checked and written in one
 ``BEGIN IMMEDIATE`` transaction: concurrent reservations (from this hub or another hub process
-sharing the state directory) can never push spent + reserved past the cap.
+sharing the state directory) can never push spent + reserved past the cap, and a reservation is
+settled exactly once, whichever hubs try. Each reservation's owner is the hub instance that made
+it (hub.instances); when that hub dies, what its plugins did not settle is charged in full by
+the hub that recovers after it (`abandon`), because what it spent cannot be known.
 """
 
 from __future__ import annotations
 
-import os
-import socket
+import secrets
 import sqlite3
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -24,10 +26,8 @@ from hub.store import Store
 __all__ = ["Budget", "PluginBudget", "Reservation", "usd"]
 
 MICROS = 1_000_000
-# Reservations with this owner outlive the process that made them (a batch job waits for its
-# results across restarts); every other reservation is released when its process is gone.
-DURABLE_OWNER = "durable"
 log = structlog.get_logger("hub.budget")
+UNKNOWN_SPEND = "charged in full: the hub that held it stopped and what it spent cannot be known"
 
 MIGRATIONS = [
     """
@@ -52,6 +52,17 @@ MIGRATIONS = [
         at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
     );
     """,
+    # Every reservation has the hub instance that made it as its owner (hub.instances); a durable
+    # one is kept open across that hub's death for its plugin to settle. Open reservations of the
+    # old `host:pid` owners are released once, as those hubs did at their next start.
+    """
+    ALTER TABLE budget_reservations ADD COLUMN durable INTEGER NOT NULL DEFAULT 0;
+    UPDATE budget_reservations SET durable = 1 WHERE owner = 'durable';
+    UPDATE budget_reservations SET state = 'abandoned', remaining_micros = 0,
+        closed_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+        WHERE state = 'open' AND durable = 0;
+    CREATE INDEX budget_reservations_owner ON budget_reservations (owner) WHERE state = 'open';
+    """,
 ]
 
 
@@ -67,16 +78,6 @@ def _money(micros: int) -> str:
     return f"${micros / MICROS:,.2f}" if micros >= 10_000 or micros == 0 else f"${micros / MICROS:.4f}"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 @dataclass
 class Reservation:
     """Money set aside for one piece of work. Use as ``async with``: what is unspent is released."""
@@ -86,15 +87,18 @@ class Reservation:
     plugin: str
     purpose: str
     reserved_usd: float
+    owner: str = ""
     closed: bool = False
 
-    async def charge(self, amount_usd: float) -> None:
-        """Record spend against this reservation; it stays open for more."""
-        await self.budget._charge(self, to_micros(amount_usd), close=False)
+    async def charge(self, amount_usd: float) -> bool:
+        """Record spend against this reservation; it stays open for more. False (nothing
+        recorded) if it was closed meanwhile, e.g. settled by another hub."""
+        return await self.budget._charge(self, to_micros(amount_usd), close=False)
 
-    async def commit(self, amount_usd: float) -> None:
-        """Record the actual spend and release whatever is left of the reservation."""
-        await self.budget._charge(self, to_micros(amount_usd), close=True)
+    async def commit(self, amount_usd: float) -> bool:
+        """Record the actual spend and release whatever is left of the reservation. Exactly once
+        across every hub process: False (nothing recorded) if it was already closed."""
+        return await self.budget._charge(self, to_micros(amount_usd), close=True)
 
     async def release(self) -> None:
         """Give back what is left unspent."""
@@ -114,36 +118,51 @@ class Reservation:
 class Budget:
     """The hub-wide budget. Plugins get a `PluginBudget` view that records who spent what."""
 
-    def __init__(self, store: Store, limit_usd: float | None) -> None:
+    def __init__(self, store: Store, limit_usd: float | None, *, owner: str | None = None) -> None:
         self.store = store
         self.limit_micros = None if limit_usd is None else to_micros(limit_usd)
-        self.owner = f"{socket.gethostname()}:{os.getpid()}"
+        # The hub instance (hub.instances) whose reservations these are.
+        self.owner = owner or secrets.token_hex(4)
 
     async def setup(self) -> None:
         await self.store.migrate("budget", MIGRATIONS)
-        abandoned = await self.store.transaction(self._abandon_dead_owners)
-        if abandoned:
-            log.warning("released reservations left open by a hub that is gone", count=abandoned)
 
-    def _abandon_dead_owners(self, conn: sqlite3.Connection) -> int:
-        host = socket.gethostname()
-        dead = []
-        for row in conn.execute("SELECT DISTINCT owner FROM budget_reservations WHERE state = 'open'"):
-            if row["owner"] == DURABLE_OWNER:
-                continue
-            owner_host, _, pid = row["owner"].rpartition(":")
-            if owner_host == host and (
-                not pid.isdigit() or not _pid_alive(int(pid)) or int(pid) == os.getpid()
-            ):
-                dead.append(row["owner"])
-        count = 0
-        for owner in dead:
-            count += conn.execute(
-                "UPDATE budget_reservations SET state = 'abandoned', remaining_micros = 0, "
-                "closed_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE state = 'open' AND owner = ?",
-                (owner,),
-            ).rowcount
-        return count
+    async def abandon(self, owner: str, plugin: str) -> float:
+        """Close what `plugin`'s reservations of dead hub instance `owner` still hold, charging it
+        in full (the spend cannot be known, so it is not given back). Durable reservations stay
+        open for their plugin to settle. Returns the USD charged."""
+
+        def abandon(conn: sqlite3.Connection) -> int:
+            rows = conn.execute(
+                "SELECT id, purpose, remaining_micros FROM budget_reservations "
+                "WHERE state = 'open' AND durable = 0 AND owner = ? AND plugin = ?",
+                (owner, plugin),
+            ).fetchall()
+            total = 0
+            for row in rows:
+                if row["remaining_micros"]:
+                    conn.execute(
+                        "INSERT INTO budget_ledger (plugin, purpose, amount_micros, reservation_id) "
+                        "VALUES (?, ?, ?, ?)",
+                        (plugin, f"{row['purpose']} ({UNKNOWN_SPEND})", row["remaining_micros"], row["id"]),
+                    )
+                    total += row["remaining_micros"]
+                conn.execute(
+                    "UPDATE budget_reservations SET state = 'abandoned', remaining_micros = 0, "
+                    "closed_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?",
+                    (row["id"],),
+                )
+            return total
+
+        charged = await self.store.transaction(abandon)
+        if charged:
+            log.warning(
+                "charged reservations left open by a hub that died",
+                plugin=plugin,
+                owner=owner,
+                usd=usd(charged),
+            )
+        return usd(charged)
 
     def for_plugin(self, plugin: str) -> PluginBudget:
         return PluginBudget(self, plugin)
@@ -169,42 +188,52 @@ class Budget:
                     f"{purpose or plugin} needs up to {_money(ask)}. Raise [budget] limit_usd or --budget-usd."
                 )
             cursor = conn.execute(
-                "INSERT INTO budget_reservations (plugin, purpose, reserved_micros, remaining_micros, owner) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (plugin, purpose, ask, ask, DURABLE_OWNER if durable else self.owner),
+                "INSERT INTO budget_reservations "
+                "(plugin, purpose, reserved_micros, remaining_micros, owner, durable) VALUES (?, ?, ?, ?, ?, ?)",
+                (plugin, purpose, ask, ask, self.owner, int(durable)),
             )
             assert cursor.lastrowid is not None
             return cursor.lastrowid
 
         reservation_id = await self.store.transaction(reserve)
-        return Reservation(self, reservation_id, plugin, purpose, usd(ask))
+        return Reservation(self, reservation_id, plugin, purpose, usd(ask), self.owner)
 
     async def reservation(self, reservation_id: int) -> Reservation | None:
         """An open reservation by id (a durable one made before a restart), else None."""
         row = await self.store.fetchone(
-            "SELECT id, plugin, purpose, remaining_micros FROM budget_reservations WHERE id = ? AND state = 'open'",
+            "SELECT id, plugin, purpose, remaining_micros, owner FROM budget_reservations "
+            "WHERE id = ? AND state = 'open'",
             (reservation_id,),
         )
         if row is None:
             return None
-        return Reservation(self, row["id"], row["plugin"], row["purpose"], usd(row["remaining_micros"]))
+        return Reservation(
+            self, row["id"], row["plugin"], row["purpose"], usd(row["remaining_micros"]), row["owner"]
+        )
 
     async def durable_reservations(self, plugin: str) -> list[Reservation]:
-        """`plugin`'s open durable reservations (to release those whose work is gone)."""
+        """`plugin`'s open durable reservations (to release those whose work is gone); each
+        says which hub instance made it (`owner`)."""
         rows = await self.store.fetchall(
-            "SELECT id, plugin, purpose, remaining_micros FROM budget_reservations "
-            "WHERE state = 'open' AND owner = ? AND plugin = ? ORDER BY id",
-            (DURABLE_OWNER, plugin),
+            "SELECT id, plugin, purpose, remaining_micros, owner FROM budget_reservations "
+            "WHERE state = 'open' AND durable = 1 AND plugin = ? ORDER BY id",
+            (plugin,),
         )
         return [
-            Reservation(self, r["id"], r["plugin"], r["purpose"], usd(r["remaining_micros"])) for r in rows
+            Reservation(self, r["id"], r["plugin"], r["purpose"], usd(r["remaining_micros"]), r["owner"])
+            for r in rows
         ]
 
-    async def _charge(self, reservation: Reservation, amount: int, *, close: bool) -> None:
+    async def _charge(self, reservation: Reservation, amount: int, *, close: bool) -> bool:
         if reservation.closed:
             raise RuntimeError(f"reservation {reservation.id} is already closed")
 
-        def charge(conn: sqlite3.Connection) -> None:
+        def charge(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(
+                "SELECT state FROM budget_reservations WHERE id = ?", (reservation.id,)
+            ).fetchone()
+            if row is None or row["state"] != "open":
+                return False  # settled already (by another hub, or abandoned): never twice
             if amount:
                 conn.execute(
                     "INSERT INTO budget_ledger (plugin, purpose, amount_micros, reservation_id) VALUES (?, ?, ?, ?)",
@@ -221,10 +250,12 @@ class Budget:
                     "UPDATE budget_reservations SET remaining_micros = MAX(0, remaining_micros - ?) WHERE id = ?",
                     (amount, reservation.id),
                 )
+            return True
 
-        await self.store.transaction(charge)
-        if close:
+        applied = await self.store.transaction(charge)
+        if close or not applied:
             reservation.closed = True
+        return applied
 
     async def record(self, plugin: str, amount_usd: float, purpose: str = "") -> None:
         """Record spend that had no reservation (it can take the total past the cap; prefer `reserve`)."""

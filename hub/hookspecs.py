@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from hub.host import PluginContext
+    from hub.instances import Instance
     from hub.registry import Prompt, Resource, ResourceTemplate, Tool
 
 PROJECT = "hub"
@@ -153,4 +154,32 @@ def hub_shutdown(hub: PluginContext) -> Lifecycle:
             async def stop():
                 await flush_pending_writes(hub.store)
             return stop
+    """
+
+
+@hookspec
+def hub_recover(hub: PluginContext, instance: Instance) -> Lifecycle:
+    """Settle the live work a dead hub process left behind. Return an async function (or coroutine).
+
+    Several hubs share one state directory, so every piece of live work a plugin keeps in the
+    store (a running task, a job being submitted, a worktree) should carry its owner,
+    ``hub.instance_id``. When a hub process dies without stopping cleanly (killed, crashed,
+    machine lost), one other hub that loads this plugin calls this hook once for it, with the
+    dead process's `instance` (``instance.id``, ``pid``, ``host``, ``cwd``, ``heartbeat_at``):
+    at its own start, or within seconds while it runs. Touch only rows whose owner is
+    ``instance.id``. The hub claims the recovery in the store first, so no two hubs run it for
+    the same instance and plugin; if this hook raises, it is tried again later. Afterwards, any
+    non-durable budget reservation of the dead hub for this plugin that is still open is charged
+    in full (its spend cannot be known); release what you know was not spent before that.
+
+    Example::
+
+        @hookimpl
+        def hub_recover(hub, instance):
+            async def recover():
+                await hub.store.execute(
+                    "UPDATE jobs SET state = 'interrupted' WHERE owner = ? AND state = 'running'",
+                    (instance.id,),
+                )
+            return recover
     """

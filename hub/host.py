@@ -24,6 +24,7 @@ from hub.budget import Budget, PluginBudget
 from hub.config import HubConfig
 from hub.connections import ConnectionCache
 from hub.context import ContextStore
+from hub.instances import HEARTBEAT_S, Instance, Instances
 from hub.plugins import (
     HubPluginManager,
     PluginInfo,
@@ -47,7 +48,9 @@ class PluginContext:
     Attributes: `name`, `config` (the validated `[plugins.NAME]` model or None), `settings` (the
     whole `HubConfig`), `store`, `budget` (records spend under this plugin's name), `context`,
     `connections`, `log` (a structlog logger bound to the plugin), `state` (a dict for the
-    plugin's own objects during this run).
+    plugin's own objects during this run), `instance_id` (this hub process's id in the store:
+    stamp live work with it) and `instances` (every hub process sharing the state directory:
+    ``await hub.instances.is_alive(owner)``, ``await hub.instances.get(owner)``).
     """
 
     def __init__(self, host: Hub, name: str, config: BaseModel | None) -> None:
@@ -59,6 +62,8 @@ class PluginContext:
         self.budget: PluginBudget = host.budget.for_plugin(name)
         self.context: ContextStore = host.context
         self.connections: ConnectionCache = host.connections
+        self.instances: Instances = host.instances
+        self.instance_id: str = host.instances.id
         self.log = structlog.get_logger(f"hub.plugins.{name}").bind(plugin=name)
         # Plugin-private objects for this hub run (hooks are module functions; keep state here,
         # not in module globals, so two hubs in one process never share it).
@@ -148,6 +153,7 @@ class Hub:
         self._stack: AsyncExitStack | None = None
         self._task_group: anyio.abc.TaskGroup | None = None
         self._server: Any = None
+        self._clean_shutdown = False
         self.downstream_listeners: list[Callable[[str, Any], Awaitable[None] | None]] = []
 
     # -- services ----------------------------------------------------------------------------
@@ -178,7 +184,10 @@ class Hub:
         try:
             self.store = Store.in_state_dir(self.config.state_dir)
             stack.callback(self.store.close)
-            self.budget = Budget(self.store, self.config.budget.limit_usd)
+            self.instances = Instances(self.store, version=__version__)
+            await self.instances.register()
+            stack.push_async_callback(self._record_stop)
+            self.budget = Budget(self.store, self.config.budget.limit_usd, owner=self.instances.id)
             await self.budget.setup()
             self.context = ContextStore(self.store)
             await self.context.setup(self.config.context)
@@ -194,12 +203,15 @@ class Hub:
             stack.push_async_callback(self._shutdown_plugins)
             await self._start_plugins()
             self._register_all()
+            await self.recover_dead()
+            self._task_group.start_soon(self._keep_alive, name="hub:heartbeat")
         except BaseException:
             await stack.aclose()
             raise
         self._stack = stack
         log.info(
             "hub ready",
+            instance=self.instances.id,
             plugins=self.loaded,
             tools=len(self.registry.tools),
             state_dir=str(self.config.state_dir),
@@ -211,6 +223,51 @@ class Hub:
         if stack is not None:
             await stack.aclose()
         self._task_group = None
+
+    # -- other hub processes on the same state directory -----------------------------------
+
+    async def _keep_alive(self) -> None:
+        """Heartbeat, and recover the work of hubs that died, every few seconds."""
+        while True:
+            await anyio.sleep(HEARTBEAT_S)
+            try:
+                await self.instances.heartbeat()
+                await self.recover_dead()
+            except Exception:
+                log.exception("heartbeat or recovery failed; trying again")
+
+    async def recover_dead(self) -> None:
+        """For each loaded plugin, settle what dead hub processes left: its `hub_recover` hook,
+        then its reservations still open are charged in full. Claimed in the store, so each dead
+        hub's work is recovered once, by one hub."""
+        for name in self.loaded:
+            for instance in await self.instances.needing_recovery(name):
+                if not await self.instances.claim(instance.id, name):
+                    continue
+                try:
+                    for plugin, impl in self._impls("hub_recover", name):
+                        args = self._hook_args(impl, plugin, instance=instance)
+                        await _await_lifecycle(impl.function(**args))
+                    await self.budget.abandon(instance.id, name)
+                except Exception:
+                    log.exception(
+                        "recovering a dead hub's work failed; will try again",
+                        plugin=name,
+                        dead_instance=instance.id,
+                    )
+                    continue
+                await self.instances.done(instance.id, name)
+                log.debug("recovered the work of a hub that died", plugin=name, dead_instance=instance.id)
+
+    async def _record_stop(self) -> None:
+        with anyio.CancelScope(shield=True):
+            try:
+                if self._clean_shutdown:  # what a plugin left open is settled by the same rule
+                    for name in self.plugins:  # as after a crash, since no one recovers after this hub
+                        await self.budget.abandon(self.instances.id, name)
+                await self.instances.stop(clean=self._clean_shutdown)
+            except Exception:
+                log.exception("could not record this hub's stop")
 
     # -- downstream notifications, fanned out to whoever listens --------------------------
 
@@ -267,7 +324,7 @@ class Hub:
                     log.exception("plugin registration raised", plugin=plugin, hook=hook)
                     self._fail(plugin, f"{hook}: {type(exc).__name__}: {exc}")
 
-    def _hook_args(self, impl: Any, name: str) -> dict[str, Any]:
+    def _hook_args(self, impl: Any, name: str, instance: Instance | None = None) -> dict[str, Any]:
         info = self.plugins[name]
 
         def register(item: Any) -> None:
@@ -277,18 +334,24 @@ class Hub:
                 info.warnings.append(str(exc))
                 log.warning("skipped a registration", plugin=name, problem=str(exc))
 
-        available = {"hub": self._context(name), "register": register}
+        available = {"hub": self._context(name), "register": register, "instance": instance}
         return {arg: available[arg] for arg in impl.argnames}
 
     async def _shutdown_plugins(self, name: str | None = None) -> None:
+        clean = True
         with anyio.CancelScope(shield=True), anyio.move_on_after(SHUTDOWN_GRACE_S) as scope:
             for plugin, impl in reversed(self._impls("hub_shutdown", name)):
                 try:
                     await _await_lifecycle(impl.function(**self._hook_args(impl, plugin)))
                 except Exception:
+                    clean = False
                     log.exception("plugin shutdown raised", plugin=plugin)
         if scope.cancelled_caught:
+            clean = False
             log.warning("plugin shutdown hooks took too long; stopping anyway", grace_s=SHUTDOWN_GRACE_S)
+        if name is None:
+            # Every plugin settled its own work: no other hub needs to recover after this one.
+            self._clean_shutdown = clean
 
     # -- runtime plugin changes --------------------------------------------------------------
 
@@ -339,7 +402,9 @@ class Hub:
                 "uptime_s": round(time.time() - self.started_at, 1),
                 "config": self.config.source,
                 "state_dir": str(self.config.state_dir),
+                "instance": self.instances.id,
             },
+            "instances": [i.describe() for i in await self.instances.live()],
             "plugins": plugins,
             "budget": await self.budget.summary(),
             "context": {"entries": len(await self.context.all())},

@@ -18,8 +18,11 @@ META = {
 }
 
 
-def session(tmp_path: Path, **env: str) -> tuple[list[dict[str, Any]], str]:
-    """What Claude Code 2.1 sends first, then a call; every message the hub wrote, and its stderr."""
+def session(
+    tmp_path: Path, expect_list_changed: bool = False, **env: str
+) -> tuple[list[dict[str, Any]], str]:
+    """What Claude Code 2.1 sends first, then a call; every message the hub wrote, and its stderr.
+    With `expect_list_changed`, it also waits (on the message, not a clock) for tools/list_changed."""
     peer = StdioPeer([], hub_env(tmp_path, HUB_PLUGINS="", **env), tmp_path)
     try:
         peer.send({"jsonrpc": "2.0", "id": "d", "method": "server/discover", "params": {"_meta": META}})
@@ -41,7 +44,13 @@ def session(tmp_path: Path, **env: str) -> tuple[list[dict[str, Any]], str]:
             }
         )
         messages = read_until(peer, lambda got: {"d", "t", "c"} <= {m.get("id") for m in got}, seconds=30)
-        messages += read_until(peer, lambda got: False, seconds=1.0)  # anything that follows soon
+        if expect_list_changed:
+            messages += read_until(
+                peer,
+                lambda got: any(m.get("method") == "notifications/tools/list_changed" for m in got),
+                seconds=30,
+            )
+        messages += read_until(peer, lambda got: False, seconds=0.5)  # anything that follows soon
         assert peer.proc.stdin is not None
         peer.proc.stdin.close()
         peer.proc.wait(timeout=20)
@@ -105,7 +114,7 @@ def test_a_stale_answer_is_corrected_with_list_changed(tmp_path):
         {"name": "gone_tool", "inputSchema": {"type": "object", "properties": {}}}
     )
     path.write_text(json.dumps(cache))
-    messages, stderr = session(tmp_path)
+    messages, stderr = session(tmp_path, expect_list_changed=True)
     assert "gone_tool" in tool_names(messages)  # what the client was told at first
     assert any(m.get("method") == "notifications/tools/list_changed" for m in messages), messages
     assert "the start-up answers were out of date; clients were told" in stderr

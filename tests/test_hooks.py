@@ -85,3 +85,31 @@ async def test_hook_hub_register_prompts(tmp_path, example_plugin):
         assert hub.registry.contributions("example")["prompts"] == ["greeting"]
         prompt = await client.get_prompt("greeting", {"name": "Ada"})
         assert prompt.messages[0].content.text == "Write a short greeting for Ada."
+
+
+@pytest.mark.anyio
+async def test_hook_hub_recover(tmp_path, example_plugin):
+    import sys
+
+    import anyio
+
+    gone = await anyio.run_process([sys.executable, "-c", "import os; print(os.getpid())"])
+    dead_pid = int(gone.stdout)
+    async with running_hub(make_config(tmp_path), plugins={"example": example_plugin}) as (hub, _):
+        crashed = hub.instances.id
+        await hub.budget.reserve("example", 0.5, "in flight")
+    # As if that hub had been killed: not stopped, its pid gone.
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "state" / "hub.sqlite") as conn:
+        conn.execute(
+            "UPDATE hub_instances SET stopped_at = NULL, clean = 0, pid = ? WHERE id = ?", (dead_pid, crashed)
+        )
+    example_plugin.events.clear()
+    async with running_hub(make_config(tmp_path), plugins={"example": example_plugin}) as (hub, _):
+        assert example_plugin.events == ["startup", f"recover {crashed} pid {dead_pid}"]
+        budget = await hub.budget.summary()
+        assert (budget["spent_usd"], budget["reserved_usd"]) == (0.5, 0.0)  # charged in full afterwards
+    example_plugin.events.clear()
+    async with running_hub(make_config(tmp_path), plugins={"example": example_plugin}):
+        assert example_plugin.events == ["startup"]  # recovered once, by one hub

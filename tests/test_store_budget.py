@@ -118,33 +118,56 @@ async def test_concurrent_reservations_never_exceed_the_cap(tmp_path):
     assert (await budget.summary())["reserved_usd"] == pytest.approx(0.9)
 
 
-async def test_ledger_survives_restart_and_dead_reservations_are_released(tmp_path):
+async def test_ledger_survives_restart_and_a_dead_hubs_reservations_are_charged_in_full(tmp_path):
     budget = await budget_at(tmp_path, 5.0)
     r = await budget.reserve("pool", 1.0)
     await r.commit(2.0)  # the actual spend can exceed the estimate: the truth is recorded
-    await budget.reserve("pool", 1.0)  # left open, as by a hub that was killed
+    await budget.reserve("pool", 1.5, "task 2")  # left open, as by a hub that was killed
+    await budget.reserve("batch", 0.5, "job", durable=True)  # kept for its plugin to settle
+    dead = budget.owner
     budget.store.close()
 
     again = await budget_at(tmp_path, 5.0)
     summary = await again.summary()
-    assert summary["spent_usd"] == 2.0
-    assert summary["reserved_usd"] == 0.0  # the old process is gone: its reservation was released
+    assert (summary["spent_usd"], summary["reserved_usd"]) == (2.0, 2.0)  # nothing is guessed at start
+    assert await again.abandon(dead, "pool") == 1.5  # its spend cannot be known: charged, not released
+    assert await again.abandon(dead, "batch") == 0.0  # durable: the batch plugin settles it
+    assert await again.abandon(dead, "pool") == 0.0  # once
+    summary = await again.summary()
+    assert (summary["spent_usd"], summary["reserved_usd"]) == (3.5, 0.5)
+    purposes = [r["purpose"] for r in await again.store.fetchall("SELECT purpose FROM budget_ledger")]
+    assert (
+        "task 2 (charged in full: the hub that held it stopped and what it spent cannot be known)" in purposes
+    )
     again.store.close()
+
+
+async def test_a_reservation_is_settled_once_whichever_hubs_try(tmp_path):
+    one, two = await budget_at(tmp_path, 5.0), await budget_at(tmp_path, 5.0)  # two hubs, one store
+    made = await one.reserve("batch", 1.0, "job", durable=True)
+    seen_by_one, seen_by_two = await one.reservation(made.id), await two.reservation(made.id)
+    assert seen_by_one is not None and seen_by_two is not None
+    assert await seen_by_one.commit(0.25) is True
+    assert await seen_by_two.commit(0.25) is False  # already settled: nothing recorded twice
+    assert (await two.summary())["spent_usd"] == 0.25
+    one.store.close()
+    two.store.close()
 
 
 async def test_a_durable_reservation_outlives_a_restart(tmp_path):
     budget = await budget_at(tmp_path, 5.0)
     kept = await budget.reserve("batch", 1.5, "job-1", durable=True)
-    await budget.reserve("pool", 1.0)  # an ordinary one, released at the next start
+    await budget.reserve("pool", 1.0)  # an ordinary one, settled by whoever recovers its hub
     budget.store.close()
 
     again = await budget_at(tmp_path, 5.0)
+    await again.abandon(budget.owner, "pool")
     assert (await again.summary())["reserved_usd"] == 1.5
     found = await again.reservation(kept.id)
     assert found is not None and (found.plugin, found.purpose, found.reserved_usd) == ("batch", "job-1", 1.5)
     await found.commit(0.25)
     summary = await again.summary()
-    assert (summary["spent_usd"], summary["reserved_usd"]) == (0.25, 0.0)
+    assert (summary["spent_usd"], summary["reserved_usd"]) == (1.25, 0.0)  # 1.0 abandoned + 0.25
     assert await again.reservation(kept.id) is None  # closed
     again.store.close()
 

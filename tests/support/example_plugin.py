@@ -70,6 +70,14 @@ def hub_shutdown(hub: PluginContext) -> Any:
 
 
 @hookimpl
+def hub_recover(hub: PluginContext, instance: Any) -> Any:
+    async def recover() -> None:
+        events.append(f"recover {instance.id} pid {instance.pid}")
+
+    return recover
+
+
+@hookimpl
 def hub_register_tools(register: Any, hub: PluginContext) -> None:
     settings = hub.config
     assert isinstance(settings, Settings)

@@ -16,8 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from hub import Prompt, PromptArgument, Resource, ResourceTemplate, Tool, ToolCall, hookimpl
 from hub.errors import ToolError
 from hub.host import PluginContext
+from hub.instances import Instance
 
-from .pool import Pool, TaskSpec
+from .pool import Pool, TaskSpec, current_depth, recover
 from .skills import load_skills
 
 __all__ = ["Settings"]
@@ -67,6 +68,18 @@ class Settings(BaseModel):
         default=None, description="A folder of SKILL.md files with YAML front matter."
     )
     skills: dict[str, SkillTable] = Field(default_factory=dict)
+    worker_mcp_config: str | dict[str, Any] | None = Field(
+        default=None,
+        description="MCP servers for workers: a .mcp.json path or an mcpServers table. Workers always run "
+        "with --strict-mcp-config, so by default they start none (not even a hub from the project's .mcp.json).",
+    )
+    max_depth: int = Field(
+        default=1,
+        ge=1,
+        le=10,
+        description="A hub started inside a pool worker serves pool tools only if fewer than this many pools "
+        "are above it (1: workers cannot start workers).",
+    )
 
 
 class _Args(BaseModel):
@@ -138,10 +151,11 @@ class NoArgs(_Args):
     pass
 
 
-def _pool(hub: PluginContext) -> Pool:
+def _pool(hub: PluginContext) -> Pool | None:
+    """The running pool, or None in a hub too deep inside pool workers to serve one."""
     pool = hub.state.get("pool")
-    assert isinstance(pool, Pool), "hub_startup did not run"
-    return pool
+    assert isinstance(pool, Pool) or "disabled" in hub.state, "hub_startup did not run"
+    return pool if isinstance(pool, Pool) else None
 
 
 def _spec(prompt: str, args: Overrides, session: str | None = None) -> TaskSpec:
@@ -192,10 +206,23 @@ def hub_startup(hub: PluginContext) -> Any:
         )
         for problem in problems:
             hub.log.warning("skill not loaded", problem=problem)
+        depth = current_depth()
+        if depth >= settings.max_depth:
+            hub.state["disabled"] = (
+                f"this hub runs inside a pool worker (depth {depth}) and [plugins.pool] max_depth is "
+                f"{settings.max_depth}: it serves no pool tools, so workers cannot start workers"
+            )
+            hub.log.info("pool tools not served", reason=hub.state["disabled"])
+            return
         pool = hub.state["pool"] = Pool(hub, settings, skills)
         await pool.start()
 
     return start
+
+
+@hookimpl
+def hub_recover(hub: PluginContext, instance: Instance) -> Any:
+    return recover(hub, instance)
 
 
 @hookimpl
@@ -211,6 +238,8 @@ def hub_shutdown(hub: PluginContext) -> Any:
 @hookimpl
 def hub_register_tools(register: Any, hub: PluginContext) -> None:
     pool = _pool(hub)
+    if pool is None:
+        return
 
     async def pool_run(args: RunArgs, call: ToolCall) -> dict[str, Any]:
         return await pool.run(_spec(args.prompt, args, args.session_id), _progress(call))
@@ -362,6 +391,8 @@ def hub_register_tools(register: Any, hub: PluginContext) -> None:
 @hookimpl
 def hub_register_resources(register: Any, hub: PluginContext) -> None:
     pool = _pool(hub)
+    if pool is None:
+        return
 
     async def status() -> dict[str, Any]:
         return await pool.status()
@@ -400,7 +431,10 @@ def hub_register_resources(register: Any, hub: PluginContext) -> None:
 
 @hookimpl
 def hub_register_prompts(register: Any, hub: PluginContext) -> None:
-    for skill in _pool(hub).skills.values():
+    pool = _pool(hub)
+    if pool is None:
+        return
+    for skill in pool.skills.values():
 
         async def render(arguments: dict[str, str], skill: Any = skill) -> str:
             return str(skill.render(arguments))

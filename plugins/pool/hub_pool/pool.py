@@ -1,14 +1,21 @@
 """The slot pool: slots, a FIFO queue, tasks that run the Claude Code CLI, chains, scaling, drain.
 
 Every task and chain is written to the store at each change, so `pool_result` and
-`pool_chain_result` read the truth while work runs and after a restart (when what was running
-or queued is marked `interrupted`, never re-run behind the caller's back).
+`pool_chain_result` read the truth from any hub sharing the state directory, while work runs and
+after a restart. Each task and chain carries its owner (the hub instance running it), and so do
+slot worktrees (by their path and branch): only the owner touches them while it lives;
+`pool_cancel` from another hub asks the owner through the store (`cancel_request`), and the
+owner, which watches for that, kills the process. When an owner dies, one other hub recovers its
+work (`recover`): process groups left running are killed, what was running or queued is marked
+`interrupted` (never re-run behind the caller's back), and a task that was running is charged its
+whole reservation, since what it spent can no longer be known.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import secrets
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -21,10 +28,12 @@ import anyio
 
 from hub.budget import Reservation
 from hub.errors import BudgetExceeded, ToolError
+from hub.instances import Instance, process_start_token
+from hub.processes import kill_group_left_behind
 
-from .runner import Invocation, Outcome, run_claude
+from .runner import DEPTH_ENV, Invocation, Outcome, run_claude
 from .skills import Skill
-from .worktrees import Worktrees
+from .worktrees import Worktrees, retire_left_behind
 
 if TYPE_CHECKING:
     from hub.host import PluginContext
@@ -32,6 +41,10 @@ if TYPE_CHECKING:
     from . import Settings
 
 OPEN = ("queued", "running")
+# How often the owner of running tasks looks for cancel requests from other hubs, and how long
+# pool_cancel from another hub waits for the owner to confirm.
+CANCEL_WATCH_S = 0.5
+CANCEL_WAIT_S = 15.0
 MIGRATIONS = [
     """
     CREATE TABLE pool_tasks (
@@ -69,6 +82,23 @@ MIGRATIONS = [
         created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
         ended_at TEXT
     );
+    """,
+    # Owners (hub.instances), so several hubs on one store only ever touch their own live work.
+    # Open work of hubs from before owners existed is settled once, as those hubs did at start.
+    """
+    ALTER TABLE pool_tasks ADD COLUMN owner TEXT;
+    ALTER TABLE pool_tasks ADD COLUMN reservation_id INTEGER;
+    ALTER TABLE pool_tasks ADD COLUMN pid INTEGER;
+    ALTER TABLE pool_tasks ADD COLUMN pid_start TEXT;
+    ALTER TABLE pool_tasks ADD COLUMN cancel_request TEXT;
+    ALTER TABLE pool_chains ADD COLUMN owner TEXT;
+    CREATE INDEX pool_tasks_owner ON pool_tasks (owner, status);
+    UPDATE pool_tasks SET status = 'interrupted', ended_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
+        error = CASE status WHEN 'running' THEN 'the hub stopped while this task was running'
+        ELSE 'the hub stopped before this task ran' END
+        WHERE status IN ('queued', 'running');
+    UPDATE pool_chains SET status = 'interrupted', ended_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+        WHERE status = 'running';
     """,
 ]
 
@@ -136,6 +166,9 @@ class Pool:
             settings.claude_command.split() if " " in settings.claude_command else [settings.claude_command]
         )
         self.cwd = Path(settings.cwd).expanduser().resolve() if settings.cwd else Path.cwd()
+        self.depth = current_depth()
+        self.worker_mcp_config = worker_mcp_config(settings.worker_mcp_config)
+        self._cancelling: set[str] = set()
         self.slots: list[Slot] = []
         self.queue: deque[str] = deque()
         self.live: dict[str, Live] = {}
@@ -149,35 +182,17 @@ class Pool:
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        store = self.hub.store
-        await store.migrate("pool", MIGRATIONS)
-        interrupted = await store.run(
-            lambda conn: (
-                conn.execute(
-                    "UPDATE pool_tasks SET status = 'interrupted', ended_at = ?, error = CASE status "
-                    "WHEN 'running' THEN 'the hub stopped while this task was running' "
-                    "ELSE 'the hub stopped before this task ran' END WHERE status IN ('queued', 'running')",
-                    (_now(),),
-                ).rowcount,
-                conn.execute(
-                    "UPDATE pool_chains SET status = 'interrupted', ended_at = ? WHERE status = 'running'",
-                    (_now(),),
-                ).rowcount,
-            )
-        )
-        if any(interrupted):
-            self.hub.log.warning(
-                "work left unfinished by an earlier run is marked interrupted",
-                tasks=interrupted[0],
-                chains=interrupted[1],
-            )
+        await self.hub.store.migrate("pool", MIGRATIONS)
         if self.settings.worktree:
-            self.worktrees = await Worktrees.for_directory(self.cwd, self.hub.settings.state_dir)
-            stale = await self.worktrees.clean_stale()
+            self.worktrees = await Worktrees.for_directory(
+                self.cwd, self.hub.settings.state_dir, self.hub.instance_id
+            )
+            stale = await self.worktrees.clean_legacy()
             if stale:
-                self.hub.log.info("removed worktrees left by an earlier run", slots=stale)
+                self.hub.log.info("removed worktrees left by a hub of an earlier version", slots=stale)
         await self._add_slots(self.settings.slots)
         self.hub.start_soon(self._dispatch, name="dispatch")
+        self.hub.start_soon(self._watch_cancel_requests, name="cancel requests")
 
     async def stop(self) -> None:
         self.accepting = False
@@ -326,7 +341,7 @@ class Pool:
         except BudgetExceeded as exc:
             raise ToolError(f"task refused: {exc}") from None
         try:
-            await self._insert(task_id, spec)
+            await self._insert(task_id, spec, reservation.id)
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await reservation.release()
@@ -336,10 +351,10 @@ class Pool:
         self._wake.set()
         return task_id
 
-    async def _insert(self, task_id: str, spec: TaskSpec) -> None:
+    async def _insert(self, task_id: str, spec: TaskSpec, reservation_id: int) -> None:
         await self.hub.store.execute(
-            "INSERT INTO pool_tasks (id, chain_id, step_index, attempt, prompt, model, effort, resume_session, status) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued')",
+            "INSERT INTO pool_tasks (id, chain_id, step_index, attempt, prompt, model, effort, resume_session, "
+            "status, owner, reservation_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
             (
                 task_id,
                 spec.chain_id,
@@ -349,6 +364,8 @@ class Pool:
                 spec.model or self.settings.model,
                 spec.effort or self.settings.effort,
                 spec.resume_session,
+                self.hub.instance_id,
+                reservation_id,
             ),
         )
 
@@ -387,6 +404,7 @@ class Pool:
                 resume_session=spec.resume_session,
                 cwd=slot.cwd or self.cwd,
                 timeout_s=spec.timeout_s or self.settings.task_timeout_s,
+                mcp_config=self.worker_mcp_config,
             )
             await self._update(task_id, status="running", slot=slot.id, started_at=_now())
 
@@ -398,7 +416,14 @@ class Pool:
             with anyio.CancelScope() as scope:
                 live.scope = scope
                 if live.cancel_reason is None:
-                    outcome = await run_claude(inv, on_message=on_message)
+                    outcome = await run_claude(
+                        inv,
+                        on_start=lambda pid: self._update(
+                            task_id, pid=pid, pid_start=process_start_token(pid)
+                        ),
+                        on_message=on_message,
+                        env={DEPTH_ENV: str(self.depth + 1)},
+                    )
         except Exception as exc:
             self.hub.log.exception("a pool task raised", task=task_id)
             outcome = Outcome("failed", error=f"{type(exc).__name__}: {exc}")
@@ -473,6 +498,8 @@ class Pool:
             row = await self._row(task_id)
             if row is None and not missing_ok:
                 raise ToolError(f"no task {task_id!r}")
+            if row is not None and row["status"] in OPEN and row["owner"] != self.hub.instance_id:
+                return await self._cancel_elsewhere(row, reason)
             return {
                 "task_id": task_id,
                 "status": row["status"] if row else "unknown",
@@ -488,6 +515,63 @@ class Pool:
         row = await self._row(task_id)
         status = row["status"] if row else "unknown"
         return {"task_id": task_id, "status": status, "cancelled": status == "cancelled"}
+
+    async def _cancel_elsewhere(self, row: dict[str, Any], reason: str) -> dict[str, Any]:
+        """Cancel a task another hub runs: ask its owner through the store and wait for it to
+        confirm (it looks every CANCEL_WATCH_S); an owner that died is recovered by whichever hub
+        notices first, and the task ends `interrupted`."""
+        task_id = row["id"]
+        owner = await self.hub.instances.get(row["owner"]) if row["owner"] else None
+        where = (
+            f"hub pid {owner.pid} on {owner.host} (instance {owner.id})" if owner else "a hub that is gone"
+        )
+        await self.hub.store.execute(
+            "UPDATE pool_tasks SET cancel_request = ? WHERE id = ? AND status IN ('queued', 'running')",
+            (f"{reason} (asked from hub pid {os.getpid()})", task_id),
+        )
+        with anyio.move_on_after(CANCEL_WAIT_S):
+            while True:
+                now = await self._row(task_id)
+                if now is None or now["status"] not in OPEN:
+                    break
+                await anyio.sleep(0.1)
+        after = await self._row(task_id) or row
+        out = {
+            "task_id": task_id,
+            "status": after["status"],
+            "cancelled": after["status"] in ("cancelled", "interrupted"),
+            "hub": owner.describe() if owner else None,
+        }
+        if after["status"] in OPEN:
+            out["details"] = (
+                f"the task runs on {where}; it was asked to cancel it and has not confirmed within "
+                f"{CANCEL_WAIT_S:g} s (pool_result shows when it does)"
+            )
+        else:
+            out["details"] = f"the task ran on {where}, which ended it: {after['status']}"
+            if after["error"]:
+                out["details"] += f" ({after['error']})"
+        return out
+
+    async def _watch_cancel_requests(self) -> None:
+        """Act on `pool_cancel` sent to other hubs for tasks this hub runs."""
+        while True:
+            await anyio.sleep(CANCEL_WATCH_S)
+            rows = await self.hub.store.fetchall(
+                "SELECT id, cancel_request FROM pool_tasks WHERE owner = ? AND cancel_request IS NOT NULL "
+                "AND status IN ('queued', 'running')",
+                (self.hub.instance_id,),
+            )
+            for row in rows:
+                if row["id"] in self.live and row["id"] not in self._cancelling:
+                    self._cancelling.add(row["id"])
+                    self.hub.start_soon(self._cancel_requested, row["id"], row["cancel_request"])
+
+    async def _cancel_requested(self, task_id: str, reason: str) -> None:
+        try:
+            await self.cancel(task_id, reason, missing_ok=True)
+        finally:
+            self._cancelling.discard(task_id)
 
     async def _cancel_queued(self, task_id: str, reason: str, status: str = "cancelled") -> bool:
         """Cancel a task that is still queued; False if the dispatcher took it meanwhile."""
@@ -523,9 +607,13 @@ class Pool:
                 "SELECT id FROM pool_tasks ORDER BY created_at DESC LIMIT 5"
             )
             raise ToolError(f"no task {task_id!r} (recent: {', '.join(r['id'] for r in recent) or 'none'})")
-        return task_view(
+        view = task_view(
             row, queue_position=(list(self.queue).index(task_id) + 1) if task_id in self.queue else None
         )
+        if row["status"] in OPEN and row["owner"] and row["owner"] != self.hub.instance_id:
+            owner = await self.hub.instances.get(row["owner"])
+            view["hub"] = owner.describe() if owner else {"instance": row["owner"]}
+        return view
 
     async def run(
         self, spec: TaskSpec, listener: Callable[[dict[str, Any]], Awaitable[None]] | None = None
@@ -598,7 +686,29 @@ class Pool:
             "min_slots": self.settings.min_slots,
             "max_slots": self.settings.max_slots,
             "worktree": self.worktrees is not None,
+            "other_hubs": await self._elsewhere(),
         }
+
+    async def _elsewhere(self) -> list[dict[str, Any]]:
+        """Open tasks of the other hubs on this state directory, by hub."""
+        rows = await self.hub.store.fetchall(
+            "SELECT id, status, owner FROM pool_tasks WHERE status IN ('queued', 'running') "
+            "AND owner IS NOT NULL AND owner != ? ORDER BY created_at LIMIT 500",
+            (self.hub.instance_id,),
+        )
+        hubs: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            entry = hubs.get(row["owner"])
+            if entry is None:
+                owner = await self.hub.instances.get(row["owner"])
+                entry = hubs[row["owner"]] = {
+                    **(owner.describe() if owner else {"instance": row["owner"]}),
+                    "alive": bool(owner and owner.alive()),
+                    "running": [],
+                    "queued": [],
+                }
+            entry[row["status"]].append(row["id"])
+        return list(hubs.values())
 
     def slot(self, slot_id: str) -> dict[str, Any]:
         for slot in self.slots:
@@ -626,8 +736,9 @@ class Pool:
             for i, s in enumerate(steps)
         ]
         await self.hub.store.execute(
-            "INSERT INTO pool_chains (id, status, failure_policy, steps_json, results_json) VALUES (?, 'running', ?, ?, ?)",
-            (chain_id, failure_policy, json.dumps(steps), json.dumps(results)),
+            "INSERT INTO pool_chains (id, status, failure_policy, steps_json, results_json, owner) "
+            "VALUES (?, 'running', ?, ?, ?, ?)",
+            (chain_id, failure_policy, json.dumps(steps), json.dumps(results), self.hub.instance_id),
         )
         return chain_id
 
@@ -778,6 +889,90 @@ class Pool:
             "created_at": row["created_at"],
             "ended_at": row["ended_at"],
         }
+
+
+def current_depth() -> int:
+    """How deep this hub runs inside pool workers: 0 at the top, 1 inside a worker, ..."""
+    try:
+        return max(0, int(os.environ.get(DEPTH_ENV, "0")))
+    except ValueError:
+        return 0
+
+
+def worker_mcp_config(value: str | dict[str, Any] | None) -> str | None:
+    """`[plugins.pool] worker_mcp_config` as the CLI's --mcp-config takes it: a file's path, or
+    a JSON text of ``{"mcpServers": {...}}``; None: workers get no MCP server at all."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return str(Path(value).expanduser().resolve())
+    servers = value.get("mcpServers", value)
+    return json.dumps({"mcpServers": servers})
+
+
+async def recover(hub: PluginContext, instance: Instance) -> dict[str, int]:
+    """Settle the pool work of dead hub `instance`: kill its process groups that are left, mark
+    its open tasks and chains `interrupted`, charge a task that was running its whole reservation
+    (its spend cannot be known) and release a queued one's, and retire its slot worktrees (their
+    uncommitted work committed to their branch first; no branch is deleted)."""
+    await hub.store.migrate("pool", MIGRATIONS)
+    rows = await hub.store.fetchall(
+        "SELECT id, status, pid, pid_start, reservation_id FROM pool_tasks "
+        "WHERE owner = ? AND status IN ('queued', 'running')",
+        (instance.id,),
+    )
+    killed = 0
+    for row in rows:
+        if row["status"] == "running" and row["pid"]:
+            killed += kill_group_left_behind(row["pid"], row["pid_start"])
+    for row in rows:
+        reservation = await hub.budget.reservation(row["reservation_id"]) if row["reservation_id"] else None
+        charged = 0.0
+        if row["status"] == "running":
+            if reservation is not None:
+                charged = reservation.reserved_usd
+                await reservation.commit(charged)
+            error = (
+                f"its hub (pid {instance.pid}) died while this task was running; the task's processes "
+                f"were stopped. What it spent cannot be known, so its whole reservation "
+                f"(${charged:.4f}) was charged"
+            )
+        else:
+            if reservation is not None:
+                await reservation.release()
+            error = f"its hub (pid {instance.pid}) died before this task ran"
+        await hub.store.execute(
+            "UPDATE pool_tasks SET status = 'interrupted', error = ?, ended_at = ?, spend_usd = ? "
+            "WHERE id = ? AND status IN ('queued', 'running')",
+            (error, _now(), charged, row["id"]),
+        )
+    chains = await hub.store.fetchall(
+        "SELECT id, results_json FROM pool_chains WHERE owner = ? AND status = 'running'", (instance.id,)
+    )
+    for chain in chains:
+        results = json.loads(chain["results_json"])
+        for step in results:
+            if step["status"] == "running":
+                step["status"] = "interrupted"
+            elif step["status"] == "pending":
+                step["status"] = "not_run"
+        await hub.store.execute(
+            "UPDATE pool_chains SET status = 'interrupted', results_json = ?, ended_at = ? "
+            "WHERE id = ? AND status = 'running'",
+            (json.dumps(results), _now(), chain["id"]),
+        )
+    retired = await retire_left_behind(hub.settings.state_dir, instance.id)
+    if rows or chains or retired:
+        hub.log.warning(
+            "settled the pool work of a hub that died",
+            dead_instance=instance.id,
+            dead_pid=instance.pid,
+            tasks=len(rows),
+            process_groups_killed=killed,
+            chains=len(chains),
+            worktrees=retired,
+        )
+    return {"tasks": len(rows), "killed": killed, "chains": len(chains), "worktrees": len(retired)}
 
 
 def _step_name(step: dict[str, Any]) -> str:

@@ -1,15 +1,23 @@
 """One task on one slot: a `claude -p` process, its stream-json output, and its end.
 
 The prompt goes in on stdin (never argv, where `ps` shows it and length is limited). The child
-runs in its own process group, so cancelling or timing out kills everything it started;
-`CLAUDECODE` is removed from its environment (the CLI refuses to run nested otherwise).
+runs in its own process group, so cancelling or timing out kills everything it started, and dies
+with the hub (a parent-death signal, `hub.processes.dies_with_parent`); its pid goes to the store
+so a hub recovering after this one can kill what is left of the group. `CLAUDECODE` is removed
+from its environment (the CLI refuses to run nested otherwise).
+
+Workers start no MCP server but those of `[plugins.pool] worker_mcp_config`: always
+`--strict-mcp-config`, so a project whose `.mcp.json` has the hub does not start a hub in every
+worker. `HUB_POOL_DEPTH` tells a hub started inside a worker anyway how deep it is.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import shutil
 import signal
 import time
 from collections import deque
@@ -21,6 +29,10 @@ from typing import Any
 import anyio
 import anyio.abc
 
+from hub.processes import dies_with_parent
+
+# Set for every worker: 1 inside a top-level hub's worker, 2 inside a worker of a hub in a worker...
+DEPTH_ENV = "HUB_POOL_DEPTH"
 KILL_GRACE_S = 3.0
 RESULT_GRACE_S = 2.0
 STDERR_TAIL = 20
@@ -38,10 +50,14 @@ class Invocation:
     resume_session: str | None = None
     cwd: Path | None = None
     timeout_s: float | None = None
+    mcp_config: str | None = None  # --mcp-config: a file, or JSON text; None: no MCP servers
 
     def argv(self) -> list[str]:
         argv = [*self.command, "-p", "--output-format", "stream-json", "--verbose"]
         argv += ["--permission-mode", self.permission_mode]
+        if self.mcp_config:
+            argv += ["--mcp-config", self.mcp_config]
+        argv += ["--strict-mcp-config"]
         if self.model:
             argv += ["--model", self.model]
         if self.effort:
@@ -94,8 +110,13 @@ async def run_claude(
     """Run one CLI process to its end. Cancelling this call kills the process group."""
     started = time.monotonic()
     try:
+        # Found here, not by the launcher that dies_with_parent puts in front of it, so a missing
+        # command is an OSError with a clear message rather than a launcher traceback.
+        found = shutil.which(inv.command[0])
+        if found is None:
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), inv.command[0])
         process = await anyio.open_process(
-            inv.argv(),
+            dies_with_parent([found, *inv.argv()[1:]]),
             stdin=-1,
             stdout=-1,
             stderr=-1,

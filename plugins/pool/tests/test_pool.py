@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -394,24 +393,31 @@ async def test_a_killed_hub_leaves_running_work_interrupted_and_results_readable
         with anyio.fail_after(10):
             while len(recorded(runs)) < 2:
                 await anyio.sleep(0.02)
-        peer.proc.kill()  # no chance to clean up
+        dead_pid = peer.proc.pid
+        peer.proc.kill()  # kill -9: no chance to clean up
         peer.proc.wait(timeout=10)
     finally:
         peer.close()
     orphan = recorded(runs)[-1]
-    for pid in (orphan["pid"], orphan.get("grandchild")):
-        if pid:
-            os.kill(pid, 9)
+    with anyio.fail_after(10):  # the CLI dies with its hub (parent-death signal) ...
+        while not gone(orphan["pid"]):
+            await anyio.sleep(0.02)
+    assert not gone(orphan["grandchild"])  # ... but what it started is left, until a hub recovers
     config = pool_config(tmp_path, slots=1)
-    async with running_hub(config, plugins={"pool": hub_pool}) as (_, client):
+    async with running_hub(config, plugins={"pool": hub_pool}) as (hub, client):
+        assert gone(orphan["grandchild"])  # its process group was killed before anything was marked
         first = await call(client, "pool_result", task_id=done["structuredContent"]["task_id"])
         assert first["status"] == "completed" and first["output"] == "done: finished"
         lost = await call(client, "pool_result", task_id=running["structuredContent"]["task_id"])
-        assert (
-            lost["status"] == "interrupted" and lost["error"] == "the hub stopped while this task was running"
-        )
+        assert lost["status"] == "interrupted", lost
+        assert lost["error"].startswith(f"its hub (pid {dead_pid}) died while this task was running")
+        assert "its whole reservation ($1.0000) was charged" in lost["error"]
+        assert lost["spend_usd"] == 1.0  # what the orphan spent cannot be known: the cap is charged
         never = await call(client, "pool_result", task_id=queued["structuredContent"]["task_id"])
-        assert never["status"] == "interrupted" and never["error"] == "the hub stopped before this task ran"
+        assert never["status"] == "interrupted"
+        assert never["error"] == f"its hub (pid {dead_pid}) died before this task ran"
+        budget = await hub.budget.summary()
+        assert budget["spent_usd"] == pytest.approx(1.001) and budget["reserved_usd"] == 0
         assert len(recorded(runs)) == 2  # nothing was re-run
 
 
@@ -446,21 +452,24 @@ async def test_worktrees_per_slot_keep_their_branches(tmp_path, runs, monkeypatc
         (paths[1] / "draft.txt").write_text("not committed yet\n")
         await call(client, "pool_scale_down", count=1)
         assert not paths[1].exists()
+    owner = paths[0].parent.name  # worktrees and branches are per hub instance
+    assert paths[1].parent.name == owner
     branches = sh(*git, "branch", "--list", "hub-pool/*")
-    assert "hub-pool/slot-0" in branches and "hub-pool/slot-1" in branches
-    log = sh(*git, "log", "--format=%s", "hub-pool/slot-1")
+    assert f"hub-pool/{owner}/slot-0" in branches and f"hub-pool/{owner}/slot-1" in branches
+    log = sh(*git, "log", "--format=%s", f"hub-pool/{owner}/slot-1")
     assert "work of slot-1" in log  # the branch and its commit outlive the worktree
     assert "hub pool: uncommitted work left in slot-1" in log  # and uncommitted work was committed
-    assert sh(*git, "show", "hub-pool/slot-1:draft.txt") == "not committed yet\n"
+    assert sh(*git, "show", f"hub-pool/{owner}/slot-1:draft.txt") == "not committed yet\n"
     assert not paths[0].exists()  # removed at shutdown
-    # A worktree left by a hub that crashed is cleaned at the next start; its branch stays.
-    stale = sh(*git, "worktree", "list", "--porcelain")
-    assert str(paths[0]) not in stale
-    sh(*git, "worktree", "add", str(paths[0]), "hub-pool/slot-0")
-    sh(*git, "worktree", "add", "-b", "hub-pool/slot-9", str(paths[0].parent / "slot-9"), "HEAD")
+    assert str(paths[0]) not in sh(*git, "worktree", "list", "--porcelain")
+    # A worktree of a hub from before owners (<repo-hash>/slot-N) is retired at the next start:
+    # its uncommitted work committed to its branch, which stays.
+    legacy = paths[0].parent.parent / "slot-9"
+    sh(*git, "worktree", "add", "-q", "-b", "hub-pool/slot-9", str(legacy), "HEAD")
+    (legacy / "left.txt").write_text("left behind\n")
     async with hub_for(tmp_path, worktree=True, cwd=str(repo), slots=1, min_slots=1) as (_, client):
-        assert str(paths[0].parent / "slot-9") not in sh(*git, "worktree", "list", "--porcelain")
-        assert "hub-pool/slot-9" in sh(*git, "branch", "--list", "hub-pool/*")
+        assert str(legacy) not in sh(*git, "worktree", "list", "--porcelain")
+        assert sh(*git, "show", "hub-pool/slot-9:left.txt") == "left behind\n"
     outside = tmp_path / "plain"
     outside.mkdir()
     from hub.plugins import PluginLoadError
