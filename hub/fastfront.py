@@ -23,7 +23,9 @@ import contextlib
 import hashlib
 import json
 import os
+import secrets
 import select
+import sys
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -142,12 +144,20 @@ class AnswerCache:
         return request_id, key, changed
 
     def save(self) -> None:
+        """Write the answers; several hubs may save at once, so each writes its own temporary file
+        and renames it over the old one. A cache that cannot be written never stops a hub."""
         if not self._dirty:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"fingerprint": self.fingerprint, "answers": self.answers}))
-        tmp.replace(self.path)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps({"fingerprint": self.fingerprint, "answers": self.answers}))
+            tmp.replace(self.path)
+        except OSError as exc:
+            print(f"hub: could not keep the start-up answers in {self.path}: {exc}", file=sys.stderr)
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            return
         self._dirty = False
 
 

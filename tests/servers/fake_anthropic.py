@@ -22,6 +22,9 @@ Behaviour is scripted through the prompts and a few knobs:
   input_tokens = len(prompt) // 4 + 1 and output_tokens = 10 (or ``[tokens=N]`` in the prompt);
 - `fail_next(status, count)` answers the next `count` API calls with that status (429 with a
   `retry-after: 0` header, 5xx with an `api_error` body);
+- `hold_creates()` makes every later batch create take effect (the batch exists and runs) but
+  hold its answer until the returned `threading.Event` is set, as when a hub is killed mid-call;
+- `downloads(batch_id)` counts the result downloads of a batch;
 - every request is checked for the key (`x-api-key`, or `Authorization: Bearer` as SDK 2.x sends
   it) and for `anthropic-version`.
 Requests are kept as (custom_id, outcome) pairs only, so large batches stay cheap.
@@ -82,6 +85,7 @@ class FakeAnthropic:
         self._failures: list[int] = []
         self.messages: list[dict[str, Any]] = []  # bodies of POST /v1/messages
         self._scripted: list[list[dict[str, Any]]] = []
+        self._hold: threading.Event | None = None
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -105,6 +109,15 @@ class FakeAnthropic:
     def fail_next(self, status: int, count: int = 1) -> None:
         with self._lock:
             self._failures.extend([status] * count)
+
+    def hold_creates(self) -> threading.Event:
+        """Batches created from now on exist at once, but their create answer waits for the event."""
+        with self._lock:
+            self._hold = threading.Event()
+            return self._hold
+
+    def downloads(self, batch_id: str) -> int:
+        return self.calls.count(("GET", f"/v1/messages/batches/{batch_id}/results"))
 
     def script(self, *replies: list[dict[str, Any]]) -> None:
         """Queue replies (each a list of content blocks) for the next Messages requests."""
@@ -308,6 +321,8 @@ class FakeAnthropic:
                         if len(body) > MAX_BYTES:
                             return self._send(413, _error("request_too_large", "batch over 256 MB"))
                         status, answer = fake._create(json.loads(body))
+                        if fake._hold is not None:
+                            fake._hold.wait(60)
                         return self._send(status, answer)
                     if method == "GET":
                         return self._send(200, fake._list(parse_qs(path.query)))
@@ -426,6 +441,11 @@ class FakeAnthropic:
         limit = int(query.get("limit", ["20"])[0])
         with self._lock:
             ordered = sorted(self.batches.values(), key=lambda b: b.created_at, reverse=True)
+        ids = [b.id for b in ordered]
+        if query.get("after_id") and query["after_id"][0] in ids:  # the next (older) page
+            ordered = ordered[ids.index(query["after_id"][0]) + 1 :]
+        elif query.get("before_id") and query["before_id"][0] in ids:  # the previous (newer) page
+            ordered = ordered[: ids.index(query["before_id"][0])][-limit:]
         data = [self._batch_json(b) for b in ordered[:limit]]
         return {
             "data": data,

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hub import Resource, ResourceTemplate, Tool, ToolCall, hookimpl
 from hub.host import PluginContext
+from hub.instances import Instance
 
 from .service import BatchService
 from .spool import RequestItem
@@ -158,9 +159,15 @@ def hub_shutdown(hub: PluginContext) -> Any:
     async def stop() -> None:
         service = hub.state.get("service")
         if isinstance(service, BatchService):
+            await service.stop()
             await service.aclose()
 
     return stop
+
+
+@hookimpl
+def hub_recover(hub: PluginContext, instance: Instance) -> Any:
+    return _service(hub).recover(instance)
 
 
 @hookimpl

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -74,6 +75,15 @@ MIGRATIONS = [
         PRIMARY KEY (job_id, custom_id)
     );
     """,
+    # Several hubs share one store (hub.instances): the hub submitting a job owns it until it is
+    # sent; one hub at a time polls and downloads it (the lease); a part records when its create
+    # call began, so a hub recovering after a crash mid-call can find the batch it made.
+    """
+    ALTER TABLE batch_jobs ADD COLUMN owner TEXT;
+    ALTER TABLE batch_jobs ADD COLUMN lease_owner TEXT;
+    ALTER TABLE batch_jobs ADD COLUMN lease_until REAL;
+    ALTER TABLE batch_parts ADD COLUMN create_started_at REAL;
+    """,
 ]
 
 
@@ -108,13 +118,49 @@ class Jobs:
         await self.store.migrate("batch", MIGRATIONS)
 
     async def create(
-        self, job_id: str, *, label: str | None, backend: str, model: str, result_path: str, raw_path: str
+        self,
+        job_id: str,
+        *,
+        label: str | None,
+        backend: str,
+        model: str,
+        result_path: str,
+        raw_path: str,
+        owner: str,
     ) -> None:
         await self.store.execute(
-            "INSERT INTO batch_jobs (id, label, backend, state, model, result_path, raw_path) "
-            "VALUES (?, ?, ?, 'submitting', ?, ?, ?)",
-            (job_id, label, backend, model, result_path, raw_path),
+            "INSERT INTO batch_jobs (id, label, backend, state, model, result_path, raw_path, owner) "
+            "VALUES (?, ?, ?, 'submitting', ?, ?, ?, ?)",
+            (job_id, label, backend, model, result_path, raw_path, owner),
         )
+
+    async def take_lease(self, job_id: str, me: str, until: float, holder_alive: Any) -> bool:
+        """Become the one hub polling `job_id` (or stay it). A lease held by another hub is taken
+        only when that hub is dead, or stopped renewing it (`until` long past). Atomic."""
+        row = await self.store.fetchone(
+            "SELECT lease_owner, lease_until FROM batch_jobs WHERE id = ?", (job_id,)
+        )
+        if row is None:
+            return False
+        holder, held_until = row["lease_owner"], row["lease_until"]
+        if holder and holder != me and (held_until or 0) > time.time() and await holder_alive(holder):
+            return False
+        changed = await self.store.execute(
+            "UPDATE batch_jobs SET lease_owner = ?, lease_until = ? "
+            "WHERE id = ? AND lease_owner IS ? AND lease_until IS ?",
+            (me, until, job_id, holder, held_until),
+        )
+        return changed == 1
+
+    async def release_leases(self, owner: str) -> int:
+        return await self.store.execute(
+            "UPDATE batch_jobs SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ?", (owner,)
+        )
+
+    async def remote_ids(self) -> set[str]:
+        """Every API batch any job has recorded."""
+        rows = await self.store.fetchall("SELECT remote_id FROM batch_parts WHERE remote_id IS NOT NULL")
+        return {row["remote_id"] for row in rows}
 
     async def add_requests(self, job_id: str, rows: Sequence[tuple[str, int, str]]) -> None:
         """(custom_id, part, model) rows."""
@@ -180,13 +226,19 @@ class Jobs:
         return [{**dict(row), "counts": json.loads(row["counts_json"])} for row in rows]
 
     async def find(
-        self, states: Sequence[str] | None = None, limit: int | None = None
+        self, states: Sequence[str] | None = None, limit: int | None = None, *, owner: str | None = None
     ) -> list[dict[str, Any]]:
         sql = "SELECT * FROM batch_jobs"
         params: list[Any] = []
+        where = []
         if states:
-            sql += f" WHERE state IN ({', '.join('?' * len(states))})"
+            where.append(f"state IN ({', '.join('?' * len(states))})")
             params.extend(states)
+        if owner is not None:
+            where.append("owner IS ?")
+            params.append(owner)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created_at DESC, id DESC"
         if limit is not None:
             sql += " LIMIT ?"

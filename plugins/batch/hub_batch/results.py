@@ -5,6 +5,8 @@ as the results stream in, never held in memory."""
 from __future__ import annotations
 
 import json
+import os
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,8 +90,11 @@ class ResultWriter:
         self.raw_path = Path(job["raw_path"])
         self.md_path = Path(job["result_path"])
         self.raw_path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp_raw = self.raw_path.with_name(self.raw_path.name + ".part")
-        self._tmp_md = self.md_path.with_name(self.md_path.name + ".part")
+        # Unique names: another hub may write the same job's files (a forced fetch) at the same time;
+        # the complete file replaces the old one in one rename.
+        unique = f"{os.getpid()}.{secrets.token_hex(4)}.part"
+        self._tmp_raw = self.raw_path.with_name(f".{self.raw_path.name}.{unique}")
+        self._tmp_md = self.md_path.with_name(f".{self.md_path.name}.{unique}")
         self.raw: IO[str] = self._tmp_raw.open("w", encoding="utf-8")
         self.md: IO[str] = self._tmp_md.open("w", encoding="utf-8")
         label = f": {job['label']}" if job.get("label") else ""

@@ -1,4 +1,12 @@
-"""The batch plugin's work: submit jobs, poll them in the background, fetch, cancel, report."""
+"""The batch plugin's work: submit jobs, poll them in the background, fetch, cancel, report.
+
+Several hubs share one store. A job being submitted belongs to the hub submitting it (`owner`);
+if that hub dies, the hub that recovers after it (`recover`) settles the job: each API batch whose
+create call had begun (`create_started_at`) but not answered is looked for at the API and adopted,
+and only if the API shows none is a batch taken as never sent. A job being polled has one poller
+at a time (`lease_owner`): a hub polls and downloads only jobs whose lease it holds, and takes the
+lease over only from a hub that is dead (or stopped renewing it).
+"""
 
 from __future__ import annotations
 
@@ -18,6 +26,7 @@ import anyio.to_thread
 
 from hub.config import ConfigError, expand_vars
 from hub.errors import BudgetExceeded, ToolError
+from hub.instances import HEARTBEAT_S, Instance
 from hub.registry import ToolCall
 
 from .backends import NOT_YET, Backend, BackendError
@@ -32,11 +41,24 @@ if TYPE_CHECKING:
     from . import SendArgs, Settings
 
 MAX_IDLE_WAIT_S = 300.0
+# A poller's lease lasts until its next poll is due plus this; a live hub renews it at each poll.
+LEASE_GRACE_S = 600.0
+# Clock difference allowed between this machine and the API when matching a batch to its create.
+CLOCK_SKEW_S = 120.0
 
 
 def all_ended(parts: list[dict[str, Any]]) -> bool:
     """Every batch the job sent has ended (a batch never sent, after a failed submission, has nothing to wait for)."""
     return all(p["processing_status"] == "ended" or not p["remote_id"] for p in parts)
+
+
+def _epoch(iso: str | None) -> float | None:
+    if not iso:
+        return None
+    try:
+        return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 def _now_iso() -> str:
@@ -94,32 +116,69 @@ class BatchService:
 
     async def start(self) -> None:
         await self.jobs.setup()
-        for job in await self.jobs.find(["submitting"]):
+        for job in await self.jobs.find(["submitting"], owner=None):  # from a hub before owners
             await self._recover_submission(job)
         await self._release_orphaned_reservations()
         await self.update_status_line()
 
+    async def recover(self, instance: Instance) -> None:
+        """Settle what dead hub `instance` left: jobs it was submitting, the polls it held."""
+        for job in await self.jobs.find(["submitting"], owner=instance.id):
+            await self._recover_submission(
+                job, "its hub stopped", created_by=instance.heartbeat_at + 2 * HEARTBEAT_S
+            )
+        if await self.jobs.release_leases(instance.id):
+            self._wake.set()  # the jobs it polled are due now
+        await self._release_orphaned_reservations()
+        await self.update_status_line()
+
+    async def stop(self) -> None:
+        """Hand the jobs this hub polls to whichever hub polls next."""
+        await self.jobs.release_leases(self.hub.instance_id)
+
     async def _release_orphaned_reservations(self) -> None:
-        """A reservation whose job ended or never got recorded (the hub stopped in between) is freed."""
+        """A reservation whose job ended, or whose job was never recorded because its hub died in
+        between, is settled (a live hub may be between the two steps: its reservations stay)."""
         for reservation in await self.hub.budget.durable_reservations():
             job = await self.jobs.find_by_reservation(reservation.id)
-            if job is None or job["state"] in ENDED_STATES:
-                await reservation.commit(job["cost_usd"] if job is not None else 0.0)
+            if job is None and await self.hub.instances.is_alive(reservation.owner):
+                continue
+            ended = job is None or job["state"] in ENDED_STATES
+            if ended and await reservation.commit(job["cost_usd"] if job is not None else 0.0):
                 self.hub.log.info(
                     "released a reservation left by an interrupted job", reservation=reservation.id
                 )
 
-    async def _recover_submission(self, job: dict[str, Any], why: str = "the hub stopped") -> None:
-        """Settle a job left in 'submitting': all sent goes on; part sent is cancelled (what ran is
-        still fetched and paid for); nothing sent fails."""
+    async def _recover_submission(
+        self, job: dict[str, Any], why: str = "the hub stopped", created_by: float | None = None
+    ) -> None:
+        """Settle a job left in 'submitting': an API batch whose create had begun but not
+        answered is looked for and adopted (created between the call and `created_by`); then all
+        sent goes on; part sent is cancelled (what ran is still fetched and paid for); nothing
+        sent fails."""
         self._drop_spool(job["id"])
         parts = await self.jobs.parts(job["id"])
+        adopted = await self._adopt(job, parts, created_by) if created_by is not None else []
         sent = [p for p in parts if p["remote_id"]]
         if parts and len(sent) == len(parts):
             await self.jobs.update(job["id"], state="in_progress", next_poll_at=0)
+            if adopted:
+                self.hub.log.warning(
+                    "a job's submission was cut short; its batches were found at the API and kept",
+                    job=job["id"],
+                    adopted=adopted,
+                )
+            self._wake.set()
             return
         if not sent:
-            await self._fail(job, f"{why} while this job was being submitted; nothing was sent")
+            asked = created_by is not None and any(p["create_started_at"] for p in parts)
+            await self._fail(
+                job,
+                f"{why} while this job was being submitted; "
+                + (
+                    "the API shows no batch made for it, so nothing was sent" if asked else "nothing was sent"
+                ),
+            )
             return
         for part in sent:
             with contextlib.suppress(BackendError, ToolError):
@@ -132,6 +191,40 @@ class BatchService:
         )
         self._wake.set()
         self.hub.log.warning("a job was interrupted during submission", job=job["id"], sent=len(sent))
+
+    async def _adopt(self, job: dict[str, Any], parts: list[dict[str, Any]], created_by: float) -> list[str]:
+        """Find at the API the batches whose create call began but never answered; record them."""
+        asked = [p for p in parts if p["create_started_at"] and not p["remote_id"]]
+        if not asked:
+            return []
+        backend = self.backend(job["backend"])
+        known = await self.jobs.remote_ids()
+        adopted = []
+        for part in asked:
+            name = f"{job['id']}-{part['part']}"
+            since = part["create_started_at"] - CLOCK_SKEW_S
+            try:
+                found = await backend.find_created(name, part["request_count"], since)
+            except BackendError as exc:
+                raise ToolError(f"cannot tell whether job {job['id']} was sent: {exc}") from None
+            for remote in found:
+                created = _epoch(remote.created_at)
+                if remote.id in known or (created is not None and created > created_by + CLOCK_SKEW_S):
+                    continue
+                await self.jobs.update_part(
+                    job["id"],
+                    part["part"],
+                    remote_id=remote.id,
+                    processing_status=remote.processing_status,
+                    counts=remote.request_counts,
+                    created_at=remote.created_at,
+                    expires_at=remote.expires_at,
+                )
+                part.update(remote_id=remote.id, processing_status=remote.processing_status)
+                known.add(remote.id)
+                adopted.append(remote.id)
+                break
+        return adopted
 
     async def _fail(self, job: dict[str, Any], error: str) -> None:
         with anyio.CancelScope(shield=True):  # settled and marked together, or the restart does it
@@ -195,6 +288,7 @@ class BatchService:
             model=model,
             result_path=str(result_path),
             raw_path=str(raw_path),
+            owner=self.hub.instance_id,
         )
         items = self._items(args)
 
@@ -260,11 +354,14 @@ class BatchService:
                 ) from None
             raise ToolError(f"job {job_id} was not submitted: {exc}") from None
         with anyio.CancelScope(shield=True):
+            next_poll = time.time() + self._delay(0)
             await self.jobs.update(
                 job_id,
                 state="in_progress",
                 counts=add_counts([{"processing": count}]),
-                next_poll_at=time.time() + self._delay(0),
+                next_poll_at=next_poll,
+                lease_owner=self.hub.instance_id,
+                lease_until=next_poll + LEASE_GRACE_S,
             )
         self._wake.set()
         await self.update_status_line()
@@ -287,7 +384,9 @@ class BatchService:
         for index, part in enumerate(parts):
             await self.jobs.add_part(job_id, index, part.count, part.size)
         for index, part in enumerate(parts):
-            remote = await backend.create(part.path, part.size)
+            # The intent first: if this hub dies before the answer, the batch can still be found.
+            await self.jobs.update_part(job_id, index, create_started_at=time.time())
+            remote = await backend.create(part.path, part.size, f"{job_id}-{index}")
             await self.jobs.update_part(
                 job_id,
                 index,
@@ -319,6 +418,8 @@ class BatchService:
             job = await self.jobs.get(job_id)
             if job is None or job["state"] not in ("in_progress", "canceling"):
                 return job or {}
+            if not await self._take_lease(job_id, max(job["next_poll_at"], time.time())):
+                return job  # another live hub polls it; the store shows what it found
             backend = self.backend(job["backend"])
             try:
                 parts = await self.jobs.parts(job_id)
@@ -339,12 +440,14 @@ class BatchService:
                     await self.jobs.update(job_id, counts=counts)
                     return await self._download(job, parts)
                 attempts = job["poll_attempts"] + 1
+                next_poll = time.time() + self._delay(attempts)
                 await self.jobs.update(
                     job_id,
                     counts=counts,
                     poll_attempts=attempts,
                     poll_error=None,
-                    next_poll_at=time.time() + self._delay(attempts),
+                    next_poll_at=next_poll,
+                    lease_until=next_poll + LEASE_GRACE_S,
                 )
             except BackendError as exc:
                 attempts = job["poll_attempts"] + 1
@@ -363,6 +466,11 @@ class BatchService:
             assert refreshed is not None
             return refreshed
 
+    async def _take_lease(self, job_id: str, due: float) -> bool:
+        return await self.jobs.take_lease(
+            job_id, self.hub.instance_id, due + LEASE_GRACE_S, self.hub.instances.is_alive
+        )
+
     async def _download(
         self, job: dict[str, Any], parts: list[dict[str, Any]], *, settle: bool = True
     ) -> dict[str, Any]:
@@ -371,6 +479,8 @@ class BatchService:
 
         async def record(rows: list[dict[str, Any]]) -> None:
             await self.jobs.record_outcomes(job["id"], rows)
+            if settle:  # a long download keeps its lease
+                await self.jobs.update(job["id"], lease_until=time.time() + LEASE_GRACE_S)
 
         try:
             for part in parts:
@@ -395,6 +505,7 @@ class BatchService:
                 ended_at=job.get("ended_at") or _now_iso(),
                 fetched_at=_now_iso(),
                 poll_error=None,
+                **({"lease_owner": None, "lease_until": None} if settle else {}),
             )
         await self.update_status_line()
         self.hub.log.info("batch job ended", job=job["id"], state=state, cost_usd=cost)

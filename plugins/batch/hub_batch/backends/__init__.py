@@ -47,8 +47,15 @@ class RemoteBatch:
 class Backend(Protocol):
     name: str
 
-    async def create(self, body: Path, size: int) -> RemoteBatch:
-        """Submit the JSON body in file `body` (`size` bytes): ``{"requests": [...]}``."""
+    async def create(self, body: Path, size: int, name: str) -> RemoteBatch:
+        """Submit the JSON body in file `body` (`size` bytes): ``{"requests": [...]}``. `name` is
+        unique to this API batch (`<job_id>-<part>`), for backends that can label a batch."""
+        ...
+
+    async def find_created(self, name: str, count: int, since: float) -> list[RemoteBatch]:
+        """Batches created at or after unix time `since` that may be the one a `create(..., name)`
+        of `count` requests made when the hub died before its answer came: by label where the API
+        keeps one, else by request count. Oldest first."""
         ...
 
     async def retrieve(self, batch_id: str) -> RemoteBatch: ...
