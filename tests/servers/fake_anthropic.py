@@ -22,8 +22,9 @@ Behaviour is scripted through the prompts and a few knobs:
   input_tokens = len(prompt) // 4 + 1 and output_tokens = 10 (or ``[tokens=N]`` in the prompt);
 - `fail_next(status, count)` answers the next `count` API calls with that status (429 with a
   `retry-after: 0` header, 5xx with an `api_error` body);
-- `hold_creates()` makes every later batch create take effect (the batch exists and runs) but
-  hold its answer until the returned `threading.Event` is set, as when a hub is killed mid-call;
+- `hold_creates(take_effect=True)` holds the answer to every later batch create until the
+  returned `threading.Event` is set, as when a hub is killed mid-call (`creates_waiting` counts
+  them); the batch exists at once, or with `take_effect=False` only after the event;
 - `downloads(batch_id)` counts the result downloads of a batch;
 - every request is checked for the key (`x-api-key`, or `Authorization: Bearer` as SDK 2.x sends
   it) and for `anthropic-version`.
@@ -86,6 +87,8 @@ class FakeAnthropic:
         self.messages: list[dict[str, Any]] = []  # bodies of POST /v1/messages
         self._scripted: list[list[dict[str, Any]]] = []
         self._hold: threading.Event | None = None
+        self._hold_before = False
+        self.creates_waiting = 0  # create calls being held now
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -110,10 +113,13 @@ class FakeAnthropic:
         with self._lock:
             self._failures.extend([status] * count)
 
-    def hold_creates(self) -> threading.Event:
-        """Batches created from now on exist at once, but their create answer waits for the event."""
+    def hold_creates(self, *, take_effect: bool = True) -> threading.Event:
+        """From now on a batch create waits for the returned event before it answers; with
+        `take_effect` the batch exists (and runs) at once, else only once the event is set."""
         with self._lock:
             self._hold = threading.Event()
+            self._hold_before = not take_effect
+            self.creates_waiting = 0
             return self._hold
 
     def downloads(self, batch_id: str) -> int:
@@ -320,9 +326,15 @@ class FakeAnthropic:
                     if method == "POST":
                         if len(body) > MAX_BYTES:
                             return self._send(413, _error("request_too_large", "batch over 256 MB"))
+                        hold = fake._hold
+                        if hold is not None:
+                            with fake._lock:
+                                fake.creates_waiting += 1
+                            if fake._hold_before:
+                                hold.wait(60)
                         status, answer = fake._create(json.loads(body))
-                        if fake._hold is not None:
-                            fake._hold.wait(60)
+                        if hold is not None:
+                            hold.wait(60)
                         return self._send(status, answer)
                     if method == "GET":
                         return self._send(200, fake._list(parse_qs(path.query)))

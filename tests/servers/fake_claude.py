@@ -45,6 +45,7 @@ def main() -> int:
         "stdin": prompt,
         "cwd": os.getcwd(),
         "claudecode": "CLAUDECODE" in os.environ,
+        "pool_depth": os.environ.get("HUB_POOL_DEPTH"),
         "pid": os.getpid(),
     }
     log_dir = os.environ.get("FAKE_CLAUDE_LOG")

@@ -74,19 +74,23 @@ class StdioPeer:
         self.proc.stdin.flush()
 
     def request(self, method: str, params: dict | None = None, wait: bool = True) -> dict | int:
-        import json
-
         self._next_id += 1
         self.send({"jsonrpc": "2.0", "id": self._next_id, "method": method, "params": params or {}})
         if not wait:
             return self._next_id
+        return self.read_reply(self._next_id)
+
+    def read_reply(self, request_id: int | str) -> dict:
+        """Read messages until the answer to `request_id` (others are dropped)."""
+        import json
+
         assert self.proc.stdout is not None
         while True:
             line = self.proc.stdout.readline()
             if not line:
                 raise EOFError(f"hub closed stdout; stderr:\n{self.stderr()}")
             message = json.loads(line)
-            if message.get("id") == self._next_id:
+            if message.get("id") == request_id:
                 return message
 
     def initialize(self) -> dict:
@@ -111,3 +115,61 @@ class StdioPeer:
             self.proc.kill()
             self.proc.wait()
         self._stderr.close()
+
+
+class HubProcess(StdioPeer):
+    """A real `hub` process on stdio, initialized, whose tools a test calls by name.
+
+    ``hub = HubProcess(tmp_path, "a", env, "--set", "plugins.pool.slots=1")`` starts
+    `python -m hub serve` in `tmp_path / "a"` (its own working directory and stderr log);
+    ``hub.call("pool_result", task_id=...)`` returns the structured result or raises
+    `AssertionError` with the error text; ``hub.call_error(...)`` returns an error's text.
+    """
+
+    def __init__(self, tmp_path: Path, name: str, env: dict[str, str], *args: str) -> None:
+        cwd = tmp_path / name
+        cwd.mkdir(parents=True, exist_ok=True)
+        super().__init__(["serve", *args], env, cwd)
+        self.name = name
+        self.initialize()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def _call(self, tool: str, arguments: dict) -> dict:
+        reply = self.request("tools/call", {"name": tool, "arguments": arguments})
+        assert isinstance(reply, dict)
+        assert "result" in reply, f"{self.name}: {tool}: {reply}"
+        return reply["result"]
+
+    def call(self, tool: str, **arguments: object) -> dict:
+        result = self._call(tool, arguments)
+        text = " ".join(b.get("text", "") for b in result.get("content", []))
+        assert not result.get("isError"), f"{self.name}: {tool}: {text}"
+        return result.get("structuredContent") or {}
+
+    def call_error(self, tool: str, **arguments: object) -> str:
+        result = self._call(tool, arguments)
+        text = " ".join(b.get("text", "") for b in result.get("content", []))
+        assert result.get("isError"), f"{self.name}: {tool} succeeded: {result}"
+        return text
+
+    def resource(self, uri: str) -> object:
+        """A JSON resource, read through MCP."""
+        import json
+
+        reply = self.request("resources/read", {"uri": uri})
+        assert isinstance(reply, dict) and "result" in reply, reply
+        return json.loads(reply["result"]["contents"][0]["text"])
+
+    def kill9(self) -> None:
+        """`kill -9`: no chance to clean up."""
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> int:
+        """Close stdin, as a client that goes away does; returns the exit code."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        return self.proc.wait(timeout=30)

@@ -235,7 +235,7 @@ class Jobs:
             where.append(f"state IN ({', '.join('?' * len(states))})")
             params.extend(states)
         if owner is not None:
-            where.append("owner IS ?")
+            where.append("owner = ?")
             params.append(owner)
         if where:
             sql += " WHERE " + " AND ".join(where)

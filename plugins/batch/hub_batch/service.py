@@ -116,8 +116,9 @@ class BatchService:
 
     async def start(self) -> None:
         await self.jobs.setup()
-        for job in await self.jobs.find(["submitting"], owner=None):  # from a hub before owners
-            await self._recover_submission(job)
+        for job in await self.jobs.find(["submitting"]):
+            if job["owner"] is None:  # left by a hub from before owners
+                await self._recover_submission(job)
         await self._release_orphaned_reservations()
         await self.update_status_line()
 

@@ -480,3 +480,31 @@ async def test_worktrees_per_slot_keep_their_branches(tmp_path, runs, monkeypatc
     ):
         async with hub_for(tmp_path / "o", worktree=True, cwd=str(outside)):
             pass
+
+
+async def test_workers_get_only_the_mcp_servers_they_are_given(tmp_path, runs):
+    async with hub_for(tmp_path) as (_, client):
+        await call(client, "pool_run", prompt="plain")
+    argv = recorded(runs)[-1]["argv"]
+    assert "--strict-mcp-config" in argv and "--mcp-config" not in argv  # no server, not even a hub
+    assert recorded(runs)[-1]["pool_depth"] == "1"
+    servers = {"mcpServers": {"time": {"command": "mcp-server-time"}}}
+    async with hub_for(tmp_path, worker_mcp_config=servers) as (_, client):
+        await call(client, "pool_run", prompt="with a server")
+    argv = recorded(runs)[-1]["argv"]
+    assert json.loads(argv[argv.index("--mcp-config") + 1]) == servers and "--strict-mcp-config" in argv
+    (tmp_path / "workers.json").write_text(json.dumps(servers))
+    async with hub_for(tmp_path, worker_mcp_config=str(tmp_path / "workers.json")) as (_, client):
+        await call(client, "pool_run", prompt="from a file")
+    argv = recorded(runs)[-1]["argv"]
+    assert argv[argv.index("--mcp-config") + 1] == str(tmp_path / "workers.json")
+
+
+async def test_a_hub_inside_a_worker_serves_no_pool_unless_max_depth_allows(tmp_path, monkeypatch):
+    monkeypatch.setenv("HUB_POOL_DEPTH", "1")  # as the pool sets it for its workers
+    async with hub_for(tmp_path) as (hub, client):
+        names = [t.name for t in (await client.list_tools()).tools]
+        assert not [n for n in names if n.startswith("pool_")] and "context_set" in names
+        assert "depth 1" in hub.contexts["pool"].state["disabled"]
+    async with hub_for(tmp_path, max_depth=2) as (_, client):
+        assert "pool_run" in [t.name for t in (await client.list_tools()).tools]

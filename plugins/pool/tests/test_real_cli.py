@@ -70,3 +70,43 @@ async def test_pool_run_and_fan_out_return_the_real_cli_output_and_cost(tmp_path
         assert again["session_id"] == run["session_id"]
         history = json.dumps(api.messages[-1]["messages"])
         assert "hello from the pool" in history  # --resume carried the earlier conversation
+
+
+async def test_a_worker_in_a_project_with_the_hub_in_mcp_json_starts_no_hub(tmp_path, api, monkeypatch):
+    """The README's `.mcp.json` entry in the project: `claude` run there starts the hub (checked,
+    so this test can fail), but a pool worker run there starts none (--strict-mcp-config)."""
+    import os
+    import stat
+    import sys
+
+    import anyio
+    from hubtests import readme_mcp_entry
+
+    project = tmp_path / "project"
+    (project / ".claude").mkdir(parents=True)
+    (project / ".mcp.json").write_text(json.dumps({"mcpServers": {"hub": readme_mcp_entry()}}))
+    (project / ".claude" / "settings.json").write_text(json.dumps({"enableAllProjectMcpServers": True}))
+    shims = tmp_path / "bin"
+    shims.mkdir()
+    marker = tmp_path / "hub-started"
+    shim = shims / "hub"  # the `hub` that .mcp.json names: notes that it ran, then is the real one
+    shim.write_text(f'#!/bin/sh\necho "$$" >> "{marker}"\nexec "{sys.executable}" -m hub "$@"\n')
+    shim.chmod(shim.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{shims}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("HUB_STATE_DIR", str(tmp_path / "state"))
+    env = {k: v for k, v in os.environ.items() if k != "CLAUDECODE"}
+
+    direct = await anyio.run_process(
+        [npm_bin("claude"), "-p", "hello", "--model", "claude-sonnet-4-5"], cwd=project, env=env, check=False
+    )
+    assert direct.returncode == 0, direct.stderr
+    assert marker.exists(), "claude did not start the project's hub: this test could not fail"
+    marker.unlink()
+
+    config = make_config(
+        tmp_path, plugins={"pool": {"claude_command": npm_bin("claude"), "cwd": str(project), "slots": 1}}
+    )
+    async with running_hub(config, plugins={"pool": hub_pool}) as (_, client):
+        run = await call(client, "pool_run", prompt="hello from a worker")
+        assert run["status"] == "completed", run
+    assert not marker.exists()  # the worker started no hub
