@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$"
 
@@ -48,11 +49,7 @@ class Operation(_Strict):
     tool: str = Field(min_length=1, description="The downstream tool's name (without any hub prefix).")
     arguments: dict[str, Any] = Field(
         default_factory=dict,
-        description=(
-            'Tool arguments. {"$ref": "ID", "path": "structuredContent.items.0"} is replaced by a '
-            'result of operation ID; {"$text": "... {{ID.text}} ..."} splices results into text; '
-            '{"$literal": value} passes value untouched.'
-        ),
+        description="The tool's arguments; any value may be a $ref, $text or $literal (see above).",
     )
     server: str | None = Field(default=None, description="Server for this operation (default: the batch's).")
     id: str | None = Field(default=None, pattern=ID_PATTERN, description="Name to reference this result by.")
@@ -76,7 +73,7 @@ class Options(_Strict):
     cancelOnError: bool = Field(
         default=False, description="Like stopOnError, and also cancel the operations still running."
     )
-    keepAlive: bool = Field(
+    keepAlive: SkipJsonSchema[bool] = Field(  # BatchIt's; not advertised
         default=False,
         description="Accepted for BatchIt requests; the hub keeps connections open until idle_timeout_s.",
     )
@@ -95,8 +92,10 @@ class BatchRequest(_Strict):
     """Many tool calls on downstream servers in one request."""
 
     server: str | None = Field(default=None, description="A server from hub.toml for every operation.")
-    targetServer: Annotated[str, Field(min_length=1)] | TargetServer | None = Field(
-        default=None, description="BatchIt's form of `server`: a server name, or {name, transport, ...}."
+    # BatchIt's object form is accepted but not advertised: it costs every turn ~1 KB of schema,
+    # and a configured server's bare name does the same job.
+    targetServer: Annotated[str, Field(min_length=1)] | SkipJsonSchema[TargetServer] | None = Field(
+        default=None, description="BatchIt's name for `server` (its {name, transport} object works too)."
     )
     operations: list[Operation] = Field(
         min_length=1, description="Run in order, up to maxConcurrent at once."
