@@ -8,6 +8,7 @@ server when a list changed so connected clients get `list_changed`.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -33,6 +34,7 @@ __all__ = [
     "ResourceTemplate",
     "Tool",
     "ToolCall",
+    "ToolSelection",
     "compact_schema",
 ]
 
@@ -399,14 +401,38 @@ def argument_problems(
 Registrable = Tool | Resource | ResourceTemplate | Prompt
 
 
+@dataclass(frozen=True)
+class ToolSelection:
+    """`[plugins.NAME] tools = [...]` and/or `hide = [...]`: which of a plugin's tools are served."""
+
+    keep: frozenset[str] | None = None
+    hide: frozenset[str] = frozenset()
+
+    def allows(self, name: str) -> bool:
+        return (self.keep is None or name in self.keep) and name not in self.hide
+
+    def named(self) -> dict[str, frozenset[str]]:
+        """The names the user wrote, by key."""
+        return {"tools": self.keep or frozenset(), "hide": self.hide}
+
+
 class Registry:
     """Everything the hub serves, with the plugin that contributed each item.
 
     `on_change(kind)` is called after every change so the server can tell connected clients.
     """
 
-    def __init__(self, *, warn: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        warn: Callable[[str], None] | None = None,
+        selection: Callable[[str], ToolSelection | None] | None = None,
+    ) -> None:
         self.tools: dict[str, Tool] = {}
+        # The user's choice of each plugin's tools, and every tool name each plugin offered
+        # (served or not), so a misspelt name in `tools`/`hide` can be found.
+        self.selection: Callable[[str], ToolSelection | None] = selection or (lambda plugin: None)
+        self.offered: dict[str, set[str]] = {}
         self.resources: dict[str, Resource] = {}
         self.templates: dict[str, ResourceTemplate] = {}
         self.prompts: dict[str, Prompt] = {}
@@ -418,6 +444,10 @@ class Registry:
         item.plugin = plugin
         if isinstance(item, Tool):
             self._check_tool_name(item.name)
+            self.offered.setdefault(plugin, set()).add(item.name)
+            selection = self.selection(plugin)
+            if selection is not None and not selection.allows(item.name):
+                return  # left out by the user's [plugins.NAME] tools / hide
             self._claim(self.tools, item.name, item, "tool")
             self.on_change("tools")
         elif isinstance(item, Resource):
@@ -484,8 +514,32 @@ class Registry:
             if changed:
                 self.on_change(kind)
 
+    def selection_problems(self, plugin: str) -> list[tuple[str, str]]:
+        """(key, message) for each name in `plugin`'s `tools` / `hide` that it never offered."""
+        selection = self.selection(plugin)
+        if selection is None:
+            return []
+        offered = sorted(self.offered.get(plugin, ()))
+        problems = []
+        for key, names in selection.named().items():
+            for name in sorted(names - set(offered)):
+                close = difflib.get_close_matches(name, offered, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                problems.append((key, f"plugin {plugin!r} has no tool {name!r}{hint}"))
+        return problems
+
+    def hidden(self, plugin: str) -> list[str]:
+        """`plugin`'s tools left out by the user's `tools` / `hide`."""
+        return sorted(
+            name
+            for name in self.offered.get(plugin, ())
+            if name not in self.tools or self.tools[name].plugin != plugin
+        )
+
     def contributions(self, plugin: str) -> dict[str, list[str]]:
+        hidden = self.hidden(plugin)
         return {
+            **({"hidden_tools": hidden} if hidden else {}),
             "tools": sorted(k for k, v in self.tools.items() if v.plugin == plugin),
             "resources": sorted(
                 [k for k, v in self.resources.items() if v.plugin == plugin]
