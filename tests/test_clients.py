@@ -167,7 +167,16 @@ def inspector(*args: str, env: dict[str, str], cwd: Path) -> Any:
 def test_mcp_inspector_lists_and_calls_over_stdio(tmp_path):
     toml = write_hub_toml(tmp_path)
     env = hub_env(tmp_path, PATH=os.pathsep.join([VENV_BIN, os.environ["PATH"]]))
-    hub = ["--", os.path.join(VENV_BIN, "hub"), "--config", str(toml)]
+    # The inspector gives its child a stripped environment: pass the state directory itself, or the
+    # hub would use (and migrate) the shared ~/.local/state/hub.
+    hub = [
+        "-e",
+        f"HUB_STATE_DIR={env['HUB_STATE_DIR']}",
+        "--",
+        os.path.join(VENV_BIN, "hub"),
+        "--config",
+        str(toml),
+    ]
     tools = {t["name"] for t in inspector("--method", "tools/list", *hub, env=env, cwd=tmp_path)["tools"]}
     assert {"context_set", "batch_execute", "pool_run", "pool_status"} <= tools
     resources = {
