@@ -525,8 +525,8 @@ def _shows_result(include: str, outcome: Outcome) -> bool:
 
 def operation_entry(step: Step, outcome: Outcome, include: str, limit: int | None) -> dict[str, Any]:
     """One operation in structuredContent: index, id (when given), status, durationMs, then its
-    result (`structuredContent` or `content`), or `error` text; `text` and `cutBytes` when the
-    result was cut to `limit` bytes."""
+    result (`structuredContent` or `content`), or `error` text; when the result is over `limit`
+    bytes, `text` (its text, cut to `limit` bytes) and `cutBytes` (what was cut, if anything)."""
     entry: dict[str, Any] = {"index": step.index}
     if step.op.id is not None:
         entry["id"] = step.op.id
@@ -539,7 +539,9 @@ def operation_entry(step: Step, outcome: Outcome, include: str, limit: int | Non
     if outcome.status == "ok" and outcome.result is not None:
         key, value = _payload(outcome.result)
         if limit is not None and len(_compact(value).encode()) > limit:
-            entry["text"], entry["cutBytes"] = _cut(_payload_text(outcome.result), limit)
+            entry["text"], cut = _cut(_payload_text(outcome.result), limit)
+            if cut:  # else its text alone fits: shown whole
+                entry["cutBytes"] = cut
         else:
             entry[key] = value
     elif outcome.error is not None:

@@ -517,3 +517,33 @@ async def test_include_and_max_result_bytes_size_the_answer(tmp_path):
             unknown.is_error
             and "targetServer 'nope' is not configured in hub.toml (configured: d)" in result_text(unknown)
         )
+
+
+async def test_content_only_results_and_images_from_server_everything(tmp_path):
+    """A downstream result without structuredContent comes as its content blocks (once); an
+    image follows its operation's line in the text as the block it was."""
+    servers = {"every": {"command": npm_bin("mcp-server-everything")}}
+    async with hub_with(tmp_path, servers) as (_, client):
+        ops = [
+            {"tool": "echo", "arguments": {"message": "hello there"}},
+            {"tool": "get-tiny-image"},
+        ]
+        with anyio.fail_after(60):
+            result = await batch(client, server="every", operations=ops)
+        assert statuses(result) == ["ok", "ok"], result_text(result)
+        echo, image = result.structured_content["operations"]
+        assert echo["content"] == [{"type": "text", "text": "Echo: hello there"}]
+        assert "structuredContent" not in echo
+        assert any(block["type"] == "image" for block in image["content"])
+        assert result_text(result).count("Echo: hello there") == 1
+        images = [b for b in result.content if b.type == "image"]
+        assert len(images) == 1
+        blocks = [b.type for b in result.content]
+        assert blocks.index("image") > 2  # after the heading and the echo operation's text
+
+        capped = await batch(client, server="every", operations=ops, options={"maxResultBytes": 40})
+        echo, image = capped.structured_content["operations"]
+        # Over 40 bytes as JSON, but its text fits: shown whole as text, nothing cut.
+        assert echo["text"] == "Echo: hello there" and "cutBytes" not in echo
+        assert image["cutBytes"] > 0 and len(image["text"].encode()) <= 40
+        assert not [b for b in capped.content if b.type == "image"]  # a cut result drops its blocks
