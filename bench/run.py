@@ -9,7 +9,15 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["cold_start", "proxy_overhead", "batch_execute", "batch_jobs", "pool", "claude_startup"]
+BENCHMARKS = [
+    "cold_start",
+    "proxy_overhead",
+    "batch_execute",
+    "batch_jobs",
+    "pool",
+    "claude_startup",
+    "tokens",
+]
 
 
 def main(argv: list[str]) -> int:

@@ -29,9 +29,11 @@ from hub.plugins import (
     HubPluginManager,
     PluginInfo,
     PluginLoadError,
+    check_tool_selections,
     load_plugins,
     plugin_config,
     register_plugin,
+    tool_selection,
 )
 from hub.registry import ListKind, Prompt, RegistrationError, Registry, Resource, ResourceTemplate, Tool
 from hub.store import Store
@@ -145,7 +147,10 @@ class Hub:
 
         self.config = config
         self.extra_plugins = {"core": core, **(extra_plugins or {})}
-        self.registry = Registry(warn=lambda message: log.warning(message))
+        self.registry = Registry(
+            warn=lambda message: log.warning(message),
+            selection=lambda plugin: tool_selection(plugin, config),  # [plugins.NAME] tools / hide
+        )
         self.started_at = time.time()
         self.pm: HubPluginManager
         self.plugins: dict[str, PluginInfo] = {}
@@ -203,6 +208,7 @@ class Hub:
             stack.push_async_callback(self._shutdown_plugins)
             await self._start_plugins()
             self._register_all()
+            check_tool_selections(self.registry, self.loaded, self.config)
             await self.recover_dead()
             self._task_group.start_soon(self._keep_alive, name="hub:heartbeat")
         except BaseException:

@@ -22,15 +22,21 @@ from pydantic import BaseModel, ValidationError
 from hub import hookspecs
 from hub.config import ConfigError, HubConfig, format_validation_error
 from hub.errors import HubError
+from hub.registry import Registry, ToolSelection
 
 __all__ = [
     "ENTRY_POINT_GROUP",
     "HubPluginManager",
     "PluginInfo",
     "PluginLoadError",
+    "check_tool_selections",
     "discover",
     "load_plugins",
+    "tool_selection",
 ]
+
+# Keys of any `[plugins.NAME]` table that belong to the hub, not to the plugin's own settings.
+CORE_KEYS = ("tools", "hide")
 
 ENTRY_POINT_GROUP = "hub.plugins"
 log = structlog.get_logger("hub.plugins")
@@ -210,9 +216,52 @@ def register_plugin(pm: HubPluginManager, name: str, plugin: Any, info: PluginIn
     info.status = "loaded"
 
 
-def plugin_config(pm: HubPluginManager, name: str, config: HubConfig) -> BaseModel | None:
-    """Validate `[plugins.NAME]` against the plugin's `hub_config_model`; `ConfigError` names the key."""
+def tool_selection(name: str, config: HubConfig) -> ToolSelection | None:
+    """`[plugins.NAME] tools = [...]` / `hide = [...]`, checked; None when neither is set."""
     table = config.plugins.tables().get(name)
+    if not isinstance(table, dict) or not any(key in table for key in CORE_KEYS):
+        return None
+    lists: dict[str, frozenset[str]] = {}
+    for key in CORE_KEYS:
+        value = table.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+            shown = repr(value)
+            raise ConfigError(
+                f"{config.source}: plugins.{name}.{key}: expected a list of tool names, e.g. "
+                f'{key} = ["{name}_tool"] (got {shown[:60]}{"..." if len(shown) > 60 else ""})'
+            )
+        lists[key] = frozenset(v.strip() for v in value)
+    return ToolSelection(keep=lists.get("tools"), hide=lists.get("hide", frozenset()))
+
+
+def check_tool_selections(registry: Registry, plugins: list[str], config: HubConfig) -> None:
+    """After registration: every name in a loaded plugin's `tools` / `hide` must be one of its
+    tools; `ConfigError` lists each one that is not, with a suggestion."""
+    lines = []
+    for name in plugins:
+        mine = [
+            f"{config.source}: plugins.{name}.{key}: {problem}"
+            for key, problem in registry.selection_problems(name)
+        ]
+        if mine:
+            offered = ", ".join(sorted(registry.offered.get(name, ()))) or "none"
+            mine[-1] += f"; its tools: {offered}"
+        lines += mine
+    if lines:
+        lines.append("(a downstream server's tools are chosen with [servers.NAME] include / exclude instead)")
+        raise ConfigError("\n".join(lines))
+
+
+def plugin_config(pm: HubPluginManager, name: str, config: HubConfig) -> BaseModel | None:
+    """Validate `[plugins.NAME]` against the plugin's `hub_config_model`; `ConfigError` names the key.
+
+    `tools` and `hide` are the hub's keys (see `tool_selection`), not the plugin's."""
+    tool_selection(name, config)
+    table = config.plugins.tables().get(name)
+    if isinstance(table, dict):
+        table = {key: value for key, value in table.items() if key not in CORE_KEYS}
     model: type[BaseModel] | None = None
     for plugin_name, impl in pm.impls("hub_config_model"):
         if plugin_name == name:

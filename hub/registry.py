@@ -8,6 +8,7 @@ server when a list changed so connected clients get `list_changed`.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -33,6 +34,8 @@ __all__ = [
     "ResourceTemplate",
     "Tool",
     "ToolCall",
+    "ToolSelection",
+    "compact_schema",
 ]
 
 TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -106,7 +109,7 @@ class Tool:
     @cached_property
     def schema(self) -> dict[str, Any]:
         if self.input_model is not None:
-            schema = self.input_model.model_json_schema()
+            schema = compact_schema(self.input_model.model_json_schema())
         else:
             schema = dict(self.input_schema or {})
         schema.setdefault("type", "object")
@@ -146,6 +149,103 @@ class Tool:
             )
             raise ToolError(f"invalid arguments for {self.name}: {problems}")
         return arguments
+
+
+# Keywords whose value is a schema, a list of schemas, or a map of name -> schema. Everything
+# else (enum, const, default, examples, required) is data and is left alone, so a property that
+# happens to be called "title" keeps its name.
+_SUBSCHEMA = ("items", "additionalProperties", "not", "if", "then", "else", "contains", "propertyNames")
+_SCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
+_SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "dependentSchemas")
+_DEF_REF = "#/$defs/"
+
+
+def compact_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """A pydantic-generated JSON Schema without what costs a model tokens and tells it nothing.
+
+    Every tool's schema is sent in every turn, so: no generated `title`s; no
+    ``additionalProperties: false`` (unknown arguments are still refused, by name, when the
+    arguments are validated against the model); an optional field
+    (``X | None = None``) is shown as ``X`` (leaving it out means None, and null is still
+    accepted, since pydantic validates the arguments); definitions used once are inlined; the
+    model's docstring (the top-level description) is left to the tool's description.
+    """
+    defs: dict[str, Any] = dict(schema.get("$defs") or {})
+    uses: dict[str, int] = {}
+    inside: dict[str, set[str]] = {}
+
+    def refs(node: Any, found: set[str]) -> set[str]:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith(_DEF_REF):
+                found.add(ref[len(_DEF_REF) :])
+                uses[ref[len(_DEF_REF) :]] = uses.get(ref[len(_DEF_REF) :], 0) + 1
+            for key, value in node.items():
+                if key != "$defs":
+                    refs(value, found)
+        elif isinstance(node, list):
+            for value in node:
+                refs(value, found)
+        return found
+
+    refs(schema, set())
+    for name, body in defs.items():
+        inside[name] = refs(body, set())
+
+    def reaches(start: str) -> set[str]:
+        seen: set[str] = set()
+        todo = list(inside.get(start, ()))
+        while todo:
+            name = todo.pop()
+            if name not in seen:
+                seen.add(name)
+                todo.extend(inside.get(name, ()))
+        return seen
+
+    inline = {name for name in defs if uses.get(name, 0) == 1 and name not in reaches(name)}
+
+    def clean(node: Any) -> Any:
+        if not isinstance(node, dict):
+            return node
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith(_DEF_REF) and ref[len(_DEF_REF) :] in inline:
+            siblings = {k: v for k, v in node.items() if k != "$ref"}
+            return clean({**defs[ref[len(_DEF_REF) :]], **siblings})
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            if (key == "title" and isinstance(value, str)) or (
+                key == "additionalProperties" and value is False
+            ):
+                continue
+            if key in _SUBSCHEMA and isinstance(value, dict):
+                out[key] = clean(value)
+            elif key in _SCHEMA_LISTS and isinstance(value, list):
+                out[key] = [clean(v) for v in value]
+            elif key in _SCHEMA_MAPS and isinstance(value, dict):
+                out[key] = {name: clean(v) for name, v in value.items()}
+            else:
+                out[key] = value
+        options = out.get("anyOf")
+        if "default" in out and out["default"] is None and isinstance(options, list):
+            rest = [o for o in options if o != {"type": "null"}]
+            if len(rest) < len(options) and rest:
+                del out["default"], out["anyOf"]
+                if len(rest) == 1:
+                    out = {**rest[0], **out}
+                else:
+                    out["anyOf"] = rest
+        return out
+
+    top = {k: v for k, v in schema.items() if k != "$defs"}
+    ref = top.pop("$ref", None)
+    if isinstance(ref, str) and ref.startswith(_DEF_REF):  # a recursive model: the body is a def
+        top = {**defs[ref[len(_DEF_REF) :]], **top}
+    top.pop("description", None)
+    result = clean(top)
+    kept = {name: clean(body) for name, body in defs.items() if name not in inline}
+    if kept:
+        result["$defs"] = kept
+    return result  # type: ignore[no-any-return]
 
 
 def _short(text: str, limit: int = 200) -> str:
@@ -301,14 +401,38 @@ def argument_problems(
 Registrable = Tool | Resource | ResourceTemplate | Prompt
 
 
+@dataclass(frozen=True)
+class ToolSelection:
+    """`[plugins.NAME] tools = [...]` and/or `hide = [...]`: which of a plugin's tools are served."""
+
+    keep: frozenset[str] | None = None
+    hide: frozenset[str] = frozenset()
+
+    def allows(self, name: str) -> bool:
+        return (self.keep is None or name in self.keep) and name not in self.hide
+
+    def named(self) -> dict[str, frozenset[str]]:
+        """The names the user wrote, by key."""
+        return {"tools": self.keep or frozenset(), "hide": self.hide}
+
+
 class Registry:
     """Everything the hub serves, with the plugin that contributed each item.
 
     `on_change(kind)` is called after every change so the server can tell connected clients.
     """
 
-    def __init__(self, *, warn: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        warn: Callable[[str], None] | None = None,
+        selection: Callable[[str], ToolSelection | None] | None = None,
+    ) -> None:
         self.tools: dict[str, Tool] = {}
+        # The user's choice of each plugin's tools, and every tool name each plugin offered
+        # (served or not), so a misspelt name in `tools`/`hide` can be found.
+        self.selection: Callable[[str], ToolSelection | None] = selection or (lambda plugin: None)
+        self.offered: dict[str, set[str]] = {}
         self.resources: dict[str, Resource] = {}
         self.templates: dict[str, ResourceTemplate] = {}
         self.prompts: dict[str, Prompt] = {}
@@ -320,6 +444,10 @@ class Registry:
         item.plugin = plugin
         if isinstance(item, Tool):
             self._check_tool_name(item.name)
+            self.offered.setdefault(plugin, set()).add(item.name)
+            selection = self.selection(plugin)
+            if selection is not None and not selection.allows(item.name):
+                return  # left out by the user's [plugins.NAME] tools / hide
             self._claim(self.tools, item.name, item, "tool")
             self.on_change("tools")
         elif isinstance(item, Resource):
@@ -386,8 +514,32 @@ class Registry:
             if changed:
                 self.on_change(kind)
 
+    def selection_problems(self, plugin: str) -> list[tuple[str, str]]:
+        """(key, message) for each name in `plugin`'s `tools` / `hide` that it never offered."""
+        selection = self.selection(plugin)
+        if selection is None:
+            return []
+        offered = sorted(self.offered.get(plugin, ()))
+        problems = []
+        for key, names in selection.named().items():
+            for name in sorted(names - set(offered)):
+                close = difflib.get_close_matches(name, offered, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                problems.append((key, f"plugin {plugin!r} has no tool {name!r}{hint}"))
+        return problems
+
+    def hidden(self, plugin: str) -> list[str]:
+        """`plugin`'s tools left out by the user's `tools` / `hide`."""
+        return sorted(
+            name
+            for name in self.offered.get(plugin, ())
+            if name not in self.tools or self.tools[name].plugin != plugin
+        )
+
     def contributions(self, plugin: str) -> dict[str, list[str]]:
+        hidden = self.hidden(plugin)
         return {
+            **({"hidden_tools": hidden} if hidden else {}),
             "tools": sorted(k for k, v in self.tools.items() if v.plugin == plugin),
             "resources": sorted(
                 [k for k, v in self.resources.items() if v.plugin == plugin]

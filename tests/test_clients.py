@@ -117,9 +117,10 @@ def test_claude_code_drives_the_hub_from_the_readme_mcp_json(tmp_path):
     assert _json(results["toolu_1"]) == {"key": "lang", "value": "python"}
     ops = _json(results["toolu_2"])["operations"]
     assert [op["status"] for op in ops] == ["ok", "ok"]
-    assert ops[0]["result"]["content"][0]["text"] == "from claude" and ops[1]["result"][
-        "structuredContent"
-    ] == {"result": 5}
+    assert ops[0]["structuredContent"] == {"result": "from claude"} and ops[1]["structuredContent"] == {
+        "result": 5
+    }
+    assert _text(results["toolu_2"]).count("from claude") == 1  # each result once in what the model read
     assert _json(results["toolu_3"])["slot_count"] == 1
 
     async def stored() -> dict[str, str]:
@@ -166,7 +167,16 @@ def inspector(*args: str, env: dict[str, str], cwd: Path) -> Any:
 def test_mcp_inspector_lists_and_calls_over_stdio(tmp_path):
     toml = write_hub_toml(tmp_path)
     env = hub_env(tmp_path, PATH=os.pathsep.join([VENV_BIN, os.environ["PATH"]]))
-    hub = ["--", os.path.join(VENV_BIN, "hub"), "--config", str(toml)]
+    # The inspector gives its child a stripped environment: pass the state directory itself, or the
+    # hub would use (and migrate) the shared ~/.local/state/hub.
+    hub = [
+        "-e",
+        f"HUB_STATE_DIR={env['HUB_STATE_DIR']}",
+        "--",
+        os.path.join(VENV_BIN, "hub"),
+        "--config",
+        str(toml),
+    ]
     tools = {t["name"] for t in inspector("--method", "tools/list", *hub, env=env, cwd=tmp_path)["tools"]}
     assert {"context_set", "batch_execute", "pool_run", "pool_status"} <= tools
     resources = {

@@ -9,6 +9,7 @@ import sys
 import pytest
 from hubtests import hub_env
 from mcp import Client, StdioServerParameters
+from mcp.shared.exceptions import MCPError
 
 from hub.config import ConfigError
 from hub.host import Hub
@@ -161,3 +162,68 @@ async def test_startup_failure_of_an_always_loaded_plugin_is_fatal(tmp_path):
     with pytest.raises(PluginLoadError, match="plugin 'broken' failed to start: OSError: disk full"):
         async with Hub(make_config(tmp_path), extra_plugins={"broken": broken}):
             pass
+
+
+@pytest.mark.anyio
+async def test_plugin_tools_and_hide_keep_only_the_chosen_tools(tmp_path, example_plugin):
+    """`[plugins.NAME] tools = [...]` / `hide = [...]` work for any plugin (the core's too), also
+    for tools a plugin adds at run time; the plugin's own settings model never sees the keys."""
+    plugins = {
+        "example": {
+            "greeting": "hi",
+            "tools": ["greet", "add", "add_dynamic", "remove_dynamic"],
+            "hide": ["add"],
+        },
+        "core": {"hide": ["context_delete"]},
+    }
+    async with running_hub(make_config(tmp_path, plugins=plugins), plugins={"example": example_plugin}) as (
+        hub,
+        client,
+    ):
+        names = {t.name for t in (await client.list_tools()).tools}
+        assert {"greet", "add_dynamic", "context_set", "context_get", "context_list"} <= names
+        assert names.isdisjoint({"add", "boom", "slow", "context_delete"})
+        assert (
+            result_json(await client.call_tool("greet", {"name": "Ada"}))["greeting"] == "hi Ada"
+        )  # settings kept
+        with pytest.raises(MCPError, match="Unknown tool: add"):
+            await client.call_tool("add", {"a": 1, "b": 2})
+        contributions = hub.registry.contributions("example")
+        assert "add" in contributions["hidden_tools"] and "greet" in contributions["tools"]
+        # A tool added at run time that the list does not name is left out too.
+        assert not (await client.call_tool("add_dynamic", {"name": "dyn"})).is_error
+        assert "dyn" not in {t.name for t in (await client.list_tools()).tools}
+        assert "dyn" in hub.registry.contributions("example")["hidden_tools"]
+
+
+@pytest.mark.anyio
+async def test_unknown_names_in_tools_or_hide_stop_the_hub_with_a_suggestion(tmp_path, example_plugin):
+    config = make_config(tmp_path, plugins={"example": {"tools": ["gret"], "hide": ["nothing_like_it"]}})
+    with pytest.raises(ConfigError) as caught:
+        async with Hub(config, extra_plugins={"example": example_plugin}):
+            pass
+    message = str(caught.value)
+    assert (
+        "(defaults): plugins.example.tools: plugin 'example' has no tool 'gret' (did you mean 'greet'?)"
+        in message
+    )
+    assert (
+        "plugins.example.hide: plugin 'example' has no tool 'nothing_like_it'; its tools: add, add_dynamic"
+        in message
+    )
+    bad = make_config(tmp_path, plugins={"example": {"tools": "greet"}})
+    with pytest.raises(
+        ConfigError, match=r"plugins.example.tools: expected a list of tool names, e.g. tools = \["
+    ):
+        async with Hub(bad, extra_plugins={"example": example_plugin}):
+            pass
+
+
+def test_unknown_tool_name_in_hub_toml_exits_2(tmp_path, thirdparty_path):
+    (tmp_path / "hub.toml").write_text('[plugins.hello]\ntools = ["helo"]\n')
+    out = run_hub("--plugins", "hello", "plugins", env=hub_env(tmp_path, thirdparty_path), cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert (
+        "hub.toml: plugins.hello.tools: plugin 'hello' has no tool 'helo' (did you mean 'hello'?)"
+        in out.stderr
+    )

@@ -84,15 +84,15 @@ class SendArgs(_Args):
     requests_path: str | None = Field(
         default=None, description="A JSONL file of such requests, one per line (for big jobs)."
     )
-    backend: Literal["auto", "anthropic", "vertex"] = "auto"
-    label: str | None = Field(default=None, max_length=200)
+    backend: Literal["auto", "anthropic", "vertex"] = Field(default="auto", description="Where the job runs.")
+    label: str | None = Field(default=None, max_length=200, description="Shown in batch_list.")
     custom_id: str | None = Field(
         default=None, pattern=r"^[a-zA-Z0-9_-]{1,64}$", description="For a single packet."
     )
-    model: str | None = None
-    max_tokens: int | None = Field(default=None, ge=1)
-    system: str | None = None
-    temperature: float | None = Field(default=None, ge=0, le=1)
+    model: str | None = Field(default=None, description="Default: [plugins.batch] model.")
+    max_tokens: int | None = Field(default=None, ge=1, description="Default: [plugins.batch] max_tokens.")
+    system: str | None = Field(default=None, description="System prompt for every request.")
+    temperature: float | None = Field(default=None, ge=0, le=1, description="Sampling temperature.")
     thinking_budget: int | None = Field(
         default=None, ge=1024, description="Extended thinking budget in tokens."
     )
@@ -102,7 +102,7 @@ class SendArgs(_Args):
 
 
 class JobArgs(_Args):
-    job_id: str = Field(min_length=1)
+    job_id: str = Field(min_length=1, description="From send_to_batch or batch_list.")
 
 
 class FetchArgs(JobArgs):
@@ -123,8 +123,8 @@ class ListArgs(_Args):
         "failed",
         "expired",
         "canceled",
-    ] = "all"
-    limit: int = Field(default=10, ge=1, le=1000)
+    ] = Field(default="all", description="Only jobs in this state.")
+    limit: int = Field(default=10, ge=1, le=1000, description="Newest first, at most this many.")
 
 
 class NoArgs(_Args):

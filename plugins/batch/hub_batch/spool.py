@@ -34,10 +34,10 @@ class RequestItem(BaseModel):
     )
     prompt: str | None = Field(default=None, description="The user message.")
     packet_path: str | None = Field(default=None, description="A file holding the user message.")
-    system: str | None = None
-    model: str | None = None
-    max_tokens: int | None = Field(default=None, ge=1)
-    temperature: float | None = Field(default=None, ge=0, le=1)
+    system: str | None = Field(default=None, description="Overrides the job's system prompt.")
+    model: str | None = Field(default=None, description="Overrides the job's model.")
+    max_tokens: int | None = Field(default=None, ge=1, description="Overrides the job's max_tokens.")
+    temperature: float | None = Field(default=None, ge=0, le=1, description="Overrides the job's.")
     thinking_budget: int | None = Field(
         default=None, ge=1024, description="Extended thinking budget in tokens."
     )

@@ -27,15 +27,19 @@ from .run import BatchRun, Limits, ToolLists, plan, render
 __all__ = ["BatchRequest", "Settings"]
 
 DESCRIPTION = """\
-Run many tool calls on downstream MCP servers (the [servers] of hub.toml) in one request.
-Give `server` (or BatchIt's `targetServer`) and `operations` [{tool, arguments, id?, server?, timeoutMs?}];
-`options` {maxConcurrent=10, timeoutMs=30000, stopOnError=false, cancelOnError=false}.
-An argument {"$ref": "ID", "path": "structuredContent.items.0"} takes a value from the result of the
-operation with that id (path from content/structuredContent/text; none: structuredContent, else text);
-{"$text": "... {{ID}} ... {{ID.structuredContent.name}} ..."} splices results into text;
-{"$literal": value} passes value as is. Referencing operations wait for what they reference.
-Results come in request order with status ok/error/skipped/timeout/cancelled; isError is set when
-any operation did not succeed."""
+Run many tool calls on downstream MCP servers in one request.
+Give `server` and `operations` [{tool, arguments, id?, server?, timeoutMs?}].
+An argument {"$ref": "ID", "path": "structuredContent.items.0"} takes a value from operation ID's
+result; {"$text": "... {{ID}} ..."} splices results into text; {"$literal": v} passes v as is.
+Results in request order: {summary, operations: [{index, id?, status, durationMs,
+structuredContent | content | error}]}; isError when any operation did not end ok.
+options.include errors|status and options.maxResultBytes return less."""
+
+
+def describe(servers: list[str]) -> str:
+    """The tool's description, naming the servers a request can use."""
+    known = ", ".join(servers) if servers else "none yet: add [servers.NAME] tables to hub.toml"
+    return f"{DESCRIPTION}\nServers: {known}."
 
 
 class Settings(BaseModel):
@@ -95,7 +99,7 @@ def hub_register_tools(register: Any, hub: PluginContext) -> None:
         Tool(
             "batch_execute",
             batchit.batch_execute,
-            DESCRIPTION,
+            describe(sorted(hub.settings.servers)),
             BatchRequest,
             title="Run many downstream tool calls at once",
         )

@@ -172,7 +172,7 @@ def _servers_for(
             known = ", ".join(sorted(configured)) or "none"
             raise ToolError(f"server: no server {request.server!r} in hub.toml (configured: {known})")
         return request.server, request.server
-    target = request.targetServer
+    target = request.target
     if target is None:
         return None, None
     if target.name in configured:
@@ -477,79 +477,127 @@ class BatchRun:
 
 
 # -- the answer ----------------------------------------------------------------------------------
+#
+# One result shape, sized for a model's context: each operation's downstream payload appears once in
+# structuredContent (its structuredContent if it has one, else its content) and once in the text
+# (its text blocks), and a client hands the model one of the two. See docs/batchit.md.
 
 
-def summarize(steps: list[Step], outcomes: list[Outcome], wall_ms: float) -> dict[str, Any]:
+def summarize(outcomes: list[Outcome], wall_ms: float) -> dict[str, Any]:
     counts: dict[str, int] = {status: 0 for status in STATUSES}
     for outcome in outcomes:
         counts[outcome.status] += 1
-    return {
-        "total": len(outcomes),
-        **counts,
-        "successCount": counts["ok"],
-        "failCount": len(outcomes) - counts["ok"],
-        "totalDurationMs": wall_ms,
-        "servers": sorted({s.label for s in steps}),
-    }
+    return {"total": len(outcomes), **counts, "durationMs": wall_ms}
 
 
-def operation_entry(step: Step, outcome: Outcome) -> dict[str, Any]:
-    entry: dict[str, Any] = {
-        "index": step.index,
-        "id": step.op.id,
-        "server": step.label,
-        "tool": step.op.tool,
-        "status": outcome.status,
-        "success": outcome.status == "ok",
-        "durationMs": outcome.duration_ms,
-    }
-    if outcome.result is not None:
-        result = outcome.result
-        entry["result"] = {
-            "content": [b.model_dump(mode="json", by_alias=True, exclude_none=True) for b in result.content],
-            **(
-                {"structuredContent": result.structured_content}
-                if result.structured_content is not None
-                else {}
-            ),
-            "isError": bool(result.is_error),
-        }
-    if outcome.error is not None:
-        entry["error"] = outcome.error
+def _cut(text: str, limit: int | None) -> tuple[str, int]:
+    """`text` cut to at most `limit` UTF-8 bytes (on a character boundary), and the bytes cut."""
+    if limit is None:
+        return text, 0
+    data = text.encode()
+    if len(data) <= limit:
+        return text, 0
+    kept = data[:limit].decode(errors="ignore")
+    return kept, len(data) - len(kept.encode())
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def _payload(result: types.CallToolResult) -> tuple[str, Any]:
+    """The key and value that carry a downstream result in an operation's entry."""
+    if result.structured_content is not None:
+        return "structuredContent", result.structured_content
+    return "content", [b.model_dump(mode="json", by_alias=True, exclude_none=True) for b in result.content]
+
+
+def _payload_text(result: types.CallToolResult) -> str:
+    """The result as text: its text blocks, else its structuredContent (or content) as JSON."""
+    if any(isinstance(b, types.TextContent) for b in result.content):
+        return result_text(result)
+    return _compact(_payload(result)[1])
+
+
+def _shows_result(include: str, outcome: Outcome) -> bool:
+    return include == "all" or (include == "errors" and outcome.status != "ok")
+
+
+def operation_entry(step: Step, outcome: Outcome, include: str, limit: int | None) -> dict[str, Any]:
+    """One operation in structuredContent: index, id (when given), status, durationMs, then its
+    result (`structuredContent` or `content`), or `error` text; when the result is over `limit`
+    bytes, `text` (its text, cut to `limit` bytes) and `cutBytes` (what was cut, if anything)."""
+    entry: dict[str, Any] = {"index": step.index}
+    if step.op.id is not None:
+        entry["id"] = step.op.id
+    entry["status"] = outcome.status
+    if include == "status":
+        return entry
+    entry["durationMs"] = outcome.duration_ms
+    if not _shows_result(include, outcome):
+        return entry
+    if outcome.status == "ok" and outcome.result is not None:
+        key, value = _payload(outcome.result)
+        if limit is not None and len(_compact(value).encode()) > limit:
+            entry["text"], cut = _cut(_payload_text(outcome.result), limit)
+            if cut:  # else its text alone fits: shown whole
+                entry["cutBytes"] = cut
+        else:
+            entry[key] = value
+    elif outcome.error is not None:
+        entry["error"], cut = _cut(outcome.error, limit)
+        if cut:
+            entry["cutBytes"] = cut
     return entry
+
+
+def _operation_blocks(step: Step, outcome: Outcome, include: str, limit: int | None) -> list[Any]:
+    """One operation in the text: a heading line, then its result's text (or error)."""
+    name = f" {step.op.id}" if step.op.id else ""
+    head = f"[{step.index}]{name} {step.label} {step.op.tool}: {outcome.status}"
+    if include == "status":
+        return [types.TextContent(type="text", text=head)]
+    lines = [f"{head} ({outcome.duration_ms:g} ms)"]
+    others: list[Any] = []
+    if _shows_result(include, outcome):
+        if outcome.status == "ok" and outcome.result is not None:
+            result = outcome.result
+            others = [b for b in result.content if not isinstance(b, types.TextContent)]
+            if len(others) < len(result.content):
+                text = result_text(result)
+            elif result.structured_content is not None:
+                text, others = _compact(result.structured_content), []
+            else:
+                text = ""  # images and such only: they follow as blocks
+        else:
+            text = f"error: {outcome.error}" if outcome.error is not None else ""
+        shown, cut = _cut(text, limit)
+        if cut:
+            others = []
+            shown += f"\n[... {cut} more bytes cut: options.maxResultBytes = {limit}]"
+        if shown:
+            lines.append(shown)
+    return [types.TextContent(type="text", text="\n".join(lines)), *others]
 
 
 def render(
     request: BatchRequest, steps: list[Step], outcomes: list[Outcome], wall_ms: float
 ) -> types.CallToolResult:
-    """Readable text (with the downstream content blocks as they came) plus structuredContent."""
-    summary = summarize(steps, outcomes, wall_ms)
+    """The result: readable text (each operation's own text) plus structuredContent (each
+    operation's own structuredContent, else content), so whichever a client gives the model, it
+    reads each payload once."""
+    include, limit = request.options.include, request.options.maxResultBytes
+    summary = summarize(outcomes, wall_ms)
     counts = ", ".join(f"{summary[s]} {s}" for s in STATUSES if summary[s])
-    failed = summary["failCount"] > 0
+    failed = summary["ok"] < summary["total"]
     head = f"batch_execute: {summary['total']} operations, {counts}, in {wall_ms:.0f} ms"
     if failed:
         head += " (isError is set because not every operation succeeded)"
     content: list[Any] = [types.TextContent(type="text", text=head)]
     for step, outcome in zip(steps, outcomes, strict=True):
-        name = f" {step.op.id}" if step.op.id else ""
-        lines = [
-            f"[{step.index}]{name} {step.label} {step.op.tool}: {outcome.status} ({outcome.duration_ms:g} ms)"
-        ]
-        others: list[Any] = []
-        if outcome.result is not None:
-            for block in outcome.result.content:
-                if isinstance(block, types.TextContent):
-                    lines.append(block.text)
-                else:
-                    others.append(block)
-        if outcome.error is not None and (outcome.result is None or outcome.status != "error"):
-            lines.append(f"error: {outcome.error}")
-        content.append(types.TextContent(type="text", text="\n".join(lines)))
-        content.extend(others)
-    target = request.server or (request.targetServer.name if request.targetServer else None)
+        content.extend(_operation_blocks(step, outcome, include, limit))
     structured = {
-        "targetServer": target,
         "summary": summary,
-        "operations": [operation_entry(s, o) for s, o in zip(steps, outcomes, strict=True)],
+        "operations": [operation_entry(s, o, include, limit) for s, o in zip(steps, outcomes, strict=True)],
     }
     return types.CallToolResult(content=content, structured_content=structured, is_error=failed)

@@ -70,19 +70,19 @@ async def test_batchit_request_verbatim_against_server_filesystem(tmp_path):
         result = await client.call_tool("batch_execute", request)
         assert not result.is_error, result_text(result)
         out = result.structured_content
-        assert out["targetServer"] == "filesystem"
-        assert out["summary"]["successCount"] == 2 and out["summary"]["failCount"] == 0
+        assert out["summary"]["ok"] == 2 and out["summary"]["total"] == 2
         first, second = out["operations"]
-        assert (first["index"], first["tool"], first["status"], first["success"]) == (
-            0,
-            "read_file",
-            "ok",
-            True,
-        )
-        assert first["result"]["content"][0]["text"] == '{"name": "mcp-batchit"}\n'  # not JSON-encoded twice
-        assert second["result"]["structuredContent"] == {"content": "# BatchIt\n"}
+        # The documented shape: index, status, duration, and the downstream's own structuredContent
+        # (once: not its content blocks as well).
+        assert set(first) == {"index", "status", "durationMs", "structuredContent"}
+        assert (first["index"], first["status"]) == (0, "ok")
+        assert first["structuredContent"] == {
+            "content": '{"name": "mcp-batchit"}\n'
+        }  # not JSON-encoded twice
+        assert second["structuredContent"] == {"content": "# BatchIt\n"}
         text = result_text(result)
         assert "[0] filesystem read_file: ok" in text and "# BatchIt" in text
+        assert text.count("# BatchIt") == 1 and json.dumps(out).count("# BatchIt") == 1
 
         # The second phase of the README: a directory, then files in it, one at a time.
         write = {
@@ -117,15 +117,15 @@ async def test_short_form_results_in_request_order_with_summary(tmp_path):
         out = result.structured_content
         assert [op["index"] for op in out["operations"]] == [0, 1, 2, 3]  # not completion order
         assert statuses(result) == ["ok", "ok", "ok", "error"]
-        assert out["operations"][2]["result"]["structuredContent"] == {
+        assert out["operations"][2]["structuredContent"] == {
             "items": ["item0", "item1"],
             "count": 2,
         }
         assert out["operations"][3]["error"] == "Error executing tool fail"
+        assert set(out["operations"][3]) == {"index", "status", "durationMs", "error"}  # errors as text
         summary = out["summary"]
-        assert (summary["total"], summary["ok"], summary["error"], summary["failCount"]) == (4, 3, 1, 1)
-        assert summary["servers"] == ["d"]
-        assert summary["totalDurationMs"] >= max(op["durationMs"] for op in out["operations"])  # wall-clock
+        assert (summary["total"], summary["ok"], summary["error"], summary["skipped"]) == (4, 3, 1, 0)
+        assert summary["durationMs"] >= max(op["durationMs"] for op in out["operations"])  # wall-clock
         assert result.is_error  # one operation failed
         text = result_text(result)
         assert text.startswith("batch_execute: 4 operations, 3 ok, 1 error, in ")
@@ -164,11 +164,11 @@ async def test_references_across_servers_with_splices_and_literals(tmp_path):
         result = await batch(client, operations=ops, options={"maxConcurrent": 5})
         assert statuses(result) == ["ok"] * 5, result_text(result)
         out = result.structured_content["operations"]
-        assert out[0]["result"]["content"][0]["text"] == "row1"
-        assert out[2]["result"]["structuredContent"] == {"result": 13}
-        assert out[3]["result"]["content"][0]["text"] == 'picked row1, sum 13, ["row0", "row1", "row2"]'
-        assert out[4]["result"]["content"][0]["text"] == "{{not a splice}}"
-        assert result.structured_content["summary"]["servers"] == ["a", "b"]
+        assert out[0]["structuredContent"] == {"result": "row1"}
+        assert out[2]["structuredContent"] == {"result": 13}
+        assert out[3]["structuredContent"] == {"result": 'picked row1, sum 13, ["row0", "row1", "row2"]'}
+        assert out[4]["structuredContent"] == {"result": "{{not a splice}}"}
+        assert [op.get("id") for op in out] == ["pick", "items", "sum", None, None]
 
 
 async def test_a_failed_reference_skips_its_dependents_and_a_bad_path_is_an_error(tmp_path):
@@ -367,7 +367,7 @@ async def test_a_crash_fails_only_the_operations_in_flight(tmp_path):
         assert statuses(result) == ["ok", "error", "error", "ok"], result_text(result)
         assert out[1]["error"] == "server 'd' died during sleep; the next operation on it restarts it"
         assert out[2]["error"] == "server 'd' died during crash; the next operation on it restarts it"
-        assert out[3]["result"]["structuredContent"]["pid"] != out[0]["result"]["structuredContent"]["pid"]
+        assert out[3]["structuredContent"]["pid"] != out[0]["structuredContent"]["pid"]
         again = await batch(client, server="d", operations=[{"tool": "echo", "arguments": {"text": "back"}}])
         assert statuses(again) == ["ok"]
 
@@ -405,16 +405,14 @@ async def test_inline_servers_are_refused_unless_allowed(tmp_path):
 
     async with hub_with(tmp_path, allow_inline_servers=True) as (hub, client):
         result = await batch(client, targetServer=target, operations=ops)
-        assert statuses(result) == ["ok"] and result.structured_content["targetServer"] == "mine"
+        assert statuses(result) == ["ok"] and "[0] mine echo: ok" in result_text(result)
         again = await batch(client, targetServer=target, operations=ops * 2)
         assert statuses(again) == ["ok", "ok"]
         # A request's ${VAR} stays text: it must not pull the hub's environment into a child or URL.
         literal = {**target, "transport": {**target["transport"], "env": {"DOWNSTREAM_GREETING": "${HOME}"}}}
         who = await batch(client, targetServer=literal, operations=[{"tool": "whoami"}])
         assert (
-            who.structured_content["operations"][0]["result"]["structuredContent"]["env"][
-                "DOWNSTREAM_GREETING"
-            ]
+            who.structured_content["operations"][0]["structuredContent"]["env"]["DOWNSTREAM_GREETING"]
             == "${HOME}"
         )
         inline = [n for n in hub.connections.status() if n.startswith("inline-mine-")]
@@ -438,7 +436,7 @@ async def test_concurrent_batches_share_one_session_and_no_child_outlives_the_hu
                 server="d",
                 operations=[{"tool": "whoami"}, {"tool": "sleep", "arguments": {"seconds": 0.2}}],
             )
-            pids.append(result.structured_content["operations"][0]["result"]["structuredContent"]["pid"])
+            pids.append(result.structured_content["operations"][0]["structuredContent"]["pid"])
 
         async with anyio.create_task_group() as tg:
             for _ in range(4):
@@ -459,3 +457,93 @@ async def test_a_long_chain_of_references_is_planned_and_skipped_after_a_failure
         result = await batch(client, server="d", operations=ops)
         assert statuses(result)[:2] == ["error", "skipped"] and statuses(result)[-1] == "skipped"
         assert result.structured_content["summary"]["skipped"] == 1199
+
+
+async def test_include_and_max_result_bytes_size_the_answer(tmp_path):
+    ops = [
+        {"id": "big", "tool": "echo", "arguments": {"text": "é" * 300}},  # 600 bytes of UTF-8
+        {"tool": "fail", "arguments": {"message": "nope"}},
+        {"tool": "listing", "arguments": {"n": 2}},
+    ]
+    async with hub_with(tmp_path) as (_, client):
+        # A bare configured name works as targetServer, as BatchIt callers write it.
+        result = await batch(
+            client, targetServer="d", operations=ops, options={"maxResultBytes": 101, "include": "all"}
+        )
+        big, failed, listing = result.structured_content["operations"]
+        # Cut on a character boundary: 50 two-byte characters, and the rest counted.
+        assert big == {
+            "index": 0,
+            "id": "big",
+            "status": "ok",
+            "durationMs": big["durationMs"],
+            "text": "é" * 50,
+            "cutBytes": 500,
+        }
+        assert failed["error"] == "Error executing tool fail"
+        assert listing["structuredContent"] == {"items": ["item0", "item1"], "count": 2}  # under the cap
+        text = result_text(result)
+        assert "é" * 50 + "\n[... 500 more bytes cut: options.maxResultBytes = 101]" in text
+        assert "é" * 51 not in text
+
+        errors = await batch(client, server="d", operations=ops, options={"include": "errors"})
+        entries = errors.structured_content["operations"]
+        assert [set(e) for e in entries] == [
+            {"index", "id", "status", "durationMs"},
+            {"index", "status", "durationMs", "error"},
+            {"index", "status", "durationMs"},
+        ]
+        assert "é" not in result_text(errors) and "Error executing tool fail" in result_text(errors)
+
+        status = await batch(client, server="d", operations=ops, options={"include": "status"})
+        assert status.structured_content["operations"] == [
+            {"index": 0, "id": "big", "status": "ok"},
+            {"index": 1, "status": "error"},
+            {"index": 2, "status": "ok"},
+        ]
+        assert status.structured_content["summary"]["ok"] == 2 and status.is_error
+        assert result_text(status).splitlines()[1:] == [
+            "[0] big d echo: ok",
+            "[1] d fail: error",
+            "[2] d listing: ok",
+        ]
+
+        bad = await batch(client, server="d", operations=ops, options={"include": "some"})
+        assert bad.is_error and "options.include" in result_text(bad)
+        bad = await batch(client, server="d", operations=ops, options={"maxResultBytes": 0})
+        assert bad.is_error and "options.maxResultBytes: Input should be greater than 0" in result_text(bad)
+        unknown = await batch(client, targetServer="nope", operations=ops)
+        assert (
+            unknown.is_error
+            and "targetServer 'nope' is not configured in hub.toml (configured: d)" in result_text(unknown)
+        )
+
+
+async def test_content_only_results_and_images_from_server_everything(tmp_path):
+    """A downstream result without structuredContent comes as its content blocks (once); an
+    image follows its operation's line in the text as the block it was."""
+    servers = {"every": {"command": npm_bin("mcp-server-everything")}}
+    async with hub_with(tmp_path, servers) as (_, client):
+        ops = [
+            {"tool": "echo", "arguments": {"message": "hello there"}},
+            {"tool": "get-tiny-image"},
+        ]
+        with anyio.fail_after(60):
+            result = await batch(client, server="every", operations=ops)
+        assert statuses(result) == ["ok", "ok"], result_text(result)
+        echo, image = result.structured_content["operations"]
+        assert echo["content"] == [{"type": "text", "text": "Echo: hello there"}]
+        assert "structuredContent" not in echo
+        assert any(block["type"] == "image" for block in image["content"])
+        assert result_text(result).count("Echo: hello there") == 1
+        images = [b for b in result.content if b.type == "image"]
+        assert len(images) == 1
+        blocks = [b.type for b in result.content]
+        assert blocks.index("image") > 2  # after the heading and the echo operation's text
+
+        capped = await batch(client, server="every", operations=ops, options={"maxResultBytes": 40})
+        echo, image = capped.structured_content["operations"]
+        # Over 40 bytes as JSON, but its text fits: shown whole as text, nothing cut.
+        assert echo["text"] == "Echo: hello there" and "cutBytes" not in echo
+        assert image["cutBytes"] > 0 and len(image["text"].encode()) <= 40
+        assert not [b for b in capped.content if b.type == "image"]  # a cut result drops its blocks

@@ -7,6 +7,7 @@ the budget the task reserved. Tools and resources keep the original slot pool's 
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,7 +20,7 @@ from hub.host import PluginContext
 from hub.instances import Instance
 
 from .pool import Pool, TaskSpec, current_depth, recover
-from .skills import load_skills
+from .skills import Skill, load_skills
 
 __all__ = ["Settings"]
 
@@ -67,6 +68,9 @@ class Settings(BaseModel):
     skills_dir: str | None = Field(
         default=None, description="A folder of SKILL.md files with YAML front matter."
     )
+    skills_poll_s: float = Field(
+        default=5.0, ge=0, description="How often skills_dir is checked for changes; 0: never."
+    )
     skills: dict[str, SkillTable] = Field(default_factory=dict)
     worker_mcp_config: str | dict[str, Any] | None = Field(
         default=None,
@@ -87,47 +91,53 @@ class _Args(BaseModel):
 
 
 class Overrides(_Args):
-    model: str | None = None
-    effort: Effort | None = None
-    timeout_s: float | None = Field(default=None, gt=0)
-    max_budget_usd: float | None = Field(default=None, gt=0)
+    model: str | None = Field(default=None, description="--model (e.g. sonnet, opus); default: the pool's.")
+    effort: Effort | None = Field(default=None, description="--effort; default: the pool's.")
+    timeout_s: float | None = Field(default=None, gt=0, description="Kill the task after this long.")
+    max_budget_usd: float | None = Field(
+        default=None, gt=0, description="Reserved and passed as --max-budget-usd."
+    )
 
 
 class RunArgs(Overrides):
-    prompt: str = Field(min_length=1)
+    prompt: str = Field(min_length=1, description="The task for claude -p.")
     session_id: str | None = Field(
         default=None, description="Continue this earlier session (default: a fresh one)."
     )
 
 
 class TaskArgs(_Args):
-    task_id: str = Field(min_length=1)
+    task_id: str = Field(min_length=1, description="From pool_submit.")
 
 
 class FanOutArgs(Overrides):
-    prompts: list[str] = Field(min_length=1, max_length=1000)
+    prompts: list[str] = Field(min_length=1, max_length=1000, description="One task per prompt.")
 
 
 class ChainStep(_Args):
-    name: str | None = None
+    name: str | None = Field(default=None, description="A label for the step.")
     prompt: str | None = Field(default=None, description="May use {previous_output}.")
-    skill: str | None = None
-    arguments: dict[str, Any] | None = None
-    model: str | None = None
-    effort: Effort | None = None
-    timeout_s: float | None = Field(default=None, gt=0)
-    max_budget_usd: float | None = Field(default=None, gt=0)
-    failure_policy: Literal["abort", "skip", "retry"] | None = None
+    skill: str | None = Field(default=None, description="A skill instead of a prompt.")
+    arguments: dict[str, Any] | None = Field(default=None, description="The skill's arguments.")
+    model: str | None = Field(default=None, description="--model for this step.")
+    effort: Effort | None = Field(default=None, description="--effort for this step.")
+    timeout_s: float | None = Field(default=None, gt=0, description="Kill the step after this long.")
+    max_budget_usd: float | None = Field(default=None, gt=0, description="--max-budget-usd for this step.")
+    failure_policy: Literal["abort", "skip", "retry"] | None = Field(
+        default=None, description="Overrides the chain's."
+    )
     retries: int = Field(default=2, ge=0, le=10, description="Extra attempts with failure_policy retry.")
 
 
 class ChainArgs(_Args):
-    steps: list[ChainStep] = Field(min_length=1, max_length=100)
-    failure_policy: Literal["abort", "skip", "retry"] = "abort"
+    steps: list[ChainStep] = Field(min_length=1, max_length=100, description="Run in order.")
+    failure_policy: Literal["abort", "skip", "retry"] = Field(
+        default="abort", description="When a step fails: stop, go on, or retry it."
+    )
 
 
 class ChainIdArgs(_Args):
-    chain_id: str = Field(min_length=1)
+    chain_id: str = Field(min_length=1, description="From pool_submit_chain.")
 
 
 class DrainArgs(_Args):
@@ -135,16 +145,18 @@ class DrainArgs(_Args):
 
 
 class CountArgs(_Args):
-    count: int = Field(ge=1)
+    count: int = Field(ge=1, description="How many slots.")
 
 
 class TargetArgs(_Args):
-    target: int = Field(ge=0)
+    target: int = Field(ge=0, description="Slots wanted, within min_slots..max_slots.")
 
 
 class SkillRunArgs(Overrides):
-    skill: str = Field(min_length=1)
-    arguments: dict[str, Any] = Field(default_factory=dict)
+    skill: str = Field(min_length=1, description="A skill named in this tool's description.")
+    arguments: dict[str, Any] = Field(
+        default_factory=dict, description="The skill's arguments, as the description lists them."
+    )
 
 
 class NoArgs(_Args):
@@ -200,12 +212,7 @@ def hub_startup(hub: PluginContext) -> Any:
             raise ValueError(
                 f"[plugins.pool] slots = {settings.slots} is outside min_slots..max_slots ({settings.min_slots}..{settings.max_slots})"
             )
-        folder = Path(settings.skills_dir).expanduser() if settings.skills_dir else None
-        skills, problems = load_skills(
-            settings.builtins, {k: v.model_dump() for k, v in settings.skills.items()}, folder
-        )
-        for problem in problems:
-            hub.log.warning("skill not loaded", problem=problem)
+        skills = _load_skills(hub, settings)
         depth = current_depth()
         if depth >= settings.max_depth:
             hub.state["disabled"] = (
@@ -216,8 +223,79 @@ def hub_startup(hub: PluginContext) -> Any:
             return
         pool = hub.state["pool"] = Pool(hub, settings, skills)
         await pool.start()
+        if settings.skills_dir and settings.skills_poll_s > 0:
+            hub.start_soon(_watch_skills, hub, settings, name="watch skills_dir")
 
     return start
+
+
+def _skills_folder(settings: Settings) -> Path | None:
+    return Path(settings.skills_dir).expanduser() if settings.skills_dir else None
+
+
+def _load_skills(hub: PluginContext, settings: Settings) -> dict[str, Skill]:
+    skills, problems = load_skills(
+        settings.builtins, {k: v.model_dump() for k, v in settings.skills.items()}, _skills_folder(settings)
+    )
+    for problem in problems:
+        hub.log.warning("skill not loaded", problem=problem)
+    return skills
+
+
+def _folder_state(folder: Path) -> list[tuple[str, int, int]]:
+    """What a change in `folder`'s skill files changes: each file's path, mtime and size."""
+    found = []
+    for path in sorted([*folder.glob("*.md"), *folder.glob("*/SKILL.md")]):
+        try:
+            stat = path.stat()
+        except OSError:
+            continue
+        found.append((str(path), stat.st_mtime_ns, stat.st_size))
+    return found
+
+
+async def _watch_skills(hub: PluginContext, settings: Settings) -> None:
+    """Reload skills when files in skills_dir change, so pool_skill_run's description (which
+    names every skill) and the skill prompts follow; clients get list_changed."""
+    folder = _skills_folder(settings)
+    assert folder is not None
+    seen = _folder_state(folder)
+    while True:
+        await anyio.sleep(settings.skills_poll_s)
+        now = _folder_state(folder)
+        if now != seen:
+            seen = now
+            _set_skills(hub, _load_skills(hub, settings))
+
+
+def _set_skills(hub: PluginContext, skills: dict[str, Skill]) -> None:
+    pool = _pool(hub)
+    assert pool is not None  # skills are watched only where the pool runs
+    old = pool.skills
+    pool.skills = skills
+    tool = hub.state.get("skill_tool")
+    if isinstance(tool, Tool):
+        hub.remove_tool(tool.name)
+        tool = hub.state["skill_tool"] = dataclasses.replace(tool, description=skill_run_description(skills))
+        hub.add_tool(tool)
+    for name in old:
+        hub.remove_prompt(name)
+    for skill in skills.values():
+        hub.add_prompt(_skill_prompt(skill))
+    hub.log.info("skills reloaded", skills=sorted(skills))
+
+
+def skill_run_description(skills: dict[str, Skill]) -> str:
+    """pool_skill_run's description: what it does, and each skill with its arguments."""
+    head = "Run a skill on a slot and wait for it, like pool_run."
+    if not skills:
+        return head + " No skills are configured ([plugins.pool] builtins, skills, skills_dir)."
+    lines = []
+    for skill in sorted(skills.values(), key=lambda s: s.name):
+        args = ", ".join(a.name if a.required else f"{a.name}?" for a in skill.arguments)
+        about = f": {skill.description.strip()}" if skill.description.strip() else ""
+        lines.append(f"- {skill.name}({args}){about}")
+    return head + " Skills (arguments):\n" + "\n".join(lines)
 
 
 @hookimpl
@@ -377,15 +455,12 @@ def hub_register_tools(register: Any, hub: PluginContext) -> None:
             CountArgs,
         ),
         ("pool_set_target_slots", pool_set_target_slots, "Scale to exactly `target` slots.", TargetArgs),
-        (
-            "pool_skill_run",
-            pool_skill_run,
-            "Run a skill (code_review, write_tests, summarize, refactor, or yours) with arguments.",
-            SkillRunArgs,
-        ),
     ]
     for name, handler, description, model in tools:
         register(Tool(name, handler, description, model))
+    skill_tool = Tool("pool_skill_run", pool_skill_run, skill_run_description(pool.skills), SkillRunArgs)
+    hub.state["skill_tool"] = skill_tool
+    register(skill_tool)
 
 
 @hookimpl
@@ -435,15 +510,16 @@ def hub_register_prompts(register: Any, hub: PluginContext) -> None:
     if pool is None:
         return
     for skill in pool.skills.values():
+        register(_skill_prompt(skill))
 
-        async def render(arguments: dict[str, str], skill: Any = skill) -> str:
-            return str(skill.render(arguments))
 
-        register(
-            Prompt(
-                skill.name,
-                render,
-                skill.description,
-                [PromptArgument(a.name, a.description, a.required) for a in skill.arguments],
-            )
-        )
+def _skill_prompt(skill: Skill) -> Prompt:
+    async def render(arguments: dict[str, str]) -> str:
+        return str(skill.render(arguments))
+
+    return Prompt(
+        skill.name,
+        render,
+        skill.description,
+        [PromptArgument(a.name, a.description, a.required) for a in skill.arguments],
+    )

@@ -10,6 +10,7 @@ from typing import Any
 
 import anyio
 import hub_pool
+import mcp.types as types
 import psutil
 import pytest
 from hubtests import TESTS
@@ -508,3 +509,37 @@ async def test_a_hub_inside_a_worker_serves_no_pool_unless_max_depth_allows(tmp_
         assert "depth 1" in hub.contexts["pool"].state["disabled"]
     async with hub_for(tmp_path, max_depth=2) as (_, client):
         assert "pool_run" in [t.name for t in (await client.list_tools()).tools]
+
+
+async def test_pool_skill_run_names_each_skill_and_follows_skills_dir(tmp_path, runs):
+    """The description lists every skill with its arguments; a new SKILL.md shows up in it (and
+    as a prompt) with tools/list_changed, without a restart."""
+    skills_dir = tmp_path / "skills"
+    skills_dir.mkdir()
+    changed = anyio.Event()
+
+    async def on_message(message: Any) -> None:
+        if isinstance(message, types.ToolListChangedNotification):
+            changed.set()
+
+    config = pool_config(tmp_path, skills_dir=str(skills_dir), skills_poll_s=0.05)
+    async with running_hub(config, plugins={"pool": hub_pool}, message_handler=on_message) as (_, client):
+
+        async def description() -> str:
+            tools = {t.name: t for t in (await client.list_tools()).tools}
+            return tools["pool_skill_run"].description or ""
+
+        first = await description()
+        assert "- refactor(target, goal): Refactor code toward a goal." in first
+        assert "- code_review(target): Review code for bugs, style and clarity." in first
+        assert "triage" not in first
+        (skills_dir / "triage.md").write_text(
+            "---\ndescription: Sort an issue\narguments:\n  - name: issue\n  - name: area\n    required: false\n"
+            "---\nTriage this: {issue} {area}\n"
+        )
+        with anyio.fail_after(20):
+            await changed.wait()
+        assert "- triage(issue, area?): Sort an issue" in await description()
+        assert "triage" in {p.name for p in (await client.list_prompts()).prompts}
+        await call(client, "pool_skill_run", skill="triage", arguments={"issue": "crash"})
+        assert recorded(runs)[-1]["stdin"] == "Triage this: crash "
