@@ -53,11 +53,14 @@ def _error(exc: Exception, what: str) -> BackendError:
 
 class AnthropicBackend:
     name = "anthropic"
+    one_model_per_batch = False
 
     def __init__(self, *, api_key: str, base_url: str | None, max_retries: int = 2) -> None:
         self.client = anthropic.AsyncAnthropic(api_key=api_key, base_url=base_url, max_retries=max_retries)
 
-    async def create(self, body: Path, size: int) -> RemoteBatch:
+    async def create(self, body: Path, size: int, name: str) -> RemoteBatch:
+        """`name` is not sent: a Message Batch has no name (`find_created` matches by time and size)."""
+
         async def stream() -> AsyncGenerator[bytes, None]:
             async with await anyio.open_file(body, "rb") as f:
                 while chunk := await f.read(CHUNK):
@@ -88,6 +91,19 @@ class AnthropicBackend:
             finally:
                 await body_stream.aclose()  # closes the spool file whatever happened
         raise AssertionError("unreachable")
+
+    async def find_created(self, name: str, count: int, since: float) -> list[RemoteBatch]:
+        """Batches of `count` requests created at or after `since` (the list is newest first)."""
+        found: list[RemoteBatch] = []
+        try:
+            async for batch in self.client.messages.batches.list(limit=100):
+                if batch.created_at.timestamp() < since:
+                    break
+                if sum(batch.request_counts.model_dump().values()) == count:
+                    found.append(_remote(batch))
+        except Exception as exc:
+            raise _error(exc, "listing batches") from None
+        return found
 
     async def retrieve(self, batch_id: str) -> RemoteBatch:
         try:
