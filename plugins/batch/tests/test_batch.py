@@ -323,6 +323,10 @@ async def test_bad_inputs_get_clear_errors(tmp_path, api, monkeypatch):
     no_key = config_for(tmp_path / "k", api, api_key="${NO_SUCH_KEY_VAR:-}")
     async with running_hub(no_key, plugins={"batch": hub_batch}) as (_, client):
         assert (await error_of(client, "send_to_batch", packet_text="x")).startswith(
+            "no batch backend is configured: for Anthropic set ANTHROPIC_API_KEY (or [plugins.batch] api_key); "
+            "for Vertex AI set [plugins.batch.vertex] project and bucket"
+        )
+        assert (await error_of(client, "send_to_batch", packet_text="x", backend="anthropic")).startswith(
             "no Anthropic API key: set ANTHROPIC_API_KEY"
         )
 
