@@ -149,6 +149,7 @@ def _google() -> Any:
         import google.oauth2.service_account
         from google.api_core import exceptions as api_exceptions
         from google.cloud import storage
+        from google.cloud.storage.retry import DEFAULT_RETRY
     except ImportError as exc:
         raise BackendError(
             f"the vertex backend needs the hub's [vertex] extra (google-auth and google-cloud-storage; "
@@ -167,6 +168,7 @@ def _google() -> Any:
             "service_account": google.oauth2.service_account,
             "api_exceptions": api_exceptions,
             "storage": storage,
+            "storage_retry": DEFAULT_RETRY,
         },
     )
 
@@ -528,8 +530,11 @@ class VertexBackend:
             def upload() -> None:
                 blob = bucket.blob(object_name, chunk_size=UPLOAD_CHUNK)
                 # application/octet-stream: Vertex reads the file by instancesFormat, and the GCS
-                # emulator drops media uploads typed application/jsonl.
-                blob.upload_from_filename(str(jsonl), content_type="application/octet-stream")
+                # emulator drops media uploads typed application/jsonl. Writing this object again
+                # is harmless, so transient failures are retried (the library's default retry).
+                blob.upload_from_filename(
+                    str(jsonl), content_type="application/octet-stream", retry=self.google.storage_retry
+                )
 
             try:
                 await anyio.to_thread.run_sync(upload)
