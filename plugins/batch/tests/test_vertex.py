@@ -496,3 +496,40 @@ def test_the_request_body_is_converted_as_a_stream(tmp_path, monkeypatch):
         vertex_backend.BackendError, match="one Vertex job takes one model, and this batch has m and other"
     ):
         vertex_backend.to_vertex_jsonl(source, target)
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (
+            {"custom_id": "a", "request": {}, "response": {"type": "message", "content": []}, "status": ""},
+            {"type": "succeeded", "message": {"type": "message", "content": []}},
+        ),
+        (
+            {"request": {"custom_id": "a"}, "status": {"code": 3, "message": "bad input"}},
+            {
+                "type": "errored",
+                "error": {"type": "error", "error": {"type": "api_error", "message": "3: bad input"}},
+            },
+        ),
+        (
+            {
+                "custom_id": "a",
+                "response": {"type": "error", "error": {"type": "overloaded_error", "message": "busy"}},
+            },
+            {
+                "type": "errored",
+                "error": {"type": "error", "error": {"type": "overloaded_error", "message": "busy"}},
+            },
+        ),
+        (
+            {"custom_id": "a", "status": "Internal error"},
+            {
+                "type": "errored",
+                "error": {"type": "error", "error": {"type": "api_error", "message": "Internal error"}},
+            },
+        ),
+    ],
+)
+def test_vertex_output_lines_become_anthropic_result_lines(line, expected):
+    assert vertex_backend.result_line(line) == {"custom_id": "a", "result": expected}

@@ -269,7 +269,7 @@ def result_line(line: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(response, dict) and response.get("type") == "error":
         error = response.get("error") or {}
         result = _error_result(str(error.get("type", "api_error")), str(error.get("message", "no message")))
-    elif isinstance(response, dict) and "content" in response and not status:
+    elif isinstance(response, dict) and "content" in response:  # a message, whatever `status` says
         result = {"type": "succeeded", "message": response}
     else:
         result = _error_result("api_error", _status_message(status))
@@ -390,6 +390,7 @@ class VertexBackend:
                     retryable=False,
                 ) from None
         self._auth_lock = anyio.Lock()
+        self._storage_lock = anyio.Lock()
         self._storage: Any = None
         self.http = httpx2.AsyncClient(base_url=config.api_endpoint, timeout=httpx2.Timeout(60.0))
 
@@ -436,13 +437,14 @@ class VertexBackend:
         return headers
 
     async def _bucket(self, name: str) -> Any:
-        if self._storage is None:
-            credentials = await self._creds()
-            if not isinstance(credentials, self.google.credentials.AnonymousCredentials):
-                await self._auth_headers()  # a refused key is reported once, clearly
-            self._storage = await anyio.to_thread.run_sync(
-                lambda: self.google.storage.Client(project=self.config.project, credentials=credentials)
-            )
+        async with self._storage_lock:
+            if self._storage is None:
+                credentials = await self._creds()
+                if not isinstance(credentials, self.google.credentials.AnonymousCredentials):
+                    await self._auth_headers()  # a refused key is reported once, clearly
+                self._storage = await anyio.to_thread.run_sync(
+                    lambda: self.google.storage.Client(project=self.config.project, credentials=credentials)
+                )
         return self._storage.bucket(name)
 
     def _gcs_error(self, exc: BaseException, what: str) -> BackendError:
@@ -521,7 +523,7 @@ class VertexBackend:
     async def create(self, body: Path, size: int, name: str) -> RemoteBatch:
         """Convert the batch to Vertex JSONL, upload it and create a job named `name`."""
         cfg = self.config
-        jsonl = body.with_name(body.name + ".vertex.jsonl")
+        jsonl = body.with_suffix(".vertex.json")  # beside the spool file, dropped with it
         object_name = f"{cfg.prefix}{name}/input.jsonl"
         try:
             model, count = await anyio.to_thread.run_sync(to_vertex_jsonl, body, jsonl)
