@@ -210,6 +210,42 @@ async def test_send_poll_fetch_cycle_with_a_job_per_model(tmp_path, vertex):
     assert vertex.authorizations and set(vertex.authorizations) == {"Bearer ya29.test-token"}
 
 
+async def test_a_job_is_split_per_model_and_at_the_limits(tmp_path, vertex):
+    async with hub_for(tmp_path, vertex, max_requests_per_batch=2) as (_, client):
+        models = [
+            "claude-sonnet-4-5",
+            "claude-haiku-4-5",
+            "claude-sonnet-4-5",
+            "claude-haiku-4-5",
+            "claude-sonnet-4-5",
+        ]
+        requests = [
+            {"custom_id": f"q{i}", "prompt": f"question {i}", "model": m} for i, m in enumerate(models)
+        ]
+        sent = await call(client, "send_to_batch", requests=requests)
+        assert sent["batches"] == 3 and sent["requests"] == 5
+        jobs = {j.body["displayName"]: j for j in vertex.jobs.values()}
+        sizes = {
+            name: (j.body["model"].rsplit("/", 1)[1], [r["custom_id"] for r in j.requests])
+            for name, j in jobs.items()
+        }
+        assert sizes == {
+            f"{sent['job_id']}-0": ("claude-sonnet-4-5", ["q0", "q2"]),
+            f"{sent['job_id']}-1": ("claude-haiku-4-5", ["q1", "q3"]),
+            f"{sent['job_id']}-2": ("claude-sonnet-4-5", ["q4"]),
+        }
+        job = json.loads((await client.read_resource(f"batch://jobs/{sent['job_id']}")).contents[0].text)
+        assert {r["custom_id"]: r["part"] for r in job["first_requests"]} == {
+            "q0": 0,
+            "q1": 1,
+            "q2": 0,
+            "q3": 1,
+            "q4": 2,
+        }
+        out = await call(client, "batch_fetch", job_id=sent["job_id"], wait_s=20)
+        assert out["state"] == "succeeded" and out["request_counts"]["succeeded"] == 5
+
+
 async def test_a_partial_job_and_honest_end_states(tmp_path, vertex):
     vertex.polls_to_end = 10**6  # the test ends each job
     async with hub_for(tmp_path, vertex) as (hub, client):
