@@ -246,6 +246,19 @@ async def test_a_job_is_split_per_model_and_at_the_limits(tmp_path, vertex):
         assert out["state"] == "succeeded" and out["request_counts"]["succeeded"] == 5
 
 
+async def test_unavailable_answers_are_retried_and_never_crash_the_hub(tmp_path, vertex):
+    async with hub_for(tmp_path, vertex) as (_, client):
+        vertex.fail_next(503)  # creating the job is retried: 503 says it was not created
+        sent = await call(client, "send_to_batch", packet_text="retry me")
+        assert len(vertex.jobs) == 1
+        vertex.fail_next(500, 3)  # a poll and its retries fail: recorded, and polling goes on
+        with anyio.fail_after(20):
+            while "last_poll_error" not in await call(client, "batch_status", job_id=sent["job_id"]):
+                await anyio.sleep(0.02)
+        out = await call(client, "batch_fetch", job_id=sent["job_id"], wait_s=20)
+        assert out["state"] == "succeeded"
+
+
 async def test_a_partial_job_and_honest_end_states(tmp_path, vertex):
     vertex.polls_to_end = 10**6  # the test ends each job
     async with hub_for(tmp_path, vertex) as (hub, client):
