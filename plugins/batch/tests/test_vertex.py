@@ -128,11 +128,20 @@ def service_account_file(tmp_path: Path, token_uri: str) -> Path:
     return path
 
 
-async def test_send_poll_fetch_cycle_with_a_job_per_model(tmp_path, vertex):
-    vertex.token = "ya29.test-token"  # every job API call must carry it, got from the key file
+@pytest.fixture
+def no_google_defaults(tmp_path, monkeypatch):
+    """Application-default credentials from nowhere but GOOGLE_APPLICATION_CREDENTIALS."""
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "gcloud"))  # no gcloud login
+    monkeypatch.setenv("NO_GCE_CHECK", "True")  # no metadata server
+
+
+async def test_send_poll_fetch_cycle_with_a_job_per_model(tmp_path, vertex, no_google_defaults, monkeypatch):
+    vertex.token = "ya29.test-token"  # every job API call must carry it, got with the key file
     key = service_account_file(tmp_path, f"{vertex.url}/token")
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key))  # credentials = "default"
     (tmp_path / "packets" / "review.md").write_text("Review this code, please.")
-    async with hub_for(tmp_path, vertex, vertex={"credentials": str(key)}) as (hub, client):
+    async with hub_for(tmp_path, vertex, vertex={"credentials": "default"}) as (hub, client):
         await hub.context.set("language", "python")
         requests = [
             {"custom_id": "review", "packet_path": str(tmp_path / "packets" / "review.md")},
@@ -365,7 +374,7 @@ async def test_a_restarted_hub_goes_on_polling_the_vertex_job(tmp_path, vertex):
         assert "answer to: long job" in Path(sent["result_path"]).read_text()
 
 
-async def test_bad_credentials_get_clear_errors_and_lose_nothing(tmp_path, vertex):
+async def test_bad_credentials_get_clear_errors_and_lose_nothing(tmp_path, vertex, no_google_defaults):
     vertex.token = "ya29.test-token"
     vertex.refuse_tokens = True
     key = service_account_file(tmp_path, f"{vertex.url}/token")
@@ -394,6 +403,14 @@ async def test_bad_credentials_get_clear_errors_and_lose_nothing(tmp_path, verte
         client,
     ):
         assert "is not a service-account key" in await error_of(client, "send_to_batch", packet_text="x")
+
+    # No application-default credentials at all.
+    (tmp_path / "g" / "packets").mkdir(parents=True)
+    async with hub_for(tmp_path / "g", vertex, vertex={"credentials": "default"}) as (hub, client):
+        text = await error_of(client, "send_to_batch", packet_text="x")
+        assert "was not submitted: no Google application-default credentials: " in text
+        assert "`gcloud auth application-default login` or GOOGLE_APPLICATION_CREDENTIALS" in text
+        assert (await hub.budget.summary())["reserved_usd"] == 0
 
     # A job API that refuses the token (anonymous credentials where a token is needed).
     (tmp_path / "d" / "packets").mkdir(parents=True)
