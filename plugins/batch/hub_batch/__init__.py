@@ -1,4 +1,5 @@
-"""batch: Anthropic Message Batches jobs (half price, results within 24 h, usually within 1 h).
+"""batch: Claude batch jobs at half price (results within 24 h, usually within 1 h), on the
+Anthropic Message Batches API or on Vertex AI batch prediction (`backends/`).
 
 Tools (the original's names and shapes, plus `batch_cancel`): `send_to_batch`, `batch_status`,
 `batch_fetch`, `batch_list`, `batch_poll_once`, `batch_cancel`. Resources `batch://jobs` and
@@ -18,6 +19,7 @@ from hub import Resource, ResourceTemplate, Tool, ToolCall, hookimpl
 from hub.host import PluginContext
 from hub.instances import Instance
 
+from .backends.vertex import VertexSettings
 from .service import BatchService
 from .spool import RequestItem
 
@@ -34,6 +36,13 @@ class Settings(BaseModel):
     """`[plugins.batch]`."""
 
     model_config = ConfigDict(extra="forbid")
+    backend: Literal["auto", "anthropic", "vertex"] = Field(
+        default="auto",
+        description="Where jobs go: auto = anthropic when an API key is set, else vertex when configured.",
+    )
+    vertex: VertexSettings = Field(
+        default_factory=VertexSettings, description="[plugins.batch.vertex]: the Vertex AI backend."
+    )
     api_key: str = Field(
         default="${ANTHROPIC_API_KEY:-}", description="The key, or a ${VARIABLE} holding it."
     )
@@ -84,7 +93,10 @@ class SendArgs(_Args):
     requests_path: str | None = Field(
         default=None, description="A JSONL file of such requests, one per line (for big jobs)."
     )
-    backend: Literal["auto", "anthropic", "vertex"] = Field(default="auto", description="Where the job runs.")
+    backend: Literal["auto", "anthropic", "vertex"] = Field(
+        default="auto",
+        description="anthropic (Message Batches) or vertex (Vertex AI); auto follows [plugins.batch] backend.",
+    )
     label: str | None = Field(default=None, max_length=200, description="Shown in batch_list.")
     custom_id: str | None = Field(
         default=None, pattern=r"^[a-zA-Z0-9_-]{1,64}$", description="For a single packet."
@@ -196,8 +208,8 @@ def hub_register_tools(register: Any, hub: PluginContext) -> None:
         Tool(
             "send_to_batch",
             send_to_batch,
-            "Submit prompts as an Anthropic Message Batches job (50% of the standard price; results usually "
-            "within 1 h, at most 24 h). Give packet_path (a prompt file), packet_text, requests (several) or "
+            "Submit prompts as a batch job on Anthropic Message Batches or Vertex AI (50% of the standard "
+            "price; results usually within 1 h, at most 24 h). Give packet_path (a prompt file), packet_text, requests (several) or "
             "requests_path (JSONL). Returns job_id and where results will be written.",
             SendArgs,
         )

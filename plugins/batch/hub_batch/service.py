@@ -29,7 +29,7 @@ from hub.errors import BudgetExceeded, ToolError
 from hub.instances import HEARTBEAT_S, Instance
 from hub.registry import ToolCall
 
-from .backends import NOT_YET, Backend, BackendError
+from .backends import BACKENDS, Backend, BackendError
 from .jobs import ENDED_STATES, OPEN_STATES, Jobs, add_counts, final_state
 from .pricing import Price, PriceTable
 from .results import ResultWriter
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from hub.host import PluginContext
 
     from . import SendArgs, Settings
+    from .backends.vertex import VertexConfig
 
 MAX_IDLE_WAIT_S = 300.0
 # A poller's lease lasts until its next poll is due plus this; a live hub renews it at each poll.
@@ -87,25 +88,66 @@ class BatchService:
     # -- backends --------------------------------------------------------------------------
 
     def backend(self, name: str) -> Backend:
-        if name == "auto":
-            name = "anthropic"
-        if name in NOT_YET:
-            raise ToolError(NOT_YET[name])
-        if name != "anthropic":
-            raise ToolError(f"unknown backend {name!r}: use anthropic (or auto)")
+        name, _ = self.choose_backend(name)
         if name not in self._backends:
+            if name == "vertex":
+                from .backends.vertex import VertexBackend
+
+                try:
+                    self._backends[name] = VertexBackend(self._vertex_config())
+                except BackendError as exc:
+                    raise ToolError(str(exc)) from None
+                return self._backends[name]
             from .backends.anthropic import AnthropicBackend
 
-            try:
-                key = expand_vars(self.settings.api_key, os.environ, where="plugins.batch.api_key")
-            except ConfigError as exc:
-                raise ToolError(str(exc)) from None
+            key = self._anthropic_key()
             if not key:
                 raise ToolError(
                     'no Anthropic API key: set ANTHROPIC_API_KEY, or [plugins.batch] api_key = "${MY_KEY_VARIABLE}"'
                 )
             self._backends[name] = AnthropicBackend(api_key=key, base_url=self.settings.base_url or None)
         return self._backends[name]
+
+    def choose_backend(self, name: str) -> tuple[str, str]:
+        """The backend a job asking for `name` goes to, and why. "auto" follows [plugins.batch]
+        backend; if that is "auto" too: Anthropic when an API key is set, else Vertex when
+        [plugins.batch.vertex] is configured."""
+        if name == "auto" and self.settings.backend != "auto":
+            return self.settings.backend, "[plugins.batch] backend"
+        if name in BACKENDS:
+            return name, "asked for"
+        if name != "auto":
+            raise ToolError(f"unknown backend {name!r}: use auto, {' or '.join(BACKENDS)}")
+        if self._anthropic_key():
+            return "anthropic", "auto: an Anthropic API key is set"
+        from .backends.vertex import SETTINGS_HELP, resolve
+
+        config, _ = resolve(self.settings.vertex, self._expand)
+        if config is not None:
+            return "vertex", "auto: no Anthropic API key, and [plugins.batch.vertex] is configured"
+        raise ToolError(
+            "no batch backend is configured: for Anthropic set ANTHROPIC_API_KEY (or [plugins.batch] "
+            f"api_key); for Vertex AI set {SETTINGS_HELP}"
+        )
+
+    def _expand(self, text: str, where: str) -> str:
+        try:
+            return expand_vars(text, os.environ, where=where)
+        except ConfigError as exc:
+            raise ToolError(str(exc)) from None
+
+    def _anthropic_key(self) -> str:
+        return self._expand(self.settings.api_key, "plugins.batch.api_key")
+
+    def _vertex_config(self) -> VertexConfig:
+        from .backends.vertex import SETTINGS_HELP, resolve
+
+        config, missing = resolve(self.settings.vertex, self._expand)
+        if config is None:
+            raise ToolError(
+                f"the vertex backend is not configured (missing: {', '.join(missing)}): set {SETTINGS_HELP}"
+            )
+        return config
 
     async def aclose(self) -> None:
         for backend in self._backends.values():
@@ -269,6 +311,7 @@ class BatchService:
         if args.requests is not None and not args.requests:
             raise ToolError("requests is empty")
         backend = self.backend(args.backend)
+        backend_choice = self.choose_backend(args.backend)[1]
         job_id = new_job_id()
         model = args.model or self.settings.model
         context = await self.hub.context.as_prompt() if args.use_context else ""
@@ -309,6 +352,7 @@ class BatchService:
                     max_bytes=self.settings.max_bytes_per_batch,
                     max_total=self.settings.max_requests_per_job,
                     on_rows=store_rows,
+                    one_model_per_part=backend.one_model_per_batch,
                 )
             )
         except BaseException:
@@ -366,10 +410,18 @@ class BatchService:
             )
         self._wake.set()
         await self.update_status_line()
-        self.hub.log.info("batch job submitted", job=job_id, requests=count, batches=len(spooled.parts))
+        self.hub.log.info(
+            "batch job submitted",
+            job=job_id,
+            requests=count,
+            batches=len(spooled.parts),
+            backend=backend.name,
+            backend_choice=backend_choice,
+        )
         return {
             "job_id": job_id,
             "backend": backend.name,
+            "backend_choice": backend_choice,
             "state": "in_progress",
             "label": args.label,
             "requests": count,

@@ -2,7 +2,8 @@
 
 Runs in a worker thread: prompts are read (packet files only from the allowed roots), each
 request is serialized once and appended to the current part's spool file, and a new part starts
-when the next request would pass `max_requests` or `max_bytes`. Nothing but the request ids is
+when the next request would pass `max_requests` or `max_bytes` (with `one_model_per_part`, each
+model has its own current part). Nothing but the request ids is
 kept in memory, so a 50,000-request job costs no more memory than a small one.
 """
 
@@ -13,7 +14,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -160,13 +161,22 @@ def spool(
     max_bytes: int,
     max_total: int,
     on_rows: Callable[[list[tuple[str, int, str]]], None] | None = None,
+    one_model_per_part: bool = False,
 ) -> Spooled:
-    """Write the request bodies of `items` to part files under `directory`; see the module doc."""
+    """Write the request bodies of `items` to part files under `directory`; see the module doc.
+    `one_model_per_part`: requests for different models go to different parts (a Vertex job
+    takes one model)."""
     directory.mkdir(parents=True, exist_ok=True)
     out = Spooled()
     seen: set[str] = set()
-    current = None
-    handle = None
+    # The part each new request goes to, by model when one batch takes one model, else all in one.
+    open_parts: dict[str, tuple[int, Part, BinaryIO]] = {}
+
+    def close(part: Part, handle: BinaryIO) -> None:
+        handle.write(TAIL)
+        part.size += len(TAIL)
+        handle.close()
+
     try:
         for index, item in enumerate(items, 1):
             if index > max_total:
@@ -193,43 +203,42 @@ def spool(
                 raise ToolError(
                     f"{where} is {len(line):,} bytes, over the {max_bytes:,} bytes one batch may hold"
                 )
-            if (
-                current is None
-                or current.count >= max_requests
-                or current.size + len(SEP) + len(line) + len(TAIL) > max_bytes
+            model = params["model"]
+            key = model if one_model_per_part else ""
+            entry = open_parts.get(key)
+            if entry is not None and (
+                entry[1].count >= max_requests or entry[1].size + len(SEP) + len(line) + len(TAIL) > max_bytes
             ):
-                if handle is not None and current is not None:
-                    handle.write(TAIL)
-                    current.size += len(TAIL)
-                    handle.close()
+                close(entry[1], entry[2])
+                entry = None
+            if entry is None:
                 current = Part(directory / f"{job_id}.{len(out.parts)}.json")
+                entry = open_parts[key] = (len(out.parts), current, current.path.open("wb"))
                 out.parts.append(current)
-                handle = current.path.open("wb")
-                handle.write(HEAD)
+                entry[2].write(HEAD)
                 current.size = len(HEAD)
-            elif current.count:
-                handle.write(SEP)  # type: ignore[union-attr]
-                current.size += len(SEP)
-            handle.write(line)  # type: ignore[union-attr]
+            else:
+                entry[2].write(SEP)
+                entry[1].size += len(SEP)
+            number, current, handle = entry
+            handle.write(line)
             current.size += len(line)
             current.count += 1
-            model = params["model"]
             out.models.add(model)
             if not prices.price(model)[1]:
                 out.unknown_models.add(model)
             input_bytes = len(prompt.encode()) + len((params.get("system") or "").encode())
             out.reserve_usd += prices.upper_bound(model, input_bytes, params["max_tokens"])
-            out.rows.append((custom_id, len(out.parts) - 1, model))
+            out.rows.append((custom_id, number, model))
             if on_rows is not None and len(out.rows) >= 5000:
                 on_rows(out.rows)
                 out.rows = []
-        if current is None:
+        if not out.parts:
             raise ToolError("no requests: the job is empty")
-        assert handle is not None
-        handle.write(TAIL)
-        current.size += len(TAIL)
+        for _, part, handle in open_parts.values():
+            close(part, handle)
     finally:
-        if handle is not None:
+        for _, _, handle in open_parts.values():
             handle.close()
     if on_rows is not None and out.rows:
         on_rows(out.rows)

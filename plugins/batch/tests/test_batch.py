@@ -278,7 +278,9 @@ async def test_packet_path_rules(tmp_path, api):
         assert (await call(client, "send_to_batch", packet_path=str(packets / "ok.md")))["requests"] == 1
 
 
-async def test_bad_inputs_get_clear_errors(tmp_path, api):
+async def test_bad_inputs_get_clear_errors(tmp_path, api, monkeypatch):
+    for name in ("VERTEX_PROJECT", "VERTEX_GCS_BUCKET"):
+        monkeypatch.delenv(name, raising=False)
     async with hub_for(tmp_path, api) as (_, client):
         both = await error_of(client, "send_to_batch", packet_path="a.md", packet_text="b")
         assert (
@@ -302,8 +304,9 @@ async def test_bad_inputs_get_clear_errors(tmp_path, api):
         assert "requests.0.custom_id" in await error_of(
             client, "send_to_batch", requests=[{"custom_id": "no spaces", "prompt": "x"}]
         )
-        assert await error_of(client, "send_to_batch", packet_text="x", backend="vertex") == (
-            "the vertex backend (Vertex AI batch prediction) is not supported yet; use anthropic"
+        assert (await error_of(client, "send_to_batch", packet_text="x", backend="vertex")).startswith(
+            "the vertex backend is not configured (missing: project, bucket): set [plugins.batch.vertex] "
+            "project and bucket (or the environment variables VERTEX_PROJECT and VERTEX_GCS_BUCKET)"
         )
         for tool in ("batch_status", "batch_fetch", "batch_cancel"):
             assert (await error_of(client, tool, job_id="job_nope")).startswith(
@@ -320,6 +323,10 @@ async def test_bad_inputs_get_clear_errors(tmp_path, api):
     no_key = config_for(tmp_path / "k", api, api_key="${NO_SUCH_KEY_VAR:-}")
     async with running_hub(no_key, plugins={"batch": hub_batch}) as (_, client):
         assert (await error_of(client, "send_to_batch", packet_text="x")).startswith(
+            "no batch backend is configured: for Anthropic set ANTHROPIC_API_KEY (or [plugins.batch] api_key); "
+            "for Vertex AI set [plugins.batch.vertex] project and bucket"
+        )
+        assert (await error_of(client, "send_to_batch", packet_text="x", backend="anthropic")).startswith(
             "no Anthropic API key: set ANTHROPIC_API_KEY"
         )
 

@@ -1,7 +1,8 @@
 """Batch backends: one small interface, one module each.
 
-`anthropic` (the Message Batches API) is implemented. `vertex` (Vertex AI batch prediction, the
-original's second backend) is not yet: asking for it gives a clear error.
+`anthropic` (the Message Batches API, `anthropic.py`) and `vertex` (Vertex AI batch prediction
+for Claude, the original's second backend, `vertex.py`). Both take the spool's Anthropic body and
+give Anthropic result lines, so jobs, result files and costs are the same whichever runs them.
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ from typing import Protocol
 
 __all__ = ["BACKENDS", "Backend", "BackendError", "RemoteBatch"]
 
-BACKENDS = ("anthropic",)
-NOT_YET = {"vertex": "the vertex backend (Vertex AI batch prediction) is not supported yet; use anthropic"}
+BACKENDS = ("anthropic", "vertex")
 
 
 class BackendError(Exception):
@@ -46,6 +46,9 @@ class RemoteBatch:
 
 class Backend(Protocol):
     name: str
+    # True when one API batch takes one model (Vertex: a job has one model): the spool then
+    # starts a part per model.
+    one_model_per_batch: bool
 
     async def create(self, body: Path, size: int, name: str) -> RemoteBatch:
         """Submit the JSON body in file `body` (`size` bytes): ``{"requests": [...]}``. `name` is

@@ -53,11 +53,14 @@ def _error(exc: Exception, what: str) -> BackendError:
 
 class AnthropicBackend:
     name = "anthropic"
+    one_model_per_batch = False
 
     def __init__(self, *, api_key: str, base_url: str | None, max_retries: int = 2) -> None:
         self.client = anthropic.AsyncAnthropic(api_key=api_key, base_url=base_url, max_retries=max_retries)
 
-    async def create(self, body: Path, size: int, name: str = "") -> RemoteBatch:
+    async def create(self, body: Path, size: int, name: str) -> RemoteBatch:
+        """`name` is not sent: a Message Batch has no name (`find_created` matches by time and size)."""
+
         async def stream() -> AsyncGenerator[bytes, None]:
             async with await anyio.open_file(body, "rb") as f:
                 while chunk := await f.read(CHUNK):
