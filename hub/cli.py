@@ -141,6 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = _config_from(args)
         configure_logging(config.log_format, config.log_level)
+        if command == "serve" and args.transport == "stdio" and _no_input():
+            return 0  # closed, empty or /dev/null stdin: no client, nothing to serve (config checked)
         try:
             if command == "serve":
                 _check_http(config, args.transport)
@@ -164,6 +166,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def _no_input() -> bool:
+    """Whether stdin can never carry a request: closed, /dev/null, or an empty regular file."""
+    import stat
+
+    try:
+        info = os.fstat(0)
+    except OSError:
+        return True
+    if stat.S_ISREG(info.st_mode):
+        return info.st_size == 0
+    if stat.S_ISCHR(info.st_mode) and not os.isatty(0):
+        try:
+            return info.st_rdev == os.stat(os.devnull).st_rdev
+        except OSError:
+            return False
+    return False
 
 
 def _first_leaf(group: BaseException) -> BaseException:

@@ -11,11 +11,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-import os
-import stat
-import sys
 import time
-from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -284,7 +280,7 @@ class HubServer:
         held back (served first) and requests it answered (asked again here; if an answer
         differs, clients get list_changed).
         """
-        from mcp.server.stdio import stdio_server
+        from hub.stdio import event_loop_stdout, private_stdin, stdio_transport
 
         checks = check_requests(early) if early is not None else []
         check_ids = {request_id for request_id, _ in checks}
@@ -325,11 +321,11 @@ class HubServer:
         if early is not None and early.answered:
             log.info("answered list requests from the last run while starting", requests=len(early.answered))
         with (
-            _cancellable_stdin(initial, cache.saw_request if cache else None) as stdin,
-            _event_loop_stdout(on_answer if cache else None) as stdout,
+            private_stdin(initial, cache.saw_request if cache else None) as stdin,
+            event_loop_stdout(on_answer if cache else None) as stdout,
         ):
             try:
-                async with stdio_server(stdin=stdin, stdout=stdout) as (read, write):
+                async with stdio_transport(stdin, stdout) as (read, write):
                     await self.mcp.run(read, write, self.mcp.create_initialization_options())
             finally:
                 if cache is not None:
@@ -392,112 +388,6 @@ class HubServer:
                 server.should_exit = True
                 with anyio.CancelScope(shield=True), anyio.move_on_after(5):
                     await done.wait()
-
-
-class _FdLineReader:
-    """Async lines from a pipe, read on the event loop (not in a worker thread) so a signal can
-    cancel the hub while it waits for input; the SDK's default reader blocks a thread that no
-    cancellation can interrupt, which kept SIGTERM from stopping an idle hub."""
-
-    def __init__(self, fd: int, initial: bytes = b"", on_line: Callable[[str], None] | None = None) -> None:
-        self.fd = fd
-        self._buffer = initial
-        self._on_line = on_line
-
-    def __aiter__(self) -> _FdLineReader:
-        return self
-
-    async def __anext__(self) -> str:
-        line = await self._next()
-        if self._on_line is not None:
-            self._on_line(line)
-        return line
-
-    async def _next(self) -> str:
-        while b"\n" not in self._buffer:
-            await anyio.wait_readable(self.fd)
-            chunk = os.read(self.fd, 65536)
-            if not chunk:
-                if self._buffer:
-                    line, self._buffer = self._buffer, b""
-                    return line.decode("utf-8", errors="replace")
-                raise StopAsyncIteration
-            self._buffer += chunk
-        line, _, self._buffer = self._buffer.partition(b"\n")
-        return line.decode("utf-8", errors="replace") + "\n"
-
-
-@contextlib.contextmanager
-def _cancellable_stdin(initial: bytes = b"", on_line: Callable[[str], None] | None = None) -> Iterator[Any]:
-    """Serve stdin from a private copy of fd 0 and point fd 0 at /dev/null while serving (so
-    nothing else can read the protocol stream). Regular files keep the SDK's own reader."""
-    try:
-        if stat.S_ISREG(os.fstat(0).st_mode) and not initial and on_line is None:
-            yield None
-            return
-    except OSError:
-        yield None
-        return
-    private = os.dup(0)
-    saved = os.dup(0)
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    os.close(devnull)
-    try:
-        yield _FdLineReader(private, initial, on_line)
-    finally:
-        os.dup2(saved, 0)
-        os.close(saved)
-        os.close(private)
-
-
-class _FdWriter:
-    """Writes to a non-blocking pipe on the event loop. The SDK's default writer sends every
-    message through a worker thread twice (write, then flush): two thread hops per response."""
-
-    def __init__(self, fd: int, on_line: Callable[[str], bool] | None = None) -> None:
-        self.fd = fd
-        self._on_line = on_line
-
-    async def write(self, text: str) -> None:
-        if self._on_line is not None and not self._on_line(text):
-            return
-        view = memoryview(text.encode("utf-8"))
-        while view:
-            try:
-                written = os.write(self.fd, view)
-            except BlockingIOError:
-                await anyio.wait_writable(self.fd)
-                continue
-            view = view[written:]
-
-    async def flush(self) -> None:
-        pass  # os.write is unbuffered
-
-
-@contextlib.contextmanager
-def _event_loop_stdout(on_line: Callable[[str], bool] | None = None) -> Iterator[Any]:
-    """Write the protocol to a private, non-blocking copy of fd 1 and point fd 1 at stderr while
-    serving (so stray prints cannot corrupt the stream). A regular file keeps the SDK's writer."""
-    try:
-        if not stat.S_ISFIFO(os.fstat(1).st_mode) and not stat.S_ISSOCK(os.fstat(1).st_mode):
-            yield None
-            return
-    except OSError:
-        yield None
-        return
-    sys.stdout.flush()
-    private = os.dup(1)  # not inherited by children
-    saved = os.dup(1)
-    os.set_blocking(private, False)
-    os.dup2(2, 1)
-    try:
-        yield _FdWriter(private, on_line)
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
-        os.set_blocking(private, True)
-        os.close(private)
 
 
 def check_http_exposure(host: str, token: str | None) -> None:
