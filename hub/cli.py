@@ -135,6 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import anyio
 
     from hub.config import ConfigError
+    from hub.errors import ListenError
     from hub.log import configure_logging
     from hub.plugins import PluginLoadError
 
@@ -153,14 +154,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _print_config(config)
         except BaseExceptionGroup as group:
             # Errors raised inside task groups arrive wrapped; report the user-facing one plainly.
-            match = group.subgroup(lambda e: isinstance(e, ConfigError | PluginLoadError))
+            match = group.subgroup(lambda e: isinstance(e, ConfigError | PluginLoadError | ListenError))
             if match is None:
                 raise
             raise _first_leaf(match) from group
     except ConfigError as exc:
         print(f"hub: config error:\n{_indent(str(exc))}", file=sys.stderr)
         return 2
-    except PluginLoadError as exc:
+    except (PluginLoadError, ListenError) as exc:
         print(f"hub: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -193,12 +194,16 @@ def _first_leaf(group: BaseException) -> BaseException:
 
 
 def _check_http(config: HubConfig, transport: str) -> None:
-    """Refuse an unprotected public listener before starting anything."""
-    from hub.server import check_http_exposure
+    """Refuse an unprotected public listener, or a port in use, before starting anything."""
+    from hub.http import check_http_exposure
 
     if transport == "http":
         token = config.http.token.get_secret_value() if config.http.token else None
         check_http_exposure(config.http.host, token)
+        if config.http.port:  # a port in use is said in one line before any plugin starts
+            from hub.http import bind_socket
+
+            bind_socket(config.http.host, config.http.port).close()
 
 
 def _indent(text: str) -> str:

@@ -333,22 +333,28 @@ class HubServer:
                         cache.save()
 
     def http_app(self, *, host: str, path: str, token: str | None) -> Any:
-        """The streamable-HTTP ASGI app; with a token, every request must carry ``Authorization: Bearer``."""
+        """The streamable-HTTP ASGI app behind `hub.http.HttpGuard` (auth, Origin/Host checks on
+        every address served without a token, and answers to malformed JSON-RPC)."""
         from mcp.server.transport_security import TransportSecuritySettings
 
-        security = (
-            None if is_loopback(host) else TransportSecuritySettings(enable_dns_rebinding_protection=False)
-        )
+        from hub.http import HttpGuard
+
+        # The guard checks Host and Origin for every loopback address, not only the three the SDK knows.
+        security = TransportSecuritySettings(enable_dns_rebinding_protection=False)
         app = self.mcp.streamable_http_app(streamable_http_path=path, host=host, transport_security=security)
-        return BearerTokenMiddleware(app, token) if token else app
+        return HttpGuard(app, token=token, path=path)
 
     async def run_http(
         self, *, host: str, port: int, path: str, token: str | None, ready: Any = None
     ) -> None:
-        """Serve streamable HTTP until cancelled (SIGTERM / Ctrl-C are handled by the caller)."""
+        """Serve streamable HTTP until cancelled (SIGTERM / Ctrl-C are handled by the caller).
+        A port that cannot be listened on is `hub.http.ListenError`, one sentence."""
         import uvicorn
 
+        from hub.http import bind_socket, check_http_exposure
+
         check_http_exposure(host, token)
+        sock = bind_socket(host, port)
         config = uvicorn.Config(
             self.http_app(host=host, path=path, token=token),
             host=host,
@@ -366,7 +372,7 @@ class HubServer:
             # Shielded: on cancellation we ask uvicorn to stop and let it finish its own shutdown.
             with anyio.CancelScope(shield=True):
                 try:
-                    await server.serve()
+                    await server.serve(sockets=[sock])
                 finally:
                     done.set()
 
@@ -388,54 +394,3 @@ class HubServer:
                 server.should_exit = True
                 with anyio.CancelScope(shield=True), anyio.move_on_after(5):
                     await done.wait()
-
-
-def check_http_exposure(host: str, token: str | None) -> None:
-    """A host other than loopback is served only behind a bearer token."""
-    if not is_loopback(host) and not token:
-        raise ConfigError(
-            f"refusing to listen on {host}: a non-loopback host needs a bearer token "
-            "([http] token in hub.toml, or HUB_HTTP_TOKEN)"
-        )
-
-
-def is_loopback(host: str) -> bool:
-    import ipaddress
-
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-class BearerTokenMiddleware:
-    """Rejects HTTP requests that lack ``Authorization: Bearer <token>`` with 401."""
-
-    def __init__(self, app: Any, token: str) -> None:
-        import hmac
-
-        self.app = app
-        self._expected = f"Bearer {token}".encode()
-        self._compare = hmac.compare_digest
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            supplied = dict(scope.get("headers") or []).get(b"authorization", b"")
-            if not self._compare(supplied, self._expected):
-                body = b'{"error": "missing or wrong bearer token"}'
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": 401,
-                        "headers": [
-                            (b"content-type", b"application/json"),
-                            (b"www-authenticate", b"Bearer"),
-                            (b"content-length", str(len(body)).encode()),
-                        ],
-                    }
-                )
-                await send({"type": "http.response.body", "body": body})
-                return
-        await self.app(scope, receive, send)
