@@ -79,6 +79,13 @@ def resource_contents(
     return [types.TextResourceContents(uri=uri, mime_type=mime_type, text=text)]
 
 
+def _first_leaf(exc: BaseException) -> BaseException:
+    """The first exception inside (nested) exception groups; `exc` itself otherwise."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
 class _HubMCPServer(Server[Any]):
     """Advertises `listChanged` for tools, resources and prompts to handshake-era clients too
     (the SDK's HTTP manager calls `create_initialization_options()` with no arguments)."""
@@ -195,7 +202,12 @@ class HubServer:
             bound.info("tool error", error=str(exc))
             return error_result(str(exc))
         except Exception as exc:
+            leaf = _first_leaf(exc)
+            if isinstance(leaf, ToolError):  # raised inside a plugin's task group
+                bound.info("tool error", error=str(leaf))
+                return error_result(str(leaf))
             bound.exception("tool raised")
+            exc = leaf if isinstance(leaf, Exception) else exc
             return error_result(f"{tool.name} failed: {type(exc).__name__}: {exc}")
         bound.debug(
             "tool done", ms=round((time.perf_counter() - started) * 1000, 1), is_error=result.is_error

@@ -18,7 +18,7 @@ from hub import Resource, ResourceTemplate, Tool, ToolCall, hookimpl
 from hub.host import PluginContext
 
 from .service import BatchService
-from .spool import RequestItem
+from .spool import MAX_TOKENS, RequestItem
 
 __all__ = ["SendArgs", "Settings"]
 
@@ -89,11 +89,11 @@ class SendArgs(_Args):
         default=None, pattern=r"^[a-zA-Z0-9_-]{1,64}$", description="For a single packet."
     )
     model: str | None = None
-    max_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
     system: str | None = None
     temperature: float | None = Field(default=None, ge=0, le=1)
     thinking_budget: int | None = Field(
-        default=None, ge=1024, description="Extended thinking budget in tokens."
+        default=None, ge=1024, le=MAX_TOKENS, description="Extended thinking budget in tokens."
     )
     use_context: bool = Field(
         default=True, description="Add the shared context entries to the system prompt."

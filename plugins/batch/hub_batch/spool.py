@@ -21,6 +21,7 @@ from hub.errors import ToolError
 
 from .pricing import PriceTable
 
+MAX_TOKENS = 1_000_000  # upper bound of max_tokens and thinking_budget (no model goes near it)
 CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 HEAD, SEP, TAIL = b'{"requests":[', b",", b"]}"
 
@@ -36,10 +37,10 @@ class RequestItem(BaseModel):
     packet_path: str | None = Field(default=None, description="A file holding the user message.")
     system: str | None = None
     model: str | None = None
-    max_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
     temperature: float | None = Field(default=None, ge=0, le=1)
     thinking_budget: int | None = Field(
-        default=None, ge=1024, description="Extended thinking budget in tokens."
+        default=None, ge=1024, le=MAX_TOKENS, description="Extended thinking budget in tokens."
     )
 
 

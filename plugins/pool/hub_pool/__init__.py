@@ -73,11 +73,19 @@ class _Args(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# Upper bounds of per-call arguments (documented in README.md).
+MAX_TIMEOUT_S = 86_400.0  # a day
+MAX_BUDGET_USD = 1_000.0  # per task
+MAX_SLOTS = 1_000
+
+
 class Overrides(_Args):
-    model: str | None = None
+    model: str | None = Field(default=None, max_length=200)
     effort: Effort | None = None
-    timeout_s: float | None = Field(default=None, gt=0)
-    max_budget_usd: float | None = Field(default=None, gt=0)
+    timeout_s: float | None = Field(default=None, gt=0, le=MAX_TIMEOUT_S, description="At most a day.")
+    max_budget_usd: float | None = Field(
+        default=None, gt=0, le=MAX_BUDGET_USD, description="At most $1000 per task."
+    )
 
 
 class RunArgs(Overrides):
@@ -100,10 +108,10 @@ class ChainStep(_Args):
     prompt: str | None = Field(default=None, description="May use {previous_output}.")
     skill: str | None = None
     arguments: dict[str, Any] | None = None
-    model: str | None = None
+    model: str | None = Field(default=None, max_length=200)
     effort: Effort | None = None
-    timeout_s: float | None = Field(default=None, gt=0)
-    max_budget_usd: float | None = Field(default=None, gt=0)
+    timeout_s: float | None = Field(default=None, gt=0, le=MAX_TIMEOUT_S)
+    max_budget_usd: float | None = Field(default=None, gt=0, le=MAX_BUDGET_USD)
     failure_policy: Literal["abort", "skip", "retry"] | None = None
     retries: int = Field(default=2, ge=0, le=10, description="Extra attempts with failure_policy retry.")
 
@@ -122,11 +130,11 @@ class DrainArgs(_Args):
 
 
 class CountArgs(_Args):
-    count: int = Field(ge=1)
+    count: int = Field(ge=1, le=MAX_SLOTS)
 
 
 class TargetArgs(_Args):
-    target: int = Field(ge=0)
+    target: int = Field(ge=0, le=MAX_SLOTS)
 
 
 class SkillRunArgs(Overrides):
