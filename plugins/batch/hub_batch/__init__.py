@@ -55,6 +55,12 @@ class Settings(BaseModel):
         description="packet_path must be under one of these (default: the working directory).",
     )
     max_packet_bytes: int = Field(default=10_000_000, ge=1)
+    max_requests_file_bytes: int = Field(
+        default=1_000_000_000, ge=1, description="requests_path files are refused past this size."
+    )
+    max_request_line_bytes: int = Field(
+        default=16_000_000, ge=100, description="One line (one request) of requests_path at most."
+    )
     max_requests_per_batch: int = Field(default=100_000, ge=1, le=100_000)
     max_bytes_per_batch: int = Field(default=256_000_000, ge=1024, le=256_000_000)
     max_requests_per_job: int = Field(default=1_000_000, ge=1)
