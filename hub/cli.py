@@ -135,12 +135,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     import anyio
 
     from hub.config import ConfigError
+    from hub.errors import ListenError
     from hub.log import configure_logging
     from hub.plugins import PluginLoadError
 
     try:
         config = _config_from(args)
         configure_logging(config.log_format, config.log_level)
+        if command == "serve" and args.transport == "stdio" and _no_input():
+            return 0  # closed, empty or /dev/null stdin: no client, nothing to serve (config checked)
         try:
             if command == "serve":
                 _check_http(config, args.transport)
@@ -151,19 +154,37 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _print_config(config)
         except BaseExceptionGroup as group:
             # Errors raised inside task groups arrive wrapped; report the user-facing one plainly.
-            match = group.subgroup(lambda e: isinstance(e, ConfigError | PluginLoadError))
+            match = group.subgroup(lambda e: isinstance(e, ConfigError | PluginLoadError | ListenError))
             if match is None:
                 raise
             raise _first_leaf(match) from group
     except ConfigError as exc:
         print(f"hub: config error:\n{_indent(str(exc))}", file=sys.stderr)
         return 2
-    except PluginLoadError as exc:
+    except (PluginLoadError, ListenError) as exc:
         print(f"hub: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def _no_input() -> bool:
+    """Whether stdin can never carry a request: closed, /dev/null, or an empty regular file."""
+    import stat
+
+    try:
+        info = os.fstat(0)
+    except OSError:
+        return True
+    if stat.S_ISREG(info.st_mode):
+        return info.st_size == 0
+    if stat.S_ISCHR(info.st_mode) and not os.isatty(0):
+        try:
+            return info.st_rdev == os.stat(os.devnull).st_rdev
+        except OSError:
+            return False
+    return False
 
 
 def _first_leaf(group: BaseException) -> BaseException:
@@ -173,12 +194,16 @@ def _first_leaf(group: BaseException) -> BaseException:
 
 
 def _check_http(config: HubConfig, transport: str) -> None:
-    """Refuse an unprotected public listener before starting anything."""
-    from hub.server import check_http_exposure
+    """Refuse an unprotected public listener, or a port in use, before starting anything."""
+    from hub.http import check_http_exposure
 
     if transport == "http":
         token = config.http.token.get_secret_value() if config.http.token else None
         check_http_exposure(config.http.host, token)
+        if config.http.port:  # a port in use is said in one line before any plugin starts
+            from hub.http import bind_socket
+
+            bind_socket(config.http.host, config.http.port).close()
 
 
 def _indent(text: str) -> str:

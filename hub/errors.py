@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["BudgetExceeded", "HubError", "ToolError"]
+__all__ = ["BudgetExceeded", "HubError", "ListenError", "ToolError"]
 
 
 class HubError(Exception):
@@ -19,3 +19,7 @@ class ToolError(HubError):
 
 class BudgetExceeded(ToolError):
     """A reservation the shared budget cannot cover."""
+
+
+class ListenError(HubError):
+    """The HTTP port cannot be listened on (in use, or not allowed); one sentence with the fix."""

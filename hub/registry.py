@@ -138,9 +138,12 @@ class Tool:
         arguments = arguments or {}
         if self.input_model is not None:
             try:
-                return self.input_model.model_validate(arguments)
+                # Strict, as JSON: "yes" is not a boolean, "5" not a number, 5.5 not an integer.
+                return self.input_model.model_validate_json(_as_json(arguments), strict=True)
             except ValidationError as exc:
                 raise ToolError(f"invalid arguments for {self.name}: {_pydantic_problems(exc)}") from None
+        if not isinstance(arguments, dict):
+            raise ToolError(f"invalid arguments for {self.name}: arguments must be an object")
         errors = sorted(self._validator.iter_errors(arguments), key=lambda e: list(e.absolute_path))
         if errors:
             problems = "; ".join(
@@ -246,6 +249,14 @@ def compact_schema(schema: dict[str, Any]) -> dict[str, Any]:
     if kept:
         result["$defs"] = kept
     return result  # type: ignore[no-any-return]
+
+
+def _as_json(arguments: Any) -> str:
+    """The arguments as JSON text (they came as JSON; an in-process client may pass other values)."""
+    try:
+        return json.dumps(arguments, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ToolError(f"arguments must be JSON values: {exc}") from None
 
 
 def _short(text: str, limit: int = 200) -> str:

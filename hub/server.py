@@ -11,11 +11,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-import os
-import stat
-import sys
 import time
-from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -81,6 +77,13 @@ def resource_contents(
         body = body.model_dump(mode="json")
     text = body if isinstance(body, str) else json.dumps(body, indent=2, ensure_ascii=False, default=str)
     return [types.TextResourceContents(uri=uri, mime_type=mime_type, text=text)]
+
+
+def _first_leaf(exc: BaseException) -> BaseException:
+    """The first exception inside (nested) exception groups; `exc` itself otherwise."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
 
 
 class _HubMCPServer(Server[Any]):
@@ -199,7 +202,12 @@ class HubServer:
             bound.info("tool error", error=str(exc))
             return error_result(str(exc))
         except Exception as exc:
+            leaf = _first_leaf(exc)
+            if isinstance(leaf, ToolError):  # raised inside a plugin's task group
+                bound.info("tool error", error=str(leaf))
+                return error_result(str(leaf))
             bound.exception("tool raised")
+            exc = leaf if isinstance(leaf, Exception) else exc
             return error_result(f"{tool.name} failed: {type(exc).__name__}: {exc}")
         bound.debug(
             "tool done", ms=round((time.perf_counter() - started) * 1000, 1), is_error=result.is_error
@@ -284,7 +292,7 @@ class HubServer:
         held back (served first) and requests it answered (asked again here; if an answer
         differs, clients get list_changed).
         """
-        from mcp.server.stdio import stdio_server
+        from hub.stdio import event_loop_stdout, private_stdin, stdio_transport
 
         checks = check_requests(early) if early is not None else []
         check_ids = {request_id for request_id, _ in checks}
@@ -325,11 +333,11 @@ class HubServer:
         if early is not None and early.answered:
             log.info("answered list requests from the last run while starting", requests=len(early.answered))
         with (
-            _cancellable_stdin(initial, cache.saw_request if cache else None) as stdin,
-            _event_loop_stdout(on_answer if cache else None) as stdout,
+            private_stdin(initial, cache.saw_request if cache else None) as stdin,
+            event_loop_stdout(on_answer if cache else None) as stdout,
         ):
             try:
-                async with stdio_server(stdin=stdin, stdout=stdout) as (read, write):
+                async with stdio_transport(stdin, stdout) as (read, write):
                     await self.mcp.run(read, write, self.mcp.create_initialization_options())
             finally:
                 if cache is not None:
@@ -337,22 +345,28 @@ class HubServer:
                         cache.save()
 
     def http_app(self, *, host: str, path: str, token: str | None) -> Any:
-        """The streamable-HTTP ASGI app; with a token, every request must carry ``Authorization: Bearer``."""
+        """The streamable-HTTP ASGI app behind `hub.http.HttpGuard` (auth, Origin/Host checks on
+        every address served without a token, and answers to malformed JSON-RPC)."""
         from mcp.server.transport_security import TransportSecuritySettings
 
-        security = (
-            None if is_loopback(host) else TransportSecuritySettings(enable_dns_rebinding_protection=False)
-        )
+        from hub.http import HttpGuard
+
+        # The guard checks Host and Origin for every loopback address, not only the three the SDK knows.
+        security = TransportSecuritySettings(enable_dns_rebinding_protection=False)
         app = self.mcp.streamable_http_app(streamable_http_path=path, host=host, transport_security=security)
-        return BearerTokenMiddleware(app, token) if token else app
+        return HttpGuard(app, token=token, path=path)
 
     async def run_http(
         self, *, host: str, port: int, path: str, token: str | None, ready: Any = None
     ) -> None:
-        """Serve streamable HTTP until cancelled (SIGTERM / Ctrl-C are handled by the caller)."""
+        """Serve streamable HTTP until cancelled (SIGTERM / Ctrl-C are handled by the caller).
+        A port that cannot be listened on is `hub.http.ListenError`, one sentence."""
         import uvicorn
 
+        from hub.http import bind_socket, check_http_exposure
+
         check_http_exposure(host, token)
+        sock = bind_socket(host, port)
         config = uvicorn.Config(
             self.http_app(host=host, path=path, token=token),
             host=host,
@@ -370,7 +384,7 @@ class HubServer:
             # Shielded: on cancellation we ask uvicorn to stop and let it finish its own shutdown.
             with anyio.CancelScope(shield=True):
                 try:
-                    await server.serve()
+                    await server.serve(sockets=[sock])
                 finally:
                     done.set()
 
@@ -392,160 +406,3 @@ class HubServer:
                 server.should_exit = True
                 with anyio.CancelScope(shield=True), anyio.move_on_after(5):
                     await done.wait()
-
-
-class _FdLineReader:
-    """Async lines from a pipe, read on the event loop (not in a worker thread) so a signal can
-    cancel the hub while it waits for input; the SDK's default reader blocks a thread that no
-    cancellation can interrupt, which kept SIGTERM from stopping an idle hub."""
-
-    def __init__(self, fd: int, initial: bytes = b"", on_line: Callable[[str], None] | None = None) -> None:
-        self.fd = fd
-        self._buffer = initial
-        self._on_line = on_line
-
-    def __aiter__(self) -> _FdLineReader:
-        return self
-
-    async def __anext__(self) -> str:
-        line = await self._next()
-        if self._on_line is not None:
-            self._on_line(line)
-        return line
-
-    async def _next(self) -> str:
-        while b"\n" not in self._buffer:
-            await anyio.wait_readable(self.fd)
-            chunk = os.read(self.fd, 65536)
-            if not chunk:
-                if self._buffer:
-                    line, self._buffer = self._buffer, b""
-                    return line.decode("utf-8", errors="replace")
-                raise StopAsyncIteration
-            self._buffer += chunk
-        line, _, self._buffer = self._buffer.partition(b"\n")
-        return line.decode("utf-8", errors="replace") + "\n"
-
-
-@contextlib.contextmanager
-def _cancellable_stdin(initial: bytes = b"", on_line: Callable[[str], None] | None = None) -> Iterator[Any]:
-    """Serve stdin from a private copy of fd 0 and point fd 0 at /dev/null while serving (so
-    nothing else can read the protocol stream). Regular files keep the SDK's own reader."""
-    try:
-        if stat.S_ISREG(os.fstat(0).st_mode) and not initial and on_line is None:
-            yield None
-            return
-    except OSError:
-        yield None
-        return
-    private = os.dup(0)
-    saved = os.dup(0)
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    os.close(devnull)
-    try:
-        yield _FdLineReader(private, initial, on_line)
-    finally:
-        os.dup2(saved, 0)
-        os.close(saved)
-        os.close(private)
-
-
-class _FdWriter:
-    """Writes to a non-blocking pipe on the event loop. The SDK's default writer sends every
-    message through a worker thread twice (write, then flush): two thread hops per response."""
-
-    def __init__(self, fd: int, on_line: Callable[[str], bool] | None = None) -> None:
-        self.fd = fd
-        self._on_line = on_line
-
-    async def write(self, text: str) -> None:
-        if self._on_line is not None and not self._on_line(text):
-            return
-        view = memoryview(text.encode("utf-8"))
-        while view:
-            try:
-                written = os.write(self.fd, view)
-            except BlockingIOError:
-                await anyio.wait_writable(self.fd)
-                continue
-            view = view[written:]
-
-    async def flush(self) -> None:
-        pass  # os.write is unbuffered
-
-
-@contextlib.contextmanager
-def _event_loop_stdout(on_line: Callable[[str], bool] | None = None) -> Iterator[Any]:
-    """Write the protocol to a private, non-blocking copy of fd 1 and point fd 1 at stderr while
-    serving (so stray prints cannot corrupt the stream). A regular file keeps the SDK's writer."""
-    try:
-        if not stat.S_ISFIFO(os.fstat(1).st_mode) and not stat.S_ISSOCK(os.fstat(1).st_mode):
-            yield None
-            return
-    except OSError:
-        yield None
-        return
-    sys.stdout.flush()
-    private = os.dup(1)  # not inherited by children
-    saved = os.dup(1)
-    os.set_blocking(private, False)
-    os.dup2(2, 1)
-    try:
-        yield _FdWriter(private, on_line)
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
-        os.set_blocking(private, True)
-        os.close(private)
-
-
-def check_http_exposure(host: str, token: str | None) -> None:
-    """A host other than loopback is served only behind a bearer token."""
-    if not is_loopback(host) and not token:
-        raise ConfigError(
-            f"refusing to listen on {host}: a non-loopback host needs a bearer token "
-            "([http] token in hub.toml, or HUB_HTTP_TOKEN)"
-        )
-
-
-def is_loopback(host: str) -> bool:
-    import ipaddress
-
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-class BearerTokenMiddleware:
-    """Rejects HTTP requests that lack ``Authorization: Bearer <token>`` with 401."""
-
-    def __init__(self, app: Any, token: str) -> None:
-        import hmac
-
-        self.app = app
-        self._expected = f"Bearer {token}".encode()
-        self._compare = hmac.compare_digest
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            supplied = dict(scope.get("headers") or []).get(b"authorization", b"")
-            if not self._compare(supplied, self._expected):
-                body = b'{"error": "missing or wrong bearer token"}'
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": 401,
-                        "headers": [
-                            (b"content-type", b"application/json"),
-                            (b"www-authenticate", b"Bearer"),
-                            (b"content-length", str(len(body)).encode()),
-                        ],
-                    }
-                )
-                await send({"type": "http.response.body", "body": body})
-                return
-        await self.app(scope, receive, send)

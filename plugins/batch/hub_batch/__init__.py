@@ -21,7 +21,7 @@ from hub.instances import Instance
 
 from .backends.vertex import VertexSettings
 from .service import BatchService
-from .spool import RequestItem
+from .spool import MAX_TOKENS, RequestItem
 
 __all__ = ["SendArgs", "Settings"]
 
@@ -65,6 +65,12 @@ class Settings(BaseModel):
         description="packet_path must be under one of these (default: the working directory).",
     )
     max_packet_bytes: int = Field(default=10_000_000, ge=1)
+    max_requests_file_bytes: int = Field(
+        default=1_000_000_000, ge=1, description="requests_path files are refused past this size."
+    )
+    max_request_line_bytes: int = Field(
+        default=16_000_000, ge=100, description="One line (one request) of requests_path at most."
+    )
     max_requests_per_batch: int = Field(default=100_000, ge=1, le=100_000)
     max_bytes_per_batch: int = Field(default=256_000_000, ge=1024, le=256_000_000)
     max_requests_per_job: int = Field(default=1_000_000, ge=1)
@@ -102,11 +108,13 @@ class SendArgs(_Args):
         default=None, pattern=r"^[a-zA-Z0-9_-]{1,64}$", description="For a single packet."
     )
     model: str | None = Field(default=None, description="Default: [plugins.batch] model.")
-    max_tokens: int | None = Field(default=None, ge=1, description="Default: [plugins.batch] max_tokens.")
+    max_tokens: int | None = Field(
+        default=None, ge=1, le=MAX_TOKENS, description="Default: [plugins.batch] max_tokens."
+    )
     system: str | None = Field(default=None, description="System prompt for every request.")
     temperature: float | None = Field(default=None, ge=0, le=1, description="Sampling temperature.")
     thinking_budget: int | None = Field(
-        default=None, ge=1024, description="Extended thinking budget in tokens."
+        default=None, ge=1024, le=MAX_TOKENS, description="Extended thinking budget in tokens."
     )
     use_context: bool = Field(
         default=True, description="Add the shared context entries to the system prompt."

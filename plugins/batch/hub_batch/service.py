@@ -78,7 +78,12 @@ class BatchService:
         overrides = {name: Price(p.input_per_mtok, p.output_per_mtok) for name, p in settings.prices.items()}
         self.prices = PriceTable(overrides)
         roots = [Path(root).expanduser().resolve() for root in settings.packet_roots]
-        self.reader = PacketReader(roots, settings.max_packet_bytes)
+        self.reader = PacketReader(
+            roots,
+            settings.max_packet_bytes,
+            settings.max_requests_file_bytes,
+            settings.max_request_line_bytes,
+        )
         self.results_dir = Path(settings.results_dir).expanduser()
         self.spool_dir = hub.settings.state_dir / "batch" / "spool"
         self._backends: dict[str, Backend] = {}
@@ -325,19 +330,12 @@ class BatchService:
         )
         result_path = self.results_dir / f"{job_id}.md"
         raw_path = self.results_dir / f"{job_id}.raw.jsonl"
-        await self.jobs.create(
-            job_id,
-            label=args.label,
-            backend=backend.name,
-            model=model,
-            result_path=str(result_path),
-            raw_path=str(raw_path),
-            owner=self.hub.instance_id,
-        )
         items = self._items(args)
+        # The job row is created once the input was read and checked; until then rows wait here.
+        pending_rows: list[list[tuple[str, int, str]]] = []
 
         def store_rows(rows: list[tuple[str, int, str]]) -> None:
-            anyio.from_thread.run(self.jobs.add_requests, job_id, list(rows))
+            pending_rows.append(list(rows))
 
         try:
             spooled = await anyio.to_thread.run_sync(
@@ -356,10 +354,19 @@ class BatchService:
                 )
             )
         except BaseException:
-            with anyio.CancelScope(shield=True):
-                await self.jobs.delete(job_id)
-                self._drop_spool(job_id)
+            self._drop_spool(job_id)
             raise
+        await self.jobs.create(
+            job_id,
+            label=args.label,
+            backend=backend.name,
+            model=model,
+            result_path=str(result_path),
+            raw_path=str(raw_path),
+            owner=self.hub.instance_id,
+        )
+        for rows in pending_rows:
+            await self.jobs.add_requests(job_id, rows)
         for unknown in sorted(spooled.unknown_models):
             self.hub.log.warning("no price for this model; priced as the most expensive", model=unknown)
         count = sum(p.count for p in spooled.parts)

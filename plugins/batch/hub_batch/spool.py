@@ -10,7 +10,9 @@ kept in memory, so a 50,000-request job costs no more memory than a small one.
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +24,7 @@ from hub.errors import ToolError
 
 from .pricing import PriceTable
 
+MAX_TOKENS = 1_000_000  # upper bound of max_tokens and thinking_budget (no model goes near it)
 CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 HEAD, SEP, TAIL = b'{"requests":[', b",", b"]}"
 
@@ -37,10 +40,12 @@ class RequestItem(BaseModel):
     packet_path: str | None = Field(default=None, description="A file holding the user message.")
     system: str | None = Field(default=None, description="Overrides the job's system prompt.")
     model: str | None = Field(default=None, description="Overrides the job's model.")
-    max_tokens: int | None = Field(default=None, ge=1, description="Overrides the job's max_tokens.")
+    max_tokens: int | None = Field(
+        default=None, ge=1, le=MAX_TOKENS, description="Overrides the job's max_tokens."
+    )
     temperature: float | None = Field(default=None, ge=0, le=1, description="Overrides the job's.")
     thinking_budget: int | None = Field(
-        default=None, ge=1024, description="Extended thinking budget in tokens."
+        default=None, ge=1024, le=MAX_TOKENS, description="Extended thinking budget in tokens."
     )
 
 
@@ -71,11 +76,20 @@ class Spooled:
 
 
 class PacketReader:
-    """Reads prompt files, only from under the allowed roots."""
+    """Reads prompt files and JSONL request files, only from under the allowed roots, only regular
+    files (a FIFO or device would block the read forever), and only up to the configured sizes."""
 
-    def __init__(self, roots: list[Path], max_bytes: int) -> None:
+    def __init__(
+        self,
+        roots: list[Path],
+        max_bytes: int,
+        max_file_bytes: int = 1_000_000_000,
+        max_line_bytes: int = 16_000_000,
+    ) -> None:
         self.roots = roots
         self.max_bytes = max_bytes
+        self.max_file_bytes = max_file_bytes
+        self.max_line_bytes = max_line_bytes
 
     def resolve(self, given: str, what: str = "packet_path") -> Path:
         path = Path(given).expanduser()
@@ -92,18 +106,38 @@ class PacketReader:
             raise ToolError(f"{what} {given!r} is a directory, not a file")
         return resolved
 
-    def read(self, given: str, what: str = "packet_path") -> str:
+    def open(self, given: str, what: str, limit: int, setting: str) -> BinaryIO:
+        """The file, opened without blocking, checked to be a regular file within `limit` bytes."""
         path = self.resolve(given, what)
-        size = path.stat().st_size
-        if size > self.max_bytes:
-            raise ToolError(
-                f"{what} {given!r} is {size:,} bytes, over the limit of {self.max_bytes:,} "
-                "([plugins.batch] max_packet_bytes)"
-            )
         try:
-            data = path.read_bytes()
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
         except OSError as exc:
             raise ToolError(f"{what} {given!r} cannot be read: {exc.strerror or exc}") from None
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            os.close(fd)
+            raise ToolError(
+                f"{what} {given!r} is not a regular file (a FIFO, socket or device cannot be read "
+                "safely); give a regular file"
+            )
+        if info.st_size > limit:
+            os.close(fd)
+            raise ToolError(
+                f"{what} {given!r} is {info.st_size:,} bytes, over the limit of {limit:,} ([plugins.batch] {setting})"
+            )
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+
+    def read(self, given: str, what: str = "packet_path") -> str:
+        with self.open(given, what, self.max_bytes, "max_packet_bytes") as handle:
+            try:
+                data = handle.read(self.max_bytes + 1)
+            except OSError as exc:
+                raise ToolError(f"{what} {given!r} cannot be read: {exc.strerror or exc}") from None
+        if len(data) > self.max_bytes:  # it grew since it was checked
+            raise ToolError(
+                f"{what} {given!r} is over the limit of {self.max_bytes:,} bytes ([plugins.batch] max_packet_bytes)"
+            )
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -114,19 +148,41 @@ class PacketReader:
 
 
 def jsonl_items(reader: PacketReader, given: str) -> Iterator[RequestItem]:
-    """The requests of a JSONL file, one per line (blank lines skipped), read as they are used."""
-    path = reader.resolve(given, "requests_path")
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
+    """The requests of a JSONL file, one per line (blank lines skipped), read as a stream as they
+    are used; a line over `max_line_bytes` or a file over `max_file_bytes` is refused."""
+    what = "requests_path"
+    total = 0
+    with reader.open(given, what, reader.max_file_bytes, "max_requests_file_bytes") as handle:
+        number = 0
+        while True:
+            raw = handle.readline(reader.max_line_bytes + 1)
+            if not raw:
+                return
+            number += 1
+            total += len(raw)
+            if len(raw) > reader.max_line_bytes:
+                raise ToolError(
+                    f"{what} {given!r} line {number} is over {reader.max_line_bytes:,} bytes "
+                    "([plugins.batch] max_request_line_bytes); put a long prompt in a packet_path file"
+                )
+            if total > reader.max_file_bytes:
+                raise ToolError(
+                    f"{what} {given!r} is over the limit of {reader.max_file_bytes:,} bytes "
+                    "([plugins.batch] max_requests_file_bytes)"
+                )
+            if not raw.strip():
                 continue
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ToolError(f"{what} {given!r} line {number} is not UTF-8 (byte {exc.start})") from None
             try:
                 yield RequestItem.model_validate_json(line)
             except ValidationError as exc:
                 problem = "; ".join(
                     f"{'.'.join(map(str, e['loc'])) or '(line)'}: {e['msg']}" for e in exc.errors()[:3]
                 )
-                raise ToolError(f"requests_path {given!r} line {number}: {problem}") from None
+                raise ToolError(f"{what} {given!r} line {number}: {problem}") from None
 
 
 def params_for(item: RequestItem, prompt: str, defaults: Defaults) -> dict[str, Any]:

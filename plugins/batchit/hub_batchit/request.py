@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
 ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$"
+MAX_TIMEOUT_MS = 86_400_000  # a day
+MAX_CONCURRENT = 10_000  # [plugins.batchit] max_concurrency caps it further
 
 
 class _Strict(BaseModel):
@@ -42,7 +44,9 @@ class TargetServer(_Strict):
         default=None,
         description="Only for servers not in hub.toml, and only with [plugins.batchit] allow_inline_servers.",
     )
-    maxIdleTimeMs: int | None = Field(default=None, gt=0, description="Idle timeout of an inline server.")
+    maxIdleTimeMs: int | None = Field(
+        default=None, gt=0, le=MAX_TIMEOUT_MS, description="Idle timeout of an inline server."
+    )
 
 
 class Operation(_Strict):
@@ -53,7 +57,9 @@ class Operation(_Strict):
     )
     server: str | None = Field(default=None, description="Server for this operation (default: the batch's).")
     id: str | None = Field(default=None, pattern=ID_PATTERN, description="Name to reference this result by.")
-    timeoutMs: int | None = Field(default=None, gt=0, description="Overrides options.timeoutMs for this one.")
+    timeoutMs: int | None = Field(
+        default=None, gt=0, le=MAX_TIMEOUT_MS, description="Overrides options.timeoutMs for this one."
+    )
 
 
 Include = Literal["all", "errors", "status"]
@@ -62,9 +68,12 @@ Include = Literal["all", "errors", "status"]
 class Options(_Strict):
     """How the batch runs and how much of it comes back."""
 
-    maxConcurrent: int = Field(default=10, ge=1, description="Operations running at once.")
+    maxConcurrent: int = Field(default=10, ge=1, le=MAX_CONCURRENT, description="Operations running at once.")
     timeoutMs: int = Field(
-        default=30000, gt=0, description="Per operation; on expiry the downstream call is cancelled."
+        default=30000,
+        gt=0,
+        le=MAX_TIMEOUT_MS,
+        description="Per operation; on expiry the downstream call is cancelled.",
     )
     stopOnError: bool = Field(
         default=False,

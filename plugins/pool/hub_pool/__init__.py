@@ -90,12 +90,25 @@ class _Args(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# Upper bounds of per-call arguments (documented in README.md).
+MAX_TIMEOUT_S = 86_400.0  # a day
+MAX_BUDGET_USD = 1_000.0  # per task
+MAX_SLOTS = 1_000
+
+
 class Overrides(_Args):
-    model: str | None = Field(default=None, description="--model (e.g. sonnet, opus); default: the pool's.")
+    model: str | None = Field(
+        default=None, max_length=200, description="--model (e.g. sonnet, opus); default: the pool's."
+    )
     effort: Effort | None = Field(default=None, description="--effort; default: the pool's.")
-    timeout_s: float | None = Field(default=None, gt=0, description="Kill the task after this long.")
+    timeout_s: float | None = Field(
+        default=None, gt=0, le=MAX_TIMEOUT_S, description="Kill the task after this long (at most a day)."
+    )
     max_budget_usd: float | None = Field(
-        default=None, gt=0, description="Reserved and passed as --max-budget-usd."
+        default=None,
+        gt=0,
+        le=MAX_BUDGET_USD,
+        description="Reserved and passed as --max-budget-usd (at most $1000).",
     )
 
 
@@ -119,10 +132,14 @@ class ChainStep(_Args):
     prompt: str | None = Field(default=None, description="May use {previous_output}.")
     skill: str | None = Field(default=None, description="A skill instead of a prompt.")
     arguments: dict[str, Any] | None = Field(default=None, description="The skill's arguments.")
-    model: str | None = Field(default=None, description="--model for this step.")
+    model: str | None = Field(default=None, max_length=200, description="--model for this step.")
     effort: Effort | None = Field(default=None, description="--effort for this step.")
-    timeout_s: float | None = Field(default=None, gt=0, description="Kill the step after this long.")
-    max_budget_usd: float | None = Field(default=None, gt=0, description="--max-budget-usd for this step.")
+    timeout_s: float | None = Field(
+        default=None, gt=0, le=MAX_TIMEOUT_S, description="Kill the step after this long."
+    )
+    max_budget_usd: float | None = Field(
+        default=None, gt=0, le=MAX_BUDGET_USD, description="--max-budget-usd for this step."
+    )
     failure_policy: Literal["abort", "skip", "retry"] | None = Field(
         default=None, description="Overrides the chain's."
     )
@@ -145,11 +162,11 @@ class DrainArgs(_Args):
 
 
 class CountArgs(_Args):
-    count: int = Field(ge=1, description="How many slots.")
+    count: int = Field(ge=1, le=MAX_SLOTS, description="How many slots.")
 
 
 class TargetArgs(_Args):
-    target: int = Field(ge=0, description="Slots wanted, within min_slots..max_slots.")
+    target: int = Field(ge=0, le=MAX_SLOTS, description="Slots wanted, within min_slots..max_slots.")
 
 
 class SkillRunArgs(Overrides):
