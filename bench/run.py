@@ -17,6 +17,7 @@ BENCHMARKS = [
     "pool",
     "claude_startup",
     "tokens",
+    "many_hubs",
 ]
 
 

@@ -145,9 +145,10 @@ class Jobs:
         holder, held_until = row["lease_owner"], row["lease_until"]
         if holder and holder != me and (held_until or 0) > time.time() and await holder_alive(holder):
             return False
+        # Only while the job is open: a poller that just ended it has let its lease go.
         changed = await self.store.execute(
-            "UPDATE batch_jobs SET lease_owner = ?, lease_until = ? "
-            "WHERE id = ? AND lease_owner IS ? AND lease_until IS ?",
+            "UPDATE batch_jobs SET lease_owner = ?, lease_until = ? WHERE id = ? AND lease_owner IS ? "
+            "AND lease_until IS ? AND state IN ('in_progress', 'canceling')",
             (me, until, job_id, holder, held_until),
         )
         return changed == 1

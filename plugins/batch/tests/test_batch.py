@@ -104,6 +104,12 @@ async def test_send_poll_fetch_cycle(tmp_path, api):
 
         status = await call(client, "batch_status", job_id=sent["job_id"])
         assert status["processing_status"] == "ended" and status["batches"][0]["id"] == batch_id
+        # A hub that read the job as open just before it ended cannot take its lease and fetch again.
+        service = hub.contexts["batch"].state["service"]
+        assert not await service.jobs.take_lease(
+            sent["job_id"], "another-hub", 2e9, service.hub.instances.is_alive
+        )
+        assert api.downloads(batch_id) == 1
         listed = await call(client, "batch_list")
         assert [j["job_id"] for j in listed["jobs"]] == [sent["job_id"]]
         assert await call(client, "batch_poll_once") == {
