@@ -24,7 +24,9 @@ __all__ = ["main"]
 
 EPILOG = """\
 commands:
-  serve      run the MCP server (the default when no command is given)
+  serve      run the MCP server (the default when no command is given); over stdio, a bridge to
+             the one shared hub process of this launch (--no-share or HUB_SHARE=0: in-process)
+  status     list the shared hub processes of this state directory
   plugins    list installed plugins: version, distribution, what each registers
   config     print the effective configuration, secrets masked
   statusline print one line for Claude Code's status line (e.g. "batch: 1 pending, 4 done, 0 failed")
@@ -82,7 +84,27 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="HTTP host (default from [http] host: 127.0.0.1)")
     serve.add_argument("--port", type=int, help="HTTP port (default from [http] port: 8765; 0 picks one)")
     serve.add_argument("--path", help="HTTP endpoint path (default /mcp)")
+    serve.add_argument(
+        "--no-share",
+        action="store_true",
+        help="stdio: host the plugins in this process instead of bridging to the shared hub process "
+        "for this launch (also HUB_SHARE=0)",
+    )
     _add_common(serve, suppress=True)
+
+    status = commands.add_parser(
+        "status",
+        help="list the shared hub processes of this state directory",
+        description="The shared hub processes (one per launch, behind `hub serve`) of this state "
+        "directory: pid, key, sessions, uptime, memory, working directory.",
+    )
+    status.add_argument("--json", action="store_true", help="print JSON")
+    _add_common(status, suppress=True)
+
+    shared = commands.add_parser("shared", help=argparse.SUPPRESS)  # started by a bridge, not by hand
+    shared.add_argument("--key", required=True)
+    shared.add_argument("--socket", required=True)
+    _add_common(shared, suppress=True)
 
     plugins = commands.add_parser("plugins", help="list installed plugins and what they register")
     plugins.add_argument("--json", action="store_true", help="print JSON")
@@ -123,9 +145,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     command = args.command or "serve"
     if command == "serve" and not hasattr(args, "transport"):
-        args.transport, args.host, args.port, args.path = "stdio", None, None, None
+        args.transport, args.host, args.port, args.path, args.no_share = "stdio", None, None, None, False
     if command == "statusline":
         return _statusline(args)
+    if command == "status":
+        return _status(args)
+    if command == "serve" and args.transport == "stdio":
+        from hub.bridge import sharing_enabled
+
+        if sharing_enabled(args.no_share, os.environ):
+            return _bridge(args)
     try:
         fast = _fast_start(args) if command == "serve" and args.transport == "stdio" else None
     except KeyboardInterrupt:  # Claude Code stops its servers with SIGINT, even one still starting
@@ -148,6 +177,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             if command == "serve":
                 _check_http(config, args.transport)
                 anyio.run(_serve, config, args.transport, fast)
+            elif command == "shared":
+                from hub.shared import serve_shared
+
+                anyio.run(serve_shared, config, args.key, Path(args.socket))
             elif command == "plugins":
                 anyio.run(_plugins, config, args.json)
             elif command == "config":
@@ -356,6 +389,82 @@ def _light_state_dir(args: argparse.Namespace) -> Path:
             except (OSError, tomllib.TOMLDecodeError) as exc:
                 raise ValueError(f"cannot read {file}: {exc}") from None
     return Path(state_dir).expanduser() if state_dir else default_state_dir()
+
+
+def _common_argv(args: argparse.Namespace) -> list[str]:
+    """The configuration options given, as arguments again (for the shared process)."""
+    argv: list[str] = []
+    for flag, attr in (
+        ("--config", "config"),
+        ("--plugins", "plugins"),
+        ("--budget-usd", "budget_usd"),
+        ("--state-dir", "state_dir"),
+        ("--log-format", "log_format"),
+        ("--log-level", "log_level"),
+    ):
+        value = getattr(args, attr, None)
+        if value is not None:
+            argv += [flag, str(Path(value).resolve()) if attr in ("config", "state_dir") else str(value)]
+    for override in getattr(args, "overrides", []):
+        argv += ["--set", override]
+    return argv
+
+
+def _bridge(args: argparse.Namespace) -> int:
+    """`hub serve` over stdio: bridge to the shared hub process of this launch (hub.bridge)."""
+    from hub.bridge import Launch, run_bridge
+    from hub.paths import find_config_file
+
+    if _no_input():
+        return 0  # no client: nothing to serve, and no reason to start a shared process
+    try:
+        state_dir = _light_state_dir(args)
+        config_file = find_config_file(args.config, os.environ)
+        launch = Launch(_common_argv(args), os.environ, state_dir, config_file)
+    except (OSError, ValueError) as exc:
+        print(f"hub: {exc}", file=sys.stderr)
+        return 2
+    daemon_argv = ["shared", "--key", launch.key, "--socket", str(launch.socket_path), *launch.argv]
+    return run_bridge(launch, daemon_argv)
+
+
+def _status(args: argparse.Namespace) -> int:
+    """`hub status`: the shared processes of this state directory, from the store."""
+    import sqlite3
+
+    from hub.instances import Instance
+    from hub.shared import describe
+
+    try:
+        database = _light_state_dir(args) / "hub.sqlite"
+    except ValueError as exc:
+        print(f"hub status: {exc}", file=sys.stderr)
+        return 2
+    rows: list[Any] = []
+    if database.exists():
+        try:
+            conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=2)
+            conn.row_factory = sqlite3.Row
+            try:
+                rows = conn.execute(
+                    "SELECT * FROM hub_instances WHERE share_key IS NOT NULL AND stopped_at IS NULL"
+                ).fetchall()
+            finally:
+                conn.close()
+        except sqlite3.Error:
+            rows = []
+    shared = [describe(i) for i in (Instance.from_row(r) for r in rows) if i.alive()]
+    if args.json:
+        print(json.dumps(shared, indent=2))
+    elif not shared:
+        print("no shared hub process is running for this state directory")
+    else:
+        for entry in shared:
+            print(
+                f"pid {entry['pid']}  key {entry['key']}  sessions {entry['sessions']}  "
+                f"up {entry['uptime_s']:.0f} s  rss {entry['rss_mb']} MB  cwd {entry['cwd']}"
+            )
+    return 0
 
 
 def _statusline(args: argparse.Namespace) -> int:

@@ -69,6 +69,17 @@ class HttpConfig(_Strict):
     )
 
 
+class DaemonConfig(_Strict):
+    """`[daemon]`: the shared hub process that `hub serve` bridges to over stdio (hub.bridge)."""
+
+    idle_exit_s: float = Field(
+        default=600.0,
+        ge=0,
+        le=7 * 24 * 3600,
+        description="Exit after this long with no session connected and no work in progress.",
+    )
+
+
 class ServerConfig(_Strict):
     """`[servers.NAME]`: a downstream MCP server, reached over stdio or streamable HTTP.
 
@@ -158,6 +169,7 @@ class HubConfig(_Strict):
     context: dict[str, str] = Field(default_factory=dict, description="Context entries written at start.")
     servers: dict[str, ServerConfig] = Field(default_factory=dict)
     http: HttpConfig = Field(default_factory=HttpConfig)
+    daemon: DaemonConfig = Field(default_factory=DaemonConfig)
     source: str = Field(default="(defaults)", exclude=True, description="Where this config came from.")
     origins: dict[str, str] = Field(
         default_factory=dict,

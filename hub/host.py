@@ -124,6 +124,13 @@ class PluginContext:
         """The hub's status (what `hub://status` shows)."""
         return await self._host.status()
 
+    def set_busy(self, count: int) -> None:
+        """How many pieces of work this plugin has in progress (running or queued tasks, say). A
+        shared hub process (one per launch, behind `hub serve`'s bridge) does not exit while any
+        plugin has work, even with no session connected; 0 when it has none."""
+        self._host.work[self.name] = max(0, count)
+        self._host.session_changed.set()
+
     async def set_status_line(self, text: str | None) -> None:
         """This plugin's part of `hub statusline` (Claude Code's status line); None removes it."""
         await statusline.set_line(self.store, self.name, text)
@@ -159,6 +166,11 @@ class Hub:
         self._task_group: anyio.abc.TaskGroup | None = None
         self._server: Any = None
         self._clean_shutdown = False
+        # MCP sessions connected to this hub when it is a shared process (hub.shared), by id.
+        self.sessions: dict[int, dict[str, Any]] = {}
+        self.session_changed = anyio.Event()
+        # Work in progress per plugin (PluginContext.set_busy): a shared process stays up for it.
+        self.work: dict[str, int] = {}
         self.downstream_listeners: list[Callable[[str, Any], Awaitable[None] | None]] = []
 
     # -- services ----------------------------------------------------------------------------
@@ -229,6 +241,10 @@ class Hub:
         if stack is not None:
             await stack.aclose()
         self._task_group = None
+
+    def busy(self) -> bool:
+        """Whether any plugin has work in progress (a shared process does not exit then)."""
+        return any(self.work.values())
 
     # -- other hub processes on the same state directory -----------------------------------
 
@@ -411,6 +427,7 @@ class Hub:
                 "instance": self.instances.id,
             },
             "instances": [i.describe() for i in await self.instances.live()],
+            "sessions": list(self.sessions.values()),
             "plugins": plugins,
             "budget": await self.budget.summary(),
             "context": {"entries": len(await self.context.all())},

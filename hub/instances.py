@@ -67,6 +67,12 @@ MIGRATIONS = [
         PRIMARY KEY (instance_id, component)
     );
     """,
+    # A shared hub process (hub.shared) records the launch it serves, its socket and its sessions.
+    """
+    ALTER TABLE hub_instances ADD COLUMN share_key TEXT;
+    ALTER TABLE hub_instances ADD COLUMN socket TEXT;
+    ALTER TABLE hub_instances ADD COLUMN sessions INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 
 
@@ -130,6 +136,9 @@ class Instance:
     heartbeat_at: float
     stopped_at: float | None
     clean: bool
+    share_key: str | None = None
+    socket: str | None = None
+    sessions: int = 0
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Instance:
@@ -144,6 +153,9 @@ class Instance:
             heartbeat_at=row["heartbeat_at"],
             stopped_at=row["stopped_at"],
             clean=bool(row["clean"]),
+            share_key=row["share_key"],
+            socket=row["socket"],
+            sessions=row["sessions"],
         )
 
     def alive(self, now: float | None = None) -> bool:
@@ -198,6 +210,15 @@ class Instances:
         await self.store.execute(
             "UPDATE hub_instances SET heartbeat_at = ? WHERE id = ?", (time.time(), self.id)
         )
+
+    async def mark_shared(self, key: str, socket: str) -> None:
+        """This hub is the shared process of launch `key` (hub.shared), listening on `socket`."""
+        await self.store.execute(
+            "UPDATE hub_instances SET share_key = ?, socket = ? WHERE id = ?", (key, socket, self.id)
+        )
+
+    async def set_sessions(self, count: int) -> None:
+        await self.store.execute("UPDATE hub_instances SET sessions = ? WHERE id = ?", (count, self.id))
 
     async def stop(self, *, clean: bool) -> None:
         """Record that this hub stopped; `clean`: it settled all of its own work first."""

@@ -73,8 +73,12 @@ class LineReader:
             return b""
         try:
             if self._poll:
-                await anyio.wait_readable(self.fd)
-                return os.read(self.fd, 65536)
+                while True:
+                    await anyio.wait_readable(self.fd)
+                    try:
+                        return os.read(self.fd, 65536)
+                    except BlockingIOError:  # woken with nothing to read yet (a non-blocking fd)
+                        continue
             return await anyio.to_thread.run_sync(os.read, self.fd, 65536, abandon_on_cancel=True)
         except OSError:
             return b""  # closed or unreadable: the same as end of input

@@ -105,24 +105,34 @@ class Store:
 
     def migrate_sync(self, component: str, migrations: Sequence[str]) -> int:
         with self._lock:
-            row = self._conn.execute(
-                "SELECT COALESCE(MAX(version), 0) FROM schema_migrations WHERE component = ?", (component,)
-            ).fetchone()
-            current = int(row[0])
-            if current > len(migrations):
-                raise RuntimeError(
-                    f"{self.path}: {component} schema is at version {current}, newer than this hub "
-                    f"knows ({len(migrations)}); upgrade the hub or use another state_dir"
-                )
-            for version, script in enumerate(migrations[current:], start=current + 1):
-                # executescript commits implicitly; wrap the script and its record in one transaction.
-                record = f"INSERT INTO schema_migrations (component, version) VALUES ('{_sql_str(component)}', {version});"
-                try:
-                    self._conn.executescript(f"BEGIN IMMEDIATE;\n{script}\n;{record}\nCOMMIT;")
-                except sqlite3.Error as exc:
-                    if self._conn.in_transaction:
-                        self._conn.execute("ROLLBACK")
-                    raise RuntimeError(f"{component} migration {version} failed: {exc}") from exc
+            # The version is read inside the write transaction: hubs starting together on one
+            # store apply each migration once (the second one waits, then finds it applied).
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._conn.execute(
+                    "SELECT COALESCE(MAX(version), 0) FROM schema_migrations WHERE component = ?",
+                    (component,),
+                ).fetchone()
+                current = int(row[0])
+                if current > len(migrations):
+                    raise RuntimeError(
+                        f"{self.path}: {component} schema is at version {current}, newer than this hub "
+                        f"knows ({len(migrations)}); upgrade the hub or use another state_dir"
+                    )
+                for version, script in enumerate(migrations[current:], start=current + 1):
+                    try:
+                        for statement in _statements(script):
+                            self._conn.execute(statement)
+                    except sqlite3.Error as exc:
+                        raise RuntimeError(f"{component} migration {version} failed: {exc}") from exc
+                    self._conn.execute(
+                        "INSERT INTO schema_migrations (component, version) VALUES (?, ?)",
+                        (component, version),
+                    )
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
             return len(migrations)
 
     async def schema_versions(self) -> dict[str, int]:
@@ -132,5 +142,16 @@ class Store:
         return {row["component"]: row["v"] for row in rows}
 
 
-def _sql_str(text: str) -> str:
-    return text.replace("'", "''")
+def _statements(script: str) -> list[str]:
+    """The statements of an SQL script, split where SQLite says a statement is complete (so a
+    trigger's body stays whole), for running them one by one inside a transaction."""
+    statements, current = [], ""
+    for piece in script.split(";"):
+        current += piece + ";"
+        if sqlite3.complete_statement(current):
+            if current.strip().strip(";").strip():
+                statements.append(current)
+            current = ""
+    if current.strip().strip(";").strip():
+        statements.append(current)
+    return statements

@@ -178,3 +178,22 @@ async def test_no_limit_still_tracks(tmp_path):
     await r.commit(3.0)
     assert (await budget.summary())["remaining_usd"] is None
     assert (await budget.summary())["spent_usd"] == 3.0
+
+
+async def test_hubs_starting_together_apply_each_migration_once(tmp_path):
+    stores = [Store(tmp_path / "hub.sqlite") for _ in range(4)]  # four hubs, one state dir
+    migrations = ["CREATE TABLE t (a TEXT)", "ALTER TABLE t ADD COLUMN b TEXT; CREATE INDEX t_b ON t (b);"]
+    # Another process holds the write lock while all four start, so they all get as far as they
+    # can before any of them writes (reading the version outside the lock was the bug).
+    blocker = sqlite3.connect(tmp_path / "hub.sqlite", isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    async with anyio.create_task_group() as tg:
+        for store in stores:
+            tg.start_soon(store.migrate, "demo", migrations)
+        await anyio.sleep(0.3)  # not a timing assertion: only lets every migrate reach the lock
+        blocker.execute("COMMIT")
+    blocker.close()
+    rows = await stores[0].fetchall("SELECT version FROM schema_migrations WHERE component = 'demo'")
+    assert sorted(r["version"] for r in rows) == [1, 2]
+    for store in stores:
+        store.close()

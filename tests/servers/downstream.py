@@ -45,11 +45,14 @@ async def add(a: int, b: int) -> int:
 
 @server.tool()
 async def sleep(seconds: float, tag: str = "") -> str:
-    """Sleep, then say so. A cancelled call leaves a marker file in DOWNSTREAM_MARKER_DIR."""
+    """Sleep, then say so. A call leaves a marker file in DOWNSTREAM_MARKER_DIR when it starts
+    (`started-TAG`) and when it is cancelled (`cancelled-TAG`)."""
+    marker_dir = os.environ.get("DOWNSTREAM_MARKER_DIR")
+    if marker_dir:
+        Path(marker_dir, f"started-{tag or 'call'}").write_text("started")
     try:
         await anyio.sleep(seconds)
     except anyio.get_cancelled_exc_class():
-        marker_dir = os.environ.get("DOWNSTREAM_MARKER_DIR")
         if marker_dir:
             Path(marker_dir, f"cancelled-{tag or 'call'}").write_text("cancelled")
         raise

@@ -38,6 +38,9 @@ def hub_env(tmp_path: Path, pythonpath: Path | None = None, **extra: str) -> dic
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
     env["HUB_STATE_DIR"] = str(tmp_path / "state")
+    # In-process serving (`--no-share`) unless a test asks for the shared process: tests of the
+    # bridge (tests/test_shared.py) start and stop shared processes themselves.
+    env["HUB_SHARE"] = "0"
     env["XDG_CONFIG_HOME"] = str(tmp_path / "xdg-config")
     if pythonpath is not None:
         env["PYTHONPATH"] = str(pythonpath)

@@ -1,0 +1,262 @@
+"""One hub for every session: `hub serve` over stdio bridges to one shared hub process per launch.
+
+Real processes only: bridges spawned as Claude Code spawns them (`hub serve`, stdio), the shared
+process they start, the real Claude Code CLI. Every test ends with no process left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psutil
+import pytest
+from hubtests import DOWNSTREAM, TESTS, hub_env
+
+FAKE_CLAUDE = TESTS / "servers" / "fake_claude.py"
+VENV_BIN = str(Path(sys.executable).parent)
+T = TypeVar("T")
+INIT = {
+    "protocolVersion": "2025-11-25",
+    "capabilities": {},
+    "clientInfo": {"name": "test", "version": "0"},
+}
+
+
+def wait_for(check: Callable[[], T], timeout: float = 30.0, what: str = "the condition") -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+class BridgeClient:
+    """`hub serve` over stdio, spoken to with raw JSON-RPC lines."""
+
+    def __init__(self, env: dict[str, str], cwd: Path, *args: str) -> None:
+        self.stderr_path = cwd / f"bridge-{time.monotonic_ns()}.log"
+        self.proc = subprocess.Popen(
+            [os.path.join(VENV_BIN, "hub"), "serve", *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr_path.open("w"),
+            env=env,
+            cwd=cwd,
+        )
+        self.next_id = 0
+        self.extra: list[dict[str, Any]] = []
+
+    def send(self, message: dict[str, Any]) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(message).encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def request(self, method: str, params: dict[str, Any] | None = None, wait: bool = True) -> Any:
+        self.next_id += 1
+        self.send({"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params or {}})
+        return self.reply(self.next_id) if wait else self.next_id
+
+    def reply(self, request_id: Any) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise EOFError(f"the bridge closed stdout; stderr: {self.stderr_path.read_text()}")
+            message = json.loads(line)
+            if message.get("id") == request_id and "method" not in message:
+                return message
+            self.extra.append(message)
+
+    def initialize(self) -> dict[str, Any]:
+        reply = self.request("initialize", INIT)
+        self.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        return reply
+
+    def call(self, tool: str, **arguments: Any) -> dict[str, Any]:
+        reply = self.request("tools/call", {"name": tool, "arguments": arguments})
+        assert "result" in reply and not reply["result"].get("isError"), reply
+        return reply["result"].get("structuredContent") or {}
+
+    def close(self) -> int:
+        if self.proc.stdin and not self.proc.stdin.closed:
+            self.proc.stdin.close()
+        try:
+            return self.proc.wait(timeout=30)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+
+
+def shared_processes(env: dict[str, str], cwd: Path) -> list[dict[str, Any]]:
+    out = subprocess.run(
+        [os.path.join(VENV_BIN, "hub"), "status", "--json"], env=env, cwd=cwd, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+@pytest.fixture
+def shared_env(tmp_path) -> Iterator[dict[str, str]]:
+    """Sharing on, a short idle exit, and every shared process ended after the test."""
+    env = hub_env(tmp_path, HUB_SHARE="1", HUB_PLUGINS="pool,proxy", FAKE_CLAUDE_LOG=str(tmp_path))
+    env["PATH"] = os.pathsep.join([VENV_BIN, env["PATH"]])
+    (tmp_path / "hub.toml").write_text(
+        "[daemon]\nidle_exit_s = 1\n"
+        f"[plugins.pool]\nclaude_command = '{sys.executable} {FAKE_CLAUDE}'\nslots = 2\n"
+        f'[servers.d]\ncommand = "{sys.executable}"\nargs = ["{DOWNSTREAM}"]\n'
+        f'env = {{ DOWNSTREAM_MARKER_DIR = "{tmp_path / "markers"}" }}\n'
+    )
+    (tmp_path / "markers").mkdir()
+    env["HUB_CONFIG"] = str(tmp_path / "hub.toml")
+    yield env
+    for entry in shared_processes(env, tmp_path):
+        with_pid = psutil.Process(entry["pid"]) if not gone(entry["pid"]) else None
+        if with_pid is not None:
+            with_pid.kill()
+
+
+def test_racing_bridges_share_one_process_that_exits_when_idle(shared_env, tmp_path):
+    bridges = [BridgeClient(shared_env, tmp_path) for _ in range(5)]  # spawned at once
+    try:
+        for i, bridge in enumerate(bridges):
+            assert bridge.initialize()["result"]["serverInfo"]["name"] == "hub"
+            bridge.call("context_set", key=f"k{i}", value=str(i))
+        (one,) = shared_processes(shared_env, tmp_path)  # one process for five sessions
+        assert one["sessions"] == 5
+        status = bridges[0].request("resources/read", {"uri": "hub://status"})
+        sessions = json.loads(status["result"]["contents"][0]["text"])["sessions"]
+        assert sorted(s["bridge_pid"] for s in sessions) == sorted(b.proc.pid for b in bridges)
+        assert bridges[4].call("context_list") == {f"k{i}": str(i) for i in range(5)}  # one context
+        socket_path = Path(one["socket"])
+        assert stat.S_IMODE(socket_path.parent.stat().st_mode) == 0o700
+        assert stat.S_IMODE(socket_path.stat().st_mode) == 0o600
+    finally:
+        codes = [bridge.close() for bridge in bridges]
+    assert codes == [0] * 5
+    wait_for(lambda: gone(one["pid"]), what="the idle shared process to exit")  # idle_exit_s = 1
+    assert not socket_path.exists()
+    assert all(gone(b.proc.pid) for b in bridges)
+
+
+def test_another_config_or_directory_gets_its_own_process(shared_env, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    bridges = [
+        BridgeClient(shared_env, tmp_path),
+        BridgeClient(shared_env, tmp_path),
+        BridgeClient(shared_env, elsewhere),
+        BridgeClient(shared_env, tmp_path, "--set", "plugins.pool.slots=3"),
+        BridgeClient({**shared_env, "ANTHROPIC_API_KEY": "another"}, tmp_path),
+    ]
+    try:
+        for bridge in bridges:
+            bridge.initialize()
+        processes = shared_processes(shared_env, tmp_path)
+        assert len(processes) == 4, processes
+        assert sorted(p["sessions"] for p in processes) == [1, 1, 1, 2]
+    finally:
+        for bridge in bridges:
+            bridge.close()
+
+
+def test_a_killed_shared_process_is_restarted_and_the_session_goes_on(shared_env, tmp_path):
+    bridge = BridgeClient(shared_env, tmp_path)
+    other = BridgeClient(shared_env, tmp_path)
+    try:
+        bridge.initialize()
+        other.initialize()
+        bridge.call("context_set", key="kept", value="in the store")
+        (first,) = shared_processes(shared_env, tmp_path)
+        in_flight = bridge.request(
+            "tools/call", {"name": "pool_run", "arguments": {"prompt": "slow [delay=30]"}}, wait=False
+        )
+        wait_for(lambda: list(tmp_path.glob("*.json")), what="the task to start")
+        psutil.Process(first["pid"]).kill()  # kill -9
+        failed = bridge.reply(in_flight)
+        assert failed["error"]["code"] == -32603
+        assert "the hub restarted while this request was running" in failed["error"]["message"]
+        # The same session goes on, without a new initialize, on a new shared process.
+        assert bridge.call("context_get", key="kept") == {"value": "in the store"}
+        assert other.call("context_get", key="kept") == {"value": "in the store"}
+        (second,) = shared_processes(shared_env, tmp_path)
+        assert second["pid"] != first["pid"] and second["sessions"] == 2
+    finally:
+        bridge.close()
+        other.close()
+
+
+def test_work_started_in_one_session_is_seen_and_cancelled_from_another(shared_env, tmp_path):
+    one, two = BridgeClient(shared_env, tmp_path), BridgeClient(shared_env, tmp_path)
+    try:
+        one.initialize()
+        two.initialize()
+        task = one.call("pool_submit", prompt="long [hang]")["task_id"]
+        assert one.close() == 0  # the session that asked for it is gone; the task goes on
+        assert wait_for(lambda: two.call("pool_result", task_id=task)["status"] == "running")
+        assert two.call("pool_cancel", task_id=task)["cancelled"] is True
+    finally:
+        two.close()
+
+
+def test_a_bridge_killed_by_its_client_cancels_its_calls_and_leaves_nothing(shared_env, tmp_path):
+    bridge = BridgeClient(shared_env, tmp_path)
+    bridge.initialize()
+    wait_for(  # a server never seen before is listed once it has been started and asked
+        lambda: "d__sleep" in [t["name"] for t in bridge.request("tools/list")["result"]["tools"]],
+        what="the downstream server's tools",
+    )
+    bridge.request("tools/call", {"name": "d__sleep", "arguments": {"seconds": 60, "tag": "t"}}, wait=False)
+    (shared,) = shared_processes(shared_env, tmp_path)
+    markers = tmp_path / "markers"
+    wait_for(lambda: (markers / "started-t").exists(), what="the call to reach the downstream server")
+    (downstream,) = [
+        p
+        for p in psutil.Process(shared["pid"]).children(recursive=True)
+        if "downstream" in " ".join(p.cmdline())
+    ]
+    bridge.proc.terminate()  # SIGTERM, as Claude Code stops a server
+    assert bridge.proc.wait(timeout=10) == 0
+    wait_for(lambda: (markers / "cancelled-t").exists(), what="the call to be cancelled downstream")
+    observer = BridgeClient(shared_env, tmp_path)
+    try:
+        observer.initialize()
+        wait_for(
+            lambda: shared_processes(shared_env, tmp_path)[0]["sessions"] == 1, what="the session to end"
+        )
+    finally:
+        observer.close()
+    wait_for(lambda: gone(shared["pid"]), what="the idle shared process to exit")
+    wait_for(lambda: gone(downstream.pid), what="its downstream server to stop too")
+
+
+def test_no_share_serves_in_process(shared_env, tmp_path):
+    bridge = BridgeClient(shared_env, tmp_path, "--no-share")
+    try:
+        bridge.initialize()
+        assert bridge.call("context_set", key="a", value="b") == {"key": "a", "value": "b"}
+        assert shared_processes(shared_env, tmp_path) == []
+    finally:
+        assert bridge.close() == 0
+    with_env = BridgeClient({**shared_env, "HUB_SHARE": "0"}, tmp_path)
+    try:
+        with_env.initialize()
+        assert shared_processes(shared_env, tmp_path) == []
+    finally:
+        with_env.close()
