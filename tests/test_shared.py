@@ -260,3 +260,88 @@ def test_no_share_serves_in_process(shared_env, tmp_path):
         assert shared_processes(shared_env, tmp_path) == []
     finally:
         with_env.close()
+
+
+def test_two_claude_code_sessions_share_one_hub_and_one_downstream_server(tmp_path):
+    """Two concurrent `claude -p` runs in one project with the README's `.mcp.json` entry: one
+    shared hub process serves both, and both calls reach one downstream server process."""
+    from fake_anthropic import FakeAnthropic
+    from hubtests import npm_bin, readme_mcp_entry
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / ".mcp.json").write_text(json.dumps({"mcpServers": {"hub": readme_mcp_entry()}}))
+    (tmp_path / "home").mkdir()
+    (project / "hub.toml").write_text(
+        '[plugins]\nenabled = ["proxy"]\n[daemon]\nidle_exit_s = 60\n'
+        f'[servers.d]\ncommand = "{sys.executable}"\nargs = ["{DOWNSTREAM}"]\n'
+    )
+    with FakeAnthropic() as api:
+        call = {"type": "tool_use", "name": "mcp__hub__d__echo"}
+        api.script(
+            [{**call, "id": "toolu_a", "input": {"text": "one"}}],
+            [{**call, "id": "toolu_b", "input": {"text": "two"}}],
+        )
+        env = hub_env(
+            tmp_path,
+            HOME=str(tmp_path / "home"),
+            ANTHROPIC_BASE_URL=api.url,
+            ANTHROPIC_API_KEY=api.api_key,
+            CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1",
+            DISABLE_TELEMETRY="1",
+            HUB_CONFIG=str(project / "hub.toml"),
+            PATH=os.pathsep.join([VENV_BIN, os.environ["PATH"]]),
+        )
+        # A server never seen before is listed once the hub has started and asked it: learn its
+        # tools once (kept in the store), as a user's earlier session would have.
+        first = BridgeClient(env, project, "--no-share")
+        try:
+            first.initialize()
+            wait_for(
+                lambda: "d__echo" in [t["name"] for t in first.request("tools/list")["result"]["tools"]],
+                what="the downstream server's tools",
+            )
+        finally:
+            first.close()
+        env.pop("HUB_SHARE")  # the default: shared
+        env.pop("CLAUDECODE", None)
+        argv = [
+            npm_bin("claude"),
+            "-p",
+            "use the hub",
+            "--mcp-config",
+            str(project / ".mcp.json"),
+            "--strict-mcp-config",
+            "--allowedTools",
+            "mcp__hub__d__echo",
+            "--model",
+            "claude-sonnet-4-5",
+        ]
+        runs = [
+            subprocess.Popen(argv, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            for _ in range(2)
+        ]
+        try:
+            outcomes = [run.communicate(timeout=180) for run in runs]
+            assert [run.returncode for run in runs] == [0, 0], [o[1][-2000:] for o in outcomes]
+            results = [
+                block
+                for m in api.messages
+                for block in (m["messages"][-1].get("content") or [])
+                if isinstance(block, dict) and block.get("type") == "tool_result"
+            ]
+            assert sorted(b["tool_use_id"] for b in results) == ["toolu_a", "toolu_b"]
+            assert not any(b.get("is_error") for b in results), results
+            (shared,) = shared_processes(env, project)  # one hub process for both sessions
+            log = Path(tmp_path / "state" / "logs").glob("shared-*.log")
+            text = "".join(p.read_text() for p in log)
+            assert text.count("shared hub serving") == 1 and text.count("session connected") >= 2
+            downstream = [
+                p
+                for p in psutil.Process(shared["pid"]).children(recursive=True)
+                if "downstream" in " ".join(p.cmdline())
+            ]
+            assert len(downstream) == 1  # one downstream server for both sessions
+        finally:
+            for entry in shared_processes(env, project):
+                psutil.Process(entry["pid"]).kill()
