@@ -18,6 +18,7 @@ BENCHMARKS = [
     "claude_startup",
     "tokens",
     "many_hubs",
+    "shared_hub",
 ]
 
 
