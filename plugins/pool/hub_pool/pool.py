@@ -347,6 +347,7 @@ class Pool:
                 await reservation.release()
             raise
         self.live[task_id] = Live(spec, reservation)
+        self.hub.set_busy(len(self.live))
         self.queue.append(task_id)
         self._wake.set()
         return task_id
@@ -465,6 +466,7 @@ class Pool:
                 slot.state = "idle"
             slot.freed.set()
             self.live.pop(task_id, None)
+            self.hub.set_busy(len(self.live))
             live.done.set()
             self._wake.set()
 
@@ -585,6 +587,7 @@ class Pool:
     async def _drop_queued(self, task_id: str, reason: str, status: str = "cancelled") -> None:
         """Settle a task already taken off the queue (it never ran)."""
         live = self.live.pop(task_id, None)
+        self.hub.set_busy(len(self.live))
         if live is not None:
             await live.reservation.release()
             live.done.set()
