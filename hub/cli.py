@@ -195,13 +195,13 @@ def _first_leaf(group: BaseException) -> BaseException:
 
 def _check_http(config: HubConfig, transport: str) -> None:
     """Refuse an unprotected public listener, or a port in use, before starting anything."""
-    from hub.http import check_http_exposure
+    from hub.transport.http import check_http_exposure
 
     if transport == "http":
         token = config.http.token.get_secret_value() if config.http.token else None
         check_http_exposure(config.http.host, token)
         if config.http.port:  # a port in use is said in one line before any plugin starts
-            from hub.http import bind_socket
+            from hub.transport.http import bind_socket
 
             bind_socket(config.http.host, config.http.port).close()
 

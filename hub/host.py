@@ -143,7 +143,7 @@ class Hub:
     """One hub instance. Construct, then ``async with``; nothing is global."""
 
     def __init__(self, config: HubConfig, *, extra_plugins: dict[str, Any] | None = None) -> None:
-        from hub import core
+        from hub.builtin import context as core
 
         self.config = config
         self.extra_plugins = {"core": core, **(extra_plugins or {})}

@@ -292,7 +292,7 @@ class HubServer:
         held back (served first) and requests it answered (asked again here; if an answer
         differs, clients get list_changed).
         """
-        from hub.stdio import event_loop_stdout, private_stdin, stdio_transport
+        from hub.transport.stdio import event_loop_stdout, private_stdin, stdio_transport
 
         checks = check_requests(early) if early is not None else []
         check_ids = {request_id for request_id, _ in checks}
@@ -345,11 +345,11 @@ class HubServer:
                         cache.save()
 
     def http_app(self, *, host: str, path: str, token: str | None) -> Any:
-        """The streamable-HTTP ASGI app behind `hub.http.HttpGuard` (auth, Origin/Host checks on
+        """The streamable-HTTP ASGI app behind `hub.transport.http.HttpGuard` (auth, Origin/Host checks on
         every address served without a token, and answers to malformed JSON-RPC)."""
         from mcp.server.transport_security import TransportSecuritySettings
 
-        from hub.http import HttpGuard
+        from hub.transport.http import HttpGuard
 
         # The guard checks Host and Origin for every loopback address, not only the three the SDK knows.
         security = TransportSecuritySettings(enable_dns_rebinding_protection=False)
@@ -360,10 +360,10 @@ class HubServer:
         self, *, host: str, port: int, path: str, token: str | None, ready: Any = None
     ) -> None:
         """Serve streamable HTTP until cancelled (SIGTERM / Ctrl-C are handled by the caller).
-        A port that cannot be listened on is `hub.http.ListenError`, one sentence."""
+        A port that cannot be listened on is `hub.transport.http.ListenError`, one sentence."""
         import uvicorn
 
-        from hub.http import bind_socket, check_http_exposure
+        from hub.transport.http import bind_socket, check_http_exposure
 
         check_http_exposure(host, token)
         sock = bind_socket(host, port)
