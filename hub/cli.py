@@ -269,12 +269,16 @@ async def _serve(config: HubConfig, transport: str, fast: tuple[Any, Any] | None
         tg.start_soon(stop_on_signal)
         if transport == "stdio":
             cache, early = fast if fast is not None else (None, None)
-            await hub.server.run_stdio(cache=cache, early=early)
+            from hub.transport.stdio import serve_stdio
+
+            await serve_stdio(hub.server, cache=cache, early=early)
         else:
             http = config.http
             token = http.token.get_secret_value() if http.token else None
-            await hub.server.run_http(
-                host=http.host, port=http.port, path=http.path, token=token, ready=_announce_port
+            from hub.transport.http import serve_http
+
+            await serve_http(
+                hub.server, host=http.host, port=http.port, path=http.path, token=token, ready=_announce_port
             )
         tg.cancel_scope.cancel()
 
