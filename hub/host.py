@@ -25,6 +25,7 @@ from hub.config import HubConfig
 from hub.connections import ConnectionCache
 from hub.context import ContextStore
 from hub.instances import HEARTBEAT_S, Instance, Instances
+from hub.pluginbase import Plugin
 from hub.plugins import (
     HubPluginManager,
     PluginInfo,
@@ -155,6 +156,7 @@ class Hub:
         self.pm: HubPluginManager
         self.plugins: dict[str, PluginInfo] = {}
         self.contexts: dict[str, PluginContext] = {}
+        self._started: set[str] = set()  # plugins whose hub_startup ran: only they get hub_shutdown
         self._stack: AsyncExitStack | None = None
         self._task_group: anyio.abc.TaskGroup | None = None
         self._server: Any = None
@@ -291,7 +293,10 @@ class Hub:
 
     def _context(self, name: str) -> PluginContext:
         if name not in self.contexts:
-            self.contexts[name] = PluginContext(self, name, self.plugins[name].config)
+            context = self.contexts[name] = PluginContext(self, name, self.plugins[name].config)
+            plugin = self.plugins[name].plugin
+            if isinstance(plugin, Plugin):
+                plugin.hub = context  # a plugin object sees its context as `self.hub` in every hook
         return self.contexts[name]
 
     def _fail(self, name: str, error: str) -> None:
@@ -314,18 +319,32 @@ class Hub:
         ]
 
     async def _start_plugins(self, name: str | None = None) -> None:
-        for plugin, impl in self._impls("hub_startup", name):
+        names = [name] if name is not None else self.loaded
+        starting = [(plugin, impl) for plugin, impl in self._impls("hub_startup", name)]
+        for plugin in names:
+            self._context(plugin)  # binds a plugin object's `self.hub` before any hook runs
+        self._started.update(set(names) - {plugin for plugin, _ in starting})
+        for plugin, impl in starting:
             try:
                 await _await_lifecycle(impl.function(**self._hook_args(impl, plugin)))
             except Exception as exc:
                 log.exception("plugin startup raised", plugin=plugin)
                 self._fail(plugin, f"{type(exc).__name__}: {exc}")
+            else:
+                self._started.add(plugin)
 
     def _register_all(self, name: str | None = None) -> None:
         for hook in ("hub_register_tools", "hub_register_resources", "hub_register_prompts"):
             for plugin, impl in self._impls(hook, name):
                 try:
-                    impl.function(**self._hook_args(impl, plugin))
+                    result = impl.function(**self._hook_args(impl, plugin))
+                    if inspect.isawaitable(result):
+                        if inspect.iscoroutine(result):
+                            result.close()
+                        raise TypeError(
+                            "it returned an awaitable, but registration hooks run synchronously; "
+                            "register directly and do async work in hub_startup"
+                        )
                 except Exception as exc:
                     log.exception("plugin registration raised", plugin=plugin, hook=hook)
                     self._fail(plugin, f"{hook}: {type(exc).__name__}: {exc}")
@@ -333,7 +352,7 @@ class Hub:
     def _hook_args(self, impl: Any, name: str, instance: Instance | None = None) -> dict[str, Any]:
         info = self.plugins[name]
 
-        def register(item: Any) -> None:
+        def register(item: Tool | Resource | ResourceTemplate | Prompt) -> None:
             try:
                 self.registry.add(item, name)
             except RegistrationError as exc:
@@ -347,6 +366,8 @@ class Hub:
         clean = True
         with anyio.CancelScope(shield=True), anyio.move_on_after(SHUTDOWN_GRACE_S) as scope:
             for plugin, impl in reversed(self._impls("hub_shutdown", name)):
+                if plugin not in self._started:
+                    continue  # its hub_startup never ran (another plugin failed first): nothing to release
                 try:
                     await _await_lifecycle(impl.function(**self._hook_args(impl, plugin)))
                 except Exception:
@@ -386,6 +407,7 @@ class Hub:
         if info is None or info.status != "loaded":
             raise PluginLoadError(f"plugin {name!r} is not loaded")
         await self._shutdown_plugins(name)
+        self._started.discard(name)
         self.registry.remove_plugin(name)
         self.pm.unregister(info.plugin)
         info.status = "not selected"

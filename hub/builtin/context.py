@@ -6,15 +6,11 @@ Tool names and return shapes of the context tools are those of the original slot
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel, ConfigDict, Field
 
-from hub.context import MAX_KEY_LENGTH, MAX_VALUE_LENGTH
-from hub.errors import ToolError
-from hub.hookspecs import hookimpl
-from hub.host import PluginContext
-from hub.registry import Resource, Tool, ToolCall
+from hub import CONTEXT_MAX_KEY_LENGTH as MAX_KEY_LENGTH
+from hub import CONTEXT_MAX_VALUE_LENGTH as MAX_VALUE_LENGTH
+from hub import PluginContext, RegisterResource, RegisterTool, Resource, Tool, ToolCall, ToolError, hookimpl
 
 
 class _Args(BaseModel):
@@ -34,7 +30,7 @@ class NoArgs(_Args):
 
 
 @hookimpl
-def hub_register_tools(register: Any, hub: PluginContext) -> None:
+def hub_register_tools(register: RegisterTool, hub: PluginContext) -> None:
     context = hub.context
 
     async def context_set(args: SetArgs, call: ToolCall) -> dict[str, str]:
@@ -62,7 +58,7 @@ def hub_register_tools(register: Any, hub: PluginContext) -> None:
 
 
 @hookimpl
-def hub_register_resources(register: Any, hub: PluginContext) -> None:
+def hub_register_resources(register: RegisterResource, hub: PluginContext) -> None:
     register(
         Resource(
             "hub://status",

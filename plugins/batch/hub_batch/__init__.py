@@ -15,9 +15,17 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from hub import Resource, ResourceTemplate, Tool, ToolCall, hookimpl
-from hub.host import PluginContext
-from hub.instances import Instance
+from hub import (
+    Instance,
+    PluginContext,
+    RegisterResource,
+    RegisterTool,
+    Resource,
+    ResourceTemplate,
+    Tool,
+    ToolCall,
+    hookimpl,
+)
 
 from .backends.vertex import VertexSettings
 from .service import BatchService
@@ -191,7 +199,7 @@ def hub_recover(hub: PluginContext, instance: Instance) -> Any:
 
 
 @hookimpl
-def hub_register_tools(register: Any, hub: PluginContext) -> None:
+def hub_register_tools(register: RegisterTool, hub: PluginContext) -> None:
     service = _service(hub)
 
     async def send_to_batch(args: SendArgs, call: ToolCall) -> dict[str, Any]:
@@ -249,7 +257,7 @@ def hub_register_tools(register: Any, hub: PluginContext) -> None:
 
 
 @hookimpl
-def hub_register_resources(register: Any, hub: PluginContext) -> None:
+def hub_register_resources(register: RegisterResource, hub: PluginContext) -> None:
     service = _service(hub)
 
     async def jobs() -> dict[str, Any]:

@@ -18,8 +18,7 @@ from typing import Any
 import mcp.types as types
 from pydantic import BaseModel, ConfigDict, Field
 
-from hub import Tool, ToolCall, hookimpl
-from hub.host import PluginContext
+from hub import PluginContext, RegisterTool, Tool, ToolCall, hookimpl
 
 from .request import BatchRequest
 from .run import BatchRun, Limits, ToolLists, plan, render
@@ -92,7 +91,7 @@ def hub_startup(hub: PluginContext) -> Any:
 
 
 @hookimpl
-def hub_register_tools(register: Any, hub: PluginContext) -> None:
+def hub_register_tools(register: RegisterTool, hub: PluginContext) -> None:
     batchit = hub.state["batchit"]
     assert isinstance(batchit, BatchIt), "hub_startup did not run"
     register(

@@ -14,10 +14,21 @@ from typing import Any, Literal
 import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
-from hub import Prompt, PromptArgument, Resource, ResourceTemplate, Tool, ToolCall, hookimpl
-from hub.errors import ToolError
-from hub.host import PluginContext
-from hub.instances import Instance
+from hub import (
+    Instance,
+    PluginContext,
+    Prompt,
+    PromptArgument,
+    RegisterPrompt,
+    RegisterResource,
+    RegisterTool,
+    Resource,
+    ResourceTemplate,
+    Tool,
+    ToolCall,
+    ToolError,
+    hookimpl,
+)
 
 from .pool import Pool, TaskSpec, current_depth, recover
 from .skills import Skill, load_skills
@@ -331,7 +342,7 @@ def hub_shutdown(hub: PluginContext) -> Any:
 
 
 @hookimpl
-def hub_register_tools(register: Any, hub: PluginContext) -> None:
+def hub_register_tools(register: RegisterTool, hub: PluginContext) -> None:
     pool = _pool(hub)
     if pool is None:
         return
@@ -481,7 +492,7 @@ def hub_register_tools(register: Any, hub: PluginContext) -> None:
 
 
 @hookimpl
-def hub_register_resources(register: Any, hub: PluginContext) -> None:
+def hub_register_resources(register: RegisterResource, hub: PluginContext) -> None:
     pool = _pool(hub)
     if pool is None:
         return
@@ -522,7 +533,7 @@ def hub_register_resources(register: Any, hub: PluginContext) -> None:
 
 
 @hookimpl
-def hub_register_prompts(register: Any, hub: PluginContext) -> None:
+def hub_register_prompts(register: RegisterPrompt, hub: PluginContext) -> None:
     pool = _pool(hub)
     if pool is None:
         return

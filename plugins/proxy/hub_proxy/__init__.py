@@ -24,11 +24,23 @@ import mcp.types as types
 from mcp.shared.exceptions import MCPError
 from pydantic import BaseModel, ConfigDict, Field
 
-from hub import Prompt, PromptArgument, Resource, ResourceTemplate, Tool, ToolCall, ToolError, hookimpl
-from hub.config import ServerConfig
-from hub.connections import ServerUnavailable
-from hub.host import PluginContext
-from hub.registry import CLAUDE_PREFIX, RegistrationError
+from hub import (
+    CLAUDE_PREFIX,
+    PluginContext,
+    Prompt,
+    PromptArgument,
+    RegisterResource,
+    RegisterTool,
+    RegistrationError,
+    Resource,
+    ResourceTemplate,
+    ServerConfig,
+    ServerUnavailable,
+    Tool,
+    ToolCall,
+    ToolError,
+    hookimpl,
+)
 
 MIGRATIONS = [
     """
@@ -350,7 +362,7 @@ def hub_startup(hub: PluginContext) -> Any:
 
 
 @hookimpl
-def hub_register_tools(register: Any, hub: PluginContext) -> None:
+def hub_register_tools(register: RegisterTool, hub: PluginContext) -> None:
     proxy = _proxy(hub)  # resources and prompts are mounted here too, with the tools of their server
     for server in proxy.servers:
         if server in proxy.known:
@@ -358,7 +370,7 @@ def hub_register_tools(register: Any, hub: PluginContext) -> None:
 
 
 @hookimpl
-def hub_register_resources(register: Any, hub: PluginContext) -> None:
+def hub_register_resources(register: RegisterResource, hub: PluginContext) -> None:
     register(
         Resource(
             "proxy://servers",
