@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-import ast
 import subprocess
 import sys
 import types
 from pathlib import Path
 
 import pytest
+from importcheck import private_hub_imports
 
 import hub
 from hub import Plugin, PluginContext, RegisterTool, Tool, ToolCall, hookimpl
@@ -23,24 +23,22 @@ ROOT = Path(__file__).resolve().parents[1]
 BUILTIN_CODE = [ROOT / "hub" / "builtin", *sorted((ROOT / "plugins").glob("*/hub_*"))]
 
 
-def private_hub_imports(source: str) -> list[str]:
-    """`hub.<module>` imports in `source` (a built-in plugin may import only from `hub`)."""
-    found = []
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("hub."):
-            names = ", ".join(alias.name for alias in node.names)
-            found.append(f"line {node.lineno}: from {node.module} import {names}")
-        elif isinstance(node, ast.Import):
-            found += [f"line {node.lineno}: import {a.name}" for a in node.names if a.name.startswith("hub.")]
-    return found
-
-
 def test_the_import_check_catches_a_private_import():
     assert private_hub_imports("from hub import Tool\nimport hub\n") == []
     assert private_hub_imports("if TYPE_CHECKING:\n    from hub.host import PluginContext\n") == [
         "line 2: from hub.host import PluginContext"
     ]
     assert private_hub_imports("import hub.registry") == ["line 1: import hub.registry"]
+
+
+def test_the_test_plugins_import_only_from_the_hub_package_too():
+    support = ROOT / "tests" / "support"
+    files = [support / "example_plugin.py", support / "complete_plugin.py"]
+    files += sorted((ROOT / "tests" / "thirdparty").glob("hub-*/hub_*/*.py"))
+    problems = [
+        f"{p.relative_to(ROOT)} {problem}" for p in files for problem in private_hub_imports(p.read_text())
+    ]
+    assert problems == []
 
 
 def test_builtin_plugins_import_only_from_the_hub_package():
