@@ -51,7 +51,8 @@ class PluginContext:
     Attributes: `name`, `config` (the validated `[plugins.NAME]` model or None), `settings` (the
     whole `HubConfig`), `store`, `budget` (records spend under this plugin's name), `context`,
     `connections`, `log` (a structlog logger bound to the plugin), `state` (a dict for the
-    plugin's own objects during this run), `instance_id` (this hub process's id in the store:
+    plugin's own objects during this run, for a plugin written as a module; a `hub.Plugin` object
+    keeps them as its attributes), `instance_id` (this hub process's id in the store:
     stamp live work with it) and `instances` (every hub process sharing the state directory:
     ``await hub.instances.is_alive(owner)``, ``await hub.instances.get(owner)``).
     """
@@ -68,8 +69,8 @@ class PluginContext:
         self.instances: Instances = host.instances
         self.instance_id: str = host.instances.id
         self.log = structlog.get_logger(f"hub.plugins.{name}").bind(plugin=name)
-        # Plugin-private objects for this hub run (hooks are module functions; keep state here,
-        # not in module globals, so two hubs in one process never share it).
+        # Plugin-private objects for this hub run, for a plugin that is a module (a `hub.Plugin`
+        # object keeps its own): never module globals, so two hubs in one process never share it.
         self.state: dict[str, Any] = {}
 
     def start_soon(self, fn: Callable[..., Awaitable[Any]], *args: Any, name: str | None = None) -> None:

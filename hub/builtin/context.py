@@ -1,16 +1,23 @@
-"""The hub's own plugin: the shared-context tools and the hub's resources.
+"""The hub's own plugin, loaded under the name ``core``: the shared-context tools and the hub's
+resources (hub://status, hub://context, hub://budget).
 
-It uses the same hooks as every other plugin; it is simply always loaded.
+It uses the same hooks and the same public API (`hub`) as every other plugin; it is simply
+always loaded. `hub.host` imports it; it never imports `hub.host` at run time (one-way).
 Tool names and return shapes of the context tools are those of the original slot pool.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from hub import CONTEXT_MAX_KEY_LENGTH as MAX_KEY_LENGTH
 from hub import CONTEXT_MAX_VALUE_LENGTH as MAX_VALUE_LENGTH
-from hub import PluginContext, RegisterResource, RegisterTool, Resource, Tool, ToolCall, ToolError, hookimpl
+from hub import RegisterResource, RegisterTool, Resource, Tool, ToolCall, ToolError, hookimpl
+
+if TYPE_CHECKING:
+    from hub import PluginContext
 
 
 class _Args(BaseModel):
