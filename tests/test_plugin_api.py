@@ -151,3 +151,10 @@ async def test_shutdown_runs_only_for_plugins_whose_startup_ran(tmp_path, exampl
         async with Hub(make_config(tmp_path), extra_plugins={"failing": failing, "counter": counter}):
             pass
     assert not counter.stopped and not hasattr(counter, "count")
+
+
+def test_the_builtin_context_plugin_does_not_import_the_host():
+    # hub.host loads hub.builtin.context; the other way round would be an import cycle.
+    code = "import sys, hub.builtin.context; print('hub.host' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "False"
