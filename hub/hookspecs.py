@@ -154,7 +154,8 @@ def hub_shutdown(hub: PluginContext) -> Lifecycle:
     """Release what `hub_startup` acquired. Return an async function (or coroutine).
 
     Called once when the hub stops (end of input, SIGTERM, Ctrl-C), in reverse load order,
-    before downstream connections close and background tasks are cancelled. Keep it short:
+    before downstream connections close and background tasks are cancelled; only for plugins
+    whose `hub_startup` ran (or that have none), so it may rely on what startup set. Keep it short:
     the hub gives all shutdown hooks together a few seconds. Errors are logged, not raised.
 
     Example::
