@@ -228,13 +228,13 @@ def _first_leaf(group: BaseException) -> BaseException:
 
 def _check_http(config: HubConfig, transport: str) -> None:
     """Refuse an unprotected public listener, or a port in use, before starting anything."""
-    from hub.http import check_http_exposure
+    from hub.transport.http import check_http_exposure
 
     if transport == "http":
         token = config.http.token.get_secret_value() if config.http.token else None
         check_http_exposure(config.http.host, token)
         if config.http.port:  # a port in use is said in one line before any plugin starts
-            from hub.http import bind_socket
+            from hub.transport.http import bind_socket
 
             bind_socket(config.http.host, config.http.port).close()
 
@@ -302,12 +302,16 @@ async def _serve(config: HubConfig, transport: str, fast: tuple[Any, Any] | None
         tg.start_soon(stop_on_signal)
         if transport == "stdio":
             cache, early = fast if fast is not None else (None, None)
-            await hub.server.run_stdio(cache=cache, early=early)
+            from hub.transport.stdio import serve_stdio
+
+            await serve_stdio(hub.server, cache=cache, early=early)
         else:
             http = config.http
             token = http.token.get_secret_value() if http.token else None
-            await hub.server.run_http(
-                host=http.host, port=http.port, path=http.path, token=token, ready=_announce_port
+            from hub.transport.http import serve_http
+
+            await serve_http(
+                hub.server, host=http.host, port=http.port, path=http.path, token=token, ready=_announce_port
             )
         tg.cancel_scope.cancel()
 

@@ -3,7 +3,9 @@
 A plugin is a module or object with functions named after these hooks and marked with
 ``@hub.hookimpl``. It is found through the ``hub.plugins`` entry-point group. Hooks are plain
 (synchronous) functions: lifecycle hooks *return* a coroutine or async function that the hub
-awaits inside its anyio task group, so no hook is itself ``async def``.
+awaits inside its anyio task group, so no hook is itself ``async def`` (a plugin with an
+``async def`` hook is refused at load and reported as failed, naming the hook). A plugin may
+also be a class (`hub.Plugin`) whose methods are the hooks; see `hub.pluginbase`.
 
 Each hook receives `hub`, the plugin's own `hub.PluginContext`: its name, validated config and
 the shared services (store, budget, context, downstream connections, logger). Registration
@@ -14,22 +16,32 @@ contributed what. The argument list of an implementation may be any subset of th
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import pluggy
+
+from hub.registry import Prompt, Resource, ResourceTemplate, Tool
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from hub.host import PluginContext
     from hub.instances import Instance
-    from hub.registry import Prompt, Resource, ResourceTemplate, Tool
+
+__all__ = ["Lifecycle", "RegisterPrompt", "RegisterResource", "RegisterTool", "hookimpl", "hookspec"]
 
 PROJECT = "hub"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
-Lifecycle = Callable[[], Awaitable[Any]] | Awaitable[Any] | None
+#: What a lifecycle hook (`hub_startup`, `hub_shutdown`, `hub_recover`) returns for the hub to await.
+Lifecycle: TypeAlias = Callable[[], Awaitable[Any]] | Awaitable[Any] | None
+#: The ``register`` argument of `hub_register_tools`: call it once per tool.
+RegisterTool: TypeAlias = Callable[[Tool], None]
+#: The ``register`` argument of `hub_register_resources`.
+RegisterResource: TypeAlias = Callable[[Resource | ResourceTemplate], None]
+#: The ``register`` argument of `hub_register_prompts`.
+RegisterPrompt: TypeAlias = Callable[[Prompt], None]
 
 
 @hookspec
@@ -76,7 +88,7 @@ def hub_startup(hub: PluginContext) -> Lifecycle:
 
 
 @hookspec
-def hub_register_tools(register: Callable[[Tool], None], hub: PluginContext) -> None:
+def hub_register_tools(register: RegisterTool, hub: PluginContext) -> None:
     """Register this plugin's tools by calling ``register(Tool(...))`` once per tool.
 
     Called after `hub_startup`. Tool names must match ``^[A-Za-z0-9_-]{1,64}$`` and be unique
@@ -100,9 +112,7 @@ def hub_register_tools(register: Callable[[Tool], None], hub: PluginContext) -> 
 
 
 @hookspec
-def hub_register_resources(
-    register: Callable[[Resource | ResourceTemplate], None], hub: PluginContext
-) -> None:
+def hub_register_resources(register: RegisterResource, hub: PluginContext) -> None:
     """Register resources (fixed URIs) and resource templates (URIs with ``{params}``).
 
     Called after `hub_startup`. ``read()`` (or ``read(params)`` for a template) returns text,
@@ -123,7 +133,7 @@ def hub_register_resources(
 
 
 @hookspec
-def hub_register_prompts(register: Callable[[Prompt], None], hub: PluginContext) -> None:
+def hub_register_prompts(register: RegisterPrompt, hub: PluginContext) -> None:
     """Register prompts (MCP prompt templates) with their arguments.
 
     Called after `hub_startup`. ``render(arguments)`` returns the text of one user message or a
@@ -144,7 +154,8 @@ def hub_shutdown(hub: PluginContext) -> Lifecycle:
     """Release what `hub_startup` acquired. Return an async function (or coroutine).
 
     Called once when the hub stops (end of input, SIGTERM, Ctrl-C), in reverse load order,
-    before downstream connections close and background tasks are cancelled. Keep it short:
+    before downstream connections close and background tasks are cancelled; only for plugins
+    whose `hub_startup` ran (or that have none), so it may rely on what startup set. Keep it short:
     the hub gives all shutdown hooks together a few seconds. Errors are logged, not raised.
 
     Example::

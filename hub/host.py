@@ -25,6 +25,7 @@ from hub.config import HubConfig
 from hub.connections import ConnectionCache
 from hub.context import ContextStore
 from hub.instances import HEARTBEAT_S, Instance, Instances
+from hub.pluginbase import Plugin
 from hub.plugins import (
     HubPluginManager,
     PluginInfo,
@@ -50,7 +51,8 @@ class PluginContext:
     Attributes: `name`, `config` (the validated `[plugins.NAME]` model or None), `settings` (the
     whole `HubConfig`), `store`, `budget` (records spend under this plugin's name), `context`,
     `connections`, `log` (a structlog logger bound to the plugin), `state` (a dict for the
-    plugin's own objects during this run), `instance_id` (this hub process's id in the store:
+    plugin's own objects during this run, for a plugin written as a module; a `hub.Plugin` object
+    keeps them as its attributes), `instance_id` (this hub process's id in the store:
     stamp live work with it) and `instances` (every hub process sharing the state directory:
     ``await hub.instances.is_alive(owner)``, ``await hub.instances.get(owner)``).
     """
@@ -67,8 +69,8 @@ class PluginContext:
         self.instances: Instances = host.instances
         self.instance_id: str = host.instances.id
         self.log = structlog.get_logger(f"hub.plugins.{name}").bind(plugin=name)
-        # Plugin-private objects for this hub run (hooks are module functions; keep state here,
-        # not in module globals, so two hubs in one process never share it).
+        # Plugin-private objects for this hub run, for a plugin that is a module (a `hub.Plugin`
+        # object keeps its own): never module globals, so two hubs in one process never share it.
         self.state: dict[str, Any] = {}
 
     def start_soon(self, fn: Callable[..., Awaitable[Any]], *args: Any, name: str | None = None) -> None:
@@ -150,7 +152,7 @@ class Hub:
     """One hub instance. Construct, then ``async with``; nothing is global."""
 
     def __init__(self, config: HubConfig, *, extra_plugins: dict[str, Any] | None = None) -> None:
-        from hub import core
+        from hub.builtin import context as core
 
         self.config = config
         self.extra_plugins = {"core": core, **(extra_plugins or {})}
@@ -162,6 +164,7 @@ class Hub:
         self.pm: HubPluginManager
         self.plugins: dict[str, PluginInfo] = {}
         self.contexts: dict[str, PluginContext] = {}
+        self._started: set[str] = set()  # plugins whose hub_startup ran: only they get hub_shutdown
         self._stack: AsyncExitStack | None = None
         self._task_group: anyio.abc.TaskGroup | None = None
         self._server: Any = None
@@ -307,7 +310,10 @@ class Hub:
 
     def _context(self, name: str) -> PluginContext:
         if name not in self.contexts:
-            self.contexts[name] = PluginContext(self, name, self.plugins[name].config)
+            context = self.contexts[name] = PluginContext(self, name, self.plugins[name].config)
+            plugin = self.plugins[name].plugin
+            if isinstance(plugin, Plugin):
+                plugin.hub = context  # a plugin object sees its context as `self.hub` in every hook
         return self.contexts[name]
 
     def _fail(self, name: str, error: str) -> None:
@@ -330,18 +336,32 @@ class Hub:
         ]
 
     async def _start_plugins(self, name: str | None = None) -> None:
-        for plugin, impl in self._impls("hub_startup", name):
+        names = [name] if name is not None else self.loaded
+        starting = [(plugin, impl) for plugin, impl in self._impls("hub_startup", name)]
+        for plugin in names:
+            self._context(plugin)  # binds a plugin object's `self.hub` before any hook runs
+        self._started.update(set(names) - {plugin for plugin, _ in starting})
+        for plugin, impl in starting:
             try:
                 await _await_lifecycle(impl.function(**self._hook_args(impl, plugin)))
             except Exception as exc:
                 log.exception("plugin startup raised", plugin=plugin)
                 self._fail(plugin, f"{type(exc).__name__}: {exc}")
+            else:
+                self._started.add(plugin)
 
     def _register_all(self, name: str | None = None) -> None:
         for hook in ("hub_register_tools", "hub_register_resources", "hub_register_prompts"):
             for plugin, impl in self._impls(hook, name):
                 try:
-                    impl.function(**self._hook_args(impl, plugin))
+                    result = impl.function(**self._hook_args(impl, plugin))
+                    if inspect.isawaitable(result):
+                        if inspect.iscoroutine(result):
+                            result.close()
+                        raise TypeError(
+                            "it returned an awaitable, but registration hooks run synchronously; "
+                            "register directly and do async work in hub_startup"
+                        )
                 except Exception as exc:
                     log.exception("plugin registration raised", plugin=plugin, hook=hook)
                     self._fail(plugin, f"{hook}: {type(exc).__name__}: {exc}")
@@ -349,7 +369,7 @@ class Hub:
     def _hook_args(self, impl: Any, name: str, instance: Instance | None = None) -> dict[str, Any]:
         info = self.plugins[name]
 
-        def register(item: Any) -> None:
+        def register(item: Tool | Resource | ResourceTemplate | Prompt) -> None:
             try:
                 self.registry.add(item, name)
             except RegistrationError as exc:
@@ -363,6 +383,8 @@ class Hub:
         clean = True
         with anyio.CancelScope(shield=True), anyio.move_on_after(SHUTDOWN_GRACE_S) as scope:
             for plugin, impl in reversed(self._impls("hub_shutdown", name)):
+                if plugin not in self._started:
+                    continue  # its hub_startup never ran (another plugin failed first): nothing to release
                 try:
                     await _await_lifecycle(impl.function(**self._hook_args(impl, plugin)))
                 except Exception:
@@ -402,6 +424,7 @@ class Hub:
         if info is None or info.status != "loaded":
             raise PluginLoadError(f"plugin {name!r} is not loaded")
         await self._shutdown_plugins(name)
+        self._started.discard(name)
         self.registry.remove_plugin(name)
         self.pm.unregister(info.plugin)
         info.status = "not selected"

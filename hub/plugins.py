@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.metadata
+import inspect
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -100,11 +101,37 @@ class HubPluginManager(pluggy.PluginManager):
         """Hook implementations of `plugin` that match no hook the hub defines."""
         return sorted(caller.name for caller in (self.get_hookcallers(plugin) or []) if caller.spec is None)
 
+    def async_hooks(self, plugin: Any) -> list[str]:
+        """Hooks `plugin` implements with ``async def`` (refused: hooks are plain functions)."""
+        return sorted(
+            caller.name
+            for caller in (self.get_hookcallers(plugin) or [])
+            for impl in caller.get_hookimpls()
+            if impl.plugin is plugin
+            and (inspect.iscoroutinefunction(impl.function) or inspect.isasyncgenfunction(impl.function))
+        )
+
     def impls(self, hook_name: str) -> Iterator[tuple[str, Any]]:
         """Each plugin's implementation of `hook_name`, in load order, as (plugin name, function)."""
         caller = getattr(self.hook, hook_name)
         for impl in caller.get_hookimpls():
             yield impl.plugin_name, impl
+
+
+LIFECYCLE_HOOKS = ("hub_startup", "hub_shutdown", "hub_recover")
+
+
+def async_hook_error(hooks: list[str]) -> str:
+    """Why a plugin with ``async def`` hooks is refused, and what to write instead."""
+    named = ", ".join(f"{hook!r}" for hook in hooks)
+    if all(hook in LIFECYCLE_HOOKS for hook in hooks):
+        fix = "make it a plain `def` that returns a coroutine (or an async function) for the hub to await"
+    else:
+        fix = (
+            "make it a plain `def`: lifecycle hooks (hub_startup, hub_shutdown, hub_recover) return "
+            "a coroutine for the hub to await, the others run synchronously (do async work in hub_startup)"
+        )
+    return f"hook {named} is `async def`, but hooks are plain functions: {fix} (see docs/plugins.md)"
 
 
 def known_hooks() -> list[str]:
@@ -202,7 +229,10 @@ def load_plugins(
 
 
 def register_plugin(pm: HubPluginManager, name: str, plugin: Any, info: PluginInfo) -> None:
-    """Register `plugin` under `name`, refusing hooks that do not exist (with a suggestion)."""
+    """Register `plugin` under `name`, refusing hooks that do not exist (with a suggestion) and
+    ``async def`` hooks. A class (a `hub.Plugin`) is instantiated: one object per hub run."""
+    if isinstance(plugin, type):
+        plugin = plugin()
     pm.register(plugin, name=name)
     unknown_hooks = pm.unknown_hooks(plugin)
     if unknown_hooks:
@@ -212,6 +242,10 @@ def register_plugin(pm: HubPluginManager, name: str, plugin: Any, info: PluginIn
             close = difflib.get_close_matches(hook, known_hooks(), n=1)
             hints.append(f"{hook!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
         raise PluginLoadError(f"unknown hook {', '.join(hints)}; see docs/plugins.md for the hooks")
+    async_hooks = pm.async_hooks(plugin)
+    if async_hooks:
+        pm.unregister(plugin)
+        raise PluginLoadError(async_hook_error(async_hooks))
     info.plugin = plugin
     info.status = "loaded"
 

@@ -4,12 +4,14 @@ Tool arguments are validated before a plugin sees them; plugin failures become `
 and never take the server down; unknown tools and resources are JSON-RPC errors. When a list
 changes, clients are told in both protocol eras: handshake-era sessions get
 `notifications/*/list_changed`, 2026-era clients get it on their `subscriptions/listen` stream.
+
+Only the handlers live here; how clients reach them is `hub.transport.stdio` (`serve_stdio`) and
+`hub.transport.http` (`serve_http`, bearer auth and DNS-rebinding checks).
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import time
 from typing import TYPE_CHECKING, Any
@@ -27,9 +29,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel
 
 from hub import __version__
-from hub.config import ConfigError
 from hub.errors import ToolError
-from hub.fastfront import TRACKED, AnswerCache, EarlyAnswers, check_requests
 from hub.registry import ListKind, ResourceBody, ResourceTemplate, ToolCall, dump_json
 
 if TYPE_CHECKING:
@@ -281,128 +281,3 @@ class HubServer:
         else:
             messages = rendered
         return types.GetPromptResult(description=prompt.description, messages=messages)
-
-    # -- transports --------------------------------------------------------------------------
-
-    async def run_stdio(self, cache: AnswerCache | None = None, early: EarlyAnswers | None = None) -> None:
-        """Serve one client over stdin/stdout until it closes stdin.
-
-        `cache` keeps the answers to list requests for the next fast start (see
-        `hub.fastfront`); `early` is what that fast start did before the hub was up: input it
-        held back (served first) and requests it answered (asked again here; if an answer
-        differs, clients get list_changed).
-        """
-        from hub.stdio import event_loop_stdout, private_stdin, stdio_transport
-
-        checks = check_requests(early) if early is not None else []
-        check_ids = {request_id for request_id, _ in checks}
-        changed: set[str] = set()
-
-        acknowledged = set(early.acknowledged) if early is not None else set()
-
-        def on_answer(line: str) -> bool:
-            """Keep answers for the next start; False drops the line (a check's answer, or a
-            second acknowledgement of a subscription the fast start acknowledged)."""
-            if cache is None:
-                return True
-            seen = cache.saw_answer(line)
-            if seen is None:
-                return True
-            request_id, key, differs = seen
-            if differs:
-                cache.save()
-            if request_id in acknowledged and key.startswith("subscriptions/listen|"):
-                acknowledged.discard(request_id)
-                return False
-            if request_id not in check_ids:
-                return True
-            check_ids.discard(request_id)
-            kind = TRACKED.get(key.split("|", 1)[0])
-            if differs and kind:
-                changed.add(kind)
-            if not check_ids:
-                for item in sorted(changed):
-                    self.hub.registry.on_change(item)  # type: ignore[arg-type]
-                if changed:
-                    log.info(
-                        "the start-up answers were out of date; clients were told", lists=sorted(changed)
-                    )
-            return False
-
-        initial = (early.held if early else b"") + b"".join(line.encode() + b"\n" for _, line in checks)
-        if early is not None and early.answered:
-            log.info("answered list requests from the last run while starting", requests=len(early.answered))
-        with (
-            private_stdin(initial, cache.saw_request if cache else None) as stdin,
-            event_loop_stdout(on_answer if cache else None) as stdout,
-        ):
-            try:
-                async with stdio_transport(stdin, stdout) as (read, write):
-                    await self.mcp.run(read, write, self.mcp.create_initialization_options())
-            finally:
-                if cache is not None:
-                    with contextlib.suppress(OSError):
-                        cache.save()
-
-    def http_app(self, *, host: str, path: str, token: str | None) -> Any:
-        """The streamable-HTTP ASGI app behind `hub.http.HttpGuard` (auth, Origin/Host checks on
-        every address served without a token, and answers to malformed JSON-RPC)."""
-        from mcp.server.transport_security import TransportSecuritySettings
-
-        from hub.http import HttpGuard
-
-        # The guard checks Host and Origin for every loopback address, not only the three the SDK knows.
-        security = TransportSecuritySettings(enable_dns_rebinding_protection=False)
-        app = self.mcp.streamable_http_app(streamable_http_path=path, host=host, transport_security=security)
-        return HttpGuard(app, token=token, path=path)
-
-    async def run_http(
-        self, *, host: str, port: int, path: str, token: str | None, ready: Any = None
-    ) -> None:
-        """Serve streamable HTTP until cancelled (SIGTERM / Ctrl-C are handled by the caller).
-        A port that cannot be listened on is `hub.http.ListenError`, one sentence."""
-        import uvicorn
-
-        from hub.http import bind_socket, check_http_exposure
-
-        check_http_exposure(host, token)
-        sock = bind_socket(host, port)
-        config = uvicorn.Config(
-            self.http_app(host=host, path=path, token=token),
-            host=host,
-            port=port,
-            log_config=None,
-            access_log=False,
-            lifespan="on",
-            timeout_graceful_shutdown=3,
-        )
-        server = uvicorn.Server(config)
-        server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]  # the CLI owns signals
-        done = anyio.Event()
-
-        async def serve() -> None:
-            # Shielded: on cancellation we ask uvicorn to stop and let it finish its own shutdown.
-            with anyio.CancelScope(shield=True):
-                try:
-                    await server.serve(sockets=[sock])
-                finally:
-                    done.set()
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(serve)
-            try:
-                while not server.started and not done.is_set():
-                    await anyio.sleep(0.02)
-                if not server.started:
-                    raise ConfigError(f"could not listen on {host}:{port} (see the error above)")
-                bound = server.servers[0].sockets[0].getsockname()
-                log.info(
-                    "serving streamable HTTP", url=f"http://{bound[0]}:{bound[1]}{path}", auth=bool(token)
-                )
-                if ready is not None:
-                    ready(bound[1])
-                await done.wait()
-            finally:
-                server.should_exit = True
-                with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-                    await done.wait()

@@ -124,8 +124,9 @@ def wait_gone(pids: set[int], timeout: float = 10) -> set[int]:
 
 def test_sigterm_during_a_call_exits_cleanly_and_reaps_children(hub_with_downstream):
     peer, server_pid = hub_with_downstream
-    peer.request("tools/call", {"name": "hello_wait", "arguments": {"seconds": 60}}, wait=False)
-    time.sleep(0.5)
+    call = {"name": "hello_wait", "arguments": {"seconds": 60}, "_meta": {"progressToken": "wait"}}
+    peer.request("tools/call", call, wait=False)
+    assert peer.wait_for("notifications/progress")["params"]["progressToken"] == "wait"  # the call runs
     started = time.monotonic()
     peer.proc.send_signal(signal.SIGTERM)
     assert peer.proc.wait(timeout=20) == 0, peer.stderr()

@@ -252,7 +252,12 @@ async def test_both_protocol_eras_see_the_same_tools_and_list_changes(tmp_path, 
             "batch": {"results_dir": str(tmp_path / "r")},
         },
     )
-    plugins = {"batch": hub_batch, "batchit": hub_batchit, "pool": hub_pool, "proxy": hub_proxy}
+    plugins = {
+        "batch": hub_batch.BatchPlugin,
+        "batchit": hub_batchit.BatchItPlugin,
+        "pool": hub_pool.PoolPlugin,
+        "proxy": hub_proxy.ProxyPlugin,
+    }
     seen: dict[str, set[str]] = {}
     for mode in ("legacy", "auto"):
         notes: list[str] = []

@@ -113,7 +113,7 @@ def test_errors_name_what_set_the_key(tmp_path):
     from hub.plugins import HubPluginManager, plugin_config
 
     pm = HubPluginManager()
-    pm.register(hub_batchit, name="batchit")
+    pm.register(hub_batchit.BatchItPlugin(), name="batchit")
     config = load_config(
         None, environ={"XDG_CONFIG_HOME": str(tmp_path)}, overrides=["plugins.batchit.max_operations=0"]
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 import anyio
 import psutil
@@ -82,12 +83,27 @@ async def test_a_lease_keeps_an_idle_connection_open(tmp_path):
 
 
 async def test_a_server_slower_to_start_than_its_idle_timeout_is_not_reaped_on_arrival(tmp_path):
-    # Idle time counts from the handshake, not from the spawn (which takes longer than 0.05 s).
-    async with ConnectionCache({"d": server(idle_timeout_s=0.05)}, log_dir=tmp_path) as cache:
-        for _ in range(3):
-            async with cache.session("d") as session:
-                assert (await session.call_tool("echo", {"text": "ok"})).content[0].text == "ok"
-            await anyio.sleep(0.3)  # reaped while idle; the next use starts it again
+    # Idle time counts from the handshake, not from the spawn: a server that takes 0.6 s to start
+    # and idles out after 0.4 s is closed no sooner than 0.4 s after its handshake. Started the way
+    # an eager server or a first use starts it (`_ready`), before any use touches it. Load only
+    # delays the reaper, so the bound holds on a busy machine; counted from the spawn, the reaper
+    # closes it at its first tick after the handshake (within 0.1 s).
+    idle = 0.4
+    config = server(idle_timeout_s=idle, env={"DOWNSTREAM_START_DELAY_S": "0.6"}, startup_timeout_s=30)
+    async with ConnectionCache({"d": config}, log_dir=tmp_path) as cache:
+        conn = await cache._ready("d")
+        assert conn.ready_at is not None and conn.ready_at - conn.started_at >= 0.6
+        with anyio.fail_after(30):
+            await conn.stop.wait()  # the reaper decided to close it (idled out, as it should, in the end)
+        assert time.monotonic() - conn.ready_at >= idle, (
+            "closed sooner than idle_timeout_s after the handshake"
+        )
+        with anyio.fail_after(30):
+            await conn.done.wait()
+        # The next use starts it again.
+        async with cache.session("d") as session:
+            assert (await session.call_tool("echo", {"text": "ok"})).content[0].text == "ok"
+        assert cache.status()["d"]["starts"] == 2
 
 
 async def test_reopened_after_the_server_dies(tmp_path):
@@ -133,21 +149,25 @@ async def test_server_that_exits_at_once(tmp_path):
         assert cache.status()["d"]["starts"] == 2
 
 
-async def test_a_server_that_keeps_failing_is_restarted_with_backoff(tmp_path):
+async def test_a_server_that_keeps_failing_is_restarted_with_backoff(tmp_path, monkeypatch):
     assert [restart_delay(n) for n in range(1, 10)] == [0, 0.5, 1, 2, 4, 8, 16, 30, 30]
+    # The second failure waits 60 s here instead of 0.5 s, so "refused within the delay" holds
+    # however slow the machine is; the delay's end is then brought forward instead of slept.
+    monkeypatch.setattr("hub.connections.restart_delay", lambda failures: 0 if failures < 2 else 60)
     config = server(env={"DOWNSTREAM_EXIT_AT_ONCE": "1"}, startup_timeout_s=10)
     async with ConnectionCache({"d": config}, log_dir=tmp_path) as cache:
-        for _ in range(2):  # the first failure is retried at once; the second waits 0.5 s
+        for _ in range(2):  # the first failure is retried at once; the second waits
             with pytest.raises(ServerUnavailable, match="told to exit at once"):
                 await cache.get("d")
         with pytest.raises(ServerUnavailable) as caught:
-            await cache.get("d")  # within the 0.5 s: refused without starting a process
-        assert "server 'd' failed 2 times in a row; the hub starts it again in 0." in str(caught.value)
+            await cache.get("d")  # within the delay: refused without starting a process
+        assert "server 'd' failed 2 times in a row; the hub starts it again in 6" in str(caught.value)
         assert "Last error: server 'd' failed to start" in str(caught.value)
         status = cache.status()["d"]
         assert status["starts"] == 2 and status["failures_in_a_row"] == 2
-        assert 0 < status["restart_in_s"] <= 0.5
-        await anyio.sleep(0.6)
+        assert 0 < status["restart_in_s"] <= 60
+        cache._history["d"].retry_at = time.monotonic()  # as if the 60 s had passed
+        assert cache.status()["d"]["restart_in_s"] is None
         with pytest.raises(ServerUnavailable, match="told to exit at once"):
             await cache.get("d")
         assert cache.status()["d"]["starts"] == 3

@@ -4,7 +4,8 @@ imports the SDK, the rest held and handed over, stale answers corrected with lis
 from __future__ import annotations
 
 import json
-import select
+import queue
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -43,12 +44,12 @@ def session(
                 "params": {"_meta": META, "name": "context_set", "arguments": {"key": "k", "value": "v"}},
             }
         )
-        messages = read_until(peer, lambda got: {"d", "t", "c"} <= {m.get("id") for m in got}, seconds=30)
+        messages = read_until(peer, lambda got: {"d", "t", "c"} <= {m.get("id") for m in got}, seconds=120)
         if expect_list_changed:
             messages += read_until(
                 peer,
                 lambda got: any(m.get("method") == "notifications/tools/list_changed" for m in got),
-                seconds=30,
+                seconds=120,
             )
         messages += read_until(peer, lambda got: False, seconds=0.5)  # anything that follows soon
         assert peer.proc.stdin is not None
@@ -60,16 +61,32 @@ def session(
 
 
 def read_until(peer: StdioPeer, done: Any, seconds: float) -> list[dict[str, Any]]:
+    """Messages until `done(messages)` or `seconds` pass. Lines are read by a thread into a queue:
+    select() on the pipe missed lines already in the reader's buffer (two messages arriving in one
+    chunk), so a message could wait for the deadline and the test fail on a loaded machine."""
     assert peer.proc.stdout is not None
+    lines: queue.Queue[str] | None = getattr(peer, "lines", None)
+    if lines is None:
+        lines = peer.lines = queue.Queue()  # type: ignore[attr-defined]
+        stdout = peer.proc.stdout
+
+        def pump() -> None:
+            for line in stdout:
+                lines.put(line)
+            lines.put("")
+
+        threading.Thread(target=pump, daemon=True).start()
     got: list[dict[str, Any]] = []
     deadline = time.monotonic() + seconds
-    while not done(got) and time.monotonic() < deadline:
-        ready, _, _ = select.select([peer.proc.stdout], [], [], 0.05)
-        if ready:
-            line = peer.proc.stdout.readline()
-            if not line:
-                break
-            got.append(json.loads(line))
+    while not done(got):
+        try:
+            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            break
+        if not line:
+            lines.put("")  # end of output, for the next call too
+            break
+        got.append(json.loads(line))
     return got
 
 

@@ -26,9 +26,26 @@ def test_every_hook_has_a_docstring_and_is_documented(hook):
     assert f"`{signature}`" in guide, f"docs/plugins.md does not show `{signature}`"
 
 
+def hook_tests() -> dict[str, object]:
+    """The test functions of this module named test_hook_<hook>, as pytest collects them (a
+    comment or a string naming one does not count, nor does a skipped or xfailed one)."""
+    found = {}
+    for name, value in globals().items():
+        if not (name.startswith("test_hook_") and inspect.isfunction(value) and value.__module__ == __name__):
+            continue
+        marks = {mark.name for mark in getattr(value, "pytestmark", [])}
+        if not marks & {"skip", "skipif", "xfail"}:
+            found[name.removeprefix("test_hook_")] = value
+    return found
+
+
 @pytest.mark.parametrize("hook", HOOKS)
 def test_every_hook_has_a_test(hook):
-    assert f"test_hook_{hook}" in Path(__file__).read_text().replace('f"test_hook_{hook}"', "")
+    assert hook in hook_tests(), f"no test function test_hook_{hook} in {Path(__file__).name}"
+
+
+def test_every_hook_test_is_for_a_hook():
+    assert set(hook_tests()) <= set(HOOKS), "a test_hook_<name> names a hook that does not exist"
 
 
 @pytest.mark.anyio

@@ -42,6 +42,13 @@ def test_third_party_plugin_is_discovered_and_reported(tmp_path, thirdparty_path
     )
     assert rows["failstart"]["status"] == "failed"
     assert rows["failstart"]["error"] == "RuntimeError: database unreachable"
+    # `async def` hooks are refused at load, naming the hook and the fix.
+    for name, hook in (("asyncstart", "hub_startup"), ("asynctools", "hub_register_tools")):
+        assert rows[name]["status"] == "failed"
+        assert f"hook '{hook}' is `async def`, but hooks are plain functions" in rows[name]["error"]
+        assert "make it a plain `def`" in rows[name]["error"]
+    assert "returns a coroutine" in rows["asyncstart"]["error"]
+    assert "never_registered" not in json.dumps(rows)
     assert rows["core"]["tools"] == ["context_delete", "context_get", "context_list", "context_set"]
 
     text = run_hub("plugins", env=env, cwd=tmp_path)
@@ -68,7 +75,8 @@ async def test_third_party_plugin_served_and_excluded_by_plugins_flag(
         assert result_json(result) == {"message": "howdy, Ada!"}
         status = json.loads((await client.read_resource("hub://status")).contents[0].text)
         failed = {p["name"]: p["error"] for p in status["plugins"] if p["status"] == "failed"}
-        assert set(failed) == {"unimportable", "misspelt", "failstart"}
+        assert set(failed) == {"unimportable", "misspelt", "failstart", "asyncstart", "asynctools"}
+        assert "hook 'hub_startup' is `async def`" in failed["asyncstart"]
 
     # --plugins with an empty list: only the core; hello is excluded.
     args = [*base, "--plugins", ""]
@@ -104,8 +112,8 @@ def test_unknown_plugin_name(tmp_path, thirdparty_path):
     out = run_hub("--plugins", "hello,nope", env=hub_env(tmp_path, thirdparty_path), cwd=tmp_path)
     assert out.returncode == 2
     assert (
-        "unknown plugin 'nope' (installed: batch, batchit, failstart, hello, misspelt, pool, proxy, unimportable)"
-        in out.stderr
+        "unknown plugin 'nope' (installed: asyncstart, asynctools, batch, batchit, failstart, hello, misspelt, "
+        "pool, proxy, unimportable)" in out.stderr
     )
 
 

@@ -3,6 +3,7 @@ a resource, a resource template and a prompt.
 
 Run as ``python downstream.py``; it speaks MCP over stdio. Environment knobs:
 ``DOWNSTREAM_EXIT_AT_ONCE=1`` exits before the handshake (a server that dies at start);
+``DOWNSTREAM_START_DELAY_S`` waits that long before serving (a server slow to start);
 ``DOWNSTREAM_MARKER_DIR`` receives a file per cancelled `sleep` call, so tests can prove a
 cancellation reached the server.
 """
@@ -18,6 +19,11 @@ import anyio
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from pydantic import BaseModel
+
+if os.environ.get("DOWNSTREAM_START_DELAY_S"):  # a server slow to start (before the handshake)
+    import time
+
+    time.sleep(float(os.environ["DOWNSTREAM_START_DELAY_S"]))
 
 if os.environ.get("DOWNSTREAM_EXIT_AT_ONCE"):
     print("downstream: told to exit at once", file=sys.stderr, flush=True)

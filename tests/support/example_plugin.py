@@ -7,8 +7,20 @@ from typing import Any
 import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
-from hub import Prompt, PromptArgument, Resource, ResourceTemplate, Tool, ToolCall, ToolError, hookimpl
-from hub.host import PluginContext
+from hub import (
+    PluginContext,
+    Prompt,
+    PromptArgument,
+    RegisterPrompt,
+    RegisterResource,
+    RegisterTool,
+    Resource,
+    ResourceTemplate,
+    Tool,
+    ToolCall,
+    ToolError,
+    hookimpl,
+)
 
 events: list[str] = []
 
@@ -78,7 +90,7 @@ def hub_recover(hub: PluginContext, instance: Any) -> Any:
 
 
 @hookimpl
-def hub_register_tools(register: Any, hub: PluginContext) -> None:
+def hub_register_tools(register: RegisterTool, hub: PluginContext) -> None:
     settings = hub.config
     assert isinstance(settings, Settings)
 
@@ -152,7 +164,7 @@ def hub_register_tools(register: Any, hub: PluginContext) -> None:
 
 
 @hookimpl
-def hub_register_resources(register: Any, hub: PluginContext) -> None:
+def hub_register_resources(register: RegisterResource, hub: PluginContext) -> None:
     async def greetings() -> dict[str, Any]:
         rows = await hub.store.fetchall("SELECT name FROM example_greetings")
         return {"names": [row["name"] for row in rows]}
@@ -167,7 +179,7 @@ def hub_register_resources(register: Any, hub: PluginContext) -> None:
 
 
 @hookimpl
-def hub_register_prompts(register: Any, hub: PluginContext) -> None:
+def hub_register_prompts(register: RegisterPrompt, hub: PluginContext) -> None:
     async def render(args: dict[str, str]) -> str:
         return f"Write a {args.get('style', 'short')} greeting for {args['name']}."
 

@@ -96,6 +96,20 @@ class StdioPeer:
             if message.get("id") == request_id:
                 return message
 
+    def wait_for(self, method: str) -> dict:
+        """Read messages until a notification `method` arrives (others are dropped): wait on an
+        event the hub sends rather than sleeping."""
+        import json
+
+        assert self.proc.stdout is not None
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise EOFError(f"hub closed stdout before {method}; stderr:\n{self.stderr()}")
+            message = json.loads(line)
+            if message.get("method") == method and "id" not in message:
+                return message
+
     def initialize(self) -> dict:
         reply = self.request(
             "initialize",

@@ -15,15 +15,25 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from hub import Resource, ResourceTemplate, Tool, ToolCall, hookimpl
-from hub.host import PluginContext
-from hub.instances import Instance
+from hub import (
+    Instance,
+    Lifecycle,
+    Plugin,
+    PluginContext,
+    RegisterResource,
+    RegisterTool,
+    Resource,
+    ResourceTemplate,
+    Tool,
+    ToolCall,
+    hookimpl,
+)
 
 from .backends.vertex import VertexSettings
 from .service import BatchService
 from .spool import MAX_TOKENS, RequestItem
 
-__all__ = ["SendArgs", "Settings"]
+__all__ = ["BatchPlugin", "SendArgs", "Settings"]
 
 
 class PriceOverride(BaseModel):
@@ -151,49 +161,48 @@ class NoArgs(_Args):
     pass
 
 
-def _service(hub: PluginContext) -> BatchService:
-    service = hub.state.get("service")
-    assert isinstance(service, BatchService), "hub_startup did not run"
-    return service
+class BatchPlugin(Plugin):
+    """The batch plugin (entry point ``hub_batch:BatchPlugin``): one `BatchService` per hub run."""
+
+    service: BatchService  # set by hub_startup, which runs before every other hook
+
+    @hookimpl
+    def hub_config_model(self) -> type[BaseModel]:
+        return Settings
+
+    @hookimpl
+    def hub_startup(self, hub: PluginContext) -> Lifecycle:
+        async def start() -> None:
+            settings = hub.config
+            assert isinstance(settings, Settings)
+            self.service = BatchService(hub, settings)
+            await self.service.start()
+            hub.start_soon(self.service.poll_loop, name="poll")
+
+        return start
+
+    @hookimpl
+    def hub_shutdown(self) -> Lifecycle:
+        async def stop() -> None:
+            await self.service.stop()
+            await self.service.aclose()
+
+        return stop
+
+    @hookimpl
+    def hub_recover(self, instance: Instance) -> Lifecycle:
+        return self.service.recover(instance)
+
+    @hookimpl
+    def hub_register_tools(self, register: RegisterTool) -> None:
+        register_tools(register, self.service)
+
+    @hookimpl
+    def hub_register_resources(self, register: RegisterResource) -> None:
+        register_resources(register, self.service)
 
 
-@hookimpl
-def hub_config_model() -> type[BaseModel]:
-    return Settings
-
-
-@hookimpl
-def hub_startup(hub: PluginContext) -> Any:
-    async def start() -> None:
-        settings = hub.config
-        assert isinstance(settings, Settings)
-        service = hub.state["service"] = BatchService(hub, settings)
-        await service.start()
-        hub.start_soon(service.poll_loop, name="poll")
-
-    return start
-
-
-@hookimpl
-def hub_shutdown(hub: PluginContext) -> Any:
-    async def stop() -> None:
-        service = hub.state.get("service")
-        if isinstance(service, BatchService):
-            await service.stop()
-            await service.aclose()
-
-    return stop
-
-
-@hookimpl
-def hub_recover(hub: PluginContext, instance: Instance) -> Any:
-    return _service(hub).recover(instance)
-
-
-@hookimpl
-def hub_register_tools(register: Any, hub: PluginContext) -> None:
-    service = _service(hub)
-
+def register_tools(register: RegisterTool, service: BatchService) -> None:
     async def send_to_batch(args: SendArgs, call: ToolCall) -> dict[str, Any]:
         return await service.send(args)
 
@@ -248,10 +257,7 @@ def hub_register_tools(register: Any, hub: PluginContext) -> None:
     )
 
 
-@hookimpl
-def hub_register_resources(register: Any, hub: PluginContext) -> None:
-    service = _service(hub)
-
+def register_resources(register: RegisterResource, service: BatchService) -> None:
     async def jobs() -> dict[str, Any]:
         return await service.list_jobs("all", 1000)
 

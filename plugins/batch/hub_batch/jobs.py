@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from hub.store import Store
+from hub import Store
 
 OPEN_STATES = ("submitting", "in_progress", "canceling")
 ENDED_STATES = ("succeeded", "partial", "failed", "canceled", "expired")

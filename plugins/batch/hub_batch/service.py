@@ -24,10 +24,7 @@ import anyio
 import anyio.from_thread
 import anyio.to_thread
 
-from hub.config import ConfigError, expand_vars
-from hub.errors import BudgetExceeded, ToolError
-from hub.instances import HEARTBEAT_S, Instance
-from hub.registry import ToolCall
+from hub import HEARTBEAT_S, BudgetExceeded, ConfigError, Instance, ToolCall, ToolError, expand_vars
 
 from .backends import BACKENDS, Backend, BackendError
 from .jobs import ENDED_STATES, OPEN_STATES, Jobs, add_counts, final_state
@@ -36,7 +33,7 @@ from .results import ResultWriter
 from .spool import Defaults, PacketReader, RequestItem, jsonl_items, spool
 
 if TYPE_CHECKING:
-    from hub.host import PluginContext
+    from hub import PluginContext
 
     from . import SendArgs, Settings
     from .backends.vertex import VertexConfig

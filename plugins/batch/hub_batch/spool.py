@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from hub.errors import ToolError
+from hub import ToolError
 
 from .pricing import PriceTable
 

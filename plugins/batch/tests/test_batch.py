@@ -52,7 +52,7 @@ def config_for(tmp_path: Path, api: FakeAnthropic, budget: float | None = None, 
 
 
 def hub_for(tmp_path: Path, api: FakeAnthropic, **kw: Any):
-    return running_hub(config_for(tmp_path, api, **kw), plugins={"batch": hub_batch})
+    return running_hub(config_for(tmp_path, api, **kw), plugins={"batch": hub_batch.BatchPlugin})
 
 
 async def wait_state(client, job_id: str, *states: str) -> dict[str, Any]:
@@ -327,7 +327,7 @@ async def test_bad_inputs_get_clear_errors(tmp_path, api, monkeypatch):
         assert api.calls  # the calls above reached the fake only for the job that was sent
     (tmp_path / "k" / "packets").mkdir(parents=True)
     no_key = config_for(tmp_path / "k", api, api_key="${NO_SUCH_KEY_VAR:-}")
-    async with running_hub(no_key, plugins={"batch": hub_batch}) as (_, client):
+    async with running_hub(no_key, plugins={"batch": hub_batch.BatchPlugin}) as (_, client):
         assert (await error_of(client, "send_to_batch", packet_text="x")).startswith(
             "no batch backend is configured: for Anthropic set ANTHROPIC_API_KEY (or [plugins.batch] api_key); "
             "for Vertex AI set [plugins.batch.vertex] project and bucket"
@@ -408,6 +408,6 @@ async def test_anthropic_base_url_and_api_key_come_from_the_environment(tmp_path
     monkeypatch.setenv("ANTHROPIC_BASE_URL", api.url)
     monkeypatch.setenv("ANTHROPIC_API_KEY", api.api_key)
     config = config_for(tmp_path, api, base_url=None, api_key="${ANTHROPIC_API_KEY:-}")
-    async with running_hub(config, plugins={"batch": hub_batch}) as (_, client):
+    async with running_hub(config, plugins={"batch": hub_batch.BatchPlugin}) as (_, client):
         sent = await call(client, "send_to_batch", packet_text="from the environment")
         assert (await call(client, "batch_fetch", job_id=sent["job_id"], wait_s=20))["state"] == "succeeded"

@@ -90,7 +90,7 @@ def config_for(tmp_path: Path, fake: FakeVertex, *, vertex: dict[str, Any] | Non
 
 
 def hub_for(tmp_path: Path, fake: FakeVertex, **kw: Any):
-    return running_hub(config_for(tmp_path, fake, **kw), plugins={"batch": hub_batch})
+    return running_hub(config_for(tmp_path, fake, **kw), plugins={"batch": hub_batch.BatchPlugin})
 
 
 async def wait_state(client, job_id: str, *states: str) -> dict[str, Any]:
@@ -424,7 +424,7 @@ async def test_bad_credentials_get_clear_errors_and_lose_nothing(tmp_path, verte
 async def test_auto_chooses_each_backend_and_says_why(tmp_path, vertex, monkeypatch):
     with FakeAnthropic() as anthropic:
         config = config_for(tmp_path, vertex, api_key=anthropic.api_key, base_url=anthropic.url)
-        async with running_hub(config, plugins={"batch": hub_batch}) as (_, client):
+        async with running_hub(config, plugins={"batch": hub_batch.BatchPlugin}) as (_, client):
             sent = await call(client, "send_to_batch", packet_text="which one?")
             assert (
                 sent["backend"] == "anthropic"
@@ -437,7 +437,7 @@ async def test_auto_chooses_each_backend_and_says_why(tmp_path, vertex, monkeypa
         config = config_for(
             tmp_path / "v", vertex, api_key=anthropic.api_key, base_url=anthropic.url, backend="vertex"
         )
-        async with running_hub(config, plugins={"batch": hub_batch}) as (_, client):
+        async with running_hub(config, plugins={"batch": hub_batch.BatchPlugin}) as (_, client):
             sent = await call(client, "send_to_batch", packet_text="the configured one")
             assert sent["backend"] == "vertex" and sent["backend_choice"] == "[plugins.batch] backend"
             assert (await call(client, "batch_fetch", job_id=sent["job_id"], wait_s=20))[
@@ -460,7 +460,7 @@ async def test_auto_chooses_each_backend_and_says_why(tmp_path, vertex, monkeypa
             }
         },
     )
-    async with running_hub(config, plugins={"batch": hub_batch}) as (_, client):
+    async with running_hub(config, plugins={"batch": hub_batch.BatchPlugin}) as (_, client):
         sent = await call(client, "send_to_batch", packet_text="from the environment")
         assert sent["backend"] == "vertex" and sent["backend_choice"].startswith("auto: no Anthropic API key")
         job = vertex.job(f"{sent['job_id']}-0")
@@ -476,7 +476,7 @@ async def test_auto_chooses_each_backend_and_says_why(tmp_path, vertex, monkeypa
     config = make_config(
         tmp_path / "f", plugins={"batch": {"backend": "vertex", "api_key": "set-but-unused"}}
     )
-    async with running_hub(config, plugins={"batch": hub_batch}) as (_, client):
+    async with running_hub(config, plugins={"batch": hub_batch.BatchPlugin}) as (_, client):
         assert await error_of(client, "send_to_batch", packet_text="x") == (
             "the vertex backend is not configured (missing: project, bucket): set [plugins.batch.vertex] project "
             "and bucket (or the environment variables VERTEX_PROJECT and VERTEX_GCS_BUCKET); location "

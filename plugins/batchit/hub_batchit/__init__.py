@@ -18,13 +18,12 @@ from typing import Any
 import mcp.types as types
 from pydantic import BaseModel, ConfigDict, Field
 
-from hub import Tool, ToolCall, hookimpl
-from hub.host import PluginContext
+from hub import Lifecycle, Plugin, PluginContext, RegisterTool, Tool, ToolCall, hookimpl
 
 from .request import BatchRequest
 from .run import BatchRun, Limits, ToolLists, plan, render
 
-__all__ = ["BatchRequest", "Settings"]
+__all__ = ["BatchItPlugin", "BatchRequest", "Settings"]
 
 DESCRIPTION = """\
 Run many tool calls on downstream MCP servers in one request.
@@ -77,30 +76,31 @@ class BatchIt:
             self.tool_lists.forget(server)
 
 
-@hookimpl
-def hub_config_model() -> type[BaseModel]:
-    return Settings
+class BatchItPlugin(Plugin):
+    """The batchit plugin (entry point ``hub_batchit:BatchItPlugin``): one `BatchIt` per hub run."""
 
+    batchit: BatchIt  # set by hub_startup, which runs before every other hook
 
-@hookimpl
-def hub_startup(hub: PluginContext) -> Any:
-    async def start() -> None:
-        batchit = hub.state["batchit"] = BatchIt(hub)
-        hub.on_downstream_message(batchit.on_message)
+    @hookimpl
+    def hub_config_model(self) -> type[BaseModel]:
+        return Settings
 
-    return start
+    @hookimpl
+    def hub_startup(self, hub: PluginContext) -> Lifecycle:
+        async def start() -> None:
+            self.batchit = BatchIt(hub)
+            hub.on_downstream_message(self.batchit.on_message)
 
+        return start
 
-@hookimpl
-def hub_register_tools(register: Any, hub: PluginContext) -> None:
-    batchit = hub.state["batchit"]
-    assert isinstance(batchit, BatchIt), "hub_startup did not run"
-    register(
-        Tool(
-            "batch_execute",
-            batchit.batch_execute,
-            describe(sorted(hub.settings.servers)),
-            BatchRequest,
-            title="Run many downstream tool calls at once",
+    @hookimpl
+    def hub_register_tools(self, register: RegisterTool, hub: PluginContext) -> None:
+        register(
+            Tool(
+                "batch_execute",
+                self.batchit.batch_execute,
+                describe(sorted(hub.settings.servers)),
+                BatchRequest,
+                title="Run many downstream tool calls at once",
+            )
         )
-    )

@@ -22,10 +22,7 @@ import mcp.types as types
 from mcp import ClientSession
 from mcp.shared.exceptions import MCPError
 
-from hub.config import ServerConfig
-from hub.connections import ConnectionCache, ServerUnavailable
-from hub.errors import ToolError
-from hub.registry import ToolCall
+from hub import ConnectionCache, ServerConfig, ServerUnavailable, ToolCall, ToolError
 
 from .refs import RefError, find_refs, has_refs, resolve, result_root, result_text
 from .request import BatchRequest, Operation, TargetServer

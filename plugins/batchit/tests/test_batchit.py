@@ -31,7 +31,7 @@ def hub_with(tmp_path: Path, servers: dict[str, Any] | None = None, **batchit: A
     config = make_config(
         tmp_path, servers=servers or {"d": downstream()}, plugins={"batchit": batchit} if batchit else {}
     )
-    return running_hub(config, plugins={"batchit": hub_batchit})
+    return running_hub(config, plugins={"batchit": hub_batchit.BatchItPlugin})
 
 
 async def batch(client, **request: Any):

@@ -61,9 +61,11 @@ def test_batch_across_servers_then_sigterm_mid_batch_leaves_no_child(tmp_path):
 
         children = {p.pid for p in psutil.Process(peer.proc.pid).children(recursive=True)}
         assert len(children) >= 2
-        slow = {"server": "d", "operations": [{"tool": "sleep", "arguments": {"seconds": 60}}] * 3}
-        peer.request("tools/call", {"name": "batch_execute", "arguments": slow}, wait=False)
-        time.sleep(0.5)
+        echo = {"tool": "echo", "arguments": {"text": "first"}}
+        slow = {"server": "d", "operations": [echo] + [{"tool": "sleep", "arguments": {"seconds": 60}}] * 3}
+        call = {"name": "batch_execute", "arguments": slow, "_meta": {"progressToken": "batch"}}
+        peer.request("tools/call", call, wait=False)
+        peer.wait_for("notifications/progress")  # the echo is done: the batch is running
         peer.proc.send_signal(signal.SIGTERM)
         assert peer.proc.wait(timeout=20) == 0, peer.stderr()
         deadline = time.monotonic() + 10

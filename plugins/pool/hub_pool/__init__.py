@@ -14,15 +14,28 @@ from typing import Any, Literal
 import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
-from hub import Prompt, PromptArgument, Resource, ResourceTemplate, Tool, ToolCall, hookimpl
-from hub.errors import ToolError
-from hub.host import PluginContext
-from hub.instances import Instance
+from hub import (
+    Instance,
+    Lifecycle,
+    Plugin,
+    PluginContext,
+    Prompt,
+    PromptArgument,
+    RegisterPrompt,
+    RegisterResource,
+    RegisterTool,
+    Resource,
+    ResourceTemplate,
+    Tool,
+    ToolCall,
+    ToolError,
+    hookimpl,
+)
 
 from .pool import Pool, TaskSpec, current_depth, recover
 from .skills import Skill, load_skills
 
-__all__ = ["Settings"]
+__all__ = ["PoolPlugin", "Settings"]
 
 Effort = Literal["min", "low", "medium", "high", "max"]
 PermissionMode = Literal["default", "acceptEdits", "bypassPermissions", "plan", "auto"]
@@ -180,13 +193,6 @@ class NoArgs(_Args):
     pass
 
 
-def _pool(hub: PluginContext) -> Pool | None:
-    """The running pool, or None in a hub too deep inside pool workers to serve one."""
-    pool = hub.state.get("pool")
-    assert isinstance(pool, Pool) or "disabled" in hub.state, "hub_startup did not run"
-    return pool if isinstance(pool, Pool) else None
-
-
 def _spec(prompt: str, args: Overrides, session: str | None = None) -> TaskSpec:
     return TaskSpec(prompt, args.model, args.effort, args.timeout_s, args.max_budget_usd, session)
 
@@ -215,35 +221,97 @@ def _progress(call: ToolCall) -> Any:
     return listener
 
 
-@hookimpl
-def hub_config_model() -> type[BaseModel]:
-    return Settings
+class PoolPlugin(Plugin):
+    """The pool plugin (entry point ``hub_pool:PoolPlugin``): one `Pool` per hub run."""
 
+    # The running pool; None in a hub too deep inside pool workers to serve one (`disabled` says why).
+    pool: Pool | None = None
+    disabled: str | None = None
+    skill_tool: Tool | None = None  # pool_skill_run, whose description names every skill
 
-@hookimpl
-def hub_startup(hub: PluginContext) -> Any:
-    async def start() -> None:
-        settings = hub.config
-        assert isinstance(settings, Settings)
-        if not settings.min_slots <= settings.slots <= settings.max_slots:
-            raise ValueError(
-                f"[plugins.pool] slots = {settings.slots} is outside min_slots..max_slots ({settings.min_slots}..{settings.max_slots})"
-            )
-        skills = _load_skills(hub, settings)
-        depth = current_depth()
-        if depth >= settings.max_depth:
-            hub.state["disabled"] = (
-                f"this hub runs inside a pool worker (depth {depth}) and [plugins.pool] max_depth is "
-                f"{settings.max_depth}: it serves no pool tools, so workers cannot start workers"
-            )
-            hub.log.info("pool tools not served", reason=hub.state["disabled"])
-            return
-        pool = hub.state["pool"] = Pool(hub, settings, skills)
-        await pool.start()
-        if settings.skills_dir and settings.skills_poll_s > 0:
-            hub.start_soon(_watch_skills, hub, settings, name="watch skills_dir")
+    @hookimpl
+    def hub_config_model(self) -> type[BaseModel]:
+        return Settings
 
-    return start
+    @hookimpl
+    def hub_startup(self, hub: PluginContext) -> Lifecycle:
+        async def start() -> None:
+            settings = hub.config
+            assert isinstance(settings, Settings)
+            if not settings.min_slots <= settings.slots <= settings.max_slots:
+                raise ValueError(
+                    f"[plugins.pool] slots = {settings.slots} is outside min_slots..max_slots ({settings.min_slots}..{settings.max_slots})"
+                )
+            skills = _load_skills(hub, settings)
+            depth = current_depth()
+            if depth >= settings.max_depth:
+                self.disabled = (
+                    f"this hub runs inside a pool worker (depth {depth}) and [plugins.pool] max_depth is "
+                    f"{settings.max_depth}: it serves no pool tools, so workers cannot start workers"
+                )
+                hub.log.info("pool tools not served", reason=self.disabled)
+                return
+            self.pool = Pool(hub, settings, skills)
+            await self.pool.start()
+            if settings.skills_dir and settings.skills_poll_s > 0:
+                hub.start_soon(self.watch_skills, settings, name="watch skills_dir")
+
+        return start
+
+    @hookimpl
+    def hub_recover(self, hub: PluginContext, instance: Instance) -> Lifecycle:
+        return recover(hub, instance)
+
+    @hookimpl
+    def hub_shutdown(self) -> Lifecycle:
+        async def stop() -> None:
+            if self.pool is not None:
+                await self.pool.stop()
+
+        return stop
+
+    @hookimpl
+    def hub_register_tools(self, register: RegisterTool, hub: PluginContext) -> None:
+        if self.pool is not None:
+            self.skill_tool = register_tools(register, hub, self.pool)
+
+    @hookimpl
+    def hub_register_resources(self, register: RegisterResource, hub: PluginContext) -> None:
+        if self.pool is not None:
+            register_resources(register, hub, self.pool)
+
+    @hookimpl
+    def hub_register_prompts(self, register: RegisterPrompt) -> None:
+        for skill in self.pool.skills.values() if self.pool is not None else ():
+            register(_skill_prompt(skill))
+
+    async def watch_skills(self, settings: Settings) -> None:
+        """Reload skills when files in skills_dir change, so pool_skill_run's description (which
+        names every skill) and the skill prompts follow; clients get list_changed."""
+        folder = _skills_folder(settings)
+        assert folder is not None
+        seen = _folder_state(folder)
+        while True:
+            await anyio.sleep(settings.skills_poll_s)
+            now = _folder_state(folder)
+            if now != seen:
+                seen = now
+                self.set_skills(_load_skills(self.hub, settings))
+
+    def set_skills(self, skills: dict[str, Skill]) -> None:
+        hub, pool = self.hub, self.pool
+        assert pool is not None  # skills are watched only where the pool runs
+        old = pool.skills
+        pool.skills = skills
+        if self.skill_tool is not None:
+            hub.remove_tool(self.skill_tool.name)
+            self.skill_tool = dataclasses.replace(self.skill_tool, description=skill_run_description(skills))
+            hub.add_tool(self.skill_tool)
+        for name in old:
+            hub.remove_prompt(name)
+        for skill in skills.values():
+            hub.add_prompt(_skill_prompt(skill))
+        hub.log.info("skills reloaded", skills=sorted(skills))
 
 
 def _skills_folder(settings: Settings) -> Path | None:
@@ -271,37 +339,6 @@ def _folder_state(folder: Path) -> list[tuple[str, int, int]]:
     return found
 
 
-async def _watch_skills(hub: PluginContext, settings: Settings) -> None:
-    """Reload skills when files in skills_dir change, so pool_skill_run's description (which
-    names every skill) and the skill prompts follow; clients get list_changed."""
-    folder = _skills_folder(settings)
-    assert folder is not None
-    seen = _folder_state(folder)
-    while True:
-        await anyio.sleep(settings.skills_poll_s)
-        now = _folder_state(folder)
-        if now != seen:
-            seen = now
-            _set_skills(hub, _load_skills(hub, settings))
-
-
-def _set_skills(hub: PluginContext, skills: dict[str, Skill]) -> None:
-    pool = _pool(hub)
-    assert pool is not None  # skills are watched only where the pool runs
-    old = pool.skills
-    pool.skills = skills
-    tool = hub.state.get("skill_tool")
-    if isinstance(tool, Tool):
-        hub.remove_tool(tool.name)
-        tool = hub.state["skill_tool"] = dataclasses.replace(tool, description=skill_run_description(skills))
-        hub.add_tool(tool)
-    for name in old:
-        hub.remove_prompt(name)
-    for skill in skills.values():
-        hub.add_prompt(_skill_prompt(skill))
-    hub.log.info("skills reloaded", skills=sorted(skills))
-
-
 def skill_run_description(skills: dict[str, Skill]) -> str:
     """pool_skill_run's description: what it does, and each skill with its arguments."""
     head = "Run a skill on a slot and wait for it, like pool_run."
@@ -315,26 +352,8 @@ def skill_run_description(skills: dict[str, Skill]) -> str:
     return head + " Skills (arguments):\n" + "\n".join(lines)
 
 
-@hookimpl
-def hub_recover(hub: PluginContext, instance: Instance) -> Any:
-    return recover(hub, instance)
-
-
-@hookimpl
-def hub_shutdown(hub: PluginContext) -> Any:
-    async def stop() -> None:
-        pool = hub.state.get("pool")
-        if isinstance(pool, Pool):
-            await pool.stop()
-
-    return stop
-
-
-@hookimpl
-def hub_register_tools(register: Any, hub: PluginContext) -> None:
-    pool = _pool(hub)
-    if pool is None:
-        return
+def register_tools(register: RegisterTool, hub: PluginContext, pool: Pool) -> Tool:
+    """Register the pool's tools; returns pool_skill_run (its description follows the skills)."""
 
     async def pool_run(args: RunArgs, call: ToolCall) -> dict[str, Any]:
         return await pool.run(_spec(args.prompt, args, args.session_id), _progress(call))
@@ -476,16 +495,11 @@ def hub_register_tools(register: Any, hub: PluginContext) -> None:
     for name, handler, description, model in tools:
         register(Tool(name, handler, description, model))
     skill_tool = Tool("pool_skill_run", pool_skill_run, skill_run_description(pool.skills), SkillRunArgs)
-    hub.state["skill_tool"] = skill_tool
     register(skill_tool)
+    return skill_tool
 
 
-@hookimpl
-def hub_register_resources(register: Any, hub: PluginContext) -> None:
-    pool = _pool(hub)
-    if pool is None:
-        return
-
+def register_resources(register: RegisterResource, hub: PluginContext, pool: Pool) -> None:
     async def status() -> dict[str, Any]:
         return await pool.status()
 
@@ -519,15 +533,6 @@ def hub_register_resources(register: Any, hub: PluginContext) -> None:
     register(
         ResourceTemplate("pool://chains/{chain_id}", "chain", chain, "One chain's progress and results.")
     )
-
-
-@hookimpl
-def hub_register_prompts(register: Any, hub: PluginContext) -> None:
-    pool = _pool(hub)
-    if pool is None:
-        return
-    for skill in pool.skills.values():
-        register(_skill_prompt(skill))
 
 
 def _skill_prompt(skill: Skill) -> Prompt:

@@ -26,17 +26,14 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from hub.budget import Reservation
-from hub.errors import BudgetExceeded, ToolError
-from hub.instances import Instance, process_start_token
-from hub.processes import kill_group_left_behind
+from hub import BudgetExceeded, Instance, Reservation, ToolError, kill_group_left_behind, process_start_token
 
 from .runner import DEPTH_ENV, Invocation, Outcome, run_claude
 from .skills import Skill
 from .worktrees import Worktrees, retire_left_behind
 
 if TYPE_CHECKING:
-    from hub.host import PluginContext
+    from hub import PluginContext
 
     from . import Settings
 

@@ -29,7 +29,7 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from hub.processes import dies_with_parent
+from hub import dies_with_parent
 
 # Set for every worker: 1 inside a top-level hub's worker, 2 inside a worker of a hub in a worker...
 DEPTH_ENV = "HUB_POOL_DEPTH"

@@ -17,8 +17,7 @@ from typing import Any
 
 import yaml
 
-from hub.errors import ToolError
-from hub.registry import argument_problems
+from hub import ToolError, argument_problems
 
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import anyio
 
-from hub.errors import ToolError
+from hub import ToolError
 
 
 class WorktreeError(ToolError):

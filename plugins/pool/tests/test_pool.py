@@ -49,7 +49,7 @@ def pool_config(tmp_path: Path, budget: float | None = None, **settings: Any):
 
 
 def hub_for(tmp_path: Path, **kw: Any):
-    return running_hub(pool_config(tmp_path, **kw), plugins={"pool": hub_pool})
+    return running_hub(pool_config(tmp_path, **kw), plugins={"pool": hub_pool.PoolPlugin})
 
 
 async def wait_status(client, task_id: str, *states: str) -> dict[str, Any]:
@@ -405,7 +405,7 @@ async def test_a_killed_hub_leaves_running_work_interrupted_and_results_readable
             await anyio.sleep(0.02)
     assert not gone(orphan["grandchild"])  # ... but what it started is left, until a hub recovers
     config = pool_config(tmp_path, slots=1)
-    async with running_hub(config, plugins={"pool": hub_pool}) as (hub, client):
+    async with running_hub(config, plugins={"pool": hub_pool.PoolPlugin}) as (hub, client):
         assert gone(orphan["grandchild"])  # its process group was killed before anything was marked
         first = await call(client, "pool_result", task_id=done["structuredContent"]["task_id"])
         assert first["status"] == "completed" and first["output"] == "done: finished"
@@ -506,7 +506,7 @@ async def test_a_hub_inside_a_worker_serves_no_pool_unless_max_depth_allows(tmp_
     async with hub_for(tmp_path) as (hub, client):
         names = [t.name for t in (await client.list_tools()).tools]
         assert not [n for n in names if n.startswith("pool_")] and "context_set" in names
-        assert "depth 1" in hub.contexts["pool"].state["disabled"]
+        assert "depth 1" in hub.plugins["pool"].plugin.disabled
     async with hub_for(tmp_path, max_depth=2) as (_, client):
         assert "pool_run" in [t.name for t in (await client.list_tools()).tools]
 
@@ -523,7 +523,10 @@ async def test_pool_skill_run_names_each_skill_and_follows_skills_dir(tmp_path, 
             changed.set()
 
     config = pool_config(tmp_path, skills_dir=str(skills_dir), skills_poll_s=0.05)
-    async with running_hub(config, plugins={"pool": hub_pool}, message_handler=on_message) as (_, client):
+    async with running_hub(config, plugins={"pool": hub_pool.PoolPlugin}, message_handler=on_message) as (
+        _,
+        client,
+    ):
 
         async def description() -> str:
             tools = {t.name: t for t in (await client.list_tools()).tools}

@@ -44,7 +44,7 @@ async def test_pool_run_and_fan_out_return_the_real_cli_output_and_cost(tmp_path
             }
         },
     )
-    async with running_hub(config, plugins={"pool": hub_pool}) as (hub, client):
+    async with running_hub(config, plugins={"pool": hub_pool.PoolPlugin}) as (hub, client):
         await hub.context.set("project", "hub")
         run = await call(client, "pool_run", prompt="hello from the pool")
         assert run["status"] == "completed", run
@@ -106,7 +106,7 @@ async def test_a_worker_in_a_project_with_the_hub_in_mcp_json_starts_no_hub(tmp_
     config = make_config(
         tmp_path, plugins={"pool": {"claude_command": npm_bin("claude"), "cwd": str(project), "slots": 1}}
     )
-    async with running_hub(config, plugins={"pool": hub_pool}) as (_, client):
+    async with running_hub(config, plugins={"pool": hub_pool.PoolPlugin}) as (_, client):
         run = await call(client, "pool_run", prompt="hello from a worker")
         assert run["status"] == "completed", run
     assert not marker.exists()  # the worker started no hub

@@ -24,11 +24,24 @@ import mcp.types as types
 from mcp.shared.exceptions import MCPError
 from pydantic import BaseModel, ConfigDict, Field
 
-from hub import Prompt, PromptArgument, Resource, ResourceTemplate, Tool, ToolCall, ToolError, hookimpl
-from hub.config import ServerConfig
-from hub.connections import ServerUnavailable
-from hub.host import PluginContext
-from hub.registry import CLAUDE_PREFIX, RegistrationError
+from hub import (
+    CLAUDE_PREFIX,
+    Lifecycle,
+    Plugin,
+    PluginContext,
+    Prompt,
+    PromptArgument,
+    RegisterResource,
+    RegistrationError,
+    Resource,
+    ResourceTemplate,
+    ServerConfig,
+    ServerUnavailable,
+    Tool,
+    ToolCall,
+    ToolError,
+    hookimpl,
+)
 
 MIGRATIONS = [
     """
@@ -324,46 +337,42 @@ class Proxy:
         }
 
 
-def _proxy(hub: PluginContext) -> Proxy:
-    proxy = hub.state.get("proxy")
-    assert isinstance(proxy, Proxy), "hub_startup did not run"
-    return proxy
+class ProxyPlugin(Plugin):
+    """The proxy plugin (entry point ``hub_proxy:ProxyPlugin``): one `Proxy` per hub run."""
 
+    proxy: Proxy  # set by hub_startup, which runs before every other hook
 
-@hookimpl
-def hub_config_model() -> type[BaseModel]:
-    return Settings
+    @hookimpl
+    def hub_config_model(self) -> type[BaseModel]:
+        return Settings
 
+    @hookimpl
+    def hub_startup(self, hub: PluginContext) -> Lifecycle:
+        async def start() -> None:
+            await hub.store.migrate("proxy", MIGRATIONS)
+            proxy = self.proxy = Proxy(hub)
+            await proxy.load_cached()
+            hub.on_downstream_message(proxy.on_message)
+            for name, config in proxy.servers.items():
+                if config.eager or name not in proxy.known:
+                    hub.start_soon(proxy.refresh, name, name=f"refresh {name}")
 
-@hookimpl
-def hub_startup(hub: PluginContext) -> Any:
-    async def start() -> None:
-        await hub.store.migrate("proxy", MIGRATIONS)
-        proxy = hub.state["proxy"] = Proxy(hub)
-        await proxy.load_cached()
-        hub.on_downstream_message(proxy.on_message)
-        for name, config in proxy.servers.items():
-            if config.eager or name not in proxy.known:
-                hub.start_soon(proxy.refresh, name, name=f"refresh {name}")
+        return start
 
-    return start
+    @hookimpl
+    def hub_register_tools(self) -> None:
+        # Resources and prompts are mounted here too, with the tools of their server.
+        for server in self.proxy.servers:
+            if server in self.proxy.known:
+                self.proxy.mount(server)
 
-
-@hookimpl
-def hub_register_tools(register: Any, hub: PluginContext) -> None:
-    proxy = _proxy(hub)  # resources and prompts are mounted here too, with the tools of their server
-    for server in proxy.servers:
-        if server in proxy.known:
-            proxy.mount(server)
-
-
-@hookimpl
-def hub_register_resources(register: Any, hub: PluginContext) -> None:
-    register(
-        Resource(
-            "proxy://servers",
-            "servers",
-            _proxy(hub).describe,
-            "Each proxied server: state, restarts, last error, tools, resources and prompts served, naming problems.",
+    @hookimpl
+    def hub_register_resources(self, register: RegisterResource) -> None:
+        register(
+            Resource(
+                "proxy://servers",
+                "servers",
+                self.proxy.describe,
+                "Each proxied server: state, restarts, last error, tools, resources and prompts served, naming problems.",
+            )
         )
-    )

@@ -35,7 +35,7 @@ async def wait_for_tool(hub, name: str) -> None:
 
 async def test_tools_are_served_with_prefix_and_pass_through(tmp_path):
     config = make_config(tmp_path, servers={"d": server()})
-    async with running_hub(config, plugins={"proxy": hub_proxy}) as (hub, client):
+    async with running_hub(config, plugins={"proxy": hub_proxy.ProxyPlugin}) as (hub, client):
         await wait_for_tool(hub, "d__echo")
         names = {t.name for t in (await client.list_tools()).tools}
         assert {"d__echo", "d__add", "d__listing", "d__sleep", "context_set"} <= names
@@ -58,7 +58,7 @@ async def test_include_exclude_prefix_and_expose(tmp_path):
         },
         plugins={"proxy": {"separator": "_"}},
     )
-    async with running_hub(config, plugins={"proxy": hub_proxy}) as (hub, client):
+    async with running_hub(config, plugins={"proxy": hub_proxy.ProxyPlugin}) as (hub, client):
         await wait_for_tool(hub, "alpha_echo")
         await wait_for_tool(hub, "b_echo")
         names = {t.name for t in (await client.list_tools()).tools}
@@ -78,9 +78,9 @@ def result_json_resource(result: types.ReadResourceResult) -> Any:
 
 async def test_lazy_server_listed_from_cache_and_started_on_first_call(tmp_path):
     config = make_config(tmp_path, servers={"d": server()})
-    async with running_hub(config, plugins={"proxy": hub_proxy}) as (hub, _):
+    async with running_hub(config, plugins={"proxy": hub_proxy.ProxyPlugin}) as (hub, _):
         await wait_for_tool(hub, "d__echo")
-    async with running_hub(config, plugins={"proxy": hub_proxy}) as (hub, client):
+    async with running_hub(config, plugins={"proxy": hub_proxy.ProxyPlugin}) as (hub, client):
         assert "d__echo" in {t.name for t in (await client.list_tools()).tools}
         assert hub.connections.status()["d"]["state"] == "stopped"  # not started just to list tools
         assert result_text(await client.call_tool("d__echo", {"text": "wake"})) == "wake"
@@ -95,7 +95,10 @@ async def test_downstream_list_changed_reaches_clients(tmp_path):
             changed.set()
 
     config = make_config(tmp_path, servers={"d": server()})
-    async with running_hub(config, plugins={"proxy": hub_proxy}, message_handler=on_message) as (hub, client):
+    async with running_hub(config, plugins={"proxy": hub_proxy.ProxyPlugin}, message_handler=on_message) as (
+        hub,
+        client,
+    ):
         await wait_for_tool(hub, "d__grow")
         changed = anyio.Event()
         await client.call_tool("d__grow", {"name": "extra"})
@@ -109,7 +112,7 @@ async def test_progress_is_relayed_and_cancellation_reaches_downstream(tmp_path)
     markers = tmp_path / "markers"
     markers.mkdir()
     config = make_config(tmp_path, servers={"d": server(env={"DOWNSTREAM_MARKER_DIR": str(markers)})})
-    async with running_hub(config, plugins={"proxy": hub_proxy}) as (hub, client):
+    async with running_hub(config, plugins={"proxy": hub_proxy.ProxyPlugin}) as (hub, client):
         await wait_for_tool(hub, "d__count")
         seen: list[float] = []
 
@@ -132,7 +135,7 @@ async def test_progress_is_relayed_and_cancellation_reaches_downstream(tmp_path)
 
 async def test_crash_fails_the_call_and_the_next_call_restarts(tmp_path):
     config = make_config(tmp_path, servers={"d": server()})
-    async with running_hub(config, plugins={"proxy": hub_proxy}) as (hub, client):
+    async with running_hub(config, plugins={"proxy": hub_proxy.ProxyPlugin}) as (hub, client):
         await wait_for_tool(hub, "d__crash")
         first = (await client.call_tool("d__whoami", {})).structured_content["pid"]
         crashed = await client.call_tool("d__crash", {})
@@ -147,7 +150,7 @@ async def test_crash_fails_the_call_and_the_next_call_restarts(tmp_path):
 
 async def test_an_eager_server_comes_back_by_itself_after_a_crash(tmp_path):
     config = make_config(tmp_path, servers={"d": server(eager=True)})
-    async with running_hub(config, plugins={"proxy": hub_proxy}) as (hub, client):
+    async with running_hub(config, plugins={"proxy": hub_proxy.ProxyPlugin}) as (hub, client):
         await wait_for_tool(hub, "d__crash")
         assert (await client.call_tool("d__crash", {})).is_error
         with anyio.fail_after(20):
@@ -168,7 +171,7 @@ async def test_name_clash_and_length_are_reported(tmp_path):
             "long": server(prefix="p" * 50, include=["listing"]),
         },
     )
-    async with running_hub(config, plugins={"proxy": hub_proxy}) as (hub, client):
+    async with running_hub(config, plugins={"proxy": hub_proxy.ProxyPlugin}) as (hub, client):
         await wait_for_tool(hub, "same__echo")
         await wait_for_tool(hub, "p" * 50 + "__listing")
         with anyio.fail_after(30):
@@ -187,7 +190,7 @@ async def test_name_clash_and_length_are_reported(tmp_path):
 
 async def test_resources_templates_and_prompts_are_served(tmp_path):
     config = make_config(tmp_path, servers={"d": server()})
-    async with running_hub(config, plugins={"proxy": hub_proxy}) as (hub, client):
+    async with running_hub(config, plugins={"proxy": hub_proxy.ProxyPlugin}) as (hub, client):
         await wait_for_tool(hub, "d__echo")
         resources = {str(r.uri): r for r in (await client.list_resources()).resources}
         assert resources["downstream://about"].mime_type == "text/plain"
@@ -217,7 +220,7 @@ async def test_resources_templates_and_prompts_are_served(tmp_path):
 async def test_a_third_party_server_from_npm(tmp_path):
     """@modelcontextprotocol/server-everything: its tools, a templated resource and a prompt."""
     config = make_config(tmp_path, servers={"every": {"command": npm_bin("mcp-server-everything")}})
-    async with running_hub(config, plugins={"proxy": hub_proxy}) as (hub, client):
+    async with running_hub(config, plugins={"proxy": hub_proxy.ProxyPlugin}) as (hub, client):
         await wait_for_tool(hub, "every__get-sum")
         summed = await client.call_tool("every__get-sum", {"a": 2, "b": 3})
         assert not summed.is_error and "5" in result_text(summed)
@@ -241,7 +244,7 @@ async def test_tool_lists_cached_by_an_older_hub_are_kept(tmp_path):
     echo = {"name": "echo", "description": "old", "inputSchema": {"type": "object", "properties": {}}}
     await store.execute("INSERT INTO proxy_tools (server, tools_json) VALUES ('d', ?)", (json.dumps([echo]),))
     store.close()
-    async with running_hub(config, plugins={"proxy": hub_proxy}) as (hub, client):
+    async with running_hub(config, plugins={"proxy": hub_proxy.ProxyPlugin}) as (hub, client):
         tools = {t.name: t for t in (await client.list_tools()).tools}
         assert tools["d__echo"].description == "[d] old"  # listed from the cache, server not started
         assert hub.connections.status()["d"]["state"] == "stopped"

@@ -55,6 +55,7 @@ def _more_tools(register: Any, hub: Any) -> None:
     import anyio
 
     async def hello_wait(args: WaitArgs, call: ToolCall) -> str:
+        await call.report_progress(0, args.seconds, "waiting")  # so a test knows the call is running
         await anyio.sleep(args.seconds)
         return f"waited {args.seconds}"
 

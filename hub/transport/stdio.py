@@ -1,4 +1,5 @@
-"""The hub's stdio transport: lines in, lines out, on the event loop, with every message answered.
+"""The hub's stdio transport (`serve_stdio`): lines in, lines out, on the event loop, with every
+message answered.
 
 It replaces the SDK's `stdio_server` for three reasons:
 
@@ -21,16 +22,23 @@ import os
 import stat
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import mcp_types as types
+import structlog
 from mcp.shared._context_streams import create_context_streams
 from mcp.shared.message import SessionMessage
 
+from hub.fastfront import TRACKED, AnswerCache, EarlyAnswers, check_requests
 from hub.protocol import MessageCheck
 
-__all__ = ["TTY_HINT", "event_loop_stdout", "private_stdin", "stdio_transport"]
+if TYPE_CHECKING:
+    from hub.server import HubServer
+
+__all__ = ["TTY_HINT", "event_loop_stdout", "private_stdin", "serve_stdio", "stdio_transport"]
+
+log = structlog.get_logger("hub.server")
 
 TTY_HINT = (
     "hub: this is an MCP server; it speaks JSON-RPC on stdin/stdout to an MCP client. To try it: "
@@ -221,3 +229,62 @@ async def stdio_transport(reader: LineReader, writer: FdWriter) -> AsyncIterator
         finally:
             reading.cancel()
             await write_send.aclose()
+
+
+async def serve_stdio(
+    server: HubServer, cache: AnswerCache | None = None, early: EarlyAnswers | None = None
+) -> None:
+    """Serve one client over stdin/stdout until it closes stdin.
+
+    `cache` keeps the answers to list requests for the next fast start (see
+    `hub.fastfront`); `early` is what that fast start did before the hub was up: input it
+    held back (served first) and requests it answered (asked again here; if an answer
+    differs, clients get list_changed).
+    """
+    checks = check_requests(early) if early is not None else []
+    check_ids = {request_id for request_id, _ in checks}
+    changed: set[str] = set()
+
+    acknowledged = set(early.acknowledged) if early is not None else set()
+
+    def on_answer(line: str) -> bool:
+        """Keep answers for the next start; False drops the line (a check's answer, or a
+        second acknowledgement of a subscription the fast start acknowledged)."""
+        if cache is None:
+            return True
+        seen = cache.saw_answer(line)
+        if seen is None:
+            return True
+        request_id, key, differs = seen
+        if differs:
+            cache.save()
+        if request_id in acknowledged and key.startswith("subscriptions/listen|"):
+            acknowledged.discard(request_id)
+            return False
+        if request_id not in check_ids:
+            return True
+        check_ids.discard(request_id)
+        kind = TRACKED.get(key.split("|", 1)[0])
+        if differs and kind:
+            changed.add(kind)
+        if not check_ids:
+            for item in sorted(changed):
+                server.hub.registry.on_change(item)  # type: ignore[arg-type]
+            if changed:
+                log.info("the start-up answers were out of date; clients were told", lists=sorted(changed))
+        return False
+
+    initial = (early.held if early else b"") + b"".join(line.encode() + b"\n" for _, line in checks)
+    if early is not None and early.answered:
+        log.info("answered list requests from the last run while starting", requests=len(early.answered))
+    with (
+        private_stdin(initial, cache.saw_request if cache else None) as stdin,
+        event_loop_stdout(on_answer if cache else None) as stdout,
+    ):
+        try:
+            async with stdio_transport(stdin, stdout) as (read, write):
+                await server.mcp.run(read, write, server.mcp.create_initialization_options())
+        finally:
+            if cache is not None:
+                with contextlib.suppress(OSError):
+                    cache.save()

@@ -1,20 +1,23 @@
-"""The hub's own plugin: the shared-context tools and the hub's resources.
+"""The hub's own plugin, loaded under the name ``core``: the shared-context tools and the hub's
+resources (hub://status, hub://context, hub://budget).
 
-It uses the same hooks as every other plugin; it is simply always loaded.
+It uses the same hooks and the same public API (`hub`) as every other plugin; it is simply
+always loaded. `hub.host` imports it; it never imports `hub.host` at run time (one-way).
 Tool names and return shapes of the context tools are those of the original slot pool.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from hub.context import MAX_KEY_LENGTH, MAX_VALUE_LENGTH
-from hub.errors import ToolError
-from hub.hookspecs import hookimpl
-from hub.host import PluginContext
-from hub.registry import Resource, Tool, ToolCall
+from hub import CONTEXT_MAX_KEY_LENGTH as MAX_KEY_LENGTH
+from hub import CONTEXT_MAX_VALUE_LENGTH as MAX_VALUE_LENGTH
+from hub import RegisterResource, RegisterTool, Resource, Tool, ToolCall, ToolError, hookimpl
+
+if TYPE_CHECKING:
+    from hub import PluginContext
 
 
 class _Args(BaseModel):
@@ -34,7 +37,7 @@ class NoArgs(_Args):
 
 
 @hookimpl
-def hub_register_tools(register: Any, hub: PluginContext) -> None:
+def hub_register_tools(register: RegisterTool, hub: PluginContext) -> None:
     context = hub.context
 
     async def context_set(args: SetArgs, call: ToolCall) -> dict[str, str]:
@@ -62,7 +65,7 @@ def hub_register_tools(register: Any, hub: PluginContext) -> None:
 
 
 @hookimpl
-def hub_register_resources(register: Any, hub: PluginContext) -> None:
+def hub_register_resources(register: RegisterResource, hub: PluginContext) -> None:
     register(
         Resource(
             "hub://status",

@@ -1,5 +1,6 @@
-"""What stands in front of the streamable-HTTP app: exposure rules, auth, DNS-rebinding checks and
-JSON-RPC hygiene, as one ASGI middleware (`HttpGuard`).
+"""The streamable-HTTP transport: `serve_http` serves a `hub.server.HubServer` with uvicorn, behind
+what stands in front of the app: exposure rules, auth, DNS-rebinding checks and JSON-RPC hygiene,
+as one ASGI middleware (`HttpGuard`).
 
 - A host other than loopback is served only behind a bearer token (`check_http_exposure`).
 - With a token, every request needs ``Authorization: Bearer <token>``; the scheme is matched
@@ -14,20 +15,36 @@ JSON-RPC hygiene, as one ASGI middleware (`HttpGuard`).
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import ipaddress
 import json
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+import anyio
+import structlog
 from mcp.server.transport_security import DEFAULT_MAX_REQUEST_BODY_SIZE
 
 from hub.config import ConfigError
 from hub.errors import ListenError
 from hub.protocol import MessageCheck
 
-__all__ = ["HttpGuard", "ListenError", "bind_socket", "check_http_exposure", "is_loopback"]
+if TYPE_CHECKING:
+    from hub.server import HubServer
+
+__all__ = [
+    "HttpGuard",
+    "ListenError",
+    "bind_socket",
+    "check_http_exposure",
+    "http_app",
+    "is_loopback",
+    "serve_http",
+]
+
+log = structlog.get_logger("hub.server")
 
 
 def is_loopback(host: str) -> bool:
@@ -194,3 +211,62 @@ async def _reply(
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers + (extra or [])})
     await send({"type": "http.response.body", "body": body})
+
+
+def http_app(server: HubServer, *, host: str, path: str, token: str | None) -> Any:
+    """The streamable-HTTP ASGI app behind `HttpGuard` (auth, Origin/Host checks on
+    every address served without a token, and answers to malformed JSON-RPC)."""
+    from mcp.server.transport_security import TransportSecuritySettings
+
+    # The guard checks Host and Origin for every loopback address, not only the three the SDK knows.
+    security = TransportSecuritySettings(enable_dns_rebinding_protection=False)
+    app = server.mcp.streamable_http_app(streamable_http_path=path, host=host, transport_security=security)
+    return HttpGuard(app, token=token, path=path)
+
+
+async def serve_http(
+    hub_server: HubServer, *, host: str, port: int, path: str, token: str | None, ready: Any = None
+) -> None:
+    """Serve streamable HTTP until cancelled (SIGTERM / Ctrl-C are handled by the caller).
+    A port that cannot be listened on is `ListenError`, one sentence."""
+    import uvicorn
+
+    check_http_exposure(host, token)
+    sock = bind_socket(host, port)
+    config = uvicorn.Config(
+        http_app(hub_server, host=host, path=path, token=token),
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=3,
+    )
+    server = uvicorn.Server(config)
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]  # the CLI owns signals
+    done = anyio.Event()
+
+    async def serve() -> None:
+        # Shielded: on cancellation we ask uvicorn to stop and let it finish its own shutdown.
+        with anyio.CancelScope(shield=True):
+            try:
+                await server.serve(sockets=[sock])
+            finally:
+                done.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(serve)
+        try:
+            while not server.started and not done.is_set():
+                await anyio.sleep(0.02)
+            if not server.started:
+                raise ConfigError(f"could not listen on {host}:{port} (see the error above)")
+            bound = server.servers[0].sockets[0].getsockname()
+            log.info("serving streamable HTTP", url=f"http://{bound[0]}:{bound[1]}{path}", auth=bool(token))
+            if ready is not None:
+                ready(bound[1])
+            await done.wait()
+        finally:
+            server.should_exit = True
+            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                await done.wait()
