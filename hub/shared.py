@@ -42,7 +42,7 @@ def _peer_pid(sock: socket.socket) -> int | None:
 
 
 class _StreamLines:
-    """Lines from a socket stream, as `hub.stdio.stdio_transport` reads them."""
+    """Lines from a socket stream, as `hub.transport.stdio.stdio_transport` reads them."""
 
     def __init__(self, stream: anyio.abc.SocketStream) -> None:
         self.stream = stream
@@ -77,7 +77,7 @@ class _StreamWriter:
 
 
 async def _serve_connection(hub: Hub, stream: anyio.abc.SocketStream) -> None:
-    from hub.stdio import stdio_transport
+    from hub.transport.stdio import stdio_transport
 
     raw: socket.socket = stream.extra(anyio.abc.SocketAttribute.raw_socket)
     session_id = next(_ids)

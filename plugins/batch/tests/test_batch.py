@@ -105,7 +105,7 @@ async def test_send_poll_fetch_cycle(tmp_path, api):
         status = await call(client, "batch_status", job_id=sent["job_id"])
         assert status["processing_status"] == "ended" and status["batches"][0]["id"] == batch_id
         # A hub that read the job as open just before it ended cannot take its lease and fetch again.
-        service = hub.contexts["batch"].state["service"]
+        service = hub.plugins["batch"].plugin.service
         assert not await service.jobs.take_lease(
             sent["job_id"], "another-hub", 2e9, service.hub.instances.is_alive
         )
