@@ -126,6 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.transport, args.host, args.port, args.path = "stdio", None, None, None
     if command == "statusline":
         return _statusline(args)
+    if command == "serve":
+        _ensure_stdin()
     try:
         fast = _fast_start(args) if command == "serve" and args.transport == "stdio" else None
     except KeyboardInterrupt:  # Claude Code stops its servers with SIGINT, even one still starting
@@ -142,8 +144,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = _config_from(args)
         configure_logging(config.log_format, config.log_level)
-        if command == "serve" and args.transport == "stdio" and _no_input():
-            return 0  # closed, empty or /dev/null stdin: no client, nothing to serve (config checked)
         try:
             if command == "serve":
                 _check_http(config, args.transport)
@@ -169,22 +169,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _no_input() -> bool:
-    """Whether stdin can never carry a request: closed, /dev/null, or an empty regular file."""
-    import stat
-
+def _ensure_stdin() -> None:
+    """A closed stdin reads as empty: /dev/null goes on fd 0, so the next file the hub opens (the
+    event loop's epoll) cannot land there; the hub then sees end of input and exits quietly."""
     try:
-        info = os.fstat(0)
+        os.fstat(0)
     except OSError:
-        return True
-    if stat.S_ISREG(info.st_mode):
-        return info.st_size == 0
-    if stat.S_ISCHR(info.st_mode) and not os.isatty(0):
-        try:
-            return info.st_rdev == os.stat(os.devnull).st_rdev
-        except OSError:
-            return False
-    return False
+        fd = os.open(os.devnull, os.O_RDONLY)
+        if fd != 0:
+            os.dup2(fd, 0)
+            os.close(fd)
 
 
 def _first_leaf(group: BaseException) -> BaseException:
@@ -289,8 +283,9 @@ async def _plugins(config: HubConfig, as_json: bool) -> None:
     import tempfile
 
     from hub.host import Hub
-    from hub.plugins import discover
+    from hub.plugins import check_plugin_names, discover
 
+    check_plugin_names(config)  # a misspelt name in HUB_PLUGINS or hub.toml is an error here too
     selected = config.plugins.enabled
     everything = config.model_copy(deep=True)
     everything.plugins.enabled = None

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import anyio
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from hub import Prompt, PromptArgument, Resource, ResourceTemplate, Tool, ToolCall, hookimpl
 from hub.errors import ToolError
@@ -67,6 +67,16 @@ class Settings(BaseModel):
         default=None, description="A folder of SKILL.md files with YAML front matter."
     )
     skills: dict[str, SkillTable] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _slots_in_range(self) -> Settings:
+        if self.min_slots > self.max_slots:
+            raise ValueError(f"min_slots ({self.min_slots}) is above max_slots ({self.max_slots})")
+        if not self.min_slots <= self.slots <= self.max_slots:
+            raise ValueError(
+                f"slots ({self.slots}) is outside min_slots..max_slots ({self.min_slots}..{self.max_slots})"
+            )
+        return self
 
 
 class _Args(BaseModel):
@@ -190,10 +200,6 @@ def hub_startup(hub: PluginContext) -> Any:
     async def start() -> None:
         settings = hub.config
         assert isinstance(settings, Settings)
-        if not settings.min_slots <= settings.slots <= settings.max_slots:
-            raise ValueError(
-                f"[plugins.pool] slots = {settings.slots} is outside min_slots..max_slots ({settings.min_slots}..{settings.max_slots})"
-            )
         folder = Path(settings.skills_dir).expanduser() if settings.skills_dir else None
         skills, problems = load_skills(
             settings.builtins, {k: v.model_dump() for k, v in settings.skills.items()}, folder
