@@ -7,10 +7,14 @@ the budget the task reserved. Tools and resources keep the original slot pool's 
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any, Literal
 
 import anyio
+import mcp.types as types
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from hub import Prompt, PromptArgument, Resource, ResourceTemplate, Tool, ToolCall, hookimpl
@@ -166,6 +170,31 @@ def _spec(prompt: str, args: Overrides, session: str | None = None) -> TaskSpec:
     return TaskSpec(prompt, args.model, args.effort, args.timeout_s, args.max_budget_usd, session)
 
 
+def _result(value: dict[str, Any], *, failed: bool) -> Any:
+    """The tool result: `value` as structured content and JSON text, with isError when the work
+    failed (pool_run / pool_skill_run: the task did not complete; pool_fan_out: any prompt did not
+    complete; pool_chain: the chain did not complete, a skipped step included)."""
+    if not failed:
+        return value
+    return types.CallToolResult(
+        content=[types.TextContent(type="text", text=json.dumps(value, ensure_ascii=False, default=str))],
+        structured_content=value,
+        is_error=True,
+    )
+
+
+def _missing_command(command: list[str], cwd: Path) -> str | None:
+    """Why the CLI cannot be run, or None when it can."""
+    name = command[0]
+    found = shutil.which(name) if os.sep not in name else (name if os.access(cwd / name, os.X_OK) else None)
+    if found:
+        return None
+    return (
+        f"the Claude Code CLI {name!r} was not found (PATH or [plugins.pool] claude_command): pool tasks "
+        "fail until it is installed (npm install -g @anthropic-ai/claude-code) or claude_command points at it"
+    )
+
+
 def _progress(call: ToolCall) -> Any:
     count = 0
 
@@ -207,6 +236,9 @@ def hub_startup(hub: PluginContext) -> Any:
         for problem in problems:
             hub.log.warning("skill not loaded", problem=problem)
         pool = hub.state["pool"] = Pool(hub, settings, skills)
+        missing = _missing_command(pool.command, pool.cwd)
+        if missing is not None:  # said once, at start, in the log and hub://status
+            hub.warn(missing)
         await pool.start()
 
     return start
@@ -226,8 +258,9 @@ def hub_shutdown(hub: PluginContext) -> Any:
 def hub_register_tools(register: Any, hub: PluginContext) -> None:
     pool = _pool(hub)
 
-    async def pool_run(args: RunArgs, call: ToolCall) -> dict[str, Any]:
-        return await pool.run(_spec(args.prompt, args, args.session_id), _progress(call))
+    async def pool_run(args: RunArgs, call: ToolCall) -> Any:
+        result = await pool.run(_spec(args.prompt, args, args.session_id), _progress(call))
+        return _result(result, failed=result.get("status") != "completed")
 
     async def pool_submit(args: RunArgs, call: ToolCall) -> dict[str, Any]:
         task_id = await pool.submit(_spec(args.prompt, args, args.session_id))
@@ -239,7 +272,7 @@ def hub_register_tools(register: Any, hub: PluginContext) -> None:
     async def pool_cancel(args: TaskArgs, call: ToolCall) -> dict[str, Any]:
         return await pool.cancel(args.task_id)
 
-    async def pool_fan_out(args: FanOutArgs, call: ToolCall) -> dict[str, Any]:
+    async def pool_fan_out(args: FanOutArgs, call: ToolCall) -> Any:
         results: list[dict[str, Any]] = [{} for _ in args.prompts]
         done = 0
 
@@ -265,18 +298,20 @@ def hub_register_tools(register: Any, hub: PluginContext) -> None:
             for i, prompt in enumerate(args.prompts):
                 tg.start_soon(one, i, prompt)
         ok = sum(1 for r in results if r["status"] == "completed")
-        return {
+        summary = {
             "results": results,
             "completed": ok,
             "failed": len(results) - ok,
             "spend_usd": round(sum(r["spend_usd"] for r in results), 6),
         }
+        return _result(summary, failed=ok < len(results))
 
-    async def pool_chain(args: ChainArgs, call: ToolCall) -> dict[str, Any]:
+    async def pool_chain(args: ChainArgs, call: ToolCall) -> Any:
         steps = [s.model_dump(exclude_none=True) for s in args.steps]
         pool.check_steps(steps)
         chain_id = await pool.create_chain(steps, args.failure_policy)
-        return await pool.run_chain(chain_id, _progress(call))
+        result = await pool.run_chain(chain_id, _progress(call))
+        return _result(result, failed=result.get("status") != "completed")
 
     async def pool_submit_chain(args: ChainArgs, call: ToolCall) -> dict[str, Any]:
         steps = [s.model_dump(exclude_none=True) for s in args.steps]
@@ -303,7 +338,7 @@ def hub_register_tools(register: Any, hub: PluginContext) -> None:
     async def pool_set_target_slots(args: TargetArgs, call: ToolCall) -> dict[str, Any]:
         return await pool.set_target(args.target)
 
-    async def pool_skill_run(args: SkillRunArgs, call: ToolCall) -> dict[str, Any]:
+    async def pool_skill_run(args: SkillRunArgs, call: ToolCall) -> Any:
         skill = pool.skills.get(args.skill)
         if skill is None:
             raise ToolError(
@@ -311,7 +346,7 @@ def hub_register_tools(register: Any, hub: PluginContext) -> None:
             )
         result = await pool.run(_spec(skill.render(args.arguments), args), _progress(call))
         result["skill"] = args.skill
-        return result
+        return _result(result, failed=result.get("status") != "completed")
 
     tools: list[tuple[str, Any, str, type[BaseModel]]] = [
         (
