@@ -75,6 +75,7 @@ def _cases(tool: types.Tool) -> list[dict[str, Any]]:
     return cases
 
 
+@pytest.mark.filterwarnings("ignore:ping is removed")
 async def test_every_tool_answers_hostile_arguments_and_the_hub_keeps_serving(tmp_path):
     config = make_config(
         tmp_path,
