@@ -99,6 +99,9 @@ def test_origin_and_host_are_checked_on_every_loopback_address(open_hub):
 
 def test_malformed_json_rpc_over_http_gets_the_spec_error(open_hub):
     with httpx2.Client(timeout=10, headers=ACCEPT) as http:
+        early = http.post(open_hub, json={"jsonrpc": "2.0", "id": 7, "method": "tools/list", "params": {}})
+        assert early.status_code == 400 and early.json()["id"] == 7
+        assert "not initialized" in early.json()["error"]["message"]
         init = http.post(open_hub, json=INIT)
         session = {"mcp-session-id": init.headers["mcp-session-id"]}
         cases = [
