@@ -4,6 +4,7 @@ imports the SDK, the rest held and handed over, stale answers corrected with lis
 from __future__ import annotations
 
 import json
+import os
 import select
 import time
 from pathlib import Path
@@ -51,16 +52,25 @@ def session(tmp_path: Path, **env: str) -> tuple[list[dict[str, Any]], str]:
 
 
 def read_until(peer: StdioPeer, done: Any, seconds: float) -> list[dict[str, Any]]:
+    """Lines from the hub's stdout until `done(got)` or the deadline. Reads the file descriptor
+    itself: a buffered readline can swallow a second line that select() then never reports."""
     assert peer.proc.stdout is not None
+    fd = peer.proc.stdout.fileno()
+    buffer: bytes = getattr(peer, "_raw", b"")
     got: list[dict[str, Any]] = []
     deadline = time.monotonic() + seconds
     while not done(got) and time.monotonic() < deadline:
-        ready, _, _ = select.select([peer.proc.stdout], [], [], 0.05)
-        if ready:
-            line = peer.proc.stdout.readline()
-            if not line:
-                break
+        if b"\n" in buffer:
+            line, _, buffer = buffer.partition(b"\n")
             got.append(json.loads(line))
+            continue
+        ready, _, _ = select.select([fd], [], [], 0.05)
+        if ready:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            buffer += chunk
+    peer._raw = buffer  # type: ignore[attr-defined]
     return got
 
 
