@@ -30,6 +30,12 @@ Effort = Literal["min", "low", "medium", "high", "max"]
 PermissionMode = Literal["default", "acceptEdits", "bypassPermissions", "plan", "auto"]
 
 
+# Upper bounds of settings and per-call arguments (documented in README.md).
+MAX_TIMEOUT_S = 86_400.0  # a day
+MAX_BUDGET_USD = 1_000.0  # per task
+MAX_SLOTS = 1_000
+
+
 class SkillTable(BaseModel):
     model_config = ConfigDict(extra="forbid")
     description: str = ""
@@ -41,9 +47,9 @@ class Settings(BaseModel):
     """`[plugins.pool]`."""
 
     model_config = ConfigDict(extra="forbid")
-    slots: int = Field(default=2, ge=0)
-    min_slots: int = Field(default=1, ge=0)
-    max_slots: int = Field(default=16, ge=1)
+    slots: int = Field(default=2, ge=0, le=MAX_SLOTS)
+    min_slots: int = Field(default=1, ge=0, le=MAX_SLOTS)
+    max_slots: int = Field(default=16, ge=1, le=MAX_SLOTS)
     model: str | None = Field(
         default=None, description="Default --model (e.g. sonnet, opus); None: the CLI's."
     )
@@ -56,9 +62,9 @@ class Settings(BaseModel):
         default=False, description="Each slot works in its own git worktree (branch hub-pool/<slot>)."
     )
     builtins: bool = Field(default=True, description="Offer the built-in skills.")
-    task_timeout_s: float = Field(default=1800.0, gt=0)
+    task_timeout_s: float = Field(default=1800.0, gt=0, le=MAX_TIMEOUT_S)
     max_budget_per_task_usd: float = Field(
-        default=1.0, gt=0, description="Reserved per task and passed as --max-budget-usd."
+        default=1.0, gt=0, le=MAX_BUDGET_USD, description="Reserved per task and passed as --max-budget-usd."
     )
     claude_command: str = Field(
         default="claude", description="The CLI to run (a path, or a command on PATH)."
@@ -66,7 +72,9 @@ class Settings(BaseModel):
     cwd: str | None = Field(
         default=None, description="Where tasks run (default: the hub's working directory)."
     )
-    busy_grace_s: float = Field(default=30.0, ge=0, description="How long scale-down waits for a busy slot.")
+    busy_grace_s: float = Field(
+        default=30.0, ge=0, le=MAX_TIMEOUT_S, description="How long scale-down waits for a busy slot."
+    )
     skills_dir: str | None = Field(
         default=None, description="A folder of SKILL.md files with YAML front matter."
     )
@@ -85,12 +93,6 @@ class Settings(BaseModel):
 
 class _Args(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-# Upper bounds of per-call arguments (documented in README.md).
-MAX_TIMEOUT_S = 86_400.0  # a day
-MAX_BUDGET_USD = 1_000.0  # per task
-MAX_SLOTS = 1_000
 
 
 class Overrides(_Args):
