@@ -193,9 +193,32 @@ def load_plugins(
             info.config = plugin_config(pm, name, config)
         except ConfigError as exc:  # every plugin's problems at once, not only the first's
             problems.append(str(exc))
+    # Settings of installed plugins that are not selected are checked too: a typo there would
+    # otherwise surface only on the day the plugin is turned on.
+    for name in config.plugins.tables():
+        if name in candidates and name not in wanted:
+            problems.extend(_unselected_problems(name, candidates[name], config))
     if problems:
         raise ConfigError("\n".join(problems))
     return pm, infos
+
+
+def _unselected_problems(name: str, candidate: _Candidate, config: HubConfig) -> list[str]:
+    try:
+        module = candidate.load()
+        model = module.hub_config_model() if hasattr(module, "hub_config_model") else None
+    except Exception:  # it is not selected: its import problems are reported when it is
+        return []
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        return []
+    table = config.plugins.tables().get(name)
+    if not isinstance(table, dict):
+        return []
+    try:
+        model.model_validate(table)
+    except ValidationError as exc:
+        return [format_validation_error(exc, config.source, prefix=f"plugins.{name}", origins=config.origins)]
+    return []
 
 
 def _did_you_mean(name: str, known: list[str]) -> str:

@@ -302,3 +302,12 @@ def test_an_unknown_plugin_name_is_an_error_with_the_nearest_name(tmp_path, setu
     assert out.returncode == 2, out.stderr
     assert expected in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_settings_of_a_plugin_not_selected_are_checked_too(tmp_path):
+    (tmp_path / "hub.toml").write_text(
+        '[plugins]\nenabled = ["batchit"]\n[plugins.pool]\nmin_slots = 5\nmax_slots = 3\n'
+    )
+    out = hub("config", env=hub_env(tmp_path), cwd=tmp_path)
+    assert out.returncode == 2
+    assert "hub.toml: plugins.pool: min_slots (5) is above max_slots (3)" in out.stderr
