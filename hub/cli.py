@@ -132,8 +132,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         fast = _fast_start(args) if command == "serve" and args.transport == "stdio" else None
     except KeyboardInterrupt:  # Claude Code stops its servers with SIGINT, even one still starting
         return 130
-    if fast is not None and fast[1] is not None and fast[1].ended:
-        return 0  # the client left before the hub was up
+    if fast is not None and fast[1] is not None and fast[1].ended and not fast[1].held.strip():
+        return 0  # the client left before the hub was up, and nothing it sent waits for an answer
     import anyio
 
     from hub.config import ConfigError
@@ -189,9 +189,9 @@ def _first_leaf(group: BaseException) -> BaseException:
 
 def _check_http(config: HubConfig, transport: str) -> None:
     """Refuse an unprotected public listener, or a port in use, before starting anything."""
-    from hub.http import check_http_exposure
-
     if transport == "http":
+        from hub.http import check_http_exposure
+
         token = config.http.token.get_secret_value() if config.http.token else None
         check_http_exposure(config.http.host, token)
         if config.http.port:  # a port in use is said in one line before any plugin starts
@@ -240,7 +240,10 @@ def _fast_start(args: argparse.Namespace) -> tuple[Any, Any] | None:
             ready.set()
 
     threading.Thread(target=load, name="hub-import", daemon=True).start()
-    return cache, fastfront.answer_until(ready, cache)
+    early = fastfront.answer_until(ready, cache)
+    if early.ended and early.held.strip():
+        ready.wait()  # input ended early, but requests wait for answers: let the imports finish first
+    return cache, early
 
 
 async def _serve(config: HubConfig, transport: str, fast: tuple[Any, Any] | None = None) -> None:

@@ -247,3 +247,43 @@ def test_message_check_unit(text, code):
     assert first["error"]["code"] == code
     if isinstance(answer, list):
         assert len(answer) == 1  # the notification in the batch gets no answer
+
+
+def test_piped_requests_are_answered_with_a_fast_start_too(tmp_path):
+    """With answers kept from the last run, the fast start reads input before the hub is up;
+    input that ends then must still get every answer, not a silent exit."""
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "test", "version": "1"},
+        "io.modelcontextprotocol/clientCapabilities": {},
+    }
+    modern = [
+        json.dumps({"jsonrpc": "2.0", "id": "d", "method": "server/discover", "params": {"_meta": meta}}),
+        json.dumps({"jsonrpc": "2.0", "id": "t", "method": "tools/list", "params": {"_meta": meta}}),
+        json.dumps(
+            {
+                "jsonrpc": "2.0",
+                "id": "c",
+                "method": "tools/call",
+                "params": {"_meta": meta, "name": "context_set", "arguments": {"key": "k", "value": "v"}},
+            }
+        ),
+        "not json",
+    ]
+    env = hub_env(tmp_path)
+    for run in range(2):  # the first run keeps the answers the second starts with
+        out = subprocess.run(
+            [sys.executable, "-m", "hub", "--plugins", "batchit"],
+            input="\n".join(modern) + "\n",
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=60,
+        )
+        assert out.returncode == 0, out.stderr
+        answers = [json.loads(line) for line in out.stdout.splitlines()]
+        assert {a["id"] for a in answers} == {"d", "t", "c", None}, (run, answers)
+        call = next(a for a in answers if a["id"] == "c")
+        assert call.get("result", {}).get("isError") is False, call
+        assert (tmp_path / "state" / "fastfront.json").exists()
