@@ -150,6 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _statusline(args)
     if command == "status":
         return _status(args)
+    if command == "serve":
+        _ensure_stdin()
     if command == "serve" and args.transport == "stdio":
         from hub.bridge import sharing_enabled
 
@@ -159,8 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         fast = _fast_start(args) if command == "serve" and args.transport == "stdio" else None
     except KeyboardInterrupt:  # Claude Code stops its servers with SIGINT, even one still starting
         return 130
-    if fast is not None and fast[1] is not None and fast[1].ended:
-        return 0  # the client left before the hub was up
+    if fast is not None and fast[1] is not None and fast[1].ended and not fast[1].held.strip():
+        return 0  # the client left before the hub was up, and nothing it sent waits for an answer
     import anyio
 
     from hub.config import ConfigError
@@ -171,8 +173,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = _config_from(args)
         configure_logging(config.log_format, config.log_level)
-        if command == "serve" and args.transport == "stdio" and _no_input():
-            return 0  # closed, empty or /dev/null stdin: no client, nothing to serve (config checked)
         try:
             if command == "serve":
                 _check_http(config, args.transport)
@@ -212,12 +212,24 @@ def _no_input() -> bool:
         return True
     if stat.S_ISREG(info.st_mode):
         return info.st_size == 0
-    if stat.S_ISCHR(info.st_mode) and not os.isatty(0):
+    if stat.S_ISCHR(info.st_mode):
         try:
             return info.st_rdev == os.stat(os.devnull).st_rdev
         except OSError:
             return False
     return False
+
+
+def _ensure_stdin() -> None:
+    """A closed stdin reads as empty: /dev/null goes on fd 0, so the next file the hub opens (the
+    event loop's epoll) cannot land there; the hub then sees end of input and exits quietly."""
+    try:
+        os.fstat(0)
+    except OSError:
+        fd = os.open(os.devnull, os.O_RDONLY)
+        if fd != 0:
+            os.dup2(fd, 0)
+            os.close(fd)
 
 
 def _first_leaf(group: BaseException) -> BaseException:
@@ -228,9 +240,9 @@ def _first_leaf(group: BaseException) -> BaseException:
 
 def _check_http(config: HubConfig, transport: str) -> None:
     """Refuse an unprotected public listener, or a port in use, before starting anything."""
-    from hub.transport.http import check_http_exposure
-
     if transport == "http":
+        from hub.transport.http import check_http_exposure
+
         token = config.http.token.get_secret_value() if config.http.token else None
         check_http_exposure(config.http.host, token)
         if config.http.port:  # a port in use is said in one line before any plugin starts
@@ -279,7 +291,10 @@ def _fast_start(args: argparse.Namespace) -> tuple[Any, Any] | None:
             ready.set()
 
     threading.Thread(target=load, name="hub-import", daemon=True).start()
-    return cache, fastfront.answer_until(ready, cache)
+    early = fastfront.answer_until(ready, cache)
+    if early.ended and early.held.strip():
+        ready.wait()  # input ended early, but requests wait for answers: let the imports finish first
+    return cache, early
 
 
 async def _serve(config: HubConfig, transport: str, fast: tuple[Any, Any] | None = None) -> None:
@@ -326,8 +341,9 @@ async def _plugins(config: HubConfig, as_json: bool) -> None:
     import tempfile
 
     from hub.host import Hub
-    from hub.plugins import discover
+    from hub.plugins import check_plugin_names, discover
 
+    check_plugin_names(config)  # a misspelt name in HUB_PLUGINS or hub.toml is an error here too
     selected = config.plugins.enabled
     everything = config.model_copy(deep=True)
     everything.plugins.enabled = None

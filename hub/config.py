@@ -55,7 +55,9 @@ class _Strict(BaseModel):
 class BudgetConfig(_Strict):
     """`[budget]`: the one spending cap shared by every plugin."""
 
-    limit_usd: float | None = Field(default=None, ge=0, description="Total USD cap; unset means no cap.")
+    limit_usd: float | None = Field(
+        default=None, ge=0, le=1_000_000_000, description="Total USD cap (at most $1e9); unset means no cap."
+    )
 
 
 class HttpConfig(_Strict):
@@ -94,10 +96,10 @@ class ServerConfig(_Strict):
     url: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)
     idle_timeout_s: float = Field(
-        default=300.0, gt=0, description="Close the connection after this long unused."
+        default=300.0, gt=0, le=31_536_000, description="Close the connection after this long unused."
     )
     startup_timeout_s: float = Field(
-        default=30.0, gt=0, description="Give up on a server that takes longer to start."
+        default=30.0, gt=0, le=86_400, description="Give up on a server that takes longer to start."
     )
     # How the proxy plugin serves this server (ignored when the proxy plugin is not loaded).
     expose: bool = Field(default=True, description="Serve this server's tools through the hub.")

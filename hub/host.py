@@ -133,6 +133,12 @@ class PluginContext:
         self._host.work[self.name] = max(0, count)
         self._host.session_changed.set()
 
+    def warn(self, message: str) -> None:
+        """A problem the user should know about but that does not stop the plugin (a missing
+        command, say): logged once and listed under this plugin's `warnings` in `hub://status`."""
+        self.log.warning(message)
+        self._host.plugins[self.name].warnings.append(message)
+
     async def set_status_line(self, text: str | None) -> None:
         """This plugin's part of `hub statusline` (Claude Code's status line); None removes it."""
         await statusline.set_line(self.store, self.name, text)

@@ -30,6 +30,7 @@ __all__ = [
     "HubPluginManager",
     "PluginInfo",
     "PluginLoadError",
+    "check_plugin_names",
     "check_tool_selections",
     "discover",
     "load_plugins",
@@ -191,27 +192,24 @@ def load_plugins(
     for name, candidate in discover().items():
         candidates.setdefault(name, candidate)
     always = set(extra or {})
+    problems: list[str] = []
+    try:
+        check_plugin_names(config, candidates, hidden=always)
+    except ConfigError as exc:
+        problems.append(str(exc))
     selected = config.plugins.enabled
     explicit = selected is not None
     if selected is None:
         wanted = list(candidates)
     else:
-        unknown = [name for name in selected if name not in candidates]
-        if unknown:
-            installed = ", ".join(sorted(set(candidates) - always)) or "none"
-            raise ConfigError(
-                f"unknown plugin{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} "
-                f"(installed: {installed}); check --plugins, HUB_PLUGINS or plugins in {config.source}"
-            )
-        wanted = [name for name in candidates if name in always] + [n for n in selected if n not in always]
+        wanted = [name for name in candidates if name in always] + [
+            n for n in selected if n not in always and n in candidates
+        ]
 
     infos: dict[str, PluginInfo] = {
         name: PluginInfo(name, c.module, c.distribution, c.version, c.builtin)
         for name, c in candidates.items()
     }
-    for table in config.plugins.tables():
-        if table not in candidates:
-            log.warning("hub.toml has settings for a plugin that is not installed", plugin=table)
 
     for name in wanted:
         info = infos[name]
@@ -224,8 +222,67 @@ def load_plugins(
                 raise PluginLoadError(f"plugin {name!r} failed to load: {info.error}") from exc
             log.error("plugin failed to load; serving the others", plugin=name, error=info.error)
             continue
-        info.config = plugin_config(pm, name, config)
+        try:
+            info.config = plugin_config(pm, name, config)
+        except ConfigError as exc:  # every plugin's problems at once, not only the first's
+            problems.append(str(exc))
+    # Settings of installed plugins that are not selected are checked too: a typo there would
+    # otherwise surface only on the day the plugin is turned on.
+    for name in config.plugins.tables():
+        if name in candidates and name not in wanted:
+            problems.extend(_unselected_problems(name, candidates[name], config))
+    if problems:
+        raise ConfigError("\n".join(problems))
     return pm, infos
+
+
+def _unselected_problems(name: str, candidate: _Candidate, config: HubConfig) -> list[str]:
+    try:
+        module = candidate.load()
+        model = module.hub_config_model() if hasattr(module, "hub_config_model") else None
+    except Exception:  # it is not selected: its import problems are reported when it is
+        return []
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        return []
+    table = config.plugins.tables().get(name)
+    if not isinstance(table, dict):
+        return []
+    try:
+        model.model_validate(table)
+    except ValidationError as exc:
+        return [format_validation_error(exc, config.source, prefix=f"plugins.{name}", origins=config.origins)]
+    return []
+
+
+def _did_you_mean(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    return f"did you mean {close[0]!r}? " if close else ""
+
+
+def check_plugin_names(
+    config: HubConfig, candidates: dict[str, Any] | None = None, hidden: set[str] | None = None
+) -> None:
+    """`ConfigError` for every plugin the user named that is not installed: in the selection
+    (--plugins, HUB_PLUGINS, plugins = [...]) or as a `[plugins.NAME]` table, with the nearest
+    installed name."""
+    candidates = discover() if candidates is None else candidates
+    known = sorted(set(candidates) - (hidden or set()))
+    installed = ", ".join(known) or "none"
+    lines = []
+    for name in config.plugins.enabled or []:
+        if name not in candidates:
+            origin = config.origins.get("plugins.enabled") or config.source
+            lines.append(
+                f"{origin}: plugins: unknown plugin {name!r} ({_did_you_mean(name, known)}installed: {installed})"
+            )
+    for table in config.plugins.tables():
+        if table not in candidates:
+            lines.append(
+                f"{config.source}: plugins.{table}: no plugin {table!r} is installed "
+                f"({_did_you_mean(table, known)}installed: {installed})"
+            )
+    if lines:
+        raise ConfigError("\n".join(lines))
 
 
 def register_plugin(pm: HubPluginManager, name: str, plugin: Any, info: PluginInfo) -> None:

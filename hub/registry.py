@@ -144,6 +144,7 @@ class Tool:
                 raise ToolError(f"invalid arguments for {self.name}: {_pydantic_problems(exc)}") from None
         if not isinstance(arguments, dict):
             raise ToolError(f"invalid arguments for {self.name}: arguments must be an object")
+        _as_json(arguments)  # JSON values only, no lone surrogates (they would break the wire later)
         errors = sorted(self._validator.iter_errors(arguments), key=lambda e: list(e.absolute_path))
         if errors:
             problems = "; ".join(
@@ -254,9 +255,16 @@ def compact_schema(schema: dict[str, Any]) -> dict[str, Any]:
 def _as_json(arguments: Any) -> str:
     """The arguments as JSON text (they came as JSON; an in-process client may pass other values)."""
     try:
-        return json.dumps(arguments, allow_nan=False)
+        text = json.dumps(arguments, allow_nan=False, ensure_ascii=False)
     except (TypeError, ValueError) as exc:
         raise ToolError(f"arguments must be JSON values: {exc}") from None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # only an in-process client can get one this far
+        raise ToolError(
+            f"arguments hold a lone UTF-16 surrogate ({text[exc.start]!r}); send valid Unicode"
+        ) from None
+    return text
 
 
 def _short(text: str, limit: int = 200) -> str:

@@ -70,6 +70,14 @@ async def call_ok(client: Client, tool: str, **arguments: Any) -> Any:
     return result_json(result)
 
 
+async def call_failed(client: Client, tool: str, **arguments: Any) -> Any:
+    """Call `tool`, fail the test unless it is an error, and return its structured content (a
+    tool that reports failed work keeps the result there, with isError)."""
+    result = await client.call_tool(tool, arguments)
+    assert result.is_error, result_text(result)
+    return result_json(result)
+
+
 async def call_error(client: Client, tool: str, **arguments: Any) -> str:
     """Call `tool`, fail the test if it succeeds, and return the error's text."""
     result = await client.call_tool(tool, arguments)

@@ -255,3 +255,60 @@ def test_statusline_prints_plugin_lines_from_the_store(tmp_path):
     (tmp_path / "hub.toml").write_text(f'state_dir = "{tmp_path / "state"}"\n')
     del env["HUB_STATE_DIR"]
     assert hub("statusline", env=env, cwd=tmp_path).stdout.startswith("batch: 1 pending")
+
+
+@pytest.mark.parametrize("command", [["config"], ["serve"], ["plugins"]])
+def test_every_plugin_setting_is_checked_by_config_and_at_start(tmp_path, command):
+    """Cross-field rules included; every problem at once, one line each, exit 2 (before any
+    plugin starts, so the model never sees a hub with the plugin silently gone)."""
+    (tmp_path / "hub.toml").write_text(
+        "[plugins.pool]\nmin_slots = 5\nmax_slots = 3\n[plugins.batch]\nmax_tokens = 'many'\n"
+    )
+    out = hub(*command, env=hub_env(tmp_path), cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    lines = [line.strip() for line in out.stderr.splitlines()]
+    assert lines[0] == "hub: config error:"
+    assert sorted(lines[1:]) == [
+        "hub.toml: plugins.batch.max_tokens: Input should be a valid integer, unable to parse string as an "
+        "integer (got 'many')",
+        "hub.toml: plugins.pool: min_slots (5) is above max_slots (3)",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("setup", "command", "expected"),
+    [
+        (
+            {"HUB_PLUGINS": "pol"},
+            ["plugins"],
+            "HUB_PLUGINS: plugins: unknown plugin 'pol' (did you mean 'pool'? installed: batch, batchit, pool, proxy)",
+        ),
+        (
+            {},
+            ["--plugins", "batchi", "serve"],
+            "--plugins: plugins: unknown plugin 'batchi' (did you mean 'batchit'? installed:",
+        ),
+        (
+            {"toml": "[plugins.pol]\nslots = 1\n"},
+            ["config"],
+            "hub.toml: plugins.pol: no plugin 'pol' is installed (did you mean 'pool'? installed:",
+        ),
+    ],
+)
+def test_an_unknown_plugin_name_is_an_error_with_the_nearest_name(tmp_path, setup, command, expected):
+    setup = dict(setup)
+    if "toml" in setup:
+        (tmp_path / "hub.toml").write_text(setup.pop("toml"))
+    out = hub(*command, env=hub_env(tmp_path, **setup), cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert expected in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_settings_of_a_plugin_not_selected_are_checked_too(tmp_path):
+    (tmp_path / "hub.toml").write_text(
+        '[plugins]\nenabled = ["batchit"]\n[plugins.pool]\nmin_slots = 5\nmax_slots = 3\n'
+    )
+    out = hub("config", env=hub_env(tmp_path), cwd=tmp_path)
+    assert out.returncode == 2
+    assert "hub.toml: plugins.pool: min_slots (5) is above max_slots (3)" in out.stderr

@@ -185,7 +185,10 @@ class HttpGuard:
                 break
         body = b"".join(chunks)
         text = body.decode("utf-8", errors="replace")
-        parsed, answer = MessageCheck().parse(text)
+        # Without a session id, a handshake-era request other than initialize is told why it
+        # cannot be served (the SDK says only "Missing session ID", without the request's id).
+        headers = {k.lower(): v for k, v in scope.get("headers") or []}
+        parsed, answer = MessageCheck(track_initialize=b"mcp-session-id" not in headers).parse(text)
         if parsed is None:
             if answer is None:  # a malformed notification: accepted and dropped, as JSON-RPC says
                 await _reply(send, 202, None)

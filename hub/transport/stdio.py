@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import mcp_types as types
 import structlog
-from mcp.shared._context_streams import create_context_streams
+from mcp.shared._context_streams import create_context_streams  # what the SDK's own transports use
 from mcp.shared.message import SessionMessage
 
 from hub.fastfront import TRACKED, AnswerCache, EarlyAnswers, check_requests
@@ -175,10 +175,19 @@ async def stdio_transport(reader: LineReader, writer: FdWriter) -> AsyncIterator
     pending: set[Any] = set()  # ids of requests not answered yet
     settled = anyio.Event()
     lock = anyio.Lock()
+    reading = anyio.CancelScope()
+    gone = False  # the client closed its end of stdout: nothing more can be said
 
     async def emit(text: str) -> None:
+        nonlocal gone
+        if gone:
+            return
         async with lock:
-            await writer.write(text)
+            try:
+                await writer.write(text)
+            except (BrokenPipeError, ConnectionResetError):
+                gone = True
+                reading.cancel()  # the session ends as if input had ended
 
     async def read_lines() -> None:
         nonlocal settled
@@ -217,7 +226,6 @@ async def stdio_transport(reader: LineReader, writer: FdWriter) -> AsyncIterator
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(write_lines)
-        reading = anyio.CancelScope()
 
         async def run_reader() -> None:
             with reading:

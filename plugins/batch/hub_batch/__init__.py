@@ -38,8 +38,12 @@ __all__ = ["BatchPlugin", "SendArgs", "Settings"]
 
 class PriceOverride(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    input_per_mtok: float = Field(ge=0, description="USD per million input tokens, standard rate.")
-    output_per_mtok: float = Field(ge=0, description="USD per million output tokens, standard rate.")
+    input_per_mtok: float = Field(
+        ge=0, le=100_000, description="USD per million input tokens, standard rate."
+    )
+    output_per_mtok: float = Field(
+        ge=0, le=100_000, description="USD per million output tokens, standard rate."
+    )
 
 
 class Settings(BaseModel):
@@ -60,7 +64,7 @@ class Settings(BaseModel):
         default=None, description="API base URL; default ANTHROPIC_BASE_URL, else the SDK's."
     )
     model: str = "claude-sonnet-4-5"
-    max_tokens: int = Field(default=8192, ge=1)
+    max_tokens: int = Field(default=8192, ge=1, le=MAX_TOKENS)
     system: str | None = Field(
         default=None, description="System prompt for every request (before shared context)."
     )
@@ -84,9 +88,9 @@ class Settings(BaseModel):
     max_requests_per_batch: int = Field(default=100_000, ge=1, le=100_000)
     max_bytes_per_batch: int = Field(default=256_000_000, ge=1024, le=256_000_000)
     max_requests_per_job: int = Field(default=1_000_000, ge=1)
-    poll_initial_s: float = Field(default=15.0, gt=0)
-    poll_factor: float = Field(default=1.7, ge=1)
-    poll_max_s: float = Field(default=300.0, gt=0)
+    poll_initial_s: float = Field(default=15.0, gt=0, le=86_400)
+    poll_factor: float = Field(default=1.7, ge=1, le=100)
+    poll_max_s: float = Field(default=300.0, gt=0, le=86_400)
     poll_jitter: float = Field(default=0.25, ge=0, lt=1)
     prices: dict[str, PriceOverride] = Field(
         default_factory=dict, description="Per model id prefix, standard USD per MTok; batches cost half."

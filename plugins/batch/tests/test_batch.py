@@ -411,3 +411,43 @@ async def test_anthropic_base_url_and_api_key_come_from_the_environment(tmp_path
     async with running_hub(config, plugins={"batch": hub_batch.BatchPlugin}) as (_, client):
         sent = await call(client, "send_to_batch", packet_text="from the environment")
         assert (await call(client, "batch_fetch", job_id=sent["job_id"], wait_s=20))["state"] == "succeeded"
+
+
+async def test_a_fifo_is_refused_and_no_job_is_left(tmp_path, api):
+    """A FIFO used to block send_to_batch forever with the job left 'submitting'."""
+    import os
+
+    fifo = tmp_path / "packets" / "pipe"
+    os.mkfifo(fifo)
+    async with hub_for(tmp_path, api) as (_, client):
+        for arguments in (
+            {"packet_path": str(fifo)},
+            {"requests_path": str(fifo)},
+            {"requests": [{"packet_path": str(fifo)}]},
+        ):
+            with anyio.fail_after(10):
+                message = await error_of(client, "send_to_batch", **arguments)
+            assert "is not a regular file" in message and "give a regular file" in message, message
+        assert (await call(client, "batch_list", state="all"))["jobs"] == []
+    assert api.batches == {}  # nothing reached the API
+
+
+async def test_requests_path_is_bounded_in_bytes_and_line_length(tmp_path, api):
+    big = tmp_path / "packets" / "big.jsonl"
+    big.write_text("".join(json.dumps({"prompt": f"p{i}"}) + "\n" for i in range(100)))
+    long_line = tmp_path / "packets" / "long.jsonl"
+    long_line.write_text(json.dumps({"prompt": "x" * 5000}) + "\n")
+    no_newline = tmp_path / "packets" / "flat.jsonl"
+    no_newline.write_text("y" * 20_000)
+    async with hub_for(tmp_path, api, max_requests_file_bytes=1000) as (_, client):
+        too_big = await error_of(client, "send_to_batch", requests_path=str(big))
+        assert (
+            "big.jsonl' is 1,790 bytes, over the limit of 1,000 ([plugins.batch] max_requests_file_bytes)"
+            in too_big
+        )
+        assert (await call(client, "batch_list", state="all"))["jobs"] == []
+    async with hub_for(tmp_path, api, max_request_line_bytes=2000) as (_, client):
+        for path in (long_line, no_newline):  # a file without newlines is one long line
+            too_long = await error_of(client, "send_to_batch", requests_path=str(path))
+            assert "line 1 is over 2,000 bytes ([plugins.batch] max_request_line_bytes)" in too_long
+        assert (await call(client, "batch_list", state="all"))["jobs"] == []

@@ -8,11 +8,15 @@ the budget the task reserved. Tools and resources keep the original slot pool's 
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any, Literal
 
 import anyio
-from pydantic import BaseModel, ConfigDict, Field
+import mcp.types as types
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from hub import (
     Instance,
@@ -41,6 +45,12 @@ Effort = Literal["min", "low", "medium", "high", "max"]
 PermissionMode = Literal["default", "acceptEdits", "bypassPermissions", "plan", "auto"]
 
 
+# Upper bounds of settings and per-call arguments (documented in README.md).
+MAX_TIMEOUT_S = 86_400.0  # a day
+MAX_BUDGET_USD = 1_000.0  # per task
+MAX_SLOTS = 1_000
+
+
 class SkillTable(BaseModel):
     model_config = ConfigDict(extra="forbid")
     description: str = ""
@@ -52,9 +62,9 @@ class Settings(BaseModel):
     """`[plugins.pool]`."""
 
     model_config = ConfigDict(extra="forbid")
-    slots: int = Field(default=2, ge=0)
-    min_slots: int = Field(default=1, ge=0)
-    max_slots: int = Field(default=16, ge=1)
+    slots: int = Field(default=2, ge=0, le=MAX_SLOTS)
+    min_slots: int = Field(default=1, ge=0, le=MAX_SLOTS)
+    max_slots: int = Field(default=16, ge=1, le=MAX_SLOTS)
     model: str | None = Field(
         default=None, description="Default --model (e.g. sonnet, opus); None: the CLI's."
     )
@@ -67,9 +77,9 @@ class Settings(BaseModel):
         default=False, description="Each slot works in its own git worktree (branch hub-pool/<slot>)."
     )
     builtins: bool = Field(default=True, description="Offer the built-in skills.")
-    task_timeout_s: float = Field(default=1800.0, gt=0)
+    task_timeout_s: float = Field(default=1800.0, gt=0, le=MAX_TIMEOUT_S)
     max_budget_per_task_usd: float = Field(
-        default=1.0, gt=0, description="Reserved per task and passed as --max-budget-usd."
+        default=1.0, gt=0, le=MAX_BUDGET_USD, description="Reserved per task and passed as --max-budget-usd."
     )
     claude_command: str = Field(
         default="claude", description="The CLI to run (a path, or a command on PATH)."
@@ -77,7 +87,9 @@ class Settings(BaseModel):
     cwd: str | None = Field(
         default=None, description="Where tasks run (default: the hub's working directory)."
     )
-    busy_grace_s: float = Field(default=30.0, ge=0, description="How long scale-down waits for a busy slot.")
+    busy_grace_s: float = Field(
+        default=30.0, ge=0, le=MAX_TIMEOUT_S, description="How long scale-down waits for a busy slot."
+    )
     skills_dir: str | None = Field(
         default=None, description="A folder of SKILL.md files with YAML front matter."
     )
@@ -98,15 +110,19 @@ class Settings(BaseModel):
         "are above it (1: workers cannot start workers).",
     )
 
+    @model_validator(mode="after")
+    def _slots_in_range(self) -> Settings:
+        if self.min_slots > self.max_slots:
+            raise ValueError(f"min_slots ({self.min_slots}) is above max_slots ({self.max_slots})")
+        if not self.min_slots <= self.slots <= self.max_slots:
+            raise ValueError(
+                f"slots ({self.slots}) is outside min_slots..max_slots ({self.min_slots}..{self.max_slots})"
+            )
+        return self
+
 
 class _Args(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-# Upper bounds of per-call arguments (documented in README.md).
-MAX_TIMEOUT_S = 86_400.0  # a day
-MAX_BUDGET_USD = 1_000.0  # per task
-MAX_SLOTS = 1_000
 
 
 class Overrides(_Args):
@@ -197,6 +213,31 @@ def _spec(prompt: str, args: Overrides, session: str | None = None) -> TaskSpec:
     return TaskSpec(prompt, args.model, args.effort, args.timeout_s, args.max_budget_usd, session)
 
 
+def _result(value: dict[str, Any], *, failed: bool) -> Any:
+    """The tool result: `value` as structured content and JSON text, with isError when the work
+    failed (pool_run / pool_skill_run: the task did not complete; pool_fan_out: any prompt did not
+    complete; pool_chain: the chain did not complete, a skipped step included)."""
+    if not failed:
+        return value
+    return types.CallToolResult(
+        content=[types.TextContent(type="text", text=json.dumps(value, ensure_ascii=False, default=str))],
+        structured_content=value,
+        is_error=True,
+    )
+
+
+def _missing_command(command: list[str], cwd: Path) -> str | None:
+    """Why the CLI cannot be run, or None when it can."""
+    name = command[0]
+    found = shutil.which(name) if os.sep not in name else (name if os.access(cwd / name, os.X_OK) else None)
+    if found:
+        return None
+    return (
+        f"the Claude Code CLI {name!r} was not found (PATH or [plugins.pool] claude_command): pool tasks "
+        "fail until it is installed (npm install -g @anthropic-ai/claude-code) or claude_command points at it"
+    )
+
+
 def _progress(call: ToolCall) -> Any:
     count = 0
 
@@ -238,10 +279,6 @@ class PoolPlugin(Plugin):
         async def start() -> None:
             settings = hub.config
             assert isinstance(settings, Settings)
-            if not settings.min_slots <= settings.slots <= settings.max_slots:
-                raise ValueError(
-                    f"[plugins.pool] slots = {settings.slots} is outside min_slots..max_slots ({settings.min_slots}..{settings.max_slots})"
-                )
             skills = _load_skills(hub, settings)
             depth = current_depth()
             if depth >= settings.max_depth:
@@ -252,6 +289,9 @@ class PoolPlugin(Plugin):
                 hub.log.info("pool tools not served", reason=self.disabled)
                 return
             self.pool = Pool(hub, settings, skills)
+            missing = _missing_command(self.pool.command, self.pool.cwd)
+            if missing is not None:  # said once, at start, in the log and hub://status
+                hub.warn(missing)
             await self.pool.start()
             if settings.skills_dir and settings.skills_poll_s > 0:
                 hub.start_soon(self.watch_skills, settings, name="watch skills_dir")
@@ -355,8 +395,9 @@ def skill_run_description(skills: dict[str, Skill]) -> str:
 def register_tools(register: RegisterTool, hub: PluginContext, pool: Pool) -> Tool:
     """Register the pool's tools; returns pool_skill_run (its description follows the skills)."""
 
-    async def pool_run(args: RunArgs, call: ToolCall) -> dict[str, Any]:
-        return await pool.run(_spec(args.prompt, args, args.session_id), _progress(call))
+    async def pool_run(args: RunArgs, call: ToolCall) -> Any:
+        result = await pool.run(_spec(args.prompt, args, args.session_id), _progress(call))
+        return _result(result, failed=result.get("status") != "completed")
 
     async def pool_submit(args: RunArgs, call: ToolCall) -> dict[str, Any]:
         task_id = await pool.submit(_spec(args.prompt, args, args.session_id))
@@ -368,7 +409,7 @@ def register_tools(register: RegisterTool, hub: PluginContext, pool: Pool) -> To
     async def pool_cancel(args: TaskArgs, call: ToolCall) -> dict[str, Any]:
         return await pool.cancel(args.task_id)
 
-    async def pool_fan_out(args: FanOutArgs, call: ToolCall) -> dict[str, Any]:
+    async def pool_fan_out(args: FanOutArgs, call: ToolCall) -> Any:
         results: list[dict[str, Any]] = [{} for _ in args.prompts]
         done = 0
 
@@ -394,18 +435,20 @@ def register_tools(register: RegisterTool, hub: PluginContext, pool: Pool) -> To
             for i, prompt in enumerate(args.prompts):
                 tg.start_soon(one, i, prompt)
         ok = sum(1 for r in results if r["status"] == "completed")
-        return {
+        summary = {
             "results": results,
             "completed": ok,
             "failed": len(results) - ok,
             "spend_usd": round(sum(r["spend_usd"] for r in results), 6),
         }
+        return _result(summary, failed=ok < len(results))
 
-    async def pool_chain(args: ChainArgs, call: ToolCall) -> dict[str, Any]:
+    async def pool_chain(args: ChainArgs, call: ToolCall) -> Any:
         steps = [s.model_dump(exclude_none=True) for s in args.steps]
         pool.check_steps(steps)
         chain_id = await pool.create_chain(steps, args.failure_policy)
-        return await pool.run_chain(chain_id, _progress(call))
+        result = await pool.run_chain(chain_id, _progress(call))
+        return _result(result, failed=result.get("status") != "completed")
 
     async def pool_submit_chain(args: ChainArgs, call: ToolCall) -> dict[str, Any]:
         steps = [s.model_dump(exclude_none=True) for s in args.steps]
@@ -432,7 +475,7 @@ def register_tools(register: RegisterTool, hub: PluginContext, pool: Pool) -> To
     async def pool_set_target_slots(args: TargetArgs, call: ToolCall) -> dict[str, Any]:
         return await pool.set_target(args.target)
 
-    async def pool_skill_run(args: SkillRunArgs, call: ToolCall) -> dict[str, Any]:
+    async def pool_skill_run(args: SkillRunArgs, call: ToolCall) -> Any:
         skill = pool.skills.get(args.skill)
         if skill is None:
             raise ToolError(
@@ -440,7 +483,7 @@ def register_tools(register: RegisterTool, hub: PluginContext, pool: Pool) -> To
             )
         result = await pool.run(_spec(skill.render(args.arguments), args), _progress(call))
         result["skill"] = args.skill
-        return result
+        return _result(result, failed=result.get("status") != "completed")
 
     tools: list[tuple[str, Any, str, type[BaseModel]]] = [
         (

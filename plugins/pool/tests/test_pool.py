@@ -16,6 +16,7 @@ import pytest
 from hubtests import TESTS
 
 from hub.testing import call_error as error_of
+from hub.testing import call_failed as failed
 from hub.testing import call_ok as call
 from hub.testing import make_config, result_json, result_text, running_hub
 
@@ -154,7 +155,7 @@ async def test_a_result_is_kept_when_the_cli_leaves_a_child_holding_stdout(tmp_p
 
 async def test_fan_out_keeps_order_and_failures(tmp_path, runs):
     async with hub_for(tmp_path, slots=3) as (_, client):
-        out = await call(
+        out = await failed(  # isError: some prompts failed; every result is still there
             client, "pool_fan_out", prompts=["one [delay=0.3]", "two [fail]", "three [crash]", "four"]
         )
         results = out["results"]
@@ -178,7 +179,7 @@ async def test_chain_failure_policies_and_previous_output(tmp_path, runs):
         assert ok["status"] == "completed" and ok["completed_steps"] == 2
         assert ok["final_output"] == "done: second got <done: first>"
 
-        abort = await call(
+        abort = await failed(
             client, "pool_chain", steps=[{"prompt": "a"}, {"prompt": "b [fail]"}, {"prompt": "c"}]
         )
         assert abort["status"] == "failed" and [s["status"] for s in abort["steps"]] == [
@@ -188,7 +189,7 @@ async def test_chain_failure_policies_and_previous_output(tmp_path, runs):
         ]
         assert abort["steps"][1]["error"] == "error_during_execution: it went wrong"
 
-        skip = await call(
+        skip = await failed(
             client,
             "pool_chain",
             failure_policy="skip",
@@ -201,7 +202,7 @@ async def test_chain_failure_policies_and_previous_output(tmp_path, runs):
         ]
         assert skip["final_output"] == "done: c <done: a>"
 
-        retry = await call(
+        retry = await failed(
             client, "pool_chain", steps=[{"prompt": "x [fail]", "failure_policy": "retry", "retries": 2}]
         )
         assert (
@@ -262,7 +263,7 @@ async def test_budget_refuses_tasks_under_concurrency(tmp_path, runs):
             for t in refused
         )
         assert (await hub.budget.summary())["spent_usd"] == pytest.approx(0.1)
-        fanned = await call(
+        fanned = await failed(
             client, "pool_fan_out", prompts=["a [cost=0.06]", "b", "c", "d", "e"], max_budget_usd=0.06
         )
         assert [r["status"] for r in fanned["results"]].count("refused") >= 3
@@ -346,11 +347,20 @@ async def test_skills_builtin_user_and_as_prompts(tmp_path, runs):
 
 async def test_a_missing_cli_is_a_clear_failure(tmp_path, runs):
     async with hub_for(tmp_path, claude_command="no-such-claude-xyz") as (hub, client):
-        out = await call(client, "pool_run", prompt="hello")
+        status = await hub.status()
+        warnings = next(p["warnings"] for p in status["plugins"] if p["name"] == "pool")
+        assert warnings == [
+            "the Claude Code CLI 'no-such-claude-xyz' was not found (PATH or [plugins.pool] claude_command): "
+            "pool tasks fail until it is installed (npm install -g @anthropic-ai/claude-code) or "
+            "claude_command points at it"
+        ]
+        out = await failed(client, "pool_run", prompt="hello")
         assert out["status"] == "failed"
         assert out["error"].startswith(
             "cannot run 'no-such-claude-xyz': No such file or directory (install Claude Code"
         )
+        skill = await failed(client, "pool_skill_run", skill="summarize", arguments={"target": "x"})
+        assert skill["status"] == "failed" and skill["skill"] == "summarize"
         assert (await hub.budget.summary())["reserved_usd"] == 0
 
 
