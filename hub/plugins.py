@@ -135,7 +135,7 @@ def discover() -> dict[str, _Candidate]:
             ep.load,
             dist.name if dist else None,
             dist.version if dist else None,
-            builtin=bool(dist and dist.name == "hub"),
+            builtin=bool(dist and dist.name in ("mcp-plugin-hub", "mcp_plugin_hub")),
         )
     return found
 
