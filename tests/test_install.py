@@ -31,8 +31,7 @@ def test_pyproject_names_a_distribution_other_than_hub():
 def test_wheel_installed_into_a_fresh_venv_runs_hub_and_lists_plugins(tmp_path):
     wheels = tmp_path / "wheels"
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation"]
-        + ["-w", str(wheels), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", wheels, ROOT],
         check=True,
         capture_output=True,
         timeout=120,
