@@ -29,10 +29,12 @@ commands:
   config     print the effective configuration, secrets masked
   statusline print one line for Claude Code's status line (e.g. "batch: 1 pending, 4 done, 0 failed")
 
-configuration, lowest precedence first: defaults, hub.toml (--config, HUB_CONFIG, ./hub.toml,
-then $XDG_CONFIG_HOME/hub/hub.toml), HUB_* variables (HUB_PLUGINS, HUB_STATE_DIR,
-HUB_LOG_FORMAT, HUB_LOG_LEVEL, HUB_BUDGET_USD, HUB_HTTP_TOKEN), then --set and the flags.
-Any key can be set with --set, e.g. --set plugins.pool.slots=4 --set budget.limit_usd=10.
+configuration, lowest precedence first: defaults, the user's hub.toml ($XDG_CONFIG_HOME/hub/hub.toml,
+default ~/.config/hub/hub.toml), the project's (--config, HUB_CONFIG, else ./hub.toml; tables
+merged key by key, the project winning), HUB_* variables (HUB_PLUGINS, HUB_STATE_DIR,
+HUB_LOG_FORMAT, HUB_LOG_LEVEL, HUB_BUDGET_USD, HUB_HTTP_TOKEN, or any key as HUB_TABLE__KEY),
+then --set and the flags. Any key can be set with --set, e.g. --set plugins.pool.slots=4
+--set budget.limit_usd=10. `hub config` shows which file, variable or option set each key.
 """
 
 
@@ -104,18 +106,25 @@ def build_parser() -> argparse.ArgumentParser:
 def _config_from(args: argparse.Namespace) -> HubConfig:
     from hub.config import load_config
 
-    overrides = list(args.overrides)
-    for flag, key in (("state_dir", "state_dir"), ("log_format", "log_format"), ("log_level", "log_level")):
+    flags: dict[str, tuple[str, Any]] = {}
+    for flag, key in (
+        ("state_dir", "state_dir"),
+        ("log_format", "log_format"),
+        ("log_level", "log_level"),
+        ("host", "http.host"),
+        ("port", "http.port"),
+        ("path", "http.path"),
+    ):
         value = getattr(args, flag, None)
         if value is not None:
-            overrides.append(f"{key}={json.dumps(value)}")
-    for flag, key in (("host", "http.host"), ("port", "http.port"), ("path", "http.path")):
-        value = getattr(args, flag, None)
-        if value is not None:
-            overrides.append(f"{key}={json.dumps(value)}")
-    if os.environ.get("HUB_HTTP_TOKEN"):
-        overrides.append(f"http.token={json.dumps(os.environ['HUB_HTTP_TOKEN'])}")
-    return load_config(args.config, overrides=overrides, plugins=args.plugins, budget_usd=args.budget_usd)
+            flags[key] = (f"--{flag.replace('_', '-')}", value)
+    return load_config(
+        args.config,
+        overrides=list(args.overrides),
+        plugins=args.plugins,
+        budget_usd=args.budget_usd,
+        flags=flags,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -220,7 +229,7 @@ def _fast_start(args: argparse.Namespace) -> tuple[Any, Any] | None:
     import threading
 
     from hub import fastfront
-    from hub.paths import find_config_file
+    from hub.paths import config_files
 
     if os.environ.get("HUB_FAST_START", "1") == "0":
         return None
@@ -231,8 +240,8 @@ def _fast_start(args: argparse.Namespace) -> tuple[Any, Any] | None:
         return None
     if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
         return None
-    config_file = find_config_file(args.config, os.environ)
-    fingerprint = fastfront.fingerprint(__version__, sys.argv[1:], os.environ, config_file)
+    files = config_files(args.config, os.environ).paths
+    fingerprint = fastfront.fingerprint(__version__, sys.argv[1:], os.environ, files)
     cache = fastfront.AnswerCache(state_dir / fastfront.FILE_NAME, fingerprint)
     if not cache.answers:
         return cache, None  # nothing to answer with yet: record this run's answers for the next
@@ -332,30 +341,25 @@ def _print_config(config: HubConfig) -> None:
             tables[name] = info.config.model_dump(mode="json")
     data["plugins"] = {"enabled": config.plugins.enabled, **tables}
     data["source"] = config.source
+    data["files"] = {scope: path for scope, path in config.scopes}
+    data["set_by"] = dict(sorted(config.origins.items()))  # which file, variable or option set each key
     print(json.dumps(data, indent=2))
 
 
 def _light_state_dir(args: argparse.Namespace) -> Path:
-    """The state directory, found without pydantic: --state-dir, HUB_STATE_DIR, --set state_dir,
-    hub.toml's state_dir, else the default. `ValueError` if hub.toml cannot be read."""
-    import tomllib
+    """The state directory, found without pydantic, by the one precedence the full configuration
+    uses too (`hub.paths.resolve_state_dir`). `ValueError` if a hub.toml cannot be read."""
+    from hub.paths import config_files, resolve_state_dir
 
-    from hub.paths import default_state_dir, find_config_file
-
-    state_dir = getattr(args, "state_dir", None) or os.environ.get("HUB_STATE_DIR")
-    if not state_dir:
-        for override in args.overrides:
-            key, _, value = override.partition("=")
-            if key.strip() == "state_dir":
-                state_dir = value.strip().strip("\"'")
-    if not state_dir:
-        file = find_config_file(args.config, os.environ)
-        if file is not None:
-            try:
-                state_dir = tomllib.loads(file.read_text()).get("state_dir")
-            except (OSError, tomllib.TOMLDecodeError) as exc:
-                raise ValueError(f"cannot read {file}: {exc}") from None
-    return Path(state_dir).expanduser() if state_dir else default_state_dir()
+    state_dir, _ = resolve_state_dir(
+        flag=getattr(args, "state_dir", None),
+        overrides=list(args.overrides),
+        environ=os.environ,
+        files=config_files(args.config, os.environ),
+    )
+    if not isinstance(state_dir, Path):
+        raise ValueError(f"state_dir must be a path (got {state_dir!r})")
+    return state_dir
 
 
 def _statusline(args: argparse.Namespace) -> int:

@@ -20,7 +20,7 @@ import structlog
 from pydantic import BaseModel, ValidationError
 
 from hub import hookspecs
-from hub.config import ConfigError, HubConfig, format_validation_error
+from hub.config import ConfigError, HubConfig, check_server_keys, format_validation_error
 from hub.errors import HubError
 from hub.registry import Registry, ToolSelection
 
@@ -198,6 +198,8 @@ def load_plugins(
             log.error("plugin failed to load; serving the others", plugin=name, error=info.error)
             continue
         info.config = plugin_config(pm, name, config)
+    server_models = {n: impl.function() for n, impl in pm.impls("hub_server_config_model")}
+    check_server_keys(config, {n: model for n, model in server_models.items() if model is not None})
     return pm, infos
 
 

@@ -154,7 +154,7 @@ async def test_a_server_that_keeps_failing_is_restarted_with_backoff(tmp_path):
 
 
 async def test_an_eager_server_that_dies_is_restarted_by_the_cache(tmp_path):
-    async with ConnectionCache({"d": server(eager=True)}, log_dir=tmp_path) as cache:
+    async with ConnectionCache({"d": server()}, log_dir=tmp_path, keep_running={"d"}) as cache:
         session = await cache.get("d")
         first = await pid_of(session)
         with pytest.raises(Exception, match="Connection closed"):
