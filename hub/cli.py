@@ -26,7 +26,9 @@ EPILOG = """\
 commands:
   serve      run the MCP server (the default when no command is given)
   plugins    list installed plugins: version, distribution, what each registers
-  config     print the effective configuration, secrets masked
+  config     print the effective configuration, secrets masked, and which file set each key
+  servers    import (from .mcp.json), list and check the downstream servers
+  budget     show the budget of this period (limit, spent, reserved, by plugin); `budget reset`
   statusline print one line for Claude Code's status line (e.g. "batch: 1 pending, 4 done, 0 failed")
 
 configuration, lowest precedence first: defaults, the user's hub.toml ($XDG_CONFIG_HOME/hub/hub.toml,
@@ -93,6 +95,31 @@ def build_parser() -> argparse.ArgumentParser:
     config = commands.add_parser("config", help="print the effective configuration (secrets masked)")
     _add_common(config, suppress=True)
 
+    servers = commands.add_parser(
+        "servers",
+        help="import servers from .mcp.json, list them, check that they start",
+        description="Manage the downstream MCP servers of [servers.NAME] in hub.toml.",
+    )
+    _add_common(servers, suppress=True)
+    actions = servers.add_subparsers(dest="servers_command", metavar="ACTION", required=True)
+    imp = actions.add_parser(
+        "import",
+        help="write an .mcp.json's servers into hub.toml (comments kept; the hub's own entry left out)",
+        description="Read mcpServers from PATH (an .mcp.json, Claude Desktop's config or ~/.claude.json; "
+        "default ./.mcp.json) and add one [servers.NAME] table each to the project's hub.toml "
+        "(--config, HUB_CONFIG, else ./hub.toml, created if missing).",
+    )
+    imp.add_argument("path", nargs="?", metavar="PATH", help="default: ./.mcp.json")
+    imp.add_argument("--replace", action="store_true", help="overwrite servers already in hub.toml")
+    _add_common(imp, suppress=True)
+    lst = actions.add_parser("list", help="configured servers, whether running, tools count (from the store)")
+    lst.add_argument("--json", action="store_true", help="print JSON")
+    _add_common(lst, suppress=True)
+    chk = actions.add_parser("check", help="start each server, list its tools, report errors with its stderr")
+    chk.add_argument("names", nargs="*", metavar="NAME", help="default: every configured server")
+    chk.add_argument("--json", action="store_true", help="print JSON")
+    _add_common(chk, suppress=True)
+
     statusline = commands.add_parser(
         "statusline",
         help="print the plugins' status line (for Claude Code's statusLine setting)",
@@ -149,6 +176,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from hub.plugins import PluginLoadError
 
     try:
+        if command == "servers":
+            from hub import servers_cmd
+
+            configure_logging("console", "error")
+            return servers_cmd.run(args, _config_from)
         config = _config_from(args)
         configure_logging(config.log_format, config.log_level)
         if command == "serve" and args.transport == "stdio" and _no_input():
