@@ -120,6 +120,17 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("--json", action="store_true", help="print JSON")
     _add_common(chk, suppress=True)
 
+    budget = commands.add_parser(
+        "budget",
+        help="show the shared budget of this period; `hub budget reset` starts a new period",
+        description="Show the limit, the period ([budget] period: total, day, week, month), what was "
+        "spent in it and what running work holds, by plugin. `reset` starts a new period now; the "
+        "ledger keeps every earlier spend.",
+    )
+    budget.add_argument("action", nargs="?", choices=["show", "reset"], default="show")
+    budget.add_argument("--json", action="store_true", help="print JSON")
+    _add_common(budget, suppress=True)
+
     statusline = commands.add_parser(
         "statusline",
         help="print the plugins' status line (for Claude Code's statusLine setting)",
@@ -193,6 +204,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 anyio.run(_plugins, config, args.json)
             elif command == "config":
                 _print_config(config)
+            elif command == "budget":
+                anyio.run(_budget, config, args.action, args.json)
         except BaseExceptionGroup as group:
             # Errors raised inside task groups arrive wrapped; report the user-facing one plainly.
             match = group.subgroup(lambda e: isinstance(e, ConfigError | PluginLoadError | ListenError))
@@ -360,6 +373,46 @@ async def _plugins(config: HubConfig, as_json: bool) -> None:
         for kind in ("tools", "resources", "prompts"):
             if row.get(kind):
                 print(f"  {kind}: {', '.join(row[kind])}")
+
+
+async def _budget(config: HubConfig, action: str, as_json: bool) -> None:
+    """`hub budget [show|reset]`: read (or reset) the ledger in the store, no plugin loaded."""
+    from hub.budget import Budget
+    from hub.store import Store
+
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    store = Store(config.state_dir / "hub.sqlite")
+    try:
+        budget = Budget(store, config.budget.limit_usd, period=config.budget.period)
+        await budget.setup()
+        if action == "reset":
+            at = await budget.reset()
+            if not as_json:
+                print(f"hub budget: a new period started at {at}; earlier spend is kept in the ledger")
+        summary = await budget.summary()
+    finally:
+        store.close()
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    if action == "reset":
+        return
+    limit = "no limit" if summary["limit_usd"] is None else f"${summary['limit_usd']:,.2f}"
+    since = summary["period_started"] or "the beginning"
+    print(f"limit: {limit} per {summary['period'] if summary['period'] != 'total' else 'all time'}")
+    print(
+        f"period: {summary['period']}, counting since {since}"
+        + (f", next from {summary['next_period']}" if summary["next_period"] else "")
+    )
+    print(
+        f"spent: ${summary['spent_usd']:,.4f}   reserved: ${summary['reserved_usd']:,.4f}"
+        + ("" if summary["remaining_usd"] is None else f"   remaining: ${summary['remaining_usd']:,.4f}")
+    )
+    for plugin in sorted(set(summary["spent_by_plugin"]) | set(summary["reserved_by_plugin"])):
+        spent = summary["spent_by_plugin"].get(plugin, 0.0)
+        held = summary["reserved_by_plugin"].get(plugin, 0.0)
+        print(f"  {plugin}: spent ${spent:,.4f}, reserved ${held:,.4f}")
+    print(f"spent in all periods: ${summary['spent_all_time_usd']:,.4f}")
 
 
 def _print_config(config: HubConfig) -> None:

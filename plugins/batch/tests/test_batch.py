@@ -244,7 +244,8 @@ async def test_the_budget_refuses_a_job_it_cannot_cover(tmp_path, api):
     async with hub_for(tmp_path, api, budget=0.001) as (_, client):
         text = await error_of(client, "send_to_batch", packet_text="expensive", max_tokens=10000)
         assert text.startswith("budget exhausted: spent $0.00 of $0.0010; batch job job_")
-        assert "needs up to $0.08. Raise [budget] limit_usd or --budget-usd." in text
+        assert "needs up to $0.08. Raise [budget] limit_usd or --budget-usd" in text
+        assert "send fewer requests or lower their max_tokens" in text
         assert api.calls == []  # nothing was sent
         assert (await call(client, "batch_list"))["jobs"] == []
 
