@@ -11,6 +11,7 @@ command prints "batch: N pending, N done, N failed".
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -30,6 +31,17 @@ class PriceOverride(BaseModel):
     model_config = ConfigDict(extra="forbid")
     input_per_mtok: float = Field(ge=0, description="USD per million input tokens, standard rate.")
     output_per_mtok: float = Field(ge=0, description="USD per million output tokens, standard rate.")
+
+
+def default_packet_roots() -> list[str]:
+    """The working directory and the system's temporary directory (also /tmp where that is another
+    directory, as on macOS, whose TMPDIR is per user)."""
+    import tempfile
+
+    roots = [".", tempfile.gettempdir()]
+    if Path("/tmp").is_dir() and Path("/tmp").resolve() != Path(tempfile.gettempdir()).resolve():
+        roots.append("/tmp")
+    return roots
 
 
 class Settings(BaseModel):
@@ -61,8 +73,9 @@ class Settings(BaseModel):
         default=16000, ge=100, description="batch_fetch returns at most this much text."
     )
     packet_roots: list[str] = Field(
-        default_factory=lambda: ["."],
-        description="packet_path must be under one of these (default: the working directory).",
+        default_factory=default_packet_roots,
+        description="packet_path must be under one of these (default: the working directory and the "
+        "system's temporary directory, where the original batch workflow writes /tmp/batch_prompt.md).",
     )
     max_packet_bytes: int = Field(default=10_000_000, ge=1)
     max_requests_file_bytes: int = Field(

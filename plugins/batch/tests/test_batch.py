@@ -406,3 +406,25 @@ async def test_anthropic_base_url_and_api_key_come_from_the_environment(tmp_path
     async with running_hub(config, plugins={"batch": hub_batch}) as (_, client):
         sent = await call(client, "send_to_batch", packet_text="from the environment")
         assert (await call(client, "batch_fetch", job_id=sent["job_id"], wait_s=20))["state"] == "succeeded"
+
+
+async def test_a_packet_in_the_temp_dir_is_accepted_by_default(tmp_path, api):
+    """The original batch workflow writes the prompt to /tmp/batch_prompt.md: the default roots are
+    the working directory and the system's temporary directory."""
+    import tempfile
+
+    from hub_batch import default_packet_roots
+
+    assert default_packet_roots()[:2] == [".", tempfile.gettempdir()]
+    config = config_for(tmp_path, api)
+    del config.plugins.tables()["batch"]["packet_roots"]  # the default roots
+    with tempfile.NamedTemporaryFile("w", suffix="_batch_prompt.md", delete=False) as f:
+        f.write("Summarise the design.")
+    try:
+        async with running_hub(config, plugins={"batch": hub_batch}) as (_, client):
+            sent = await call(client, "send_to_batch", packet_path=f.name)
+            assert sent["requests"] == 1
+            outside = await error_of(client, "send_to_batch", packet_path="/etc/passwd")
+            assert "outside the allowed roots" in outside
+    finally:
+        Path(f.name).unlink()
