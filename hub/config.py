@@ -364,7 +364,19 @@ class HubEnvSource(EnvSettingsSource):
         return variables
 
     def __call__(self) -> dict[str, Any]:
-        return _normalise(super().__call__())
+        data = _normalise(super().__call__())
+        plugins = data.get("plugins")
+        if isinstance(plugins, dict):  # plugin tables are untyped here: values read as TOML, like --set
+            data["plugins"] = {
+                name: _parse_leaves(table) if name != "enabled" else table for name, table in plugins.items()
+            }
+        return data
+
+
+def _parse_leaves(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _parse_leaves(item) for key, item in value.items()}
+    return parse_value(value) if isinstance(value, str) else value
 
 
 def _sources(settings_cls: type[BaseSettings], loading: _Load) -> list[PydanticBaseSettingsSource]:

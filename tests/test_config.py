@@ -188,6 +188,12 @@ def test_settings_sources_and_precedence(tmp_path):
     assert config.http.token is not None and config.http.token.get_secret_value() == "set-token"
     assert config.http.port == 4000 and config.origin_of("http.port") == "--port"
     assert config.budget.limit_usd == 3 and config.origin_of("budget.limit_usd") == "--budget-usd"
+    # A plugin's table from variables: values read as TOML, as --set reads them.
+    config = load_config(
+        project, environ={**environ, "HUB_PLUGINS__POOL__SLOTS": "4", "HUB_PLUGINS__POOL__M": "x"}
+    )
+    assert config.plugins.tables() == {"pool": {"slots": 4, "m": "x"}}
+    assert config.origin_of("plugins.pool.slots") == "HUB_PLUGINS__POOL__SLOTS"
 
 
 def test_every_error_line_names_its_source(tmp_path):
