@@ -235,6 +235,32 @@ async def test_streamable_http_server(tmp_path):
         await proc.wait()
 
 
+async def test_sse_server_of_type_sse(tmp_path):
+    """`type = "sse"` (as .mcp.json has it) reaches a server over the older HTTP+SSE transport."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "DOWNSTREAM_SSE_PORT": str(port)}
+    proc = await anyio.open_process([sys.executable, str(DOWNSTREAM)], env=env)
+    try:
+        config = ServerConfig(type="sse", url=f"http://127.0.0.1:{port}/sse")
+        async with ConnectionCache({"old": config}, log_dir=tmp_path) as cache:
+            with anyio.fail_after(30):
+                while True:  # the server takes a moment to listen
+                    try:
+                        session = await cache.get("old")
+                        break
+                    except ServerUnavailable:
+                        await anyio.sleep(0.2)
+            assert (await session.call_tool("add", {"a": 2, "b": 5})).structured_content == {"result": 7}
+            assert cache.status()["old"]["transport"] == "sse"
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
 async def test_downstream_notifications_reach_hub_listeners(tmp_path):
     import mcp.types as types
 
