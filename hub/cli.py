@@ -111,6 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     imp.add_argument("path", nargs="?", metavar="PATH", help="default: ./.mcp.json")
     imp.add_argument("--replace", action="store_true", help="overwrite servers already in hub.toml")
+    imp.add_argument(
+        "--user",
+        action="store_true",
+        help="write into the user's ~/.config/hub/hub.toml instead of the project's",
+    )
     _add_common(imp, suppress=True)
     lst = actions.add_parser("list", help="configured servers, whether running, tools count (from the store)")
     lst.add_argument("--json", action="store_true", help="print JSON")

@@ -293,10 +293,13 @@ def run(args: Any, config_loader: Any) -> int:
     """`hub servers ...` (argparse namespace from hub.cli)."""
     action = args.servers_command
     if action == "import":
-        from hub.paths import config_files
+        from hub.paths import config_files, user_config_file
 
         source = Path(args.path).expanduser() if args.path else Path(".mcp.json")
-        target = config_files(args.config, os.environ).project or Path("hub.toml")
+        if args.user:
+            target = user_config_file(os.environ)
+        else:
+            target = config_files(args.config, os.environ).project or Path("hub.toml")
         try:
             lines = import_servers(source, target, replace=args.replace)
         except ImportError_ as exc:

@@ -152,3 +152,7 @@ def test_import_errors_name_the_file(tmp_path):
     assert hub("servers", "import", "claude.json", env=env, cwd=tmp_path).returncode == 0
     text = (tmp_path / "hub.toml").read_text()
     assert "[servers.a]" in text and "[servers.b]" in text and 'type = "http"' in text
+    # --user writes the user's file, which every project then sees.
+    assert hub("servers", "import", "--user", "desktop.json", env=env, cwd=tmp_path).returncode == 0
+    user = (tmp_path / "xdg-config" / "hub" / "hub.toml").read_text()
+    assert "[servers.a]" in user and "[servers.b]" not in user
