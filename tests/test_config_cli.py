@@ -106,3 +106,23 @@ def test_config_says_which_file_set_each_key(tmp_path):
     assert shown["set_by"]["budget.limit_usd"] == "hub.toml"
     assert shown["set_by"]["budget.period"] == str(user)
     assert shown["files"] == {"user": str(user), "project": "hub.toml"}
+
+
+def test_hub_config_error_lines_name_file_variable_and_option(tmp_path):
+    user = tmp_path / "xdg-config" / "hub" / "hub.toml"
+    user.parent.mkdir(parents=True)
+    user.write_text("[servers.fs]\nargs = ['x']\n")
+    (tmp_path / "hub.toml").write_text("log_level = 'loud'\n")
+    env = hub_env(tmp_path, HUB_HTTP__PORT="-5", HUB_BUDGET_USD="lots")
+    out = hub("--set", "budget.period=fortnight", "serve", "--port", "70000", env=env, cwd=tmp_path)
+    assert out.returncode == 2
+    lines = [line.strip() for line in out.stderr.splitlines()]
+    assert f"{user}: servers.fs: set exactly one of 'command' (stdio) or 'url' (streamable HTTP)" in lines
+    assert any(line.startswith("hub.toml: log_level: Input should be") for line in lines)
+    assert any(
+        line.startswith("HUB_BUDGET_USD: budget.limit_usd: Input should be a valid number") for line in lines
+    )
+    assert any(line.startswith("--set: budget.period: Input should be 'total', 'day'") for line in lines)
+    assert any(
+        line.startswith("--port: http.port: Input should be less than or equal to 65535") for line in lines
+    )
