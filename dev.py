@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -52,6 +53,10 @@ def ensure_venv(extras: str = "") -> None:
     if stamp.exists() and stamp.read_text() == digest:
         return
     say(f"installing the hub{' with ' + extras if extras else ''} into .venv")
+    # The distribution was called "hub" before it became "mcp-plugin-hub": drop that install and
+    # its metadata, or every built-in plugin is found twice.
+    shutil.rmtree(ROOT / "hub.egg-info", ignore_errors=True)
+    subprocess.run([str(PY), "-m", "pip", "uninstall", "--quiet", "-y", "hub"], capture_output=True)
     run(PY, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-e", f"{ROOT}{extras}")
     stamp.write_text(digest)
 

@@ -7,8 +7,8 @@ shared process serves each connection as its own MCP session with one set of dow
 one pool, one batch poller. This module imports nothing heavy (no MCP SDK, no pydantic, no anyio):
 a bridge starts in tens of milliseconds.
 
-Which launches share: the same hub version, resolved configuration (hub.toml's path and bytes,
-the command line, every `HUB_*` variable), working directory, state directory, and the same
+Which launches share: the same hub version, resolved configuration (the user's and the
+project's hub.toml, path and bytes; the command line; every `HUB_*` variable), working directory, state directory, and the same
 values of the environment variables the hub reads (`SHARED_ENV`, plus every `${VAR}` hub.toml
 names). Anything else gets its own process. The shared process inherits the environment of the
 bridge that started it.
@@ -87,13 +87,13 @@ class Launch:
         argv: Sequence[str],
         environ: Mapping[str, str],
         state_dir: Path,
-        config_file: Path | None,
+        config_files: Sequence[Path],
         cwd: Path | None = None,
     ) -> None:
         self.argv = list(argv)
         self.environ = dict(environ)
         self.state_dir = state_dir
-        self.config_file = config_file
+        self.config_files = list(config_files)  # the user's and the project's hub.toml
         self.cwd = cwd or Path.cwd()
         self.key = self._key()
         self.directory = runtime_dir(environ, state_dir, self.key)
@@ -102,20 +102,21 @@ class Launch:
         self.log_path = state_dir / "logs" / f"shared-{self.key}.log"
 
     def _key(self) -> str:
-        config = b""
-        if self.config_file is not None:
-            with contextlib.suppress(OSError):
-                config = self.config_file.read_bytes()
+        files = []
         names = {k for k in self.environ if k.startswith("HUB_") and k != "HUB_SHARE"}
         names.update(SHARED_ENV)
-        names.update(_VAR.findall(config.decode("utf-8", errors="replace")))
+        for path in self.config_files:
+            content = b""
+            with contextlib.suppress(OSError):
+                content = path.read_bytes()
+            names.update(_VAR.findall(content.decode("utf-8", errors="replace")))
+            files.append((str(path.resolve()), hashlib.sha256(content).hexdigest()))
         identity = {
             "version": __version__,
             "argv": self.argv,
             "cwd": str(self.cwd.resolve()),
             "state_dir": str(self.state_dir.expanduser().resolve()),
-            "config_file": str(self.config_file.resolve()) if self.config_file else None,
-            "config": hashlib.sha256(config).hexdigest(),
+            "config_files": files,
             "env": sorted((name, self.environ.get(name)) for name in names),
         }
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]

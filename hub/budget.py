@@ -7,15 +7,22 @@ sharing the state directory) can never push spent + reserved past the cap, and a
 settled exactly once, whichever hubs try. Each reservation's owner is the hub instance that made
 it (hub.instances); when that hub dies, what its plugins did not settle is charged in full by
 the hub that recovers after it (`abandon`), because what it spent cannot be known.
+
+Periods (`[budget] period`): `total` counts every spend since the last `hub budget reset`; `day`,
+`week` (from Monday) and `month` count from the start of the current one in local time (or the
+last reset, if later). Nothing is ever deleted: a reset or a new period only moves where the
+count starts, so the ledger keeps the whole history. The clock is injectable for tests.
 """
 
 from __future__ import annotations
 
 import secrets
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import structlog
@@ -23,7 +30,7 @@ import structlog
 from hub.errors import BudgetExceeded
 from hub.store import Store
 
-__all__ = ["Budget", "PluginBudget", "Reservation", "usd"]
+__all__ = ["Budget", "PluginBudget", "Reservation", "local_now", "period_bounds", "usd"]
 
 MICROS = 1_000_000
 log = structlog.get_logger("hub.budget")
@@ -63,7 +70,49 @@ MIGRATIONS = [
         WHERE state = 'open' AND durable = 0;
     CREATE INDEX budget_reservations_owner ON budget_reservations (owner) WHERE state = 'open';
     """,
+    # `hub budget reset`: where the count starts again; the ledger itself is never deleted.
+    """
+    CREATE TABLE budget_resets (
+        id INTEGER PRIMARY KEY,
+        at TEXT NOT NULL
+    );
+    CREATE INDEX budget_ledger_at ON budget_ledger (at);
+    """,
 ]
+
+Period = Literal["total", "day", "week", "month"]
+Clock = Callable[[], datetime]
+
+
+def local_now() -> datetime:
+    """Now, as an aware datetime in the local time zone."""
+    return datetime.now().astimezone()
+
+
+def stamp(moment: datetime) -> str:
+    """The store's UTC timestamp format (sortable as text): 2026-11-23T22:41:50.123Z."""
+    utc = moment.astimezone(UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+def period_bounds(period: Period, now: datetime) -> tuple[datetime | None, datetime | None]:
+    """The current period's start and the next one's, in `now`'s time zone (None for `total`)."""
+    if period == "total":
+        return None, None
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    if period == "day":
+        start = midnight
+        return start, start + timedelta(days=1)
+    if period == "week":
+        start = midnight - timedelta(days=now.weekday())
+        return start, start + timedelta(days=7)
+    start = midnight.replace(day=1)
+    following = (
+        start.replace(year=start.year + 1, month=1)
+        if start.month == 12
+        else start.replace(month=start.month + 1)
+    )
+    return start, following
 
 
 def to_micros(amount_usd: float) -> int:
@@ -118,9 +167,19 @@ class Reservation:
 class Budget:
     """The hub-wide budget. Plugins get a `PluginBudget` view that records who spent what."""
 
-    def __init__(self, store: Store, limit_usd: float | None, *, owner: str | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        limit_usd: float | None,
+        *,
+        owner: str | None = None,
+        period: Period = "total",
+        clock: Clock = local_now,
+    ) -> None:
         self.store = store
         self.limit_micros = None if limit_usd is None else to_micros(limit_usd)
+        self.period: Period = period
+        self.clock = clock
         # The hub instance (hub.instances) whose reservations these are.
         self.owner = owner or secrets.token_hex(4)
 
@@ -142,9 +201,15 @@ class Budget:
             for row in rows:
                 if row["remaining_micros"]:
                     conn.execute(
-                        "INSERT INTO budget_ledger (plugin, purpose, amount_micros, reservation_id) "
-                        "VALUES (?, ?, ?, ?)",
-                        (plugin, f"{row['purpose']} ({UNKNOWN_SPEND})", row["remaining_micros"], row["id"]),
+                        "INSERT INTO budget_ledger (plugin, purpose, amount_micros, reservation_id, at) "
+                        "VALUES (?, ?, ?, ?, ?)",
+                        (
+                            plugin,
+                            f"{row['purpose']} ({UNKNOWN_SPEND})",
+                            row["remaining_micros"],
+                            row["id"],
+                            stamp(self.clock()),
+                        ),
                     )
                     total += row["remaining_micros"]
                 conn.execute(
@@ -168,9 +233,16 @@ class Budget:
         return PluginBudget(self, plugin)
 
     async def reserve(
-        self, plugin: str, amount_usd: float, purpose: str = "", *, durable: bool = False
+        self,
+        plugin: str,
+        amount_usd: float,
+        purpose: str = "",
+        *,
+        durable: bool = False,
+        lower: str | None = None,
     ) -> Reservation:
-        """Set aside `amount_usd`, or raise `BudgetExceeded` saying spent, limit and what was asked.
+        """Set aside `amount_usd`, or raise `BudgetExceeded` saying spent, limit, what was asked
+        and every fix that applies (`lower` names how the caller can ask for less).
 
         A `durable` reservation stays open across restarts until it is committed or released;
         find it again with `reservation(id)`.
@@ -182,11 +254,7 @@ class Budget:
         def reserve(conn: sqlite3.Connection) -> int:
             spent, reserved = self._totals(conn)
             if self.limit_micros is not None and spent + reserved + ask > self.limit_micros:
-                held = f" (+{_money(reserved)} reserved by running work)" if reserved else ""
-                raise BudgetExceeded(
-                    f"budget exhausted: spent {_money(spent)}{held} of {_money(self.limit_micros)}; "
-                    f"{purpose or plugin} needs up to {_money(ask)}. Raise [budget] limit_usd or --budget-usd."
-                )
+                raise BudgetExceeded(self._refusal(spent, reserved, ask, purpose or plugin, lower))
             cursor = conn.execute(
                 "INSERT INTO budget_reservations "
                 "(plugin, purpose, reserved_micros, remaining_micros, owner, durable) VALUES (?, ?, ?, ?, ?, ?)",
@@ -197,6 +265,41 @@ class Budget:
 
         reservation_id = await self.store.transaction(reserve)
         return Reservation(self, reservation_id, plugin, purpose, usd(ask), self.owner)
+
+    def _refusal(self, spent: int, reserved: int, ask: int, what: str, lower: str | None) -> str:
+        assert self.limit_micros is not None
+        held = f" (+{_money(reserved)} reserved by running work)" if reserved else ""
+        scope = "" if self.period == "total" else f" this {self.period}"
+        fixes = ["Raise [budget] limit_usd or --budget-usd"]
+        _, following = period_bounds(self.period, self.clock())
+        if following is not None:
+            fixes.append(f"wait for the next {self.period} (from {following:%Y-%m-%d %H:%M} local time)")
+        if spent:
+            fixes.append("start a new period with `hub budget reset` (the history is kept)")
+        if reserved:
+            fixes.append("wait for running work to settle what it reserved")
+        left = max(0, self.limit_micros - spent - reserved)
+        fixes.append(lower or (f"ask for at most {_money(left)}" if left else "ask for less"))
+        if lower and left:
+            fixes[-1] += f" (at most {_money(left)} is left)"
+        return (
+            f"budget exhausted: spent {_money(spent)}{held} of {_money(self.limit_micros)}{scope}; "
+            f"{what} needs up to {_money(ask)}. " + "; or ".join(fixes) + "."
+        )
+
+    async def reset(self) -> str:
+        """Start a new period now: spend before it no longer counts (the ledger keeps it).
+        Returns the reset's timestamp."""
+        at = stamp(self.clock())
+        await self.store.execute("INSERT INTO budget_resets (at) VALUES (?)", (at,))
+        return at
+
+    def _since(self, conn: sqlite3.Connection) -> str | None:
+        """Where the current period's count starts (UTC stamp), or None for all of history."""
+        start, _ = period_bounds(self.period, self.clock())
+        row = conn.execute("SELECT MAX(at) FROM budget_resets").fetchone()
+        candidates = [s for s in (stamp(start) if start else None, row[0] if row else None) if s]
+        return max(candidates) if candidates else None
 
     async def reservation(self, reservation_id: int) -> Reservation | None:
         """An open reservation by id (a durable one made before a restart), else None."""
@@ -236,8 +339,9 @@ class Budget:
                 return False  # settled already (by another hub, or abandoned): never twice
             if amount:
                 conn.execute(
-                    "INSERT INTO budget_ledger (plugin, purpose, amount_micros, reservation_id) VALUES (?, ?, ?, ?)",
-                    (reservation.plugin, reservation.purpose, amount, reservation.id),
+                    "INSERT INTO budget_ledger (plugin, purpose, amount_micros, reservation_id, at) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (reservation.plugin, reservation.purpose, amount, reservation.id, stamp(self.clock())),
                 )
             if close:
                 conn.execute(
@@ -260,27 +364,32 @@ class Budget:
     async def record(self, plugin: str, amount_usd: float, purpose: str = "") -> None:
         """Record spend that had no reservation (it can take the total past the cap; prefer `reserve`)."""
         await self.store.execute(
-            "INSERT INTO budget_ledger (plugin, purpose, amount_micros) VALUES (?, ?, ?)",
-            (plugin, purpose, to_micros(amount_usd)),
+            "INSERT INTO budget_ledger (plugin, purpose, amount_micros, at) VALUES (?, ?, ?, ?)",
+            (plugin, purpose, to_micros(amount_usd), stamp(self.clock())),
         )
 
-    @staticmethod
-    def _totals(conn: sqlite3.Connection) -> tuple[int, int]:
-        spent = conn.execute("SELECT COALESCE(SUM(amount_micros), 0) FROM budget_ledger").fetchone()[0]
+    def _totals(self, conn: sqlite3.Connection) -> tuple[int, int]:
+        since = self._since(conn)
+        spent = conn.execute(
+            "SELECT COALESCE(SUM(amount_micros), 0) FROM budget_ledger WHERE at >= ?", (since or "",)
+        ).fetchone()[0]
         reserved = conn.execute(
             "SELECT COALESCE(SUM(remaining_micros), 0) FROM budget_reservations WHERE state = 'open'"
         ).fetchone()[0]
         return int(spent), int(reserved)
 
     async def summary(self) -> dict[str, Any]:
-        """Limit, spent, reserved, remaining and spend per plugin, in USD."""
+        """Limit, period, spent (this period), reserved, remaining and both per plugin, in USD."""
 
         def read(conn: sqlite3.Connection) -> dict[str, Any]:
             spent, reserved = self._totals(conn)
+            since = self._since(conn)
             by_plugin = {
                 row[0]: usd(row[1])
                 for row in conn.execute(
-                    "SELECT plugin, SUM(amount_micros) FROM budget_ledger GROUP BY plugin ORDER BY plugin"
+                    "SELECT plugin, SUM(amount_micros) FROM budget_ledger WHERE at >= ? "
+                    "GROUP BY plugin ORDER BY plugin",
+                    (since or "",),
                 )
             }
             reserved_by_plugin = {
@@ -290,14 +399,20 @@ class Budget:
                     "GROUP BY plugin ORDER BY plugin"
                 )
             }
+            all_time = conn.execute("SELECT COALESCE(SUM(amount_micros), 0) FROM budget_ledger").fetchone()[0]
+            _, following = period_bounds(self.period, self.clock())
             limit = self.limit_micros
             return {
                 "limit_usd": None if limit is None else usd(limit),
+                "period": self.period,
+                "period_started": since,
+                "next_period": None if following is None else stamp(following),
                 "spent_usd": usd(spent),
                 "reserved_usd": usd(reserved),
                 "remaining_usd": None if limit is None else usd(max(0, limit - spent - reserved)),
                 "spent_by_plugin": by_plugin,
                 "reserved_by_plugin": reserved_by_plugin,
+                "spent_all_time_usd": usd(int(all_time)),
             }
 
         return await self.store.run(read)
@@ -310,8 +425,11 @@ class PluginBudget:
     budget: Budget = field(repr=False)
     plugin: str
 
-    async def reserve(self, amount_usd: float, purpose: str = "", *, durable: bool = False) -> Reservation:
-        return await self.budget.reserve(self.plugin, amount_usd, purpose, durable=durable)
+    async def reserve(
+        self, amount_usd: float, purpose: str = "", *, durable: bool = False, lower: str | None = None
+    ) -> Reservation:
+        """See `Budget.reserve`; `lower` says how the caller can ask for less (named in a refusal)."""
+        return await self.budget.reserve(self.plugin, amount_usd, purpose, durable=durable, lower=lower)
 
     async def reservation(self, reservation_id: int) -> Reservation | None:
         return await self.budget.reservation(reservation_id)

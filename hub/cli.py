@@ -28,13 +28,17 @@ commands:
              the one shared hub process of this launch (--no-share or HUB_SHARE=0: in-process)
   status     list the shared hub processes of this state directory
   plugins    list installed plugins: version, distribution, what each registers
-  config     print the effective configuration, secrets masked
+  config     print the effective configuration, secrets masked, and which file set each key
+  servers    import (from .mcp.json), list and check the downstream servers
+  budget     show the budget of this period (limit, spent, reserved, by plugin); `budget reset`
   statusline print one line for Claude Code's status line (e.g. "batch: 1 pending, 4 done, 0 failed")
 
-configuration, lowest precedence first: defaults, hub.toml (--config, HUB_CONFIG, ./hub.toml,
-then $XDG_CONFIG_HOME/hub/hub.toml), HUB_* variables (HUB_PLUGINS, HUB_STATE_DIR,
-HUB_LOG_FORMAT, HUB_LOG_LEVEL, HUB_BUDGET_USD, HUB_HTTP_TOKEN), then --set and the flags.
-Any key can be set with --set, e.g. --set plugins.pool.slots=4 --set budget.limit_usd=10.
+configuration, lowest precedence first: defaults, the user's hub.toml ($XDG_CONFIG_HOME/hub/hub.toml,
+default ~/.config/hub/hub.toml), the project's (--config, HUB_CONFIG, else ./hub.toml; tables
+merged key by key, the project winning), HUB_* variables (HUB_PLUGINS, HUB_STATE_DIR,
+HUB_LOG_FORMAT, HUB_LOG_LEVEL, HUB_BUDGET_USD, HUB_HTTP_TOKEN, or any key as HUB_TABLE__KEY),
+then --set and the flags. Any key can be set with --set, e.g. --set plugins.pool.slots=4
+--set budget.limit_usd=10. `hub config` shows which file, variable or option set each key.
 """
 
 
@@ -113,6 +117,47 @@ def build_parser() -> argparse.ArgumentParser:
     config = commands.add_parser("config", help="print the effective configuration (secrets masked)")
     _add_common(config, suppress=True)
 
+    servers = commands.add_parser(
+        "servers",
+        help="import servers from .mcp.json, list them, check that they start",
+        description="Manage the downstream MCP servers of [servers.NAME] in hub.toml.",
+    )
+    _add_common(servers, suppress=True)
+    actions = servers.add_subparsers(dest="servers_command", metavar="ACTION", required=True)
+    imp = actions.add_parser(
+        "import",
+        help="write an .mcp.json's servers into hub.toml (comments kept; the hub's own entry left out)",
+        description="Read mcpServers from PATH (an .mcp.json, Claude Desktop's config or ~/.claude.json; "
+        "default ./.mcp.json) and add one [servers.NAME] table each to the project's hub.toml "
+        "(--config, HUB_CONFIG, else ./hub.toml, created if missing).",
+    )
+    imp.add_argument("path", nargs="?", metavar="PATH", help="default: ./.mcp.json")
+    imp.add_argument("--replace", action="store_true", help="overwrite servers already in hub.toml")
+    imp.add_argument(
+        "--user",
+        action="store_true",
+        help="write into the user's ~/.config/hub/hub.toml instead of the project's",
+    )
+    _add_common(imp, suppress=True)
+    lst = actions.add_parser("list", help="configured servers, whether running, tools count (from the store)")
+    lst.add_argument("--json", action="store_true", help="print JSON")
+    _add_common(lst, suppress=True)
+    chk = actions.add_parser("check", help="start each server, list its tools, report errors with its stderr")
+    chk.add_argument("names", nargs="*", metavar="NAME", help="default: every configured server")
+    chk.add_argument("--json", action="store_true", help="print JSON")
+    _add_common(chk, suppress=True)
+
+    budget = commands.add_parser(
+        "budget",
+        help="show the shared budget of this period; `hub budget reset` starts a new period",
+        description="Show the limit, the period ([budget] period: total, day, week, month), what was "
+        "spent in it and what running work holds, by plugin. `reset` starts a new period now; the "
+        "ledger keeps every earlier spend.",
+    )
+    budget.add_argument("action", nargs="?", choices=["show", "reset"], default="show")
+    budget.add_argument("--json", action="store_true", help="print JSON")
+    _add_common(budget, suppress=True)
+
     statusline = commands.add_parser(
         "statusline",
         help="print the plugins' status line (for Claude Code's statusLine setting)",
@@ -126,18 +171,25 @@ def build_parser() -> argparse.ArgumentParser:
 def _config_from(args: argparse.Namespace) -> HubConfig:
     from hub.config import load_config
 
-    overrides = list(args.overrides)
-    for flag, key in (("state_dir", "state_dir"), ("log_format", "log_format"), ("log_level", "log_level")):
+    flags: dict[str, tuple[str, Any]] = {}
+    for flag, key in (
+        ("state_dir", "state_dir"),
+        ("log_format", "log_format"),
+        ("log_level", "log_level"),
+        ("host", "http.host"),
+        ("port", "http.port"),
+        ("path", "http.path"),
+    ):
         value = getattr(args, flag, None)
         if value is not None:
-            overrides.append(f"{key}={json.dumps(value)}")
-    for flag, key in (("host", "http.host"), ("port", "http.port"), ("path", "http.path")):
-        value = getattr(args, flag, None)
-        if value is not None:
-            overrides.append(f"{key}={json.dumps(value)}")
-    if os.environ.get("HUB_HTTP_TOKEN"):
-        overrides.append(f"http.token={json.dumps(os.environ['HUB_HTTP_TOKEN'])}")
-    return load_config(args.config, overrides=overrides, plugins=args.plugins, budget_usd=args.budget_usd)
+            flags[key] = (f"--{flag.replace('_', '-')}", value)
+    return load_config(
+        args.config,
+        overrides=list(args.overrides),
+        plugins=args.plugins,
+        budget_usd=args.budget_usd,
+        flags=flags,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -171,6 +223,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from hub.plugins import PluginLoadError
 
     try:
+        if command == "servers":
+            from hub import servers_cmd
+
+            configure_logging("console", "error")
+            return servers_cmd.run(args, _config_from)
         config = _config_from(args)
         configure_logging(config.log_format, config.log_level)
         try:
@@ -185,6 +242,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 anyio.run(_plugins, config, args.json)
             elif command == "config":
                 _print_config(config)
+            elif command == "budget":
+                anyio.run(_budget, config, args.action, args.json)
         except BaseExceptionGroup as group:
             # Errors raised inside task groups arrive wrapped; report the user-facing one plainly.
             match = group.subgroup(lambda e: isinstance(e, ConfigError | PluginLoadError | ListenError))
@@ -265,7 +324,7 @@ def _fast_start(args: argparse.Namespace) -> tuple[Any, Any] | None:
     import threading
 
     from hub import fastfront
-    from hub.paths import find_config_file
+    from hub.paths import config_files
 
     if os.environ.get("HUB_FAST_START", "1") == "0":
         return None
@@ -276,8 +335,8 @@ def _fast_start(args: argparse.Namespace) -> tuple[Any, Any] | None:
         return None
     if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
         return None
-    config_file = find_config_file(args.config, os.environ)
-    fingerprint = fastfront.fingerprint(__version__, sys.argv[1:], os.environ, config_file)
+    files = config_files(args.config, os.environ).paths
+    fingerprint = fastfront.fingerprint(__version__, sys.argv[1:], os.environ, files)
     cache = fastfront.AnswerCache(state_dir / fastfront.FILE_NAME, fingerprint)
     if not cache.answers:
         return cache, None  # nothing to answer with yet: record this run's answers for the next
@@ -374,6 +433,46 @@ async def _plugins(config: HubConfig, as_json: bool) -> None:
                 print(f"  {kind}: {', '.join(row[kind])}")
 
 
+async def _budget(config: HubConfig, action: str, as_json: bool) -> None:
+    """`hub budget [show|reset]`: read (or reset) the ledger in the store, no plugin loaded."""
+    from hub.budget import Budget
+    from hub.store import Store
+
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    store = Store(config.state_dir / "hub.sqlite")
+    try:
+        budget = Budget(store, config.budget.limit_usd, period=config.budget.period)
+        await budget.setup()
+        if action == "reset":
+            at = await budget.reset()
+            if not as_json:
+                print(f"hub budget: a new period started at {at}; earlier spend is kept in the ledger")
+        summary = await budget.summary()
+    finally:
+        store.close()
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    if action == "reset":
+        return
+    limit = "no limit" if summary["limit_usd"] is None else f"${summary['limit_usd']:,.2f}"
+    since = summary["period_started"] or "the beginning"
+    print(f"limit: {limit} per {summary['period'] if summary['period'] != 'total' else 'all time'}")
+    print(
+        f"period: {summary['period']}, counting since {since}"
+        + (f", next from {summary['next_period']}" if summary["next_period"] else "")
+    )
+    print(
+        f"spent: ${summary['spent_usd']:,.4f}   reserved: ${summary['reserved_usd']:,.4f}"
+        + ("" if summary["remaining_usd"] is None else f"   remaining: ${summary['remaining_usd']:,.4f}")
+    )
+    for plugin in sorted(set(summary["spent_by_plugin"]) | set(summary["reserved_by_plugin"])):
+        spent = summary["spent_by_plugin"].get(plugin, 0.0)
+        held = summary["reserved_by_plugin"].get(plugin, 0.0)
+        print(f"  {plugin}: spent ${spent:,.4f}, reserved ${held:,.4f}")
+    print(f"spent in all periods: ${summary['spent_all_time_usd']:,.4f}")
+
+
 def _print_config(config: HubConfig) -> None:
     from hub.plugins import load_plugins
 
@@ -385,30 +484,25 @@ def _print_config(config: HubConfig) -> None:
             tables[name] = info.config.model_dump(mode="json")
     data["plugins"] = {"enabled": config.plugins.enabled, **tables}
     data["source"] = config.source
+    data["files"] = {scope: path for scope, path in config.scopes}
+    data["set_by"] = dict(sorted(config.origins.items()))  # which file, variable or option set each key
     print(json.dumps(data, indent=2))
 
 
 def _light_state_dir(args: argparse.Namespace) -> Path:
-    """The state directory, found without pydantic: --state-dir, HUB_STATE_DIR, --set state_dir,
-    hub.toml's state_dir, else the default. `ValueError` if hub.toml cannot be read."""
-    import tomllib
+    """The state directory, found without pydantic, by the one precedence the full configuration
+    uses too (`hub.paths.resolve_state_dir`). `ValueError` if a hub.toml cannot be read."""
+    from hub.paths import config_files, resolve_state_dir
 
-    from hub.paths import default_state_dir, find_config_file
-
-    state_dir = getattr(args, "state_dir", None) or os.environ.get("HUB_STATE_DIR")
-    if not state_dir:
-        for override in args.overrides:
-            key, _, value = override.partition("=")
-            if key.strip() == "state_dir":
-                state_dir = value.strip().strip("\"'")
-    if not state_dir:
-        file = find_config_file(args.config, os.environ)
-        if file is not None:
-            try:
-                state_dir = tomllib.loads(file.read_text()).get("state_dir")
-            except (OSError, tomllib.TOMLDecodeError) as exc:
-                raise ValueError(f"cannot read {file}: {exc}") from None
-    return Path(state_dir).expanduser() if state_dir else default_state_dir()
+    state_dir, _ = resolve_state_dir(
+        flag=getattr(args, "state_dir", None),
+        overrides=list(args.overrides),
+        environ=os.environ,
+        files=config_files(args.config, os.environ),
+    )
+    if not isinstance(state_dir, Path):
+        raise ValueError(f"state_dir must be a path (got {state_dir!r})")
+    return state_dir
 
 
 def _common_argv(args: argparse.Namespace) -> list[str]:
@@ -433,14 +527,14 @@ def _common_argv(args: argparse.Namespace) -> list[str]:
 def _bridge(args: argparse.Namespace) -> int:
     """`hub serve` over stdio: bridge to the shared hub process of this launch (hub.bridge)."""
     from hub.bridge import Launch, run_bridge
-    from hub.paths import find_config_file
+    from hub.paths import config_files
 
     if _no_input():
         return 0  # no client: nothing to serve, and no reason to start a shared process
     try:
         state_dir = _light_state_dir(args)
-        config_file = find_config_file(args.config, os.environ)
-        launch = Launch(_common_argv(args), os.environ, state_dir, config_file)
+        files = config_files(args.config, os.environ).paths
+        launch = Launch(_common_argv(args), os.environ, state_dir, files)
     except (OSError, ValueError) as exc:
         print(f"hub: {exc}", file=sys.stderr)
         return 2

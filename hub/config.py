@@ -1,21 +1,33 @@
-"""The hub's typed configuration: `hub.toml`, `HUB_*` variables and command-line overrides.
+"""The hub's typed configuration: `hub.toml` (user and project scopes), `HUB_*` variables and the
+command line, as one `pydantic_settings.BaseSettings`.
 
-Layers, lowest first: built-in defaults, the TOML file, environment variables, `--set` and the
-dedicated flags. Each layer is a plain dict merged into the one below; the result is validated
-once by pydantic, and every problem is reported as ``FILE: dotted.key: problem``.
+Sources, lowest precedence first (pydantic-settings merges them table by table, key by key):
 
-`[plugins.NAME]` tables are kept raw here and validated by each plugin's own model when the
-plugin loads (see `hub.plugins`), because only the plugin knows its settings.
+1. the user's `~/.config/hub/hub.toml` (`$XDG_CONFIG_HOME`), then the project's `./hub.toml`
+   (or `--config` / `HUB_CONFIG`): `TomlConfigSettingsSource`, one per file;
+2. the environment: `HUB_<KEY>` with `__` between nested keys (`HUB_BUDGET__LIMIT_USD`,
+   `HUB_SERVERS__FS__COMMAND`), plus the short names `HUB_PLUGINS` (a comma list),
+   `HUB_BUDGET_USD` and `HUB_HTTP_TOKEN` (`HubEnvSource`);
+3. the command line: `--set dotted.key=VALUE` and the dedicated flags (init values).
+
+Every problem is reported as ``SOURCE: dotted.key: problem`` where SOURCE is the file, the
+variable or the option that set the key (`origins`). `[plugins.NAME]` tables are kept raw here and
+validated by each plugin's own model when it loads (see `hub.plugins`); so are the keys a plugin
+adds to `[servers.NAME]` (`hub_server_config_model`, checked by `check_server_keys`).
 """
 
 from __future__ import annotations
 
+import builtins
+import difflib
+import json
 import os
 import re
 import tomllib
 from collections.abc import Mapping
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -26,8 +38,17 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
-from hub.paths import default_state_dir, find_config_file
+from hub.paths import config_files, default_state_dir, find_config_file, parse_value, resolve_state_dir
 
 __all__ = [
     "BudgetConfig",
@@ -35,10 +56,12 @@ __all__ = [
     "HttpConfig",
     "HubConfig",
     "ServerConfig",
+    "check_server_keys",
     "expand_vars",
     "find_config_file",
     "format_validation_error",
     "load_config",
+    "parse_value",
 ]
 
 SECRET_MASK = "***"
@@ -56,7 +79,14 @@ class BudgetConfig(_Strict):
     """`[budget]`: the one spending cap shared by every plugin."""
 
     limit_usd: float | None = Field(
-        default=None, ge=0, le=1_000_000_000, description="Total USD cap (at most $1e9); unset means no cap."
+        default=None,
+        ge=0,
+        le=1_000_000_000,
+        description="USD cap per period (at most $1e9); unset means no cap.",
+    )
+    period: Literal["total", "day", "week", "month"] = Field(
+        default="total",
+        description="When the cap starts again: never (total), or each local day, week (Monday) or month.",
     )
 
 
@@ -82,52 +112,90 @@ class DaemonConfig(_Strict):
     )
 
 
-class ServerConfig(_Strict):
-    """`[servers.NAME]`: a downstream MCP server, reached over stdio or streamable HTTP.
+_M = TypeVar("_M", bound=BaseModel)
+
+# The transports of `type`, as `.mcp.json` spells them.
+ServerType = Literal["stdio", "http", "streamable-http", "sse"]
+
+
+class ServerConfig(BaseModel):
+    """`[servers.NAME]`: a downstream MCP server, in the shape of an `.mcp.json` entry (`type`,
+    `command`, `args`, `env`, `cwd`, `url`, `headers`, `timeout`), plus the hub's keys.
 
     Strings may use ``${VAR}`` and ``${VAR:-default}``; they are expanded when the server is
     started, never stored expanded, so `hub config` shows what the user wrote.
+
+    Keys a plugin declares with `hub_server_config_model` (the proxy's `expose`, `prefix`, ...)
+    are kept as extras and checked against the loaded plugins' models by `check_server_keys`;
+    read them with `plugin_settings(Model)`.
     """
 
+    model_config = ConfigDict(extra="allow")
+
+    type: ServerType | None = Field(
+        default=None,
+        description="stdio, http (= streamable-http) or sse; default: stdio with a command, http with a url.",
+    )
     command: str | None = None
     args: list[str] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)
     cwd: str | None = None
     url: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)
+    timeout: float | None = Field(
+        default=None,
+        gt=0,
+        description="Milliseconds, as .mcp.json files carry it: how long the server may take to start "
+        "(startup_timeout_s in seconds, which it overrides).",
+    )
     idle_timeout_s: float = Field(
         default=300.0, gt=0, le=31_536_000, description="Close the connection after this long unused."
     )
     startup_timeout_s: float = Field(
         default=30.0, gt=0, le=86_400, description="Give up on a server that takes longer to start."
     )
-    # How the proxy plugin serves this server (ignored when the proxy plugin is not loaded).
-    expose: bool = Field(default=True, description="Serve this server's tools through the hub.")
-    eager: bool = Field(
-        default=False,
-        description="Start at hub start instead of on first use, and restart (with backoff) when it dies.",
-    )
-    prefix: str | None = Field(
-        default=None,
-        pattern=r"^[A-Za-z0-9_-]{1,50}$",
-        description="Tool name prefix; default: the server name.",
-    )
-    include: list[str] | None = Field(default=None, description="Serve only these downstream tools.")
-    exclude: list[str] = Field(default_factory=list, description="Never serve these downstream tools.")
 
     @model_validator(mode="after")
     def _one_transport(self) -> ServerConfig:
+        if self.command is None and self.url is None:
+            # A misspelt 'command' or 'url' is the likely cause: name that key, not the transport.
+            for key in self.model_extra or {}:
+                close = difflib.get_close_matches(key, ["command", "url"], n=1, cutoff=0.6)
+                if close:
+                    raise PydanticCustomError(
+                        "unknown_key",
+                        "unknown key (did you mean {close!r}?)",
+                        {"key": key, "close": close[0]},
+                    )
         if (self.command is None) == (self.url is None):
             raise ValueError("set exactly one of 'command' (stdio) or 'url' (streamable HTTP)")
         if self.url is not None and (self.args or self.env or self.cwd):
             raise ValueError("'args', 'env' and 'cwd' apply to stdio servers only; this one has a 'url'")
         if self.command is not None and self.headers:
             raise ValueError("'headers' apply to HTTP servers only; this one has a 'command'")
+        if self.type == "stdio" and self.command is None:
+            raise ValueError("type 'stdio' needs a 'command'")
+        if self.type in ("http", "streamable-http", "sse") and self.url is None:
+            raise ValueError(f"type {self.type!r} needs a 'url'")
+        if self.timeout is not None:
+            self.startup_timeout_s = self.timeout / 1000
         return self
 
     @property
-    def transport(self) -> Literal["stdio", "http"]:
-        return "stdio" if self.command is not None else "http"
+    def transport(self) -> Literal["stdio", "http", "sse"]:
+        if self.command is not None:
+            return "stdio"
+        return "sse" if self.type == "sse" else "http"
+
+    def plugin_settings(self, model: builtins.type[_M]) -> _M:
+        """This server's keys that `model` (a plugin's `hub_server_config_model`) declares, validated."""
+        extra = self.model_extra or {}
+        return model.model_validate({key: value for key, value in extra.items() if key in model.model_fields})
+
+    @property
+    def plugin_keys(self) -> dict[str, Any]:
+        """The keys the core does not know (plugins' keys)."""
+        return dict(self.model_extra or {})
 
 
 class PluginsConfig(BaseModel):
@@ -160,24 +228,65 @@ class PluginsConfig(BaseModel):
         return dict(self.model_extra or {})
 
 
-class HubConfig(_Strict):
-    """The whole of `hub.toml`."""
+class _Load:
+    """What one `load_config` call reads: set for the duration of `HubConfig()`."""
+
+    def __init__(
+        self, files: list[tuple[str, Path]], environ: Mapping[str, str], cli: dict[str, Any]
+    ) -> None:
+        self.files = files
+        self.environ = environ
+        self.cli = cli
+
+
+_LOADING: ContextVar[_Load | None] = ContextVar("hub_config_loading", default=None)
+
+
+class HubConfig(BaseSettings):
+    """The whole of `hub.toml`, with its variables and command-line values (see the module doc)."""
+
+    model_config = SettingsConfigDict(
+        extra="forbid",
+        env_prefix="HUB_",
+        env_nested_delimiter="__",
+        env_ignore_empty=True,
+        case_sensitive=False,
+    )
 
     state_dir: Path = Field(default_factory=default_state_dir, description="Where hub.sqlite lives.")
     log_format: Literal["console", "json"] = "console"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     plugins: PluginsConfig = Field(default_factory=PluginsConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
-    context: dict[str, str] = Field(default_factory=dict, description="Context entries written at start.")
+    context: dict[str, str] = Field(
+        default_factory=dict, description="Context entries for this project, written at start."
+    )
     servers: dict[str, ServerConfig] = Field(default_factory=dict)
     http: HttpConfig = Field(default_factory=HttpConfig)
     daemon: DaemonConfig = Field(default_factory=DaemonConfig)
-    source: str = Field(default="(defaults)", exclude=True, description="Where this config came from.")
+    source: str = Field(default="(defaults)", exclude=True, description="The highest-precedence file read.")
     origins: dict[str, str] = Field(
         default_factory=dict,
         exclude=True,
-        description="Keys set by the environment or command line, and by what.",
+        description="What set each dotted key: a file, a variable or a command-line option.",
     )
+    scopes: list[tuple[str, str]] = Field(
+        default_factory=list, exclude=True, description="(scope, file) read, lowest precedence first."
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        loading = _LOADING.get()
+        if loading is None:  # HubConfig() outside load_config: the process's environment and files
+            return (init_settings, HubEnvSource(settings_cls, os.environ))
+        return tuple(reversed(_sources(settings_cls, loading)))
 
     @field_validator("servers")
     @classmethod
@@ -195,6 +304,106 @@ class HubConfig(_Strict):
             server["env"] = {key: SECRET_MASK for key in server["env"]}
             server["headers"] = {key: SECRET_MASK for key in server["headers"]}
         return data
+
+    def origin_of(self, key: str) -> str:
+        """What set `key` (or the table holding it): a file, a variable, an option, or `(defaults)`."""
+        return _origin(key, "(defaults)", self.origins)
+
+
+# --- sources -------------------------------------------------------------------------------
+
+
+def _normalise(data: dict[str, Any]) -> dict[str, Any]:
+    """`plugins = [...]` means `[plugins] enabled = [...]`, so sources merge table by table."""
+    if isinstance(data.get("plugins"), list):
+        data = {**data, "plugins": {"enabled": data["plugins"]}}
+    return data
+
+
+class HubTomlSource(TomlConfigSettingsSource):
+    """One hub.toml; a file that cannot be read or parsed is a `ConfigError` naming it."""
+
+    def _read_file(self, file_path: Any) -> dict[str, Any]:
+        try:
+            with file_path.open(mode="rb") as f:
+                return tomllib.load(f)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{file_path}: invalid TOML: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{file_path}: invalid TOML: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"{file_path}: cannot read: {exc.strerror}") from None
+
+    def __call__(self) -> dict[str, Any]:
+        return _normalise(super().__call__())
+
+
+# Short variables kept from before nested names existed: variable -> dotted key.
+ENV_ALIASES = {
+    "HUB_PLUGINS": "plugins.enabled",
+    "HUB_BUDGET_USD": "budget.limit_usd",
+    "HUB_HTTP_TOKEN": "http.token",
+}
+_NOT_FROM_ENV = {"source", "origins", "scopes"}
+
+
+class HubEnvSource(EnvSettingsSource):
+    """`HUB_*` variables from a given mapping: nested names (`HUB_BUDGET__LIMIT_USD`), the short
+    aliases of `ENV_ALIASES` (`HUB_PLUGINS` is a comma list), and what set which key (`origins`)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        self.origins: dict[str, str] = {}
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        variables: dict[str, str | None] = {}
+        fields = set(self.settings_cls.model_fields) - _NOT_FROM_ENV
+        for name, value in self._environ.items():
+            upper = name.upper()
+            if upper in ENV_ALIASES:
+                continue
+            if not upper.startswith("HUB_") or value == "":
+                continue
+            dotted = upper[4:].lower().replace("__", ".")
+            if dotted.split(".")[0] not in fields:
+                continue
+            variables[name.lower()] = value
+            self.origins[dotted] = upper
+        for name, dotted in ENV_ALIASES.items():
+            raw = self._environ.get(name)
+            if raw is None or (raw == "" and name != "HUB_PLUGINS"):
+                continue
+            if name == "HUB_PLUGINS":  # a comma list; set and empty means no plugin but the core
+                raw = json.dumps([part.strip() for part in raw.split(",") if part.strip()])
+            variables[f"hub_{dotted.replace('.', '__')}"] = raw
+            self.origins[dotted] = name
+        return variables
+
+    def __call__(self) -> dict[str, Any]:
+        data = _normalise(super().__call__())
+        plugins = data.get("plugins")
+        if isinstance(plugins, dict):  # plugin tables are untyped here: values read as TOML, like --set
+            data["plugins"] = {
+                name: _parse_leaves(table) if name != "enabled" else table for name, table in plugins.items()
+            }
+        return data
+
+
+def _parse_leaves(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _parse_leaves(item) for key, item in value.items()}
+    return parse_value(value) if isinstance(value, str) else value
+
+
+def _sources(settings_cls: type[BaseSettings], loading: _Load) -> list[PydanticBaseSettingsSource]:
+    """The sources of one load, lowest precedence first."""
+    sources: list[PydanticBaseSettingsSource] = [
+        HubTomlSource(settings_cls, toml_file=path) for _, path in loading.files
+    ]
+    sources.append(HubEnvSource(settings_cls, loading.environ))
+    sources.append(InitSettingsSource(settings_cls, init_kwargs=_normalise(loading.cli)))
+    return sources
 
 
 # --- ${VAR} expansion, as Claude Code does for .mcp.json -------------------------------------
@@ -222,26 +431,6 @@ def expand_vars(text: str, environ: Mapping[str, str], *, where: str) -> str:
 # --- loading -----------------------------------------------------------------------------------
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as f:
-            return tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-
-
-def parse_value(text: str) -> Any:
-    """A `--set` value: any TOML value (`4`, `true`, `[\"a\"]`, `\"x\"`), else the bare string."""
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
-
-
 def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     """Set `a.b.c = value` inside nested dicts, creating tables on the way."""
     keys = dotted.split(".")
@@ -258,8 +447,15 @@ def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     node[keys[-1]] = value
 
 
-def _split_list(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
+def _leaf_keys(data: Mapping[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in data.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping) and value:
+            keys += _leaf_keys(value, dotted)
+        else:
+            keys.append(dotted)
+    return keys
 
 
 def load_config(
@@ -269,61 +465,128 @@ def load_config(
     plugins: str | None = None,
     budget_usd: float | None = None,
     environ: Mapping[str, str] | None = None,
+    flags: Mapping[str, tuple[str, Any]] | None = None,
 ) -> HubConfig:
-    """Build the effective config. Raises `ConfigError` naming the file, key and problem.
+    """Build the effective config. Raises `ConfigError` naming the source, key and problem.
 
-    `overrides` are ``dotted.key=value`` strings (`--set`); `plugins` is a comma list
-    (`--plugins`); `budget_usd` is `--budget-usd`.
+    `path` is the project file (`--config`); `overrides` are ``dotted.key=value`` strings
+    (`--set`); `plugins` is a comma list (`--plugins`); `budget_usd` is `--budget-usd`; `flags`
+    maps other dotted keys to (option, value), e.g. ``{"http.port": ("--port", 0)}``.
     """
     env = os.environ if environ is None else environ
-    file = find_config_file(path, env)
-    data: dict[str, Any] = _read_toml(file) if file else {}
-    source = str(file) if file else "(defaults)"
+    files = config_files(path, env)
+    for scope, file in files.in_order():
+        if scope == "project" and not file.is_file():
+            if not file.exists():
+                raise ConfigError(f"{file}: config file not found")
+            raise ConfigError(f"{file}: not a file")
     origins: dict[str, str] = {}
+    for _, file in files.in_order():
+        data = _normalise(HubTomlSource(HubConfig, toml_file=file).toml_data)
+        origins.update(dict.fromkeys(_leaf_keys(data), str(file)))
+
+    # The command line: --set, then the dedicated options (which win over --set).
+    cli: dict[str, Any] = {}
 
     def put(key: str, value: Any, origin: str) -> None:
-        set_dotted(data, key, value)
-        origins[key] = origin
+        set_dotted(cli, key, value)
+        for dotted in _leaf_keys({key: value}) if isinstance(value, Mapping) else [key]:
+            origins[dotted] = origin
 
-    # Environment layer.
-    for var, key in (
-        ("HUB_STATE_DIR", "state_dir"),
-        ("HUB_LOG_FORMAT", "log_format"),
-        ("HUB_LOG_LEVEL", "log_level"),
-    ):
-        if env.get(var):
-            put(key, env[var], var)
-    if env.get("HUB_BUDGET_USD"):
-        put("budget.limit_usd", parse_value(env["HUB_BUDGET_USD"]), "HUB_BUDGET_USD")
-    if env.get("HUB_PLUGINS") is not None and plugins is None:
-        put("plugins.enabled", _split_list(env["HUB_PLUGINS"]), "HUB_PLUGINS")
-
-    # Command-line layer.
+    cli_items: list[tuple[str, Any, str]] = []
     for item in overrides or []:
         key, sep, raw = item.partition("=")
         if not sep:
             raise ConfigError(f"--set {item}: expected KEY=VALUE, e.g. --set plugins.pool.slots=4")
-        put(key.strip(), parse_value(raw.strip()), "--set")
+        cli_items.append((key.strip(), parse_value(raw.strip()), "--set"))
     if plugins is not None:
-        put("plugins.enabled", _split_list(plugins), "--plugins")
+        cli_items.append(
+            ("plugins.enabled", [p.strip() for p in plugins.split(",") if p.strip()], "--plugins")
+        )
     if budget_usd is not None:
-        put("budget.limit_usd", budget_usd, "--budget-usd")
+        cli_items.append(("budget.limit_usd", budget_usd, "--budget-usd"))
+    for key, (option, value) in (flags or {}).items():
+        if key != "state_dir":
+            cli_items.append((key, value, option))
 
+    # One precedence for the state directory, shared with `hub statusline` and the fast start.
+    state_flag = (flags or {}).get("state_dir", (None, None))[1]
     try:
-        config = HubConfig.model_validate({**data, "source": source, "origins": origins})
+        state_dir, state_origin = resolve_state_dir(
+            flag=state_flag, overrides=list(overrides or []), environ=env, files=files
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if state_origin != "(defaults)":
+        cli_items.append(
+            ("state_dir", str(state_dir) if isinstance(state_dir, Path) else state_dir, state_origin)
+        )
+
+    env_source = HubEnvSource(HubConfig, env)
+    env_source()
+    origins.update(env_source.origins)
+    for key, value, origin in cli_items:
+        put(key, value, origin)
+
+    loading = _Load(files.in_order(), env, cli)
+    token = _LOADING.set(loading)
+    try:
+        config = HubConfig()
     except ValidationError as exc:
+        source = str(files.paths[-1]) if files.paths else "(defaults)"
         raise ConfigError(format_validation_error(exc, source, origins=origins)) from None
+    finally:
+        _LOADING.reset(token)
+    config.source = str(files.paths[-1]) if files.paths else "(defaults)"
+    config.origins = origins
+    config.scopes = [(scope, str(file)) for scope, file in files.in_order()]
     return config
 
 
+def check_server_keys(config: HubConfig, models: Mapping[str, type[BaseModel]]) -> None:
+    """Check `[servers.NAME]` keys the core does not know against the loaded plugins' server models
+    (`hub_server_config_model`, by plugin name): each must be declared by one, and is validated by
+    it. `ConfigError` with one ``SOURCE: servers.NAME.key: problem`` line per problem."""
+    known = set(ServerConfig.model_fields)
+    for model in models.values():
+        known |= set(model.model_fields)
+    lines: list[str] = []
+    for name, server in config.servers.items():
+        extra = server.model_extra or {}
+        claimed: set[str] = set()
+        for model in models.values():
+            mine = {key: value for key, value in extra.items() if key in model.model_fields}
+            claimed |= set(mine)
+            try:
+                model.model_validate(mine)
+            except ValidationError as exc:
+                text = format_validation_error(
+                    exc, config.source, prefix=f"servers.{name}", origins=config.origins
+                )
+                lines += text.splitlines()
+        for key in extra:
+            if key in claimed:
+                continue
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            if not close and not models:
+                hint = " (no loaded plugin declares server keys)"
+            dotted = f"servers.{name}.{key}"
+            lines.append(f"{_origin(dotted, config.source, config.origins)}: {dotted}: unknown key{hint}")
+    if lines:
+        raise ConfigError("\n".join(lines))
+
+
 def _origin(key: str, source: str, origins: Mapping[str, str]) -> str:
-    """What set `key` (or the table holding it): a command-line option, a variable, or the file."""
+    """What set `key`: the option, variable or file recorded for it or the table holding it, else
+    for a key inside it (a table's own problem, e.g. a server missing its command), else `source`."""
     parts = key.split(".")
     for end in range(len(parts), 0, -1):
         origin = origins.get(".".join(parts[:end]))
         if origin is not None:
             return origin
-    return source
+    inside = [origin for dotted, origin in origins.items() if dotted.startswith(key + ".")]
+    return inside[-1] if inside else source
 
 
 def format_validation_error(
@@ -335,7 +598,10 @@ def format_validation_error(
     for error in exc.errors():
         loc = ".".join(str(part) for part in error["loc"] if not str(part).startswith("function-"))
         key = ".".join(part for part in (prefix, loc) if part) or "(top level)"
-        if error["type"] == "extra_forbidden":
+        if error["type"] == "unknown_key":  # raised by a model for one of its keys
+            key = f"{key}.{(error.get('ctx') or {}).get('key')}"
+            message = error["msg"]
+        elif error["type"] == "extra_forbidden":
             message = "unknown key"
         else:
             message = error["msg"].removeprefix("Value error, ")

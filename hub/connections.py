@@ -4,7 +4,7 @@
 `mcp.ClientSession` for the `[servers.fs]` table. The first use starts the server (two
 concurrent first uses start one process); later uses reuse it; it is closed after
 `idle_timeout_s` without use; a server that died is started again on the next use, with backoff
-when it keeps dying (see `restart_delay`), and on its own when it is `eager`; and every child is
+when it keeps dying (see `restart_delay`), and on its own when it is in `keep_running` (the proxy's `eager`); and every child is
 shut down (stdin closed, then SIGTERM, then SIGKILL, by the SDK's transport) when the hub stops.
 
 Each connection is owned by one task in the cache's task group, which enters and leaves the
@@ -19,7 +19,7 @@ import enum
 import os
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -158,8 +158,11 @@ class ConnectionCache:
         log_dir: Path | None = None,
         environ: Mapping[str, str] | None = None,
         message_handler: Callable[[str, Any], Any] | None = None,
+        keep_running: Iterable[str] = (),
     ) -> None:
         self.servers = dict(servers)
+        # Servers restarted (with backoff) when they die, without waiting for a use (the proxy's `eager`).
+        self.keep_running: set[str] = set(keep_running)
         self.log_dir = log_dir
         self.environ = os.environ if environ is None else environ
         self.message_handler = message_handler
@@ -400,7 +403,12 @@ class ConnectionCache:
         history.failures = 1 if ran_long else history.failures + 1
         delay = restart_delay(history.failures)
         history.retry_at = time.monotonic() + delay
-        if conn.config.eager and history.failures <= MAX_AUTO_RESTARTS and not self._closing and self._tg:
+        if (
+            conn.name in self.keep_running
+            and history.failures <= MAX_AUTO_RESTARTS
+            and not self._closing
+            and self._tg
+        ):
             log.info("restarting eager downstream server", server=conn.name, after_s=delay)
             self._tg.start_soon(self._restart_later, conn.name, delay)
 
@@ -425,6 +433,12 @@ class ConnectionCache:
         headers = {
             k: self._expand(conn.name, v, f"{where}.headers.{k}") for k, v in conn.config.headers.items()
         }
+        if conn.config.transport == "sse":  # the older HTTP+SSE transport (`type = "sse"`)
+            from mcp.client.sse import sse_client
+
+            async with sse_client(url, headers=headers) as (read, write):
+                yield read, write
+            return
         async with (
             create_mcp_http_client(headers=headers) as http,
             streamable_http_client(url, http_client=http) as (

@@ -72,13 +72,15 @@ def listen_key(message: Mapping[str, Any]) -> str | None:
 
 
 def fingerprint(
-    version: str, argv: Sequence[str], environ: Mapping[str, str], config_file: Path | None
+    version: str, argv: Sequence[str], environ: Mapping[str, str], config_files: Sequence[Path]
 ) -> str:
+    """What the answers depend on: the hub's version, its arguments, `HUB_*`, and every hub.toml
+    read (user and project scope)."""
     digest = hashlib.sha256()
     digest.update(version.encode())
     digest.update(json.dumps(list(argv)).encode())
     digest.update(json.dumps(sorted((k, v) for k, v in environ.items() if k.startswith("HUB_"))).encode())
-    if config_file is not None:
+    for config_file in config_files:
         digest.update(str(config_file.resolve()).encode())
         with contextlib.suppress(OSError):
             digest.update(config_file.read_bytes())

@@ -67,6 +67,28 @@ def hub_config_model() -> type[BaseModel] | None:  # type: ignore[empty-body]
 
 
 @hookspec
+def hub_server_config_model() -> type[BaseModel] | None:  # type: ignore[empty-body]
+    """Return the pydantic model of the keys this plugin adds to every ``[servers.NAME]`` table.
+
+    Called once when the plugin loads. The core owns the connection keys (`type`, `command`,
+    `args`, `env`, `cwd`, `url`, `headers`, `timeout`, `idle_timeout_s`, `startup_timeout_s`);
+    any other key of a server table must be a field of a loaded plugin's model, or the hub stops
+    with ``FILE: servers.NAME.key: unknown key`` (with a did-you-mean). Each plugin's keys are
+    validated by its model; read them with ``hub.settings.servers[name].plugin_settings(Model)``.
+    Give every field a default.
+
+    Example::
+
+        class ServerKeys(BaseModel):
+            expose: bool = True
+
+        @hookimpl
+        def hub_server_config_model():
+            return ServerKeys
+    """
+
+
+@hookspec
 def hub_startup(hub: PluginContext) -> Lifecycle:
     """Prepare the plugin: create tables, open files, start background tasks.
 

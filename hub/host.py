@@ -213,7 +213,12 @@ class Hub:
             self.instances = Instances(self.store, version=__version__)
             await self.instances.register()
             stack.push_async_callback(self._record_stop)
-            self.budget = Budget(self.store, self.config.budget.limit_usd, owner=self.instances.id)
+            self.budget = Budget(
+                self.store,
+                self.config.budget.limit_usd,
+                owner=self.instances.id,
+                period=self.config.budget.period,
+            )
             await self.budget.setup()
             self.context = ContextStore(self.store)
             await self.context.setup(self.config.context)

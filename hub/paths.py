@@ -1,25 +1,131 @@
-"""Where the hub looks for hub.toml and keeps its state (no heavy imports: `hub statusline` uses it)."""
+"""Where the hub looks for hub.toml and keeps its state (no heavy imports: `hub statusline` uses it).
+
+Two config scopes, as Claude Code has user and project MCP scopes: the user's
+`$XDG_CONFIG_HOME/hub/hub.toml` (default `~/.config/hub/hub.toml`) and the project's file
+(`--config`, else `HUB_CONFIG`, else `./hub.toml`). Both are read; the project's wins key by key.
+
+`resolve_state_dir` is the one place the state directory is decided, with one precedence, for
+`hub statusline`, the fast-start cache and the full configuration alike.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import tomllib
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "ConfigFiles",
+    "config_files",
+    "default_state_dir",
+    "find_config_file",
+    "parse_value",
+    "resolve_state_dir",
+    "user_config_file",
+]
 
 
-def default_state_dir() -> Path:
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+def default_state_dir(environ: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if environ is None else environ
+    base = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "hub"
 
 
-def find_config_file(explicit: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> Path | None:
-    """`--config`, else `HUB_CONFIG`, else `./hub.toml`, else `$XDG_CONFIG_HOME/hub/hub.toml`."""
+def user_config_file(environ: Mapping[str, str]) -> Path:
+    """The user scope: `$XDG_CONFIG_HOME/hub/hub.toml`, default `~/.config/hub/hub.toml`."""
+    return Path(environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "hub" / "hub.toml"
+
+
+class ConfigFiles:
+    """The config files in effect, lowest precedence first: the user's, then the project's."""
+
+    def __init__(self, user: Path | None, project: Path | None) -> None:
+        self.user = user
+        self.project = project
+
+    def in_order(self) -> list[tuple[str, Path]]:
+        """(scope, path) pairs, lowest precedence first."""
+        pairs: list[tuple[str, Path]] = []
+        if self.user is not None:
+            pairs.append(("user", self.user))
+        if self.project is not None:
+            pairs.append(("project", self.project))
+        return pairs
+
+    @property
+    def paths(self) -> list[Path]:
+        return [path for _, path in self.in_order()]
+
+
+def config_files(explicit: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> ConfigFiles:
+    """The project file (`--config`, else `HUB_CONFIG`, else `./hub.toml`; an explicit one need not
+    exist, so that loading it says so) and the user file when it exists and is another file."""
+    project: Path | None = None
     if explicit:
-        return Path(explicit).expanduser()
-    if environ.get("HUB_CONFIG"):
-        return Path(environ["HUB_CONFIG"]).expanduser()
-    local = Path("hub.toml")
-    if local.is_file():
-        return local
-    xdg = Path(environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "hub" / "hub.toml"
-    return xdg if xdg.is_file() else None
+        project = Path(explicit).expanduser()
+    elif environ.get("HUB_CONFIG"):
+        project = Path(environ["HUB_CONFIG"]).expanduser()
+    elif Path("hub.toml").is_file():
+        project = Path("hub.toml")
+    user = user_config_file(environ)
+    if not user.is_file() or (project is not None and _same_file(user, project)):
+        return ConfigFiles(None, project)
+    return ConfigFiles(user, project)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
+def find_config_file(explicit: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> Path | None:
+    """The file with the highest precedence: the project's, else the user's."""
+    files = config_files(explicit, environ)
+    return files.project or files.user
+
+
+def parse_value(text: str) -> Any:
+    """A `--set` value: any TOML value (`4`, `true`, `[\"a\"]`, `\"x\"`), else the bare string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def resolve_state_dir(
+    *,
+    flag: str | None,
+    overrides: Sequence[str],
+    environ: Mapping[str, str],
+    files: ConfigFiles,
+) -> tuple[Any, str]:
+    """The state directory and what set it, by the hub's one precedence: `--state-dir`, then
+    `--set state_dir=…` (the last one), then `HUB_STATE_DIR`, then the project's hub.toml, then the
+    user's, then the default. A value of the wrong type is returned as is, for validation to name.
+
+    Raises `ValueError` if a hub.toml cannot be read or parsed.
+    """
+    if flag:
+        return Path(flag).expanduser(), "--state-dir"
+    for override in reversed(overrides):
+        key, sep, value = override.partition("=")
+        if sep and key.strip() == "state_dir":
+            parsed = parse_value(value.strip())
+            return (Path(parsed).expanduser() if isinstance(parsed, str) else parsed), "--set"
+    if environ.get("HUB_STATE_DIR"):
+        return Path(environ["HUB_STATE_DIR"]).expanduser(), "HUB_STATE_DIR"
+    for _, path in reversed(files.in_order()):
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            continue
+        except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"cannot read {path}: {exc}") from None
+        if "state_dir" in data:
+            value = data["state_dir"]
+            return (Path(value).expanduser() if isinstance(value, str) else value), str(path)
+    return default_state_dir(environ), "(defaults)"

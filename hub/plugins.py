@@ -21,7 +21,7 @@ import structlog
 from pydantic import BaseModel, ValidationError
 
 from hub import hookspecs
-from hub.config import ConfigError, HubConfig, format_validation_error
+from hub.config import ConfigError, HubConfig, check_server_keys, format_validation_error
 from hub.errors import HubError
 from hub.registry import Registry, ToolSelection
 
@@ -163,7 +163,7 @@ def discover() -> dict[str, _Candidate]:
             ep.load,
             dist.name if dist else None,
             dist.version if dist else None,
-            builtin=bool(dist and dist.name == "hub"),
+            builtin=bool(dist and dist.name in ("mcp-plugin-hub", "mcp_plugin_hub")),
         )
     return found
 
@@ -233,6 +233,8 @@ def load_plugins(
             problems.extend(_unselected_problems(name, candidates[name], config))
     if problems:
         raise ConfigError("\n".join(problems))
+    server_models = {n: impl.function() for n, impl in pm.impls("hub_server_config_model")}
+    check_server_keys(config, {n: model for n, model in server_models.items() if model is not None})
     return pm, infos
 
 

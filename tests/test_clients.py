@@ -126,7 +126,7 @@ def test_claude_code_drives_the_hub_from_the_readme_mcp_json(tmp_path):
     async def stored() -> dict[str, str]:
         store = Store.in_state_dir(tmp_path / "state")
         try:
-            rows = await store.fetchall("SELECT key, value FROM context_entries")
+            rows = await store.fetchall("SELECT key, value FROM context_scoped")
             return {r["key"]: r["value"] for r in rows}
         finally:
             store.close()

@@ -143,3 +143,120 @@ def test_masked_hides_secrets(tmp_path):
     assert masked["servers"]["b"]["headers"] == {"Authorization": "***"}
     assert masked["http"]["token"] == "***"
     assert "sk-secret" not in str(masked) and "abc" not in str(masked)
+
+
+def test_settings_sources_and_precedence(tmp_path):
+    """pydantic-settings: user file < project file < HUB_* (nested and short names) < --set < flags."""
+    from pydantic_settings import BaseSettings
+
+    from hub.config import HubConfig
+
+    assert issubclass(HubConfig, BaseSettings)
+    user = tmp_path / "xdg" / "hub" / "hub.toml"
+    user.parent.mkdir(parents=True)
+    user.write_text('log_level = "error"\n[http]\nport = 1000\nhost = "127.0.0.2"\n[budget]\nlimit_usd = 1\n')
+    project = write(tmp_path, "[http]\nport = 2000\n")
+    environ = {
+        "XDG_CONFIG_HOME": str(tmp_path / "xdg"),
+        "HUB_HTTP__PATH": "/from-env",
+        "HUB_BUDGET__PERIOD": "day",
+        "HUB_SERVERS__FS__COMMAND": "npx",
+        "HUB_HTTP_TOKEN": "env-token",
+        "HUB_PLUGINS": "pool,  batch",
+    }
+    config = load_config(project, environ=environ)
+    assert (config.http.host, config.http.port, config.http.path) == ("127.0.0.2", 2000, "/from-env")
+    assert config.log_level == "error" and config.budget.limit_usd == 1 and config.budget.period == "day"
+    assert config.servers["fs"].command == "npx"
+    assert config.http.token is not None and config.http.token.get_secret_value() == "env-token"
+    assert config.plugins.enabled == ["pool", "batch"]
+    assert config.origin_of("http.host") == str(user)
+    assert config.origin_of("http.port") == str(project)
+    assert config.origin_of("http.path") == "HUB_HTTP__PATH"
+    assert config.origin_of("http.token") == "HUB_HTTP_TOKEN"
+    assert config.origin_of("plugins.enabled") == "HUB_PLUGINS"
+    assert config.origin_of("state_dir") == "(defaults)"
+    assert config.scopes == [("user", str(user)), ("project", str(project))]
+
+    config = load_config(
+        project,
+        environ=environ,
+        overrides=["http.token=set-token", "http.port=3000", "budget.limit_usd=2"],
+        flags={"http.port": ("--port", 4000)},
+        budget_usd=3,
+    )
+    assert config.http.token is not None and config.http.token.get_secret_value() == "set-token"
+    assert config.http.port == 4000 and config.origin_of("http.port") == "--port"
+    assert config.budget.limit_usd == 3 and config.origin_of("budget.limit_usd") == "--budget-usd"
+    # A plugin's table from variables: values read as TOML, as --set reads them.
+    config = load_config(
+        project, environ={**environ, "HUB_PLUGINS__POOL__SLOTS": "4", "HUB_PLUGINS__POOL__M": "x"}
+    )
+    assert config.plugins.tables() == {"pool": {"slots": 4, "m": "x"}}
+    assert config.origin_of("plugins.pool.slots") == "HUB_PLUGINS__POOL__SLOTS"
+
+
+def test_every_error_line_names_its_source(tmp_path):
+    user = tmp_path / "xdg" / "hub" / "hub.toml"
+    user.parent.mkdir(parents=True)
+    user.write_text("[servers.fs]\nargs = ['x']\n")
+    project = write(tmp_path, "log_level = 'loud'\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(
+            project,
+            environ={"XDG_CONFIG_HOME": str(tmp_path / "xdg"), "HUB_HTTP__PORT": "-5", "HUB_BUDGET_USD": "x"},
+            overrides=["budget.period=fortnight"],
+            flags={"log_format": ("--log-format", "xml")},
+        )
+    lines = str(caught.value).splitlines()
+    assert f"{user}: servers.fs: set exactly one of 'command' (stdio) or 'url' (streamable HTTP)" in lines
+    assert any(line.startswith(f"{project}: log_level: ") for line in lines)
+    assert any(line.startswith("HUB_HTTP__PORT: http.port: Input should be greater") for line in lines)
+    assert any(line.startswith("HUB_BUDGET_USD: budget.limit_usd: ") for line in lines)
+    assert any(line.startswith("--set: budget.period: Input should be 'total', 'day'") for line in lines)
+    assert any(line.startswith("--log-format: log_format: ") for line in lines)
+
+
+def test_user_and_project_scopes_merge_table_by_table(tmp_path, monkeypatch):
+    user = tmp_path / "xdg" / "hub" / "hub.toml"
+    user.parent.mkdir(parents=True)
+    user.write_text(
+        '[plugins.pool]\nslots = 2\nmodel = "opus"\n[servers.fs]\ncommand = "npx"\nargs = ["a"]\n'
+        '[servers.gh]\nurl = "https://gh/mcp"\n[context]\nwho = "ada"\n'
+    )
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "hub.toml").write_text('[plugins.pool]\nslots = 4\n[servers.fs]\nargs = ["b"]\n')
+    monkeypatch.chdir(project)
+    config = load_config(environ={"XDG_CONFIG_HOME": str(tmp_path / "xdg")})
+    assert config.plugins.tables() == {"pool": {"slots": 4, "model": "opus"}}
+    assert config.servers["fs"].command == "npx" and config.servers["fs"].args == ["b"]
+    assert config.servers["gh"].url == "https://gh/mcp"
+    assert config.context == {"who": "ada"}
+    assert config.origin_of("plugins.pool.slots") == "hub.toml"
+    assert config.origin_of("plugins.pool.model") == str(user)
+    assert config.source == "hub.toml"
+    # Without a project file the user's is the whole config.
+    monkeypatch.chdir(tmp_path)
+    config = load_config(environ={"XDG_CONFIG_HOME": str(tmp_path / "xdg")})
+    assert config.plugins.tables() == {"pool": {"slots": 2, "model": "opus"}}
+    assert config.source == str(user)
+
+
+def test_mcp_json_server_shape_is_accepted(tmp_path):
+    config = load_config(
+        write(
+            tmp_path,
+            '[servers.a]\ntype = "stdio"\ncommand = "npx"\nargs = ["x"]\ntimeout = 5000\n'
+            '[servers.b]\ntype = "http"\nurl = "https://h/mcp"\n[servers.c]\ntype = "streamable-http"\n'
+            'url = "https://h/mcp"\n[servers.d]\ntype = "sse"\nurl = "https://h/sse"\n',
+        ),
+        environ={},
+    )
+    assert config.servers["a"].transport == "stdio" and config.servers["a"].startup_timeout_s == 5
+    assert config.servers["b"].transport == config.servers["c"].transport == "http"
+    assert config.servers["d"].transport == "sse"
+    with pytest.raises(ConfigError, match=r"servers.a: type 'stdio' needs a 'command'"):
+        load_config(write(tmp_path, '[servers.a]\ntype = "stdio"\nurl = "https://h"\n'), environ={})
+    with pytest.raises(ConfigError, match=r"servers.a.type: Input should be 'stdio', 'http'"):
+        load_config(write(tmp_path, '[servers.a]\ntype = "ws"\nurl = "https://h"\n'), environ={})

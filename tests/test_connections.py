@@ -174,7 +174,7 @@ async def test_a_server_that_keeps_failing_is_restarted_with_backoff(tmp_path, m
 
 
 async def test_an_eager_server_that_dies_is_restarted_by_the_cache(tmp_path):
-    async with ConnectionCache({"d": server(eager=True)}, log_dir=tmp_path) as cache:
+    async with ConnectionCache({"d": server()}, log_dir=tmp_path, keep_running={"d"}) as cache:
         session = await cache.get("d")
         first = await pid_of(session)
         with pytest.raises(Exception, match="Connection closed"):
@@ -250,6 +250,32 @@ async def test_streamable_http_server(tmp_path):
             assert (await session.call_tool("add", {"a": 2, "b": 5})).structured_content == {"result": 7}
             assert cache.status()["web"]["transport"] == "http"
             assert cache.status()["web"]["state"] == "ready"
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
+async def test_sse_server_of_type_sse(tmp_path):
+    """`type = "sse"` (as .mcp.json has it) reaches a server over the older HTTP+SSE transport."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "DOWNSTREAM_SSE_PORT": str(port)}
+    proc = await anyio.open_process([sys.executable, str(DOWNSTREAM)], env=env)
+    try:
+        config = ServerConfig(type="sse", url=f"http://127.0.0.1:{port}/sse")
+        async with ConnectionCache({"old": config}, log_dir=tmp_path) as cache:
+            with anyio.fail_after(30):
+                while True:  # the server takes a moment to listen
+                    try:
+                        session = await cache.get("old")
+                        break
+                    except ServerUnavailable:
+                        await anyio.sleep(0.2)
+            assert (await session.call_tool("add", {"a": 2, "b": 5})).structured_content == {"result": 7}
+            assert cache.status()["old"]["transport"] == "sse"
     finally:
         proc.terminate()
         await proc.wait()

@@ -11,7 +11,13 @@ from hub.testing import make_config, result_json, result_text, running_hub
 pytestmark = pytest.mark.anyio
 
 
-async def test_context_tools_shapes_and_persistence(tmp_path):
+def values(listed: dict) -> dict:
+    """context_list without its '@scopes' and '@project'."""
+    return {k: v for k, v in listed.items() if not k.startswith("@")}
+
+
+async def test_context_tools_shapes_and_persistence(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     config = make_config(tmp_path, context={"style": "idiomatic"})
     async with running_hub(config) as (_, client):
         assert result_json(await client.call_tool("context_set", {"key": "language", "value": "rust"})) == {
@@ -19,17 +25,22 @@ async def test_context_tools_shapes_and_persistence(tmp_path):
             "value": "rust",
         }
         await client.call_tool("context_set", {"key": "framework", "value": "tokio"})
-        assert result_json(await client.call_tool("context_get", {"key": "language"})) == {"value": "rust"}
-        assert result_json(await client.call_tool("context_list", {})) == {
+        assert result_json(await client.call_tool("context_get", {"key": "language"})) == {
+            "value": "rust",
+            "scope": "project",
+        }
+        assert values(result_json(await client.call_tool("context_list", {}))) == {
             "framework": "tokio",
             "language": "rust",
             "style": "idiomatic",
         }
         assert result_json(await client.call_tool("context_delete", {"key": "framework"})) == {
-            "deleted": True
+            "deleted": True,
+            "scope": "project",
         }
         assert result_json(await client.call_tool("context_delete", {"key": "framework"})) == {
-            "deleted": False
+            "deleted": False,
+            "scope": "project",
         }
         missing = await client.call_tool("context_get", {"key": "framework"})
         assert missing.is_error
@@ -37,7 +48,7 @@ async def test_context_tools_shapes_and_persistence(tmp_path):
 
     # A new hub on the same state directory sees the same entries.
     async with running_hub(config) as (_, client):
-        assert result_json(await client.call_tool("context_list", {})) == {
+        assert values(result_json(await client.call_tool("context_list", {}))) == {
             "language": "rust",
             "style": "idiomatic",
         }
@@ -59,3 +70,54 @@ async def test_bad_context_input(tmp_path, arguments, expected):
         result = await client.call_tool("context_set", arguments)
         assert result.is_error
         assert expected in result_text(result)
+
+
+async def test_context_scopes_from_two_working_directories(tmp_path, monkeypatch):
+    """Entries are per project (git top level, else the working directory); global ones are
+    shared; a project's entry wins over a global one; [context] in hub.toml is the project's."""
+    one = tmp_path / "one"
+    (one / ".git").mkdir(parents=True)
+    (one / "src").mkdir()
+    two = tmp_path / "two"
+    two.mkdir()
+    state = {"state_dir": str(tmp_path / "state")}
+
+    monkeypatch.chdir(one / "src")  # inside the repository: its top level is the project
+    async with running_hub(make_config(tmp_path, **state, context={"style": "terse"})) as (hub, client):
+        await client.call_tool("context_set", {"key": "language", "value": "rust"})
+        made = await client.call_tool("context_set", {"key": "owner", "value": "ada", "scope": "global"})
+        assert result_json(made) == {"key": "owner", "value": "ada", "scope": "global"}
+        await client.call_tool("context_set", {"key": "tone", "value": "plain", "scope": "global"})
+        await client.call_tool("context_set", {"key": "tone", "value": "formal"})
+        listed = result_json(await client.call_tool("context_list", {}))
+        assert listed["@project"] == str(one.resolve())
+        assert values(listed) == {"language": "rust", "owner": "ada", "style": "terse", "tone": "formal"}
+        assert listed["@scopes"] == {
+            "language": "project",
+            "owner": "global",
+            "style": "project",
+            "tone": "project",
+        }
+        assert "- language: rust" in await hub.context.as_prompt()
+
+    monkeypatch.chdir(two)
+    async with running_hub(make_config(tmp_path, **state)) as (hub, client):
+        listed = result_json(await client.call_tool("context_list", {}))
+        assert values(listed) == {"owner": "ada", "tone": "plain"}  # nothing of project one
+        assert listed["@scopes"] == {"owner": "global", "tone": "global"}
+        assert "rust" not in await hub.context.as_prompt()
+        missing = await client.call_tool("context_get", {"key": "language"})
+        assert missing.is_error and "keys: owner, tone" in result_text(missing)
+        # Deleting in this project does not touch the global entry; scope global does.
+        assert result_json(await client.call_tool("context_delete", {"key": "owner"}))["deleted"] is False
+        assert result_json(await client.call_tool("context_delete", {"key": "owner", "scope": "global"}))[
+            "deleted"
+        ]
+
+    monkeypatch.chdir(one)
+    async with running_hub(make_config(tmp_path, **state)) as (_, client):
+        assert values(result_json(await client.call_tool("context_list", {}))) == {
+            "language": "rust",
+            "style": "terse",
+            "tone": "formal",
+        }

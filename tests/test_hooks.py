@@ -57,6 +57,37 @@ async def test_hook_hub_config_model(tmp_path, example_plugin):
 
 
 @pytest.mark.anyio
+async def test_hook_hub_server_config_model(tmp_path, downstream_server):
+    from types import SimpleNamespace
+
+    from pydantic import BaseModel
+
+    from hub import hookimpl
+    from hub.config import ConfigError
+
+    class Keys(BaseModel):
+        note: str = "none"
+
+    noter = SimpleNamespace(hub_server_config_model=hookimpl(lambda: Keys))
+    config = make_config(tmp_path, servers={"d": {**downstream_server, "note": "hi"}})
+    async with running_hub(config, plugins={"noter": noter}) as (hub, _):
+        assert hub.config.servers["d"].plugin_settings(Keys).note == "hi"
+        # the proxy's own keys are declared the same way
+        assert "expose" not in type(hub.config.servers["d"]).model_fields
+    bad = make_config(
+        tmp_path,
+        servers={"d": {**downstream_server, "nots": "x", "expose": "maybe"}},
+        plugins={"enabled": ["proxy"]},
+    )
+    with pytest.raises(ConfigError) as caught:
+        async with running_hub(bad, plugins={"noter": noter}):
+            pass
+    text = str(caught.value)
+    assert "servers.d.nots: unknown key (did you mean 'note'?)" in text
+    assert "servers.d.expose: Input should be a valid boolean" in text
+
+
+@pytest.mark.anyio
 async def test_hook_hub_startup(tmp_path, example_plugin):
     async with running_hub(make_config(tmp_path), plugins={"example": example_plugin}) as (hub, _):
         assert example_plugin.events == ["startup"]

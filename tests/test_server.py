@@ -199,7 +199,8 @@ async def test_budget_refusal_is_a_tool_error_and_spend_is_reported_per_plugin(t
         assert refused.is_error
         assert result_text(refused) == (
             "budget exhausted: spent $0.40 of $1.00; example spend needs up to $0.70. "
-            "Raise [budget] limit_usd or --budget-usd."
+            "Raise [budget] limit_usd or --budget-usd; or start a new period with `hub budget reset` "
+            "(the history is kept); or ask for at most $0.60."
         )
     # The ledger outlives the hub.
     async with running_hub(config, plugins={"example": example_plugin}) as (_, client):

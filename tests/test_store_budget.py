@@ -76,6 +76,10 @@ async def test_reserve_commit_release(tmp_path):
         "remaining_usd": 8.5,
         "spent_by_plugin": {"pool": 1.5},
         "reserved_by_plugin": {},
+        "period": "total",
+        "period_started": None,
+        "next_period": None,
+        "spent_all_time_usd": 1.5,
     }
     async with await budget.reserve("batch", 2.0, "job"):
         pass  # nothing spent: all released
@@ -94,7 +98,8 @@ async def test_refusal_states_spent_limit_and_ask(tmp_path):
         await budget.reserve("pool", 0.5, "task 3")
     assert str(caught.value) == (
         "budget exhausted: spent $9.80 (+$0.10 reserved by running work) of $10.00; task 3 needs up to $0.50. "
-        "Raise [budget] limit_usd or --budget-usd."
+        "Raise [budget] limit_usd or --budget-usd; or start a new period with `hub budget reset` (the history "
+        "is kept); or wait for running work to settle what it reserved; or ask for at most $0.10."
     )
     await held.release()
 
@@ -197,3 +202,78 @@ async def test_hubs_starting_together_apply_each_migration_once(tmp_path):
     assert sorted(r["version"] for r in rows) == [1, 2]
     for store in stores:
         store.close()
+
+
+class FakeClock:
+    """Local time in a fixed zone (UTC+2), moved by hand."""
+
+    def __init__(self, text: str) -> None:
+        from datetime import datetime, timedelta, timezone
+
+        self.zone = timezone(timedelta(hours=2))
+        self.now = datetime.fromisoformat(text).replace(tzinfo=self.zone)
+
+    def __call__(self):
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        from datetime import timedelta
+
+        self.now += timedelta(**delta)
+
+
+@pytest.mark.parametrize(
+    ("period", "start", "later_same", "next_start"),
+    [
+        (
+            "day",
+            "2026-11-25T08:00",
+            dict(hours=15),
+            dict(hours=16, minutes=1),
+        ),  # to 23:00, then past midnight
+        ("week", "2026-11-25T08:00", dict(days=4), dict(days=5)),  # Wednesday to Sunday, then Monday
+        ("month", "2026-11-25T08:00", dict(days=5), dict(days=6)),  # to 30 Nov, then 1 Dec
+    ],
+)
+async def test_budget_periods_in_local_time(tmp_path, period, start, later_same, next_start):
+    clock = FakeClock(start)
+    budget = Budget(Store(tmp_path / "hub.sqlite"), 1.0, period=period, clock=clock)
+    await budget.setup()
+    async with await budget.reserve("pool", 0.8) as r:
+        await r.commit(0.8)
+    with pytest.raises(BudgetExceeded) as refused:
+        await budget.reserve("pool", 0.5, "pool task t1", lower="lower max_budget_usd on the call")
+    text = str(refused.value)
+    assert f"spent $0.80 of $1.00 this {period}; pool task t1 needs up to $0.50" in text
+    assert "Raise [budget] limit_usd" in text and f"wait for the next {period}" in text
+    assert "`hub budget reset`" in text and "lower max_budget_usd on the call" in text
+    clock.advance(**later_same)
+    with pytest.raises(BudgetExceeded):
+        await budget.reserve("pool", 0.5)
+    clock.advance(**{k: v - later_same.get(k, 0) for k, v in next_start.items()})
+    summary = await budget.summary()
+    assert summary["spent_usd"] == 0 and summary["spent_all_time_usd"] == 0.8
+    assert summary["period_started"] < summary["next_period"]
+    async with await budget.reserve("pool", 0.9) as r:
+        await r.commit(0.1)
+    assert (await budget.summary())["spent_by_plugin"] == {"pool": 0.1}
+
+
+async def test_reset_starts_a_new_period_and_keeps_history(tmp_path):
+    clock = FakeClock("2026-11-25T08:00")
+    budget = Budget(Store(tmp_path / "hub.sqlite"), 1.0, clock=clock)
+    await budget.setup()
+    await budget.record("pool", 0.9)
+    with pytest.raises(BudgetExceeded) as refused:
+        await budget.reserve("pool", 0.5)
+    assert "wait for the next" not in str(refused.value)  # a total budget has no next period
+    clock.advance(seconds=1)
+    await budget.reset()
+    clock.advance(seconds=1)
+    summary = await budget.summary()
+    assert summary["spent_usd"] == 0 and summary["spent_all_time_usd"] == 0.9
+    assert summary["period_started"] == "2026-11-25T06:00:01.000Z"
+    async with await budget.reserve("pool", 0.5):
+        pass
+    rows = await budget.store.fetchall("SELECT amount_micros FROM budget_ledger")
+    assert [row["amount_micros"] for row in rows] == [900_000]  # nothing deleted

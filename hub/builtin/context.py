@@ -8,7 +8,7 @@ Tool names and return shapes of the context tools are those of the original slot
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -28,7 +28,13 @@ class KeyArgs(_Args):
     key: str = Field(description="The context key.", min_length=1, max_length=MAX_KEY_LENGTH)
 
 
-class SetArgs(KeyArgs):
+class ScopedKeyArgs(KeyArgs):
+    scope: Literal["project", "global"] = Field(
+        default="project", description="project (this repository, the default) or global (every project)."
+    )
+
+
+class SetArgs(ScopedKeyArgs):
     value: str = Field(description="The value; text, at most 64 KiB.", max_length=MAX_VALUE_LENGTH)
 
 
@@ -41,27 +47,55 @@ def hub_register_tools(register: RegisterTool, hub: PluginContext) -> None:
     context = hub.context
 
     async def context_set(args: SetArgs, call: ToolCall) -> dict[str, str]:
-        await context.set(args.key, args.value)
-        return {"key": args.key, "value": args.value}
+        await context.set(args.key, args.value, args.scope)
+        # The slot pool's {key, value}; a global entry says so.
+        return {
+            "key": args.key,
+            "value": args.value,
+            **({"scope": "global"} if args.scope == "global" else {}),
+        }
 
     async def context_get(args: KeyArgs, call: ToolCall) -> dict[str, str]:
-        value = await context.get(args.key)
-        if value is None:
+        found = await context.lookup(args.key)
+        if found is None:
             keys = ", ".join(sorted(await context.all())) or "none"
             raise ToolError(f"no context entry {args.key!r} (keys: {keys})")
-        return {"value": value}
+        return {"value": found[0], "scope": found[1]}
 
-    async def context_list(args: NoArgs, call: ToolCall) -> dict[str, str]:
-        return await context.all()
+    async def context_list(args: NoArgs, call: ToolCall) -> dict[str, Any]:
+        # {key: value} as the slot pool returned it; "@scopes" and "@project" cannot be keys.
+        entries = await context.entries()
+        listed: dict[str, Any] = {key: value for key, (value, _) in entries.items()}
+        listed["@scopes"] = {key: scope for key, (_, scope) in entries.items()}
+        listed["@project"] = context.project
+        return listed
 
-    async def context_delete(args: KeyArgs, call: ToolCall) -> dict[str, bool]:
-        return {"deleted": await context.delete(args.key)}
+    async def context_delete(args: ScopedKeyArgs, call: ToolCall) -> dict[str, Any]:
+        return {"deleted": await context.delete(args.key, args.scope), "scope": args.scope}
 
-    shared = " Shared by every plugin; the pool adds the entries to its slots' system prompts."
+    shared = (
+        " Shared by every plugin; the pool adds the entries to its slots' system prompts. Entries belong "
+        "to this project (its git top level) unless scope is global; a project entry wins over a global one."
+    )
     register(Tool("context_set", context_set, "Set a shared context entry (key -> text)." + shared, SetArgs))
-    register(Tool("context_get", context_get, "Get one shared context entry.", KeyArgs))
-    register(Tool("context_list", context_list, "List all shared context entries as {key: value}.", NoArgs))
-    register(Tool("context_delete", context_delete, "Delete a shared context entry.", KeyArgs))
+    register(Tool("context_get", context_get, "Get one shared context entry (and its scope).", KeyArgs))
+    register(
+        Tool(
+            "context_list",
+            context_list,
+            "List the context entries this project sees as {key: value}, with '@scopes' "
+            "{key: project|global} and '@project'.",
+            NoArgs,
+        )
+    )
+    register(
+        Tool(
+            "context_delete",
+            context_delete,
+            "Delete a context entry of this project (or scope global).",
+            ScopedKeyArgs,
+        )
+    )
 
 
 @hookimpl

@@ -131,7 +131,9 @@ def greet(name: str, style: str = "plain") -> str:
 
 
 if __name__ == "__main__":
-    if os.environ.get("DOWNSTREAM_HTTP_PORT"):  # streamable HTTP instead of stdio
+    if os.environ.get("DOWNSTREAM_SSE_PORT"):  # the older HTTP+SSE transport
+        server.run("sse", host="127.0.0.1", port=int(os.environ["DOWNSTREAM_SSE_PORT"]))
+    elif os.environ.get("DOWNSTREAM_HTTP_PORT"):  # streamable HTTP instead of stdio
         server.run("streamable-http", host="127.0.0.1", port=int(os.environ["DOWNSTREAM_HTTP_PORT"]))
     else:
         server.run()

@@ -11,6 +11,7 @@ command prints "batch: N pending, N done, N failed".
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -46,6 +47,17 @@ class PriceOverride(BaseModel):
     )
 
 
+def default_packet_roots() -> list[str]:
+    """The working directory and the system's temporary directory (also /tmp where that is another
+    directory, as on macOS, whose TMPDIR is per user)."""
+    import tempfile
+
+    roots = [".", tempfile.gettempdir()]
+    if Path("/tmp").is_dir() and Path("/tmp").resolve() != Path(tempfile.gettempdir()).resolve():
+        roots.append("/tmp")
+    return roots
+
+
 class Settings(BaseModel):
     """`[plugins.batch]`."""
 
@@ -75,8 +87,9 @@ class Settings(BaseModel):
         default=16000, ge=100, description="batch_fetch returns at most this much text."
     )
     packet_roots: list[str] = Field(
-        default_factory=lambda: ["."],
-        description="packet_path must be under one of these (default: the working directory).",
+        default_factory=default_packet_roots,
+        description="packet_path must be under one of these (default: the working directory and the "
+        "system's temporary directory, where the original batch workflow writes /tmp/batch_prompt.md).",
     )
     max_packet_bytes: int = Field(default=10_000_000, ge=1)
     max_requests_file_bytes: int = Field(

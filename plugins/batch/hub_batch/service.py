@@ -369,7 +369,10 @@ class BatchService:
         count = sum(p.count for p in spooled.parts)
         try:
             reservation = await self.hub.budget.reserve(
-                spooled.reserve_usd, f"batch job {job_id}", durable=True
+                spooled.reserve_usd,
+                f"batch job {job_id}",
+                durable=True,
+                lower="send fewer requests or lower their max_tokens",
             )
         except BudgetExceeded as exc:
             await self.jobs.delete(job_id)

@@ -250,7 +250,8 @@ async def test_the_budget_refuses_a_job_it_cannot_cover(tmp_path, api):
     async with hub_for(tmp_path, api, budget=0.001) as (_, client):
         text = await error_of(client, "send_to_batch", packet_text="expensive", max_tokens=10000)
         assert text.startswith("budget exhausted: spent $0.00 of $0.0010; batch job job_")
-        assert "needs up to $0.08. Raise [budget] limit_usd or --budget-usd." in text
+        assert "needs up to $0.08. Raise [budget] limit_usd or --budget-usd" in text
+        assert "send fewer requests or lower their max_tokens" in text
         assert api.calls == []  # nothing was sent
         assert (await call(client, "batch_list"))["jobs"] == []
 
@@ -451,3 +452,25 @@ async def test_requests_path_is_bounded_in_bytes_and_line_length(tmp_path, api):
             too_long = await error_of(client, "send_to_batch", requests_path=str(path))
             assert "line 1 is over 2,000 bytes ([plugins.batch] max_request_line_bytes)" in too_long
         assert (await call(client, "batch_list", state="all"))["jobs"] == []
+
+
+async def test_a_packet_in_the_temp_dir_is_accepted_by_default(tmp_path, api):
+    """The original batch workflow writes the prompt to /tmp/batch_prompt.md: the default roots are
+    the working directory and the system's temporary directory."""
+    import tempfile
+
+    from hub_batch import default_packet_roots
+
+    assert default_packet_roots()[:2] == [".", tempfile.gettempdir()]
+    config = config_for(tmp_path, api)
+    del config.plugins.tables()["batch"]["packet_roots"]  # the default roots
+    with tempfile.NamedTemporaryFile("w", suffix="_batch_prompt.md", delete=False) as f:
+        f.write("Summarise the design.")
+    try:
+        async with running_hub(config, plugins={"batch": hub_batch.BatchPlugin}) as (_, client):
+            sent = await call(client, "send_to_batch", packet_path=f.name)
+            assert sent["requests"] == 1
+            outside = await error_of(client, "send_to_batch", packet_path="/etc/passwd")
+            assert "outside the allowed roots" in outside
+    finally:
+        Path(f.name).unlink()

@@ -334,7 +334,11 @@ class Pool:
         spec.max_budget_usd = cap
         task_id = new_id("task")
         try:
-            reservation = await self.hub.budget.reserve(cap, f"pool task {task_id}")
+            reservation = await self.hub.budget.reserve(
+                cap,
+                f"pool task {task_id}",
+                lower="lower max_budget_usd on the call or [plugins.pool] max_budget_per_task_usd",
+            )
         except BudgetExceeded as exc:
             raise ToolError(f"task refused: {exc}") from None
         try:

@@ -35,7 +35,6 @@ from hub import (
     RegistrationError,
     Resource,
     ResourceTemplate,
-    ServerConfig,
     ServerUnavailable,
     Tool,
     ToolCall,
@@ -119,6 +118,23 @@ class Mounted:
     prompts: dict[str, str] = field(default_factory=dict)
 
 
+class ServerKeys(BaseModel):
+    """The proxy's keys in every `[servers.NAME]` table (declared by `hub_server_config_model`)."""
+
+    expose: bool = Field(default=True, description="Serve this server's tools through the hub.")
+    eager: bool = Field(
+        default=False,
+        description="Start at hub start instead of on first use, and restart (with backoff) when it dies.",
+    )
+    prefix: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_-]{1,50}$",
+        description="Tool name prefix; default: the server name.",
+    )
+    include: list[str] | None = Field(default=None, description="Serve only these downstream tools.")
+    exclude: list[str] = Field(default_factory=list, description="Never serve these downstream tools.")
+
+
 class Settings(BaseModel):
     """`[plugins.proxy]`."""
 
@@ -136,7 +152,8 @@ class Proxy:
         settings = hub.config
         assert isinstance(settings, Settings)
         self.separator = settings.separator
-        self.servers: dict[str, ServerConfig] = {n: c for n, c in hub.settings.servers.items() if c.expose}
+        keys = {n: c.plugin_settings(ServerKeys) for n, c in hub.settings.servers.items()}
+        self.servers: dict[str, ServerKeys] = {n: k for n, k in keys.items() if k.expose}
         self.mounted: dict[str, Mounted] = {name: Mounted() for name in self.servers}
         self.problems: dict[str, list[str]] = {name: [] for name in self.servers}
         self.known: dict[str, Lists] = {}
@@ -347,6 +364,10 @@ class ProxyPlugin(Plugin):
         return Settings
 
     @hookimpl
+    def hub_server_config_model(self) -> type[BaseModel]:
+        return ServerKeys
+
+    @hookimpl
     def hub_startup(self, hub: PluginContext) -> Lifecycle:
         async def start() -> None:
             await hub.store.migrate("proxy", MIGRATIONS)
@@ -354,6 +375,8 @@ class ProxyPlugin(Plugin):
             await proxy.load_cached()
             hub.on_downstream_message(proxy.on_message)
             for name, config in proxy.servers.items():
+                if config.eager:
+                    hub.connections.keep_running.add(name)
                 if config.eager or name not in proxy.known:
                     hub.start_soon(proxy.refresh, name, name=f"refresh {name}")
 
