@@ -101,6 +101,10 @@ class ServerConfig(_Strict):
     )
     include: list[str] | None = Field(default=None, description="Serve only these downstream tools.")
     exclude: list[str] = Field(default_factory=list, description="Never serve these downstream tools.")
+    validate_output: bool = Field(
+        default=False,
+        description="Check this server's tool results against their output schema (default: passed through as is).",
+    )
 
     @model_validator(mode="after")
     def _one_transport(self) -> ServerConfig:

@@ -23,7 +23,7 @@ from mcp import ClientSession
 from mcp.shared.exceptions import MCPError
 
 from hub.config import ServerConfig
-from hub.connections import ConnectionCache, ServerUnavailable
+from hub.connections import ConnectionCache, InvalidOutput, ServerUnavailable, call_tool_raw
 from hub.errors import ToolError
 from hub.registry import ToolCall
 
@@ -420,6 +420,19 @@ class BatchRun:
             self.done, total, f"{self.done}/{total} done; last: {step.label} {step.op.tool} {outcome.status}"
         )
 
+    async def _call(
+        self, server: str, session: ClientSession, tool: str, arguments: dict[str, Any]
+    ) -> types.CallToolResult:
+        """One op as raw JSON-RPC over the cached connection; the answer is parsed once, into the
+        result model the rest of the run inspects (`validate_output` servers: the SDK's checked path)."""
+        if self.connections.servers[server].validate_output:
+            try:
+                return await session.call_tool(tool, arguments)
+            except RuntimeError as exc:  # the SDK's output-schema check
+                raise InvalidOutput(f"{exc} (validate_output is set for this server)") from None
+        raw = await call_tool_raw(session, tool, arguments)
+        return types.CallToolResult.model_validate(raw, by_name=False)
+
     async def _execute(self, step: Step) -> Outcome:
         started = time.perf_counter()
 
@@ -448,7 +461,7 @@ class BatchRun:
                     self.running[step.index] = scope
                     try:
                         with anyio.move_on_after(timeout_ms / 1000) as timer:
-                            result = await session.call_tool(tool, arguments)
+                            result = await self._call(server, session, tool, arguments)
                     finally:
                         self.running.pop(step.index, None)
         except MCPError as exc:  # a closed connection is marked dead by the cache itself
