@@ -14,13 +14,18 @@ A peer that cannot be installed is reported as missing, and a benchmark then say
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
+
+import anyio
 
 ROOT = Path(__file__).resolve().parents[1]
 PEERS = ROOT / ".cache" / "bench-peers"
@@ -85,21 +90,77 @@ def ensure_mcp_hub() -> Path | None:
 
 
 def mcp_hub_env(home: Path) -> dict[str, str]:
-    """An environment in which mcp-hub starts offline: fresh XDG dirs, a catalogue cache that is
-    fresh (stamped now, empty), no proxy variables."""
+    """An environment in which mcp-hub starts offline: its own HOME and XDG dirs, and a marketplace
+    catalogue cache (`$XDG_DATA_HOME/mcp-hub/cache/registry.json`) fetched "now", with one
+    placeholder entry (an empty catalogue counts as stale), so it does not go to the network."""
     env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
-    for kind in ("CONFIG", "DATA", "STATE", "CACHE"):
+    for kind in ("CONFIG", "DATA", "STATE"):
         path = home / kind.lower()
         path.mkdir(parents=True, exist_ok=True)
         env[f"XDG_{kind}_HOME"] = str(path)
     env["HOME"] = str(home)
-    stamp = {"timestamp": int(time.time() * 1000), "lastUpdated": int(time.time() * 1000), "servers": []}
-    for base in (home / "cache", home / "state", home / "data"):
-        for name in ("mcp-hub/marketplace.json", "mcp-hub/registry.json"):
-            target = base / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(json.dumps({**stamp, "data": stamp}))
+    cache = home / "data" / "mcp-hub" / "cache" / "registry.json"
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    entry = {"id": "placeholder", "name": "placeholder", "description": "offline bench"}
+    cache.write_text(
+        json.dumps(
+            {
+                "registry": {"servers": [entry]},
+                "lastFetchedAt": int(time.time() * 1000),
+                "serverDocumentation": {},
+            }
+        )
+    )
     return env
+
+
+@contextlib.asynccontextmanager
+async def mcp_hub_server(servers: dict[str, dict[str, object]], home: Path) -> AsyncIterator[str | None]:
+    """Run mcp-hub over `servers` (an `mcpServers` dict), offline, on a free loopback port; yield
+    its SSE endpoint (`.../mcp`) once every server is connected, or None if it is not installed."""
+    script = ensure_mcp_hub()
+    node = shutil.which("node")
+    if script is None or node is None:
+        yield None
+        return
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = home / "mcp-hub.json"
+    home.mkdir(parents=True, exist_ok=True)
+    config.write_text(json.dumps({"mcpServers": servers}))
+    log = (home / "mcp-hub.log").open("w")
+    process = subprocess.Popen(  # noqa: ASYNC220 (a server for the whole run)
+        [node, str(script), "--port", str(port), "--config", str(config)],
+        env=mcp_hub_env(home),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        import httpx2 as httpx
+
+        async with httpx.AsyncClient() as http:
+            with anyio.fail_after(120):
+                while True:
+                    if process.poll() is not None:
+                        raise RuntimeError(f"mcp-hub exited: see {home / 'mcp-hub.log'}")
+                    try:
+                        health = (await http.get(f"http://127.0.0.1:{port}/api/health")).json()
+                        states = [s.get("status") for s in health.get("servers", [])]
+                        if len(states) == len(servers) and all(state == "connected" for state in states):
+                            break
+                    except (httpx.HTTPError, ValueError):
+                        pass
+                    await anyio.sleep(0.2)
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
 
 
 if __name__ == "__main__":
