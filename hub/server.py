@@ -355,11 +355,14 @@ class HubServer:
         from mcp.server.transport_security import TransportSecuritySettings
 
         from hub.http import HttpGuard
+        from hub.http_replies import PerRequestReplies
+        from hub.http_replies import install as install_per_request_replies
 
         # The guard checks Host and Origin for every loopback address, not only the three the SDK knows.
         security = TransportSecuritySettings(enable_dns_rebinding_protection=False)
         app = self.mcp.streamable_http_app(streamable_http_path=path, host=host, transport_security=security)
-        return HttpGuard(app, token=token, path=path)
+        install_per_request_replies(self.mcp)  # plain JSON for requests that need no SSE stream
+        return HttpGuard(PerRequestReplies(app), token=token, path=path)
 
     async def run_http(
         self, *, host: str, port: int, path: str, token: str | None, ready: Any = None
