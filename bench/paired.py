@@ -54,6 +54,16 @@ class Rounds:
             for name in order:
                 self.add(name, await sides[name]())
 
+    def run_sync(self, rounds: int, sides: dict[str, Callable[[], float]]) -> None:
+        """`run` for blocking measurements."""
+        names = list(sides)
+        for i in range(rounds):
+            order = names[i % len(names) :] + names[: i % len(names)]
+            if i % 2:
+                order.reverse()
+            for name in order:
+                self.add(name, sides[name]())
+
     def ratio(self, side: str, baseline: str) -> dict[str, float]:
         return spread([a / b for a, b in zip(self.values[side], self.values[baseline], strict=True)])
 
