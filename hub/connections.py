@@ -282,9 +282,21 @@ class ConnectionCache:
         as the server sent it (`call_tool_raw`), or, with `validate_output = true` in its table,
         checked against the tool's output schema first (`InvalidOutput` names the mismatch).
         Raises `ServerUnavailable` and `MCPError` like `session()`."""
-        async with self.session(name) as session:
-            if not self.servers[name].validate_output:
+        if not self.servers[name].validate_output:
+            conn = await self._ready(name)  # session() without the context manager: a hot path
+            session = conn.session
+            assert session is not None
+            conn.leases += 1
+            try:
                 return await call_tool_raw(session, tool, arguments, progress=progress)
+            except MCPError as exc:
+                if exc.code == CONNECTION_CLOSED:
+                    self.mark_dead(name, session)
+                raise
+            finally:
+                conn.leases -= 1
+                conn.last_used = time.monotonic()
+        async with self.session(name) as session:
             try:
                 result = await session.call_tool(tool, dict(arguments or {}), progress_callback=progress)  # type: ignore[arg-type]
             except RuntimeError as exc:  # the SDK's output-schema check
@@ -368,6 +380,9 @@ class ConnectionCache:
             raise ServerUnavailable(f"no downstream server called {name!r} in hub.toml (known: {known})")
         if self._tg is None or self._closing:
             raise ServerUnavailable("the connection cache is closed (the hub is shutting down)")
+        conn = self._conns.get(name)
+        if conn is not None and conn.state == ServerState.READY and not conn.stop.is_set():
+            return conn  # the common case: no lock, no extra trip through the event loop
         lock = self._locks.setdefault(name, anyio.Lock())
         async with lock:
             conn = self._conns.get(name)

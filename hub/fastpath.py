@@ -108,7 +108,6 @@ class FastPath:
     async def _forward(
         self, ctx: ServerRequestContext[Any, Any], tool: ForwardedTool, params: dict[str, Any]
     ) -> dict[str, Any]:
-        bound = log.bind(tool=tool.name, plugin=tool.plugin, request_id=ctx.request_id)
         try:
             arguments = tool.validate(params.get("arguments"))
             call = ToolCall(
@@ -116,17 +115,17 @@ class FastPath:
                 request_id=ctx.request_id,
                 progress=ctx.session.report_progress,
                 session=ctx.session,
-                log=bound,
+                log=log,  # bound only when there is something to say: this is the hot path
             )
             result = await tool.handler(arguments, call)
         except ToolError as exc:
-            bound.info("tool error", error=str(exc))
+            log.info("tool error", tool=tool.name, request_id=ctx.request_id, error=str(exc))
             return _error(str(exc))
         except Exception as exc:
             leaf = _first_leaf(exc)
             if isinstance(leaf, ToolError):
                 return _error(str(leaf))
-            bound.exception("tool raised")
+            log.exception("tool raised", tool=tool.name, plugin=tool.plugin, request_id=ctx.request_id)
             exc = leaf if isinstance(leaf, Exception) else exc
             return _error(f"{tool.name} failed: {type(exc).__name__}: {exc}")
         if isinstance(result, dict):
