@@ -342,6 +342,7 @@ class BatchRun:
         self.dependents: dict[int, list[int]] = {}
         self.waiting: dict[int, set[int]] = {}
         self.running: dict[int, anyio.CancelScope] = {}
+        self.cancelled: set[int] = set()  # ops cancelled by cancelOnError (else a scope ends by its deadline)
         self.stopped_by: int | None = None
         self.done = 0
         self._last_progress = 0.0
@@ -393,6 +394,7 @@ class BatchRun:
                 if self.options.cancelOnError:
                     for other, scope in self.running.items():
                         if other != index:
+                            self.cancelled.add(other)
                             scope.cancel()
             name = step.op.id or f"operations[{index}]"
             for dependent in self.dependents.get(index, []):
@@ -457,11 +459,11 @@ class BatchRun:
                     return ended(
                         "skipped", error=f"not run: operations[{self.stopped_by}] failed and {option} is set"
                     )
-                with anyio.CancelScope() as scope:
+                # One scope per op: its deadline is the op's timeout, and cancelOnError cancels it.
+                with anyio.CancelScope(deadline=anyio.current_time() + timeout_ms / 1000) as scope:
                     self.running[step.index] = scope
                     try:
-                        with anyio.move_on_after(timeout_ms / 1000) as timer:
-                            result = await self._call(server, session, tool, arguments)
+                        result = await self._call(server, session, tool, arguments)
                     finally:
                         self.running.pop(step.index, None)
         except MCPError as exc:  # a closed connection is marked dead by the cache itself
@@ -475,12 +477,12 @@ class BatchRun:
             return ended("error", error=str(exc))
         except Exception as exc:  # one operation never takes the batch down
             return ended("error", error=f"{step.label} {tool}: {type(exc).__name__}: {exc}")
-        if scope.cancelled_caught and result is None:
+        if result is None and step.index in self.cancelled:
             return ended(
                 "cancelled",
                 error=f"cancelled: operations[{self.stopped_by}] failed and cancelOnError is set",
             )
-        if timer.cancelled_caught or result is None:
+        if result is None:  # the scope's deadline passed
             return ended(
                 "timeout", error=f"no answer within {timeout_ms} ms; the call was cancelled on the server"
             )
