@@ -35,7 +35,8 @@ def test_which_requests_get_a_stream():
     assert wants_stream([{"jsonrpc": "2.0", "id": 1, "method": "ping"}])
 
 
-async def test_plain_calls_are_json_and_progress_still_streams(tmp_path):
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_plain_calls_are_json_and_progress_still_streams(tmp_path, mode):
     config = make_config(tmp_path, servers={"d": {"command": sys.executable, "args": [str(DOWNSTREAM)]}})
     async with Hub(config, extra_plugins={"proxy": hub_proxy}) as hub, anyio.create_task_group() as tg:
         ports: list[int] = []
@@ -60,11 +61,11 @@ async def test_plain_calls_are_json_and_progress_still_streams(tmp_path):
                 types_seen.append(response.headers.get("content-type", ""))
 
         async with httpx2.AsyncClient(timeout=30, event_hooks={"response": [record]}) as http:
-            async with Client(streamable_http_client(url, http_client=http), mode="legacy") as client:
+            async with Client(streamable_http_client(url, http_client=http), mode=mode) as client:
                 await client.list_tools()
                 types_seen.clear()
                 assert result_text(await client.call_tool("d__echo", {"text": "hi"})) == "hi"
-                assert types_seen == ["application/json"]
+                assert types_seen[-1] == "application/json"
                 seen: list[float] = []
 
                 async def on_progress(progress: float, total: float | None, message: str | None) -> None:
