@@ -1,15 +1,15 @@
 """`batch_execute` against the same calls made directly to the downstream by an SDK client with
-the same concurrency, same run (issue 3 target: at most 1.1x the direct client, warm).
+the same concurrency, in paired rounds (bench/paired.py).
 
-The downstream is the test server's `sleep` tool at 20 ms, over stdio. Scenarios: 200 calls at
-concurrency 10 and 1,000 at 50, each warm (connection open) and cold (the first call spawns the
-downstream server; for the hub, the hub itself is already running). Medians of alternating runs.
+The downstream is the test server's `sleep` tool over stdio. Scenarios: 1,000 calls of 20 ms at
+concurrency 50, warm (connections open) and cold (the first call spawns the downstream server; for
+the hub, the hub itself is already running), and 5,000 calls of 0 ms at 50 (ops/s). Targets (issue
+15): warm at most 1.0x the direct client, cold at most 1.05x; paired medians.
 """
 
 from __future__ import annotations
 
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -18,21 +18,23 @@ from typing import Any
 
 import anyio
 from mcp import Client, StdioServerParameters
+from paired import Rounds, summary
 
 ROOT = Path(__file__).resolve().parents[1]
 DOWNSTREAM = ROOT / "tests" / "servers" / "downstream.py"
-SCENARIOS = [(200, 10), (1000, 50)]
-WARM_RUNS = 5
-COLD_RUNS = 3
-SLEEP = {"seconds": 0.02}
+WARM_ROUNDS = int(os.environ.get("BENCH_ROUNDS", 6))
+COLD_ROUNDS = max(2, WARM_ROUNDS // 2)
+N, CONCURRENCY = 1000, 50
+FAST_N = 5000
 
 
-async def direct_calls(client: Client, n: int, concurrency: int) -> None:
+async def direct_calls(client: Client, n: int, concurrency: int, seconds: float) -> None:
     left = iter(range(n))
+    arguments = {"seconds": seconds}
 
     async def worker() -> None:
         for _ in left:
-            result = await client.call_tool("sleep", SLEEP)
+            result = await client.call_tool("sleep", arguments)
             assert not result.is_error
 
     async with anyio.create_task_group() as tg:
@@ -40,9 +42,12 @@ async def direct_calls(client: Client, n: int, concurrency: int) -> None:
             tg.start_soon(worker)
 
 
-async def via_hub(client: Client, n: int, concurrency: int) -> None:
-    request = {"server": "d", "operations": [{"tool": "sleep", "arguments": SLEEP}] * n}
-    request["options"] = {"maxConcurrent": concurrency}
+async def via_hub(client: Client, n: int, concurrency: int, seconds: float) -> None:
+    request: dict[str, Any] = {
+        "server": "d",
+        "operations": [{"tool": "sleep", "arguments": {"seconds": seconds}}] * n,
+    }
+    request["options"] = {"maxConcurrent": concurrency, "include": "errors"}
     result = await client.call_tool("batch_execute", request)
     assert not result.is_error and result.structured_content["summary"]["ok"] == n, result
 
@@ -52,7 +57,7 @@ async def run() -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         Path(tmp, "hub.toml").write_text(
             f'[servers.d]\ncommand = "{sys.executable}"\nargs = ["{DOWNSTREAM}"]\n'
-            "[plugins.batchit]\nmax_operations = 1000\n"
+            f"[plugins.batchit]\nmax_operations = {FAST_N}\n"
         )
         env = {"PATH": os.environ["PATH"], "HUB_STATE_DIR": tmp, "HUB_LOG_LEVEL": "warning"}
         hub = StdioServerParameters(
@@ -60,48 +65,63 @@ async def run() -> dict[str, Any]:
             args=["-m", "hub", "--plugins", "batchit", "--config", f"{tmp}/hub.toml"],
             env=env,
         )
-        scenarios = []
-        for n, concurrency in SCENARIOS:
-            times: dict[str, list[float]] = {
-                "direct_warm": [],
-                "hub_warm": [],
-                "direct_cold": [],
-                "hub_cold": [],
-            }
-            async with Client(direct, mode="legacy") as d_client, Client(hub, mode="legacy") as h_client:
-                await direct_calls(d_client, concurrency, concurrency)  # warm-up
-                await via_hub(h_client, concurrency, concurrency)  # starts the downstream too
-                for _ in range(WARM_RUNS):  # alternate, to spread machine noise over both
+        warm, fast, cold = Rounds(), Rounds(), Rounds()
+        async with Client(direct, mode="legacy") as d_client, Client(hub, mode="legacy") as h_client:
+            await direct_calls(d_client, CONCURRENCY, CONCURRENCY, 0.02)  # warm-up
+            await via_hub(h_client, CONCURRENCY, CONCURRENCY, 0.02)  # starts the downstream too
+
+            def timed(fn: Any, client: Client, n: int, seconds: float) -> Any:
+                async def measure() -> float:
                     started = time.perf_counter()
-                    await direct_calls(d_client, n, concurrency)
-                    times["direct_warm"].append(time.perf_counter() - started)
-                    started = time.perf_counter()
-                    await via_hub(h_client, n, concurrency)
-                    times["hub_warm"].append(time.perf_counter() - started)
-            for _ in range(COLD_RUNS):
-                started = time.perf_counter()
-                async with Client(direct, mode="legacy") as d_client:
-                    await direct_calls(d_client, n, concurrency)
-                times["direct_cold"].append(time.perf_counter() - started)
-                async with Client(hub, mode="legacy") as h_client:
-                    started = time.perf_counter()
-                    await via_hub(h_client, n, concurrency)
-                    times["hub_cold"].append(time.perf_counter() - started)
-            medians = {k: statistics.median(v) for k, v in times.items()}
-            scenarios.append(
-                {
-                    "operations": n,
-                    "max_concurrent": concurrency,
-                    **{f"{k}_s": round(v, 3) for k, v in medians.items()},
-                    "ratio_warm": round(medians["hub_warm"] / medians["direct_warm"], 3),
-                    "ratio_cold": round(medians["hub_cold"] / medians["direct_cold"], 3),
-                }
+                    await fn(client, n, CONCURRENCY, seconds)
+                    return time.perf_counter() - started
+
+                return measure
+
+            await warm.run(
+                WARM_ROUNDS,
+                {"direct": timed(direct_calls, d_client, N, 0.02), "hub": timed(via_hub, h_client, N, 0.02)},
             )
+            await fast.run(
+                COLD_ROUNDS,
+                {
+                    "direct": timed(direct_calls, d_client, FAST_N, 0),
+                    "hub": timed(via_hub, h_client, FAST_N, 0),
+                },
+            )
+
+        async def direct_cold() -> float:
+            started = time.perf_counter()
+            async with Client(direct, mode="legacy") as client:
+                await direct_calls(client, N, CONCURRENCY, 0.02)
+            return time.perf_counter() - started
+
+        async def hub_cold() -> float:
+            async with Client(hub, mode="legacy") as client:
+                started = time.perf_counter()
+                await via_hub(client, N, CONCURRENCY, 0.02)
+                return time.perf_counter() - started
+
+        await cold.run(COLD_ROUNDS, {"direct": direct_cold, "hub": hub_cold})
+    ops = {side: [FAST_N / t for t in fast.values[side]] for side in ("direct", "hub")}
     return {
         "benchmark": "batch_execute",
-        "tool_sleep_ms": 20,
-        "scenarios": scenarios,
-        "target_ratio_warm": 1.1,
+        "warm_1000x20ms_at_50": {
+            "seconds": {side: warm.side(side, 1.0) for side in warm.values},
+            **summary(warm, {"ratio": (warm.ratio("hub", "direct"), 1.0)}),
+        },
+        "cold_1000x20ms_at_50": {
+            "seconds": {side: cold.side(side, 1.0) for side in cold.values},
+            **summary(cold, {"ratio": (cold.ratio("hub", "direct"), 1.05)}),
+        },
+        "ops_per_s_5000x0ms_at_50": {
+            **{
+                side: {"median": round(sorted(v)[len(v) // 2]), "min": round(min(v)), "max": round(max(v))}
+                for side, v in ops.items()
+            },
+            "hub_time_ratio": fast.ratio("hub", "direct"),
+            **fast.loads(),
+        },
     }
 
 
@@ -112,4 +132,5 @@ def main() -> dict[str, Any]:
 if __name__ == "__main__":
     import json
 
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
     print(json.dumps(main(), indent=2))

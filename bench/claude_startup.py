@@ -1,12 +1,12 @@
 """The real Claude Code CLI answering one `-p` prompt (fake Messages API) with the hub configured
 (all plugins, from a `.mcp.json` like the README's) against the same run with no MCP servers,
-alternating, medians (issue 6 target: the hub adds at most 0.5 s)."""
+in paired rounds (bench/paired.py; the first round warms caches and is not counted): the verdict
+is on the median per-round difference, with load average (issue 6 target: at most +0.5 s)."""
 
 from __future__ import annotations
 
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -16,6 +16,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "servers"))
 from fake_anthropic import FakeAnthropic  # noqa: E402
+from paired import Rounds, summary  # noqa: E402
 
 CLAUDE = ROOT / ".cache" / "npm" / "node_modules" / ".bin" / "claude"
 RUNS = 7
@@ -51,45 +52,48 @@ def main() -> dict[str, Any]:
             CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1",
             DISABLE_TELEMETRY="1",
         )
-        times: dict[str, list[float]] = {"without": [], "with": []}
-        for i in range(RUNS + 1):
-            for name in ("without", "with"):
-                started = time.perf_counter()
-                done = subprocess.run(
-                    [
-                        str(CLAUDE),
-                        "-p",
-                        f"hello {i}",
-                        "--mcp-config",
-                        str(work / f"{name}.json"),
-                        "--strict-mcp-config",
-                        "--output-format",
-                        "json",
-                        "--model",
-                        "claude-sonnet-4-5",
-                    ],
-                    capture_output=True,
-                    text=True,
-                    env=env,
-                    cwd=work,
-                    timeout=120,
-                )
-                elapsed = time.perf_counter() - started
-                assert done.returncode == 0 and json.loads(done.stdout)["result"].startswith("reply to:"), (
-                    done.stderr[-500:]
-                )
-                if i:  # the first round warms caches
-                    times[name].append(elapsed)
-    without, with_hub = statistics.median(times["without"]), statistics.median(times["with"])
+        counter = iter(range(10**6))
+
+        def launch(name: str) -> float:
+            i = next(counter)
+            started = time.perf_counter()
+            done = subprocess.run(
+                [
+                    str(CLAUDE),
+                    "-p",
+                    f"hello {i}",
+                    "--mcp-config",
+                    str(work / f"{name}.json"),
+                    "--strict-mcp-config",
+                    "--output-format",
+                    "json",
+                    "--model",
+                    "claude-sonnet-4-5",
+                ],
+                capture_output=True,
+                text=True,
+                env=env,
+                cwd=work,
+                timeout=120,
+            )
+            elapsed = time.perf_counter() - started
+            assert done.returncode == 0 and json.loads(done.stdout)["result"].startswith("reply to:"), (
+                done.stderr[-500:]
+            )
+            return elapsed
+
+        launch("without")  # warms caches
+        launch("with")
+        rounds = Rounds()
+        rounds.run_sync(RUNS, {"without": lambda: launch("without"), "with": lambda: launch("with")})
     return {
         "benchmark": "claude_startup",
-        "runs": RUNS,
-        "without_mcp_median_s": round(without, 3),
-        "with_hub_median_s": round(with_hub, 3),
-        "added_s": round(with_hub - without, 3),
-        "target_added_s": 0.5,
+        "rounds": RUNS,
+        "seconds": {name: rounds.side(name, 1.0) for name in rounds.values},
+        **summary(rounds, {"added_s": (rounds.added("with", "without", 1.0), 0.5)}),
     }
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
     print(json.dumps(main(), indent=2))

@@ -1,14 +1,14 @@
 """Cold start of `hub` over stdio to a completed initialize + tools/list, against a minimal server
-on the same SDK, measured in the same run (interleaved, median of N). Also the hub's idle RSS.
+on the same SDK, in paired rounds (bench/paired.py: the order alternates, the verdict is on the
+median per-round ratio, with load average). Also the hub's idle RSS.
 
-Target (issue 2): hub median <= 1.3x the baseline median.
+Target (issue 2): at most 1.3x the baseline.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import psutil
+from paired import Rounds, summary
 
 HERE = Path(__file__).resolve().parent
 INIT = {
@@ -63,24 +64,22 @@ def main(runs: int = 9) -> dict[str, object]:
         base_cmd = [sys.executable, str(HERE / "minimal_server.py")]
         one_run(hub_cmd, env)  # warm the page cache and create the database
         one_run(base_cmd, env)
-        hub_times, base_times = [], []
-        for _ in range(runs):
-            base_times.append(one_run(base_cmd, env)[0])
-            hub_times.append(one_run(hub_cmd, env)[0])
+        rounds = Rounds()
+        rounds.run_sync(
+            runs, {"baseline": lambda: one_run(base_cmd, env)[0], "hub": lambda: one_run(hub_cmd, env)[0]}
+        )
         _, hub_rss = one_run(hub_cmd, env, measure_rss=True)
         _, base_rss = one_run(base_cmd, env, measure_rss=True)
-    hub_median, base_median = statistics.median(hub_times), statistics.median(base_times)
     return {
         "benchmark": "cold_start",
-        "runs": runs,
-        "baseline_median_s": round(base_median, 3),
-        "hub_median_s": round(hub_median, 3),
-        "ratio": round(hub_median / base_median, 3),
-        "target_ratio": 1.3,
+        "rounds": runs,
+        "seconds": {name: rounds.side(name, 1.0) for name in rounds.values},
+        **summary(rounds, {"ratio": (rounds.ratio("hub", "baseline"), 1.3)}),
         "hub_idle_rss_mib": round((hub_rss or 0) / 2**20, 1),
         "baseline_idle_rss_mib": round((base_rss or 0) / 2**20, 1),
     }
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(HERE))
     print(json.dumps(main(), indent=2))

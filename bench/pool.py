@@ -1,4 +1,5 @@
-"""The pool's overheads, each against a baseline from the same run (issue 5 targets):
+"""The pool's overheads, each against a baseline from the same run, in paired rounds
+(bench/paired.py: verdicts on the median per-round ratio, with load average; issue 5 targets):
 
 - `pool_run` through a stdio hub against the same `claude -p` command run directly, with the real
   CLI and the fake Messages API: at most 1.1x per task;
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -23,10 +23,12 @@ from mcp import Client, StdioServerParameters
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "servers"))
 from fake_anthropic import FakeAnthropic  # noqa: E402
+from paired import Rounds, summary  # noqa: E402
 
 CLAUDE = ROOT / ".cache" / "npm" / "node_modules" / ".bin" / "claude"
 FAKE_CLAUDE = ROOT / "tests" / "servers" / "fake_claude.py"
 RUNS = 5
+FAN_OUT_ROUNDS = 3
 
 
 def hub_params(work: Path, settings: str, env: dict[str, str]) -> StdioServerParameters:
@@ -65,27 +67,30 @@ async def per_task(work: Path) -> dict[str, Any]:
         params = hub_params(
             work, f'claude_command = "{CLAUDE}"\nmodel = "claude-sonnet-4-5"\nslots = 1\n', env
         )
-        direct, pooled = [], []
         async with Client(params, mode="legacy") as client:
             await client.call_tool("pool_run", {"prompt": "warm up"})
-            for i in range(RUNS):  # alternate, to spread machine noise over both
+            counter = iter(range(10**6))
+
+            async def direct() -> float:
                 started = time.perf_counter()
                 result = await anyio.run_process(
-                    argv, input=f"task {i}".encode(), env=env, cwd=str(work), check=True
+                    argv, input=f"task {next(counter)}".encode(), env=env, cwd=str(work), check=True
                 )
-                direct.append(time.perf_counter() - started)
                 assert b'"type":"result"' in result.stdout
+                return time.perf_counter() - started
+
+            async def pooled() -> float:
                 started = time.perf_counter()
-                out = await client.call_tool("pool_run", {"prompt": f"task {i}"})
-                pooled.append(time.perf_counter() - started)
+                out = await client.call_tool("pool_run", {"prompt": f"task {next(counter)}"})
                 assert out.structured_content["status"] == "completed", out
-    d, p = statistics.median(direct), statistics.median(pooled)
+                return time.perf_counter() - started
+
+            rounds = Rounds()
+            await rounds.run(RUNS, {"direct": direct, "pool_run": pooled})
     return {
-        "runs": RUNS,
-        "direct_median_s": round(d, 3),
-        "pool_run_median_s": round(p, 3),
-        "ratio": round(p / d, 3),
-        "target": 1.1,
+        "rounds": RUNS,
+        "seconds": {name: rounds.side(name, 1.0) for name in rounds.values},
+        **summary(rounds, {"ratio": (rounds.ratio("pool_run", "direct"), 1.1)}),
     }
 
 
@@ -94,19 +99,29 @@ async def fan_out(work: Path) -> dict[str, Any]:
     # The fake is run by this Python directly (a pyenv shim in its #! line would add ~0.4 s a run),
     # without site-packages (-S): it needs only the standard library.
     params = hub_params(work, f"claude_command = '{sys.executable} -S {FAKE_CLAUDE}'\nslots = 8\n", env)
+    rounds = Rounds()
+
+    async def ideal() -> float:
+        return 4.0  # 32 prompts of 1 s over 8 slots
+
     async with Client(params, mode="legacy") as client:
-        started = time.perf_counter()
-        out = await client.call_tool("pool_fan_out", {"prompts": [f"job {i} [delay=1]" for i in range(32)]})
-        wall = time.perf_counter() - started
-    assert out.structured_content["completed"] == 32, out
+
+        async def fanned() -> float:
+            started = time.perf_counter()
+            out = await client.call_tool(
+                "pool_fan_out", {"prompts": [f"job {i} [delay=1]" for i in range(32)]}
+            )
+            assert out.structured_content["completed"] == 32, out
+            return time.perf_counter() - started
+
+        await rounds.run(FAN_OUT_ROUNDS, {"ideal": ideal, "fan_out": fanned})
     return {
         "prompts": 32,
         "slots": 8,
         "task_s": 1.0,
-        "ideal_s": 4.0,
-        "wall_s": round(wall, 3),
-        "ratio": round(wall / 4.0, 3),
-        "target": 1.15,
+        "rounds": FAN_OUT_ROUNDS,
+        "wall_s": rounds.side("fan_out", 1.0),
+        **summary(rounds, {"ratio_to_ideal_4s": (rounds.ratio("fan_out", "ideal"), 1.15)}),
     }
 
 

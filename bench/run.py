@@ -1,5 +1,7 @@
 """Run the benchmarks: `python3 dev.py bench [NAME...]` (default: all). Prints JSON per benchmark
-and writes bench/results/NAME.json. Ratios compare against a baseline measured in the same run."""
+and writes bench/results/NAME.json. Every benchmark measures the hub and its baseline (or peer) in
+paired rounds and gives verdicts on the median per-round ratio, with the load average at start and
+end; a run on a machine too loaded to judge says so (bench/paired.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ HERE = Path(__file__).resolve().parent
 BENCHMARKS = [
     "cold_start",
     "proxy_overhead",
+    "http_call",
+    "tools_list",
     "batch_execute",
     "batch_jobs",
     "pool",

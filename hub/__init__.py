@@ -10,7 +10,8 @@ A plugin imports everything it needs from here, and nothing from ``hub.<module>`
 - what a plugin registers: `Tool`, `ToolCall`, `Resource`, `ResourceTemplate`, `Prompt`,
   `PromptArgument`, `argument_problems`;
 - what it raises or catches: `HubError`, `ToolError`, `BudgetExceeded`, `RegistrationError`,
-  `ServerUnavailable`, `ConfigError`, `PluginLoadError`;
+  `ServerUnavailable`, `InvalidOutput`, `ConfigError`, `PluginLoadError`;
+- forwarding downstream calls as they are: `ForwardedTool`, `RawResult`, `call_tool_raw`;
 - what it handles: `HubConfig`, `ServerConfig`, `expand_vars`, `Store`, `PluginBudget`,
   `Reservation`, `ContextStore`, `ConnectionCache`, `Instance`, `HEARTBEAT_S`,
   `process_start_token`, `dies_with_parent`, `kill_group_left_behind`, and the constants
@@ -29,11 +30,12 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from hub.budget import PluginBudget, Reservation
     from hub.config import ConfigError, HubConfig, ServerConfig, expand_vars
-    from hub.connections import ConnectionCache, ServerUnavailable
+    from hub.connections import ConnectionCache, InvalidOutput, ServerUnavailable, call_tool_raw
     from hub.context import MAX_KEY_LENGTH as CONTEXT_MAX_KEY_LENGTH
     from hub.context import MAX_VALUE_LENGTH as CONTEXT_MAX_VALUE_LENGTH
     from hub.context import ContextStore
     from hub.errors import BudgetExceeded, HubError, ToolError
+    from hub.fastpath import ForwardedTool, RawResult
     from hub.hookspecs import Lifecycle, RegisterPrompt, RegisterResource, RegisterTool, hookimpl
     from hub.host import PluginContext
     from hub.instances import HEARTBEAT_S, Instance, process_start_token
@@ -81,6 +83,10 @@ _EXPORTS = {
     "expand_vars": "hub.config",
     "ConnectionCache": "hub.connections",
     "ServerUnavailable": "hub.connections",
+    "InvalidOutput": "hub.connections",
+    "call_tool_raw": "hub.connections",
+    "ForwardedTool": "hub.fastpath",
+    "RawResult": "hub.fastpath",
     "ContextStore": "hub.context",
     "CONTEXT_MAX_KEY_LENGTH": "hub.context:MAX_KEY_LENGTH",
     "CONTEXT_MAX_VALUE_LENGTH": "hub.context:MAX_VALUE_LENGTH",
@@ -103,9 +109,11 @@ __all__ = [
     "ConfigError",
     "ConnectionCache",
     "ContextStore",
+    "ForwardedTool",
     "HubConfig",
     "HubError",
     "Instance",
+    "InvalidOutput",
     "Lifecycle",
     "Plugin",
     "PluginBudget",
@@ -113,6 +121,7 @@ __all__ = [
     "PluginLoadError",
     "Prompt",
     "PromptArgument",
+    "RawResult",
     "RegisterPrompt",
     "RegisterResource",
     "RegisterTool",
@@ -128,6 +137,7 @@ __all__ = [
     "ToolError",
     "__version__",
     "argument_problems",
+    "call_tool_raw",
     "dies_with_parent",
     "expand_vars",
     "hookimpl",

@@ -154,6 +154,10 @@ class ServerConfig(BaseModel):
     startup_timeout_s: float = Field(
         default=30.0, gt=0, le=86_400, description="Give up on a server that takes longer to start."
     )
+    validate_output: bool = Field(
+        default=False,
+        description="Check this server's tool results against their output schema (default: passed through as is).",
+    )
 
     @model_validator(mode="after")
     def _one_transport(self) -> ServerConfig:

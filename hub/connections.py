@@ -19,7 +19,7 @@ import enum
 import os
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,12 +30,20 @@ import structlog
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import get_default_environment, stdio_client
 from mcp.shared.exceptions import MCPError
+from mcp.shared.inbound import MCP_NAME_HEADER, encode_header_value
 from mcp.types import CONNECTION_CLOSED
 
 from hub.config import ConfigError, ServerConfig, expand_vars
 from hub.errors import HubError
 
-__all__ = ["ConnectionCache", "ServerState", "ServerUnavailable", "child_environment"]
+__all__ = [
+    "ConnectionCache",
+    "InvalidOutput",
+    "ServerState",
+    "ServerUnavailable",
+    "call_tool_raw",
+    "child_environment",
+]
 
 log = structlog.get_logger("hub.connections")
 
@@ -73,8 +81,48 @@ def restart_delay(failures: int) -> float:
     return float(min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** (failures - 2)))
 
 
+ProgressFn = Callable[[float, float | None, str | None], Awaitable[None]]
+
+
+async def call_tool_raw(
+    session: ClientSession,
+    name: str,
+    arguments: Mapping[str, Any] | None,
+    *,
+    progress: ProgressFn | None = None,
+    timeout_s: float | None = None,
+) -> dict[str, Any]:
+    """`tools/call` on `session` as plain JSON-RPC: the result as the server sent it (a dict).
+
+    The request goes out over the session's own dispatcher, so the SDK still correlates the
+    answer, relays progress (`progress` gets each `notifications/progress`), sends
+    `notifications/cancelled` when the caller is cancelled or `timeout_s` passes, and stamps the
+    request for the negotiated protocol version. What it skips is the per-call pydantic work of
+    `ClientSession.call_tool`: no request or result model, no per-version re-validation of the
+    result, no output-schema check (a server's `validate_output` option asks for that path).
+    Raises `MCPError` like `call_tool` (`CONNECTION_CLOSED` when the server went away).
+    """
+    params: dict[str, Any] = {"name": name}
+    if arguments is not None:
+        params["arguments"] = arguments
+    data: dict[str, Any] = {"method": "tools/call", "params": params}
+    opts: dict[str, Any] = {}
+    session._stamp(data, opts)  # type: ignore[arg-type]  # protocol version header or _meta
+    headers = opts.setdefault("headers", {})
+    headers.setdefault(MCP_NAME_HEADER, encode_header_value(name))
+    if timeout_s is not None:
+        opts["timeout"] = timeout_s
+    if progress is not None:
+        opts["on_progress"] = progress
+    return await session._dispatcher.send_raw_request("tools/call", data["params"], opts)  # type: ignore[arg-type]
+
+
 class ServerUnavailable(HubError):
     """A downstream server could not be started or reached; the message says which and why."""
+
+
+class InvalidOutput(HubError):
+    """A result that does not match its tool's output schema (`validate_output = true`)."""
 
 
 class ServerState(enum.StrEnum):
@@ -225,6 +273,40 @@ class ConnectionCache:
             conn.leases -= 1
             conn.last_used = time.monotonic()
 
+    async def call_tool(
+        self,
+        name: str,
+        tool: str,
+        arguments: Mapping[str, Any] | None,
+        *,
+        progress: ProgressFn | None = None,
+    ) -> dict[str, Any]:
+        """`tools/call` of `tool` on server `name`: its result as wire JSON (a dict), passed through
+        as the server sent it (`call_tool_raw`), or, with `validate_output = true` in its table,
+        checked against the tool's output schema first (`InvalidOutput` names the mismatch).
+        Raises `ServerUnavailable` and `MCPError` like `session()`."""
+        if not self.servers[name].validate_output:
+            conn = await self._ready(name)  # session() without the context manager: a hot path
+            session = conn.session
+            assert session is not None
+            conn.leases += 1
+            try:
+                return await call_tool_raw(session, tool, arguments, progress=progress)
+            except MCPError as exc:
+                if exc.code == CONNECTION_CLOSED:
+                    self.mark_dead(name, session)
+                raise
+            finally:
+                conn.leases -= 1
+                conn.last_used = time.monotonic()
+        async with self.session(name) as session:
+            try:
+                result = await session.call_tool(tool, dict(arguments or {}), progress_callback=progress)  # type: ignore[arg-type]
+            except RuntimeError as exc:  # the SDK's output-schema check
+                raise InvalidOutput(f"server {name!r} tool {tool!r}: {exc}") from None
+            dumped: dict[str, Any] = result.model_dump(by_alias=True, mode="json", exclude_none=True)
+            return dumped
+
     async def get(self, name: str) -> ClientSession:
         """The session for `name`, started if needed (prefer `session()` for long calls)."""
         conn = await self._ready(name)
@@ -301,6 +383,9 @@ class ConnectionCache:
             raise ServerUnavailable(f"no downstream server called {name!r} in hub.toml (known: {known})")
         if self._tg is None or self._closing:
             raise ServerUnavailable("the connection cache is closed (the hub is shutting down)")
+        conn = self._conns.get(name)
+        if conn is not None and conn.state == ServerState.READY and not conn.stop.is_set():
+            return conn  # the common case: no lock, no extra trip through the event loop
         lock = self._locks.setdefault(name, anyio.Lock())
         async with lock:
             conn = self._conns.get(name)

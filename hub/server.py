@@ -30,6 +30,7 @@ from pydantic import BaseModel
 
 from hub import __version__
 from hub.errors import ToolError
+from hub.fastpath import FastPath, RawResult
 from hub.registry import ListKind, ResourceBody, ResourceTemplate, ToolCall, dump_json
 
 if TYPE_CHECKING:
@@ -53,6 +54,8 @@ def to_call_result(value: Any) -> types.CallToolResult:
     """A tool handler's return value as an MCP result (see `hub.registry.Tool`)."""
     if isinstance(value, types.CallToolResult):
         return value
+    if isinstance(value, RawResult):  # a downstream's answer, as wire JSON
+        return types.CallToolResult.model_validate(value)
     if isinstance(value, BaseModel):
         value = value.model_dump(mode="json")
     if isinstance(value, str):
@@ -129,6 +132,8 @@ class HubServer:
         )
         self.mcp.middleware.append(self._track_session)
         hub.on_registry_change(self._changed)
+        self.fast_path = FastPath(hub.registry, self.mcp)  # cached lists, raw forwarded calls
+        self.mcp.middleware.append(self.fast_path)
 
     # -- change notifications ----------------------------------------------------------------
 

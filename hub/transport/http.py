@@ -223,8 +223,12 @@ def http_app(server: HubServer, *, host: str, path: str, token: str | None) -> A
 
     # The guard checks Host and Origin for every loopback address, not only the three the SDK knows.
     security = TransportSecuritySettings(enable_dns_rebinding_protection=False)
+    from hub.transport.http_replies import PerRequestReplies
+    from hub.transport.http_replies import install as install_per_request_replies
+
     app = server.mcp.streamable_http_app(streamable_http_path=path, host=host, transport_security=security)
-    return HttpGuard(app, token=token, path=path)
+    install_per_request_replies(server.mcp)  # plain JSON for requests that need no SSE stream
+    return HttpGuard(PerRequestReplies(app), token=token, path=path)
 
 
 async def serve_http(

@@ -22,7 +22,15 @@ import mcp.types as types
 from mcp import ClientSession
 from mcp.shared.exceptions import MCPError
 
-from hub import ConnectionCache, ServerConfig, ServerUnavailable, ToolCall, ToolError
+from hub import (
+    ConnectionCache,
+    InvalidOutput,
+    ServerConfig,
+    ServerUnavailable,
+    ToolCall,
+    ToolError,
+    call_tool_raw,
+)
 
 from .refs import RefError, find_refs, has_refs, resolve, result_root, result_text
 from .request import BatchRequest, Operation, TargetServer
@@ -339,6 +347,7 @@ class BatchRun:
         self.dependents: dict[int, list[int]] = {}
         self.waiting: dict[int, set[int]] = {}
         self.running: dict[int, anyio.CancelScope] = {}
+        self.cancelled: set[int] = set()  # ops cancelled by cancelOnError (else a scope ends by its deadline)
         self.stopped_by: int | None = None
         self.done = 0
         self._last_progress = 0.0
@@ -390,6 +399,7 @@ class BatchRun:
                 if self.options.cancelOnError:
                     for other, scope in self.running.items():
                         if other != index:
+                            self.cancelled.add(other)
                             scope.cancel()
             name = step.op.id or f"operations[{index}]"
             for dependent in self.dependents.get(index, []):
@@ -417,6 +427,19 @@ class BatchRun:
             self.done, total, f"{self.done}/{total} done; last: {step.label} {step.op.tool} {outcome.status}"
         )
 
+    async def _call(
+        self, server: str, session: ClientSession, tool: str, arguments: dict[str, Any]
+    ) -> types.CallToolResult:
+        """One op as raw JSON-RPC over the cached connection; the answer is parsed once, into the
+        result model the rest of the run inspects (`validate_output` servers: the SDK's checked path)."""
+        if self.connections.servers[server].validate_output:
+            try:
+                return await session.call_tool(tool, arguments)
+            except RuntimeError as exc:  # the SDK's output-schema check
+                raise InvalidOutput(f"{exc} (validate_output is set for this server)") from None
+        raw = await call_tool_raw(session, tool, arguments)
+        return types.CallToolResult.model_validate(raw, by_name=False)
+
     async def _execute(self, step: Step) -> Outcome:
         started = time.perf_counter()
 
@@ -441,11 +464,11 @@ class BatchRun:
                     return ended(
                         "skipped", error=f"not run: operations[{self.stopped_by}] failed and {option} is set"
                     )
-                with anyio.CancelScope() as scope:
+                # One scope per op: its deadline is the op's timeout, and cancelOnError cancels it.
+                with anyio.CancelScope(deadline=anyio.current_time() + timeout_ms / 1000) as scope:
                     self.running[step.index] = scope
                     try:
-                        with anyio.move_on_after(timeout_ms / 1000) as timer:
-                            result = await session.call_tool(tool, arguments)
+                        result = await self._call(server, session, tool, arguments)
                     finally:
                         self.running.pop(step.index, None)
         except MCPError as exc:  # a closed connection is marked dead by the cache itself
@@ -459,12 +482,12 @@ class BatchRun:
             return ended("error", error=str(exc))
         except Exception as exc:  # one operation never takes the batch down
             return ended("error", error=f"{step.label} {tool}: {type(exc).__name__}: {exc}")
-        if scope.cancelled_caught and result is None:
+        if result is None and step.index in self.cancelled:
             return ended(
                 "cancelled",
                 error=f"cancelled: operations[{self.stopped_by}] failed and cancelOnError is set",
             )
-        if timer.cancelled_caught or result is None:
+        if result is None:  # the scope's deadline passed
             return ended(
                 "timeout", error=f"no answer within {timeout_ms} ms; the call was cancelled on the server"
             )

@@ -26,11 +26,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hub import (
     CLAUDE_PREFIX,
+    ForwardedTool,
+    InvalidOutput,
     Lifecycle,
     Plugin,
     PluginContext,
     Prompt,
     PromptArgument,
+    RawResult,
     RegisterResource,
     RegistrationError,
     Resource,
@@ -252,17 +255,25 @@ class Proxy:
     # -- calls -------------------------------------------------------------------------------
 
     def tool_for(self, server: str, tool: types.Tool, hub_name: str) -> Tool:
-        async def call_downstream(arguments: dict[str, Any], call: ToolCall) -> types.CallToolResult:
-            return await self._downstream(
-                server,
-                tool.name,
-                lambda session: session.call_tool(
-                    tool.name, arguments, progress_callback=call.report_progress
-                ),
-            )
+        connections = self.hub.connections
+
+        async def call_downstream(arguments: dict[str, Any], call: ToolCall) -> RawResult:
+            # Raw forwarding: JSON-RPC in, the downstream's result dict out, no SDK models per call.
+            try:
+                return RawResult(
+                    await connections.call_tool(server, tool.name, arguments, progress=call.report_progress)
+                )
+            except MCPError as exc:  # a closed connection is marked dead by the cache itself
+                if exc.code == types.CONNECTION_CLOSED:
+                    raise ToolError(
+                        f"server {server!r} died during {tool.name}; it is restarted on the next call"
+                    ) from None
+                raise ToolError(f"{server} {tool.name}: {exc.message}") from None
+            except (ServerUnavailable, InvalidOutput) as exc:
+                raise ToolError(str(exc)) from None
 
         description = f"[{server}] {tool.description or ''}".strip()
-        return Tool(
+        return ForwardedTool(
             hub_name,
             call_downstream,
             description,

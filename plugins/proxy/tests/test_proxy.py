@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -13,6 +14,7 @@ import pytest
 from hubtests import DOWNSTREAM, npm_bin
 from mcp.shared.exceptions import MCPError
 
+from hub import ToolCall
 from hub.testing import make_config, result_text, running_hub
 
 pytestmark = pytest.mark.anyio
@@ -248,3 +250,37 @@ async def test_tool_lists_cached_by_an_older_hub_are_kept(tmp_path):
         tools = {t.name: t for t in (await client.list_tools()).tools}
         assert tools["d__echo"].description == "[d] old"  # listed from the cache, server not started
         assert hub.connections.status()["d"]["state"] == "stopped"
+
+
+BAD_OUTPUT = str(Path(__file__).with_name("bad_output_server.py"))
+
+
+async def test_results_pass_through_unless_validate_output_is_set(tmp_path):
+    config = make_config(
+        tmp_path,
+        servers={
+            "loose": {"command": sys.executable, "args": [BAD_OUTPUT]},
+            "strict": {"command": sys.executable, "args": [BAD_OUTPUT], "validate_output": True},
+        },
+    )
+    async with running_hub(config, plugins={"proxy": hub_proxy.ProxyPlugin}) as (hub, client):
+        await wait_for_tool(hub, "loose__count")
+        await wait_for_tool(hub, "strict__count")
+        # The SDK client checks output schemas itself, so read the loose answer at the handler.
+        loose = await hub.registry.tools["loose__count"].handler({}, ToolCall("loose__count"))
+        assert loose["structuredContent"] == {"n": "three"}  # passed through as the server sent it
+        strict = await client.call_tool("strict__count", {})
+        assert strict.is_error
+        assert "'strict'" in result_text(strict) and "Invalid structured content" in result_text(strict)
+
+
+async def test_forwarded_calls_in_the_2026_era(tmp_path):
+    config = make_config(tmp_path, servers={"d": server()})
+    async with running_hub(config, plugins={"proxy": hub_proxy.ProxyPlugin}, mode="auto") as (hub, client):
+        await wait_for_tool(hub, "d__echo")
+        await client.list_tools()  # the SDK client learns output schemas from the list
+        assert result_text(await client.call_tool("d__echo", {"text": "hi"})) == "hi"
+        listing = await client.call_tool("d__listing", {"n": 2})
+        assert listing.structured_content == {"items": ["item0", "item1"], "count": 2}
+        bad = await client.call_tool("d__add", {"a": "x", "b": 1})
+        assert bad.is_error and "a: 'x' is not of type 'integer'" in result_text(bad)

@@ -1,0 +1,149 @@
+"""The hub's fast paths through the SDK server: cached list answers and raw forwarded calls.
+
+Installed as one `Server.middleware` by `hub.server.HubServer`:
+
+- **Cached lists.** `tools/list`, `resources/list`, `resources/templates/list` and `prompts/list`
+  (first page: the hub does not paginate) are answered from the wire dict the SDK produced the
+  first time, per protocol version, until the registry changes (then the cache is dropped and
+  clients get `list_changed` as before). A hit costs a dict copy instead of rebuilding every
+  `types.Tool`, dumping the result and re-validating it for the protocol version.
+- **Forwarded calls.** A `tools/call` of a `ForwardedTool` (the proxy's tools) skips the SDK's
+  typed params and result models: arguments are checked as for every hub tool, the handler
+  returns the downstream's result as a `RawResult` dict (see `hub.connections.call_tool_raw`),
+  and that dict goes to the client as is, stamped for 2026-era clients (`resultType`,
+  `serverInfo`). Errors become `isError` results with the same texts as the regular path.
+
+Requests before `initialize` and anything else take the regular path (`call_next`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from mcp_types import SERVER_INFO_META_KEY
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from pydantic import BaseModel
+
+from hub.errors import ToolError
+from hub.registry import ListKind, Registry, Tool, ToolCall
+
+if TYPE_CHECKING:
+    from mcp.server import Server, ServerRequestContext
+
+__all__ = ["FastPath", "ForwardedTool", "RawResult"]
+
+log = structlog.get_logger("hub.server")
+
+LIST_METHODS = frozenset({"tools/list", "resources/list", "resources/templates/list", "prompts/list"})
+
+
+class RawResult(dict[str, Any]):
+    """A `CallToolResult` as wire JSON (camelCase keys), passed to the client unchanged."""
+
+
+class ForwardedTool(Tool):
+    """A tool whose handler returns a `RawResult` (a downstream's answer, passed through)."""
+
+
+def _error(text: str) -> dict[str, Any]:
+    return {"content": [{"type": "text", "text": text}], "isError": True}
+
+
+def _first_leaf(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
+class FastPath:
+    """The middleware and its list cache; `generation` counts registry changes."""
+
+    def __init__(self, registry: Registry, server: Server[Any]) -> None:
+        self.registry = registry
+        self.server = server
+        self.generation = 0
+        self.lists: dict[tuple[str, str], dict[str, Any]] = {}
+        self.hits = 0
+        notify = registry.on_change
+
+        def changed(kind: ListKind) -> None:
+            self.invalidate()
+            notify(kind)
+
+        registry.on_change = changed
+
+    def invalidate(self) -> None:
+        self.generation += 1
+        self.lists.clear()
+
+    async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: Any) -> Any:
+        method = ctx.method
+        if method != "tools/call" and method not in LIST_METHODS:
+            return await call_next(ctx)
+        connection = getattr(ctx.session, "_connection", None)
+        if connection is not None and not connection.initialize_accepted:
+            return await call_next(ctx)  # the SDK's gate answers it
+        params = ctx.params if isinstance(ctx.params, dict) else {}
+        if method == "tools/call":
+            name = params.get("name")
+            tool = self.registry.tools.get(name) if isinstance(name, str) else None
+            if not isinstance(tool, ForwardedTool):
+                return await call_next(ctx)
+            return self._stamp(ctx.protocol_version, await self._forward(ctx, tool, params))
+        if params.get("cursor") is not None:
+            return await call_next(ctx)
+        key = (method, ctx.protocol_version)
+        cached = self.lists.get(key)
+        if cached is not None:
+            self.hits += 1
+            return dict(cached)
+        generation = self.generation
+        result = await call_next(ctx)
+        if isinstance(result, dict) and generation == self.generation:
+            self.lists[key] = result
+            return dict(result)
+        return result
+
+    async def _forward(
+        self, ctx: ServerRequestContext[Any, Any], tool: ForwardedTool, params: dict[str, Any]
+    ) -> dict[str, Any]:
+        try:
+            arguments = tool.validate(params.get("arguments"))
+            call = ToolCall(
+                tool.name,
+                request_id=ctx.request_id,
+                progress=ctx.session.report_progress,
+                session=ctx.session,
+                log=log,  # bound only when there is something to say: this is the hot path
+            )
+            result = await tool.handler(arguments, call)
+        except ToolError as exc:
+            log.info("tool error", tool=tool.name, request_id=ctx.request_id, error=str(exc))
+            return _error(str(exc))
+        except Exception as exc:
+            leaf = _first_leaf(exc)
+            if isinstance(leaf, ToolError):
+                return _error(str(leaf))
+            log.exception("tool raised", tool=tool.name, plugin=tool.plugin, request_id=ctx.request_id)
+            exc = leaf if isinstance(leaf, Exception) else exc
+            return _error(f"{tool.name} failed: {type(exc).__name__}: {exc}")
+        if isinstance(result, dict):
+            return dict(result)
+        if isinstance(result, BaseModel):
+            dumped: dict[str, Any] = result.model_dump(by_alias=True, mode="json", exclude_none=True)
+            return dumped
+        return _error(f"{tool.name} returned {type(result).__name__}, not a tool result")
+
+    def _stamp(self, version: str, result: dict[str, Any]) -> dict[str, Any]:
+        """What the SDK adds to every 2026-era result: `resultType` and the `serverInfo` stamp."""
+        if version not in MODERN_PROTOCOL_VERSIONS:
+            result.pop("resultType", None)
+            return result
+        result.setdefault("resultType", "complete")
+        meta = result.get("_meta")
+        if not isinstance(meta, dict):
+            result["_meta"] = {SERVER_INFO_META_KEY: self.server.server_info_stamp}
+        elif meta.get(SERVER_INFO_META_KEY) is None:
+            result["_meta"] = {**meta, SERVER_INFO_META_KEY: self.server.server_info_stamp}
+        return result

@@ -1,0 +1,78 @@
+"""Streamable HTTP answers a request that needs no stream as plain JSON, and keeps the SSE stream
+for requests that asked for progress (hub.transport.http_replies), on a real uvicorn server."""
+
+from __future__ import annotations
+
+import sys
+
+import anyio
+import httpx2
+import hub_proxy
+import pytest
+from hubtests import DOWNSTREAM
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+
+from hub.host import Hub
+from hub.testing import make_config, result_text
+from hub.transport.http_replies import wants_stream
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def test_which_requests_get_a_stream():
+    assert not wants_stream({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "x"}})
+    assert wants_stream(
+        {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"_meta": {"progressToken": 1}}}
+    )
+    assert wants_stream({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}})
+    assert wants_stream({"jsonrpc": "2.0", "method": "notifications/initialized"})
+    assert wants_stream([{"jsonrpc": "2.0", "id": 1, "method": "ping"}])
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_plain_calls_are_json_and_progress_still_streams(tmp_path, mode):
+    config = make_config(tmp_path, servers={"d": {"command": sys.executable, "args": [str(DOWNSTREAM)]}})
+    async with Hub(config, extra_plugins={"proxy": hub_proxy.ProxyPlugin}) as hub, anyio.create_task_group() as tg:
+        ports: list[int] = []
+        ready = anyio.Event()
+
+        def on_ready(port: int) -> None:
+            ports.append(port)
+            ready.set()
+
+        tg.start_soon(
+            lambda: hub.server.run_http(host="127.0.0.1", port=0, path="/mcp", token=None, ready=on_ready)
+        )
+        with anyio.fail_after(30):
+            await ready.wait()
+            while "d__count" not in hub.registry.tools:
+                await anyio.sleep(0.02)
+        url = f"http://127.0.0.1:{ports[0]}/mcp"
+        types_seen: list[str] = []
+
+        async def record(response: httpx2.Response) -> None:
+            if response.request.method == "POST":
+                types_seen.append(response.headers.get("content-type", ""))
+
+        async with httpx2.AsyncClient(timeout=30, event_hooks={"response": [record]}) as http:
+            async with Client(streamable_http_client(url, http_client=http), mode=mode) as client:
+                await client.list_tools()
+                types_seen.clear()
+                assert result_text(await client.call_tool("d__echo", {"text": "hi"})) == "hi"
+                assert types_seen[-1] == "application/json"
+                seen: list[float] = []
+
+                async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+                    seen.append(progress)
+
+                types_seen.clear()
+                result = await client.call_tool("d__count", {"to": 3}, progress_callback=on_progress)
+                assert not result.is_error and seen == [1, 2, 3]
+                assert types_seen[0].startswith("text/event-stream")
+        tg.cancel_scope.cancel()
