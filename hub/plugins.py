@@ -240,8 +240,10 @@ def load_plugins(
 
 def _unselected_problems(name: str, candidate: _Candidate, config: HubConfig) -> list[str]:
     try:
-        module = candidate.load()
-        model = module.hub_config_model() if hasattr(module, "hub_config_model") else None
+        plugin = candidate.load()
+        if isinstance(plugin, type):  # a `hub.Plugin` class: its hooks are methods
+            plugin = plugin()
+        model = plugin.hub_config_model() if hasattr(plugin, "hub_config_model") else None
     except Exception:  # it is not selected: its import problems are reported when it is
         return []
     if not (isinstance(model, type) and issubclass(model, BaseModel)):

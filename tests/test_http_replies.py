@@ -38,7 +38,10 @@ def test_which_requests_get_a_stream():
 @pytest.mark.parametrize("mode", ["legacy", "auto"])
 async def test_plain_calls_are_json_and_progress_still_streams(tmp_path, mode):
     config = make_config(tmp_path, servers={"d": {"command": sys.executable, "args": [str(DOWNSTREAM)]}})
-    async with Hub(config, extra_plugins={"proxy": hub_proxy.ProxyPlugin}) as hub, anyio.create_task_group() as tg:
+    async with (
+        Hub(config, extra_plugins={"proxy": hub_proxy.ProxyPlugin}) as hub,
+        anyio.create_task_group() as tg,
+    ):
         ports: list[int] = []
         ready = anyio.Event()
 

@@ -143,7 +143,8 @@ def test_racing_bridges_share_one_process_that_exits_when_idle(shared_env, tmp_p
         status = bridges[0].request("resources/read", {"uri": "hub://status"})
         sessions = json.loads(status["result"]["contents"][0]["text"])["sessions"]
         assert sorted(s["bridge_pid"] for s in sessions) == sorted(b.proc.pid for b in bridges)
-        assert bridges[4].call("context_list") == {f"k{i}": str(i) for i in range(5)}  # one context
+        entries = {k: v for k, v in bridges[4].call("context_list").items() if not k.startswith("@")}
+        assert entries == {f"k{i}": str(i) for i in range(5)}  # one context
         socket_path = Path(one["socket"])
         assert stat.S_IMODE(socket_path.parent.stat().st_mode) == 0o700
         assert stat.S_IMODE(socket_path.stat().st_mode) == 0o600
@@ -193,8 +194,8 @@ def test_a_killed_shared_process_is_restarted_and_the_session_goes_on(shared_env
         assert failed["error"]["code"] == -32603
         assert "the hub restarted while this request was running" in failed["error"]["message"]
         # The same session goes on, without a new initialize, on a new shared process.
-        assert bridge.call("context_get", key="kept") == {"value": "in the store"}
-        assert other.call("context_get", key="kept") == {"value": "in the store"}
+        assert bridge.call("context_get", key="kept")["value"] == "in the store"
+        assert other.call("context_get", key="kept")["value"] == "in the store"
         (second,) = shared_processes(shared_env, tmp_path)
         assert second["pid"] != first["pid"] and second["sessions"] == 2
     finally:

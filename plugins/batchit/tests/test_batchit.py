@@ -341,16 +341,20 @@ async def test_cancelling_the_batch_cancels_every_operation_in_flight(tmp_path):
     async with hub_with(tmp_path, servers) as (_, client):
         await batch(client, server="d", operations=[{"tool": "echo", "arguments": {"text": "warm"}}])
         ops = [{"tool": "sleep", "arguments": {"seconds": 30, "tag": f"op{i}"}} for i in range(3)]
-        with anyio.move_on_after(1.0):
-            await batch(client, server="d", operations=ops, options={"maxConcurrent": 3})
-        with anyio.fail_after(10):
-            while len(list(markers.iterdir())) < 3:
+
+        def seen(kind: str) -> list[str]:
+            return sorted(p.name for p in markers.iterdir() if p.name.startswith(kind))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: batch(client, server="d", operations=ops, options={"maxConcurrent": 3}))
+            with anyio.fail_after(20):
+                while len(seen("started-")) < 3:  # every operation is running downstream
+                    await anyio.sleep(0.05)
+            tg.cancel_scope.cancel()  # the caller goes away
+        with anyio.fail_after(20):
+            while len(seen("cancelled-")) < 3:
                 await anyio.sleep(0.05)
-        assert sorted(p.name for p in markers.iterdir()) == [
-            "cancelled-op0",
-            "cancelled-op1",
-            "cancelled-op2",
-        ]
+        assert seen("cancelled-") == ["cancelled-op0", "cancelled-op1", "cancelled-op2"]
 
 
 async def test_a_crash_fails_only_the_operations_in_flight(tmp_path):
