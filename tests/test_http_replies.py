@@ -15,6 +15,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from hub.host import Hub
 from hub.testing import make_config, result_text
+from hub.transport.http import serve_http
 from hub.transport.http_replies import wants_stream
 
 pytestmark = pytest.mark.anyio
@@ -50,7 +51,7 @@ async def test_plain_calls_are_json_and_progress_still_streams(tmp_path, mode):
             ready.set()
 
         tg.start_soon(
-            lambda: hub.server.run_http(host="127.0.0.1", port=0, path="/mcp", token=None, ready=on_ready)
+            lambda: serve_http(hub.server, host="127.0.0.1", port=0, path="/mcp", token=None, ready=on_ready)
         )
         with anyio.fail_after(30):
             await ready.wait()
