@@ -19,6 +19,14 @@ takes the lock, starts the process (detached, its log in `<state_dir>/logs/share
 waits for the socket; others wait on the lock, then connect: one start however many race. A
 socket left by a dead process is replaced.
 
+Starting cold: with no shared process running, starting one takes a second or more (the SDK
+import, every plugin's start). Claude Code waits for the answers to its first list requests
+before its first model request, so meanwhile the bridge answers those from the answers the last
+run gave (`hub.fastfront`, kept per launch in `<state_dir>/fastfront.json`), holds everything
+else, hands it over in order once connected, then asks the shared process the same questions and
+sends `list_changed` to the client's open subscriptions if an answer changed. With a warm shared
+process this is not needed (it answers in milliseconds); `HUB_FAST_START=0` turns it off.
+
 Faults: if the shared process dies, the bridge starts a new one and replays the session's
 handshake (`initialize`, `notifications/initialized`, open `subscriptions/listen`), so the
 client's session goes on; requests in flight get a JSON-RPC error saying the hub restarted. At end
@@ -47,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from hub import __version__
+from hub.fastfront import TRACKED, AnswerCache, EarlyAnswers, answer_until, check_requests
 
 __all__ = ["SHARED_ENV", "Launch", "run_bridge", "sharing_enabled"]
 
@@ -145,23 +154,35 @@ def runtime_dir(environ: Mapping[str, str], state_dir: Path, key: str) -> Path:
     raise OSError("no private directory for the hub's socket (set XDG_RUNTIME_DIR)")
 
 
+def _alive(path: Path) -> bool:
+    """Whether a shared process answers on `path`: a `ping` round trip on a connection of its own
+    (the first message on a session fixes its protocol era, so the session itself is not used). A
+    process that is dying still takes connections while its files close: it fails this."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(PING_TIMEOUT_S)
+        probe.connect(str(path))
+        probe.sendall(b'{"jsonrpc":"2.0","id":"hub-bridge-ping","method":"ping"}\n')
+        reply = b""
+        while b"\n" not in reply:
+            chunk = probe.recv(4096)
+            if not chunk:
+                return False
+            reply += chunk
+        return b"hub-bridge-ping" in reply
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
 def _connect(path: Path) -> socket.socket | None:
-    """A connection to a shared process that answers: a `ping` round trip first, so a process
-    that is dying (its socket still takes connections while its files close) is not used."""
+    """A connection to a shared process that answers (see `_alive`), else None."""
+    if not _alive(path):
+        return None
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.connect(str(path))
-        sock.settimeout(PING_TIMEOUT_S)
-        sock.sendall(b'{"jsonrpc":"2.0","id":"hub-bridge-ping","method":"ping"}\n')
-        reply = b""
-        while b"\n" not in reply:
-            chunk = sock.recv(4096)
-            if not chunk:
-                raise ConnectionResetError("closed before answering")
-            reply += chunk
-        if b"hub-bridge-ping" not in reply:
-            raise ConnectionResetError("not the answer to the ping")
-        sock.settimeout(None)
     except OSError:
         sock.close()
         return None
@@ -220,8 +241,19 @@ def _tail(path: Path, lines: int = 15) -> str:
 class Bridge:
     """Copies one client's messages to the shared process and back, and survives its restart."""
 
-    def __init__(self, launch: Launch, daemon_argv: Sequence[str], stdin: int = 0, stdout: int = 1) -> None:
+    def __init__(
+        self,
+        launch: Launch,
+        daemon_argv: Sequence[str],
+        stdin: int = 0,
+        stdout: int = 1,
+        cache: AnswerCache | None = None,
+    ) -> None:
         self.launch = launch
+        self.cache = cache  # the last run's answers (cold start) and this run's, kept for the next
+        self.checks: dict[str, str] = {}  # ids of the questions asked again after a cold start -> key
+        self.changed: set[str] = set()
+        self.acknowledged: set[Any] = set()  # listens acknowledged before the hub was up
         self.daemon_argv = list(daemon_argv)
         self.stdin = stdin
         self.stdout = stdout
@@ -240,11 +272,52 @@ class Bridge:
     # -- the two directions ------------------------------------------------------------------
 
     def run(self) -> int:
-        self.sock = connect_or_start(self.launch, self.daemon_argv)
+        sock = _connect(self.launch.socket_path)  # warm: the shared process answers at once
+        early: EarlyAnswers | None = None
+        if sock is None and self.cache is not None and self.cache.answers and _pollable(self.stdin):
+            sock, early = self._start_answering_early()
+        self.sock = sock or connect_or_start(self.launch, self.daemon_argv)
+        if early is not None:
+            self._hand_over(early)
         reader = threading.Thread(target=self._client_to_hub, name="hub-bridge-in", daemon=True)
         reader.start()
         self._hub_to_client()
         return 0
+
+    def _start_answering_early(self) -> tuple[socket.socket, EarlyAnswers]:
+        """Start the shared process in a thread; meanwhile answer list requests from the cache."""
+        assert self.cache is not None
+        ready = threading.Event()
+        started: dict[str, Any] = {}
+
+        def start() -> None:
+            try:
+                started["sock"] = connect_or_start(self.launch, self.daemon_argv)
+            except BaseException as exc:
+                started["error"] = exc
+            finally:
+                ready.set()
+
+        threading.Thread(target=start, name="hub-bridge-start", daemon=True).start()
+        early = answer_until(ready, self.cache, read_fd=self.stdin, write_fd=self.stdout)
+        ready.wait()
+        if "error" in started:
+            raise started["error"]
+        return started["sock"], early
+
+    def _hand_over(self, early: EarlyAnswers) -> None:
+        """Send what was held, then ask again what was answered early (answers compared in
+        `_keep_answer`)."""
+        self.acknowledged = set(early.acknowledged)
+        for line in early.held.split(b"\n"):
+            if line.strip():
+                self._forward(line + b"\n")
+        for request_id, question in check_requests(early):
+            self.checks[request_id] = question
+            self._forward(question.encode() + b"\n")
+        if early.ended:
+            os.close(self.stdin)  # the client already closed its end: the reader sees end of input
+            self.stdin = os.open(os.devnull, os.O_RDONLY)
 
     def _client_to_hub(self) -> None:
         buffer = b""
@@ -276,6 +349,8 @@ class Bridge:
 
     def _forward(self, line: bytes) -> None:
         message = _parse(line)
+        if self.cache is not None:
+            self.cache.saw_request(line.decode("utf-8", errors="replace"))
         with self.lock:
             if isinstance(message, dict) and "method" in message:
                 method = message["method"]
@@ -320,6 +395,11 @@ class Bridge:
             self._restart()
 
     def _deliver(self, line: bytes) -> None:
+        if self.cache is not None and not self._keep_answer(line):
+            with self.lock:
+                self.pending.pop(_key((_parse(line) or {}).get("id")), None)
+                self.all_answered.notify_all()
+            return
         message = _parse(line)
         if isinstance(message, dict) and "method" not in message and "id" in message:
             request_id = _key(message["id"])
@@ -341,6 +421,54 @@ class Bridge:
                     self.swallow.discard(("ack", subscription))
                     return
         self._write(line)
+
+    def _keep_answer(self, line: bytes) -> bool:
+        """Keep list answers for the next cold start; False drops the line (the answer to a
+        question asked again after a cold start, or a second acknowledgement of a listen)."""
+        assert self.cache is not None
+        seen = self.cache.saw_answer(line.decode("utf-8", errors="replace"))
+        if seen is None:
+            return True
+        request_id, key, differs = seen
+        if differs:
+            with contextlib.suppress(OSError):
+                self.cache.save()
+        if request_id in self.acknowledged and key.startswith(f"{LISTEN}|"):
+            self.acknowledged.discard(request_id)
+            return False
+        if request_id not in self.checks:
+            return True
+        del self.checks[request_id]
+        kind = TRACKED.get(key.split("|", 1)[0])
+        if differs and kind:
+            self.changed.add(kind)
+        if not self.checks and self.changed:
+            self._tell_changed(self.changed)
+            print(
+                "hub: the start-up answers were out of date; the client was told", file=sys.stderr, flush=True
+            )
+        return False
+
+    def _tell_changed(self, kinds: set[str]) -> None:
+        """`list_changed` on each open subscription that asked for it (2026-07-28 era)."""
+        wanted = {
+            "tools": "toolsListChanged",
+            "prompts": "promptsListChanged",
+            "resources": "resourcesListChanged",
+        }
+        with self.lock:
+            listens = dict(self.listens)
+        for subscription, line in listens.items():
+            params = (_parse(line) or {}).get("params") or {}
+            asked = params.get("notifications") or {}
+            for kind in sorted(kinds):
+                if asked.get(wanted[kind]):
+                    note = {
+                        "jsonrpc": "2.0",
+                        "method": f"notifications/{kind}/list_changed",
+                        "params": {"_meta": {_SUBSCRIPTION_KEY: subscription}},
+                    }
+                    self._write(json.dumps(note).encode() + b"\n")
 
     def _write(self, data: bytes) -> None:
         with self.out_lock:
@@ -429,9 +557,20 @@ def _key(value: Any) -> Any:
     return value if isinstance(value, str | int | float) or value is None else json.dumps(value)
 
 
-def run_bridge(launch: Launch, daemon_argv: Sequence[str]) -> int:
-    """Serve the client on stdin/stdout through the shared process; returns the exit code."""
-    bridge = Bridge(launch, daemon_argv)
+def _pollable(fd: int) -> bool:
+    import stat
+
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+
+
+def run_bridge(launch: Launch, daemon_argv: Sequence[str], cache: AnswerCache | None = None) -> int:
+    """Serve the client on stdin/stdout through the shared process; returns the exit code.
+    `cache`: the start-up answers (`hub.fastfront`), for a cold start and for the next one."""
+    bridge = Bridge(launch, daemon_argv, cache=cache)
 
     def on_signal(signum: int, frame: Any) -> None:
         bridge.cancel_all()

@@ -539,7 +539,13 @@ def _bridge(args: argparse.Namespace) -> int:
         print(f"hub: {exc}", file=sys.stderr)
         return 2
     daemon_argv = ["shared", "--key", launch.key, "--socket", str(launch.socket_path), *launch.argv]
-    return run_bridge(launch, daemon_argv)
+    cache = None
+    if os.environ.get("HUB_FAST_START", "1") != "0":
+        from hub import fastfront
+
+        fingerprint = fastfront.fingerprint(__version__, ["bridge", *launch.argv], os.environ, files)
+        cache = fastfront.AnswerCache(state_dir / fastfront.FILE_NAME, fingerprint)
+    return run_bridge(launch, daemon_argv, cache)
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -346,3 +346,67 @@ def test_two_claude_code_sessions_share_one_hub_and_one_downstream_server(tmp_pa
         finally:
             for entry in shared_processes(env, project):
                 psutil.Process(entry["pid"]).kill()
+
+
+META = {
+    "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+    "io.modelcontextprotocol/clientInfo": {"name": "test", "version": "1"},
+    "io.modelcontextprotocol/clientCapabilities": {},
+}
+
+
+def claude_code_start(bridge: BridgeClient) -> dict[str, Any]:
+    """What Claude Code 2.1 sends first (2026-07-28 era), then a call; the list and call answers."""
+    bridge.send({"jsonrpc": "2.0", "id": "d", "method": "server/discover", "params": {"_meta": META}})
+    bridge.send(
+        {
+            "jsonrpc": "2.0",
+            "id": "l",
+            "method": "subscriptions/listen",
+            "params": {"_meta": META, "notifications": {"toolsListChanged": True}},
+        }
+    )
+    bridge.send({"jsonrpc": "2.0", "id": "t", "method": "tools/list", "params": {"_meta": META}})
+    tools = bridge.reply("t")
+    call = {"_meta": META, "name": "context_set", "arguments": {"key": "k", "value": "v"}}
+    bridge.send({"jsonrpc": "2.0", "id": "c", "method": "tools/call", "params": call})
+    return {"tools": [t["name"] for t in tools["result"]["tools"]], "call": bridge.reply("c")}
+
+
+def test_a_cold_start_answers_from_the_last_run_and_corrects_a_stale_answer(shared_env, tmp_path):
+    def session() -> tuple[dict[str, Any], BridgeClient]:
+        bridge = BridgeClient(shared_env, tmp_path)
+        return claude_code_start(bridge), bridge
+
+    first, bridge = session()  # cold, nothing kept yet: answered by the shared process
+    assert "context_set" in first["tools"]
+    bridge.close()
+    (shared,) = shared_processes(shared_env, tmp_path)
+    psutil.Process(shared["pid"]).terminate()
+    wait_for(lambda: gone(shared["pid"]), what="the shared process to stop")
+    cache_path = tmp_path / "state" / "fastfront.json"
+    cache = json.loads(cache_path.read_text())
+    (key,) = [k for k in cache["answers"] if k.startswith("tools/list|")]
+    cache["answers"][key]["tools"].append({"name": "gone_tool", "inputSchema": {"type": "object"}})
+    cache_path.write_text(json.dumps(cache))
+
+    second, bridge = session()  # cold again: answered from the kept answers while it starts
+    try:
+        assert "gone_tool" in second["tools"]  # what the last run said
+        assert second["call"]["result"]["structuredContent"] == {
+            "key": "k",
+            "value": "v",
+        }  # held, then served
+        changed = wait_for(
+            lambda: (
+                [m for m in bridge.extra if m.get("method") == "notifications/tools/list_changed"]
+                or bridge.send({"jsonrpc": "2.0", "id": "p", "method": "ping", "params": {"_meta": META}})
+                or (bridge.reply("p") and None)
+            ),
+            what="tools/list_changed",
+        )
+        assert changed[0]["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"] == "l"
+    finally:
+        bridge.close()
+    kept = json.loads(cache_path.read_text())["answers"][key]["tools"]
+    assert "gone_tool" not in [t["name"] for t in kept]  # corrected for the next cold start
