@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import re
@@ -55,7 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from hub import __version__
-from hub.fastfront import TRACKED, AnswerCache, EarlyAnswers, answer_until, check_requests
+from hub.fastfront import TRACKED, AnswerCache, EarlyAnswers, answer_until, check_requests, digest
 
 __all__ = ["SHARED_ENV", "Launch", "run_bridge", "sharing_enabled"]
 
@@ -119,7 +118,7 @@ class Launch:
             with contextlib.suppress(OSError):
                 content = path.read_bytes()
             names.update(_VAR.findall(content.decode("utf-8", errors="replace")))
-            files.append((str(path.resolve()), hashlib.sha256(content).hexdigest()))
+            files.append((str(path.resolve()), digest(content)))
         identity = {
             "version": __version__,
             "argv": self.argv,
@@ -128,7 +127,7 @@ class Launch:
             "config_files": files,
             "env": sorted((name, self.environ.get(name)) for name in names),
         }
-        return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+        return digest(json.dumps(identity, sort_keys=True).encode())[:16]
 
 
 def runtime_dir(environ: Mapping[str, str], state_dir: Path, key: str) -> Path:

@@ -20,16 +20,19 @@ Handshake-era clients (`initialize` first) are not answered early: their session
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
-import secrets
 import select
 import sys
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+try:  # the C module itself: `hashlib` loads OpenSSL, several MB in every bridge process
+    from _blake2 import blake2b as _blake2b
+except ImportError:  # pragma: no cover - a Python built without it
+    from hashlib import blake2b as _blake2b
 
 TRACKED = {
     "server/discover": None,
@@ -71,12 +74,17 @@ def listen_key(message: Mapping[str, Any]) -> str | None:
     return f"{LISTEN}|{version}|{json.dumps(params.get('notifications'), sort_keys=True)}"
 
 
+def digest(data: bytes) -> str:
+    """A hex digest of `data` (blake2b), without importing `hashlib`."""
+    return _blake2b(data, digest_size=32).hexdigest()
+
+
 def fingerprint(
     version: str, argv: Sequence[str], environ: Mapping[str, str], config_files: Sequence[Path]
 ) -> str:
     """What the answers depend on: the hub's version, its arguments, `HUB_*`, and every hub.toml
     read (user and project scope)."""
-    digest = hashlib.sha256()
+    digest = _blake2b(digest_size=32)
     digest.update(version.encode())
     digest.update(json.dumps(list(argv)).encode())
     digest.update(json.dumps(sorted((k, v) for k, v in environ.items() if k.startswith("HUB_"))).encode())
@@ -150,7 +158,7 @@ class AnswerCache:
         and renames it over the old one. A cache that cannot be written never stops a hub."""
         if not self._dirty:
             return
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp.write_text(json.dumps({"fingerprint": self.fingerprint, "answers": self.answers}))
