@@ -50,3 +50,19 @@ def thirdparty_path(tmp_path_factory) -> Path:
             check=True,
         )
     return target
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_shared_hub_left_behind(tmp_path_factory):
+    """A shared hub process (`hub serve`'s bridge starts one, detached) that a test left running is
+    stopped when the session ends, so a run leaves no process behind; tests of the shared process
+    check their own cleanup (tests/test_shared.py)."""
+    yield
+    import psutil
+
+    base = str(tmp_path_factory.getbasetemp())
+    for proc in psutil.process_iter(["cmdline", "cwd"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        shared = "-m hub shared " in cmdline or " hub shared --key " in f" {cmdline} "
+        if shared and (proc.info["cwd"] or "").startswith(base):
+            proc.kill()

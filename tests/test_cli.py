@@ -15,7 +15,7 @@ import anyio
 import httpx2
 import psutil
 import pytest
-from hubtests import DOWNSTREAM, StdioPeer, hub_env, readme_mcp_entry
+from hubtests import DOWNSTREAM, StdioPeer, hub_env, readme_mcp_entry, stop_shared_hubs
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
@@ -89,11 +89,14 @@ async def test_readme_mcp_json_entry_works_as_written(tmp_path):
         env={**{k: env[k] for k in ("PATH", "HUB_STATE_DIR", "XDG_CONFIG_HOME")}, **expanded_env},
         cwd=str(tmp_path),
     )
-    async with Client(params) as client:
-        names = {tool.name for tool in (await client.list_tools()).tools}
-        assert {"context_set", "context_get", "context_list", "context_delete"} <= names
-        result = await client.call_tool("context_set", {"key": "k", "value": "v"})
-        assert result_json(result) == {"key": "k", "value": "v"}
+    try:
+        async with Client(params) as client:
+            names = {tool.name for tool in (await client.list_tools()).tools}
+            assert {"context_set", "context_get", "context_list", "context_delete"} <= names
+            result = await client.call_tool("context_set", {"key": "k", "value": "v"})
+            assert result_json(result) == {"key": "k", "value": "v"}
+    finally:  # the entry runs the bridge: one shared hub process served it
+        assert len(stop_shared_hubs(env, tmp_path)) == 1
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import hub_pool
 import hub_proxy
 import pytest
 from fake_anthropic import FakeAnthropic
-from hubtests import DOWNSTREAM, TESTS, hub_env, npm_bin, readme_mcp_entry
+from hubtests import DOWNSTREAM, TESTS, hub_env, npm_bin, readme_mcp_entry, stop_shared_hubs
 
 from hub.store import Store
 from hub.testing import make_config, running_hub
@@ -177,6 +177,7 @@ def test_mcp_inspector_lists_and_calls_over_stdio(tmp_path):
         "--config",
         str(toml),
     ]
+    # The inspector runs `hub` as Claude Code does: each run a bridge to one shared hub process.
     tools = {t["name"] for t in inspector("--method", "tools/list", *hub, env=env, cwd=tmp_path)["tools"]}
     assert {"context_set", "batch_execute", "pool_run", "pool_status"} <= tools
     resources = {
@@ -197,7 +198,9 @@ def test_mcp_inspector_lists_and_calls_over_stdio(tmp_path):
     )
     assert called["structuredContent"] == {"key": "k", "value": "v"} and called["isError"] is False
     status = inspector("--method", "resources/read", "--uri", "hub://status", *hub, env=env, cwd=tmp_path)
-    assert json.loads(status["contents"][0]["text"])["context"] == {"entries": 1}
+    status_json = json.loads(status["contents"][0]["text"])
+    assert status_json["context"] == {"entries": 1} and len(status_json["sessions"]) == 1
+    assert len(stop_shared_hubs(env, tmp_path)) == 1  # four inspector runs, one shared hub process
 
 
 def test_mcp_inspector_over_streamable_http(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 TESTS = Path(__file__).resolve().parents[1]
@@ -190,3 +191,21 @@ class HubProcess(StdioPeer):
         assert self.proc.stdin is not None
         self.proc.stdin.close()
         return self.proc.wait(timeout=30)
+
+
+def stop_shared_hubs(env: dict[str, str], cwd: Path) -> list[int]:
+    """Stop the shared hub processes (`hub status`) of `env`'s state directory; their pids."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    hub = os.path.join(os.path.dirname(sys.executable), "hub")
+    out = subprocess.run(
+        [hub, "status", "--json"], env=env, cwd=cwd, capture_output=True, text=True, check=True
+    )
+    pids = [entry["pid"] for entry in json.loads(out.stdout)]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, 15)
+    return pids

@@ -94,6 +94,7 @@ async def test_a_worker_in_a_project_with_the_hub_in_mcp_json_starts_no_hub(tmp_
     shim.chmod(shim.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", f"{shims}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("HUB_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("HUB_SHARE", "0")  # the hub `claude` starts here runs in its own process
     env = {k: v for k, v in os.environ.items() if k != "CLAUDECODE"}
 
     direct = await anyio.run_process(
