@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import re
@@ -49,7 +50,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -319,21 +320,8 @@ class Bridge:
             self.stdin = os.open(os.devnull, os.O_RDONLY)
 
     def _client_to_hub(self) -> None:
-        buffer = b""
-        while True:
-            try:
-                chunk = os.read(self.stdin, 65536)
-            except OSError:
-                chunk = b""
-            if not chunk:
-                break
-            buffer += chunk
-            *lines, buffer = buffer.split(b"\n")
-            for line in lines:
-                if line.strip():
-                    self._forward(line + b"\n")
-        if buffer.strip():
-            self._forward(buffer + b"\n")
+        for line in _lines(lambda: os.read(self.stdin, 65536)):
+            self._forward(line)
         with self.lock:
             self.stdin_done = True
             # End of input: the answers to requests already sent are still written (a listen
@@ -375,19 +363,8 @@ class Bridge:
         while True:
             sock = self.sock
             assert sock is not None
-            buffer = b""
-            while True:
-                try:
-                    chunk = sock.recv(65536)
-                except OSError:
-                    chunk = b""
-                if not chunk:
-                    break
-                buffer += chunk
-                *lines, buffer = buffer.split(b"\n")
-                for line in lines:
-                    if line.strip():
-                        self._deliver(line + b"\n")
+            for line in _lines(functools.partial(sock.recv, 65536), partial_last=False):
+                self._deliver(line)
             with self.lock:
                 if self.stopping or (self.stdin_done and not self.pending):
                     return
@@ -542,6 +519,26 @@ class Bridge:
 
 
 _SUBSCRIPTION_KEY = "io.modelcontextprotocol/subscriptionId"
+
+
+def _lines(read: Callable[[], bytes], *, partial_last: bool = True) -> Iterator[bytes]:
+    """Non-empty lines (with their newline) from `read()` until it returns nothing or fails; a last
+    line without a newline is given too when `partial_last` (a client's last request)."""
+    buffer = b""
+    while True:
+        try:
+            chunk = read()
+        except OSError:
+            chunk = b""
+        if not chunk:
+            break
+        buffer += chunk
+        *lines, buffer = buffer.split(b"\n")
+        for line in lines:
+            if line.strip():
+                yield line + b"\n"
+    if partial_last and buffer.strip():
+        yield buffer + b"\n"
 
 
 def _parse(line: bytes) -> Any:

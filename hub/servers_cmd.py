@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sqlite3
 import sys
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from hub.instances import process_alive
 
 if TYPE_CHECKING:
     from hub.config import HubConfig
@@ -207,10 +210,13 @@ def list_servers(config: HubConfig) -> list[dict[str, Any]]:
             tools[server] = len(json.loads(lists_json).get("tools", []))
         except (ValueError, AttributeError):
             continue
+    here = socket.gethostname()
     hubs = {
         int(pid)
-        for (pid,) in _store_rows(database, "SELECT pid FROM hub_instances WHERE stopped_at IS NULL")
-        if _alive(int(pid))
+        for pid, pid_start, host in _store_rows(
+            database, "SELECT pid, pid_start, host FROM hub_instances WHERE stopped_at IS NULL"
+        )
+        if host == here and process_alive(int(pid), pid_start)  # the hub instances' own rule
     }
     cmdlines = _children_of(hubs) if hubs else []
     rows = []
@@ -237,16 +243,6 @@ def list_servers(config: HubConfig) -> list[dict[str, Any]]:
             }
         )
     return rows
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # --- check -------------------------------------------------------------------------------------

@@ -9,37 +9,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import psutil
 import pytest
 from fake_anthropic import FakeAnthropic
-from hubtests import TESTS, HubProcess, hub_env
+from hubtests import TESTS, HubProcess, gone, hub_env, wait_for
 
 FAKE_CLAUDE = TESTS / "servers" / "fake_claude.py"
-T = TypeVar("T")
-
-
-def wait_for(check: Callable[[], T], timeout: float = 20.0, what: str = "the condition") -> T:
-    """Poll `check()` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-def gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 def runs(log: Path) -> list[dict[str, Any]]:

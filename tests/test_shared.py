@@ -11,33 +11,21 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import psutil
 import pytest
-from hubtests import DOWNSTREAM, TESTS, hub_env
+from hubtests import DOWNSTREAM, TESTS, gone, hub_env, wait_for
 
 FAKE_CLAUDE = TESTS / "servers" / "fake_claude.py"
 VENV_BIN = str(Path(sys.executable).parent)
-T = TypeVar("T")
 INIT = {
     "protocolVersion": "2025-11-25",
     "capabilities": {},
     "clientInfo": {"name": "test", "version": "0"},
 }
-
-
-def wait_for(check: Callable[[], T], timeout: float = 30.0, what: str = "the condition") -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 class BridgeClient:
@@ -103,13 +91,6 @@ def shared_processes(env: dict[str, str], cwd: Path) -> list[dict[str, Any]]:
     )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
-
-
-def gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 @pytest.fixture

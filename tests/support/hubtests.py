@@ -209,3 +209,28 @@ def stop_shared_hubs(env: dict[str, str], cwd: Path) -> list[int]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, 15)
     return pids
+
+
+def wait_for(check, timeout: float = 30.0, what: str = "the condition"):  # type: ignore[no-untyped-def]
+    """Poll `check()` until it returns something truthy, and return that; fail after `timeout`
+    seconds (a bound for a hung test, never a timing assertion)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def gone(pid: int) -> bool:
+    """Whether process `pid` has ended (a zombie has)."""
+    import psutil
+
+    try:
+        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return True

@@ -11,9 +11,8 @@ from typing import Any
 import anyio
 import hub_pool
 import mcp.types as types
-import psutil
 import pytest
-from hubtests import TESTS
+from hubtests import TESTS, gone
 
 from hub.testing import call_error as error_of
 from hub.testing import call_failed as failed
@@ -65,13 +64,6 @@ async def wait_status(client, task_id: str, *states: str) -> dict[str, Any]:
 def sh(*args: str) -> str:
     """Run a command (git) and return its output; blocking is fine for these quick calls."""
     return subprocess.run(args, capture_output=True, text=True, check=True).stdout
-
-
-def gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 async def test_pool_run_runs_the_cli_with_the_right_flags(tmp_path, runs):
