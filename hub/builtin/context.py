@@ -30,7 +30,7 @@ class KeyArgs(_Args):
 
 class ScopedKeyArgs(KeyArgs):
     scope: Literal["project", "global"] = Field(
-        default="project", description="project (this repository, the default) or global (every project)."
+        default="project", description="project (this repository) or global."
     )
 
 
@@ -73,18 +73,21 @@ def hub_register_tools(register: RegisterTool, hub: PluginContext) -> None:
     async def context_delete(args: ScopedKeyArgs, call: ToolCall) -> dict[str, Any]:
         return {"deleted": await context.delete(args.key, args.scope), "scope": args.scope}
 
-    shared = (
-        " Shared by every plugin; the pool adds the entries to its slots' system prompts. Entries belong "
-        "to this project (its git top level) unless scope is global; a project entry wins over a global one."
+    register(
+        Tool(
+            "context_set",
+            context_set,
+            "Set a shared context entry (key -> text), also added to pool slots' system prompts; "
+            "project entries win over global ones.",
+            SetArgs,
+        )
     )
-    register(Tool("context_set", context_set, "Set a shared context entry (key -> text)." + shared, SetArgs))
     register(Tool("context_get", context_get, "Get one shared context entry (and its scope).", KeyArgs))
     register(
         Tool(
             "context_list",
             context_list,
-            "List the context entries this project sees as {key: value}, with '@scopes' "
-            "{key: project|global} and '@project'.",
+            "This project's context entries {key: value}, with '@scopes' and '@project'.",
             NoArgs,
         )
     )

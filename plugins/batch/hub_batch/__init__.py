@@ -121,7 +121,7 @@ class SendArgs(_Args):
     packet_text: str | None = Field(default=None, description="The prompt itself, for short ones.")
     requests: list[RequestItem] | None = Field(
         default=None,
-        description="Several requests in one job: [{custom_id?, prompt | packet_path, system?, model?, ...}].",
+        description="Several requests: [{custom_id?, prompt | packet_path, ...}].",
     )
     requests_path: str | None = Field(
         default=None, description="A JSONL file of such requests, one per line (for big jobs)."
@@ -141,7 +141,7 @@ class SendArgs(_Args):
     system: str | None = Field(default=None, description="System prompt for every request.")
     temperature: float | None = Field(default=None, ge=0, le=1, description="Sampling temperature.")
     thinking_budget: int | None = Field(
-        default=None, ge=1024, le=MAX_TOKENS, description="Extended thinking budget in tokens."
+        default=None, ge=1024, le=MAX_TOKENS, description="Thinking budget, in tokens."
     )
     use_context: bool = Field(
         default=True, description="Add the shared context entries to the system prompt."
@@ -242,9 +242,8 @@ def register_tools(register: RegisterTool, service: BatchService) -> None:
         Tool(
             "send_to_batch",
             send_to_batch,
-            "Submit prompts as a batch job on Anthropic Message Batches or Vertex AI (50% of the standard "
-            "price; results usually within 1 h, at most 24 h). Give packet_path (a prompt file), packet_text, requests (several) or "
-            "requests_path (JSONL). Returns job_id and where results will be written.",
+            "Submit prompts as a batch job at half price (results usually within 1 h, at most 24 h): one of "
+            "packet_path, packet_text, requests or requests_path. Returns job_id and the result files.",
             SendArgs,
         )
     )
@@ -255,8 +254,8 @@ def register_tools(register: RegisterTool, service: BatchService) -> None:
         Tool(
             "batch_fetch",
             batch_fetch,
-            "A finished job's results as text (cut at a limit; the path of the whole file is given). "
-            "wait_s waits for the job to end, with progress notifications.",
+            "A finished job's results as text (cut at fetch_limit_chars; the whole file's path is given); "
+            "wait_s waits for the end, with progress.",
             FetchArgs,
         )
     )

@@ -45,7 +45,7 @@ class RequestItem(BaseModel):
     )
     temperature: float | None = Field(default=None, ge=0, le=1, description="Overrides the job's.")
     thinking_budget: int | None = Field(
-        default=None, ge=1024, le=MAX_TOKENS, description="Extended thinking budget in tokens."
+        default=None, ge=1024, le=MAX_TOKENS, description="Thinking budget, in tokens."
     )
 
 

@@ -77,7 +77,7 @@ class Options(_Strict):
     )
     stopOnError: bool = Field(
         default=False,
-        description="After a failure start nothing new (running ones finish); the rest are skipped.",
+        description="After a failure, start nothing new; the rest are skipped.",
     )
     cancelOnError: bool = Field(
         default=False, description="Like stopOnError, and also cancel the operations still running."
@@ -88,7 +88,7 @@ class Options(_Strict):
     )
     include: Include = Field(
         default="all",
-        description="all: every result; errors: results of failed operations only; status: statuses only.",
+        description="all, errors (failed ones only) or status (statuses only).",
     )
     maxResultBytes: int | None = Field(
         default=None,

@@ -126,26 +126,22 @@ class _Args(BaseModel):
 
 
 class Overrides(_Args):
-    model: str | None = Field(
-        default=None, max_length=200, description="--model (e.g. sonnet, opus); default: the pool's."
-    )
-    effort: Effort | None = Field(default=None, description="--effort; default: the pool's.")
+    model: str | None = Field(default=None, max_length=200, description="--model, e.g. sonnet.")
+    effort: Effort | None = Field(default=None, description="--effort.")
     timeout_s: float | None = Field(
-        default=None, gt=0, le=MAX_TIMEOUT_S, description="Kill the task after this long (at most a day)."
+        default=None, gt=0, le=MAX_TIMEOUT_S, description="Time limit; the task is killed then."
     )
     max_budget_usd: float | None = Field(
         default=None,
         gt=0,
         le=MAX_BUDGET_USD,
-        description="Reserved and passed as --max-budget-usd (at most $1000).",
+        description="Reserved; passed as --max-budget-usd.",
     )
 
 
 class RunArgs(Overrides):
     prompt: str = Field(min_length=1, description="The task for claude -p.")
-    session_id: str | None = Field(
-        default=None, description="Continue this earlier session (default: a fresh one)."
-    )
+    session_id: str | None = Field(default=None, description="Continue this earlier session.")
 
 
 class TaskArgs(_Args):
