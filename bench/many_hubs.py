@@ -59,6 +59,7 @@ def hub_params(work: Path, api: FakeAnthropic, name: str, grace: int) -> StdioSe
         "HOME": os.environ.get("HOME", str(work)),
         "HUB_STATE_DIR": str(work / "state"),
         "HUB_LOG_LEVEL": "warning",
+        "HUB_SHARE": "0",  # three hub processes, as separate launches would be
         "ANTHROPIC_BASE_URL": api.url,
         "ANTHROPIC_API_KEY": api.api_key,
     }
