@@ -203,6 +203,7 @@ def connect_or_start(launch: Launch, daemon_argv: Sequence[str]) -> socket.socke
             launch.socket_path.unlink()  # left by a process that died
         launch.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(launch.log_path, "ab") as log:
+            logged_before = log.tell()
             process = subprocess.Popen(
                 [sys.executable, "-m", "hub", *daemon_argv],
                 stdin=subprocess.DEVNULL,
@@ -219,23 +220,37 @@ def connect_or_start(launch: Launch, daemon_argv: Sequence[str]) -> socket.socke
                 return sock
             code = process.poll()
             if code is not None or time.monotonic() > deadline:
-                tail = _tail(launch.log_path)
+                said = _tail(launch.log_path, logged_before)
+                if code == 2:  # a configuration error: say it as `hub serve --no-share` would
+                    raise StartError(said, 2)
                 what = (
                     f"exited with code {code}"
                     if code is not None
                     else f"did not start in {START_TIMEOUT_S:g} s"
                 )
-                raise RuntimeError(
-                    f"the shared hub process {what}; its log ({launch.log_path}) ends:\n{tail}"
+                raise StartError(
+                    f"hub: the shared hub process {what}; it said ({launch.log_path}):\n{said}", 1
                 )
             time.sleep(0.01)
 
 
-def _tail(path: Path, lines: int = 15) -> str:
+class StartError(RuntimeError):
+    """The shared process could not be started: what it said, and the exit code for the bridge."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _tail(path: Path, start: int, lines: int = 15) -> str:
+    """The last `lines` lines written to `path` from byte `start` on (this start's own output)."""
     try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        with open(path, "rb") as f:
+            f.seek(start)
+            text = f.read().decode("utf-8", errors="replace")
     except OSError:
         return "(no log)"
+    return "\n".join(text.splitlines()[-lines:]) or "(nothing)"
 
 
 class Bridge:
@@ -576,6 +591,6 @@ def run_bridge(launch: Launch, daemon_argv: Sequence[str], cache: AnswerCache | 
         signal.signal(sig, on_signal)
     try:
         return bridge.run()
-    except RuntimeError as exc:
-        print(f"hub: {exc}", file=sys.stderr, flush=True)
-        return 1
+    except StartError as exc:
+        print(str(exc).rstrip(), file=sys.stderr, flush=True)
+        return exc.code

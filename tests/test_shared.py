@@ -391,3 +391,15 @@ def test_a_cold_start_answers_from_the_last_run_and_corrects_a_stale_answer(shar
         bridge.close()
     kept = json.loads(cache_path.read_text())["answers"][key]["tools"]
     assert "gone_tool" not in [t["name"] for t in kept]  # corrected for the next cold start
+
+
+def test_a_bad_config_through_the_bridge_is_said_as_in_process(shared_env, tmp_path):
+    (tmp_path / "hub.toml").write_text('[budget]\nlimit_usd = "lots"\n')
+    bridge = BridgeClient(shared_env, tmp_path)
+    try:
+        assert bridge.proc.wait(timeout=60) == 2
+    finally:
+        bridge.close()
+    said = bridge.stderr_path.read_text()
+    assert "hub: config error:" in said and "hub.toml: budget.limit_usd:" in said, said
+    assert shared_processes(shared_env, tmp_path) == []  # nothing left running
