@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hubtests import DOWNSTREAM, StdioPeer, hub_env, npm_bin
+from hubtests import DOWNSTREAM, StdioPeer, hub_env, npm_bin, wait_for
 
 
 def hub(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -100,6 +100,12 @@ def test_import_list_check_then_use_the_imported_servers(tmp_path):
         }
         reply = peer.request("tools/call", {"name": "batch_execute", "arguments": request})["result"]
         assert [op["status"] for op in reply["structuredContent"]["operations"]] == ["ok", "ok"], reply
+        # A server the proxy never saw is listed once it has been started and asked, in the
+        # background at start: wait for its tools rather than race that.
+        wait_for(
+            lambda: "d__echo" in [t["name"] for t in peer.request("tools/list")["result"]["tools"]],
+            what="the proxy to list server d's tools",
+        )
         proxied = peer.request("tools/call", {"name": "d__echo", "arguments": {"text": "via proxy"}})[
             "result"
         ]
