@@ -531,6 +531,10 @@ def _bridge(args: argparse.Namespace) -> int:
 
     if _no_input():
         return 0  # no client: nothing to serve, and no reason to start a shared process
+    if os.isatty(0):
+        from hub.transport import TTY_HINT
+
+        print(TTY_HINT, file=sys.stderr, flush=True)
     try:
         state_dir = _light_state_dir(args)
         files = config_files(args.config, os.environ).paths

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from hubtests import hub_env
+from hubtests import hub_env, stop_shared_hubs
 
 from hub.protocol import MAX_DEPTH, MessageCheck
 
@@ -200,16 +200,18 @@ def test_no_input_ends_the_hub_quietly(tmp_path, stdin):
     assert "Traceback" not in out.stderr and "Error" not in out.stderr, out.stderr
 
 
-def test_a_terminal_on_stdin_gets_one_line_saying_what_the_hub_is(tmp_path):
+@pytest.mark.parametrize("share", ["0", "1"], ids=["in-process", "bridge"])
+def test_a_terminal_on_stdin_gets_one_line_saying_what_the_hub_is(tmp_path, share):
     import pty
 
     leader, follower = pty.openpty()
+    env = hub_env(tmp_path, HUB_SHARE=share)
     proc = subprocess.Popen(
         [sys.executable, "-m", "hub", "--plugins", "batchit"],
         stdin=follower,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env=hub_env(tmp_path),
+        env=env,
     )
     os.close(follower)
     try:
@@ -231,6 +233,8 @@ def test_a_terminal_on_stdin_gets_one_line_saying_what_the_hub_is(tmp_path):
             proc.kill()
             proc.wait()
         os.close(leader)
+        if share == "1":
+            stop_shared_hubs(env, tmp_path)
 
 
 @pytest.mark.parametrize(

@@ -38,12 +38,10 @@ if TYPE_CHECKING:
 
 __all__ = ["TTY_HINT", "event_loop_stdout", "private_stdin", "serve_stdio", "stdio_transport"]
 
+from hub.transport import TTY_HINT
+
 log = structlog.get_logger("hub.server")
 
-TTY_HINT = (
-    "hub: this is an MCP server; it speaks JSON-RPC on stdin/stdout to an MCP client. To try it: "
-    "npx @modelcontextprotocol/inspector hub serve   (Ctrl-D or Ctrl-C quits)"
-)
 LISTEN = "subscriptions/listen"  # stays open until cancelled: not waited for at end of input
 
 
