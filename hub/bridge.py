@@ -55,7 +55,17 @@ from pathlib import Path
 from typing import Any
 
 from hub import __version__
-from hub.fastfront import TRACKED, AnswerCache, EarlyAnswers, answer_until, check_requests, digest
+from hub.fastfront import (
+    ACKNOWLEDGED,
+    LISTEN,
+    SUBSCRIPTION_KEY,
+    TRACKED,
+    AnswerCache,
+    EarlyAnswers,
+    answer_until,
+    check_requests,
+    digest,
+)
 
 __all__ = ["SHARED_ENV", "Launch", "run_bridge", "sharing_enabled"]
 
@@ -79,8 +89,6 @@ START_TIMEOUT_S = 60.0
 PING_TIMEOUT_S = 30.0
 SOCKET_PATH_MAX = 100  # sun_path is 108 bytes on Linux, 104 on macOS
 RESTARTED = -32603
-HANDSHAKE = ("initialize", "notifications/initialized")
-LISTEN = "subscriptions/listen"
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
 
 
@@ -275,7 +283,6 @@ class Bridge:
         self.lock = threading.Lock()  # guards the socket and the session's state
         self.out_lock = threading.Lock()
         self.sock: socket.socket | None = None
-        self.generation = 0
         self.pending: dict[Any, str] = {}  # request id -> method, for requests not answered yet
         self.handshake: list[bytes] = []  # initialize + initialized, replayed after a restart
         self.listens: dict[Any, bytes] = {}  # open subscriptions/listen requests, replayed too
@@ -403,10 +410,8 @@ class Bridge:
                     self.all_answered.notify_all()
                     return
                 self.all_answered.notify_all()
-        elif (
-            isinstance(message, dict) and message.get("method") == "notifications/subscriptions/acknowledged"
-        ):
-            subscription = _key(((message.get("params") or {}).get("_meta") or {}).get(_SUBSCRIPTION_KEY))
+        elif isinstance(message, dict) and message.get("method") == ACKNOWLEDGED:
+            subscription = _key(((message.get("params") or {}).get("_meta") or {}).get(SUBSCRIPTION_KEY))
             with self.lock:
                 if ("ack", subscription) in self.swallow:
                     self.swallow.discard(("ack", subscription))
@@ -457,7 +462,7 @@ class Bridge:
                     note = {
                         "jsonrpc": "2.0",
                         "method": f"notifications/{kind}/list_changed",
-                        "params": {"_meta": {_SUBSCRIPTION_KEY: subscription}},
+                        "params": {"_meta": {SUBSCRIPTION_KEY: subscription}},
                     }
                     self._write(json.dumps(note).encode() + b"\n")
 
@@ -499,7 +504,6 @@ class Bridge:
         print("hub: the shared hub process died; starting a new one", file=sys.stderr, flush=True)
         sock = connect_or_start(self.launch, self.daemon_argv)
         self.sock = sock
-        self.generation += 1
         replay = []
         for line in handshake:
             message = _parse(line)
@@ -531,9 +535,6 @@ class Bridge:
                 sock.sendall(json.dumps(note).encode() + b"\n")
         with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)
-
-
-_SUBSCRIPTION_KEY = "io.modelcontextprotocol/subscriptionId"
 
 
 def _lines(read: Callable[[], bytes], *, partial_last: bool = True) -> Iterator[bytes]:

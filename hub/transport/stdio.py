@@ -38,11 +38,10 @@ if TYPE_CHECKING:
 
 __all__ = ["TTY_HINT", "event_loop_stdout", "private_stdin", "serve_stdio", "stdio_transport"]
 
+from hub.fastfront import LISTEN  # stays open until cancelled: not waited for at end of input
 from hub.transport import TTY_HINT
 
 log = structlog.get_logger("hub.server")
-
-LISTEN = "subscriptions/listen"  # stays open until cancelled: not waited for at end of input
 
 
 def _pollable(fd: int) -> bool:

@@ -42,9 +42,11 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlparse
+
+from loopback import LoopbackServer
 
 ANTHROPIC_VERSION = "vertex-2023-10-16"
 ENDED = {
@@ -96,7 +98,7 @@ def _invalid(request: dict[str, Any]) -> str | None:
     return None
 
 
-class FakeVertex:
+class FakeVertex(LoopbackServer):
     def __init__(self, storage_url: str, *, polls_to_end: int = 2, token: str | None = None) -> None:
         self.storage_url = storage_url.rstrip("/")
         self.polls_to_end = polls_to_end
@@ -108,22 +110,7 @@ class FakeVertex:
         self._failures: list[int] = []
         self._lock = threading.RLock()
         self._ids = iter(range(1000, 10**9))
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def __enter__(self) -> FakeVertex:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__(self._handler())
 
     # -- Cloud Storage (the emulator's JSON API) ---------------------------------------------------
 
