@@ -28,12 +28,13 @@ import anyio
 import anyio.abc
 import structlog
 from mcp import ClientSession, StdioServerParameters
-from mcp.client.stdio import get_default_environment, stdio_client
+from mcp.client.stdio import get_default_environment
 from mcp.shared.exceptions import MCPError
 from mcp.shared.inbound import MCP_NAME_HEADER, encode_header_value
 from mcp.types import CONNECTION_CLOSED
 
 from hub.config import ConfigError, ServerConfig, expand_vars
+from hub.downstream import StdioDownstream, open_stdio
 from hub.errors import HubError
 
 __all__ = [
@@ -102,19 +103,27 @@ async def call_tool_raw(
     result, no output-schema check (a server's `validate_output` option asks for that path).
     Raises `MCPError` like `call_tool` (`CONNECTION_CLOSED` when the server went away).
     """
-    params: dict[str, Any] = {"name": name}
-    if arguments is not None:
-        params["arguments"] = arguments
-    data: dict[str, Any] = {"method": "tools/call", "params": params}
     opts: dict[str, Any] = {}
-    session._stamp(data, opts)  # type: ignore[arg-type]  # protocol version header or _meta
+    params = _call_params(session, name, arguments, opts)
     headers = opts.setdefault("headers", {})
     headers.setdefault(MCP_NAME_HEADER, encode_header_value(name))
     if timeout_s is not None:
         opts["timeout"] = timeout_s
     if progress is not None:
         opts["on_progress"] = progress
-    return await session._dispatcher.send_raw_request("tools/call", data["params"], opts)  # type: ignore[arg-type]
+    return await session._dispatcher.send_raw_request("tools/call", params, opts)  # type: ignore[arg-type]
+
+
+def _call_params(
+    session: ClientSession, name: str, arguments: Mapping[str, Any] | None, opts: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """`tools/call` params as the session would send them (a 2026-era session adds `_meta`)."""
+    params: dict[str, Any] = {"name": name}
+    if arguments is not None:
+        params["arguments"] = arguments
+    data: dict[str, Any] = {"method": "tools/call", "params": params}
+    session._stamp(data, {} if opts is None else opts)  # type: ignore[arg-type]  # protocol version header or _meta
+    return params
 
 
 class ServerUnavailable(HubError):
@@ -162,6 +171,7 @@ class _Connection:
     config: ServerConfig
     state: ServerState = ServerState.STARTING
     session: ClientSession | None = None
+    raw: StdioDownstream | None = None  # stdio servers: requests past the SDK session
     error: str | None = None
     server_info: dict[str, Any] | None = None
     capabilities: Any = None  # the server's ServerCapabilities once ready
@@ -291,6 +301,10 @@ class ConnectionCache:
             assert session is not None
             conn.leases += 1
             try:
+                if conn.raw is not None:
+                    return await conn.raw.request(
+                        "tools/call", _call_params(session, tool, arguments), progress=progress
+                    )
                 return await call_tool_raw(session, tool, arguments, progress=progress)
             except MCPError as exc:
                 if exc.code == CONNECTION_CLOSED:
@@ -434,7 +448,8 @@ class ConnectionCache:
                     errlog = stack.enter_context(
                         open(stderr_path, "w") if stderr_path else open(os.devnull, "w")
                     )
-                    read, write = await stack.enter_async_context(stdio_client(params, errlog=errlog))
+                    downstream = await stack.enter_async_context(open_stdio(params, errlog))
+                    read, write = downstream.read, downstream.write
                 else:
                     read, write = await stack.enter_async_context(self._http_transport(conn))
                 died = anyio.Event()
@@ -445,6 +460,8 @@ class ConnectionCache:
                 with anyio.fail_after(conn.config.startup_timeout_s):
                     init = await session.initialize()
                 conn.session = session
+                if conn.config.transport == "stdio":
+                    conn.raw = downstream
                 conn.server_info = init.server_info.model_dump(mode="json", exclude_none=True)
                 conn.capabilities = init.capabilities
                 conn.ready_at = conn.last_used = time.monotonic()  # idle time counts from now, not from spawn
@@ -463,13 +480,13 @@ class ConnectionCache:
                     conn.state = ServerState.DIED
                     conn.error = f"server {conn.name!r} exited{self._stderr_hint(stderr_path)}"
                     bound.warning("downstream server died; the next use restarts it")
-                conn.session = None
+                conn.session = conn.raw = None
         except Exception as exc:
             conn.error = self._describe_failure(conn, exc, stderr_path)
             conn.state = ServerState.DIED if conn.state == ServerState.READY else ServerState.FAILED
             bound.warning("downstream server failed", error=conn.error)
         finally:
-            conn.session = None
+            conn.session = conn.raw = None
             if conn.state in (ServerState.READY, ServerState.STARTING):
                 conn.state = ServerState.STOPPED
             history = self._history[conn.name]

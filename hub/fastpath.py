@@ -14,10 +14,15 @@ Installed as one `Server.middleware` by `hub.server.HubServer`:
   `serverInfo`). Errors become `isError` results with the same texts as the regular path.
 
 Requests before `initialize` and anything else take the regular path (`call_next`).
+
+The stdio, shared-socket and HTTP transports go one step further for the same two requests:
+`hub.transport.shortcuts` answers them before the SDK sees them, with this class's caches and
+`forward`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -31,10 +36,11 @@ from hub.registry import ListKind, Registry, Tool, ToolCall
 if TYPE_CHECKING:
     from mcp.server import Server, ServerRequestContext
 
-__all__ = ["FastPath", "ForwardedTool", "RawResult"]
+__all__ = ["FastPath", "ForwardedTool", "ProgressFn", "RawResult"]
 
 log = structlog.get_logger("hub.server")
 
+ProgressFn = Callable[[float, float | None, str | None], Awaitable[None]]
 LIST_METHODS = frozenset({"tools/list", "resources/list", "resources/templates/list", "prompts/list"})
 
 
@@ -64,6 +70,8 @@ class FastPath:
         self.server = server
         self.generation = 0
         self.lists: dict[tuple[str, str], dict[str, Any]] = {}
+        # The same answers as JSON text, for the transports' shortcuts (hub.transport.shortcuts).
+        self.texts: dict[tuple[str, str], str] = {}
         self.hits = 0
         notify = registry.on_change
 
@@ -76,6 +84,7 @@ class FastPath:
     def invalidate(self) -> None:
         self.generation += 1
         self.lists.clear()
+        self.texts.clear()
 
     async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: Any) -> Any:
         method = ctx.method
@@ -90,7 +99,7 @@ class FastPath:
             tool = self.registry.tools.get(name) if isinstance(name, str) else None
             if not isinstance(tool, ForwardedTool):
                 return await call_next(ctx)
-            return self._stamp(ctx.protocol_version, await self._forward(ctx, tool, params))
+            return self.stamp(ctx.protocol_version, await self._forward(ctx, tool, params))
         if params.get("cursor") is not None:
             return await call_next(ctx)
         key = (method, ctx.protocol_version)
@@ -108,24 +117,36 @@ class FastPath:
     async def _forward(
         self, ctx: ServerRequestContext[Any, Any], tool: ForwardedTool, params: dict[str, Any]
     ) -> dict[str, Any]:
+        return await self.forward(tool, params, ctx.request_id, ctx.session.report_progress, ctx.session)
+
+    async def forward(
+        self,
+        tool: ForwardedTool,
+        params: dict[str, Any],
+        request_id: Any,
+        progress: ProgressFn | None,
+        session: Any = None,
+    ) -> dict[str, Any]:
+        """Run `tool` for a `tools/call` with `params`: its result as wire JSON, failures as
+        `isError` results with the texts of the regular path."""
         try:
             arguments = tool.validate(params.get("arguments"))
             call = ToolCall(
                 tool.name,
-                request_id=ctx.request_id,
-                progress=ctx.session.report_progress,
-                session=ctx.session,
+                request_id=request_id,
+                progress=progress,
+                session=session,
                 log=log,  # bound only when there is something to say: this is the hot path
             )
             result = await tool.handler(arguments, call)
         except ToolError as exc:
-            log.info("tool error", tool=tool.name, request_id=ctx.request_id, error=str(exc))
+            log.info("tool error", tool=tool.name, request_id=request_id, error=str(exc))
             return _error(str(exc))
         except Exception as exc:
             leaf = _first_leaf(exc)
             if isinstance(leaf, ToolError):
                 return _error(str(leaf))
-            log.exception("tool raised", tool=tool.name, plugin=tool.plugin, request_id=ctx.request_id)
+            log.exception("tool raised", tool=tool.name, plugin=tool.plugin, request_id=request_id)
             exc = leaf if isinstance(leaf, Exception) else exc
             return _error(f"{tool.name} failed: {type(exc).__name__}: {exc}")
         if isinstance(result, dict):
@@ -135,7 +156,7 @@ class FastPath:
             return dumped
         return _error(f"{tool.name} returned {type(result).__name__}, not a tool result")
 
-    def _stamp(self, version: str, result: dict[str, Any]) -> dict[str, Any]:
+    def stamp(self, version: str, result: dict[str, Any]) -> dict[str, Any]:
         """What the SDK adds to every 2026-era result: `resultType` and the `serverInfo` stamp."""
         if version not in MODERN_PROTOCOL_VERSIONS:
             result.pop("resultType", None)

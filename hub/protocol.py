@@ -29,7 +29,7 @@ import mcp_types as types
 import structlog
 from mcp.shared.message import SessionMessage
 
-__all__ = ["MAX_DEPTH", "MessageCheck", "error_response"]
+__all__ = ["MAX_DEPTH", "VERSION_KEY", "MessageCheck", "error_response", "problem_in", "valid_id"]
 
 log = structlog.get_logger("hub.protocol")
 
@@ -51,7 +51,7 @@ def error_response(request_id: Any, code: int, message: str) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}}
 
 
-def _valid_id(value: Any) -> bool:
+def valid_id(value: Any) -> bool:
     return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
 
 
@@ -64,10 +64,10 @@ def _recover_id(text: str) -> Any:
         value = json.loads(found.group(1))
     except ValueError:
         return None
-    return value if _valid_id(value) else None
+    return value if valid_id(value) else None
 
 
-def _problem_in(value: Any) -> tuple[str, str] | None:
+def problem_in(value: Any) -> tuple[str, str] | None:
     """(where, what) for the first lone surrogate or too-deep nesting in a parsed value."""
     stack: list[tuple[Any, str, int]] = [(value, "", 0)]
     while stack:
@@ -108,7 +108,7 @@ def diagnose(text: str) -> list[dict[str, Any]] | dict[str, Any] | None:
             return error_response(None, INVALID_REQUEST, "invalid request: an empty batch array")
         answers = [
             error_response(
-                item.get("id") if isinstance(item, dict) and _valid_id(item.get("id")) else None,
+                item.get("id") if isinstance(item, dict) and valid_id(item.get("id")) else None,
                 INVALID_REQUEST,
                 "invalid request: JSON-RPC batch arrays are not supported by MCP; send one message per line",
             )
@@ -124,7 +124,7 @@ def diagnose(text: str) -> list[dict[str, Any]] | dict[str, Any] | None:
 def _check_object(message: dict[str, Any]) -> dict[str, Any] | None:
     has_id = "id" in message
     request_id = message.get("id")
-    answer_id = request_id if _valid_id(request_id) else None
+    answer_id = request_id if valid_id(request_id) else None
     is_reply = "method" not in message and ("result" in message or "error" in message)
     problem: tuple[int, str] | None = None
     if message.get("jsonrpc") != "2.0":
@@ -132,7 +132,7 @@ def _check_object(message: dict[str, Any]) -> dict[str, Any] | None:
             INVALID_REQUEST,
             f'invalid request: jsonrpc must be "2.0" (got {json.dumps(message.get("jsonrpc"))[:40]})',
         )
-    elif has_id and not _valid_id(request_id):
+    elif has_id and not valid_id(request_id):
         problem = (INVALID_REQUEST, "invalid request: id must be a string or an integer")
     elif not is_reply and not isinstance(message.get("method"), str):
         problem = (INVALID_REQUEST, "invalid request: method must be a string")
@@ -142,7 +142,7 @@ def _check_object(message: dict[str, Any]) -> dict[str, Any] | None:
             f"invalid params: params must be an object (got {type(message['params']).__name__})",
         )
     else:
-        found = _problem_in(message)
+        found = problem_in(message)
         if found is not None:
             where, what = found
             where = where if len(where) <= 80 else where[:60] + "...(deeper)"

@@ -41,43 +41,8 @@ def _peer_pid(sock: socket.socket) -> int | None:
     return int.from_bytes(creds[:4], "little")
 
 
-class _StreamLines:
-    """Lines from a socket stream, as `hub.transport.stdio.stdio_transport` reads them."""
-
-    def __init__(self, stream: anyio.abc.SocketStream) -> None:
-        self.stream = stream
-        self.buffer = b""
-
-    def __aiter__(self) -> _StreamLines:
-        return self
-
-    async def __anext__(self) -> str:
-        while b"\n" not in self.buffer:
-            try:
-                chunk = await self.stream.receive()
-            except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError, OSError):
-                if self.buffer:
-                    line, self.buffer = self.buffer, b""
-                    return line.decode("utf-8", errors="replace")
-                raise StopAsyncIteration from None
-            self.buffer += chunk
-        line, _, self.buffer = self.buffer.partition(b"\n")
-        return line.decode("utf-8", errors="replace") + "\n"
-
-
-class _StreamWriter:
-    """Whole lines to a socket stream; a bridge that went away is ignored (its session ends)."""
-
-    def __init__(self, stream: anyio.abc.SocketStream) -> None:
-        self.stream = stream
-
-    async def write(self, text: str) -> None:
-        with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError, OSError):
-            await self.stream.send(text.encode("utf-8", errors="replace"))
-
-
 async def _serve_connection(hub: Hub, stream: anyio.abc.SocketStream) -> None:
-    from hub.transport.stdio import stdio_transport
+    from hub.transport.stdio import FdWriter, LineReader, stdio_transport
 
     raw: socket.socket = stream.extra(anyio.abc.SocketAttribute.raw_socket)
     session_id = next(_ids)
@@ -89,7 +54,10 @@ async def _serve_connection(hub: Hub, stream: anyio.abc.SocketStream) -> None:
     hub.session_changed.set()
     log.info("session connected", session=session_id, sessions=len(hub.sessions))
     try:
-        async with stdio_transport(_StreamLines(stream), _StreamWriter(stream)) as (read, write):  # type: ignore[arg-type]
+        # The socket's descriptor is read and written directly (as stdin and stdout are), not
+        # through the anyio stream, which costs a trip through the event loop per message.
+        reader, writer = LineReader(raw.fileno()), FdWriter(raw.fileno())
+        async with stdio_transport(reader, writer, hub.server.fast_path) as (read, write):
             await hub.server.mcp.run(read, write, hub.server.mcp.create_initialization_options())
 
     except Exception as exc:  # one session's failure never stops the others

@@ -33,6 +33,7 @@ from hub.protocol import MessageCheck
 
 if TYPE_CHECKING:
     from hub.server import HubServer
+    from hub.transport.shortcuts import HttpShortcut
 
 __all__ = [
     "HttpGuard",
@@ -116,8 +117,11 @@ def _loopback_origin(value: str) -> bool:
 class HttpGuard:
     """The ASGI middleware described in the module docstring."""
 
-    def __init__(self, app: Any, *, token: str | None, path: str) -> None:
+    def __init__(
+        self, app: Any, *, token: str | None, path: str, shortcut: HttpShortcut | None = None
+    ) -> None:
         self.app = app
+        self.shortcut = shortcut
         self.token = token.encode() if token else None
         self.path = path.rstrip("/") or "/"
 
@@ -184,10 +188,12 @@ class HttpGuard:
             if not message.get("more_body"):
                 break
         body = b"".join(chunks)
+        headers = {k.lower(): v for k, v in scope.get("headers") or []}
+        if self.shortcut is not None and await self.shortcut.handle(body, headers, send):
+            return
         text = body.decode("utf-8", errors="replace")
         # Without a session id, a handshake-era request other than initialize is told why it
         # cannot be served (the SDK says only "Missing session ID", without the request's id).
-        headers = {k.lower(): v for k, v in scope.get("headers") or []}
         parsed, answer = MessageCheck(track_initialize=b"mcp-session-id" not in headers).parse(text)
         if parsed is None:
             if answer is None:  # a malformed notification: accepted and dropped, as JSON-RPC says
@@ -228,7 +234,10 @@ def http_app(server: HubServer, *, host: str, path: str, token: str | None) -> A
 
     app = server.mcp.streamable_http_app(streamable_http_path=path, host=host, transport_security=security)
     install_per_request_replies(server.mcp)  # plain JSON for requests that need no SSE stream
-    return HttpGuard(PerRequestReplies(app), token=token, path=path)
+    from hub.transport.shortcuts import HttpShortcut
+
+    shortcut = HttpShortcut(server.fast_path, server.mcp.session_manager)  # forwarded calls, as JSON
+    return HttpGuard(PerRequestReplies(app), token=token, path=path, shortcut=shortcut)
 
 
 async def serve_http(

@@ -16,11 +16,13 @@ child process, a stray print) can read the protocol stream or corrupt it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
 import stat
 import sys
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +33,9 @@ from mcp.shared._context_streams import create_context_streams  # what the SDK's
 from mcp.shared.message import SessionMessage
 
 from hub.fastfront import TRACKED, AnswerCache, EarlyAnswers, check_requests
+from hub.fastpath import FastPath
 from hub.protocol import MessageCheck
+from hub.transport.shortcuts import LineShortcut
 
 if TYPE_CHECKING:
     from hub.server import HubServer
@@ -50,14 +54,27 @@ def _pollable(fd: int) -> bool:
 
 
 class LineReader:
-    """Async lines from a file descriptor. Pipes, sockets and terminals are read on the event
-    loop; regular files and devices such as /dev/null in a worker thread."""
+    """Async lines from a file descriptor. Pipes, sockets and terminals are read by a reader
+    callback the event loop keeps registered (no re-registration or task wake-up per read);
+    regular files and devices such as /dev/null in a worker thread.
+
+    `take(line)`, when set, sees each whole line first, in the reader callback itself; a line it
+    returns True for is not yielded (the transport's shortcut answered it). Reading pauses while
+    `PAUSE_LINES` lines wait to be iterated."""
+
+    PAUSE_LINES = 256
 
     def __init__(self, fd: int, initial: bytes = b"", on_line: Callable[[str], None] | None = None) -> None:
         self.fd = fd
-        self._buffer = initial
+        self.take: Callable[[str], bool] | None = None
+        self._initial = initial
+        self._buffer = b""
+        self._lines: deque[str] = deque()
         self._on_line = on_line
         self._ended = False
+        self._wake: asyncio.Future[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._reading = False
         try:
             self._poll = _pollable(fd)
         except OSError:
@@ -68,38 +85,86 @@ class LineReader:
         return self
 
     async def __anext__(self) -> str:
-        line = await self._next()
-        if self._on_line is not None:
-            self._on_line(line)
+        if self._initial:
+            initial, self._initial = self._initial, b""
+            self._feed(initial)
+        while not self._lines:
+            if self._ended:
+                raise StopAsyncIteration
+            if self._poll:
+                if self._loop is None:
+                    self._loop = asyncio.get_running_loop()
+                self._resume()
+                self._wake = self._loop.create_future()
+                try:
+                    await self._wake
+                finally:
+                    self._wake = None
+            else:
+                try:
+                    chunk = await anyio.to_thread.run_sync(os.read, self.fd, 65536, abandon_on_cancel=True)
+                except OSError:
+                    chunk = b""  # closed or unreadable: the same as end of input
+                self._feed(chunk)
+        line = self._lines.popleft()
+        if len(self._lines) < self.PAUSE_LINES // 2:
+            self._resume()
         return line
 
-    async def _read(self) -> bytes:
-        if self._ended:
-            return b""
-        try:
-            if self._poll:
-                while True:
-                    await anyio.wait_readable(self.fd)
-                    try:
-                        return os.read(self.fd, 65536)
-                    except BlockingIOError:  # woken with nothing to read yet (a non-blocking fd)
-                        continue
-            return await anyio.to_thread.run_sync(os.read, self.fd, 65536, abandon_on_cancel=True)
-        except OSError:
-            return b""  # closed or unreadable: the same as end of input
+    def close(self) -> None:
+        """Stop reading (the event loop forgets the descriptor); iteration ends."""
+        self._pause()
+        self._ended = True
+        self._wakeup()
 
-    async def _next(self) -> str:
-        while b"\n" not in self._buffer:
-            chunk = await self._read()
-            if not chunk:
-                self._ended = True
-                if self._buffer:
-                    line, self._buffer = self._buffer, b""
-                    return line.decode("utf-8", errors="replace")
-                raise StopAsyncIteration
+    def _resume(self) -> None:
+        if self._poll and not self._reading and not self._ended and self._loop is not None:
+            self._reading = True
+            self._loop.add_reader(self.fd, self._on_readable)
+
+    def _pause(self) -> None:
+        if self._reading and self._loop is not None:
+            self._reading = False
+            self._loop.remove_reader(self.fd)
+
+    def _wakeup(self) -> None:
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+
+    def _on_readable(self) -> None:
+        try:
+            chunk = os.read(self.fd, 65536)
+        except BlockingIOError:  # woken with nothing to read yet
+            return
+        except OSError:
+            chunk = b""
+        self._feed(chunk)
+        if len(self._lines) >= self.PAUSE_LINES:
+            self._pause()
+        if self._lines or self._ended:
+            self._wakeup()
+
+    def _feed(self, chunk: bytes) -> None:
+        """Split `chunk` into lines (b"" is end of input: a last line without newline counts)."""
+        if not chunk:
+            self._pause()
+            self._ended = True
+            rest, self._buffer = self._buffer, b""
+            if rest:
+                self._line(rest.decode("utf-8", errors="replace"))
+            return
+        if b"\n" not in chunk:
             self._buffer += chunk
-        line, _, self._buffer = self._buffer.partition(b"\n")
-        return line.decode("utf-8", errors="replace") + "\n"
+            return
+        *lines, self._buffer = (self._buffer + chunk).split(b"\n")
+        for line in lines:
+            self._line(line.decode("utf-8", errors="replace") + "\n")
+
+    def _line(self, line: str) -> None:
+        if self._on_line is not None:
+            self._on_line(line)
+        if self.take is None or not self.take(line):
+            self._lines.append(line)
 
 
 class FdWriter:
@@ -164,14 +229,18 @@ def event_loop_stdout(on_line: Callable[[str], bool] | None = None) -> Iterator[
 
 
 @contextlib.asynccontextmanager
-async def stdio_transport(reader: LineReader, writer: FdWriter) -> AsyncIterator[tuple[Any, Any]]:
-    """(read stream, write stream) for `Server.run`, like the SDK's `stdio_server`."""
+async def stdio_transport(
+    reader: LineReader, writer: FdWriter, fast: FastPath | None = None
+) -> AsyncIterator[tuple[Any, Any]]:
+    """(read stream, write stream) for `Server.run`, like the SDK's `stdio_server`. With `fast`
+    (the server's `FastPath`), forwarded calls and cached lists are answered by a
+    `LineShortcut` without going through the SDK server."""
     read_send, read_recv = create_context_streams[SessionMessage | Exception](0)
     write_send, write_recv = create_context_streams[SessionMessage](0)
     check = MessageCheck(track_initialize=True)
     pending: set[Any] = set()  # ids of requests not answered yet
     settled = anyio.Event()
-    lock = anyio.Lock()
+    lock = anyio.Lock(fast_acquire=True)  # uncontended: no trip through the event loop
     reading = anyio.CancelScope()
     gone = False  # the client closed its end of stdout: nothing more can be said
 
@@ -185,6 +254,20 @@ async def stdio_transport(reader: LineReader, writer: FdWriter) -> AsyncIterator
             except (BrokenPipeError, ConnectionResetError):
                 gone = True
                 reading.cancel()  # the session ends as if input had ended
+
+    def answered(request_id: Any) -> None:
+        pending.discard(request_id)
+        if not pending:
+            settled.set()
+
+    def take(line: str) -> bool:
+        """In the reader's callback: whether the shortcut answers `line` (not the SDK)."""
+        assert shortcut is not None
+        taken = shortcut.take(line)
+        if taken is None:
+            return False
+        pending.add(taken)
+        return True
 
     async def read_lines() -> None:
         nonlocal settled
@@ -203,7 +286,10 @@ async def stdio_transport(reader: LineReader, writer: FdWriter) -> AsyncIterator
                 elif isinstance(message, types.JSONRPCNotification) and message.method == (
                     "notifications/cancelled"
                 ):
-                    pending.discard((message.params or {}).get("requestId"))
+                    cancelled = (message.params or {}).get("requestId")
+                    pending.discard(cancelled)
+                    if shortcut is not None and shortcut.cancel(cancelled):
+                        continue
                 await read_send.send(parsed)
             # End of input: let the calls already received finish and be answered first.
             while pending:
@@ -217,11 +303,14 @@ async def stdio_transport(reader: LineReader, writer: FdWriter) -> AsyncIterator
                 text = message.model_dump_json(by_alias=True, exclude_unset=True)
                 await emit(text + "\n")
                 if isinstance(message, types.JSONRPCResponse | types.JSONRPCError):
-                    pending.discard(message.id)
-                    if not pending:
-                        settled.set()
+                    if shortcut is not None and isinstance(message, types.JSONRPCResponse):
+                        shortcut.answered(message.id, message.result)
+                    answered(message.id)
 
     async with anyio.create_task_group() as tg:
+        shortcut = LineShortcut(fast, emit, tg.start_soon, answered) if fast is not None else None
+        if shortcut is not None:
+            reader.take = take
         tg.start_soon(write_lines)
 
         async def run_reader() -> None:
@@ -233,6 +322,7 @@ async def stdio_transport(reader: LineReader, writer: FdWriter) -> AsyncIterator
             yield read_recv, write_send
         finally:
             reading.cancel()
+            reader.close()
             await write_send.aclose()
 
 
@@ -287,7 +377,7 @@ async def serve_stdio(
         event_loop_stdout(on_answer if cache else None) as stdout,
     ):
         try:
-            async with stdio_transport(stdin, stdout) as (read, write):
+            async with stdio_transport(stdin, stdout, server.fast_path) as (read, write):
                 await server.mcp.run(read, write, server.mcp.create_initialization_options())
         finally:
             if cache is not None:
