@@ -2,10 +2,12 @@
 
 Every Claude Code session, sub-agent and resumed session starts its own copy of each stdio MCP
 server. So by default `hub serve` (stdio) does not host the plugins itself: it connects to the
-shared hub process for this launch over a Unix socket and copies messages both ways, and the
-shared process serves each connection as its own MCP session with one set of downstream servers,
-one pool, one batch poller. This module imports nothing heavy (no MCP SDK, no pydantic, no anyio):
-a bridge starts in tens of milliseconds.
+shared hub process for this launch over a Unix socket and hands it its stdin and stdout
+(`hub.handoff`), and the shared process serves each client as its own MCP session on those
+descriptors, with one set of downstream servers, one pool, one batch poller. No message passes
+through the bridge, so it costs no time per call; it stays, waiting on the socket, as the process
+the client started. This module imports nothing heavy (no MCP SDK, no pydantic, no anyio): a
+bridge starts in tens of milliseconds.
 
 Which launches share: the same hub version, resolved configuration (the user's and the
 project's hub.toml, path and bytes; the command line; every `HUB_*` variable), working directory, state directory, and the same
@@ -22,18 +24,21 @@ socket left by a dead process is replaced.
 Starting cold: with no shared process running, starting one takes a second or more (the SDK
 import, every plugin's start). Claude Code waits for the answers to its first list requests
 before its first model request, so meanwhile the bridge answers those from the answers the last
-run gave (`hub.fastfront`, kept per launch in `<state_dir>/fastfront.json`), holds everything
-else, hands it over in order once connected, then asks the shared process the same questions and
-sends `list_changed` to the client's open subscriptions if an answer changed. With a warm shared
-process this is not needed (it answers in milliseconds); `HUB_FAST_START=0` turns it off.
+run gave (`hub.fastfront`, kept per launch in `<state_dir>/fastfront.json`) and holds everything
+else; the handoff carries what it held, and the shared process serves that first, asks itself
+the same questions and sends `list_changed` to the client's open subscriptions if an answer
+changed. With a warm shared process this is not needed (it answers in milliseconds);
+`HUB_FAST_START=0` turns it off.
 
-Faults: if the shared process dies, the bridge starts a new one and replays the session's
-handshake (`initialize`, `notifications/initialized`, open `subscriptions/listen`), so the
-client's session goes on; requests in flight get a JSON-RPC error saying the hub restarted. At end
-of input the bridge waits for the answers to requests already sent, then exits; on SIGTERM,
-SIGINT or SIGHUP it cancels them (`notifications/cancelled`) and exits at once. Background work
-(`pool_submit`, batch jobs) goes on in the shared process, which exits after `[daemon]
-idle_exit_s` with no session and no work.
+Faults: the shared process reports each request and answer on the socket, and the lines a new
+process would need. If it dies, the bridge answers the requests in flight with a JSON-RPC error
+saying the hub restarted, starts a new process and hands the client over again with the
+session's handshake (`initialize`, `notifications/initialized`, open `subscriptions/listen`) to
+replay, so the client's session goes on. At end of input the shared process writes the answers
+to requests already received, then ends the session, and the bridge exits; on SIGTERM, SIGINT or
+SIGHUP the bridge closes the socket, which cancels the session's calls, and exits at once.
+Background work (`pool_submit`, batch jobs) goes on in the shared process, which exits after
+`[daemon] idle_exit_s` with no session and no work.
 """
 
 from __future__ import annotations
@@ -55,17 +60,8 @@ from pathlib import Path
 from typing import Any
 
 from hub import __version__
-from hub.fastfront import (
-    ACKNOWLEDGED,
-    LISTEN,
-    SUBSCRIPTION_KEY,
-    TRACKED,
-    AnswerCache,
-    EarlyAnswers,
-    answer_until,
-    check_requests,
-    digest,
-)
+from hub.fastfront import LISTEN, AnswerCache, EarlyAnswers, answer_until, digest
+from hub.handoff import decode_event, send_handoff
 
 __all__ = ["SHARED_ENV", "Launch", "run_bridge", "sharing_enabled"]
 
@@ -262,7 +258,8 @@ def _tail(path: Path, start: int, lines: int = 15) -> str:
 
 
 class Bridge:
-    """Copies one client's messages to the shared process and back, and survives its restart."""
+    """Hands one client's stdin and stdout to the shared process, follows its session on the
+    control channel (`hub.handoff`), and survives the process's death."""
 
     def __init__(
         self,
@@ -273,25 +270,15 @@ class Bridge:
         cache: AnswerCache | None = None,
     ) -> None:
         self.launch = launch
-        self.cache = cache  # the last run's answers (cold start) and this run's, kept for the next
-        self.checks: dict[str, str] = {}  # ids of the questions asked again after a cold start -> key
-        self.changed: set[str] = set()
-        self.acknowledged: set[Any] = set()  # listens acknowledged before the hub was up
+        self.cache = cache  # the last run's answers (cold start); the shared process keeps them up
         self.daemon_argv = list(daemon_argv)
         self.stdin = stdin
         self.stdout = stdout
-        self.lock = threading.Lock()  # guards the socket and the session's state
-        self.out_lock = threading.Lock()
         self.sock: socket.socket | None = None
         self.pending: dict[Any, str] = {}  # request id -> method, for requests not answered yet
         self.handshake: list[bytes] = []  # initialize + initialized, replayed after a restart
         self.listens: dict[Any, bytes] = {}  # open subscriptions/listen requests, replayed too
-        self.swallow: set[Any] = set()  # ids whose answers the client already had
-        self.stdin_done = False
-        self.all_answered = threading.Condition(self.lock)
         self.stopping = False
-
-    # -- the two directions ------------------------------------------------------------------
 
     def run(self) -> int:
         sock = _connect(self.launch.socket_path)  # warm: the shared process answers at once
@@ -299,12 +286,8 @@ class Bridge:
         if sock is None and self.cache is not None and self.cache.answers and _pollable(self.stdin):
             sock, early = self._start_answering_early()
         self.sock = sock or connect_or_start(self.launch, self.daemon_argv)
-        if early is not None:
-            self._hand_over(early)
-        reader = threading.Thread(target=self._client_to_hub, name="hub-bridge-in", daemon=True)
-        reader.start()
-        self._hub_to_client()
-        return 0
+        self._hand_over(early=early)
+        return self._follow()
 
     def _start_answering_early(self) -> tuple[socket.socket, EarlyAnswers]:
         """Start the shared process in a thread; meanwhile answer list requests from the cache."""
@@ -327,171 +310,90 @@ class Bridge:
             raise started["error"]
         return started["sock"], early
 
-    def _hand_over(self, early: EarlyAnswers) -> None:
-        """Send what was held, then ask again what was answered early (answers compared in
-        `_keep_answer`)."""
-        self.acknowledged = set(early.acknowledged)
-        for line in early.held.split(b"\n"):
-            if line.strip():
-                self._forward(line + b"\n")
-        for request_id, question in check_requests(early):
-            self.checks[request_id] = question
-            self._forward(question.encode() + b"\n")
-        if early.ended:
-            os.close(self.stdin)  # the client already closed its end: the reader sees end of input
-            self.stdin = os.open(os.devnull, os.O_RDONLY)
-
-    def _client_to_hub(self) -> None:
-        for line in _lines(lambda: os.read(self.stdin, 65536)):
-            self._forward(line)
-        with self.lock:
-            self.stdin_done = True
-            # End of input: the answers to requests already sent are still written (a listen
-            # subscription never ends on its own, so it is not waited for).
-            while any(method != LISTEN for method in self.pending.values()) and not self.stopping:
-                self.all_answered.wait(0.5)
-            self.stopping = True
-            sock = self.sock
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-    def _forward(self, line: bytes) -> None:
-        message = _parse(line)
+    def _hand_over(
+        self, *, early: EarlyAnswers | None = None, replay: bytes = b"", swallow: Sequence[Any] = ()
+    ) -> None:
+        """Give the client's stdin and stdout to the shared process, with what it must do first:
+        serve what the cold start held back and ask its questions again (`early`), or replay a
+        dead process's handshake (`replay`) without answering it twice (`swallow`)."""
+        assert self.sock is not None
+        message: dict[str, Any] = {
+            "replay": replay.decode("latin-1"),
+            "swallow": [rid for rid in swallow if not isinstance(rid, tuple)],
+            "swallow_acks": [rid[1] for rid in swallow if isinstance(rid, tuple)],
+        }
         if self.cache is not None:
-            self.cache.saw_request(line.decode("utf-8", errors="replace"))
-        with self.lock:
-            if isinstance(message, dict) and "method" in message:
-                method = message["method"]
-                if "id" in message:
-                    self.pending[_key(message["id"])] = method
-                    if method == "initialize":
-                        self.handshake = [line]
-                    elif method == LISTEN:
-                        self.listens[_key(message["id"])] = line
-                elif method == "notifications/initialized":
-                    self.handshake.append(line)
-                elif method == "notifications/cancelled":
-                    cancelled = _key((message.get("params") or {}).get("requestId"))
-                    self.listens.pop(cancelled, None)
-            if self.sock is None:
-                return
-            # Under the lock: never to a socket being replaced. A broken one is noticed by the
-            # reader side, which restarts the hub.
-            with contextlib.suppress(OSError):
-                self.sock.sendall(line)
+            message["cache"] = {"path": str(self.cache.path), "fingerprint": self.cache.fingerprint}
+        if early is not None:
+            message["early"] = {
+                "held": early.held.decode("latin-1"),
+                "answered": early.answered,
+                "acknowledged": sorted(early.acknowledged, key=str),
+                "ended": early.ended,
+            }
+        send_handoff(
+            self.sock, message, [_usable(self.stdin, os.O_RDONLY), _usable(self.stdout, os.O_WRONLY)]
+        )
 
-    def _hub_to_client(self) -> None:
+    def _follow(self) -> int:
+        """Track the session from its events until it is over; restart a process that died."""
         while True:
             sock = self.sock
             assert sock is not None
             for line in _lines(functools.partial(sock.recv, 65536), partial_last=False):
-                self._deliver(line)
-            with self.lock:
-                if self.stopping or (self.stdin_done and not self.pending):
-                    return
+                kind, value = decode_event(line)
+                if kind == "B":
+                    return 0
+                self._event(kind, value)
+            if self.stopping:
+                return 0
             self._restart()
 
-    def _deliver(self, line: bytes) -> None:
-        if self.cache is not None and not self._keep_answer(line):
-            with self.lock:
-                self.pending.pop(_key((_parse(line) or {}).get("id")), None)
-                self.all_answered.notify_all()
-            return
+    def _event(self, kind: str, value: Any) -> None:
+        if kind == "R":
+            self.pending[_key(value)] = "request"
+        elif kind == "A":
+            self.pending.pop(_key(value), None)
+            self.listens.pop(_key(value), None)  # a subscription's answer is its end
+        elif kind == "K":
+            self._keep(value)
+
+    def _keep(self, line: bytes) -> None:
         message = _parse(line)
-        if isinstance(message, dict) and "method" not in message and "id" in message:
-            request_id = _key(message["id"])
-            with self.lock:
-                self.pending.pop(request_id, None)
-                if request_id in self.listens and "error" in message:
-                    self.listens.pop(request_id, None)
-                if request_id in self.swallow:
-                    self.swallow.discard(request_id)
-                    self.all_answered.notify_all()
-                    return
-                self.all_answered.notify_all()
-        elif isinstance(message, dict) and message.get("method") == ACKNOWLEDGED:
-            subscription = _key(((message.get("params") or {}).get("_meta") or {}).get(SUBSCRIPTION_KEY))
-            with self.lock:
-                if ("ack", subscription) in self.swallow:
-                    self.swallow.discard(("ack", subscription))
-                    return
-        self._write(line)
-
-    def _keep_answer(self, line: bytes) -> bool:
-        """Keep list answers for the next cold start; False drops the line (the answer to a
-        question asked again after a cold start, or a second acknowledgement of a listen)."""
-        assert self.cache is not None
-        seen = self.cache.saw_answer(line.decode("utf-8", errors="replace"))
-        if seen is None:
-            return True
-        request_id, key, differs = seen
-        if differs:
-            with contextlib.suppress(OSError):
-                self.cache.save()
-        if request_id in self.acknowledged and key.startswith(f"{LISTEN}|"):
-            self.acknowledged.discard(request_id)
-            return False
-        if request_id not in self.checks:
-            return True
-        del self.checks[request_id]
-        kind = TRACKED.get(key.split("|", 1)[0])
-        if differs and kind:
-            self.changed.add(kind)
-        if not self.checks and self.changed:
-            self._tell_changed(self.changed)
-            print(
-                "hub: the start-up answers were out of date; the client was told", file=sys.stderr, flush=True
-            )
-        return False
-
-    def _tell_changed(self, kinds: set[str]) -> None:
-        """`list_changed` on each open subscription that asked for it (2026-07-28 era)."""
-        wanted = {
-            "tools": "toolsListChanged",
-            "prompts": "promptsListChanged",
-            "resources": "resourcesListChanged",
-        }
-        with self.lock:
-            listens = dict(self.listens)
-        for subscription, line in listens.items():
-            params = (_parse(line) or {}).get("params") or {}
-            asked = params.get("notifications") or {}
-            for kind in sorted(kinds):
-                if asked.get(wanted[kind]):
-                    note = {
-                        "jsonrpc": "2.0",
-                        "method": f"notifications/{kind}/list_changed",
-                        "params": {"_meta": {SUBSCRIPTION_KEY: subscription}},
-                    }
-                    self._write(json.dumps(note).encode() + b"\n")
+        if not (isinstance(message, dict) and "method" in message):
+            return
+        method = message["method"]
+        if "id" in message:
+            self.pending[_key(message["id"])] = method
+            if method == "initialize":
+                self.handshake = [line]
+            elif method == LISTEN:
+                self.listens[_key(message["id"])] = line
+        elif method == "notifications/initialized":
+            self.handshake.append(line)
+        elif method == "notifications/cancelled":
+            cancelled = _key((message.get("params") or {}).get("requestId"))
+            self.listens.pop(cancelled, None)
+            self.pending.pop(cancelled, None)
 
     def _write(self, data: bytes) -> None:
-        with self.out_lock:
-            view = memoryview(data)
-            while view:
-                try:
-                    view = view[os.write(self.stdout, view) :]
-                except BlockingIOError:
-                    time.sleep(0.001)
-                except OSError:
-                    return  # the client is gone
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[os.write(self.stdout, view) :]
+            except BlockingIOError:
+                time.sleep(0.001)
+            except OSError:
+                return  # the client is gone
 
     # -- a shared process that died ------------------------------------------------------------
 
     def _restart(self) -> None:
-        """Start (or find) a new shared process, tell the client its requests in flight failed,
-        and replay the session's handshake so it goes on."""
-        with self.lock:  # held throughout: the client's next messages go to the new process
-            self._restart_locked()
-
-    def _restart_locked(self) -> None:
+        """Tell the client its requests in flight failed, start (or find) a new shared process,
+        and hand the client over again with the session's handshake to replay."""
         lost = [rid for rid, method in self.pending.items() if method not in ("initialize", LISTEN)]
         for rid in lost:
             self.pending.pop(rid, None)
-        handshake = list(self.handshake)
-        listens = dict(self.listens)
-        for rid in lost:
             error = {
                 "jsonrpc": "2.0",
                 "id": rid,
@@ -502,39 +404,36 @@ class Bridge:
             }
             self._write(json.dumps(error).encode() + b"\n")
         print("hub: the shared hub process died; starting a new one", file=sys.stderr, flush=True)
-        sock = connect_or_start(self.launch, self.daemon_argv)
-        self.sock = sock
-        replay = []
-        for line in handshake:
+        if self.sock is not None:
+            self.sock.close()
+        self.sock = connect_or_start(self.launch, self.daemon_argv)
+        swallow: list[Any] = []
+        for line in self.handshake:
             message = _parse(line)
             if isinstance(message, dict) and "id" in message:
-                self.swallow.add(_key(message["id"]))
-                self.pending[_key(message["id"])] = message.get("method", "")
-            replay.append(line)
-        for rid, line in listens.items():
-            self.swallow.add(("ack", rid))
-            self.pending[rid] = LISTEN
-            replay.append(line)
-        for line in replay:
-            with contextlib.suppress(OSError):
-                sock.sendall(line)
+                swallow.append(_key(message["id"]))
+        swallow += [("ack", rid) for rid in self.listens]
+        replay = b"".join(self.handshake) + b"".join(self.listens.values())
+        self._hand_over(replay=replay, swallow=swallow)
 
     # -- going away ------------------------------------------------------------------------------
 
     def cancel_all(self) -> None:
-        """The client is gone: cancel what it asked for and close the connection."""
-        with self.lock:
-            self.stopping = True
-            sock, pending = self.sock, list(self.pending)
-            self.all_answered.notify_all()
-        if sock is None:
-            return
-        for rid in pending:
-            note = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": rid}}
+        """The client is gone: closing the connection cancels its session's calls."""
+        self.stopping = True
+        sock = self.sock
+        if sock is not None:
             with contextlib.suppress(OSError):
-                sock.sendall(json.dumps(note).encode() + b"\n")
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+def _usable(fd: int, flags: int) -> int:
+    """`fd` if open, else /dev/null (a client that started us without stdin or stdout)."""
+    try:
+        os.fstat(fd)
+    except OSError:
+        return os.open(os.devnull, flags)
+    return fd
 
 
 def _lines(read: Callable[[], bytes], *, partial_last: bool = True) -> Iterator[bytes]:

@@ -373,7 +373,8 @@ class ConnectionCache:
         for name, config in sorted(self.servers.items()):
             conn, history = self._conns.get(name), self._history[name]
             live = conn is not None and conn.live
-            state = conn.state if conn is not None and live else history.last_state
+            # A connection still winding down already knows how it ended (history learns it last).
+            state = conn.state if conn is not None and not conn.done.is_set() else history.last_state
             out[name] = {
                 "transport": config.transport,
                 "state": str(state),

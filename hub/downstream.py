@@ -58,12 +58,13 @@ ProgressFn = Callable[[float, float | None, str | None], Awaitable[None]]
 
 
 class _Waiter:
-    __slots__ = ("event", "message", "progress")
+    __slots__ = ("event", "message", "progress", "queued")
 
     def __init__(self, progress: ProgressFn | None) -> None:
         self.event = anyio.Event()
         self.message: dict[str, Any] | None = None
         self.progress = progress
+        self.queued = False  # its answer waits in the queue behind its progress
 
 
 class _Pipe:
@@ -202,8 +203,12 @@ class StdioDownstream:
         if type(message) is dict:
             waiter = self._waiters.get(message.get("id"))  # type: ignore[arg-type]
             if waiter is not None and "method" not in message:
-                waiter.message = message
-                waiter.event.set()
+                if waiter.progress is not None and self._queue:
+                    waiter.queued = True
+                    self._queue_item((waiter, message))  # after the progress queued before it
+                else:
+                    waiter.message = message
+                    waiter.event.set()
                 return
             if message.get("method") == "notifications/progress":
                 params = message.get("params")
@@ -225,13 +230,13 @@ class StdioDownstream:
         self._queue.append(item)
         self._wake.set()
 
-    def _end(self) -> None:
-        """The server's stdout ended, or the transport closes: fail raw requests still waiting,
-        and let `_deliver` end the session's read stream."""
+    def _end(self, *, closing: bool = False) -> None:
+        """The server's stdout ended, or the transport closes (`closing`: `_deliver` no longer
+        runs): fail raw requests still waiting, and let `_deliver` end the session's stream."""
         self._stop_reading()
         self._ended = True
         for waiter in self._waiters.values():
-            if waiter.message is None:
+            if not waiter.event.is_set() and (closing or not waiter.queued):
                 waiter.message = _CLOSED
                 waiter.event.set()
         self._wake.set()
@@ -243,7 +248,11 @@ class StdioDownstream:
                 while self._queue:
                     item = self._queue.popleft()
                     if type(item) is tuple:
-                        await _report(*item)
+                        if isinstance(item[0], _Waiter):
+                            item[0].message = item[1]
+                            item[0].event.set()
+                        else:
+                            await _report(*item)
                     elif not self._session_gone:
                         try:
                             await self._read_send.send(item)
@@ -331,7 +340,7 @@ async def open_stdio(params: StdioServerParameters, errlog: IO[str]) -> AsyncIte
                     await downstream.stop()
                 tg.cancel_scope.cancel()
     finally:
-        downstream._end()
+        downstream._end(closing=True)
         if process.poll() is None:  # cancelled before stop() finished
             with contextlib.suppress(OSError):
                 os.killpg(process.pid, signal.SIGKILL)

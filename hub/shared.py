@@ -10,8 +10,10 @@ work in progress (`Hub.busy`), and on SIGTERM/SIGINT. Started by a bridge as
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
+import json
 import os
 import signal
 import socket
@@ -22,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.abc
 import structlog
+
+from hub.handoff import HANDOFF, encode_event
 
 if TYPE_CHECKING:
     from hub.config import HubConfig
@@ -53,20 +57,137 @@ async def _serve_connection(hub: Hub, stream: anyio.abc.SocketStream) -> None:
     }
     hub.session_changed.set()
     log.info("session connected", session=session_id, sessions=len(hub.sessions))
+    fds: list[int] = []
     try:
-        # The socket's descriptor is read and written directly (as stdin and stdout are), not
-        # through the anyio stream, which costs a trip through the event loop per message.
-        reader, writer = LineReader(raw.fileno()), FdWriter(raw.fileno())
-        async with stdio_transport(reader, writer, hub.server.fast_path) as (read, write):
-            await hub.server.mcp.run(read, write, hub.server.mcp.create_initialization_options())
-
+        first, fds = await _first_message(raw)
+        if fds:
+            await _serve_handoff(hub, raw, first, fds)
+        else:
+            # A session on the socket itself (the bridge's liveness probe, or any client that
+            # speaks MCP lines here): its descriptor is read and written directly, not through
+            # the anyio stream, which costs a trip through the event loop per message.
+            reader, writer = LineReader(raw.fileno(), first), FdWriter(raw.fileno())
+            async with stdio_transport(reader, writer, hub.server.fast_path) as (read, write):
+                await hub.server.mcp.run(read, write, hub.server.mcp.create_initialization_options())
     except Exception as exc:  # one session's failure never stops the others
         log.warning("session ended with an error", session=session_id, error=str(exc))
     finally:
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
         hub.sessions.pop(session_id, None)
         hub.session_changed.set()
         log.info("session closed", session=session_id, sessions=len(hub.sessions))
         await stream.aclose()
+
+
+async def _first_message(raw: socket.socket) -> tuple[bytes, list[int]]:
+    """The connection's first bytes, and the descriptors sent with them (a bridge's handoff);
+    a handoff line is read to its end."""
+    while True:
+        await anyio.wait_readable(raw)
+        try:
+            data, fds, _, _ = socket.recv_fds(raw, 65536, 2)
+        except BlockingIOError:
+            continue
+        break
+    while fds and data and not data.endswith(b"\n"):
+        await anyio.wait_readable(raw)
+        try:
+            more = raw.recv(65536)
+        except BlockingIOError:
+            continue
+        if not more:
+            break
+        data += more
+    return data, fds
+
+
+class _Reporter:
+    """The control events for the bridge (`hub.transport.stdio.Events`, see `hub.handoff`),
+    written once per turn of the event loop however many there were."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.parts: list[bytes] = []
+        self.loop = asyncio.get_running_loop()
+        self.gone = False
+
+    def request(self, request_id: Any) -> None:
+        self._add(encode_event("R", request_id))
+
+    def answered(self, request_id: Any) -> None:
+        self._add(encode_event("A", request_id))
+
+    def keep(self, line: str) -> None:
+        self._add(encode_event("K", line))
+
+    def bye(self) -> None:
+        self._add(encode_event("B", None))
+        self.flush()
+
+    def _add(self, data: bytes) -> None:
+        if not self.parts:
+            self.loop.call_soon(self.flush)
+        self.parts.append(data)
+
+    def flush(self) -> None:
+        if not self.parts or self.gone:
+            return
+        data, self.parts = b"".join(self.parts), []
+        try:
+            self.sock.setblocking(True)  # a few bytes to a bridge that reads them at once
+            self.sock.sendall(data)
+        except OSError:
+            self.gone = True  # the bridge went away: the session is being cancelled
+        finally:
+            self.sock.setblocking(False)
+
+
+async def _serve_handoff(hub: Hub, raw: socket.socket, first: bytes, fds: list[int]) -> None:
+    """Serve the client whose stdin and stdout a bridge handed over (`hub.handoff`)."""
+    from hub.fastfront import AnswerCache, EarlyAnswers
+    from hub.transport.stdio import serve_fds
+
+    message = json.loads(first)[HANDOFF]
+    cache = None
+    if message.get("cache"):
+        cache = AnswerCache(Path(message["cache"]["path"]), message["cache"]["fingerprint"])
+    early = None
+    if message.get("early") is not None:
+        early = EarlyAnswers()
+        early.held = message["early"]["held"].encode("latin-1")
+        early.answered = message["early"]["answered"]
+        early.acknowledged = set(message["early"]["acknowledged"])
+        early.ended = message["early"]["ended"]
+    swallow: set[Any] = set(message.get("swallow", []))
+    swallow |= {("ack", subscription) for subscription in message.get("swallow_acks", [])}
+    reporter = _Reporter(raw)
+    async with anyio.create_task_group() as tg:
+
+        async def bridge_gone() -> None:
+            """The bridge never writes after the handoff: readable means it closed."""
+            await anyio.wait_readable(raw)
+            log.info("the bridge went away; cancelling its session", bridge_pid=_peer_pid(raw))
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(bridge_gone)
+        await serve_fds(
+            hub.server,
+            fds[0],
+            fds[1] if len(fds) > 1 else fds[0],
+            cache=cache,
+            early=early,
+            replay=message.get("replay", "").encode("latin-1"),
+            swallow=swallow,
+            events=reporter,
+        )
+        for fd in fds:  # the client sees the end of its output once the bridge exits too
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        fds.clear()
+        reporter.bye()
+        tg.cancel_scope.cancel()
 
 
 async def serve_shared(config: HubConfig, key: str, socket_path: Path) -> None:

@@ -24,7 +24,7 @@ import stat
 import sys
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import mcp_types as types
@@ -32,7 +32,7 @@ import structlog
 from mcp.shared._context_streams import create_context_streams  # what the SDK's own transports use
 from mcp.shared.message import SessionMessage
 
-from hub.fastfront import TRACKED, AnswerCache, EarlyAnswers, check_requests
+from hub.fastfront import ACKNOWLEDGED, SUBSCRIPTION_KEY, TRACKED, AnswerCache, EarlyAnswers, check_requests
 from hub.fastpath import FastPath
 from hub.protocol import MessageCheck
 from hub.transport.shortcuts import LineShortcut
@@ -40,7 +40,15 @@ from hub.transport.shortcuts import LineShortcut
 if TYPE_CHECKING:
     from hub.server import HubServer
 
-__all__ = ["TTY_HINT", "event_loop_stdout", "private_stdin", "serve_stdio", "stdio_transport"]
+__all__ = [
+    "TTY_HINT",
+    "Events",
+    "event_loop_stdout",
+    "private_stdin",
+    "serve_fds",
+    "serve_stdio",
+    "stdio_transport",
+]
 
 from hub.fastfront import LISTEN  # stays open until cancelled: not waited for at end of input
 from hub.transport import TTY_HINT
@@ -230,7 +238,7 @@ def event_loop_stdout(on_line: Callable[[str], bool] | None = None) -> Iterator[
 
 @contextlib.asynccontextmanager
 async def stdio_transport(
-    reader: LineReader, writer: FdWriter, fast: FastPath | None = None
+    reader: LineReader, writer: FdWriter, fast: FastPath | None = None, events: Events | None = None
 ) -> AsyncIterator[tuple[Any, Any]]:
     """(read stream, write stream) for `Server.run`, like the SDK's `stdio_server`. With `fast`
     (the server's `FastPath`), forwarded calls and cached lists are answered by a
@@ -257,6 +265,8 @@ async def stdio_transport(
 
     def answered(request_id: Any) -> None:
         pending.discard(request_id)
+        if events is not None:
+            events.answered(request_id)
         if not pending:
             settled.set()
 
@@ -267,6 +277,8 @@ async def stdio_transport(
         if taken is None:
             return False
         pending.add(taken)
+        if events is not None:
+            events.request(taken)
         return True
 
     async def read_lines() -> None:
@@ -281,6 +293,11 @@ async def stdio_transport(
                         await emit(json.dumps(answer) + "\n")
                     continue
                 message = parsed.message
+                if events is not None:
+                    if any(method in line for method in KEPT_METHODS):
+                        events.keep(line)
+                    elif isinstance(message, types.JSONRPCRequest):
+                        events.request(message.id)
                 if isinstance(message, types.JSONRPCRequest) and message.method != LISTEN:
                     pending.add(message.id)
                 elif isinstance(message, types.JSONRPCNotification) and message.method == (
@@ -326,6 +343,22 @@ async def stdio_transport(
             await write_send.aclose()
 
 
+class Events(Protocol):
+    """What a session tells the bridge that handed it over (`hub.handoff`), so the bridge can
+    answer requests in flight and replay the handshake if this process dies: each request's id
+    when it is read (`request`), each answer (`answered`), and the lines a new process would
+    need (`keep`: `initialize`, `notifications/initialized`, `subscriptions/listen`, cancels)."""
+
+    def request(self, request_id: Any) -> None: ...
+
+    def answered(self, request_id: Any) -> None: ...
+
+    def keep(self, line: str) -> None: ...
+
+
+KEPT_METHODS = ('"initialize"', '"notifications/initialized"', f'"{LISTEN}"', '"notifications/cancelled"')
+
+
 async def serve_stdio(
     server: HubServer, cache: AnswerCache | None = None, early: EarlyAnswers | None = None
 ) -> None:
@@ -336,50 +369,124 @@ async def serve_stdio(
     held back (served first) and requests it answered (asked again here; if an answer
     differs, clients get list_changed).
     """
-    checks = check_requests(early) if early is not None else []
-    check_ids = {request_id for request_id, _ in checks}
-    changed: set[str] = set()
+    session = _Session(server, cache, early)
+    with (
+        private_stdin(session.initial, session.on_request) as stdin,
+        event_loop_stdout(session.on_answer) as stdout,
+    ):
+        await session.serve(stdin, stdout)
 
-    acknowledged = set(early.acknowledged) if early is not None else set()
 
-    def on_answer(line: str) -> bool:
-        """Keep answers for the next start; False drops the line (a check's answer, or a
-        second acknowledgement of a subscription the fast start acknowledged)."""
-        if cache is None:
+async def serve_fds(
+    server: HubServer,
+    in_fd: int,
+    out_fd: int,
+    *,
+    cache: AnswerCache | None = None,
+    early: EarlyAnswers | None = None,
+    replay: bytes = b"",
+    swallow: set[Any] | None = None,
+    events: Events | None = None,
+) -> None:
+    """Serve one client on descriptors handed over by its bridge (`hub.shared`), until input
+    ends, as `serve_stdio` does on stdin/stdout. `replay` is read first (a dead process's
+    handshake, replayed by the bridge); answers to the requests in `swallow` are not written
+    (the client had them), nor the acknowledgements of those subscriptions."""
+    session = _Session(server, cache, early, replay=replay, swallow=swallow, events=events)
+    if _pollable(out_fd) and not os.isatty(out_fd):
+        os.set_blocking(out_fd, False)
+    await session.serve(
+        LineReader(in_fd, session.initial, session.on_request), FdWriter(out_fd, session.on_answer)
+    )
+
+
+class _Session:
+    """One client's session on lines: the fast start's checks, the answer cache, and what the
+    bridge is told and spared (see `serve_fds`)."""
+
+    def __init__(
+        self,
+        server: HubServer,
+        cache: AnswerCache | None,
+        early: EarlyAnswers | None,
+        *,
+        replay: bytes = b"",
+        swallow: set[Any] | None = None,
+        events: Events | None = None,
+    ) -> None:
+        self.server = server
+        self.cache = cache
+        self.events = events
+        self.swallow = set(swallow or ())
+        checks = check_requests(early) if early is not None else []
+        self.check_ids = {request_id for request_id, _ in checks}
+        self.changed: set[str] = set()
+        self.acknowledged = set(early.acknowledged) if early is not None else set()
+        self.initial = (
+            replay + (early.held if early else b"") + b"".join(line.encode() + b"\n" for _, line in checks)
+        )
+        if early is not None and early.answered:
+            log.info("answered list requests from the last run while starting", requests=len(early.answered))
+
+    def on_request(self, line: str) -> None:
+        if self.cache is not None:
+            self.cache.saw_request(line)
+
+    def on_answer(self, line: str) -> bool:
+        """Keep answers for the next start; False drops the line (a check's answer, a second
+        acknowledgement of a subscription the fast start acknowledged, an answer the client had)."""
+        if self.swallow and not self._spared(line):
+            return False
+        if self.cache is None:
             return True
-        seen = cache.saw_answer(line)
+        seen = self.cache.saw_answer(line)
         if seen is None:
             return True
         request_id, key, differs = seen
         if differs:
-            cache.save()
-        if request_id in acknowledged and key.startswith("subscriptions/listen|"):
-            acknowledged.discard(request_id)
+            self.cache.save()
+        if request_id in self.acknowledged and key.startswith(f"{LISTEN}|"):
+            self.acknowledged.discard(request_id)
             return False
-        if request_id not in check_ids:
+        if request_id not in self.check_ids:
             return True
-        check_ids.discard(request_id)
+        self.check_ids.discard(request_id)
         kind = TRACKED.get(key.split("|", 1)[0])
         if differs and kind:
-            changed.add(kind)
-        if not check_ids:
-            for item in sorted(changed):
-                server.hub.registry.on_change(item)  # type: ignore[arg-type]
-            if changed:
-                log.info("the start-up answers were out of date; clients were told", lists=sorted(changed))
+            self.changed.add(kind)
+        if not self.check_ids:
+            for item in sorted(self.changed):
+                self.server.hub.registry.on_change(item)  # type: ignore[arg-type]
+            if self.changed:
+                log.info(
+                    "the start-up answers were out of date; clients were told", lists=sorted(self.changed)
+                )
         return False
 
-    initial = (early.held if early else b"") + b"".join(line.encode() + b"\n" for _, line in checks)
-    if early is not None and early.answered:
-        log.info("answered list requests from the last run while starting", requests=len(early.answered))
-    with (
-        private_stdin(initial, cache.saw_request if cache else None) as stdin,
-        event_loop_stdout(on_answer if cache else None) as stdout,
-    ):
+    def _spared(self, line: str) -> bool:
+        """False for an answer to a replayed request, or the acknowledgement of a replayed listen."""
         try:
-            async with stdio_transport(stdin, stdout, server.fast_path) as (read, write):
+            message = json.loads(line)
+        except ValueError:
+            return True
+        if not isinstance(message, dict):
+            return True
+        if "method" not in message and message.get("id") in self.swallow:
+            self.swallow.discard(message["id"])
+            return False
+        if message.get("method") == ACKNOWLEDGED:
+            subscription = ((message.get("params") or {}).get("_meta") or {}).get(SUBSCRIPTION_KEY)
+            if ("ack", subscription) in self.swallow:
+                self.swallow.discard(("ack", subscription))
+                return False
+        return True
+
+    async def serve(self, reader: LineReader, writer: FdWriter) -> None:
+        server = self.server
+        try:
+            async with stdio_transport(reader, writer, server.fast_path, self.events) as (read, write):
                 await server.mcp.run(read, write, server.mcp.create_initialization_options())
         finally:
-            if cache is not None:
+            if self.cache is not None:
                 with contextlib.suppress(OSError):
-                    cache.save()
+                    self.cache.save()
