@@ -1,11 +1,13 @@
 """A proxied tool call over stdio against the same call made directly, and against FastMCP's proxy
 (PyPI `fastmcp`, its own venv: see peers.py), in paired rounds.
 
-All sides are real processes over stdio, opened once and kept warm: client -> downstream,
-client -> hub (proxy plugin) -> downstream, client -> FastMCP proxy -> downstream. Each round
-makes CALLS sequential `echo` calls per side (order rotating per round); a side's figure for the
-round is its median per call. Reported per round: the hub's added ms over direct, the hub / FastMCP
-ratio, and the hub process's CPU per call (user + system, from /proc, over the round's calls).
+All sides are real processes over stdio, opened once and kept warm: client -> downstream;
+client -> hub as `.mcp.json` runs it (`hub`: the bridge, which hands the client to the shared
+process) -> downstream; client -> `hub --no-share` (`hub_no_share`: in-process) -> downstream;
+client -> FastMCP proxy -> downstream. Each round makes CALLS sequential `echo` calls per side
+(order rotating per round); a side's figure for the round is its median per call. Reported per
+round: each hub's added ms over direct, hub / FastMCP, and the CPU per call of the process that
+serves the hub's calls (the shared process; user + system from /proc over the round's calls).
 `mcp-hub` serves SSE only: it is compared on that transport in `http_call`.
 
 Targets (issue 15): at most +0.5 ms over direct; below FastMCP (ratio < 1); at most 0.7 ms of hub
@@ -15,6 +17,7 @@ CPU per proxied call.
 from __future__ import annotations
 
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -41,9 +44,9 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
-def child_pid(marker: str) -> int | None:
-    """The pid of our child process whose command line contains `marker`."""
-    me = os.getpid()
+def find_pid(*markers: str, parent: int | None = None) -> int | None:
+    """The pid of a process whose command line contains every one of `markers` (and whose parent
+    is `parent`, when given)."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -52,7 +55,7 @@ def child_pid(marker: str) -> int | None:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == me and marker in cmdline:
+        if all(m in cmdline for m in markers) and parent in (None, int(stat.rsplit(")", 1)[1].split()[1])):
             return int(entry.name)
     return None
 
@@ -92,25 +95,43 @@ async def run() -> dict[str, object]:
         Path(tmp, "hub.toml").write_text(
             f'[servers.d]\ncommand = "{sys.executable}"\nargs = ["{DOWNSTREAM}"]\n'
         )
-        env = {"PATH": os.environ["PATH"], "HUB_STATE_DIR": tmp, "HUB_LOG_LEVEL": "warning"}
+        env = {
+            "PATH": os.environ["PATH"],
+            "HUB_STATE_DIR": tmp,
+            "HUB_LOG_LEVEL": "warning",
+            "XDG_RUNTIME_DIR": tmp,
+        }
         direct = StdioServerParameters(command=sys.executable, args=[str(DOWNSTREAM)])
-        marker = f"{tmp}/hub.toml"
-        hub = StdioServerParameters(
-            command=sys.executable,
-            args=["-m", "hub", "--plugins", "proxy", "--config", marker],
-            env=env,
-        )
+        config = f"{tmp}/hub.toml"
+
+        def hub(share: str) -> StdioServerParameters:
+            args = ["-m", "hub", "--plugins", "proxy", "--config", config]
+            return StdioServerParameters(command=sys.executable, args=args, env={**env, "HUB_SHARE": share})
+
         fast_argv = fastmcp_proxy({"d": {"command": sys.executable, "args": [str(DOWNSTREAM)]}})
         rounds = Rounds()
         cpu: list[float] = []
-        async with AsyncExitStack() as stack:
-            sides = {"direct": side(*await open_client(stack, direct, "echo"))}
-            sides["hub"] = side(*await open_client(stack, hub, "d__echo"), cpu, child_pid(marker))
-            if fast_argv is not None:
-                fast = StdioServerParameters(command=fast_argv[0], args=fast_argv[1:], env=dict(os.environ))
-                sides["fastmcp"] = side(*await open_client(stack, fast, "d_echo", "echo"))
-            await rounds.run(ROUNDS, sides)
-    checks = {"hub_added_ms": (rounds.added("hub", "direct"), 0.5)}
+        try:
+            async with AsyncExitStack() as stack:
+                sides = {"direct": side(*await open_client(stack, direct, "echo"))}
+                shared = await open_client(stack, hub("1"), "d__echo")
+                sides["hub"] = side(*shared, cpu, find_pid("hub shared", config))
+                no_share = await open_client(stack, hub("0"), "d__echo")
+                sides["hub_no_share"] = side(*no_share)
+                if fast_argv is not None:
+                    fast = StdioServerParameters(
+                        command=fast_argv[0], args=fast_argv[1:], env=dict(os.environ)
+                    )
+                    sides["fastmcp"] = side(*await open_client(stack, fast, "d_echo", "echo"))
+                await rounds.run(ROUNDS, sides)
+        finally:
+            pid = find_pid("hub shared", config)
+            if pid is not None:
+                os.kill(pid, signal.SIGTERM)
+    checks = {
+        "hub_added_ms": (rounds.added("hub", "direct"), 0.5),
+        "hub_no_share_added_ms": (rounds.added("hub_no_share", "direct"), 0.5),
+    }
     if fast_argv is not None:
         checks["hub_vs_fastmcp"] = (rounds.ratio("hub", "fastmcp"), 1.0)
     if cpu:

@@ -73,6 +73,7 @@ class FastPath:
         # The same answers as JSON text, for the transports' shortcuts (hub.transport.shortcuts).
         self.texts: dict[tuple[str, str], str] = {}
         self.hits = 0
+        self.shortcut_calls = 0  # forwarded calls answered by a transport's shortcut
         notify = registry.on_change
 
         def changed(kind: ListKind) -> None:

@@ -38,7 +38,14 @@ def test_which_requests_get_a_stream():
 
 @pytest.mark.parametrize("mode", ["legacy", "auto"])
 async def test_plain_calls_are_json_and_progress_still_streams(tmp_path, mode):
-    config = make_config(tmp_path, servers={"d": {"command": sys.executable, "args": [str(DOWNSTREAM)]}})
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    downstream = {
+        "command": sys.executable,
+        "args": [str(DOWNSTREAM)],
+        "env": {"DOWNSTREAM_MARKER_DIR": str(markers)},
+    }
+    config = make_config(tmp_path, servers={"d": downstream})
     async with (
         Hub(config, extra_plugins={"proxy": hub_proxy.ProxyPlugin}) as hub,
         anyio.create_task_group() as tg,
@@ -68,8 +75,16 @@ async def test_plain_calls_are_json_and_progress_still_streams(tmp_path, mode):
             async with Client(streamable_http_client(url, http_client=http), mode=mode) as client:
                 await client.list_tools()
                 types_seen.clear()
+                before = hub.server.fast_path.shortcut_calls
                 assert result_text(await client.call_tool("d__echo", {"text": "hi"})) == "hi"
                 assert types_seen[-1] == "application/json"
+                # Handshake-era sessions get forwarded calls from the HTTP shortcut; 2026-era
+                # requests, checked header by header by the SDK, take its path.
+                assert hub.server.fast_path.shortcut_calls == before + (mode == "legacy")
+                failed = await client.call_tool("d__fail", {"message": "no luck"})
+                assert failed.is_error and "Error executing tool fail" in result_text(failed)
+                bad = await client.call_tool("d__add", {"a": "one", "b": 2})
+                assert bad.is_error and "invalid arguments for d__add: a:" in result_text(bad)
                 seen: list[float] = []
 
                 async def on_progress(progress: float, total: float | None, message: str | None) -> None:
@@ -79,4 +94,11 @@ async def test_plain_calls_are_json_and_progress_still_streams(tmp_path, mode):
                 result = await client.call_tool("d__count", {"to": 3}, progress_callback=on_progress)
                 assert not result.is_error and seen == [1, 2, 3]
                 assert types_seen[0].startswith("text/event-stream")
+
+                with anyio.move_on_after(1):  # the client gives up: the downstream hears of it
+                    await client.call_tool("d__sleep", {"seconds": 30, "tag": mode})
+                with anyio.fail_after(10):
+                    while not (markers / f"cancelled-{mode}").exists():
+                        await anyio.sleep(0.05)
+                assert result_text(await client.call_tool("d__echo", {"text": "after"})) == "after"
         tg.cancel_scope.cancel()

@@ -100,6 +100,7 @@ class LineShortcut:
             tool = self.fast.registry.tools.get(name) if type(name) is str else None
             if not isinstance(tool, ForwardedTool) or problem_in(params) is not None:
                 return None
+            self.fast.shortcut_calls += 1
             self._spawn(self._call, request_id, tool, params, version)
             return request_id
         if method not in LIST_METHODS or params.get("cursor") is not None:
@@ -251,6 +252,7 @@ class HttpShortcut:
         if not isinstance(tool, ForwardedTool) or problem_in(params) is not None:
             return False
         key = (session, request_id)
+        self.fast.shortcut_calls += 1
         result: dict[str, Any] | None = None
         with anyio.CancelScope() as scope:
             self._running[key] = scope

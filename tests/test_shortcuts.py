@@ -1,0 +1,184 @@
+"""Forwarded calls and cached lists answered before the SDK sees them (hub.transport.shortcuts),
+over real stdio: in-process (`--no-share`) and through the bridge, which hands its stdin and
+stdout to the shared process (hub.handoff). Both protocol eras, progress, cancellation, list
+changes, malformed requests, and a bridge that is not in the way of the messages."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+import anyio
+import pytest
+from hubtests import DOWNSTREAM, StdioPeer, hub_env, stop_shared_hubs, wait_for
+from mcp import Client, StdioServerParameters
+
+from hub.testing import result_text
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def project(tmp_path: Path) -> tuple[Path, Path]:
+    markers = tmp_path / "markers"
+    markers.mkdir(exist_ok=True)
+    (tmp_path / "hub.toml").write_text(
+        f'[plugins]\nenabled = ["proxy"]\n\n[servers.d]\ncommand = "{sys.executable}"\n'
+        f'args = ["{DOWNSTREAM}"]\nenv = {{ DOWNSTREAM_MARKER_DIR = "{markers}" }}\n'
+    )
+    return tmp_path / "hub.toml", markers
+
+
+@pytest.mark.parametrize("share", ["0", "1"])
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_forwarded_calls_lists_and_progress_over_stdio(tmp_path, mode, share):
+    config, markers = project(tmp_path)
+    env = hub_env(tmp_path, HUB_SHARE=share, XDG_RUNTIME_DIR=str(tmp_path / "run"))
+    params = StdioServerParameters(
+        command=sys.executable, args=["-m", "hub", "--config", str(config)], env=env, cwd=str(tmp_path)
+    )
+    try:
+        async with Client(params, mode=mode) as client:
+            with anyio.fail_after(60):
+                while "d__echo" not in {t.name for t in (await client.list_tools()).tools}:
+                    await anyio.sleep(0.05)
+            first = await client.list_tools()  # answered from the cached text
+            again = await client.list_tools()
+            assert [t.model_dump() for t in again.tools] == [t.model_dump() for t in first.tools]
+
+            assert result_text(await client.call_tool("d__echo", {"text": "hé"})) == "hé"
+            added = await client.call_tool("d__add", {"a": 2, "b": 3})
+            assert added.structured_content == {"result": 5}
+            bad = await client.call_tool("d__add", {"a": "two", "b": 3})
+            assert bad.is_error and "invalid arguments for d__add: a:" in result_text(bad)
+            failed = await client.call_tool("d__fail", {})
+            assert failed.is_error and "Error executing tool fail" in result_text(failed)
+
+            seen: list[float] = []
+
+            async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+                seen.append(progress)
+
+            counted = await client.call_tool("d__count", {"to": 3}, progress_callback=on_progress)
+            assert counted.structured_content == {"result": 3} and seen == [1, 2, 3]
+
+            with anyio.move_on_after(1):  # the client gives up: the downstream hears of it
+                await client.call_tool("d__sleep", {"seconds": 30, "tag": "gave-up"})
+            with anyio.fail_after(10):
+                while not (markers / "cancelled-gave-up").exists():
+                    await anyio.sleep(0.05)
+
+            # A list that changes downstream is not answered from the old text.
+            await client.call_tool("d__grow", {"name": "extra"})
+            with anyio.fail_after(30):
+                while "d__extra" not in {t.name for t in (await client.list_tools()).tools}:
+                    await anyio.sleep(0.05)
+            assert result_text(await client.call_tool("d__extra", {})) == "I am extra"
+    finally:
+        stop_shared_hubs(env, tmp_path)
+
+
+@pytest.mark.parametrize("share", ["0", "1"])
+def test_raw_requests_to_forwarded_tools_get_the_regular_answers(tmp_path, share):
+    config, markers = project(tmp_path)
+    env = hub_env(tmp_path, HUB_SHARE=share, XDG_RUNTIME_DIR=str(tmp_path / "run"))
+    peer = StdioPeer(["--config", str(config)], env, tmp_path)
+    try:
+        early = peer.request("tools/call", {"name": "d__echo", "arguments": {"text": "x"}})
+        assert early["error"]["code"] == -32600 and "initialize" in early["error"]["message"]
+        peer.initialize()
+        wait_for(
+            lambda: "d__echo" in {t["name"] for t in peer.request("tools/list")["result"]["tools"]},  # type: ignore[index]
+            what="the proxied tools",
+        )
+        # Progress with the caller's own token, then the answer.
+        peer.send(
+            {
+                "jsonrpc": "2.0",
+                "id": "count",
+                "method": "tools/call",
+                "params": {"name": "d__count", "arguments": {"to": 2}, "_meta": {"progressToken": "tok"}},
+            }
+        )
+        import json
+
+        notes = []
+        while True:
+            message = json.loads(peer.proc.stdout.readline())  # type: ignore[union-attr]
+            if message.get("id") == "count":
+                break
+            notes.append(message)
+        assert [(n["params"]["progressToken"], n["params"]["progress"]) for n in notes] == [
+            ("tok", 1),
+            ("tok", 2),
+        ]
+        assert message["result"]["structuredContent"] == {"result": 2}
+
+        # Cancelled by the client: the downstream hears it and the request gets no answer.
+        sleeping = peer.request(
+            "tools/call", {"name": "d__sleep", "arguments": {"seconds": 30, "tag": "raw"}}, wait=False
+        )
+        wait_for(lambda: (markers / "started-raw").exists(), what="the call to start")
+        peer.send({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": sleeping}})
+        wait_for(lambda: (markers / "cancelled-raw").exists(), what="the cancellation downstream")
+        after = peer.request("tools/call", {"name": "d__echo", "arguments": {"text": "next"}})
+        assert after["result"]["content"][0]["text"] == "next"  # and nothing came for `sleeping`
+
+        # Malformed forwarded calls are answered as any malformed request is.
+        peer.send(
+            {
+                "jsonrpc": "2.0",
+                "id": 90,
+                "method": "tools/call",
+                "params": {"name": "d__echo", "arguments": "x"},
+            }
+        )
+        wrong = peer.read_reply(90)
+        assert wrong["result"]["isError"] and "arguments" in wrong["result"]["content"][0]["text"]
+        peer.proc.stdin.write(
+            '{"jsonrpc":"2.0","id":91,"method":"tools/call","params":{"name":"d__echo","arguments":{"text":"\\ud800"}}}\n'
+        )  # type: ignore[union-attr]
+        peer.proc.stdin.flush()  # type: ignore[union-attr]
+        assert peer.read_reply(91)["error"]["code"] == -32602
+        unknown = peer.request("tools/call", {"name": "d__nope", "arguments": {}})
+        assert "nope" in json.dumps(unknown)
+    finally:
+        peer.close()
+        stop_shared_hubs(env, tmp_path)
+
+
+def test_the_bridge_is_not_in_the_way_of_the_messages(tmp_path):
+    """The bridge hands its stdin and stdout over: with the bridge stopped (SIGSTOP), calls are
+    still answered. Stopping it for good (SIGTERM) cancels the session's calls downstream."""
+    config, markers = project(tmp_path)
+    env = hub_env(tmp_path, HUB_SHARE="1", XDG_RUNTIME_DIR=str(tmp_path / "run"))
+    peer = StdioPeer(["--config", str(config)], env, tmp_path)
+    try:
+        peer.initialize()
+        wait_for(
+            lambda: "d__echo" in {t["name"] for t in peer.request("tools/list")["result"]["tools"]},  # type: ignore[index]
+            what="the proxied tools",
+        )
+        os.kill(peer.proc.pid, signal.SIGSTOP)
+        try:
+            answer = peer.request("tools/call", {"name": "d__echo", "arguments": {"text": "past the bridge"}})
+            assert answer["result"]["content"][0]["text"] == "past the bridge"
+            assert peer.request("ping") == {"jsonrpc": "2.0", "id": peer._next_id, "result": {}}
+        finally:
+            os.kill(peer.proc.pid, signal.SIGCONT)
+        peer.request(
+            "tools/call", {"name": "d__sleep", "arguments": {"seconds": 30, "tag": "bridge"}}, wait=False
+        )
+        wait_for(lambda: (markers / "started-bridge").exists(), what="the call to start")
+        peer.proc.terminate()
+        assert peer.proc.wait(timeout=10) == 0
+        wait_for(lambda: (markers / "cancelled-bridge").exists(), what="the cancellation downstream")
+    finally:
+        peer.close()
+        stop_shared_hubs(env, tmp_path)
