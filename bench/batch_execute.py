@@ -59,7 +59,7 @@ async def run() -> dict[str, Any]:
             f'[servers.d]\ncommand = "{sys.executable}"\nargs = ["{DOWNSTREAM}"]\n'
             f"[plugins.batchit]\nmax_operations = {FAST_N}\n"
         )
-        env = {"PATH": os.environ["PATH"], "HUB_STATE_DIR": tmp, "HUB_LOG_LEVEL": "warning"}
+        env = {"PATH": os.environ["PATH"], "HUB_STATE_DIR": tmp, "HUB_LOG_LEVEL": "warning", "HUB_SHARE": "0"}
         hub = StdioServerParameters(
             command=sys.executable,
             args=["-m", "hub", "--plugins", "batchit", "--config", f"{tmp}/hub.toml"],

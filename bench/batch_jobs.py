@@ -57,7 +57,12 @@ async def one(size: int, api: FakeAnthropic, tmp: Path, round_no: int = 0) -> di
         f'results_dir = "{work / "results"}"\npacket_roots = ["{work}"]\n'
         "poll_initial_s = 0.05\npoll_factor = 1.0\npoll_jitter = 0\n"
     )
-    env = {"PATH": os.environ["PATH"], "HUB_STATE_DIR": str(work / "state"), "HUB_LOG_LEVEL": "warning"}
+    env = {
+        "PATH": os.environ["PATH"],
+        "HUB_STATE_DIR": str(work / "state"),
+        "HUB_LOG_LEVEL": "warning",
+        "HUB_SHARE": "0",
+    }
     params = StdioServerParameters(
         command=sys.executable, args=["-m", "hub", "--config", str(work / "hub.toml")], env=env
     )

@@ -75,7 +75,12 @@ async def hub_over_http(config: Path, state_dir: Path, plugins: str) -> AsyncIte
     import httpx2 as httpx
 
     port = free_port()
-    env = {"PATH": os.environ["PATH"], "HUB_STATE_DIR": str(state_dir), "HUB_LOG_LEVEL": "warning"}
+    env = {
+        "PATH": os.environ["PATH"],
+        "HUB_STATE_DIR": str(state_dir),
+        "HUB_LOG_LEVEL": "warning",
+        "HUB_SHARE": "0",
+    }
     process = subprocess.Popen(  # noqa: ASYNC220 (a server for the whole run)
         [
             sys.executable,

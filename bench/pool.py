@@ -95,7 +95,12 @@ async def per_task(work: Path) -> dict[str, Any]:
 
 
 async def fan_out(work: Path) -> dict[str, Any]:
-    env = {"PATH": os.environ["PATH"], "HUB_STATE_DIR": str(work / "state2"), "HUB_LOG_LEVEL": "warning"}
+    env = {
+        "PATH": os.environ["PATH"],
+        "HUB_STATE_DIR": str(work / "state2"),
+        "HUB_LOG_LEVEL": "warning",
+        "HUB_SHARE": "0",
+    }
     # The fake is run by this Python directly (a pyenv shim in its #! line would add ~0.4 s a run),
     # without site-packages (-S): it needs only the standard library.
     params = hub_params(work, f"claude_command = '{sys.executable} -S {FAKE_CLAUDE}'\nslots = 8\n", env)

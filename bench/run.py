@@ -30,7 +30,8 @@ BENCHMARKS = [
 def main(argv: list[str]) -> int:
     sys.path.insert(0, str(HERE))
     # The hub in-process (`--no-share`) unless a benchmark asks for the shared process behind the
-    # stdio bridge (shared_hub measures both): each figure then means what its target says.
+    # stdio bridge (shared_hub and proxy_overhead measure both): each figure then means what its
+    # target says. Benchmarks that build a hub's environment from scratch say HUB_SHARE=0 there.
     os.environ.setdefault("HUB_SHARE", "0")
     names = argv or BENCHMARKS
     unknown = [n for n in names if n not in BENCHMARKS]

@@ -178,7 +178,12 @@ async def reads(tmp: Path) -> list[dict[str, Any]]:
     (tmp / "hub.toml").write_text(
         f"[servers.fs]\ncommand = {json.dumps(str(FILESYSTEM))}\nargs = [{json.dumps(str(files))}]\n"
     )
-    env = {"PATH": os.environ["PATH"], "HUB_STATE_DIR": str(tmp / "state"), "HUB_LOG_LEVEL": "warning"}
+    env = {
+        "PATH": os.environ["PATH"],
+        "HUB_STATE_DIR": str(tmp / "state"),
+        "HUB_LOG_LEVEL": "warning",
+        "HUB_SHARE": "0",
+    }
     hub = StdioServerParameters(
         command=sys.executable,
         args=["-m", "hub", "--plugins", "batchit,proxy", "--config", str(tmp / "hub.toml")],
@@ -247,7 +252,12 @@ def undescribed(schema: dict[str, Any]) -> tuple[int, int]:
 
 
 async def tools_list(tmp: Path) -> dict[str, Any]:
-    env = {"PATH": os.environ["PATH"], "HUB_STATE_DIR": str(tmp / "state2"), "HUB_LOG_LEVEL": "warning"}
+    env = {
+        "PATH": os.environ["PATH"],
+        "HUB_STATE_DIR": str(tmp / "state2"),
+        "HUB_LOG_LEVEL": "warning",
+        "HUB_SHARE": "0",
+    }
     (tmp / "empty.toml").write_text("")
     hub = StdioServerParameters(
         command=sys.executable,

@@ -62,7 +62,7 @@ async def run() -> dict[str, Any]:
                 for name, s in servers.items()
             )
         )
-        env = {"PATH": os.environ["PATH"], "HUB_STATE_DIR": tmp, "HUB_LOG_LEVEL": "warning"}
+        env = {"PATH": os.environ["PATH"], "HUB_STATE_DIR": tmp, "HUB_LOG_LEVEL": "warning", "HUB_SHARE": "0"}
         http_state = Path(tmp, "http")
         http_state.mkdir()
         proxied = Rounds()
