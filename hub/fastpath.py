@@ -22,6 +22,7 @@ The stdio, shared-socket and HTTP transports go one step further for the same tw
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -86,6 +87,15 @@ class FastPath:
         self.generation += 1
         self.lists.clear()
         self.texts.clear()
+
+    def list_text(self, method: str, version: str) -> str | None:
+        """The cached answer to a list request as JSON text, if the SDK has given one since the
+        registry last changed."""
+        key = (method, version)
+        text = self.texts.get(key)
+        if text is None and key in self.lists:
+            text = self.texts[key] = json.dumps(self.lists[key], ensure_ascii=False, separators=(",", ":"))
+        return text
 
     async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: Any) -> Any:
         method = ctx.method

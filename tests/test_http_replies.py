@@ -73,7 +73,13 @@ async def test_plain_calls_are_json_and_progress_still_streams(tmp_path, mode):
 
         async with httpx2.AsyncClient(timeout=30, event_hooks={"response": [record]}) as http:
             async with Client(streamable_http_client(url, http_client=http), mode=mode) as client:
-                await client.list_tools()
+                first = await client.list_tools()
+                hits = hub.server.fast_path.hits
+                again = await client.list_tools()  # from the cache (as text, for the shortcut)
+                assert hub.server.fast_path.hits == hits + 1
+                # Handshake-era: answered by the HTTP shortcut, from the answer kept as text.
+                assert ("tools/list" in {m for m, _ in hub.server.fast_path.texts}) == (mode == "legacy")
+                assert [t.model_dump() for t in again.tools] == [t.model_dump() for t in first.tools]
                 types_seen.clear()
                 before = hub.server.fast_path.shortcut_calls
                 assert result_text(await client.call_tool("d__echo", {"text": "hi"})) == "hi"

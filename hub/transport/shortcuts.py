@@ -178,10 +178,12 @@ class LineShortcut:
 
 
 class HttpShortcut:
-    """Forwarded calls of handshake-era streamable-HTTP sessions, answered as `application/json`.
+    """Forwarded calls and cached lists of handshake-era streamable-HTTP sessions, answered as
+    `application/json`.
 
     `HttpGuard` (after its checks) offers each POSTed body to `handle`. Taken is a `tools/call`
-    of a `ForwardedTool` that asks for no progress, in a session the SDK's session manager
+    of a `ForwardedTool` that asks for no progress, or a list request whose answer `FastPath`
+    holds for the session's protocol version, in a session the SDK's session manager
     holds, with an `MCP-Protocol-Version` header of the handshake era and an `Accept` and
     `Content-Type` the SDK would serve as JSON; the answer carries the session id as the SDK's
     would. `notifications/cancelled` for a call running here cancels it (the downstream hears
@@ -211,13 +213,13 @@ class HttpShortcut:
         self, body: bytes, headers: dict[bytes, bytes], send: Callable[..., Awaitable[None]]
     ) -> bool:
         """Whether `body` was answered here (on `send`); False: let the SDK answer it."""
-        if b'"tools/call"' in body:
-            return await self._call(body, headers, send)
+        if b'"tools/call"' in body or b'/list"' in body:
+            return await self._request(body, headers, send)
         if b'"notifications/cancelled"' in body:
             return await self._cancel(body, headers, send)
         return False
 
-    async def _call(
+    async def _request(
         self, body: bytes, headers: dict[bytes, bytes], send: Callable[..., Awaitable[None]]
     ) -> bool:
         version = headers.get(b"mcp-protocol-version", b"").decode("latin-1")
@@ -235,18 +237,35 @@ class HttpShortcut:
             message = json.loads(body)
         except (ValueError, RecursionError):
             return False
-        if (
-            type(message) is not dict
-            or message.get("jsonrpc") != "2.0"
-            or message.get("method") != "tools/call"
-        ):
+        if type(message) is not dict or message.get("jsonrpc") != "2.0":
             return False
-        request_id, params = message.get("id"), message.get("params")
+        request_id, params, method = message.get("id"), message.get("params", {}), message.get("method")
         if not valid_id(request_id) or type(params) is not dict:
             return False
         meta = params.get("_meta")
         if isinstance(meta, dict) and (meta.get("progressToken") is not None or VERSION_KEY in meta):
             return False  # progress needs the SDK's SSE stream
+        if method == "tools/call":
+            return await self._call(request_id, params, version, session, send)
+        if method not in LIST_METHODS or params.get("cursor") is not None:
+            return False
+        text = self.fast.list_text(method, version)
+        if text is None:
+            return False  # the SDK answers, and FastPath keeps the answer for the next time
+        self.fast.hits += 1
+        await _respond(
+            send, 200, f'{{"jsonrpc":"2.0","id":{_dumps(request_id)},"result":{text}}}'.encode(), session
+        )
+        return True
+
+    async def _call(
+        self,
+        request_id: Any,
+        params: dict[str, Any],
+        version: str,
+        session: bytes,
+        send: Callable[..., Awaitable[None]],
+    ) -> bool:
         name = params.get("name")
         tool = self.fast.registry.tools.get(name) if type(name) is str else None
         if not isinstance(tool, ForwardedTool) or problem_in(params) is not None:
