@@ -407,10 +407,10 @@ class Bridge:
         if self.sock is not None:
             self.sock.close()
         self.sock = connect_or_start(self.launch, self.daemon_argv)
-        swallow: list[Any] = []
+        swallow: list[Any] = []  # answers the client already had; one it still waits for goes through
         for line in self.handshake:
             message = _parse(line)
-            if isinstance(message, dict) and "id" in message:
+            if isinstance(message, dict) and "id" in message and _key(message["id"]) not in self.pending:
                 swallow.append(_key(message["id"]))
         swallow += [("ack", rid) for rid in self.listens]
         replay = b"".join(self.handshake) + b"".join(self.listens.values())

@@ -44,7 +44,7 @@ from mcp.shared._context_streams import create_context_streams  # what the SDK's
 from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
 
-__all__ = ["QUEUE_PAUSE", "RAW_ID_BASE", "TERMINATION_S", "StdioDownstream", "open_stdio"]
+__all__ = ["LINE_FINISH_S", "QUEUE_PAUSE", "RAW_ID_BASE", "TERMINATION_S", "StdioDownstream", "open_stdio"]
 
 log = structlog.get_logger("hub.connections")
 
@@ -52,6 +52,7 @@ RAW_ID_BASE = 1 << 40  # raw request ids; the SDK session counts up from 0
 TERMINATION_S = 2.0  # after stdin closes, and again after SIGTERM (the SDK's figures)
 QUEUE_PAUSE = 256  # messages waiting for the SDK session before the pipe is no longer read
 _POLL_S = 0.02
+LINE_FINISH_S = 10.0  # to finish writing a line a caller gave up on
 _CLOSED = {"error": {"code": types.CONNECTION_CLOSED, "message": "Connection closed"}}
 
 ProgressFn = Callable[[float, float | None, str | None], Awaitable[None]]
@@ -68,8 +69,10 @@ class _Waiter:
 
 
 class _Pipe:
-    """Whole lines to a non-blocking pipe; a line is never interleaved with another. The lock
-    costs nothing uncontended (`fast_acquire`: no trip through the event loop)."""
+    """Whole lines to a non-blocking pipe; a line is never interleaved with another, nor left
+    half-written by a cancelled caller (the rest is written shielded, for at most
+    `LINE_FINISH_S`; a server that reads nothing for that long gets `TimeoutError`, an
+    `OSError`). The lock costs nothing uncontended (`fast_acquire`)."""
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
@@ -78,11 +81,17 @@ class _Pipe:
     async def send(self, data: bytes) -> None:
         async with self._lock:
             view = memoryview(data)
+            started = False
             while view:
                 try:
                     view = view[os.write(self.fd, view) :]
+                    started = True
                 except BlockingIOError:
-                    await anyio.wait_writable(self.fd)
+                    if not started:  # nothing written yet: the caller may still give up
+                        await anyio.wait_writable(self.fd)
+                        continue
+                    with anyio.CancelScope(shield=True), anyio.fail_after(LINE_FINISH_S):
+                        await anyio.wait_writable(self.fd)
 
 
 class StdioDownstream:
@@ -101,7 +110,7 @@ class StdioDownstream:
         self._read_send, self.read = create_context_streams[SessionMessage | Exception](0)
         self.write, self._write_recv = create_context_streams[SessionMessage](0)
         self._loop = asyncio.get_running_loop()
-        self._buffer = b""
+        self._chunks: list[bytes] = []  # the line being read
         self._queue: deque[Any] = deque()  # for `_deliver`: session messages, (progress, params)
         self._wake = anyio.Event()
         self._reading = False
@@ -129,15 +138,19 @@ class StdioDownstream:
         try:
             try:
                 await self._pipe.send(line.encode() + b"\n")
-            except OSError:  # the server closed its stdin
+            except (OSError, anyio.ClosedResourceError, anyio.BusyResourceError):
+                self._broken()  # closed, or stuck with half a line written
                 raise MCPError(types.CONNECTION_CLOSED, "Connection closed") from None
             await waiter.event.wait()
         except BaseException:
             if waiter.message is None and not self._ended:
-                with anyio.CancelScope(shield=True), contextlib.suppress(OSError):
-                    cancel = {"requestId": request_id, "reason": "the hub's caller cancelled the request"}
-                    note = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": cancel}
-                    await self._pipe.send(json.dumps(note).encode() + b"\n")
+                cancel = {"requestId": request_id, "reason": "the hub's caller cancelled the request"}
+                note = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": cancel}
+                with anyio.CancelScope(shield=True), anyio.move_on_after(LINE_FINISH_S):
+                    try:
+                        await self._pipe.send(json.dumps(note).encode() + b"\n")
+                    except (OSError, anyio.ClosedResourceError, anyio.BusyResourceError):
+                        self._broken()
             raise
         finally:
             self._waiters.pop(request_id, None)
@@ -182,12 +195,19 @@ class StdioDownstream:
             self._end()
             return
         if b"\n" not in chunk:
-            self._buffer += chunk
+            self._chunks.append(chunk)  # joined once the line is whole: no copy per read
             return
-        *lines, self._buffer = (self._buffer + chunk).split(b"\n")
+        self._chunks.append(chunk)
+        *lines, rest = b"".join(self._chunks).split(b"\n")
+        self._chunks = [rest] if rest else []
         for line in lines:
             if line.strip():
-                self._route(line)
+                try:
+                    self._route(line)
+                except Exception:  # one bad message never costs the others
+                    log.exception(
+                        "a downstream message could not be routed", line=line[:200].decode(errors="replace")
+                    )
         if len(self._queue) >= QUEUE_PAUSE:
             self._stop_reading()  # the session is slow to take messages; `_deliver` resumes
 
@@ -201,7 +221,8 @@ class StdioDownstream:
             self._queue_item(exc)
             return
         if type(message) is dict:
-            waiter = self._waiters.get(message.get("id"))  # type: ignore[arg-type]
+            answer_id = message.get("id")
+            waiter = self._waiters.get(answer_id) if type(answer_id) is int else None
             if waiter is not None and "method" not in message:
                 if waiter.progress is not None and self._queue:
                     waiter.queued = True
@@ -273,13 +294,23 @@ class StdioDownstream:
                 text = session_message.message.model_dump_json(by_alias=True, exclude_unset=True)
                 try:
                     await self._pipe.send(text.encode() + b"\n")
-                except OSError:  # the server closed its stdin: the read side sees it end
+                except (OSError, anyio.ClosedResourceError, anyio.BusyResourceError):
+                    self._broken()  # the read side sees the server's output end
                     return
+
+    def _broken(self) -> None:
+        """The server's stdin cannot take a whole line any more: close it (the server sees the
+        end of its input and exits; raw requests fail as its stdout ends)."""
+        stdin = self.process.stdin
+        if stdin is None or stdin.closed:
+            return  # (its number may belong to another descriptor by now)
+        anyio.notify_closing(self._in_fd)  # writers waiting on it get ClosedResourceError
+        with contextlib.suppress(OSError):
+            stdin.close()
 
     async def stop(self) -> None:
         """Close stdin, then SIGTERM, then SIGKILL the process group, each after `TERMINATION_S`."""
-        with contextlib.suppress(OSError):
-            self.process.stdin.close()  # type: ignore[union-attr]
+        self._broken()
         for sig in (None, signal.SIGTERM, signal.SIGKILL):
             if sig is not None:
                 with contextlib.suppress(OSError):

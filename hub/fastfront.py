@@ -120,10 +120,11 @@ class AnswerCache:
             message = json.loads(line)
         except ValueError:
             return
-        if isinstance(message, dict):
+        request_id = message.get("id") if isinstance(message, dict) else None
+        if isinstance(request_id, str) or (isinstance(request_id, int) and not isinstance(request_id, bool)):
             key = request_key(message) or listen_key(message)
             if key is not None:
-                self._pending[message["id"]] = key
+                self._pending[request_id] = key
 
     def saw_answer(self, line: str) -> tuple[Any, str, bool] | None:
         """For an answer to a tracked request: (request id, key, whether it differs from what was

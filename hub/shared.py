@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 __all__ = ["serve_shared"]
 
 log = structlog.get_logger("hub.shared")
+REPORT_BUFFER = 1 << 20  # bytes of events a bridge may leave unread
+BYE_TIMEOUT_S = 5.0
 _ids = itertools.count(1)
 
 
@@ -91,6 +93,8 @@ async def _first_message(raw: socket.socket) -> tuple[bytes, list[int]]:
         except BlockingIOError:
             continue
         break
+    for fd in fds:  # the client's pipes are not for this process's children
+        os.set_inheritable(fd, False)
     while fds and data and not data.endswith(b"\n"):
         await anyio.wait_readable(raw)
         try:
@@ -105,12 +109,15 @@ async def _first_message(raw: socket.socket) -> tuple[bytes, list[int]]:
 
 class _Reporter:
     """The control events for the bridge (`hub.transport.stdio.Events`, see `hub.handoff`),
-    written once per turn of the event loop however many there were."""
+    written once per turn of the event loop however many there were, never blocking: a bridge
+    that does not read (stopped) has them buffered, up to `REPORT_BUFFER` bytes, after which it
+    is no longer told (it can no longer answer for a dead process, and says so when it must)."""
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.parts: list[bytes] = []
         self.loop = asyncio.get_running_loop()
+        self.waiting = b""  # what the socket did not take yet
         self.gone = False
 
     def request(self, request_id: Any) -> None:
@@ -122,26 +129,56 @@ class _Reporter:
     def keep(self, line: str) -> None:
         self._add(encode_event("K", line))
 
-    def bye(self) -> None:
-        self._add(encode_event("B", None))
-        self.flush()
+    async def bye(self) -> None:
+        """The session is over: say so, and see it sent (a bridge that misses it would take
+        this process for dead)."""
+        if self.gone:
+            return
+        self.waiting += b"".join(self.parts) + encode_event("B", None)
+        self.parts = []
+        self.loop.remove_writer(self.sock.fileno())
+        with anyio.move_on_after(BYE_TIMEOUT_S):
+            while self.waiting:
+                await anyio.wait_writable(self.sock)
+                try:
+                    self.waiting = self.waiting[self.sock.send(self.waiting) :]
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    break
+        self.close()
 
     def _add(self, data: bytes) -> None:
+        if self.gone:
+            return
         if not self.parts:
             self.loop.call_soon(self.flush)
         self.parts.append(data)
 
     def flush(self) -> None:
-        if not self.parts or self.gone:
+        if self.gone or not (self.parts or self.waiting):
             return
-        data, self.parts = b"".join(self.parts), []
+        data, self.parts = self.waiting + b"".join(self.parts), []
         try:
-            self.sock.setblocking(True)  # a few bytes to a bridge that reads them at once
-            self.sock.sendall(data)
+            sent = self.sock.send(data)
+        except BlockingIOError:
+            sent = 0
         except OSError:
             self.gone = True  # the bridge went away: the session is being cancelled
-        finally:
-            self.sock.setblocking(False)
+            return
+        was_waiting = bool(self.waiting)
+        self.waiting = data[sent:]
+        if len(self.waiting) > REPORT_BUFFER:
+            log.warning("the bridge is not reading its events; it is no longer told of requests")
+            self.gone, self.waiting = True, b""
+        if self.waiting and not was_waiting:
+            self.loop.add_writer(self.sock.fileno(), self.flush)
+        elif was_waiting and not self.waiting:
+            self.loop.remove_writer(self.sock.fileno())
+
+    def close(self) -> None:
+        self.loop.remove_writer(self.sock.fileno())
+        self.gone, self.waiting = True, b""
 
 
 async def _serve_handoff(hub: Hub, raw: socket.socket, first: bytes, fds: list[int]) -> None:
@@ -172,21 +209,24 @@ async def _serve_handoff(hub: Hub, raw: socket.socket, first: bytes, fds: list[i
             tg.cancel_scope.cancel()
 
         tg.start_soon(bridge_gone)
-        await serve_fds(
-            hub.server,
-            fds[0],
-            fds[1] if len(fds) > 1 else fds[0],
-            cache=cache,
-            early=early,
-            replay=message.get("replay", "").encode("latin-1"),
-            swallow=swallow,
-            events=reporter,
-        )
-        for fd in fds:  # the client sees the end of its output once the bridge exits too
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        fds.clear()
-        reporter.bye()
+        try:
+            await serve_fds(
+                hub.server,
+                fds[0],
+                fds[1] if len(fds) > 1 else fds[0],
+                cache=cache,
+                early=early,
+                replay=message.get("replay", "").encode("latin-1"),
+                swallow=swallow,
+                events=reporter,
+            )
+            for fd in fds:  # the client sees the end of its output once the bridge exits too
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            fds.clear()
+            await reporter.bye()
+        finally:
+            reporter.close()
         tg.cancel_scope.cancel()
 
 

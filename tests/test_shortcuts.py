@@ -182,3 +182,65 @@ def test_the_bridge_is_not_in_the_way_of_the_messages(tmp_path):
     finally:
         peer.close()
         stop_shared_hubs(env, tmp_path)
+
+
+def test_what_the_shortcut_must_not_take(tmp_path):
+    """Found by a hostile review: an answer is kept as a list's only if it is one; a 2026-era
+    request is taken only on a connection of that era with its whole envelope; a hook's failure
+    on one line costs no other line."""
+    import json
+
+    config, _ = project(tmp_path)
+    env = hub_env(tmp_path)
+    peer = StdioPeer(["--config", str(config)], env, tmp_path)
+    modern = {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "0"},
+    }
+    try:
+        assert "result" in peer.request("ping")  # this connection is of the handshake era now
+        peer.initialize()
+        wait_for(
+            lambda: "d__echo" in {t["name"] for t in peer.request("tools/list")["result"]["tools"]},  # type: ignore[index]
+            what="the proxied tools",
+        )
+        # The same id for a ping and a list, at once: the ping's {} is not kept as the list.
+        assert peer.proc.stdin is not None
+        peer.proc.stdin.write(
+            '{"jsonrpc":"2.0","id":99,"method":"ping"}\n{"jsonrpc":"2.0","id":99,"method":"prompts/list"}\n'
+        )
+        peer.proc.stdin.flush()
+        peer.read_reply(99)
+        peer.read_reply(99)
+        assert "prompts" in peer.request("prompts/list")["result"]  # type: ignore[index]
+        # A 2026-era call on a handshake-era connection: the SDK's refusal, not an answer.
+        refused = peer.request("tools/call", {"name": "d__echo", "arguments": {"text": "x"}, "_meta": modern})
+        assert "error" in refused, refused
+        # An id no hook can use as a key, and a ping in the same write: both answered.
+        peer.proc.stdin.write(
+            '{"jsonrpc":"2.0","id":[1],"method":"tools/list"}\n{"jsonrpc":"2.0","id":7,"method":"ping"}\n'
+        )
+        peer.proc.stdin.flush()
+        first = json.loads(peer.proc.stdout.readline())  # type: ignore[union-attr]
+        second = json.loads(peer.proc.stdout.readline())  # type: ignore[union-attr]
+        assert {first.get("id"), second.get("id")} == {None, 7}
+    finally:
+        peer.close()
+    fresh = StdioPeer(["--config", str(config)], env, tmp_path)
+    try:  # 2026 era without clientCapabilities: the SDK's -32602, as for the hub's own tools
+        wait_for(
+            lambda: (
+                "d__echo"
+                in {
+                    t["name"]
+                    for t in fresh.request(
+                        "tools/list", {"_meta": {**modern, "io.modelcontextprotocol/clientCapabilities": {}}}
+                    )["result"]["tools"]
+                }
+            ),  # type: ignore[index]
+            what="the proxied tools",
+        )
+        bare = fresh.request("tools/call", {"name": "d__echo", "arguments": {"text": "x"}, "_meta": modern})
+        assert bare.get("error", {}).get("code") == -32602, bare  # type: ignore[union-attr]
+    finally:
+        fresh.close()

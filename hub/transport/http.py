@@ -201,6 +201,8 @@ class HttpGuard:
             else:
                 await _reply(send, 400, answer)
             return
+        if self.shortcut is not None and getattr(parsed.message, "method", None) == "initialize":
+            send = self.shortcut.watch_initialize(send)
         sent = False
 
         async def replay() -> Any:

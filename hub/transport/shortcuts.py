@@ -12,7 +12,9 @@ which answers it as before.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -21,6 +23,15 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSI
 
 from hub.fastpath import LIST_METHODS, FastPath, ForwardedTool, ProgressFn
 from hub.protocol import VERSION_KEY, problem_in, valid_id
+
+CLIENT_INFO_KEY = "io.modelcontextprotocol/clientInfo"
+CAPABILITIES_KEY = "io.modelcontextprotocol/clientCapabilities"
+LIST_KEYS = {
+    "tools/list": "tools",
+    "resources/list": "resources",
+    "resources/templates/list": "resourceTemplates",
+    "prompts/list": "prompts",
+}
 
 __all__ = ["HttpShortcut", "LineShortcut"]
 
@@ -43,10 +54,11 @@ class LineShortcut:
       answer is the cached text with the request's id. The first answer of each list comes from
       the SDK and is kept (`answered`), until the registry changes.
 
-    Only well-formed requests of an initialized session are taken: a 2026-era request names
-    its version in `_meta`; a handshake-era one needs this connection's `initialize` answered
-    first (`answered` sees the negotiated version). Everything else, malformed input included,
-    goes to the SDK, which answers it as before.
+    Only well-formed requests of an initialized session are taken, in the era the connection's
+    first request fixed (as the SDK fixes it): a 2026-era request with its full envelope in
+    `_meta`; a handshake-era one once this connection's `initialize` was answered (`answered`
+    sees the negotiated version). Everything else, malformed input included, goes to the SDK,
+    which answers it as before.
     """
 
     def __init__(
@@ -60,26 +72,47 @@ class LineShortcut:
         self._emit = emit
         self._spawn = spawn
         self._done = done  # the transport's bookkeeping of unanswered requests
+        self.era: str | None = None  # "legacy" or "modern", fixed by the first request
         self.legacy_version: str | None = None
         self._initialize_id: Any = None
         self._lists: dict[Any, tuple[str, str, int]] = {}  # request id -> answer to keep
         self._running: dict[Any, Any] = {}  # request id -> cancel scope of a forwarded call
 
     def _version(self, params: dict[str, Any]) -> str | None:
+        """The protocol version to answer `params` in, or None: the SDK answers it (it fixes a
+        connection's era with its first request, and checks a 2026-era envelope in full)."""
         meta = params.get("_meta")
         claimed = meta.get(VERSION_KEY) if isinstance(meta, dict) else None
-        if claimed is None:
-            return self.legacy_version
-        if self.legacy_version is None and claimed in MODERN_PROTOCOL_VERSIONS:
+        if self.era == "legacy":
+            return self.legacy_version if claimed is None else None
+        if (
+            self.era == "modern"
+            and isinstance(meta, dict)
+            and claimed in MODERN_PROTOCOL_VERSIONS
+            and CAPABILITIES_KEY in meta
+            and isinstance(meta.get(CLIENT_INFO_KEY), dict)
+        ):
             return str(claimed)
-        return None  # the SDK says what is wrong with it
+        return None
+
+    def _learn_era(self, message: Any) -> None:
+        """The connection's era, from its first request, as the SDK fixes it."""
+        if type(message) is not dict or "method" not in message or "id" not in message:
+            return
+        if message.get("method") == "initialize":
+            self._initialize_id = message.get("id")
+        params = message.get("params")
+        meta = params.get("_meta") if isinstance(params, dict) else None
+        self.era = "modern" if isinstance(meta, dict) and VERSION_KEY in meta else "legacy"
 
     def take(self, line: str) -> Any:
         """The id of the request in `line` if it was taken (it is answered here), else None:
         give the line to the SDK."""
+        if self.era is None:  # until the first request: read every line in full
+            with contextlib.suppress(ValueError, RecursionError):
+                self._learn_era(json.loads(line))
+            return None
         if '"tools/call"' not in line and '/list"' not in line:
-            if '"initialize"' in line:
-                self._note_initialize(line)
             return None
         try:
             message = json.loads(line)
@@ -107,39 +140,39 @@ class LineShortcut:
             return None
         text = self.fast.texts.get((method, version))
         if text is None:
-            self._lists[request_id] = (method, version, self.fast.generation)
+            if request_id not in self._lists:  # an id used twice at once keeps nothing
+                self._lists[request_id] = (method, version, self.fast.generation)
+            else:
+                self._lists[request_id] = ("", "", -1)
             return None
         self.fast.hits += 1
         self._spawn(self._reply, request_id, text)
         return request_id
 
-    def _note_initialize(self, line: str) -> None:
-        try:
-            message = json.loads(line)
-        except (ValueError, RecursionError):
-            return
-        if isinstance(message, dict) and message.get("method") == "initialize":
-            self._initialize_id = message.get("id")
-
     def answered(self, request_id: Any, result: Any) -> None:
-        """The SDK answered `request_id` with `result`: learn the negotiated version from the
-        `initialize` answer, and keep list answers."""
-        if request_id is None or not isinstance(result, dict):
+        """The SDK answered `request_id` (`result`, None for an error): learn the negotiated
+        version from the `initialize` answer, and keep list answers that are list answers."""
+        keep = self._lists.pop(request_id, None) if valid_id(request_id) else None
+        if not isinstance(result, dict):
             return
-        if request_id == self._initialize_id:
+        if request_id == self._initialize_id and self.legacy_version is None:
             version = result.get("protocolVersion")
             if isinstance(version, str) and version not in MODERN_PROTOCOL_VERSIONS:
                 self.legacy_version = version
             return
-        keep = self._lists.pop(request_id, None)
         if keep is not None and "nextCursor" not in result:
             method, version, generation = keep
-            if generation == self.fast.generation:
+            if generation == self.fast.generation and LIST_KEYS.get(method) in result:
                 self.fast.texts[(method, version)] = _dumps(result)
+
+    def forget(self, request_id: Any) -> None:
+        """A request the SDK will not answer (cancelled): keep nothing for its id."""
+        if valid_id(request_id):
+            self._lists.pop(request_id, None)
 
     def cancel(self, request_id: Any) -> bool:
         """`notifications/cancelled` for `request_id`: True if it was a call running here."""
-        scope = self._running.pop(request_id, None)
+        scope = self._running.pop(request_id, None) if valid_id(request_id) else None
         if scope is None:
             return False
         scope.cancel()
@@ -195,19 +228,39 @@ class HttpShortcut:
         self.fast = fast
         self.manager = manager  # the SDK's StreamableHTTPSessionManager
         self._running: dict[tuple[bytes, Any], anyio.CancelScope] = {}
+        self.ready: set[bytes] = set()  # sessions whose initialize succeeded
 
-    def _session(self, headers: dict[bytes, bytes]) -> bytes | None:
+    def _session(self, headers: dict[bytes, bytes]) -> Any:
+        """The SDK transport of the request's session, if this shortcut may serve it: a session
+        whose `initialize` succeeded (`watch_initialize`), not ended, expiring or owned."""
         session = headers.get(b"mcp-session-id")
-        if session is None:
+        if session is None or session not in self.ready:
             return None
-        transport = self.manager._server_instances.get(session.decode("latin-1"))
-        if (
-            transport is None
-            or transport.is_terminated
-            or self.manager._session_owners.get(session.decode("latin-1"))
-        ):
+        name = session.decode("latin-1")
+        transport = self.manager._server_instances.get(name)
+        if transport is None:
+            self.ready.discard(session)
             return None
-        return session
+        idle = transport.idle_scope
+        if transport.is_terminated or self.manager._session_owners.get(name) or (idle and idle.cancel_called):
+            return None
+        return transport
+
+    def watch_initialize(self, send: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+        """`send` for an `initialize` POST: the session it opens is served here once its
+        answer is a result (not an error)."""
+        session: list[bytes] = []
+
+        async def watching(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                session.extend(v for k, v in message.get("headers") or [] if k.lower() == b"mcp-session-id")
+            elif message["type"] == "http.response.body" and session:
+                body = message.get("body", b"")
+                if b'"result"' in body and b'"protocolVersion"' in body:
+                    self.ready.add(session[0])
+            await send(message)
+
+        return watching
 
     async def handle(
         self, body: bytes, headers: dict[bytes, bytes], send: Callable[..., Awaitable[None]]
@@ -223,16 +276,12 @@ class HttpShortcut:
         self, body: bytes, headers: dict[bytes, bytes], send: Callable[..., Awaitable[None]]
     ) -> bool:
         version = headers.get(b"mcp-protocol-version", b"").decode("latin-1")
-        accept = headers.get(b"accept", b"")
-        if (
-            version not in HANDSHAKE_PROTOCOL_VERSIONS
-            or not (b"application/json" in accept or b"*/*" in accept)
-            or not headers.get(b"content-type", b"").startswith(b"application/json")
-        ):
+        if version not in HANDSHAKE_PROTOCOL_VERSIONS or not _json_request(headers):
             return False
-        session = self._session(headers)
-        if session is None:
+        transport = self._session(headers)
+        if transport is None:
             return False
+        session = headers[b"mcp-session-id"]
         try:
             message = json.loads(body)
         except (ValueError, RecursionError):
@@ -246,7 +295,17 @@ class HttpShortcut:
         if isinstance(meta, dict) and (meta.get("progressToken") is not None or VERSION_KEY in meta):
             return False  # progress needs the SDK's SSE stream
         if method == "tools/call":
-            return await self._call(request_id, params, version, session, send)
+            # Held like a request the SDK serves: the session does not idle out meanwhile.
+            idle = transport.idle_scope
+            transport._requests_in_flight += 1
+            if idle is not None:
+                idle.deadline = math.inf
+            try:
+                return await self._call(request_id, params, version, session, send)
+            finally:
+                transport._requests_in_flight -= 1
+                if idle is not None and not transport._requests_in_flight and transport._idle_timeout:
+                    idle.deadline = anyio.current_time() + transport._idle_timeout
         if method not in LIST_METHODS or params.get("cursor") is not None:
             return False
         text = self.fast.list_text(method, version)
@@ -296,10 +355,13 @@ class HttpShortcut:
             message = json.loads(body)
         except (ValueError, RecursionError):
             return False
-        params = message.get("params") if type(message) is dict else None
-        if message.get("method") != "notifications/cancelled" or type(params) is not dict or "id" in message:
+        if type(message) is not dict or message.get("method") != "notifications/cancelled" or "id" in message:
             return False
-        scope = self._running.pop((session, params.get("requestId")), None)
+        params = message.get("params")
+        cancelled = params.get("requestId") if type(params) is dict else None
+        if not valid_id(cancelled):
+            return False
+        scope = self._running.pop((session, cancelled), None)
         if scope is None:
             return False
         scope.cancel()
@@ -313,3 +375,12 @@ async def _respond(send: Callable[..., Awaitable[None]], status: int, body: byte
         headers.insert(0, (b"content-type", b"application/json"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def _json_request(headers: dict[bytes, bytes]) -> bool:
+    """Content-Type and Accept as the SDK requires of a request it answers as JSON."""
+    content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+    accepted = {part.split(b";")[0].strip().lower() for part in headers.get(b"accept", b"").split(b",")}
+    return content_type == b"application/json" and bool(
+        accepted & {b"application/json", b"application/*", b"*/*"}
+    )

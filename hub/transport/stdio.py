@@ -32,9 +32,17 @@ import structlog
 from mcp.shared._context_streams import create_context_streams  # what the SDK's own transports use
 from mcp.shared.message import SessionMessage
 
-from hub.fastfront import ACKNOWLEDGED, SUBSCRIPTION_KEY, TRACKED, AnswerCache, EarlyAnswers, check_requests
+from hub.fastfront import (
+    ACKNOWLEDGED,
+    CHECK_PREFIX,
+    SUBSCRIPTION_KEY,
+    TRACKED,
+    AnswerCache,
+    EarlyAnswers,
+    check_requests,
+)
 from hub.fastpath import FastPath
-from hub.protocol import MessageCheck
+from hub.protocol import MessageCheck, valid_id
 from hub.transport.shortcuts import LineShortcut
 
 if TYPE_CHECKING:
@@ -76,7 +84,7 @@ class LineReader:
         self.fd = fd
         self.take: Callable[[str], bool] | None = None
         self._initial = initial
-        self._buffer = b""
+        self._chunks: list[bytes] = []  # the line being read
         self._lines: deque[str] = deque()
         self._on_line = on_line
         self._ended = False
@@ -157,22 +165,28 @@ class LineReader:
         if not chunk:
             self._pause()
             self._ended = True
-            rest, self._buffer = self._buffer, b""
+            rest, self._chunks = b"".join(self._chunks), []
             if rest:
                 self._line(rest.decode("utf-8", errors="replace"))
             return
         if b"\n" not in chunk:
-            self._buffer += chunk
+            self._chunks.append(chunk)  # joined once the line is whole: no copy per read
             return
-        *lines, self._buffer = (self._buffer + chunk).split(b"\n")
+        self._chunks.append(chunk)
+        *lines, rest = b"".join(self._chunks).split(b"\n")
+        self._chunks = [rest] if rest else []
         for line in lines:
             self._line(line.decode("utf-8", errors="replace") + "\n")
 
     def _line(self, line: str) -> None:
-        if self._on_line is not None:
-            self._on_line(line)
-        if self.take is None or not self.take(line):
-            self._lines.append(line)
+        try:
+            if self._on_line is not None:
+                self._on_line(line)
+            if self.take is not None and self.take(line):
+                return
+        except Exception:  # never lose the line, nor the rest of the read, to a hook's bug
+            log.exception("a line could not be looked at before the SDK; the SDK gets it")
+        self._lines.append(line)
 
 
 class FdWriter:
@@ -277,8 +291,6 @@ async def stdio_transport(
         if taken is None:
             return False
         pending.add(taken)
-        if events is not None:
-            events.request(taken)
         return True
 
     async def read_lines() -> None:
@@ -293,20 +305,18 @@ async def stdio_transport(
                         await emit(json.dumps(answer) + "\n")
                     continue
                 message = parsed.message
-                if events is not None:
-                    if any(method in line for method in KEPT_METHODS):
-                        events.keep(line)
-                    elif isinstance(message, types.JSONRPCRequest):
-                        events.request(message.id)
                 if isinstance(message, types.JSONRPCRequest) and message.method != LISTEN:
                     pending.add(message.id)
                 elif isinstance(message, types.JSONRPCNotification) and message.method == (
                     "notifications/cancelled"
                 ):
                     cancelled = (message.params or {}).get("requestId")
-                    pending.discard(cancelled)
-                    if shortcut is not None and shortcut.cancel(cancelled):
-                        continue
+                    if valid_id(cancelled):
+                        pending.discard(cancelled)
+                    if shortcut is not None:
+                        if shortcut.cancel(cancelled):
+                            continue
+                        shortcut.forget(cancelled)
                 await read_send.send(parsed)
             # End of input: let the calls already received finish and be answered first.
             while pending:
@@ -320,8 +330,9 @@ async def stdio_transport(
                 text = message.model_dump_json(by_alias=True, exclude_unset=True)
                 await emit(text + "\n")
                 if isinstance(message, types.JSONRPCResponse | types.JSONRPCError):
-                    if shortcut is not None and isinstance(message, types.JSONRPCResponse):
-                        shortcut.answered(message.id, message.result)
+                    if shortcut is not None:
+                        result = message.result if isinstance(message, types.JSONRPCResponse) else None
+                        shortcut.answered(message.id, result)
                     answered(message.id)
 
     async with anyio.create_task_group() as tg:
@@ -356,7 +367,7 @@ class Events(Protocol):
     def keep(self, line: str) -> None: ...
 
 
-KEPT_METHODS = ('"initialize"', '"notifications/initialized"', f'"{LISTEN}"', '"notifications/cancelled"')
+KEPT_METHODS = frozenset({"initialize", "notifications/initialized", LISTEN, "notifications/cancelled"})
 
 
 async def serve_stdio(
@@ -429,8 +440,23 @@ class _Session:
             log.info("answered list requests from the last run while starting", requests=len(early.answered))
 
     def on_request(self, line: str) -> None:
+        """Each line as it is read (before anything answers it): the answer cache sees
+        requests, and the bridge hears of each one (see `Events`)."""
         if self.cache is not None:
             self.cache.saw_request(line)
+        if self.events is None:
+            return
+        try:
+            message = json.loads(line)
+        except (ValueError, RecursionError):
+            return
+        method = message.get("method") if isinstance(message, dict) else None
+        if method in KEPT_METHODS:
+            self.events.keep(line)
+        elif isinstance(method, str) and valid_id(request_id := message.get("id")):
+            checking = isinstance(request_id, str) and request_id.startswith(CHECK_PREFIX)
+            if not checking:  # the fast start's own questions are not the client's
+                self.events.request(request_id)
 
     def on_answer(self, line: str) -> bool:
         """Keep answers for the next start; False drops the line (a check's answer, a second
