@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import functools
 import json
 import os
 import re
@@ -85,6 +84,10 @@ START_TIMEOUT_S = 60.0
 PING_TIMEOUT_S = 30.0
 SOCKET_PATH_MAX = 100  # sun_path is 108 bytes on Linux, 104 on macOS
 RESTARTED = -32603
+# The events stay in the socket until read, a dead process's included: the bridge reads them in
+# batches, which costs it a wake-up per batch instead of two per call, and notices the end of a
+# session or of the process within this delay.
+EVENT_BATCH_S = 0.05
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
 
 
@@ -340,7 +343,14 @@ class Bridge:
         while True:
             sock = self.sock
             assert sock is not None
-            for line in _lines(functools.partial(sock.recv, 65536), partial_last=False):
+
+            def read(sock: socket.socket = sock) -> bytes:
+                chunk = sock.recv(65536)
+                if chunk:  # let events gather: a wake-up per batch, not two per call
+                    time.sleep(EVENT_BATCH_S)
+                return chunk
+
+            for line in _lines(read, partial_last=False):
                 kind, value = decode_event(line)
                 if kind == "B":
                     return 0
