@@ -61,6 +61,7 @@ from typing import Any
 from hub import __version__
 from hub.fastfront import LISTEN, AnswerCache, EarlyAnswers, answer_until, digest
 from hub.handoff import decode_event, send_handoff
+from hub.lines import LineBuffer
 
 __all__ = ["SHARED_ENV", "Launch", "run_bridge", "sharing_enabled"]
 
@@ -449,7 +450,7 @@ def _usable(fd: int, flags: int) -> int:
 def _lines(read: Callable[[], bytes], *, partial_last: bool = True) -> Iterator[bytes]:
     """Non-empty lines (with their newline) from `read()` until it returns nothing or fails; a last
     line without a newline is given too when `partial_last` (a client's last request)."""
-    buffer = b""
+    buffer = LineBuffer()
     while True:
         try:
             chunk = read()
@@ -457,13 +458,12 @@ def _lines(read: Callable[[], bytes], *, partial_last: bool = True) -> Iterator[
             chunk = b""
         if not chunk:
             break
-        buffer += chunk
-        *lines, buffer = buffer.split(b"\n")
-        for line in lines:
+        for line in buffer.feed(chunk):
             if line.strip():
                 yield line + b"\n"
-    if partial_last and buffer.strip():
-        yield buffer + b"\n"
+    rest = buffer.rest()
+    if partial_last and rest.strip():
+        yield rest + b"\n"
 
 
 def _parse(line: bytes) -> Any:

@@ -44,12 +44,15 @@ from mcp.shared._context_streams import create_context_streams  # what the SDK's
 from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
 
+from hub.lines import LineBuffer
+
 __all__ = ["LINE_FINISH_S", "QUEUE_PAUSE", "RAW_ID_BASE", "TERMINATION_S", "StdioDownstream", "open_stdio"]
 
 log = structlog.get_logger("hub.connections")
 
 RAW_ID_BASE = 1 << 40  # raw request ids; the SDK session counts up from 0
 TERMINATION_S = 2.0  # after stdin closes, and again after SIGTERM (the SDK's figures)
+PROGRESS_WAIT_S = 1.0  # for a caller to take a progress report before it is dropped
 QUEUE_PAUSE = 256  # messages waiting for the SDK session before the pipe is no longer read
 _POLL_S = 0.02
 LINE_FINISH_S = 10.0  # to finish writing a line a caller gave up on
@@ -110,7 +113,7 @@ class StdioDownstream:
         self._read_send, self.read = create_context_streams[SessionMessage | Exception](0)
         self.write, self._write_recv = create_context_streams[SessionMessage](0)
         self._loop = asyncio.get_running_loop()
-        self._chunks: list[bytes] = []  # the line being read
+        self._lines = LineBuffer()
         self._queue: deque[Any] = deque()  # for `_deliver`: session messages, (progress, params)
         self._wake = anyio.Event()
         self._reading = False
@@ -194,13 +197,7 @@ class StdioDownstream:
         if not chunk:
             self._end()
             return
-        if b"\n" not in chunk:
-            self._chunks.append(chunk)  # joined once the line is whole: no copy per read
-            return
-        self._chunks.append(chunk)
-        *lines, rest = b"".join(self._chunks).split(b"\n")
-        self._chunks = [rest] if rest else []
-        for line in lines:
+        for line in self._lines.feed(chunk):
             if line.strip():
                 try:
                     self._route(line)
@@ -328,14 +325,17 @@ class StdioDownstream:
 
 
 async def _report(progress: ProgressFn, params: dict[str, Any]) -> None:
+    """Relay one progress report; a caller that cannot take it within `PROGRESS_WAIT_S` (a
+    client not reading its output) loses it rather than hold up this server's other messages."""
     try:
         total = params.get("total")
         message = params.get("message")
-        await progress(
-            float(params["progress"]),
-            float(total) if total is not None else None,
-            message if isinstance(message, str) else None,
-        )
+        with anyio.move_on_after(PROGRESS_WAIT_S):
+            await progress(
+                float(params["progress"]),
+                float(total) if total is not None else None,
+                message if isinstance(message, str) else None,
+            )
     except Exception as exc:  # a malformed report, or a caller that went away
         log.debug("progress not relayed", error=str(exc))
 

@@ -36,6 +36,25 @@ LIST_KEYS = {
 __all__ = ["HttpShortcut", "LineShortcut"]
 
 
+async def _forward(
+    fast: FastPath,
+    running: dict[Any, anyio.CancelScope],
+    key: Any,
+    tool: ForwardedTool,
+    params: dict[str, Any],
+    request_id: Any,
+    progress: ProgressFn | None,
+) -> dict[str, Any] | None:
+    """`fast.forward`, cancellable through `running[key]` while it runs; None if cancelled."""
+    with anyio.CancelScope() as scope:
+        running[key] = scope
+        try:
+            result = await fast.forward(tool, params, request_id, progress)
+        finally:
+            running.pop(key, None)
+    return None if scope.cancel_called else result
+
+
 def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
@@ -199,14 +218,8 @@ class LineShortcut:
                     _dumps({"jsonrpc": "2.0", "method": "notifications/progress", "params": note}) + "\n"
                 )
 
-        result: dict[str, Any] | None = None
-        with anyio.CancelScope() as scope:
-            self._running[request_id] = scope
-            try:
-                result = await self.fast.forward(tool, params, request_id, progress)
-            finally:
-                self._running.pop(request_id, None)
-        if result is not None and not scope.cancel_called:  # a cancelled request gets no answer
+        result = await _forward(self.fast, self._running, request_id, tool, params, request_id, progress)
+        if result is not None:  # a cancelled request gets no answer
             await self._reply(request_id, _dumps(self.fast.stamp(version, result)))
 
 
@@ -331,14 +344,8 @@ class HttpShortcut:
             return False
         key = (session, request_id)
         self.fast.shortcut_calls += 1
-        result: dict[str, Any] | None = None
-        with anyio.CancelScope() as scope:
-            self._running[key] = scope
-            try:
-                result = await self.fast.forward(tool, params, request_id, None)
-            finally:
-                self._running.pop(key, None)
-        if result is None or scope.cancel_called:  # cancelled: the request gets no answer
+        result = await _forward(self.fast, self._running, key, tool, params, request_id, None)
+        if result is None:  # cancelled: the request gets no answer
             await _respond(send, 202, b"", session)
             return True
         answer = f'{{"jsonrpc":"2.0","id":{_dumps(request_id)},"result":{_dumps(self.fast.stamp(version, result))}}}'

@@ -42,6 +42,7 @@ from hub.fastfront import (
     check_requests,
 )
 from hub.fastpath import FastPath
+from hub.lines import LineBuffer
 from hub.protocol import MessageCheck, valid_id
 from hub.transport.shortcuts import LineShortcut
 
@@ -84,7 +85,7 @@ class LineReader:
         self.fd = fd
         self.take: Callable[[str], bool] | None = None
         self._initial = initial
-        self._chunks: list[bytes] = []  # the line being read
+        self._buffer = LineBuffer()
         self._lines: deque[str] = deque()
         self._on_line = on_line
         self._ended = False
@@ -165,17 +166,11 @@ class LineReader:
         if not chunk:
             self._pause()
             self._ended = True
-            rest, self._chunks = b"".join(self._chunks), []
+            rest = self._buffer.rest()
             if rest:
                 self._line(rest.decode("utf-8", errors="replace"))
             return
-        if b"\n" not in chunk:
-            self._chunks.append(chunk)  # joined once the line is whole: no copy per read
-            return
-        self._chunks.append(chunk)
-        *lines, rest = b"".join(self._chunks).split(b"\n")
-        self._chunks = [rest] if rest else []
-        for line in lines:
+        for line in self._buffer.feed(chunk):
             self._line(line.decode("utf-8", errors="replace") + "\n")
 
     def _line(self, line: str) -> None:
@@ -190,23 +185,47 @@ class LineReader:
 
 
 class FdWriter:
-    """Writes whole lines to a file descriptor; a non-blocking pipe waits on the event loop."""
+    """Writes whole lines to a file descriptor. A non-blocking pipe or socket waits on the event
+    loop, and a line once started is finished even if the writer is cancelled (shielded, for at
+    most `LINE_FINISH_S`: a reader that takes nothing for that long gets `TimeoutError`). A
+    `threaded` writer (a terminal, which must stay blocking) writes in a worker thread."""
 
-    def __init__(self, fd: int, on_line: Callable[[str], bool] | None = None) -> None:
+    LINE_FINISH_S = 10.0
+
+    def __init__(
+        self, fd: int, on_line: Callable[[str], bool] | None = None, *, threaded: bool = False
+    ) -> None:
         self.fd = fd
         self._on_line = on_line
+        self._threaded = threaded
 
     async def write(self, text: str) -> None:
         if self._on_line is not None and not self._on_line(text):
             return
-        view = memoryview(text.encode("utf-8", errors="replace"))
+        data = text.encode("utf-8", errors="replace")
+        if self._threaded:
+            await anyio.to_thread.run_sync(_write_all, self.fd, data)
+            return
+        view = memoryview(data)
+        started = False
         while view:
             try:
                 written = os.write(self.fd, view)
             except BlockingIOError:
-                await anyio.wait_writable(self.fd)
+                if not started:
+                    await anyio.wait_writable(self.fd)
+                else:
+                    with anyio.CancelScope(shield=True), anyio.fail_after(self.LINE_FINISH_S):
+                        await anyio.wait_writable(self.fd)
                 continue
+            started = True
             view = view[written:]
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 @contextlib.contextmanager
@@ -273,7 +292,7 @@ async def stdio_transport(
         async with lock:
             try:
                 await writer.write(text)
-            except (BrokenPipeError, ConnectionResetError):
+            except OSError:  # closed by the client, or not read for LINE_FINISH_S
                 gone = True
                 reading.cancel()  # the session ends as if input had ended
 
@@ -404,10 +423,12 @@ async def serve_fds(
     handshake, replayed by the bridge); answers to the requests in `swallow` are not written
     (the client had them), nor the acknowledgements of those subscriptions."""
     session = _Session(server, cache, early, replay=replay, swallow=swallow, events=events)
-    if _pollable(out_fd) and not os.isatty(out_fd):
+    terminal = os.isatty(out_fd)  # left blocking (the user's terminal): written from a thread
+    if _pollable(out_fd) and not terminal:
         os.set_blocking(out_fd, False)
     await session.serve(
-        LineReader(in_fd, session.initial, session.on_request), FdWriter(out_fd, session.on_answer)
+        LineReader(in_fd, session.initial, session.on_request),
+        FdWriter(out_fd, session.on_answer, threaded=terminal),
     )
 
 
