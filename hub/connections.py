@@ -374,7 +374,9 @@ class ConnectionCache:
             conn, history = self._conns.get(name), self._history[name]
             live = conn is not None and conn.live
             # A connection still winding down already knows how it ended (history learns it last).
-            state = conn.state if conn is not None and not conn.done.is_set() else history.last_state
+            ending = conn if conn is not None and not conn.done.is_set() else None
+            state = ending.state if ending else history.last_state
+            last_error = (ending.error if ending else None) or history.last_error
             out[name] = {
                 "transport": config.transport,
                 "state": str(state),
@@ -383,7 +385,7 @@ class ConnectionCache:
                 "restart_in_s": round(history.retry_at - now, 1)
                 if not live and history.retry_at > now
                 else None,
-                "last_error": history.last_error,
+                "last_error": last_error,
                 "in_use": conn.leases if conn is not None and live else 0,
                 "idle_s": round(now - conn.last_used, 1) if conn is not None and live else None,
                 "server_info": conn.server_info if conn is not None and live else None,
