@@ -244,3 +244,22 @@ def test_what_the_shortcut_must_not_take(tmp_path):
         assert bare.get("error", {}).get("code") == -32602, bare  # type: ignore[union-attr]
     finally:
         fresh.close()
+
+
+def test_a_handshake_after_an_early_request_still_opens_the_shortcut():
+    """A client that pings before `initialize` fixes the era with the ping; the shortcut must
+    still learn the handshake's id and version, or it would leave every later line to the SDK."""
+    from hub.fastpath import FastPath
+    from hub.registry import Registry
+    from hub.transport.shortcuts import LineShortcut
+
+    fast = FastPath(Registry(), None)  # type: ignore[arg-type]
+    shortcut = LineShortcut(fast, emit=None, spawn=lambda *a: None, done=lambda _: None)  # type: ignore[arg-type]
+    assert shortcut.take('{"jsonrpc":"2.0","id":1,"method":"ping"}') is None
+    assert shortcut.era == "legacy"
+    init = '{"jsonrpc":"2.0","id":"i","method":"initialize","params":{"protocolVersion":"2025-11-25"}}'
+    assert shortcut.take(init) is None
+    shortcut.answered("i", {"protocolVersion": "2025-11-25", "capabilities": {}})
+    assert shortcut.legacy_version == "2025-11-25"
+    fast.texts[("tools/list", "2025-11-25")] = '{"tools":[]}'
+    assert shortcut.take('{"jsonrpc":"2.0","id":2,"method":"tools/list"}') == 2

@@ -120,6 +120,8 @@ class LineShortcut:
             return
         if message.get("method") == "initialize":
             self._initialize_id = message.get("id")
+        if self.era is not None:
+            return
         params = message.get("params")
         meta = params.get("_meta") if isinstance(params, dict) else None
         self.era = "modern" if isinstance(meta, dict) and VERSION_KEY in meta else "legacy"
@@ -127,7 +129,10 @@ class LineShortcut:
     def take(self, line: str) -> Any:
         """The id of the request in `line` if it was taken (it is answered here), else None:
         give the line to the SDK."""
-        if self.era is None:  # until the first request: read every line in full
+        if self.era is None or (
+            self.era == "legacy" and self.legacy_version is None and '"initialize"' in line
+        ):
+            # Until the first request (and the handshake): read every line in full.
             with contextlib.suppress(ValueError, RecursionError):
                 self._learn_era(json.loads(line))
             return None
