@@ -315,26 +315,27 @@ class Bridge:
         return started["sock"], early
 
     def _hand_over(
-        self, *, early: EarlyAnswers | None = None, replay: bytes = b"", swallow: Sequence[Any] = ()
+        self,
+        *,
+        early: EarlyAnswers | None = None,
+        replay: bytes = b"",
+        swallow: Sequence[Any] = (),
+        swallow_acks: Sequence[Any] = (),
     ) -> None:
         """Give the client's stdin and stdout to the shared process, with what it must do first:
         serve what the cold start held back and ask its questions again (`early`), or replay a
-        dead process's handshake (`replay`) without answering it twice (`swallow`)."""
+        dead process's handshake (`replay`) without answering it twice (`swallow`: the ids
+        whose answers the client had; `swallow_acks`: the listens it had acknowledged)."""
         assert self.sock is not None
         message: dict[str, Any] = {
             "replay": replay.decode("latin-1"),
-            "swallow": [rid for rid in swallow if not isinstance(rid, tuple)],
-            "swallow_acks": [rid[1] for rid in swallow if isinstance(rid, tuple)],
+            "swallow": list(swallow),
+            "swallow_acks": list(swallow_acks),
         }
         if self.cache is not None:
             message["cache"] = {"path": str(self.cache.path), "fingerprint": self.cache.fingerprint}
         if early is not None:
-            message["early"] = {
-                "held": early.held.decode("latin-1"),
-                "answered": early.answered,
-                "acknowledged": sorted(early.acknowledged, key=str),
-                "ended": early.ended,
-            }
+            message["early"] = early.to_json()
         send_handoff(
             self.sock, message, [_usable(self.stdin, os.O_RDONLY), _usable(self.stdout, os.O_WRONLY)]
         )
@@ -423,9 +424,8 @@ class Bridge:
             message = _parse(line)
             if isinstance(message, dict) and "id" in message and _key(message["id"]) not in self.pending:
                 swallow.append(_key(message["id"]))
-        swallow += [("ack", rid) for rid in self.listens]
         replay = b"".join(self.handshake) + b"".join(self.listens.values())
-        self._hand_over(replay=replay, swallow=swallow)
+        self._hand_over(replay=replay, swallow=swallow, swallow_acks=list(self.listens))
 
     # -- going away ------------------------------------------------------------------------------
 

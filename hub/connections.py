@@ -18,8 +18,9 @@ import contextlib
 import enum
 import os
 import time
+import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,11 +32,12 @@ from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import get_default_environment
 from mcp.shared.exceptions import MCPError
 from mcp.shared.inbound import MCP_NAME_HEADER, encode_header_value
-from mcp.types import CONNECTION_CLOSED
+from mcp.types import CONNECTION_CLOSED, REQUEST_TIMEOUT
 
 from hub.config import ConfigError, ServerConfig, expand_vars
 from hub.downstream import StdioDownstream, open_stdio
 from hub.errors import HubError
+from hub.registry import ProgressFn
 
 __all__ = [
     "ConnectionCache",
@@ -82,7 +84,9 @@ def restart_delay(failures: int) -> float:
     return float(min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** (failures - 2)))
 
 
-ProgressFn = Callable[[float, float | None, str | None], Awaitable[None]]
+# The lean client under each session of a stdio server the cache started (`hub.downstream`):
+# `call_tool_raw` sends past the session on it. Weak: an entry goes with its session.
+_LEAN: weakref.WeakKeyDictionary[ClientSession, StdioDownstream] = weakref.WeakKeyDictionary()
 
 
 async def call_tool_raw(
@@ -95,14 +99,24 @@ async def call_tool_raw(
 ) -> dict[str, Any]:
     """`tools/call` on `session` as plain JSON-RPC: the result as the server sent it (a dict).
 
-    The request goes out over the session's own dispatcher, so the SDK still correlates the
-    answer, relays progress (`progress` gets each `notifications/progress`), sends
-    `notifications/cancelled` when the caller is cancelled or `timeout_s` passes, and stamps the
-    request for the negotiated protocol version. What it skips is the per-call pydantic work of
+    The request is stamped for the negotiated protocol version as the session would stamp it;
+    progress reaches `progress`; a caller that is cancelled, or `timeout_s` passing, sends
+    `notifications/cancelled`. It goes out on the session's own dispatcher, or, for a stdio
+    server this cache started, straight onto the server's stdin (`hub.downstream`), its answer
+    matched as it is read. Either way it skips the per-call pydantic work of
     `ClientSession.call_tool`: no request or result model, no per-version re-validation of the
     result, no output-schema check (a server's `validate_output` option asks for that path).
-    Raises `MCPError` like `call_tool` (`CONNECTION_CLOSED` when the server went away).
+    Raises `MCPError` like `call_tool` (`CONNECTION_CLOSED` when the server went away,
+    `REQUEST_TIMEOUT` after `timeout_s`).
     """
+    lean = _LEAN.get(session)
+    if lean is not None:  # a stdio server the cache started: past the session, on its pipe
+        params = _call_params(session, name, arguments)
+        if timeout_s is None:
+            return await lean.request("tools/call", params, progress=progress)
+        with anyio.move_on_after(timeout_s):
+            return await lean.request("tools/call", params, progress=progress)
+        raise MCPError(REQUEST_TIMEOUT, "Request 'tools/call' timed out")  # the SDK's words
     opts: dict[str, Any] = {}
     params = _call_params(session, name, arguments, opts)
     headers = opts.setdefault("headers", {})
@@ -171,7 +185,6 @@ class _Connection:
     config: ServerConfig
     state: ServerState = ServerState.STARTING
     session: ClientSession | None = None
-    raw: StdioDownstream | None = None  # stdio servers: requests past the SDK session
     error: str | None = None
     server_info: dict[str, Any] | None = None
     capabilities: Any = None  # the server's ServerCapabilities once ready
@@ -301,10 +314,6 @@ class ConnectionCache:
             assert session is not None
             conn.leases += 1
             try:
-                if conn.raw is not None:
-                    return await conn.raw.request(
-                        "tools/call", _call_params(session, tool, arguments), progress=progress
-                    )
                 return await call_tool_raw(session, tool, arguments, progress=progress)
             except MCPError as exc:
                 if exc.code == CONNECTION_CLOSED:
@@ -464,7 +473,7 @@ class ConnectionCache:
                     init = await session.initialize()
                 conn.session = session
                 if conn.config.transport == "stdio":
-                    conn.raw = downstream
+                    _LEAN[session] = downstream
                 conn.server_info = init.server_info.model_dump(mode="json", exclude_none=True)
                 conn.capabilities = init.capabilities
                 conn.ready_at = conn.last_used = time.monotonic()  # idle time counts from now, not from spawn
@@ -483,13 +492,13 @@ class ConnectionCache:
                     conn.state = ServerState.DIED
                     conn.error = f"server {conn.name!r} exited{self._stderr_hint(stderr_path)}"
                     bound.warning("downstream server died; the next use restarts it")
-                conn.session = conn.raw = None
+                conn.session = None
         except Exception as exc:
             conn.error = self._describe_failure(conn, exc, stderr_path)
             conn.state = ServerState.DIED if conn.state == ServerState.READY else ServerState.FAILED
             bound.warning("downstream server failed", error=conn.error)
         finally:
-            conn.session = conn.raw = None
+            conn.session = None
             if conn.state in (ServerState.READY, ServerState.STARTING):
                 conn.state = ServerState.STOPPED
             history = self._history[conn.name]

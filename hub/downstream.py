@@ -32,7 +32,7 @@ import os
 import signal
 import subprocess
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import IO, Any
 
 import anyio
@@ -45,8 +45,10 @@ from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
 
 from hub.lines import LineBuffer
+from hub.registry import ProgressFn
+from hub.transport.stdio import LINE_FINISH_S, write_line
 
-__all__ = ["LINE_FINISH_S", "QUEUE_PAUSE", "RAW_ID_BASE", "TERMINATION_S", "StdioDownstream", "open_stdio"]
+__all__ = ["QUEUE_PAUSE", "RAW_ID_BASE", "TERMINATION_S", "StdioDownstream", "open_stdio"]
 
 log = structlog.get_logger("hub.connections")
 
@@ -55,10 +57,7 @@ TERMINATION_S = 2.0  # after stdin closes, and again after SIGTERM (the SDK's fi
 PROGRESS_WAIT_S = 1.0  # for a caller to take a progress report before it is dropped
 QUEUE_PAUSE = 256  # messages waiting for the SDK session before the pipe is no longer read
 _POLL_S = 0.02
-LINE_FINISH_S = 10.0  # to finish writing a line a caller gave up on
 _CLOSED = {"error": {"code": types.CONNECTION_CLOSED, "message": "Connection closed"}}
-
-ProgressFn = Callable[[float, float | None, str | None], Awaitable[None]]
 
 
 class _Waiter:
@@ -72,10 +71,8 @@ class _Waiter:
 
 
 class _Pipe:
-    """Whole lines to a non-blocking pipe; a line is never interleaved with another, nor left
-    half-written by a cancelled caller (the rest is written shielded, for at most
-    `LINE_FINISH_S`; a server that reads nothing for that long gets `TimeoutError`, an
-    `OSError`). The lock costs nothing uncontended (`fast_acquire`)."""
+    """Whole lines to the server's stdin (`write_line`: a cancelled caller's line is finished),
+    never interleaved with another. The lock costs nothing uncontended (`fast_acquire`)."""
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
@@ -83,18 +80,7 @@ class _Pipe:
 
     async def send(self, data: bytes) -> None:
         async with self._lock:
-            view = memoryview(data)
-            started = False
-            while view:
-                try:
-                    view = view[os.write(self.fd, view) :]
-                    started = True
-                except BlockingIOError:
-                    if not started:  # nothing written yet: the caller may still give up
-                        await anyio.wait_writable(self.fd)
-                        continue
-                    with anyio.CancelScope(shield=True), anyio.fail_after(LINE_FINISH_S):
-                        await anyio.wait_writable(self.fd)
+            await write_line(self.fd, data)
 
 
 class StdioDownstream:

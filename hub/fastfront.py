@@ -29,6 +29,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from hub.lines import LineBuffer, write_all
+
 try:  # the C module itself: `hashlib` loads OpenSSL, several MB in every bridge process
     from _blake2 import blake2b as _blake2b
 except ImportError:  # pragma: no cover - a Python built without it
@@ -182,6 +184,24 @@ class EarlyAnswers:
         self.acknowledged: set[Any] = set()  # listen requests acknowledged early (held for the hub)
         self.ended = False
 
+    def to_json(self) -> dict[str, Any]:
+        """For the handoff to the shared process (`hub.handoff`); `from_json` reads it back."""
+        return {
+            "held": self.held.decode("latin-1"),
+            "answered": self.answered,
+            "acknowledged": sorted(self.acknowledged, key=str),
+            "ended": self.ended,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> EarlyAnswers:
+        early = cls()
+        early.held = data["held"].encode("latin-1")
+        early.answered = data["answered"]
+        early.acknowledged = set(data["acknowledged"])
+        early.ended = data["ended"]
+        return early
+
 
 def answer_until(
     ready: threading.Event, cache: AnswerCache, *, read_fd: int = 0, write_fd: int = 1
@@ -190,7 +210,7 @@ def answer_until(
     in order, for the hub. In this protocol era each request stands alone, so answering some
     before others that are held changes nothing for the client."""
     early = EarlyAnswers()
-    buffer = b""
+    lines = LineBuffer()
     while not ready.is_set():
         readable, _, _ = select.select([read_fd], [], [], 0.02)
         if not readable:
@@ -199,12 +219,10 @@ def answer_until(
         if not chunk:
             early.ended = True  # the client went away before the hub was up
             break
-        buffer += chunk
-        while b"\n" in buffer:
-            line, _, buffer = buffer.partition(b"\n")
+        for line in lines.feed(chunk):
             if not _answer(line, cache, early, write_fd):
                 early.held += line + b"\n"
-    early.held += buffer
+    early.held += lines.rest()
     return early
 
 
@@ -224,22 +242,16 @@ def _answer(line: bytes, cache: AnswerCache, early: EarlyAnswers, write_fd: int)
             "method": ACKNOWLEDGED,
             "params": {"_meta": {SUBSCRIPTION_KEY: message["id"]}, "notifications": cache.answers[listen]},
         }
-        _write_all(write_fd, json.dumps(ack).encode() + b"\n")
+        write_all(write_fd, json.dumps(ack).encode() + b"\n")
         early.acknowledged.add(message["id"])
         return False  # still held: the hub serves the subscription
     key = request_key(message)
     if key is None or key not in cache.answers:
         return False
     reply = json.dumps({"jsonrpc": "2.0", "id": message["id"], "result": cache.answers[key]})
-    _write_all(write_fd, reply.encode() + b"\n")
+    write_all(write_fd, reply.encode() + b"\n")
     early.answered[key] = message.get("params") or {}
     return True
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 def check_requests(early: EarlyAnswers) -> list[tuple[str, str]]:

@@ -23,7 +23,6 @@ The stdio, shared-socket and HTTP transports go one step further for the same tw
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -32,16 +31,15 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel
 
 from hub.errors import ToolError
-from hub.registry import ListKind, Registry, Tool, ToolCall
+from hub.registry import ListKind, ProgressFn, Registry, Tool, ToolCall
 
 if TYPE_CHECKING:
     from mcp.server import Server, ServerRequestContext
 
-__all__ = ["FastPath", "ForwardedTool", "ProgressFn", "RawResult"]
+__all__ = ["FastPath", "ForwardedTool", "RawResult"]
 
 log = structlog.get_logger("hub.server")
 
-ProgressFn = Callable[[float, float | None, str | None], Awaitable[None]]
 LIST_METHODS = frozenset({"tools/list", "resources/list", "resources/templates/list", "prompts/list"})
 
 

@@ -1,5 +1,8 @@
 """Lines out of a byte stream read in chunks (`LineBuffer`), for every reader of JSON-RPC lines:
-the stdio and socket transports, the downstream client and the bridge. Standard library only.
+the stdio and socket transports, the downstream client, the bridge and the fast start; and
+`write_all`, a whole message to a blocking descriptor. Standard library only (the bridge and the
+fast start import it before anything else is loaded; the event loop's writer is
+`hub.transport.stdio.write_line`).
 
 A line that arrives over many reads is joined once it is whole, not copied at every read (which
 made a 40 MB message take seconds).
@@ -7,7 +10,9 @@ made a 40 MB message take seconds).
 
 from __future__ import annotations
 
-__all__ = ["LineBuffer"]
+import os
+
+__all__ = ["LineBuffer", "write_all"]
 
 
 class LineBuffer:
@@ -29,3 +34,10 @@ class LineBuffer:
         """What is left after the last newline (a last line at end of input), and forget it."""
         rest, self._chunks = b"".join(self._chunks), []
         return rest
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """All of `data` to a blocking descriptor (`os.write` may take only part of it)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]

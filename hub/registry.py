@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CLAUDE_PREFIX",
+    "ProgressFn",
     "Prompt",
     "PromptArgument",
     "RegistrationError",
@@ -44,6 +45,9 @@ CLAUDE_PREFIX = "mcp__hub__"
 # A ready `ReadResourceResult` is sent as is (the proxy passes a downstream answer through).
 ResourceBody = str | bytes | dict[str, Any] | list[Any] | BaseModel | types.ReadResourceResult
 ListKind = Literal["tools", "resources", "prompts"]
+# Where a caller's progress goes: (progress, total, message), from a tool up to a client or from a
+# downstream server up to the tool that called it.
+ProgressFn = Callable[[float, float | None, str | None], Awaitable[None]]
 
 
 class RegistrationError(ValueError):
@@ -58,7 +62,7 @@ class ToolCall:
         tool: str,
         *,
         request_id: Any = None,
-        progress: Callable[[float, float | None, str | None], Awaitable[None]] | None = None,
+        progress: ProgressFn | None = None,
         session: Any = None,
         log: Any = None,
     ) -> None:

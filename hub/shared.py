@@ -190,13 +190,7 @@ async def _serve_handoff(hub: Hub, raw: socket.socket, first: bytes, fds: list[i
     cache = None
     if message.get("cache"):
         cache = AnswerCache(Path(message["cache"]["path"]), message["cache"]["fingerprint"])
-    early = None
-    if message.get("early") is not None:
-        early = EarlyAnswers()
-        early.held = message["early"]["held"].encode("latin-1")
-        early.answered = message["early"]["answered"]
-        early.acknowledged = set(message["early"]["acknowledged"])
-        early.ended = message["early"]["ended"]
+    early = EarlyAnswers.from_json(message["early"]) if message.get("early") is not None else None
     swallow: set[Any] = set(message.get("swallow", []))
     swallow |= {("ack", subscription) for subscription in message.get("swallow_acks", [])}
     reporter = _Reporter(raw)

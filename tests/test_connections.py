@@ -59,6 +59,46 @@ async def test_concurrent_first_uses_start_one_process(tmp_path):
         assert cache.status()["d"]["starts"] == 1
 
 
+async def test_call_tool_raw_on_a_cached_stdio_session_goes_past_it(tmp_path):
+    """The public `call_tool_raw(session, ...)` sends on the lean client under a session the
+    cache started (what `batch_execute` does under its lease), with the SDK path's semantics:
+    the result as sent, progress, `REQUEST_TIMEOUT` after `timeout_s` (the server hears the
+    cancellation), `CONNECTION_CLOSED` when it dies."""
+    from mcp.shared.exceptions import MCPError
+    from mcp.types import CONNECTION_CLOSED, REQUEST_TIMEOUT
+
+    from hub.connections import _LEAN, call_tool_raw
+
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    async with ConnectionCache(
+        {"d": server(env={"DOWNSTREAM_MARKER_DIR": str(markers)})}, log_dir=tmp_path
+    ) as cache:
+        async with cache.session("d") as session:
+            assert session in _LEAN
+            assert await call_tool_raw(session, "add", {"a": 2, "b": 3}) == {
+                "content": [{"type": "text", "text": "5"}],
+                "structuredContent": {"result": 5},
+                "isError": False,
+            }
+            seen: list[float] = []
+
+            async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+                seen.append(progress)
+
+            counted = await call_tool_raw(session, "count", {"to": 2}, progress=on_progress)
+            assert counted["structuredContent"] == {"result": 2} and seen == [1, 2]
+            with pytest.raises(MCPError) as timed_out:
+                await call_tool_raw(session, "sleep", {"seconds": 30, "tag": "lean"}, timeout_s=0.5)
+            assert timed_out.value.code == REQUEST_TIMEOUT
+            with anyio.fail_after(10):
+                while not (markers / "cancelled-lean").exists():
+                    await anyio.sleep(0.05)
+            with pytest.raises(MCPError) as died:
+                await call_tool_raw(session, "crash", {})
+        assert died.value.code == CONNECTION_CLOSED
+
+
 async def test_idle_connection_is_closed_and_reopened(tmp_path):
     async with ConnectionCache({"d": server(idle_timeout_s=0.3)}, log_dir=tmp_path) as cache:
         first = await pid_of(await cache.get("d"))

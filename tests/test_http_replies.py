@@ -3,6 +3,7 @@ for requests that asked for progress (hub.transport.http_replies), on a real uvi
 
 from __future__ import annotations
 
+import math
 import sys
 
 import anyio
@@ -107,4 +108,70 @@ async def test_plain_calls_are_json_and_progress_still_streams(tmp_path, mode):
                     while not (markers / f"cancelled-{mode}").exists():
                         await anyio.sleep(0.05)
                 assert result_text(await client.call_tool("d__echo", {"text": "after"})) == "after"
+        tg.cancel_scope.cancel()
+
+
+async def test_a_session_served_from_the_cache_does_not_idle_out(tmp_path):
+    """Cached list answers and forwarded calls count as requests for the session's idle time, as
+    the SDK counts the ones it serves: a session that only polls `tools/list` is not idle."""
+    config = make_config(tmp_path, servers={"d": {"command": sys.executable, "args": [str(DOWNSTREAM)]}})
+    async with (
+        Hub(config, extra_plugins={"proxy": hub_proxy.ProxyPlugin}) as hub,
+        anyio.create_task_group() as tg,
+    ):
+        ports: list[int] = []
+        ready = anyio.Event()
+
+        def on_ready(port: int) -> None:
+            ports.append(port)
+            ready.set()
+
+        tg.start_soon(
+            lambda: serve_http(hub.server, host="127.0.0.1", port=0, path="/mcp", token=None, ready=on_ready)
+        )
+        with anyio.fail_after(30):
+            await ready.wait()
+            while "d__echo" not in hub.registry.tools:
+                await anyio.sleep(0.02)
+        url = f"http://127.0.0.1:{ports[0]}/mcp"
+        headers = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+        # Raw requests, as a client that opens no GET stream sends them (an open stream would
+        # hold the session anyway).
+        async with httpx2.AsyncClient(timeout=30) as http:
+            init = {
+                "protocolVersion": "2025-11-25",
+                "capabilities": {},
+                "clientInfo": {"name": "t", "version": "0"},
+            }
+            opened = await http.post(
+                url, json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": init}, headers=headers
+            )
+            assert opened.status_code == 200, opened.text
+            headers |= {
+                "mcp-session-id": opened.headers["mcp-session-id"],
+                "mcp-protocol-version": "2025-11-25",
+            }
+            await http.post(
+                url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=headers
+            )
+            (transport,) = hub.server.mcp.session_manager._server_instances.values()
+
+            async def request(n: int, method: str, params: dict) -> tuple[dict, float]:
+                answer = await http.post(
+                    url, json={"jsonrpc": "2.0", "id": n, "method": method, "params": params}, headers=headers
+                )
+                assert answer.status_code == 200, answer.text
+                return answer.json(), transport.idle_scope.deadline
+
+            await request(2, "tools/list", {})  # the SDK answers; FastPath keeps the answer
+            hits = hub.server.fast_path.hits
+            (listed, after_list), (_, again) = [await request(n, "tools/list", {}) for n in (3, 4)]
+            assert hub.server.fast_path.hits == hits + 2 and "d__echo" in str(listed)
+            called, after_call = await request(
+                5, "tools/call", {"name": "d__echo", "arguments": {"text": "hi"}}
+            )
+            assert called["result"]["content"][0]["text"] == "hi"
+            # Each answer started the idle time again, and none is left counted as in flight.
+            assert after_list < again < after_call < math.inf, (after_list, again, after_call)
+            assert transport._requests_in_flight == 0
         tg.cancel_scope.cancel()

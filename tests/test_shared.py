@@ -184,6 +184,22 @@ def test_a_killed_shared_process_is_restarted_and_the_session_goes_on(shared_env
         other.close()
 
 
+def test_a_request_refused_before_initialize_is_not_answered_again_after_a_restart(shared_env, tmp_path):
+    """The shared process's own refusal (the session is not initialized) is an answer the bridge
+    must hear of, or a restart answers that id a second time."""
+    bridge = BridgeClient(shared_env, tmp_path)
+    try:
+        refused = bridge.request("tools/list")
+        assert refused["error"]["code"] == -32600 and "initialize" in refused["error"]["message"]
+        bridge.initialize()
+        (first,) = shared_processes(shared_env, tmp_path)
+        psutil.Process(first["pid"]).kill()  # kill -9
+        assert "tools" in bridge.request("tools/list")["result"]  # answered by the next process
+        assert [m for m in bridge.extra if m.get("id") == refused["id"]] == []
+    finally:
+        bridge.close()
+
+
 def test_work_started_in_one_session_is_seen_and_cancelled_from_another(shared_env, tmp_path):
     one, two = BridgeClient(shared_env, tmp_path), BridgeClient(shared_env, tmp_path)
     try:
@@ -403,3 +419,17 @@ def test_a_bad_config_through_the_bridge_is_said_as_in_process(shared_env, tmp_p
     said = bridge.stderr_path.read_text()
     assert "hub: config error:" in said and "hub.toml: budget.limit_usd:" in said, said
     assert shared_processes(shared_env, tmp_path) == []  # nothing left running
+
+
+def test_what_a_replay_swallows_is_forgotten_once_answered():
+    """After a restart the shared process drops the answers the client already had (the
+    replayed handshake's, a replayed listen's acknowledgement). A replayed listen that fails is
+    answered instead of acknowledged: nothing is left to look for, so later answers are not
+    parsed for the rest of the session."""
+    from hub.transport.stdio import _Session
+
+    session = _Session(None, None, None, swallow={"i", ("ack", "l")})  # type: ignore[arg-type]
+    assert not session.on_answer('{"jsonrpc":"2.0","id":"i","result":{"protocolVersion":"2025-11-25"}}')
+    assert session.on_answer('{"jsonrpc":"2.0","id":[1],"result":{}}')  # no key: passed on as is
+    assert session.on_answer('{"jsonrpc":"2.0","id":"l","error":{"code":-32603,"message":"gone"}}')
+    assert session.swallow == set()

@@ -15,23 +15,18 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import anyio
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 
-from hub.fastpath import LIST_METHODS, FastPath, ForwardedTool, ProgressFn
+from hub.fastpath import LIST_METHODS, FastPath, ForwardedTool
 from hub.protocol import VERSION_KEY, problem_in, valid_id
+from hub.registry import ProgressFn
 
 CLIENT_INFO_KEY = "io.modelcontextprotocol/clientInfo"
 CAPABILITIES_KEY = "io.modelcontextprotocol/clientCapabilities"
-LIST_KEYS = {
-    "tools/list": "tools",
-    "resources/list": "resources",
-    "resources/templates/list": "resourceTemplates",
-    "prompts/list": "prompts",
-}
 
 __all__ = ["HttpShortcut", "LineShortcut"]
 
@@ -69,9 +64,9 @@ class LineShortcut:
     - `tools/call` of a `ForwardedTool`: run in `spawn` (the transport's task group), answered
       with `emit`; the caller's `progressToken` gets the tool's progress as notifications, and
       `notifications/cancelled` for it (`cancel`) cancels the call, which the downstream hears;
-    - a list request whose answer `FastPath` holds as text for this protocol version: the
+    - a list request whose answer `FastPath` holds for this protocol version (`list_text`): the
       answer is the cached text with the request's id. The first answer of each list comes from
-      the SDK and is kept (`answered`), until the registry changes.
+      the SDK, through `FastPath`'s middleware, which keeps it until the registry changes.
 
     Only well-formed requests of an initialized session are taken, in the era the connection's
     first request fixed (as the SDK fixes it): a 2026-era request with its full envelope in
@@ -94,7 +89,6 @@ class LineShortcut:
         self.era: str | None = None  # "legacy" or "modern", fixed by the first request
         self.legacy_version: str | None = None
         self._initialize_id: Any = None
-        self._lists: dict[Any, tuple[str, str, int]] = {}  # request id -> answer to keep
         self._running: dict[Any, Any] = {}  # request id -> cancel scope of a forwarded call
 
     def _version(self, params: dict[str, Any]) -> str | None:
@@ -162,37 +156,25 @@ class LineShortcut:
             return request_id
         if method not in LIST_METHODS or params.get("cursor") is not None:
             return None
-        text = self.fast.texts.get((method, version))
+        text = self.fast.list_text(method, version)
         if text is None:
-            if request_id not in self._lists:  # an id used twice at once keeps nothing
-                self._lists[request_id] = (method, version, self.fast.generation)
-            else:
-                self._lists[request_id] = ("", "", -1)
-            return None
+            return None  # the SDK answers, and FastPath keeps the answer for the next time
         self.fast.hits += 1
         self._spawn(self._reply, request_id, text)
         return request_id
 
     def answered(self, request_id: Any, result: Any) -> None:
-        """The SDK answered `request_id` (`result`, None for an error): learn the negotiated
-        version from the `initialize` answer, and keep list answers that are list answers."""
-        keep = self._lists.pop(request_id, None) if valid_id(request_id) else None
-        if not isinstance(result, dict):
+        """The SDK answered `request_id` (`result`, None for an error): the answer to this
+        connection's `initialize` fixes the handshake-era version the shortcut answers in."""
+        if (
+            self.legacy_version is not None
+            or request_id != self._initialize_id
+            or not isinstance(result, dict)
+        ):
             return
-        if request_id == self._initialize_id and self.legacy_version is None:
-            version = result.get("protocolVersion")
-            if isinstance(version, str) and version not in MODERN_PROTOCOL_VERSIONS:
-                self.legacy_version = version
-            return
-        if keep is not None and "nextCursor" not in result:
-            method, version, generation = keep
-            if generation == self.fast.generation and LIST_KEYS.get(method) in result:
-                self.fast.texts[(method, version)] = _dumps(result)
-
-    def forget(self, request_id: Any) -> None:
-        """A request the SDK will not answer (cancelled): keep nothing for its id."""
-        if valid_id(request_id):
-            self._lists.pop(request_id, None)
+        version = result.get("protocolVersion")
+        if isinstance(version, str) and version not in MODERN_PROTOCOL_VERSIONS:
+            self.legacy_version = version
 
     def cancel(self, request_id: Any) -> bool:
         """`notifications/cancelled` for `request_id`: True if it was a call running here."""
@@ -313,26 +295,17 @@ class HttpShortcut:
         if isinstance(meta, dict) and (meta.get("progressToken") is not None or VERSION_KEY in meta):
             return False  # progress needs the SDK's SSE stream
         if method == "tools/call":
-            # Held like a request the SDK serves: the session does not idle out meanwhile.
-            idle = transport.idle_scope
-            transport._requests_in_flight += 1
-            if idle is not None:
-                idle.deadline = math.inf
-            try:
+            with _in_flight(transport):
                 return await self._call(request_id, params, version, session, send)
-            finally:
-                transport._requests_in_flight -= 1
-                if idle is not None and not transport._requests_in_flight and transport._idle_timeout:
-                    idle.deadline = anyio.current_time() + transport._idle_timeout
         if method not in LIST_METHODS or params.get("cursor") is not None:
             return False
         text = self.fast.list_text(method, version)
         if text is None:
             return False  # the SDK answers, and FastPath keeps the answer for the next time
         self.fast.hits += 1
-        await _respond(
-            send, 200, f'{{"jsonrpc":"2.0","id":{_dumps(request_id)},"result":{text}}}'.encode(), session
-        )
+        with _in_flight(transport):
+            answer = f'{{"jsonrpc":"2.0","id":{_dumps(request_id)},"result":{text}}}'.encode()
+            await _respond(send, 200, answer, session)
         return True
 
     async def _call(
@@ -379,6 +352,25 @@ class HttpShortcut:
         scope.cancel()
         await _respond(send, 202, b"", session)
         return True
+
+
+@contextlib.contextmanager
+def _in_flight(transport: Any) -> Iterator[None]:
+    """A request of `transport`'s session being answered here, counted as the SDK counts the
+    ones it serves (`StreamableHTTPServerTransport.handle_request`): the session does not idle
+    out meanwhile, and its idle time starts again when the last one is answered."""
+    idle, timeout = transport.idle_scope, transport._idle_timeout
+    if idle is None or timeout is None:
+        yield
+        return
+    transport._requests_in_flight += 1
+    idle.deadline = math.inf
+    try:
+        yield
+    finally:
+        transport._requests_in_flight -= 1
+        if not transport._requests_in_flight:
+            idle.deadline = anyio.current_time() + timeout
 
 
 async def _respond(send: Callable[..., Awaitable[None]], status: int, body: bytes, session: bytes) -> None:

@@ -42,7 +42,7 @@ from hub.fastfront import (
     check_requests,
 )
 from hub.fastpath import FastPath
-from hub.lines import LineBuffer
+from hub.lines import LineBuffer, write_all
 from hub.protocol import MessageCheck, valid_id
 from hub.transport.shortcuts import LineShortcut
 
@@ -50,13 +50,17 @@ if TYPE_CHECKING:
     from hub.server import HubServer
 
 __all__ = [
+    "LINE_FINISH_S",
     "TTY_HINT",
     "Events",
+    "FdWriter",
+    "LineReader",
     "event_loop_stdout",
     "private_stdin",
     "serve_fds",
     "serve_stdio",
     "stdio_transport",
+    "write_line",
 ]
 
 from hub.fastfront import LISTEN  # stays open until cancelled: not waited for at end of input
@@ -184,13 +188,33 @@ class LineReader:
         self._lines.append(line)
 
 
-class FdWriter:
-    """Writes whole lines to a file descriptor. A non-blocking pipe or socket waits on the event
-    loop, and a line once started is finished even if the writer is cancelled (shielded, for at
-    most `LINE_FINISH_S`: a reader that takes nothing for that long gets `TimeoutError`). A
-    `threaded` writer (a terminal, which must stay blocking) writes in a worker thread."""
+LINE_FINISH_S = 10.0  # to finish writing a line a cancelled writer started
 
-    LINE_FINISH_S = 10.0
+
+async def write_line(fd: int, data: bytes) -> None:
+    """All of `data` to a non-blocking pipe or socket, waiting on the event loop while it is full.
+    A line once started is finished even if the caller is cancelled (shielded, for at most
+    `LINE_FINISH_S`: a reader that takes nothing for that long gets `TimeoutError`, an
+    `OSError`), so no half line is left for the next one to follow. Callers that share `fd`
+    hold a lock around it."""
+    view = memoryview(data)
+    started = False
+    while view:
+        try:
+            view = view[os.write(fd, view) :]
+            started = True
+        except BlockingIOError:
+            if not started:  # nothing written yet: the caller may still give up
+                await anyio.wait_writable(fd)
+                continue
+            with anyio.CancelScope(shield=True), anyio.fail_after(LINE_FINISH_S):
+                await anyio.wait_writable(fd)
+
+
+class FdWriter:
+    """Writes whole lines to a file descriptor: a non-blocking pipe or socket with `write_line`;
+    a `threaded` writer (a terminal, which must stay blocking) in a worker thread. `on_line`
+    sees each line first, and may drop it (False)."""
 
     def __init__(
         self, fd: int, on_line: Callable[[str], bool] | None = None, *, threaded: bool = False
@@ -204,28 +228,9 @@ class FdWriter:
             return
         data = text.encode("utf-8", errors="replace")
         if self._threaded:
-            await anyio.to_thread.run_sync(_write_all, self.fd, data)
-            return
-        view = memoryview(data)
-        started = False
-        while view:
-            try:
-                written = os.write(self.fd, view)
-            except BlockingIOError:
-                if not started:
-                    await anyio.wait_writable(self.fd)
-                else:
-                    with anyio.CancelScope(shield=True), anyio.fail_after(self.LINE_FINISH_S):
-                        await anyio.wait_writable(self.fd)
-                continue
-            started = True
-            view = view[written:]
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
+            await anyio.to_thread.run_sync(write_all, self.fd, data)
+        else:
+            await write_line(self.fd, data)
 
 
 @contextlib.contextmanager
@@ -322,6 +327,9 @@ async def stdio_transport(
                 if parsed is None:
                     if answer is not None:
                         await emit(json.dumps(answer) + "\n")
+                        request_id = answer.get("id") if isinstance(answer, dict) else None
+                        if events is not None and valid_id(request_id):
+                            events.answered(request_id)  # the bridge heard of it as a request
                     continue
                 message = parsed.message
                 if isinstance(message, types.JSONRPCRequest) and message.method != LISTEN:
@@ -332,10 +340,8 @@ async def stdio_transport(
                     cancelled = (message.params or {}).get("requestId")
                     if valid_id(cancelled):
                         pending.discard(cancelled)
-                    if shortcut is not None:
-                        if shortcut.cancel(cancelled):
-                            continue
-                        shortcut.forget(cancelled)
+                    if shortcut is not None and shortcut.cancel(cancelled):
+                        continue
                 await read_send.send(parsed)
             # End of input: let the calls already received finish and be answered first.
             while pending:
@@ -518,9 +524,16 @@ class _Session:
             return True
         if not isinstance(message, dict):
             return True
-        if "method" not in message and message.get("id") in self.swallow:
-            self.swallow.discard(message["id"])
-            return False
+        if "method" not in message:
+            request_id = message.get("id")
+            if not valid_id(request_id):
+                return True
+            # A replayed listen that is answered has ended: no acknowledgement will follow.
+            self.swallow.discard(("ack", request_id))
+            if request_id in self.swallow:
+                self.swallow.discard(request_id)
+                return False
+            return True
         if message.get("method") == ACKNOWLEDGED:
             subscription = ((message.get("params") or {}).get("_meta") or {}).get(SUBSCRIPTION_KEY)
             if ("ack", subscription) in self.swallow:

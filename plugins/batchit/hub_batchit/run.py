@@ -29,6 +29,7 @@ from hub import (
     ServerUnavailable,
     ToolCall,
     ToolError,
+    call_tool_raw,
 )
 
 from .refs import RefError, find_refs, has_refs, resolve, result_root, result_text
@@ -436,8 +437,7 @@ class BatchRun:
                 return await session.call_tool(tool, arguments)
             except RuntimeError as exc:  # the SDK's output-schema check
                 raise InvalidOutput(f"{exc} (validate_output is set for this server)") from None
-        # The cache's raw path: a stdio server's lean client, else the session's dispatcher.
-        raw = await self.connections.call_tool(server, tool, arguments)
+        raw = await call_tool_raw(session, tool, arguments)
         return types.CallToolResult.model_validate(raw, by_name=False)
 
     async def _execute(self, step: Step) -> Outcome:
