@@ -9,14 +9,17 @@ write and one read on the event loop:
 - **Raw requests** (`request`): a `tools/call` goes out as one JSON line with an id of its own
   (from `RAW_ID_BASE` up, never one the session uses) and its answer is matched on the read
   side before any SDK model is built, then handed back as the dict the server sent. Progress the
-  server reports for it reaches the caller's callback; a caller that is cancelled sends
+  server reports for it reaches the caller's callback, relayed by the caller's own task before
+  the answer (a caller whose client stops reading holds up no one else; past `NOTES_KEPT`
+  reports waiting, the oldest are dropped); a second answer to one id is dropped; a caller that
+  is cancelled sends
   `notifications/cancelled`; a server that goes away fails it with `CONNECTION_CLOSED`, as the
   SDK does.
 
 The server's stdout is read by a reader callback the event loop keeps registered (asyncio's
 `add_reader`: no task wake-up, no re-registration per read), which answers raw requests on the
-spot; messages for the SDK session and progress reports are queued for one task (`_deliver`),
-in order, and reading pauses while `QUEUE_PAUSE` of them wait. The hub runs on asyncio, so this
+spot; messages for the SDK session are queued for one task (`_deliver`), in order, and reading
+pauses while `QUEUE_PAUSE` of them wait. The hub runs on asyncio, so this
 file uses it directly. The process gets what the SDK's transport gives it: its own session
 (process group), stderr to `errlog`, and on close: stdin closed, then `TERMINATION_S` to exit,
 then SIGTERM to the group, then SIGKILL (the MCP shutdown order). POSIX only, as the hub is.
@@ -55,19 +58,34 @@ log = structlog.get_logger("hub.connections")
 RAW_ID_BASE = 1 << 40  # raw request ids; the SDK session counts up from 0
 TERMINATION_S = 2.0  # after stdin closes, and again after SIGTERM (the SDK's figures)
 PROGRESS_WAIT_S = 1.0  # for a caller to take a progress report before it is dropped
+NOTES_KEPT = 64  # progress reports a caller has yet to relay; the oldest go first
 QUEUE_PAUSE = 256  # messages waiting for the SDK session before the pipe is no longer read
 _POLL_S = 0.02
 _CLOSED = {"error": {"code": types.CONNECTION_CLOSED, "message": "Connection closed"}}
 
 
 class _Waiter:
-    __slots__ = ("event", "message", "progress", "queued")
+    """A raw request's caller, woken (`wake`) by its answer (`message`) or by progress (`notes`,
+    the last `NOTES_KEPT` reports it has not relayed yet)."""
+
+    __slots__ = ("message", "notes", "progress", "wake")
 
     def __init__(self, progress: ProgressFn | None) -> None:
-        self.event = anyio.Event()
+        self.wake = anyio.Event()
         self.message: dict[str, Any] | None = None
+        self.notes: deque[dict[str, Any]] = deque(maxlen=NOTES_KEPT)
         self.progress = progress
-        self.queued = False  # its answer waits in the queue behind its progress
+
+    async def answer(self) -> dict[str, Any]:
+        """The answer, after relaying the progress reported before it. The caller relays its own
+        progress, so a caller whose client does not read holds up no one else."""
+        while True:
+            await self.wake.wait()
+            self.wake = anyio.Event()
+            while self.notes and self.progress is not None:
+                await _report(self.progress, self.notes.popleft())
+            if self.message is not None and not self.notes:
+                return self.message
 
 
 class _Pipe:
@@ -100,7 +118,7 @@ class StdioDownstream:
         self.write, self._write_recv = create_context_streams[SessionMessage](0)
         self._loop = asyncio.get_running_loop()
         self._lines = LineBuffer()
-        self._queue: deque[Any] = deque()  # for `_deliver`: session messages, (progress, params)
+        self._queue: deque[Any] = deque()  # for `_deliver`: the session's messages
         self._wake = anyio.Event()
         self._reading = False
         self._ended = False  # stdout ended (or the transport is closing): raw requests fail
@@ -130,7 +148,7 @@ class StdioDownstream:
             except (OSError, anyio.ClosedResourceError, anyio.BusyResourceError):
                 self._broken()  # closed, or stuck with half a line written
                 raise MCPError(types.CONNECTION_CLOSED, "Connection closed") from None
-            await waiter.event.wait()
+            answer = await waiter.answer()
         except BaseException:
             if waiter.message is None and not self._ended:
                 cancel = {"requestId": request_id, "reason": "the hub's caller cancelled the request"}
@@ -143,8 +161,6 @@ class StdioDownstream:
             raise
         finally:
             self._waiters.pop(request_id, None)
-        answer = waiter.message
-        assert answer is not None
         if "result" in answer:
             result = answer["result"]
             return result if isinstance(result, dict) else {}
@@ -207,20 +223,18 @@ class StdioDownstream:
             answer_id = message.get("id")
             waiter = self._waiters.get(answer_id) if type(answer_id) is int else None
             if waiter is not None and "method" not in message:
-                if waiter.progress is not None and self._queue:
-                    waiter.queued = True
-                    self._queue_item((waiter, message))  # after the progress queued before it
-                else:
+                if waiter.message is None:  # a second answer to one id: the first stands
                     waiter.message = message
-                    waiter.event.set()
+                    waiter.wake.set()
                 return
             if message.get("method") == "notifications/progress":
                 params = message.get("params")
                 token = params.get("progressToken") if type(params) is dict else None
                 waiter = self._waiters.get(token) if type(token) is int else None
                 if waiter is not None:
-                    if waiter.progress is not None:
-                        self._queue_item((waiter.progress, params))
+                    if waiter.progress is not None and waiter.message is None and type(params) is dict:
+                        waiter.notes.append(params)
+                        waiter.wake.set()
                     return
         try:
             parsed = types.jsonrpc_message_adapter.validate_python(message, by_name=False)
@@ -234,30 +248,24 @@ class StdioDownstream:
         self._queue.append(item)
         self._wake.set()
 
-    def _end(self, *, closing: bool = False) -> None:
-        """The server's stdout ended, or the transport closes (`closing`: `_deliver` no longer
-        runs): fail raw requests still waiting, and let `_deliver` end the session's stream."""
+    def _end(self) -> None:
+        """The server's stdout ended, or the transport closes: fail raw requests still waiting
+        (after the progress they have), and let `_deliver` end the session's stream."""
         self._stop_reading()
         self._ended = True
         for waiter in self._waiters.values():
-            if not waiter.event.is_set() and (closing or not waiter.queued):
+            if waiter.message is None:
                 waiter.message = _CLOSED
-                waiter.event.set()
+                waiter.wake.set()
         self._wake.set()
 
     async def _deliver(self) -> None:
-        """Hand queued messages to the SDK session and progress to its callers, in order."""
+        """Hand queued messages to the SDK session, in order."""
         async with self._read_send:
             while True:
                 while self._queue:
                     item = self._queue.popleft()
-                    if type(item) is tuple:
-                        if isinstance(item[0], _Waiter):
-                            item[0].message = item[1]
-                            item[0].event.set()
-                        else:
-                            await _report(*item)
-                    elif not self._session_gone:
+                    if not self._session_gone:
                         try:
                             await self._read_send.send(item)
                         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
@@ -357,7 +365,7 @@ async def open_stdio(params: StdioServerParameters, errlog: IO[str]) -> AsyncIte
                     await downstream.stop()
                 tg.cancel_scope.cancel()
     finally:
-        downstream._end(closing=True)
+        downstream._end()
         if process.poll() is None:  # cancelled before stop() finished
             with contextlib.suppress(OSError):
                 os.killpg(process.pid, signal.SIGKILL)

@@ -45,6 +45,8 @@ TRACKED = {
 }
 VERSION_KEY = "io.modelcontextprotocol/protocolVersion"
 SUBSCRIPTION_KEY = "io.modelcontextprotocol/subscriptionId"
+CLIENT_INFO_KEY = "io.modelcontextprotocol/clientInfo"
+CAPABILITIES_KEY = "io.modelcontextprotocol/clientCapabilities"
 LISTEN = "subscriptions/listen"
 ACKNOWLEDGED = "notifications/subscriptions/acknowledged"
 CHECK_PREFIX = "hub-fastfront-check-"
@@ -74,6 +76,24 @@ def listen_key(message: Mapping[str, Any]) -> str | None:
     if not isinstance(version, str):
         return None
     return f"{LISTEN}|{version}|{json.dumps(params.get('notifications'), sort_keys=True)}"
+
+
+# What a result must hold to be the answer to each tracked list.
+RESULT_KEYS = {
+    "tools/list": "tools",
+    "prompts/list": "prompts",
+    "resources/list": "resources",
+    "resources/templates/list": "resourceTemplates",
+}
+
+
+def _answers(key: str, result: Any) -> bool:
+    """Whether `result` is an answer to the request `key` stands for (not a ping's `{}`, not a
+    call's result under the same id)."""
+    if not isinstance(result, dict):
+        return False
+    wanted = RESULT_KEYS.get(key.split("|", 1)[0])
+    return wanted is None or isinstance(result.get(wanted), list)
 
 
 def digest(data: bytes) -> str:
@@ -128,10 +148,14 @@ class AnswerCache:
             if key is not None:
                 self._pending[request_id] = key
 
-    def saw_answer(self, line: str) -> tuple[Any, str, bool] | None:
+    def saw_answer(self, line: str) -> tuple[Any, str, bool | None] | None:
         """For an answer to a tracked request: (request id, key, whether it differs from what was
-        kept), after keeping it. None for every other line."""
-        if not self._pending or ('"result"' not in line and ACKNOWLEDGED not in line):
+        kept), after keeping it; whether it differs is None for an error, or a result that is not
+        the answer its key asks for (an id used twice), neither of which is kept. None for every
+        other line."""
+        if not self._pending or (
+            '"result"' not in line and '"error"' not in line and ACKNOWLEDGED not in line
+        ):
             return None
         try:
             message = json.loads(line)
@@ -142,14 +166,18 @@ class AnswerCache:
         if message.get("method") == ACKNOWLEDGED:  # a listen request's acknowledgement
             params = message.get("params") or {}
             request_id = (params.get("_meta") or {}).get(SUBSCRIPTION_KEY)
-            value = params.get("notifications")
-        elif "result" in message:
-            request_id, value = message.get("id"), message["result"]
+            value, acknowledged = params.get("notifications"), True
+        elif "method" not in message and ("result" in message or "error" in message):
+            request_id, value, acknowledged = message.get("id"), message.get("result"), False
         else:
+            return None
+        if not isinstance(request_id, str | int):
             return None
         key = self._pending.pop(request_id, None)
         if key is None:
             return None
+        if acknowledged != key.startswith(f"{LISTEN}|") or not (acknowledged or _answers(key, value)):
+            return request_id, key, None  # an error, or not what was asked: nothing kept
         changed = self.answers.get(key) != value
         if changed:
             self.answers[key] = value
@@ -183,6 +211,7 @@ class EarlyAnswers:
         self.answered: dict[str, Any] = {}  # key -> request params, to ask the hub again
         self.acknowledged: set[Any] = set()  # listen requests acknowledged early (held for the hub)
         self.ended = False
+        self.era: str | None = None  # fixed by the first request: only "modern" is answered early
 
     def to_json(self) -> dict[str, Any]:
         """For the handoff to the shared process (`hub.handoff`); `from_json` reads it back."""
@@ -232,8 +261,13 @@ def _answer(line: bytes, cache: AnswerCache, early: EarlyAnswers, write_fd: int)
         message = json.loads(line)
     except ValueError:
         return False
-    if not isinstance(message, dict):
+    if not isinstance(message, dict) or "method" not in message or "id" not in message:
         return False
+    if early.era is None:  # the first request fixes the connection's era, as the SDK fixes it
+        meta = message.get("params", {}).get("_meta") if isinstance(message.get("params"), dict) else None
+        early.era = "modern" if isinstance(meta, dict) and VERSION_KEY in meta else "handshake"
+    if early.era != "modern" or not _well_formed(message):
+        return False  # the hub answers it (or refuses it) once up
     listen = listen_key(message)
     if listen is not None and listen in cache.answers and message["id"] not in early.acknowledged:
         # Acknowledge the subscription now (the client waits for it); the hub takes it over later.
@@ -252,6 +286,20 @@ def _answer(line: bytes, cache: AnswerCache, early: EarlyAnswers, write_fd: int)
     write_all(write_fd, reply.encode() + b"\n")
     early.answered[key] = message.get("params") or {}
     return True
+
+
+def _well_formed(message: Mapping[str, Any]) -> bool:
+    """A 2026-era request the hub would answer, not refuse: JSON-RPC 2.0, a string or integer id,
+    and the whole envelope in `_meta` (version, client info, client capabilities)."""
+    request_id = message.get("id")
+    meta = (message.get("params") or {}).get("_meta") if isinstance(message.get("params"), dict) else None
+    return (
+        message.get("jsonrpc") == "2.0"
+        and (type(request_id) is str or type(request_id) is int)
+        and isinstance(meta, dict)
+        and isinstance(meta.get(CLIENT_INFO_KEY), dict)
+        and CAPABILITIES_KEY in meta
+    )
 
 
 def check_requests(early: EarlyAnswers) -> list[tuple[str, str]]:

@@ -11,8 +11,11 @@ made a 40 MB message take seconds).
 from __future__ import annotations
 
 import os
+import re
 
-__all__ = ["LineBuffer", "write_all"]
+__all__ = ["LineBuffer", "utf8", "write_all"]
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class LineBuffer:
@@ -41,3 +44,13 @@ def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
+
+
+def utf8(line: str) -> bytes:
+    """A JSON line as UTF-8. A lone surrogate, which JSON text may carry as an escape (a
+    downstream's `"\\ud800"`) but UTF-8 cannot encode, is written back as that escape: outside
+    strings a JSON line is ASCII, so it can only stand inside one."""
+    try:
+        return line.encode()
+    except UnicodeEncodeError:
+        return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", line).encode()

@@ -182,6 +182,20 @@ class MessageCheck:
                 raw = None
             if isinstance(raw, dict) and "id" in raw:
                 return None, _check_object(raw)
+        if isinstance(message, types.JSONRPCResponse | types.JSONRPCError) and '"method"' in text:
+            # A request that also carries `result` or `error` reads as a response, which the SDK
+            # would drop: the request would never be answered.
+            try:
+                raw = json.loads(text)
+            except ValueError:  # pragma: no cover - it parsed above
+                raw = None
+            if isinstance(raw, dict) and isinstance(raw.get("method"), str):
+                key = "result" if "result" in raw else "error"
+                return None, error_response(
+                    message.id,
+                    INVALID_REQUEST,
+                    f"invalid request: a request ({raw['method']}) cannot carry {key!r}; send it without",
+                )
         if self.track_initialize and isinstance(message, types.JSONRPCRequest):
             if message.method == "initialize":
                 self.initialized = True

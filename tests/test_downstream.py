@@ -102,6 +102,51 @@ async def test_progress_reaches_the_caller_before_the_answer(tmp_path):
                 assert seen == [1, 2, 3, 4]
 
 
+async def test_a_caller_that_takes_no_progress_holds_up_no_other_caller(tmp_path):
+    """Found by a hostile client that stopped reading in the shared process: its progress held
+    the one task that delivers this server's messages, so another session's calls to the same
+    server waited. Each caller now relays its own progress."""
+    with open(tmp_path / "stderr.log", "w") as errlog:
+        async with (
+            open_stdio(params(DOWNSTREAM), errlog) as ds,
+            ClientSession(ds.read, ds.write) as session,
+            anyio.create_task_group() as tg,
+        ):
+            await session.initialize()
+            stuck = anyio.Event()
+
+            async def never_taken(progress: float, total: float | None, message: str | None) -> None:
+                stuck.set()
+                await anyio.sleep_forever()  # a client that does not read its output
+
+            tg.start_soon(
+                lambda: ds.request("tools/call", call("count", to=2000, delay=0), progress=never_taken)
+            )
+            with anyio.fail_after(30):
+                await stuck.wait()
+                for n in range(3):  # raw requests and the SDK session's own
+                    answer = await ds.request("tools/call", call("echo", text=f"other {n}"))
+                    assert answer["content"][0]["text"] == f"other {n}"
+                    assert (await session.call_tool("echo", {"text": "sdk"})).content[0].text == "sdk"
+            tg.cancel_scope.cancel()
+
+
+async def test_a_second_answer_to_one_request_is_dropped(tmp_path):
+    twice = tmp_path / "twice.py"
+    twice.write_text(
+        "import json, sys\n"
+        "request = json.loads(sys.stdin.readline())\n"
+        "for text in ('first', 'second'):\n"
+        "    answer = {'jsonrpc': '2.0', 'id': request['id'], 'result': {'text': text}}\n"
+        "    print(json.dumps(answer), flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    with open(tmp_path / "stderr.log", "w") as errlog:
+        async with open_stdio(params(twice), errlog) as ds:
+            with anyio.fail_after(30):
+                assert await ds.request("tools/call", call("x")) == {"text": "first"}
+
+
 FLOOD = """
 import json, sys
 first = json.loads(sys.stdin.readline())  # a raw request

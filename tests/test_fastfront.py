@@ -143,3 +143,54 @@ def test_hub_fast_start_0_turns_it_off(tmp_path):
     session(tmp_path)
     _, stderr = session(tmp_path, HUB_FAST_START="0")
     assert "answered list requests from the last run" not in stderr
+
+
+def test_only_a_list_answer_is_kept_for_a_list(tmp_path):
+    """Found by a hostile client: a refused `tools/list` left its id waiting, and a call reusing
+    the id was kept as the list, for every later cold start. An error forgets the id; a result
+    that is not a list answer is not kept."""
+    from hub.fastfront import AnswerCache
+
+    cache = AnswerCache(tmp_path / "fastfront.json", "fp")
+    listing = json.dumps({"jsonrpc": "2.0", "id": "x", "method": "tools/list", "params": {"_meta": META}})
+    key = "tools/list|2026-07-28"
+    cache.saw_request(listing)
+    refused = '{"jsonrpc":"2.0","id":"x","error":{"code":-32602,"message":"no"}}'
+    assert cache.saw_answer(refused) == ("x", key, None)
+    assert cache.saw_answer('{"jsonrpc":"2.0","id":"x","result":{"content":[]}}') is None  # forgotten
+    cache.saw_request(listing)  # and the same id for a call at once: its answer is not the list's
+    assert cache.saw_answer('{"jsonrpc":"2.0","id":"x","result":{"content":[]}}') == ("x", key, None)
+    assert cache.answers == {}
+    cache.saw_request(listing)
+    assert cache.saw_answer('{"jsonrpc":"2.0","id":"x","result":{"tools":[]}}') == ("x", key, True)
+    assert cache.answers == {key: {"tools": []}}
+
+
+def test_the_fast_start_answers_only_what_the_hub_would(tmp_path):
+    """Found by a hostile client: the fast start answered requests the hub refuses (a wrong
+    `jsonrpc`, an id of another type, a partial envelope, a connection of the handshake era)."""
+    import os
+
+    from hub.fastfront import AnswerCache, EarlyAnswers, _answer
+
+    cache = AnswerCache(tmp_path / "fastfront.json", "fp")
+    cache.answers["tools/list|2026-07-28"] = {"tools": []}
+    read_fd, write_fd = os.pipe()
+
+    def listing(**fields: Any) -> bytes:
+        message = {"jsonrpc": "2.0", "method": "tools/list", "params": {"_meta": META}, **fields}
+        return json.dumps(message).encode()
+
+    modern = EarlyAnswers()
+    assert not _answer(listing(id=[1]), cache, modern, write_fd)
+    assert not _answer(listing(id=2, jsonrpc="1.0"), cache, modern, write_fd)
+    partial = {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}
+    assert not _answer(listing(id=3, params={"_meta": partial}), cache, modern, write_fd)
+    assert _answer(listing(id=4), cache, modern, write_fd)
+    assert json.loads(os.read(read_fd, 65536)) == {"jsonrpc": "2.0", "id": 4, "result": {"tools": []}}
+
+    handshake = EarlyAnswers()  # a first request without the envelope: the hub answers the rest
+    assert not _answer(b'{"jsonrpc":"2.0","id":0,"method":"ping"}', cache, handshake, write_fd)
+    assert not _answer(listing(id=5), cache, handshake, write_fd)
+    os.close(read_fd)
+    os.close(write_fd)

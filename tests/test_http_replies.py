@@ -111,9 +111,11 @@ async def test_plain_calls_are_json_and_progress_still_streams(tmp_path, mode):
         tg.cancel_scope.cancel()
 
 
-async def test_a_session_served_from_the_cache_does_not_idle_out(tmp_path):
+async def test_the_http_shortcut_keeps_the_sdks_session_rules(tmp_path):
     """Cached list answers and forwarded calls count as requests for the session's idle time, as
-    the SDK counts the ones it serves: a session that only polls `tools/list` is not idle."""
+    the SDK counts the ones it serves: a session that only polls `tools/list` is not idle. A
+    forwarded call cancelled by notification gets the SDK's answer for it (-32800), and so does
+    one still running when its session is ended (DELETE)."""
     config = make_config(tmp_path, servers={"d": {"command": sys.executable, "args": [str(DOWNSTREAM)]}})
     async with (
         Hub(config, extra_plugins={"proxy": hub_proxy.ProxyPlugin}) as hub,
@@ -174,4 +176,41 @@ async def test_a_session_served_from_the_cache_does_not_idle_out(tmp_path):
             # Each answer started the idle time again, and none is left counted as in flight.
             assert after_list < again < after_call < math.inf, (after_list, again, after_call)
             assert transport._requests_in_flight == 0
+
+            # A call cancelled by notification: its POST is answered as the SDK answers one.
+            answers: list[dict] = []
+
+            async def sleeping() -> None:
+                answers.append(
+                    (await request(6, "tools/call", {"name": "d__sleep", "arguments": {"seconds": 30}}))[0]
+                )
+
+            tg.start_soon(sleeping)
+            with anyio.fail_after(30):
+                while not hub.server.fast_path.shortcut_calls or transport._requests_in_flight == 0:
+                    await anyio.sleep(0.02)
+                cancel = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 6}}
+                assert (await http.post(url, json=cancel, headers=headers)).status_code == 202
+                while not answers:
+                    await anyio.sleep(0.02)
+            assert answers == [
+                {"jsonrpc": "2.0", "id": 6, "error": {"code": -32800, "message": "Request cancelled"}}
+            ]
+
+            # Ending the session (DELETE) ends the calls it has running, as the SDK ends its own.
+            answers.clear()
+
+            async def sleeping_more() -> None:
+                answers.append(
+                    (await request(7, "tools/call", {"name": "d__sleep", "arguments": {"seconds": 30}}))[0]
+                )
+
+            tg.start_soon(sleeping_more)
+            with anyio.fail_after(20):
+                while transport._requests_in_flight == 0:
+                    await anyio.sleep(0.02)
+                assert (await http.delete(url, headers=headers)).status_code == 200
+                while not answers:
+                    await anyio.sleep(0.02)
+            assert answers[0]["error"]["code"] == -32800
         tg.cancel_scope.cancel()

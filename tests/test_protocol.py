@@ -104,6 +104,11 @@ ABUSE: list[tuple[str, str | bytes, object]] = [
     ("invalid UTF-8", b"\xff\xfe{}", (None, -32700)),
     ("a number", "42", (None, -32600)),
     ("empty object", "{}", (None, -32600)),
+    (
+        "a request with an error member",
+        json.dumps({"jsonrpc": "2.0", "id": 12, "method": "ping", "error": {"code": 1, "message": "x"}}),
+        (12, -32600),
+    ),
 ]
 
 

@@ -146,6 +146,11 @@ def test_raw_requests_to_forwarded_tools_get_the_regular_answers(tmp_path, share
         )  # type: ignore[union-attr]
         peer.proc.stdin.flush()  # type: ignore[union-attr]
         assert peer.read_reply(91)["error"]["code"] == -32602
+        peer.proc.stdin.write(
+            '{"jsonrpc":"2.0","id":"\\ud800","method":"tools/call","params":{"name":"d__echo","arguments":{"text":"x"}}}\n'
+        )  # type: ignore[union-attr]
+        peer.proc.stdin.flush()  # type: ignore[union-attr]
+        assert peer.read_reply("\ud800")["error"]["code"] == -32602  # refused, not run
         unknown = peer.request("tools/call", {"name": "d__nope", "arguments": {}})
         assert "nope" in json.dumps(unknown)
     finally:
@@ -216,6 +221,19 @@ def test_what_the_shortcut_must_not_take(tmp_path):
         # A 2026-era call on a handshake-era connection: the SDK's refusal, not an answer.
         refused = peer.request("tools/call", {"name": "d__echo", "arguments": {"text": "x"}, "_meta": modern})
         assert "error" in refused, refused
+        # So is a null version in the envelope, and a request that carries an error member.
+        nulled = peer.request("tools/list", {"_meta": {"io.modelcontextprotocol/protocolVersion": None}})
+        assert "error" in nulled, nulled
+        peer.send(
+            {
+                "jsonrpc": "2.0",
+                "id": "e",
+                "method": "tools/call",
+                "error": {"code": 1, "message": "x"},
+                "params": {"name": "d__echo", "arguments": {"text": "x"}},
+            }
+        )
+        assert peer.read_reply("e")["error"]["code"] == -32600
         # An id no hook can use as a key, and a ping in the same write: both answered.
         peer.proc.stdin.write(
             '{"jsonrpc":"2.0","id":[1],"method":"tools/list"}\n{"jsonrpc":"2.0","id":7,"method":"ping"}\n'
@@ -246,20 +264,80 @@ def test_what_the_shortcut_must_not_take(tmp_path):
         fresh.close()
 
 
-def test_a_handshake_after_an_early_request_still_opens_the_shortcut():
-    """A client that pings before `initialize` fixes the era with the ping; the shortcut must
-    still learn the handshake's id and version, or it would leave every later line to the SDK."""
+def test_the_shortcut_follows_the_era_the_sdk_fixed():
+    """The era comes from the first request the SDK gets (`saw_request`, after `MessageCheck`),
+    not from a line it refused: a client that pings before `initialize` is of the handshake era,
+    and the shortcut still learns the handshake's version."""
     from hub.fastpath import FastPath
     from hub.registry import Registry
     from hub.transport.shortcuts import LineShortcut
 
     fast = FastPath(Registry(), None)  # type: ignore[arg-type]
+    fast.texts[("tools/list", "2025-11-25")] = '{"tools":[]}'
     shortcut = LineShortcut(fast, emit=None, spawn=lambda *a: None, done=lambda _: None)  # type: ignore[arg-type]
-    assert shortcut.take('{"jsonrpc":"2.0","id":1,"method":"ping"}') is None
+    listing = '{"jsonrpc":"2.0","id":2,"method":"tools/list"}'
+    assert shortcut.take(listing) is None and shortcut.era is None  # nothing fixed yet
+    shortcut.saw_request("ping", 1, None)
     assert shortcut.era == "legacy"
-    init = '{"jsonrpc":"2.0","id":"i","method":"initialize","params":{"protocolVersion":"2025-11-25"}}'
-    assert shortcut.take(init) is None
+    shortcut.saw_request("initialize", "i", {"protocolVersion": "2025-11-25"})
+    assert shortcut.take(listing) is None  # not before the handshake's answer
     shortcut.answered("i", {"protocolVersion": "2025-11-25", "capabilities": {}})
     assert shortcut.legacy_version == "2025-11-25"
-    fast.texts[("tools/list", "2025-11-25")] = '{"tools":[]}'
-    assert shortcut.take('{"jsonrpc":"2.0","id":2,"method":"tools/list"}') == 2
+    assert shortcut.take(listing) == 2
+
+
+LONE_SURROGATE_SERVER = r"""
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if "id" not in m:
+        continue
+    method = m["method"]
+    if method == "initialize":
+        result = {"protocolVersion": m["params"]["protocolVersion"], "serverInfo": {"name": "s", "version": "0"},
+                  "capabilities": {"tools": {}, "prompts": {}}}
+    elif method == "tools/list":
+        result = {"tools": [{"name": "sur", "inputSchema": {"type": "object"}}]}
+    elif method == "prompts/list":
+        result = {"prompts": [{"name": "sur"}]}
+    elif method in ("tools/call", "prompts/get"):  # valid JSON text that UTF-8 cannot carry raw
+        body = '{"content":[{"type":"text","text":"a\\ud800b"}]}' if method == "tools/call" else (
+            '{"messages":[{"role":"user","content":{"type":"text","text":"a\\ud800b"}}]}')
+        sys.stdout.write('{"jsonrpc":"2.0","id":%s,"result":%s}\n' % (json.dumps(m["id"]), body))
+        sys.stdout.flush()
+        continue
+    else:
+        result = {}
+    print(json.dumps({"jsonrpc": "2.0", "id": m["id"], "result": result}), flush=True)
+"""
+
+
+@pytest.mark.parametrize("share", ["0", "1"])
+def test_a_lone_surrogate_from_a_downstream_is_passed_on_escaped(tmp_path, share):
+    """Found by a hostile review: a downstream answer with `"\\ud800"` (valid JSON, not valid
+    UTF-8 raw) ended the hub from the SDK's path and came out as "?" from the shortcut. Both
+    now write it as the escape it came as, and the session goes on."""
+    import json
+
+    server = tmp_path / "surrogate_server.py"
+    server.write_text(LONE_SURROGATE_SERVER)
+    (tmp_path / "hub.toml").write_text(
+        f'[plugins]\nenabled = ["proxy"]\n\n[servers.s]\ncommand = "{sys.executable}"\nargs = ["{server}"]\n'
+    )
+    env = hub_env(tmp_path, HUB_SHARE=share, XDG_RUNTIME_DIR=str(tmp_path / "run"))
+    peer = StdioPeer(["--config", str(tmp_path / "hub.toml")], env, tmp_path)
+    try:
+        peer.initialize()
+        wait_for(
+            lambda: "s__sur" in {t["name"] for t in peer.request("tools/list")["result"]["tools"]},  # type: ignore[index]
+            what="the proxied tools",
+        )
+        called = peer.request("tools/call", {"name": "s__sur", "arguments": {}})  # the shortcut
+        assert called["result"]["content"][0]["text"] == "a\ud800b", called
+        wait_for(lambda: "s__sur" in json.dumps(peer.request("prompts/list")), what="the proxied prompt")
+        prompted = peer.request("prompts/get", {"name": "s__sur"})  # the SDK's path
+        assert prompted["result"]["messages"][0]["content"]["text"] == "a\ud800b", prompted
+        assert peer.request("ping")["result"] == {}  # type: ignore[index]
+    finally:
+        peer.close()
+        stop_shared_hubs(env, tmp_path)

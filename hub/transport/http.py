@@ -162,6 +162,8 @@ class HttpGuard:
             await self._checked_post(scope, receive, send)
             return
         await self.app(scope, receive, send)
+        if self.shortcut is not None and scope.get("method") == "DELETE":
+            self.shortcut.ended(headers.get(b"mcp-session-id"))  # its calls end with it, as the SDK's do
 
     def _authorized(self, supplied: bytes) -> bool:
         scheme, _, credentials = supplied.strip().partition(b" ")

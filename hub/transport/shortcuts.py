@@ -22,10 +22,12 @@ import anyio
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 
 from hub.fastpath import LIST_METHODS, FastPath, ForwardedTool
+from hub.lines import utf8
 from hub.protocol import VERSION_KEY, problem_in, valid_id
 from hub.registry import ProgressFn
 
 CLIENT_INFO_KEY = "io.modelcontextprotocol/clientInfo"
+REQUEST_CANCELLED = -32800  # mcp.server.streamable_http's (not imported: it loads Starlette)
 CAPABILITIES_KEY = "io.modelcontextprotocol/clientCapabilities"
 
 __all__ = ["HttpShortcut", "LineShortcut"]
@@ -68,10 +70,10 @@ class LineShortcut:
       answer is the cached text with the request's id. The first answer of each list comes from
       the SDK, through `FastPath`'s middleware, which keeps it until the registry changes.
 
-    Only well-formed requests of an initialized session are taken, in the era the connection's
-    first request fixed (as the SDK fixes it): a 2026-era request with its full envelope in
-    `_meta`; a handshake-era one once this connection's `initialize` was answered (`answered`
-    sees the negotiated version). Everything else, malformed input included, goes to the SDK,
+    Only well-formed requests of an initialized session are taken, in the era the first request
+    the SDK got fixed (`saw_request`, as the SDK fixes it): a 2026-era request with its full
+    envelope in `_meta`; a handshake-era one once this connection's `initialize` was answered
+    (`answered` sees the negotiated version). Everything else, malformed input included, goes to the SDK,
     which answers it as before.
     """
 
@@ -96,8 +98,8 @@ class LineShortcut:
         connection's era with its first request, and checks a 2026-era envelope in full)."""
         meta = params.get("_meta")
         claimed = meta.get(VERSION_KEY) if isinstance(meta, dict) else None
-        if self.era == "legacy":
-            return self.legacy_version if claimed is None else None
+        if self.era == "legacy":  # any 2026-era envelope (a null version too) is the SDK's to refuse
+            return self.legacy_version if not (isinstance(meta, dict) and VERSION_KEY in meta) else None
         if (
             self.era == "modern"
             and isinstance(meta, dict)
@@ -108,48 +110,45 @@ class LineShortcut:
             return str(claimed)
         return None
 
-    def _learn_era(self, message: Any) -> None:
-        """The connection's era, from its first request, as the SDK fixes it."""
-        if type(message) is not dict or "method" not in message or "id" not in message:
-            return
-        if message.get("method") == "initialize":
-            self._initialize_id = message.get("id")
-        if self.era is not None:
-            return
-        params = message.get("params")
-        meta = params.get("_meta") if isinstance(params, dict) else None
-        self.era = "modern" if isinstance(meta, dict) and VERSION_KEY in meta else "legacy"
+    def saw_request(self, method: str, request_id: Any, params: dict[str, Any] | None) -> None:
+        """A request the SDK gets (after `MessageCheck`): the first fixes the connection's era,
+        as the SDK fixes it; the `initialize` id is kept to learn the negotiated version."""
+        if method == "initialize":
+            self._initialize_id = request_id
+        if self.era is None:
+            meta = params.get("_meta") if params else None
+            self.era = "modern" if isinstance(meta, dict) and VERSION_KEY in meta else "legacy"
 
     def take(self, line: str) -> Any:
         """The id of the request in `line` if it was taken (it is answered here), else None:
         give the line to the SDK."""
-        if self.era is None or (
-            self.era == "legacy" and self.legacy_version is None and '"initialize"' in line
-        ):
-            # Until the first request (and the handshake): read every line in full.
-            with contextlib.suppress(ValueError, RecursionError):
-                self._learn_era(json.loads(line))
-            return None
+        if self.era is None or (self.era == "legacy" and self.legacy_version is None):
+            return None  # until the SDK has fixed the era (and, for the handshake era, the version)
         if '"tools/call"' not in line and '/list"' not in line:
             return None
         try:
             message = json.loads(line)
         except (ValueError, RecursionError):
             return None
-        if type(message) is not dict or message.get("jsonrpc") != "2.0":
+        if (
+            type(message) is not dict
+            or message.get("jsonrpc") != "2.0"
+            or "error" in message
+            or "result" in message
+        ):
             return None
         request_id = message.get("id")
         method = message.get("method")
         params = message.get("params", {})
-        if not valid_id(request_id) or type(params) is not dict:
-            return None
+        if not valid_id(request_id) or type(params) is not dict or problem_in(message) is not None:
+            return None  # the SDK refuses it (a lone surrogate in the id or params, deep nesting)
         version = self._version(params)
         if version is None:
             return None
         if method == "tools/call":
             name = params.get("name")
             tool = self.fast.registry.tools.get(name) if type(name) is str else None
-            if not isinstance(tool, ForwardedTool) or problem_in(params) is not None:
+            if not isinstance(tool, ForwardedTool):
                 return None
             self.fast.shortcut_calls += 1
             self._spawn(self._call, request_id, tool, params, version)
@@ -193,7 +192,7 @@ class LineShortcut:
         meta = params.get("_meta")
         token = meta.get("progressToken") if isinstance(meta, dict) else None
         progress: ProgressFn | None = None
-        if token is not None:
+        if type(token) is str or type(token) is int:  # a token of another type gets none (as from the SDK)
 
             async def progress(done: float, total: float | None, message: str | None) -> None:
                 note: dict[str, Any] = {"progressToken": token, "progress": done}
@@ -246,6 +245,17 @@ class HttpShortcut:
             return None
         return transport
 
+    def ended(self, session: bytes | None) -> None:
+        """After a DELETE: if `session` is over, cancel the calls it has running here."""
+        if session is None or session not in self.ready:
+            return
+        transport = self.manager._server_instances.get(session.decode("latin-1"))
+        if transport is not None and not transport.is_terminated:
+            return  # refused: the session goes on
+        self.ready.discard(session)
+        for key in [key for key in self._running if key[0] == session]:
+            self._running.pop(key).cancel()
+
     def watch_initialize(self, send: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
         """`send` for an `initialize` POST: the session it opens is served here once its
         answer is a result (not an error)."""
@@ -286,10 +296,15 @@ class HttpShortcut:
             message = json.loads(body)
         except (ValueError, RecursionError):
             return False
-        if type(message) is not dict or message.get("jsonrpc") != "2.0":
+        if (
+            type(message) is not dict
+            or message.get("jsonrpc") != "2.0"
+            or "error" in message
+            or "result" in message
+        ):
             return False
         request_id, params, method = message.get("id"), message.get("params", {}), message.get("method")
-        if not valid_id(request_id) or type(params) is not dict:
+        if not valid_id(request_id) or type(params) is not dict or problem_in(message) is not None:
             return False
         meta = params.get("_meta")
         if isinstance(meta, dict) and (meta.get("progressToken") is not None or VERSION_KEY in meta):
@@ -304,7 +319,7 @@ class HttpShortcut:
             return False  # the SDK answers, and FastPath keeps the answer for the next time
         self.fast.hits += 1
         with _in_flight(transport):
-            answer = f'{{"jsonrpc":"2.0","id":{_dumps(request_id)},"result":{text}}}'.encode()
+            answer = utf8(f'{{"jsonrpc":"2.0","id":{_dumps(request_id)},"result":{text}}}')
             await _respond(send, 200, answer, session)
         return True
 
@@ -318,16 +333,18 @@ class HttpShortcut:
     ) -> bool:
         name = params.get("name")
         tool = self.fast.registry.tools.get(name) if type(name) is str else None
-        if not isinstance(tool, ForwardedTool) or problem_in(params) is not None:
+        if not isinstance(tool, ForwardedTool):
             return False
         key = (session, request_id)
         self.fast.shortcut_calls += 1
         result = await _forward(self.fast, self._running, key, tool, params, request_id, None)
-        if result is None:  # cancelled: the request gets no answer
-            await _respond(send, 202, b"", session)
+        if result is None:  # cancelled: answered as the SDK answers it in this era
+            cancelled = {"code": REQUEST_CANCELLED, "message": "Request cancelled"}
+            answer = _dumps({"jsonrpc": "2.0", "id": request_id, "error": cancelled})
+            await _respond(send, 200, utf8(answer), session)
             return True
         answer = f'{{"jsonrpc":"2.0","id":{_dumps(request_id)},"result":{_dumps(self.fast.stamp(version, result))}}}'
-        await _respond(send, 200, answer.encode(), session)
+        await _respond(send, 200, utf8(answer), session)
         return True
 
     async def _cancel(

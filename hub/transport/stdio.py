@@ -42,7 +42,7 @@ from hub.fastfront import (
     check_requests,
 )
 from hub.fastpath import FastPath
-from hub.lines import LineBuffer, write_all
+from hub.lines import LineBuffer, utf8, write_all
 from hub.protocol import MessageCheck, valid_id
 from hub.transport.shortcuts import LineShortcut
 
@@ -226,7 +226,7 @@ class FdWriter:
     async def write(self, text: str) -> None:
         if self._on_line is not None and not self._on_line(text):
             return
-        data = text.encode("utf-8", errors="replace")
+        data = utf8(text)
         if self._threaded:
             await anyio.to_thread.run_sync(write_all, self.fd, data)
         else:
@@ -332,8 +332,11 @@ async def stdio_transport(
                             events.answered(request_id)  # the bridge heard of it as a request
                     continue
                 message = parsed.message
-                if isinstance(message, types.JSONRPCRequest) and message.method != LISTEN:
-                    pending.add(message.id)
+                if isinstance(message, types.JSONRPCRequest):
+                    if shortcut is not None:
+                        shortcut.saw_request(message.method, message.id, message.params)
+                    if message.method != LISTEN:
+                        pending.add(message.id)
                 elif isinstance(message, types.JSONRPCNotification) and message.method == (
                     "notifications/cancelled"
                 ):
@@ -352,7 +355,11 @@ async def stdio_transport(
         async with write_recv:
             async for session_message in write_recv:
                 message = session_message.message
-                text = message.model_dump_json(by_alias=True, exclude_unset=True)
+                try:
+                    text = message.model_dump_json(by_alias=True, exclude_unset=True)
+                except ValueError:  # pydantic cannot write a lone surrogate (a downstream's "\ud800")
+                    dumped = message.model_dump(by_alias=True, exclude_unset=True)
+                    text = json.dumps(dumped, ensure_ascii=False, default=str)
                 await emit(text + "\n")
                 if isinstance(message, types.JSONRPCResponse | types.JSONRPCError):
                     if shortcut is not None:
@@ -486,8 +493,9 @@ class _Session:
                 self.events.request(request_id)
 
     def on_answer(self, line: str) -> bool:
-        """Keep answers for the next start; False drops the line (a check's answer, a second
-        acknowledgement of a subscription the fast start acknowledged, an answer the client had)."""
+        """Keep answers for the next start; False drops the line (a check's answer, error or
+        not; a second acknowledgement of a subscription the fast start acknowledged; an answer
+        the client had)."""
         if self.swallow and not self._spared(line):
             return False
         if self.cache is None:
@@ -498,7 +506,7 @@ class _Session:
         request_id, key, differs = seen
         if differs:
             self.cache.save()
-        if request_id in self.acknowledged and key.startswith(f"{LISTEN}|"):
+        if differs is not None and request_id in self.acknowledged and key.startswith(f"{LISTEN}|"):
             self.acknowledged.discard(request_id)
             return False
         if request_id not in self.check_ids:
