@@ -27,8 +27,8 @@ from hub.protocol import VERSION_KEY, problem_in, valid_id
 from hub.registry import ProgressFn
 
 CLIENT_INFO_KEY = "io.modelcontextprotocol/clientInfo"
-REQUEST_CANCELLED = -32800  # mcp.server.streamable_http's (not imported: it loads Starlette)
 CAPABILITIES_KEY = "io.modelcontextprotocol/clientCapabilities"
+REQUEST_CANCELLED = -32800  # mcp.server.streamable_http's (not imported: it loads Starlette)
 
 __all__ = ["HttpShortcut", "LineShortcut"]
 
@@ -52,6 +52,27 @@ async def _forward(
     return None if scope.cancel_called else result
 
 
+def _request(text: str | bytes) -> tuple[Any, Any, dict[str, Any]] | None:
+    """(id, method, params) of a request as the SDK would take it, else None (the SDK answers
+    it: a malformed or refused request, one carrying `result` or `error`, a lone surrogate in
+    the id or params, nesting too deep)."""
+    try:
+        message = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    if (
+        type(message) is not dict
+        or message.get("jsonrpc") != "2.0"
+        or "result" in message
+        or "error" in message
+    ):
+        return None
+    request_id, params = message.get("id"), message.get("params", {})
+    if not valid_id(request_id) or type(params) is not dict or problem_in(message) is not None:
+        return None
+    return request_id, message.get("method"), params
+
+
 def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
@@ -73,8 +94,8 @@ class LineShortcut:
     Only well-formed requests of an initialized session are taken, in the era the first request
     the SDK got fixed (`saw_request`, as the SDK fixes it): a 2026-era request with its full
     envelope in `_meta`; a handshake-era one once this connection's `initialize` was answered
-    (`answered` sees the negotiated version). Everything else, malformed input included, goes to the SDK,
-    which answers it as before.
+    (`answered` sees the negotiated version). Everything else, malformed input included, goes
+    to the SDK, which answers it as before.
     """
 
     def __init__(
@@ -126,22 +147,10 @@ class LineShortcut:
             return None  # until the SDK has fixed the era (and, for the handshake era, the version)
         if '"tools/call"' not in line and '/list"' not in line:
             return None
-        try:
-            message = json.loads(line)
-        except (ValueError, RecursionError):
+        request = _request(line)
+        if request is None:
             return None
-        if (
-            type(message) is not dict
-            or message.get("jsonrpc") != "2.0"
-            or "error" in message
-            or "result" in message
-        ):
-            return None
-        request_id = message.get("id")
-        method = message.get("method")
-        params = message.get("params", {})
-        if not valid_id(request_id) or type(params) is not dict or problem_in(message) is not None:
-            return None  # the SDK refuses it (a lone surrogate in the id or params, deep nesting)
+        request_id, method, params = request
         version = self._version(params)
         if version is None:
             return None
@@ -292,20 +301,10 @@ class HttpShortcut:
         if transport is None:
             return False
         session = headers[b"mcp-session-id"]
-        try:
-            message = json.loads(body)
-        except (ValueError, RecursionError):
+        request = _request(body)
+        if request is None:
             return False
-        if (
-            type(message) is not dict
-            or message.get("jsonrpc") != "2.0"
-            or "error" in message
-            or "result" in message
-        ):
-            return False
-        request_id, params, method = message.get("id"), message.get("params", {}), message.get("method")
-        if not valid_id(request_id) or type(params) is not dict or problem_in(message) is not None:
-            return False
+        request_id, method, params = request
         meta = params.get("_meta")
         if isinstance(meta, dict) and (meta.get("progressToken") is not None or VERSION_KEY in meta):
             return False  # progress needs the SDK's SSE stream
