@@ -86,6 +86,16 @@ class FastPath:
         self.lists.clear()
         self.texts.clear()
 
+    def list_answer(self, method: Any, params: dict[str, Any], version: str) -> str | None:
+        """For a transport's shortcut: the cached answer text to a list request (first page),
+        counted as a hit; None if there is none (the SDK answers, and this middleware keeps it)."""
+        if method not in LIST_METHODS or params.get("cursor") is not None:
+            return None
+        text = self.list_text(method, version)
+        if text is not None:
+            self.hits += 1
+        return text
+
     def list_text(self, method: str, version: str) -> str | None:
         """The cached answer to a list request as JSON text, if the SDK has given one since the
         registry last changed."""

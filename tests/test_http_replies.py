@@ -3,8 +3,12 @@ for requests that asked for progress (hub.transport.http_replies), on a real uvi
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx2
@@ -27,25 +31,10 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def test_which_requests_get_a_stream():
-    assert not wants_stream({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "x"}})
-    assert wants_stream(
-        {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"_meta": {"progressToken": 1}}}
-    )
-    assert wants_stream({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}})
-    assert wants_stream({"jsonrpc": "2.0", "method": "notifications/initialized"})
-    assert wants_stream([{"jsonrpc": "2.0", "id": 1, "method": "ping"}])
-
-
-@pytest.mark.parametrize("mode", ["legacy", "auto"])
-async def test_plain_calls_are_json_and_progress_still_streams(tmp_path, mode):
-    markers = tmp_path / "markers"
-    markers.mkdir()
-    downstream = {
-        "command": sys.executable,
-        "args": [str(DOWNSTREAM)],
-        "env": {"DOWNSTREAM_MARKER_DIR": str(markers)},
-    }
+@contextlib.asynccontextmanager
+async def http_hub(tmp_path: Path, downstream: dict[str, Any]) -> AsyncIterator[tuple[Hub, str, Any]]:
+    """A hub proxying `downstream` (as server `d`) over streamable HTTP on a free loopback port,
+    its tools listed: (hub, url, a task group cancelled at the end)."""
     config = make_config(tmp_path, servers={"d": downstream})
     async with (
         Hub(config, extra_plugins={"proxy": hub_proxy.ProxyPlugin}) as hub,
@@ -65,7 +54,30 @@ async def test_plain_calls_are_json_and_progress_still_streams(tmp_path, mode):
             await ready.wait()
             while "d__count" not in hub.registry.tools:
                 await anyio.sleep(0.02)
-        url = f"http://127.0.0.1:{ports[0]}/mcp"
+        yield hub, f"http://127.0.0.1:{ports[0]}/mcp", tg
+        tg.cancel_scope.cancel()
+
+
+def test_which_requests_get_a_stream():
+    assert not wants_stream({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "x"}})
+    assert wants_stream(
+        {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"_meta": {"progressToken": 1}}}
+    )
+    assert wants_stream({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}})
+    assert wants_stream({"jsonrpc": "2.0", "method": "notifications/initialized"})
+    assert wants_stream([{"jsonrpc": "2.0", "id": 1, "method": "ping"}])
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_plain_calls_are_json_and_progress_still_streams(tmp_path, mode):
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    downstream = {
+        "command": sys.executable,
+        "args": [str(DOWNSTREAM)],
+        "env": {"DOWNSTREAM_MARKER_DIR": str(markers)},
+    }
+    async with http_hub(tmp_path, downstream) as (hub, url, _):
         types_seen: list[str] = []
 
         async def record(response: httpx2.Response) -> None:
@@ -108,7 +120,6 @@ async def test_plain_calls_are_json_and_progress_still_streams(tmp_path, mode):
                     while not (markers / f"cancelled-{mode}").exists():
                         await anyio.sleep(0.05)
                 assert result_text(await client.call_tool("d__echo", {"text": "after"})) == "after"
-        tg.cancel_scope.cancel()
 
 
 async def test_the_http_shortcut_keeps_the_sdks_session_rules(tmp_path):
@@ -116,26 +127,8 @@ async def test_the_http_shortcut_keeps_the_sdks_session_rules(tmp_path):
     the SDK counts the ones it serves: a session that only polls `tools/list` is not idle. A
     forwarded call cancelled by notification gets the SDK's answer for it (-32800), and so does
     one still running when its session is ended (DELETE)."""
-    config = make_config(tmp_path, servers={"d": {"command": sys.executable, "args": [str(DOWNSTREAM)]}})
-    async with (
-        Hub(config, extra_plugins={"proxy": hub_proxy.ProxyPlugin}) as hub,
-        anyio.create_task_group() as tg,
-    ):
-        ports: list[int] = []
-        ready = anyio.Event()
-
-        def on_ready(port: int) -> None:
-            ports.append(port)
-            ready.set()
-
-        tg.start_soon(
-            lambda: serve_http(hub.server, host="127.0.0.1", port=0, path="/mcp", token=None, ready=on_ready)
-        )
-        with anyio.fail_after(30):
-            await ready.wait()
-            while "d__echo" not in hub.registry.tools:
-                await anyio.sleep(0.02)
-        url = f"http://127.0.0.1:{ports[0]}/mcp"
+    downstream = {"command": sys.executable, "args": [str(DOWNSTREAM)]}
+    async with http_hub(tmp_path, downstream) as (hub, url, tg):
         headers = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
         # Raw requests, as a client that opens no GET stream sends them (an open stream would
         # hold the session anyway).
@@ -213,4 +206,3 @@ async def test_the_http_shortcut_keeps_the_sdks_session_rules(tmp_path):
                 while not answers:
                     await anyio.sleep(0.02)
             assert answers[0]["error"]["code"] == -32800
-        tg.cancel_scope.cancel()

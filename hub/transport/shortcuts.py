@@ -21,7 +21,7 @@ from typing import Any
 import anyio
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 
-from hub.fastpath import LIST_METHODS, FastPath, ForwardedTool
+from hub.fastpath import FastPath, ForwardedTool
 from hub.lines import utf8
 from hub.protocol import VERSION_KEY, problem_in, valid_id
 from hub.registry import ProgressFn
@@ -162,12 +162,9 @@ class LineShortcut:
             self.fast.shortcut_calls += 1
             self._spawn(self._call, request_id, tool, params, version)
             return request_id
-        if method not in LIST_METHODS or params.get("cursor") is not None:
-            return None
-        text = self.fast.list_text(method, version)
+        text = self.fast.list_answer(method, params, version)
         if text is None:
-            return None  # the SDK answers, and FastPath keeps the answer for the next time
-        self.fast.hits += 1
+            return None
         self._spawn(self._reply, request_id, text)
         return request_id
 
@@ -311,12 +308,9 @@ class HttpShortcut:
         if method == "tools/call":
             with _in_flight(transport):
                 return await self._call(request_id, params, version, session, send)
-        if method not in LIST_METHODS or params.get("cursor") is not None:
-            return False
-        text = self.fast.list_text(method, version)
+        text = self.fast.list_answer(method, params, version)
         if text is None:
-            return False  # the SDK answers, and FastPath keeps the answer for the next time
-        self.fast.hits += 1
+            return False
         with _in_flight(transport):
             answer = utf8(f'{{"jsonrpc":"2.0","id":{_dumps(request_id)},"result":{text}}}')
             await _respond(send, 200, answer, session)
