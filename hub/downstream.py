@@ -12,15 +12,13 @@ write and one read on the event loop:
   server reports for it reaches the caller's callback, relayed by the caller's own task before
   the answer (a caller whose client stops reading holds up no one else; past `NOTES_KEPT`
   reports waiting, the oldest are dropped); a second answer to one id is dropped; a caller that
-  is cancelled sends
-  `notifications/cancelled`; a server that goes away fails it with `CONNECTION_CLOSED`, as the
-  SDK does.
+  is cancelled sends `notifications/cancelled`; a server that goes away fails it with
+  `CONNECTION_CLOSED`, as the SDK does.
 
 The server's stdout is read by a reader callback the event loop keeps registered (asyncio's
 `add_reader`: no task wake-up, no re-registration per read), which answers raw requests on the
 spot; messages for the SDK session are queued for one task (`_deliver`), in order, and reading
-pauses while `QUEUE_PAUSE` of them wait. The hub runs on asyncio, so this
-file uses it directly. The process gets what the SDK's transport gives it: its own session
+pauses while `QUEUE_PAUSE` of them wait. The hub runs on asyncio, so this file uses it directly. The process gets what the SDK's transport gives it: its own session
 (process group), stderr to `errlog`, and on close: stdin closed, then `TERMINATION_S` to exit,
 then SIGTERM to the group, then SIGKILL (the MCP shutdown order). POSIX only, as the hub is.
 """
