@@ -35,6 +35,7 @@ __all__ = ["serve_shared"]
 
 log = structlog.get_logger("hub.shared")
 REPORT_BUFFER = 1 << 20  # bytes of events a bridge may leave unread
+EVENT_MAX = 1 << 16  # bytes of one event; a larger one (a 3 MB request id) is left out
 BYE_TIMEOUT_S = 5.0
 _ids = itertools.count(1)
 
@@ -111,7 +112,8 @@ class _Reporter:
     """The control events for the bridge (`hub.transport.stdio.Events`, see `hub.handoff`),
     written once per turn of the event loop however many there were, never blocking: a bridge
     that does not read (stopped) has them buffered, up to `REPORT_BUFFER` bytes, after which it
-    is no longer told (it can no longer answer for a dead process, and says so when it must)."""
+    is no longer told (it can no longer answer for a dead process, and says so when it must).
+    One event over `EVENT_MAX` bytes is left out (the bridge cannot answer for that request)."""
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
@@ -134,22 +136,25 @@ class _Reporter:
         this process for dead)."""
         if self.gone:
             return
-        self.waiting += b"".join(self.parts) + encode_event("B", None)
-        self.parts = []
-        self.loop.remove_writer(self.sock.fileno())
+        rest = self.waiting + b"".join(self.parts) + encode_event("B", None)
+        # From here this sends the rest alone: a flush still scheduled would remove the writer
+        # this waits on (anyio's), and it would wait out BYE_TIMEOUT_S.
+        self.close()
         with anyio.move_on_after(BYE_TIMEOUT_S):
-            while self.waiting:
+            while rest:
                 await anyio.wait_writable(self.sock)
                 try:
-                    self.waiting = self.waiting[self.sock.send(self.waiting) :]
+                    rest = rest[self.sock.send(rest) :]
                 except BlockingIOError:
                     continue
                 except OSError:
                     break
-        self.close()
 
     def _add(self, data: bytes) -> None:
         if self.gone:
+            return
+        if len(data) > EVENT_MAX:  # no real client sends one; it would fill the buffer by itself
+            log.info("an event too large to tell the bridge was left out", size=len(data))
             return
         if not self.parts:
             self.loop.call_soon(self.flush)

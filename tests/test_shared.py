@@ -433,3 +433,30 @@ def test_what_a_replay_swallows_is_forgotten_once_answered():
     assert session.on_answer('{"jsonrpc":"2.0","id":[1],"result":{}}')  # no key: passed on as is
     assert session.on_answer('{"jsonrpc":"2.0","id":"l","error":{"code":-32603,"message":"gone"}}')
     assert session.swallow == set()
+
+
+def test_an_event_too_large_for_the_bridge_is_left_out_and_the_end_still_reaches_it(monkeypatch):
+    """Found by a hostile client: a 3 MB request id filled the bridge's event buffer by itself, so
+    the bridge heard nothing more, not even the end of the session, and took the live process for
+    a dead one. And the end said in the same turn as an event waited out its whole timeout (the
+    scheduled flush removed the writer it waited on)."""
+    import socket
+
+    import anyio
+
+    from hub import shared
+    from hub.shared import _Reporter
+
+    monkeypatch.setattr(shared, "BYE_TIMEOUT_S", 600.0)  # waiting it out would fail below
+
+    async def main() -> bytes:
+        ours, bridge = socket.socketpair()
+        ours.setblocking(False)
+        with ours, bridge, anyio.fail_after(30):
+            reporter = _Reporter(ours)
+            reporter.request("x" * 3_000_000)
+            reporter.request(7)
+            await reporter.bye()
+            return bridge.recv(65536)
+
+    assert anyio.run(main) == b"R 7\nB\n"
