@@ -18,9 +18,10 @@ write and one read on the event loop:
 The server's stdout is read by a reader callback the event loop keeps registered (asyncio's
 `add_reader`: no task wake-up, no re-registration per read), which answers raw requests on the
 spot; messages for the SDK session are queued for one task (`_deliver`), in order, and reading
-pauses while `QUEUE_PAUSE` of them wait. The hub runs on asyncio, so this file uses it directly. The process gets what the SDK's transport gives it: its own session
-(process group), stderr to `errlog`, and on close: stdin closed, then `TERMINATION_S` to exit,
-then SIGTERM to the group, then SIGKILL (the MCP shutdown order). POSIX only, as the hub is.
+pauses while `QUEUE_PAUSE` of them wait. The hub runs on asyncio, so this file uses it directly
+(its reader callbacks, its events). The process gets what the SDK's transport gives it: its own
+session (process group), stderr to `errlog`, and on close: stdin closed, then `TERMINATION_S` to
+exit, then SIGTERM to the group, then SIGKILL (the MCP shutdown order). POSIX only, as the hub is.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ class _Waiter:
     __slots__ = ("message", "notes", "progress", "wake")
 
     def __init__(self, progress: ProgressFn | None) -> None:
-        self.wake = anyio.Event()
+        self.wake = asyncio.Event()  # asyncio's own: anyio's costs a backend lookup per call
         self.message: dict[str, Any] | None = None
         self.notes: deque[dict[str, Any]] = deque(maxlen=NOTES_KEPT)
         self.progress = progress
@@ -79,7 +80,7 @@ class _Waiter:
         progress, so a caller whose client does not read holds up no one else."""
         while True:
             await self.wake.wait()
-            self.wake = anyio.Event()
+            self.wake.clear()
             while self.notes and self.progress is not None:
                 await _report(self.progress, self.notes.popleft())
             if self.message is not None and not self.notes:
