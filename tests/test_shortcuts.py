@@ -341,3 +341,37 @@ def test_a_lone_surrogate_from_a_downstream_is_passed_on_escaped(tmp_path, share
     finally:
         peer.close()
         stop_shared_hubs(env, tmp_path)
+
+
+def test_a_forwarded_result_that_is_not_json_is_still_answered():
+    """A plugin's ForwardedTool that returns something JSON cannot carry (a bug in the plugin):
+    the request is answered with an error result naming the tool, not left unanswered."""
+    import json
+
+    from hub.fastpath import FastPath, ForwardedTool
+    from hub.registry import Registry
+    from hub.transport.shortcuts import LineShortcut
+
+    async def handler(arguments: dict, call: object) -> dict:
+        return {"content": [], "blob": b"\x00"}
+
+    registry = Registry()
+    registry.add(ForwardedTool("p__bad", handler, "returns bytes", input_schema={"type": "object"}), "p")
+    fast = FastPath(registry, None)  # type: ignore[arg-type]
+    lines: list[str] = []
+
+    async def emit(text: str) -> None:
+        lines.append(text)
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            shortcut = LineShortcut(fast, emit, tg.start_soon, lambda _: None)
+            shortcut.saw_request("initialize", 0, {})
+            shortcut.answered(0, {"protocolVersion": "2025-11-25"})
+            call = '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"p__bad","arguments":{}}}'
+            assert shortcut.take(call) == 1
+
+    anyio.run(main)
+    (answer,) = [json.loads(line) for line in lines]
+    assert answer["id"] == 1 and answer["result"]["isError"], answer
+    assert "p__bad returned a result that is not JSON" in answer["result"]["content"][0]["text"]

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import anyio
+import structlog
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 
 from hub.fastpath import FastPath, ForwardedTool
@@ -31,6 +32,8 @@ CAPABILITIES_KEY = "io.modelcontextprotocol/clientCapabilities"
 REQUEST_CANCELLED = -32800  # mcp.server.streamable_http's (not imported: it loads Starlette)
 
 __all__ = ["HttpShortcut", "LineShortcut"]
+
+log = structlog.get_logger("hub.server")
 
 
 async def _forward(
@@ -71,6 +74,17 @@ def _request(text: str | bytes) -> tuple[Any, Any, dict[str, Any]] | None:
     if not valid_id(request_id) or type(params) is not dict or problem_in(message) is not None:
         return None
     return request_id, message.get("method"), params
+
+
+def _result_text(fast: FastPath, tool: ForwardedTool, version: str, result: dict[str, Any]) -> str:
+    """A forwarded call's result as JSON text for `version`; one that is not JSON (a plugin's
+    bug) becomes an error result, so the request is still answered."""
+    try:
+        return _dumps(fast.stamp(version, result))
+    except (TypeError, ValueError) as exc:
+        log.error("a forwarded tool's result is not JSON", tool=tool.name, error=str(exc))
+        text = f"{tool.name} returned a result that is not JSON ({exc}); the plugin serving it has a bug"
+        return _dumps({"content": [{"type": "text", "text": text}], "isError": True})
 
 
 def _dumps(value: Any) -> str:
@@ -211,8 +225,10 @@ class LineShortcut:
                 )
 
         result = await _forward(self.fast, self._running, request_id, tool, params, request_id, progress)
-        if result is not None:  # a cancelled request gets no answer
-            await self._reply(request_id, _dumps(self.fast.stamp(version, result)))
+        if result is None:  # a cancelled request gets no answer
+            return
+        text = _result_text(self.fast, tool, version, result)
+        await self._reply(request_id, text)
 
 
 class HttpShortcut:
@@ -336,7 +352,8 @@ class HttpShortcut:
             answer = _dumps({"jsonrpc": "2.0", "id": request_id, "error": cancelled})
             await _respond(send, 200, utf8(answer), session)
             return True
-        answer = f'{{"jsonrpc":"2.0","id":{_dumps(request_id)},"result":{_dumps(self.fast.stamp(version, result))}}}'
+        text = _result_text(self.fast, tool, version, result)
+        answer = f'{{"jsonrpc":"2.0","id":{_dumps(request_id)},"result":{text}}}'
         await _respond(send, 200, utf8(answer), session)
         return True
 
