@@ -263,10 +263,11 @@ def _answer(line: bytes, cache: AnswerCache, early: EarlyAnswers, write_fd: int)
         return False
     if not isinstance(message, dict) or "method" not in message or "id" not in message:
         return False
+    params = message.get("params")
+    meta = params.get("_meta") if isinstance(params, dict) else None
     if early.era is None:  # the first request fixes the connection's era, as the SDK fixes it
-        meta = message.get("params", {}).get("_meta") if isinstance(message.get("params"), dict) else None
         early.era = "modern" if isinstance(meta, dict) and VERSION_KEY in meta else "handshake"
-    if early.era != "modern" or not _well_formed(message):
+    if early.era != "modern" or not _well_formed(message, meta):
         return False  # the hub answers it (or refuses it) once up
     listen = listen_key(message)
     if listen is not None and listen in cache.answers and message["id"] not in early.acknowledged:
@@ -288,11 +289,10 @@ def _answer(line: bytes, cache: AnswerCache, early: EarlyAnswers, write_fd: int)
     return True
 
 
-def _well_formed(message: Mapping[str, Any]) -> bool:
+def _well_formed(message: Mapping[str, Any], meta: Any) -> bool:
     """A 2026-era request the hub would answer, not refuse: JSON-RPC 2.0, a string or integer id,
-    and the whole envelope in `_meta` (version, client info, client capabilities)."""
+    and the whole envelope in its `_meta` (version, client info, client capabilities)."""
     request_id = message.get("id")
-    meta = (message.get("params") or {}).get("_meta") if isinstance(message.get("params"), dict) else None
     return (
         message.get("jsonrpc") == "2.0"
         and (type(request_id) is str or type(request_id) is int)

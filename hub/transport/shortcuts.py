@@ -22,13 +22,12 @@ import anyio
 import structlog
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 
+from hub.fastfront import CAPABILITIES_KEY, CLIENT_INFO_KEY
 from hub.fastpath import FastPath, ForwardedTool
 from hub.lines import utf8
 from hub.protocol import VERSION_KEY, problem_in, valid_id
 from hub.registry import ProgressFn
 
-CLIENT_INFO_KEY = "io.modelcontextprotocol/clientInfo"
-CAPABILITIES_KEY = "io.modelcontextprotocol/clientCapabilities"
 REQUEST_CANCELLED = -32800  # mcp.server.streamable_http's (not imported: it loads Starlette)
 
 __all__ = ["HttpShortcut", "LineShortcut"]
