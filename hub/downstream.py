@@ -140,7 +140,9 @@ class StdioDownstream:
                 "_meta": {**(meta if isinstance(meta, dict) else {}), "progressToken": request_id},
             }
         waiter = self._waiters[request_id] = _Waiter(progress)
-        line = json.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
+        line = json.dumps(
+            {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}, separators=(",", ":")
+        )
         try:
             try:
                 await self._pipe.send(line.encode() + b"\n")

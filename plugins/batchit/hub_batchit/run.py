@@ -571,12 +571,13 @@ def operation_entry(step: Step, outcome: Outcome, include: str, limit: int | Non
     return entry
 
 
-def _operation_blocks(step: Step, outcome: Outcome, include: str, limit: int | None) -> list[Any]:
-    """One operation in the text: a heading line, then its result's text (or error)."""
+def _operation_blocks(step: Step, outcome: Outcome, include: str, limit: int | None) -> tuple[str, list[Any]]:
+    """One operation in the text: a heading line, then its result's text (or error); and the
+    result's non-text blocks (images and such), which follow that text."""
     name = f" {step.op.id}" if step.op.id else ""
     head = f"[{step.index}]{name} {step.label} {step.op.tool}: {outcome.status}"
     if include == "status":
-        return [types.TextContent(type="text", text=head)]
+        return head, []
     lines = [f"{head} ({outcome.duration_ms:g} ms)"]
     others: list[Any] = []
     if _shows_result(include, outcome):
@@ -597,7 +598,7 @@ def _operation_blocks(step: Step, outcome: Outcome, include: str, limit: int | N
             shown += f"\n[... {cut} more bytes cut: options.maxResultBytes = {limit}]"
         if shown:
             lines.append(shown)
-    return [types.TextContent(type="text", text="\n".join(lines)), *others]
+    return "\n".join(lines), others
 
 
 def render(
@@ -613,9 +614,19 @@ def render(
     head = f"batch_execute: {summary['total']} operations, {counts}, in {wall_ms:.0f} ms"
     if failed:
         head += " (isError is set because not every operation succeeded)"
-    content: list[Any] = [types.TextContent(type="text", text=head)]
+    # The text is one block, up to each run of non-text blocks (a thousand operations make one
+    # block, not a thousand: cheaper to build, to send and for the client to parse).
+    content: list[Any] = []
+    text = [head]
     for step, outcome in zip(steps, outcomes, strict=True):
-        content.extend(_operation_blocks(step, outcome, include, limit))
+        lines, others = _operation_blocks(step, outcome, include, limit)
+        text.append(lines)
+        if others:
+            content.append(types.TextContent(type="text", text="\n".join(text)))
+            content.extend(others)
+            text = []
+    if text:
+        content.append(types.TextContent(type="text", text="\n".join(text)))
     structured = {
         "summary": summary,
         "operations": [operation_entry(s, o, include, limit) for s, o in zip(steps, outcomes, strict=True)],

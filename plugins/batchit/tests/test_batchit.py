@@ -543,7 +543,10 @@ async def test_content_only_results_and_images_from_server_everything(tmp_path):
         images = [b for b in result.content if b.type == "image"]
         assert len(images) == 1
         blocks = [b.type for b in result.content]
-        assert blocks.index("image") > 2  # after the heading and the echo operation's text
+        assert blocks[:2] == ["text", "image"], blocks  # the text is one block up to the image
+        before = result.content[0].text
+        assert before.startswith("batch_execute: 2 operations")
+        assert before.index("Echo: hello there") < before.index("[1] every get-tiny-image: ok")
 
         capped = await batch(client, server="every", operations=ops, options={"maxResultBytes": 40})
         echo, image = capped.structured_content["operations"]
