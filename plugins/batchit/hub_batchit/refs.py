@@ -25,7 +25,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import mcp.types as types
+from .results import Result
 
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_-]*)((?:\.[^{}\s.]+)*)\s*\}\}")
 REF_KEYS = {"$ref", "path"}
@@ -82,20 +82,14 @@ def find_refs(value: Any, where: str) -> Iterator[Ref]:
             yield from find_refs(item, f"{where}.{i}")
 
 
-def result_root(result: types.CallToolResult) -> dict[str, Any]:
+def result_root(result: Result) -> dict[str, Any]:
     """What a reference path starts from."""
     return {
-        "content": [
-            block.model_dump(mode="json", by_alias=True, exclude_none=True) for block in result.content
-        ],
-        "structuredContent": result.structured_content,
-        "text": result_text(result),
-        "isError": bool(result.is_error),
+        "content": result.content,
+        "structuredContent": result.structured,
+        "text": result.text,
+        "isError": result.is_error,
     }
-
-
-def result_text(result: types.CallToolResult) -> str:
-    return "\n".join(block.text for block in result.content if isinstance(block, types.TextContent))
 
 
 def follow(root: dict[str, Any], path: tuple[str, ...], ref_id: str) -> Any:

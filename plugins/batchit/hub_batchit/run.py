@@ -32,8 +32,9 @@ from hub import (
     call_tool_raw,
 )
 
-from .refs import RefError, find_refs, has_refs, resolve, result_root, result_text
+from .refs import RefError, find_refs, has_refs, resolve, result_root
 from .request import BatchRequest, Operation, TargetServer
+from .results import Result
 
 Status = Literal["ok", "error", "skipped", "timeout", "cancelled"]
 STATUSES: tuple[Status, ...] = ("ok", "error", "skipped", "timeout", "cancelled")
@@ -57,7 +58,7 @@ class Step:
 @dataclass
 class Outcome:
     status: Status
-    result: types.CallToolResult | None = None
+    result: Result | None = None
     error: str | None = None
     duration_ms: float = 0.0
 
@@ -429,23 +430,22 @@ class BatchRun:
 
     async def _call(
         self, server: str, session: ClientSession, tool: str, arguments: dict[str, Any]
-    ) -> types.CallToolResult:
-        """One op as raw JSON-RPC over the cached connection; the answer is parsed once, into the
-        result model the rest of the run inspects (`validate_output` servers: the SDK's checked path)."""
+    ) -> dict[str, Any]:
+        """One op as raw JSON-RPC over the cached connection: the result as the server sent it
+        (`validate_output` servers: the SDK's checked path, dumped back to wire JSON)."""
         if self.connections.servers[server].validate_output:
             try:
-                return await session.call_tool(tool, arguments)
+                result = await session.call_tool(tool, arguments)
             except RuntimeError as exc:  # the SDK's output-schema check
                 raise InvalidOutput(f"{exc} (validate_output is set for this server)") from None
-        raw = await call_tool_raw(session, tool, arguments)
-        return types.CallToolResult.model_validate(raw, by_name=False)
+            dumped: dict[str, Any] = result.model_dump(by_alias=True, mode="json", exclude_none=True)
+            return dumped
+        return await call_tool_raw(session, tool, arguments)
 
     async def _execute(self, step: Step) -> Outcome:
         started = time.perf_counter()
 
-        def ended(
-            status: Status, result: types.CallToolResult | None = None, error: str | None = None
-        ) -> Outcome:
+        def ended(status: Status, result: Result | None = None, error: str | None = None) -> Outcome:
             return Outcome(status, result, error, round((time.perf_counter() - started) * 1000, 1))
 
         arguments = step.op.arguments
@@ -456,7 +456,7 @@ class BatchRun:
                 return ended("error", error=f"reference: {exc}")
         timeout_ms = step.op.timeoutMs or self.options.timeoutMs
         server, tool = step.server, step.op.tool
-        result: types.CallToolResult | None = None
+        raw: dict[str, Any] | None = None
         try:
             async with self.connections.session(server) as session:
                 if self.stopped_by is not None:  # an operation failed while this one waited for its server
@@ -468,7 +468,7 @@ class BatchRun:
                 with anyio.CancelScope(deadline=anyio.current_time() + timeout_ms / 1000) as scope:
                     self.running[step.index] = scope
                     try:
-                        result = await self._call(server, session, tool, arguments)
+                        raw = await self._call(server, session, tool, arguments)
                     finally:
                         self.running.pop(step.index, None)
         except MCPError as exc:  # a closed connection is marked dead by the cache itself
@@ -482,17 +482,21 @@ class BatchRun:
             return ended("error", error=str(exc))
         except Exception as exc:  # one operation never takes the batch down
             return ended("error", error=f"{step.label} {tool}: {type(exc).__name__}: {exc}")
-        if result is None and step.index in self.cancelled:
+        if raw is None and step.index in self.cancelled:
             return ended(
                 "cancelled",
                 error=f"cancelled: operations[{self.stopped_by}] failed and cancelOnError is set",
             )
-        if result is None:  # the scope's deadline passed
+        if raw is None:  # the scope's deadline passed
             return ended(
                 "timeout", error=f"no answer within {timeout_ms} ms; the call was cancelled on the server"
             )
+        try:
+            result = Result.from_wire(raw)
+        except ValueError as exc:
+            return ended("error", error=f"{step.label} {tool}: the server's result is malformed: {exc}")
         if result.is_error:
-            return ended("error", result, result_text(result) or f"{tool} reported an error")
+            return ended("error", result, result.text or f"{tool} reported an error")
         return ended("ok", result)
 
 
@@ -525,17 +529,17 @@ def _compact(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
-def _payload(result: types.CallToolResult) -> tuple[str, Any]:
+def _payload(result: Result) -> tuple[str, Any]:
     """The key and value that carry a downstream result in an operation's entry."""
-    if result.structured_content is not None:
-        return "structuredContent", result.structured_content
-    return "content", [b.model_dump(mode="json", by_alias=True, exclude_none=True) for b in result.content]
+    if result.structured is not None:
+        return "structuredContent", result.structured
+    return "content", result.content
 
 
-def _payload_text(result: types.CallToolResult) -> str:
+def _payload_text(result: Result) -> str:
     """The result as text: its text blocks, else its structuredContent (or content) as JSON."""
-    if any(isinstance(b, types.TextContent) for b in result.content):
-        return result_text(result)
+    if len(result.others) < len(result.content):
+        return result.text
     return _compact(_payload(result)[1])
 
 
@@ -583,11 +587,11 @@ def _operation_blocks(step: Step, outcome: Outcome, include: str, limit: int | N
     if _shows_result(include, outcome):
         if outcome.status == "ok" and outcome.result is not None:
             result = outcome.result
-            others = [b for b in result.content if not isinstance(b, types.TextContent)]
+            others = result.others
             if len(others) < len(result.content):
-                text = result_text(result)
-            elif result.structured_content is not None:
-                text, others = _compact(result.structured_content), []
+                text = result.text
+            elif result.structured is not None:
+                text, others = _compact(result.structured), []
             else:
                 text = ""  # images and such only: they follow as blocks
         else:

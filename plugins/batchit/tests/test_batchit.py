@@ -554,3 +554,51 @@ async def test_content_only_results_and_images_from_server_everything(tmp_path):
         assert echo["text"] == "Echo: hello there" and "cutBytes" not in echo
         assert image["cutBytes"] > 0 and len(image["text"].encode()) <= 40
         assert not [b for b in capped.content if b.type == "image"]  # a cut result drops its blocks
+
+
+# A server that answers `tools/call` with whatever result its tool's name picks, malformed ones
+# included (an SDK server cannot send those).
+RAW_SERVER = r"""
+import json, sys
+RESULTS = {
+    "fine": {"content": [{"type": "text", "text": "fine", "annotations": {"priority": 1}}]},
+    "no_content": {"structuredContent": {"a": 1}},
+    "not_an_object": [1, 2],
+    "text_without_text": {"content": [{"type": "text"}]},
+    "bad_image": {"content": [{"type": "image", "data": 5}]},
+    "structured_list": {"content": [], "structuredContent": [1]},
+}
+for line in sys.stdin:
+    message = json.loads(line)
+    if "id" not in message:
+        continue
+    if message["method"] == "initialize":
+        result = {"protocolVersion": message["params"]["protocolVersion"], "capabilities": {"tools": {}},
+                  "serverInfo": {"name": "raw", "version": "1"}}
+    elif message["method"] == "tools/list":
+        result = {"tools": [{"name": name, "inputSchema": {"type": "object"}} for name in RESULTS]}
+    else:
+        result = RESULTS[message["params"]["name"]]
+    print(json.dumps({"jsonrpc": "2.0", "id": message["id"], "result": result}), flush=True)
+"""
+
+
+async def test_a_malformed_result_is_that_operations_error(tmp_path):
+    """Results are read as the server sent them; one the batch cannot read is an error naming
+    what is wrong with it, and the rest of the batch is unharmed (the good one comes back as it
+    was sent, its block's annotations included)."""
+    script = tmp_path / "raw_server.py"
+    script.write_text(RAW_SERVER)
+    names = ["fine", "no_content", "not_an_object", "text_without_text", "bad_image", "structured_list"]
+    async with hub_with(tmp_path, {"raw": {"command": sys.executable, "args": [str(script)]}}) as (_, client):
+        with anyio.fail_after(60):
+            result = await batch(client, server="raw", operations=[{"tool": name} for name in names])
+    assert statuses(result) == ["ok"] + ["error"] * 5, result_text(result)
+    fine, *bad = result.structured_content["operations"]
+    assert fine["content"] == [{"type": "text", "text": "fine", "annotations": {"priority": 1}}]
+    errors = [op["error"] for op in bad]
+    assert all("the server's result is malformed" in error for error in errors), errors
+    assert "no `content` list" in errors[0] and "no `content` list" in errors[1]
+    assert "content[0] is a text block without a `text` string" in errors[2]
+    assert "content[0] is not a content block" in errors[3]
+    assert "structuredContent is list" in errors[4]

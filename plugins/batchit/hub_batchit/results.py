@@ -1,0 +1,69 @@
+"""A downstream's tool result as a batch reads it: the wire JSON, checked once, kept as it came.
+
+An operation's result arrives as the JSON the server sent (`hub.call_tool_raw`). The batch reads
+it in three places (its status, references from later operations, the batch's answer), and each
+reads the same dicts: no result model is built per operation, and blocks go back to the caller
+as the server wrote them. `Result.from_wire` checks what those readers rely on and names the
+first problem otherwise.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mcp.types as types
+from pydantic import TypeAdapter, ValidationError
+
+__all__ = ["Result"]
+
+_BLOCK: TypeAdapter[Any] = TypeAdapter(types.ContentBlock)
+
+
+class Result:
+    """One operation's result: `content` (the blocks, wire JSON), `structured` (its
+    structuredContent, or None), `is_error`, and `others`, its non-text blocks as models, which
+    follow the operation's text in the batch's answer."""
+
+    __slots__ = ("content", "is_error", "others", "structured")
+
+    def __init__(
+        self,
+        content: list[dict[str, Any]],
+        structured: dict[str, Any] | None = None,
+        is_error: bool = False,
+        others: list[Any] | None = None,
+    ) -> None:
+        self.content = content
+        self.structured = structured
+        self.is_error = is_error
+        self.others = others or []
+
+    @classmethod
+    def from_wire(cls, raw: Any) -> Result:
+        """`raw` (a `CallToolResult` as JSON) checked; `ValueError` names what is wrong with it."""
+        if not isinstance(raw, dict):
+            raise ValueError(f"the result is {type(raw).__name__}, not an object")
+        content = raw.get("content")
+        if not isinstance(content, list):
+            raise ValueError("the result has no `content` list")
+        others: list[Any] = []
+        for i, block in enumerate(content):
+            kind = block.get("type") if isinstance(block, dict) else None
+            if kind == "text":
+                if not isinstance(block.get("text"), str):
+                    raise ValueError(f"content[{i}] is a text block without a `text` string")
+                continue
+            try:
+                others.append(_BLOCK.validate_python(block, by_name=False))
+            except ValidationError as exc:
+                problem = exc.errors()[0]["msg"] if exc.errors() else str(exc)
+                raise ValueError(f"content[{i}] is not a content block ({problem})") from None
+        structured = raw.get("structuredContent")
+        if structured is not None and not isinstance(structured, dict):
+            raise ValueError(f"its structuredContent is {type(structured).__name__}, not an object")
+        return cls(content, structured, raw.get("isError") is True, others)
+
+    @property
+    def text(self) -> str:
+        """The text blocks, joined by newlines."""
+        return "\n".join(block["text"] for block in self.content if block.get("type") == "text")
