@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import os
 import statistics
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
+
+import anyio
 
 CORES = os.cpu_count() or 1
 MAX_LOAD = float(os.environ.get("BENCH_MAX_LOAD", 1.5 * CORES))
@@ -23,6 +26,16 @@ MAX_LOAD = float(os.environ.get("BENCH_MAX_LOAD", 1.5 * CORES))
 
 def load() -> float:
     return round(os.getloadavg()[0], 2)
+
+
+async def settle(limit_s: float = 120.0) -> float:
+    """Wait, up to `limit_s`, for the load average to fall to half of `MAX_LOAD` (the seconds
+    waited). For benchmarks whose setup starts many servers: those start-ups are done and idle
+    once the rounds begin, but the 1-minute average would still count them against the run."""
+    started = time.monotonic()
+    while load() > MAX_LOAD / 2 and time.monotonic() - started < limit_s:
+        await anyio.sleep(1)
+    return round(time.monotonic() - started, 1)
 
 
 def spread(values: Sequence[float], digits: int = 3) -> dict[str, float]:

@@ -26,7 +26,7 @@ from typing import Any
 import anyio
 from clients import http_session, hub_over_http, raw, sse_session, stdio_session, wait_for_tools
 from mcp import ClientSession
-from paired import Rounds, summary
+from paired import Rounds, settle, summary
 from peers import mcp_hub_server
 
 HERE = Path(__file__).resolve().parent
@@ -65,7 +65,6 @@ async def run() -> dict[str, Any]:
         env = {"PATH": os.environ["PATH"], "HUB_STATE_DIR": tmp, "HUB_LOG_LEVEL": "warning", "HUB_SHARE": "0"}
         http_state = Path(tmp, "http")
         http_state.mkdir()
-        proxied = Rounds()
         async with AsyncExitStack() as stack:
             hub = await stdio_session(
                 stack, sys.executable, ["-m", "hub", "--plugins", "proxy", "--config", str(config)], env
@@ -82,6 +81,8 @@ async def run() -> dict[str, Any]:
                 await wait_for_tools(peer, total)
                 sides["mcp_hub_sse"] = lister(peer)
             size = len(str(await raw(hub, "tools/list")))
+            result["settled_s"] = await settle()  # after starting 30 servers
+            proxied = Rounds()
             await proxied.run(ROUNDS, sides)
         checks: dict[str, Any] = {}
         if "mcp_hub_sse" in proxied.values:
@@ -95,13 +96,14 @@ async def run() -> dict[str, Any]:
         }
 
         Path(tmp, "empty.toml").write_text("")
-        own = Rounds()
         async with AsyncExitStack() as stack:
             hub = await stdio_session(
                 stack, sys.executable, ["-m", "hub", "--config", str(Path(tmp, "empty.toml"))], env
             )
             floor = await stdio_session(stack, sys.executable, [str(HERE / "minimal_server.py")])
             count = len(await wait_for_tools(hub, 1))
+            await settle()
+            own = Rounds()
             await own.run(ROUNDS, {"hub": lister(hub), "minimal_server": lister(floor)})
         figure = own.side("hub")
         result["own_tools"] = {
