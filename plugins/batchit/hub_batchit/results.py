@@ -9,6 +9,7 @@ first problem otherwise.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import mcp.types as types
@@ -61,7 +62,10 @@ class Result:
         structured = raw.get("structuredContent")
         if structured is not None and not isinstance(structured, dict):
             raise ValueError(f"its structuredContent is {type(structured).__name__}, not an object")
-        return cls(content, structured, raw.get("isError") is True, others)
+        is_error = raw.get("isError")
+        if is_error is not None and type(is_error) is not bool:
+            raise ValueError(f"its isError is {json.dumps(is_error)[:40]}, not true or false")
+        return cls(content, structured, is_error is True, others)
 
     @property
     def text(self) -> str:

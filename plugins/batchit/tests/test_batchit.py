@@ -556,18 +556,20 @@ async def test_content_only_results_and_images_from_server_everything(tmp_path):
         assert not [b for b in capped.content if b.type == "image"]  # a cut result drops its blocks
 
 
-# A server that answers `tools/call` with whatever result its tool's name picks, malformed ones
-# included (an SDK server cannot send those).
-RAW_SERVER = r"""
-import json, sys
-RESULTS = {
+# What the raw server below answers for each of its tools, malformed results included (an SDK
+# server cannot send those).
+RAW_RESULTS: dict[str, Any] = {
     "fine": {"content": [{"type": "text", "text": "fine", "annotations": {"priority": 1}}]},
     "no_content": {"structuredContent": {"a": 1}},
     "not_an_object": [1, 2],
     "text_without_text": {"content": [{"type": "text"}]},
     "bad_image": {"content": [{"type": "image", "data": 5}]},
     "structured_list": {"content": [], "structuredContent": [1]},
+    "error_as_text": {"content": [], "isError": "true"},
 }
+RAW_SERVER = r"""
+import json, sys
+RESULTS = json.loads(sys.argv[1])
 for line in sys.stdin:
     message = json.loads(line)
     if "id" not in message:
@@ -589,11 +591,12 @@ async def test_a_malformed_result_is_that_operations_error(tmp_path):
     was sent, its block's annotations included)."""
     script = tmp_path / "raw_server.py"
     script.write_text(RAW_SERVER)
-    names = ["fine", "no_content", "not_an_object", "text_without_text", "bad_image", "structured_list"]
-    async with hub_with(tmp_path, {"raw": {"command": sys.executable, "args": [str(script)]}}) as (_, client):
+    names = [*RAW_RESULTS]
+    raw = {"command": sys.executable, "args": [str(script), json.dumps(RAW_RESULTS)]}
+    async with hub_with(tmp_path, {"raw": raw}) as (_, client):
         with anyio.fail_after(60):
             result = await batch(client, server="raw", operations=[{"tool": name} for name in names])
-    assert statuses(result) == ["ok"] + ["error"] * 5, result_text(result)
+    assert statuses(result) == ["ok"] + ["error"] * 6, result_text(result)
     fine, *bad = result.structured_content["operations"]
     assert fine["content"] == [{"type": "text", "text": "fine", "annotations": {"priority": 1}}]
     errors = [op["error"] for op in bad]
@@ -602,3 +605,4 @@ async def test_a_malformed_result_is_that_operations_error(tmp_path):
     assert "content[0] is a text block without a `text` string" in errors[2]
     assert "content[0] is not a content block" in errors[3]
     assert "structuredContent is list" in errors[4]
+    assert 'isError is "true", not true or false' in errors[5]
