@@ -60,6 +60,7 @@ PROGRESS_WAIT_S = 1.0  # for a caller to take a progress report before it is dro
 NOTES_KEPT = 64  # progress reports a caller has yet to relay; the oldest go first
 QUEUE_PAUSE = 256  # messages waiting for the SDK session before the pipe is no longer read
 _POLL_S = 0.02
+_encode = json.JSONEncoder(separators=(",", ":")).encode  # compact, ASCII: what the wire gets
 _CLOSED = {"error": {"code": types.CONNECTION_CLOSED, "message": "Connection closed"}}
 
 
@@ -140,9 +141,7 @@ class StdioDownstream:
                 "_meta": {**(meta if isinstance(meta, dict) else {}), "progressToken": request_id},
             }
         waiter = self._waiters[request_id] = _Waiter(progress)
-        line = json.dumps(
-            {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}, separators=(",", ":")
-        )
+        line = _encode({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
         try:
             try:
                 await self._pipe.send(line.encode() + b"\n")
@@ -156,7 +155,7 @@ class StdioDownstream:
                 note = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": cancel}
                 with anyio.CancelScope(shield=True), anyio.move_on_after(LINE_FINISH_S):
                     try:
-                        await self._pipe.send(json.dumps(note).encode() + b"\n")
+                        await self._pipe.send(_encode(note).encode() + b"\n")
                     except (OSError, anyio.ClosedResourceError, anyio.BusyResourceError):
                         self._broken()
             raise

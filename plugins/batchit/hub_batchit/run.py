@@ -368,8 +368,21 @@ class BatchRun:
                 tg.start_soon(self._worker)
         return [o if o is not None else Outcome("skipped", error="not run") for o in self.outcomes]
 
+    async def _next(self) -> int | None:
+        """The next step to run, None when every step has ended. A step already queued is taken
+        without a trip through the event loop (each operation awaits its server anyway)."""
+        try:
+            return self._receive.receive_nowait()
+        except anyio.WouldBlock:
+            try:
+                return await self._receive.receive()
+            except anyio.EndOfStream:
+                return None
+        except anyio.EndOfStream:
+            return None
+
     async def _worker(self) -> None:
-        async for index in self._receive:
+        while (index := await self._next()) is not None:
             step = self.steps[index]
             if self.stopped_by is not None:
                 outcome = Outcome(
