@@ -103,6 +103,8 @@ def follow(root: dict[str, Any], path: tuple[str, ...], ref_id: str) -> Any:
                 value = json.loads(value)
             except ValueError:
                 raise RefError(f"{walked} is text, not JSON, so it has no {step!r}") from None
+            except RecursionError:
+                raise RefError(f"{walked} is JSON nested too deep to read") from None
         if isinstance(value, dict):
             if step not in value:
                 keys = ", ".join(sorted(map(str, value))) or "none"

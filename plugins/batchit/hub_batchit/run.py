@@ -531,11 +531,16 @@ def _cut(text: str, limit: int | None) -> tuple[str, int]:
     """`text` cut to at most `limit` UTF-8 bytes (on a character boundary), and the bytes cut."""
     if limit is None:
         return text, 0
-    data = text.encode()
+    data = _utf8(text)
     if len(data) <= limit:
         return text, 0
-    kept = data[:limit].decode(errors="ignore")
+    kept = data[:limit].decode(errors="ignore")  # a lone surrogate in the kept part is dropped
     return kept, len(data) - len(kept.encode())
+
+
+def _utf8(text: str) -> bytes:
+    """`text` as UTF-8, a lone surrogate (valid in JSON, sent escaped) counted as its 3 bytes."""
+    return text.encode(errors="surrogatepass")
 
 
 def _compact(value: Any) -> str:
@@ -575,7 +580,7 @@ def operation_entry(step: Step, outcome: Outcome, include: str, limit: int | Non
         return entry
     if outcome.status == "ok" and outcome.result is not None:
         key, value = _payload(outcome.result)
-        if limit is not None and len(_compact(value).encode()) > limit:
+        if limit is not None and len(_utf8(_compact(value))) > limit:
             entry["text"], cut = _cut(_payload_text(outcome.result), limit)
             if cut:  # else its text alone fits: shown whole
                 entry["cutBytes"] = cut

@@ -556,6 +556,10 @@ async def test_content_only_results_and_images_from_server_everything(tmp_path):
         assert not [b for b in capped.content if b.type == "image"]  # a cut result drops its blocks
 
 
+DEEP: list[Any] = []
+for _ in range(300):
+    DEEP = [DEEP]
+
 # What the raw server below answers for each of its tools, malformed results included (an SDK
 # server cannot send those).
 RAW_RESULTS: dict[str, Any] = {
@@ -566,10 +570,22 @@ RAW_RESULTS: dict[str, Any] = {
     "bad_image": {"content": [{"type": "image", "data": 5}]},
     "structured_list": {"content": [], "structuredContent": [1]},
     "error_as_text": {"content": [], "isError": "true"},
+    "deep_meta": {"content": [{"type": "text", "text": "t", "_meta": {"x": DEEP}}]},
+    "surrogate_key": {"content": [], "structuredContent": {"\udc00": 1}},
+    "surrogate_text": {"content": [{"type": "text", "text": "ab\udc00cdef"}]},
+    "deep_json_text": {"content": [{"type": "text", "text": "[" * 100_000 + "]" * 100_000}]},
+    "bogus_annotations": {"content": [{"type": "text", "text": "t", "annotations": "bogus"}]},
+    # Keys the protocol does not define are dropped, whatever they hold.
+    "extra_keys": {
+        "content": [
+            {"type": "text", "text": "t", "\udc00": 1},
+            {"type": "image", "data": "AAAA", "mimeType": "image/png", "x": DEEP},
+        ]
+    },
 }
 RAW_SERVER = r"""
 import json, sys
-RESULTS = json.loads(sys.argv[1])
+RESULTS = json.loads(open(sys.argv[1]).read())
 for line in sys.stdin:
     message = json.loads(line)
     if "id" not in message:
@@ -585,20 +601,30 @@ for line in sys.stdin:
 """
 
 
+def raw_server(tmp_path: Path) -> dict[str, Any]:
+    """The `[servers.raw]` table of the raw server, answering `RAW_RESULTS`."""
+    script, results = tmp_path / "raw_server.py", tmp_path / "raw_results.json"
+    script.write_text(RAW_SERVER)
+    results.write_text(json.dumps(RAW_RESULTS))
+    return {"command": sys.executable, "args": [str(script), str(results)]}
+
+
 async def test_a_malformed_result_is_that_operations_error(tmp_path):
     """Results are read as the server sent them; one the batch cannot read is an error naming
     what is wrong with it, and the rest of the batch is unharmed (the good one comes back as it
     was sent, its block's annotations included)."""
-    script = tmp_path / "raw_server.py"
-    script.write_text(RAW_SERVER)
-    names = [*RAW_RESULTS]
-    raw = {"command": sys.executable, "args": [str(script), json.dumps(RAW_RESULTS)]}
+    names = [name for name in RAW_RESULTS if name not in ("surrogate_text", "deep_json_text")]
+    raw = raw_server(tmp_path)
     async with hub_with(tmp_path, {"raw": raw}) as (_, client):
         with anyio.fail_after(60):
             result = await batch(client, server="raw", operations=[{"tool": name} for name in names])
-    assert statuses(result) == ["ok"] + ["error"] * 6, result_text(result)
-    fine, *bad = result.structured_content["operations"]
+    assert statuses(result) == ["ok"] + ["error"] * 9 + ["ok"], result_text(result)
+    fine, *bad, extra = result.structured_content["operations"]
     assert fine["content"] == [{"type": "text", "text": "fine", "annotations": {"priority": 1}}]
+    assert extra["content"] == [
+        {"type": "text", "text": "t"},
+        {"type": "image", "data": "AAAA", "mimeType": "image/png"},
+    ]
     errors = [op["error"] for op in bad]
     assert all("the server's result is malformed" in error for error in errors), errors
     assert "no `content` list" in errors[0] and "no `content` list" in errors[1]
@@ -606,3 +632,29 @@ async def test_a_malformed_result_is_that_operations_error(tmp_path):
     assert "content[0] is not a content block" in errors[3]
     assert "structuredContent is list" in errors[4]
     assert 'isError is "true", not true or false' in errors[5]
+    assert "content[0] cannot be sent on" in errors[6] and "depth" in errors[6]
+    assert "it cannot be sent on" in errors[7] and "surrogates not allowed" in errors[7]
+    assert "content[0] is not a content block" in errors[8]
+
+
+async def test_lone_surrogates_and_deep_json_in_results(tmp_path):
+    """A lone surrogate in a result's text (valid JSON) survives maxResultBytes, counted as its
+    three bytes; a reference into text that is JSON nested too deep to read is that operation's
+    error, not the batch's end."""
+    raw = raw_server(tmp_path)
+    ops = [
+        {"tool": "surrogate_text"},
+        {"tool": "deep_json_text", "id": "deep"},
+        {"tool": "fine", "arguments": {"x": {"$ref": "deep", "path": "text.0"}}},
+    ]
+    async with hub_with(tmp_path, {"raw": raw}) as (_, client):
+        with anyio.fail_after(60):
+            whole = await batch(client, server="raw", operations=ops[:1])
+            capped = await batch(client, server="raw", operations=ops[:1], options={"maxResultBytes": 4})
+            deep = await batch(client, server="raw", operations=ops[1:])
+    assert whole.structured_content["operations"][0]["content"][0]["text"] == "ab\udc00cdef"
+    surrogate = capped.structured_content["operations"][0]
+    assert surrogate["text"] == "ab" and surrogate["cutBytes"] == 7  # the surrogate's 3 bytes did not fit
+    assert statuses(deep) == ["ok", "error"], result_text(deep)
+    referring = deep.structured_content["operations"][1]
+    assert "nested too deep" in referring["error"]
