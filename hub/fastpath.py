@@ -7,13 +7,15 @@ Installed as one `Server.middleware` by `hub.server.HubServer`:
   first time, per protocol version, until the registry changes (then the cache is dropped and
   clients get `list_changed` as before). A hit costs a dict copy instead of rebuilding every
   `types.Tool`, dumping the result and re-validating it for the protocol version.
-- **Forwarded calls.** A `tools/call` of a `ForwardedTool` (the proxy's tools) skips the SDK's
-  typed params and result models: arguments are checked as for every hub tool, the handler
-  returns the downstream's result as a `RawResult` dict (see `hub.connections.call_tool_raw`),
-  and that dict goes to the client as is, stamped for 2026-era clients (`resultType`,
-  `serverInfo`). Errors become `isError` results with the same texts as the regular path.
+- **Tool calls.** A `tools/call` of any hub tool skips the SDK's typed params and its
+  per-version re-validation of the result: arguments are checked (`Tool.validate`), the handler
+  runs, and its result is turned into wire JSON once, stamped for 2026-era clients
+  (`resultType`, `serverInfo`). A `ForwardedTool` (the proxy's tools) returns the downstream's
+  result as a `RawResult` dict (see `hub.connections.call_tool_raw`), which goes to the client
+  as is. Failures become `isError` results naming the tool, a result that cannot be sent
+  included (the SDK would answer that with a code-0 error).
 
-Requests before `initialize` and anything else take the regular path (`call_next`).
+Requests before `initialize`, unknown tools and anything else take the regular path (`call_next`).
 
 The stdio, shared-socket and HTTP transports go one step further for the same two requests:
 `hub.transport.shortcuts` answers them before the SDK sees them, with this class's caches and
@@ -25,18 +27,19 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+import mcp.types as types
 import structlog
 from mcp_types import SERVER_INFO_META_KEY
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel
 
 from hub.errors import ToolError
-from hub.registry import ListKind, ProgressFn, Registry, Tool, ToolCall
+from hub.registry import ListKind, ProgressFn, Registry, Tool, ToolCall, dump_json
 
 if TYPE_CHECKING:
     from mcp.server import Server, ServerRequestContext
 
-__all__ = ["FastPath", "ForwardedTool", "RawResult"]
+__all__ = ["FastPath", "ForwardedTool", "RawResult", "to_call_result"]
 
 log = structlog.get_logger("hub.server")
 
@@ -49,6 +52,23 @@ class RawResult(dict[str, Any]):
 
 class ForwardedTool(Tool):
     """A tool whose handler returns a `RawResult` (a downstream's answer, passed through)."""
+
+
+def to_call_result(value: Any) -> types.CallToolResult:
+    """A tool handler's return value as an MCP result (see `hub.registry.Tool`)."""
+    if isinstance(value, types.CallToolResult):
+        return value
+    if isinstance(value, RawResult):  # a downstream's answer, as wire JSON
+        return types.CallToolResult.model_validate(value)
+    if isinstance(value, BaseModel):
+        value = value.model_dump(mode="json")
+    if isinstance(value, str):
+        return types.CallToolResult(content=[types.TextContent(type="text", text=value)])
+    structured = value if isinstance(value, dict) else {"result": value}
+    text = dump_json(value)
+    return types.CallToolResult(
+        content=[types.TextContent(type="text", text=text)], structured_content=structured
+    )
 
 
 def _error(text: str) -> dict[str, Any]:
@@ -116,8 +136,8 @@ class FastPath:
         if method == "tools/call":
             name = params.get("name")
             tool = self.registry.tools.get(name) if isinstance(name, str) else None
-            if not isinstance(tool, ForwardedTool):
-                return await call_next(ctx)
+            if tool is None:
+                return await call_next(ctx)  # the SDK's answer to an unknown tool
             return self.stamp(ctx.protocol_version, await self._forward(ctx, tool, params))
         if params.get("cursor") is not None:
             return await call_next(ctx)
@@ -134,13 +154,13 @@ class FastPath:
         return result
 
     async def _forward(
-        self, ctx: ServerRequestContext[Any, Any], tool: ForwardedTool, params: dict[str, Any]
+        self, ctx: ServerRequestContext[Any, Any], tool: Tool, params: dict[str, Any]
     ) -> dict[str, Any]:
         return await self.forward(tool, params, ctx.request_id, ctx.session.report_progress, ctx.session)
 
     async def forward(
         self,
-        tool: ForwardedTool,
+        tool: Tool,
         params: dict[str, Any],
         request_id: Any,
         progress: ProgressFn | None,
@@ -148,6 +168,7 @@ class FastPath:
     ) -> dict[str, Any]:
         """Run `tool` for a `tools/call` with `params`: its result as wire JSON, failures as
         `isError` results with the texts of the regular path."""
+        forwarded = isinstance(tool, ForwardedTool)
         try:
             arguments = tool.validate(params.get("arguments"))
             call = ToolCall(
@@ -155,7 +176,9 @@ class FastPath:
                 request_id=request_id,
                 progress=progress,
                 session=session,
-                log=log,  # bound only when there is something to say: this is the hot path
+                # A forwarded call is the hot path: its logger is bound only when there is
+                # something to say.
+                log=log if forwarded else log.bind(tool=tool.name, plugin=tool.plugin, request_id=request_id),
             )
             result = await tool.handler(arguments, call)
         except ToolError as exc:
@@ -163,17 +186,25 @@ class FastPath:
             return _error(str(exc))
         except Exception as exc:
             leaf = _first_leaf(exc)
-            if isinstance(leaf, ToolError):
+            if isinstance(leaf, ToolError):  # raised inside a plugin's task group
+                log.info("tool error", tool=tool.name, request_id=request_id, error=str(leaf))
                 return _error(str(leaf))
             log.exception("tool raised", tool=tool.name, plugin=tool.plugin, request_id=request_id)
             exc = leaf if isinstance(leaf, Exception) else exc
             return _error(f"{tool.name} failed: {type(exc).__name__}: {exc}")
-        if isinstance(result, dict):
+        if forwarded and isinstance(result, dict):
             return dict(result)
-        if isinstance(result, BaseModel):
-            dumped: dict[str, Any] = result.model_dump(by_alias=True, mode="json", exclude_none=True)
-            return dumped
-        return _error(f"{tool.name} returned {type(result).__name__}, not a tool result")
+        if forwarded and not isinstance(result, BaseModel):
+            return _error(f"{tool.name} returned {type(result).__name__}, not a tool result")
+        try:
+            model = result if forwarded else to_call_result(result)
+            dumped: dict[str, Any] = model.model_dump(by_alias=True, mode="json", exclude_none=True)
+        except (ValueError, TypeError, RecursionError) as exc:  # pydantic's serializer refused it
+            log.error("a tool's result cannot be sent", tool=tool.name, plugin=tool.plugin, error=str(exc))
+            return _error(
+                f"{tool.name} returned a result that cannot be sent ({exc}); the plugin serving it has a bug"
+            )
+        return dumped
 
     def stamp(self, version: str, result: dict[str, Any]) -> dict[str, Any]:
         """What the SDK adds to every 2026-era result: `resultType` and the `serverInfo` stamp."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -30,8 +29,8 @@ from pydantic import BaseModel
 
 from hub import __version__
 from hub.errors import ToolError
-from hub.fastpath import FastPath, RawResult
-from hub.registry import ListKind, ResourceBody, ResourceTemplate, ToolCall, dump_json
+from hub.fastpath import FastPath, to_call_result
+from hub.registry import ListKind, ResourceBody, ResourceTemplate
 
 if TYPE_CHECKING:
     from hub.host import Hub
@@ -44,27 +43,6 @@ INSTRUCTIONS = (
     "The hub hosts several tool families (plugins) behind one server. Read hub://status for the "
     "loaded plugins, the shared budget and downstream servers."
 )
-
-
-def error_result(message: str) -> types.CallToolResult:
-    return types.CallToolResult(content=[types.TextContent(type="text", text=message)], is_error=True)
-
-
-def to_call_result(value: Any) -> types.CallToolResult:
-    """A tool handler's return value as an MCP result (see `hub.registry.Tool`)."""
-    if isinstance(value, types.CallToolResult):
-        return value
-    if isinstance(value, RawResult):  # a downstream's answer, as wire JSON
-        return types.CallToolResult.model_validate(value)
-    if isinstance(value, BaseModel):
-        value = value.model_dump(mode="json")
-    if isinstance(value, str):
-        return types.CallToolResult(content=[types.TextContent(type="text", text=value)])
-    structured = value if isinstance(value, dict) else {"result": value}
-    text = dump_json(value)
-    return types.CallToolResult(
-        content=[types.TextContent(type="text", text=text)], structured_content=structured
-    )
 
 
 def resource_contents(
@@ -80,13 +58,6 @@ def resource_contents(
         body = body.model_dump(mode="json")
     text = body if isinstance(body, str) else json.dumps(body, indent=2, ensure_ascii=False, default=str)
     return [types.TextResourceContents(uri=uri, mime_type=mime_type, text=text)]
-
-
-def _first_leaf(exc: BaseException) -> BaseException:
-    """The first exception inside (nested) exception groups; `exc` itself otherwise."""
-    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        exc = exc.exceptions[0]
-    return exc
 
 
 class _HubMCPServer(Server[Any]):
@@ -188,36 +159,15 @@ class HubServer:
     async def _call_tool(
         self, ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
     ) -> types.CallToolResult:
+        """The SDK's handler, reached for unknown tools (`FastPath` runs every known one)."""
         tool = self.hub.registry.tools.get(params.name)
         if tool is None:
             raise MCPError(types.INVALID_PARAMS, f"Unknown tool: {params.name}", data={"tool": params.name})
-        bound = log.bind(tool=tool.name, plugin=tool.plugin, request_id=ctx.request_id)
-        started = time.perf_counter()
-        try:
-            arguments = tool.validate(params.arguments)
-            call = ToolCall(
-                tool.name,
-                request_id=ctx.request_id,
-                progress=ctx.session.report_progress,
-                session=ctx.session,
-                log=bound,
-            )
-            result = to_call_result(await tool.handler(arguments, call))
-        except ToolError as exc:
-            bound.info("tool error", error=str(exc))
-            return error_result(str(exc))
-        except Exception as exc:
-            leaf = _first_leaf(exc)
-            if isinstance(leaf, ToolError):  # raised inside a plugin's task group
-                bound.info("tool error", error=str(leaf))
-                return error_result(str(leaf))
-            bound.exception("tool raised")
-            exc = leaf if isinstance(leaf, Exception) else exc
-            return error_result(f"{tool.name} failed: {type(exc).__name__}: {exc}")
-        bound.debug(
-            "tool done", ms=round((time.perf_counter() - started) * 1000, 1), is_error=result.is_error
+        call = {"name": params.name, "arguments": params.arguments}
+        wire = await self.fast_path.forward(
+            tool, call, ctx.request_id, ctx.session.report_progress, ctx.session
         )
-        return result
+        return types.CallToolResult.model_validate(wire)
 
     # -- resources ---------------------------------------------------------------------------
 

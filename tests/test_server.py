@@ -83,6 +83,32 @@ async def test_plugin_exception_is_a_tool_error_and_server_survives(config, exam
         assert not (await client.call_tool("greet", {"name": "still here"})).is_error
 
 
+async def test_a_result_that_cannot_be_sent_is_a_tool_error(config, example_plugin):
+    """A result pydantic's serializer refuses (nesting past its depth limit, a lone surrogate in a
+    key) is answered as an error result naming the tool; the SDK would answer a code-0 error."""
+    from hub.registry import Tool
+
+    deep: list[Any] = []
+    for _ in range(400):
+        deep = [deep]
+
+    async def nested(args: dict[str, Any], call: Any) -> dict[str, Any]:
+        return {"deep": deep}
+
+    async def surrogate(args: dict[str, Any], call: Any) -> dict[str, Any]:
+        return {"\udc00": 1}
+
+    async with running_hub(config, plugins={"example": example_plugin}) as (hub, client):
+        hub.registry.add(Tool("nested", nested, "Too deep to send."), "test")
+        hub.registry.add(Tool("surrogate", surrogate, "A key JSON cannot carry as UTF-8."), "test")
+        for name, why in (("nested", "depth"), ("surrogate", "surrogates not allowed")):
+            result = await client.call_tool(name, {})
+            assert result.is_error, result
+            text = result_text(result)
+            assert text.startswith(f"{name} returned a result that cannot be sent") and why in text, text
+        assert not (await client.call_tool("greet", {"name": "still here"})).is_error
+
+
 async def test_unknown_tool_is_a_protocol_error(config, example_plugin):
     async with running_hub(config, plugins={"example": example_plugin}) as (_, client):
         with pytest.raises(MCPError) as caught:
