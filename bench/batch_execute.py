@@ -22,7 +22,9 @@ from paired import Rounds, summary
 
 ROOT = Path(__file__).resolve().parents[1]
 DOWNSTREAM = ROOT / "tests" / "servers" / "downstream.py"
-WARM_ROUNDS = int(os.environ.get("BENCH_ROUNDS", 6))
+WARM_ROUNDS = int(
+    os.environ.get("BENCH_ROUNDS", 12)
+)  # its rounds swing ±15 %: more of them for a steady median
 COLD_ROUNDS = max(2, WARM_ROUNDS // 2)
 N, CONCURRENCY = 1000, 50
 FAST_N = 5000
