@@ -22,9 +22,8 @@ from paired import Rounds, summary
 
 ROOT = Path(__file__).resolve().parents[1]
 DOWNSTREAM = ROOT / "tests" / "servers" / "downstream.py"
-WARM_ROUNDS = int(
-    os.environ.get("BENCH_ROUNDS", 12)
-)  # its rounds swing ±15 %: more of them for a steady median
+# Its rounds swing ±15 % from one to the next: more of them for a steady median.
+WARM_ROUNDS = int(os.environ.get("BENCH_ROUNDS", 12))
 COLD_ROUNDS = max(2, WARM_ROUNDS // 2)
 N, CONCURRENCY = 1000, 50
 FAST_N = 5000
