@@ -25,6 +25,7 @@ The stdio, shared-socket and HTTP transports go one step further for the same tw
 from __future__ import annotations
 
 import json
+import time
 from typing import TYPE_CHECKING, Any
 
 import mcp.types as types
@@ -39,7 +40,7 @@ from hub.registry import ListKind, ProgressFn, Registry, Tool, ToolCall, dump_js
 if TYPE_CHECKING:
     from mcp.server import Server, ServerRequestContext
 
-__all__ = ["FastPath", "ForwardedTool", "RawResult", "to_call_result"]
+__all__ = ["FastPath", "ForwardedTool", "RawResult", "to_call_result", "well_formed"]
 
 log = structlog.get_logger("hub.server")
 
@@ -69,6 +70,33 @@ def to_call_result(value: Any) -> types.CallToolResult:
     return types.CallToolResult(
         content=[types.TextContent(type="text", text=text)], structured_content=structured
     )
+
+
+def well_formed(params: dict[str, Any]) -> bool:
+    """Whether `tools/call` params are as the SDK would take them, as far as the hub reads them:
+    `arguments` an object (or absent), `_meta` an object whose `progressToken`, if any, is a
+    string or an integer. Others go to the SDK, which answers -32602."""
+    arguments = params.get("arguments")
+    if arguments is not None and type(arguments) is not dict:
+        return False
+    meta = params.get("_meta")
+    if meta is None:
+        return True
+    if type(meta) is not dict:
+        return False
+    token = meta.get("progressToken")
+    return token is None or type(token) is str or type(token) is int
+
+
+def _result_problem(result: dict[str, Any]) -> str | None:
+    """What the SDK's per-version check of a plugin's result would refuse, as far as a model
+    allows it: `structuredContent` must be an object, `content` a list."""
+    structured = result.get("structuredContent")
+    if structured is not None and not isinstance(structured, dict):
+        return f"structuredContent is {type(structured).__name__}, not an object"
+    if not isinstance(result.get("content"), list):
+        return "it has no content list"
+    return None
 
 
 def _error(text: str) -> dict[str, Any]:
@@ -136,8 +164,8 @@ class FastPath:
         if method == "tools/call":
             name = params.get("name")
             tool = self.registry.tools.get(name) if isinstance(name, str) else None
-            if tool is None:
-                return await call_next(ctx)  # the SDK's answer to an unknown tool
+            if tool is None or not well_formed(params):
+                return await call_next(ctx)  # the SDK's answer: an unknown tool, or -32602
             return self.stamp(ctx.protocol_version, await self._forward(ctx, tool, params))
         if params.get("cursor") is not None:
             return await call_next(ctx)
@@ -169,25 +197,22 @@ class FastPath:
         """Run `tool` for a `tools/call` with `params`: its result as wire JSON, failures as
         `isError` results with the texts of the regular path."""
         forwarded = isinstance(tool, ForwardedTool)
+        # A forwarded call is the hot path: its logger is bound only when there is something to say.
+        bound = log if forwarded else log.bind(tool=tool.name, plugin=tool.plugin, request_id=request_id)
+        started = time.perf_counter()
         try:
             arguments = tool.validate(params.get("arguments"))
-            call = ToolCall(
-                tool.name,
-                request_id=request_id,
-                progress=progress,
-                session=session,
-                # A forwarded call is the hot path: its logger is bound only when there is
-                # something to say.
-                log=log if forwarded else log.bind(tool=tool.name, plugin=tool.plugin, request_id=request_id),
-            )
+            call = ToolCall(tool.name, request_id=request_id, progress=progress, session=session, log=bound)
             result = await tool.handler(arguments, call)
         except ToolError as exc:
-            log.info("tool error", tool=tool.name, request_id=request_id, error=str(exc))
+            log.info("tool error", tool=tool.name, plugin=tool.plugin, request_id=request_id, error=str(exc))
             return _error(str(exc))
         except Exception as exc:
             leaf = _first_leaf(exc)
             if isinstance(leaf, ToolError):  # raised inside a plugin's task group
-                log.info("tool error", tool=tool.name, request_id=request_id, error=str(leaf))
+                log.info(
+                    "tool error", tool=tool.name, plugin=tool.plugin, request_id=request_id, error=str(leaf)
+                )
                 return _error(str(leaf))
             log.exception("tool raised", tool=tool.name, plugin=tool.plugin, request_id=request_id)
             exc = leaf if isinstance(leaf, Exception) else exc
@@ -199,10 +224,21 @@ class FastPath:
         try:
             model = result if forwarded else to_call_result(result)
             dumped: dict[str, Any] = model.model_dump(by_alias=True, mode="json", exclude_none=True)
-        except (ValueError, TypeError, RecursionError) as exc:  # pydantic's serializer refused it
-            log.error("a tool's result cannot be sent", tool=tool.name, plugin=tool.plugin, error=str(exc))
+            problem = _result_problem(dumped)
+        except Exception as exc:  # pydantic's serializer refused it (nesting, a lone surrogate in a key)
+            log.exception(
+                "a tool's result cannot be sent", tool=tool.name, plugin=tool.plugin, request_id=request_id
+            )
+            problem = str(exc)
+        if problem is not None:
             return _error(
-                f"{tool.name} returned a result that cannot be sent ({exc}); the plugin serving it has a bug"
+                f"{tool.name} returned a result that cannot be sent ({problem}); the plugin serving it has a bug"
+            )
+        if not forwarded:
+            bound.debug(
+                "tool done",
+                ms=round((time.perf_counter() - started) * 1000, 1),
+                is_error=dumped.get("isError", False),
             )
         return dumped
 

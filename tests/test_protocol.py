@@ -104,6 +104,21 @@ ABUSE: list[tuple[str, str | bytes, object]] = [
     ("invalid UTF-8", b"\xff\xfe{}", (None, -32700)),
     ("a number", "42", (None, -32600)),
     ("empty object", "{}", (None, -32600)),
+    # tools/call params the SDK refuses are refused, not run with no arguments.
+    ("arguments a list", _call(13, "[]"), (13, -32602)),
+    ("arguments false", _call(14, "false"), (14, -32602)),
+    ("arguments a string", _call(15, '""'), (15, -32602)),
+    (
+        "_meta a string",
+        '{"jsonrpc":"2.0","id":16,"method":"tools/call","params":{"name":"context_set","_meta":"x"}}',
+        (16, -32602),
+    ),
+    (
+        "progressToken an object",
+        '{"jsonrpc":"2.0","id":17,"method":"tools/call",'
+        '"params":{"name":"context_set","_meta":{"progressToken":{}}}}',
+        (17, -32602),
+    ),
     (
         "a request with an error member",
         json.dumps({"jsonrpc": "2.0", "id": 12, "method": "ping", "error": {"code": 1, "message": "x"}}),

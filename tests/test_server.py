@@ -85,7 +85,8 @@ async def test_plugin_exception_is_a_tool_error_and_server_survives(config, exam
 
 async def test_a_result_that_cannot_be_sent_is_a_tool_error(config, example_plugin):
     """A result pydantic's serializer refuses (nesting past its depth limit, a lone surrogate in a
-    key) is answered as an error result naming the tool; the SDK would answer a code-0 error."""
+    key) is answered as an error result naming the tool; the SDK would answer a code-0 error. So
+    is one the protocol's schema refuses (structuredContent that is not an object)."""
     from hub.registry import Tool
 
     deep: list[Any] = []
@@ -98,10 +99,15 @@ async def test_a_result_that_cannot_be_sent_is_a_tool_error(config, example_plug
     async def surrogate(args: dict[str, Any], call: Any) -> dict[str, Any]:
         return {"\udc00": 1}
 
+    async def listed(args: dict[str, Any], call: Any) -> types.CallToolResult:
+        return types.CallToolResult(content=[], structured_content=[1, 2])  # the model takes Any
+
     async with running_hub(config, plugins={"example": example_plugin}) as (hub, client):
+        hub.registry.add(Tool("listed", listed, "structuredContent that is not an object."), "test")
         hub.registry.add(Tool("nested", nested, "Too deep to send."), "test")
         hub.registry.add(Tool("surrogate", surrogate, "A key JSON cannot carry as UTF-8."), "test")
-        for name, why in (("nested", "depth"), ("surrogate", "surrogates not allowed")):
+        cases = [("nested", "depth"), ("surrogate", "surrogates not allowed"), ("listed", "not an object")]
+        for name, why in cases:
             result = await client.call_tool(name, {})
             assert result.is_error, result
             text = result_text(result)

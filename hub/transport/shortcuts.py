@@ -23,7 +23,7 @@ import structlog
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 
 from hub.fastfront import CAPABILITIES_KEY, CLIENT_INFO_KEY
-from hub.fastpath import FastPath, ForwardedTool
+from hub.fastpath import FastPath, ForwardedTool, well_formed
 from hub.lines import utf8
 from hub.protocol import VERSION_KEY, problem_in, valid_id
 from hub.registry import ProgressFn
@@ -170,7 +170,7 @@ class LineShortcut:
         if method == "tools/call":
             name = params.get("name")
             tool = self.fast.registry.tools.get(name) if type(name) is str else None
-            if not isinstance(tool, ForwardedTool):
+            if not isinstance(tool, ForwardedTool) or not well_formed(params):
                 return None
             self.fast.shortcut_calls += 1
             self._spawn(self._call, request_id, tool, params, version)
@@ -341,7 +341,7 @@ class HttpShortcut:
     ) -> bool:
         name = params.get("name")
         tool = self.fast.registry.tools.get(name) if type(name) is str else None
-        if not isinstance(tool, ForwardedTool):
+        if not isinstance(tool, ForwardedTool) or not well_formed(params):
             return False
         key = (session, request_id)
         self.fast.shortcut_calls += 1
