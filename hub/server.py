@@ -159,7 +159,8 @@ class HubServer:
     async def _call_tool(
         self, ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
     ) -> types.CallToolResult:
-        """The SDK's handler, reached for unknown tools (`FastPath` runs every known one)."""
+        """The SDK's handler: `FastPath` runs every known tool, and leaves to this one unknown
+        tools and calls whose params it does not take (the SDK refuses most of those first)."""
         tool = self.hub.registry.tools.get(params.name)
         if tool is None:
             raise MCPError(types.INVALID_PARAMS, f"Unknown tool: {params.name}", data={"tool": params.name})

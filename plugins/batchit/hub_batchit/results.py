@@ -2,9 +2,9 @@
 
 An operation's result arrives as the JSON the server sent (`hub.call_tool_raw`). The batch reads
 it in three places (its status, references from later operations, the batch's answer), and each
-reads the same dicts: no result model is built per operation, and blocks go back to the caller
-as the server wrote them. `Result.from_wire` checks what those readers rely on and names the
-first problem otherwise.
+reads the same dicts: no result model is built per operation for the common plain text block,
+which goes back to the caller as the server wrote it. `Result.from_wire` checks what those
+readers rely on and names the first problem otherwise.
 """
 
 from __future__ import annotations
@@ -69,16 +69,12 @@ class Result:
         kept: list[dict[str, Any]] = []
         others: list[Any] = []
         for i, block in enumerate(content):
-            if type(block) is dict and len(block) == 2 and type(block.get("text")) is str:
-                if block.get("type") == "text":
+            if type(block) is dict and block.get("type") == "text":
+                if type(block.get("text")) is not str:
+                    raise ValueError(f"content[{i}] is a text block without a `text` string")
+                if len(block) == 2:  # `type` and `text` only: kept as it came
                     kept.append(block)
                     continue
-            elif (
-                isinstance(block, dict)
-                and block.get("type") == "text"
-                and not isinstance(block.get("text"), str)
-            ):
-                raise ValueError(f"content[{i}] is a text block without a `text` string")
             try:
                 model = _BLOCK.validate_python(block, by_name=False)
                 kept.append(model.model_dump(by_alias=True, mode="json", exclude_none=True))
