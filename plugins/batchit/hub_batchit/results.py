@@ -95,6 +95,11 @@ class Result:
         return cls(kept, structured, is_error is True, others)
 
     @property
+    def has_text(self) -> bool:
+        """Whether any block is a text block (every block that is not one is in `others`)."""
+        return len(self.others) < len(self.content)
+
+    @property
     def text(self) -> str:
         """The text blocks, joined by newlines."""
         return "\n".join(block["text"] for block in self.content if block.get("type") == "text")

@@ -556,7 +556,7 @@ def _payload(result: Result) -> tuple[str, Any]:
 
 def _payload_text(result: Result) -> str:
     """The result as text: its text blocks, else its structuredContent (or content) as JSON."""
-    if len(result.others) < len(result.content):
+    if result.has_text:
         return result.text
     return _compact(_payload(result)[1])
 
@@ -606,7 +606,7 @@ def _operation_blocks(step: Step, outcome: Outcome, include: str, limit: int | N
         if outcome.status == "ok" and outcome.result is not None:
             result = outcome.result
             others = result.others
-            if len(others) < len(result.content):
+            if result.has_text:
                 text = result.text
             elif result.structured is not None:
                 text, others = _compact(result.structured), []
