@@ -21,7 +21,7 @@ from mcp import Client, StdioServerParameters
 from paired import Rounds, summary
 
 ROOT = Path(__file__).resolve().parents[1]
-DOWNSTREAM = ROOT / "tests" / "servers" / "downstream.py"
+DOWNSTREAM = ROOT / "tests" / "peers" / "downstream.py"
 # Its rounds swing ±15 % from one to the next: more of them for a steady median.
 WARM_ROUNDS = int(os.environ.get("BENCH_ROUNDS", 12))
 COLD_ROUNDS = max(2, WARM_ROUNDS // 2)

@@ -21,7 +21,7 @@ import psutil
 from mcp import Client, StdioServerParameters
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "servers"))
+sys.path.insert(0, str(ROOT / "tests" / "peers"))
 from fake_anthropic import FakeAnthropic  # noqa: E402
 from paired import Rounds, summary  # noqa: E402
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "servers"))
+sys.path.insert(0, str(ROOT / "tests" / "peers"))
 from fake_anthropic import FakeAnthropic  # noqa: E402
 from paired import Rounds, summary  # noqa: E402
 

@@ -2,7 +2,7 @@
 transport, legacy SSE (the only one it serves), in paired rounds; the same call made directly to
 the downstream over stdio is the floor.
 
-Both proxies front the same downstream (`tests/servers/downstream.py`, `echo`) over stdio, warm.
+Both proxies front the same downstream (`tests/peers/downstream.py`, `echo`) over stdio, warm.
 Each round makes CALLS sequential calls per side (raw JSON-RPC on an SDK `ClientSession`, order
 rotating per round); a side's figure is its median per call. mcp-hub is started offline (see
 peers.py). Target (issue 15): the hub at most mcp-hub's time (ratio <= 1.0).
@@ -26,7 +26,7 @@ from paired import Rounds, summary
 from peers import mcp_hub_server
 
 ROOT = Path(__file__).resolve().parents[1]
-DOWNSTREAM = ROOT / "tests" / "servers" / "downstream.py"
+DOWNSTREAM = ROOT / "tests" / "peers" / "downstream.py"
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", 8))
 CALLS = int(os.environ.get("BENCH_CALLS", 60))
 

@@ -27,10 +27,10 @@ import anyio
 from mcp import Client, StdioServerParameters
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "servers"))
+sys.path.insert(0, str(ROOT / "tests" / "peers"))
 from fake_anthropic import FakeAnthropic  # noqa: E402
 
-FAKE_CLAUDE = ROOT / "tests" / "servers" / "fake_claude.py"
+FAKE_CLAUDE = ROOT / "tests" / "peers" / "fake_claude.py"
 ROUNDS = 3
 TASKS = 20
 TASK_S = 0.2

@@ -21,12 +21,12 @@ import anyio
 from mcp import Client, StdioServerParameters
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "servers"))
+sys.path.insert(0, str(ROOT / "tests" / "peers"))
 from fake_anthropic import FakeAnthropic  # noqa: E402
 from paired import Rounds, summary  # noqa: E402
 
 CLAUDE = ROOT / ".cache" / "npm" / "node_modules" / ".bin" / "claude"
-FAKE_CLAUDE = ROOT / "tests" / "servers" / "fake_claude.py"
+FAKE_CLAUDE = ROOT / "tests" / "peers" / "fake_claude.py"
 RUNS = 5
 FAN_OUT_ROUNDS = 3
 

@@ -32,7 +32,7 @@ from paired import Rounds, load, spread, summary
 from peers import fastmcp_proxy
 
 ROOT = Path(__file__).resolve().parents[1]
-DOWNSTREAM = ROOT / "tests" / "servers" / "downstream.py"
+DOWNSTREAM = ROOT / "tests" / "peers" / "downstream.py"
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", 8))
 CALLS = int(os.environ.get("BENCH_CALLS", 100))
 TICK = os.sysconf("SC_CLK_TCK")

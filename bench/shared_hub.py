@@ -32,12 +32,12 @@ import psutil
 from mcp import Client, StdioServerParameters
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "servers"))
+sys.path.insert(0, str(ROOT / "tests" / "peers"))
 from fake_anthropic import FakeAnthropic  # noqa: E402
 
 HUB = str(Path(sys.executable).parent / "hub")
 CLAUDE = ROOT / ".cache" / "npm" / "node_modules" / ".bin" / "claude"
-DOWNSTREAM = ROOT / "tests" / "servers" / "downstream.py"
+DOWNSTREAM = ROOT / "tests" / "peers" / "downstream.py"
 INIT = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "bench", "version": "0"}}
 
 

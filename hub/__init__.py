@@ -11,7 +11,8 @@ A plugin imports everything it needs from here, and nothing from ``hub.<module>`
   `PromptArgument`, `argument_problems`;
 - what it raises or catches: `HubError`, `ToolError`, `BudgetExceeded`, `RegistrationError`,
   `ServerUnavailable`, `InvalidOutput`, `ConfigError`, `PluginLoadError`;
-- forwarding downstream calls as they are: `ForwardedTool`, `RawResult`, `call_tool_raw`;
+- forwarding downstream calls as they are: `ForwardedTool`, `RawResult`, `call_tool_raw`, and
+  `failure_message` (the one sentence a caller is told when a downstream request fails);
 - what it handles: `HubConfig`, `ServerConfig`, `expand_vars`, `Store`, `PluginBudget`,
   `Reservation`, `ContextStore`, `ConnectionCache`, `Instance`, `HEARTBEAT_S`,
   `process_start_token`, `dies_with_parent`, `kill_group_left_behind`, and the constants
@@ -28,24 +29,20 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from hub.budget import PluginBudget, Reservation
-    from hub.config import ConfigError, HubConfig, ServerConfig, expand_vars
-    from hub.connections import ConnectionCache, InvalidOutput, ServerUnavailable, call_tool_raw
-    from hub.context import MAX_KEY_LENGTH as CONTEXT_MAX_KEY_LENGTH
-    from hub.context import MAX_VALUE_LENGTH as CONTEXT_MAX_VALUE_LENGTH
-    from hub.context import ContextStore
-    from hub.errors import BudgetExceeded, HubError, ToolError
-    from hub.fastpath import ForwardedTool, RawResult
-    from hub.hookspecs import Lifecycle, RegisterPrompt, RegisterResource, RegisterTool, hookimpl
-    from hub.host import PluginContext
-    from hub.instances import HEARTBEAT_S, Instance, process_start_token
-    from hub.pluginbase import Plugin
-    from hub.plugins import PluginLoadError
-    from hub.processes import dies_with_parent, kill_group_left_behind
-    from hub.registry import (
+    from hub.client.cache import ConnectionCache
+    from hub.client.errors import InvalidOutput, ServerUnavailable, failure_message
+    from hub.client.raw import call_tool_raw
+    from hub.config.expand import expand_vars
+    from hub.config.settings import HubConfig, ServerConfig
+    from hub.errors import BudgetExceeded, ConfigError, HubError, PluginLoadError, ToolError
+    from hub.plugin.base import Plugin
+    from hub.plugin.context import PluginContext
+    from hub.plugin.items import (
         CLAUDE_PREFIX,
+        ForwardedTool,
         Prompt,
         PromptArgument,
+        RawResult,
         RegistrationError,
         Resource,
         ResourceTemplate,
@@ -53,51 +50,59 @@ if TYPE_CHECKING:
         ToolCall,
         argument_problems,
     )
-    from hub.store import Store
+    from hub.plugin.spec import Lifecycle, RegisterPrompt, RegisterResource, RegisterTool, hookimpl
+    from hub.services.budget import PluginBudget, Reservation
+    from hub.services.context_store import MAX_KEY_LENGTH as CONTEXT_MAX_KEY_LENGTH
+    from hub.services.context_store import MAX_VALUE_LENGTH as CONTEXT_MAX_VALUE_LENGTH
+    from hub.services.context_store import ContextStore
+    from hub.services.instances import HEARTBEAT_S, Instance, process_start_token
+    from hub.services.processes import dies_with_parent, kill_group_left_behind
+    from hub.services.store import Store
 
 # Public name -> "module" or "module:attribute" (when the module calls it something else).
 _EXPORTS = {
     "BudgetExceeded": "hub.errors",
     "HubError": "hub.errors",
     "ToolError": "hub.errors",
-    "hookimpl": "hub.hookspecs",
-    "Lifecycle": "hub.hookspecs",
-    "RegisterTool": "hub.hookspecs",
-    "RegisterResource": "hub.hookspecs",
-    "RegisterPrompt": "hub.hookspecs",
-    "Plugin": "hub.pluginbase",
-    "PluginContext": "hub.host",
-    "PluginLoadError": "hub.plugins",
-    "CLAUDE_PREFIX": "hub.registry",
-    "Prompt": "hub.registry",
-    "PromptArgument": "hub.registry",
-    "RegistrationError": "hub.registry",
-    "Resource": "hub.registry",
-    "ResourceTemplate": "hub.registry",
-    "Tool": "hub.registry",
-    "ToolCall": "hub.registry",
-    "argument_problems": "hub.registry",
-    "ConfigError": "hub.config",
-    "HubConfig": "hub.config",
-    "ServerConfig": "hub.config",
-    "expand_vars": "hub.config",
-    "ConnectionCache": "hub.connections",
-    "ServerUnavailable": "hub.connections",
-    "InvalidOutput": "hub.connections",
-    "call_tool_raw": "hub.connections",
-    "ForwardedTool": "hub.fastpath",
-    "RawResult": "hub.fastpath",
-    "ContextStore": "hub.context",
-    "CONTEXT_MAX_KEY_LENGTH": "hub.context:MAX_KEY_LENGTH",
-    "CONTEXT_MAX_VALUE_LENGTH": "hub.context:MAX_VALUE_LENGTH",
-    "PluginBudget": "hub.budget",
-    "Reservation": "hub.budget",
-    "Store": "hub.store",
-    "HEARTBEAT_S": "hub.instances",
-    "Instance": "hub.instances",
-    "process_start_token": "hub.instances",
-    "dies_with_parent": "hub.processes",
-    "kill_group_left_behind": "hub.processes",
+    "ConfigError": "hub.errors",
+    "hookimpl": "hub.plugin.spec",
+    "Lifecycle": "hub.plugin.spec",
+    "RegisterTool": "hub.plugin.spec",
+    "RegisterResource": "hub.plugin.spec",
+    "RegisterPrompt": "hub.plugin.spec",
+    "Plugin": "hub.plugin.base",
+    "PluginContext": "hub.plugin.context",
+    "PluginLoadError": "hub.errors",
+    "CLAUDE_PREFIX": "hub.plugin.items",
+    "Prompt": "hub.plugin.items",
+    "PromptArgument": "hub.plugin.items",
+    "RegistrationError": "hub.plugin.items",
+    "Resource": "hub.plugin.items",
+    "ResourceTemplate": "hub.plugin.items",
+    "Tool": "hub.plugin.items",
+    "ToolCall": "hub.plugin.items",
+    "argument_problems": "hub.plugin.items",
+    "ForwardedTool": "hub.plugin.items",
+    "RawResult": "hub.plugin.items",
+    "HubConfig": "hub.config.settings",
+    "ServerConfig": "hub.config.settings",
+    "expand_vars": "hub.config.expand",
+    "ConnectionCache": "hub.client.cache",
+    "ServerUnavailable": "hub.client.errors",
+    "InvalidOutput": "hub.client.errors",
+    "failure_message": "hub.client.errors",
+    "call_tool_raw": "hub.client.raw",
+    "ContextStore": "hub.services.context_store",
+    "CONTEXT_MAX_KEY_LENGTH": "hub.services.context_store:MAX_KEY_LENGTH",
+    "CONTEXT_MAX_VALUE_LENGTH": "hub.services.context_store:MAX_VALUE_LENGTH",
+    "PluginBudget": "hub.services.budget",
+    "Reservation": "hub.services.budget",
+    "Store": "hub.services.store",
+    "HEARTBEAT_S": "hub.services.instances",
+    "Instance": "hub.services.instances",
+    "process_start_token": "hub.services.instances",
+    "dies_with_parent": "hub.services.processes",
+    "kill_group_left_behind": "hub.services.processes",
 }
 
 __all__ = [
@@ -140,6 +145,7 @@ __all__ = [
     "call_tool_raw",
     "dies_with_parent",
     "expand_vars",
+    "failure_message",
     "hookimpl",
     "kill_group_left_behind",
     "process_start_token",

@@ -1,8 +1,9 @@
-"""Errors a plugin raises to give the caller a clear message instead of a traceback."""
+"""The hub's own errors, shared by every room: what a plugin raises to give the caller a clear
+message instead of a traceback, and what the hub says when it cannot start."""
 
 from __future__ import annotations
 
-__all__ = ["BudgetExceeded", "HubError", "ListenError", "ToolError"]
+__all__ = ["BudgetExceeded", "ConfigError", "HubError", "ListenError", "PluginLoadError", "ToolError"]
 
 
 class HubError(Exception):
@@ -23,3 +24,11 @@ class BudgetExceeded(ToolError):
 
 class ListenError(HubError):
     """The HTTP port cannot be listened on (in use, or not allowed); one sentence with the fix."""
+
+
+class ConfigError(Exception):
+    """A configuration problem the user must fix; the message names file, key and problem."""
+
+
+class PluginLoadError(HubError):
+    """A plugin the user asked for by name could not be loaded or started."""

@@ -1,32 +1,34 @@
-"""The running hub: plugins, shared services and the task group they live in.
+"""The running hub, the engine behind every transport: plugins, shared services and the task
+group they live in.
 
-``async with Hub(config) as hub:`` loads the plugins, opens the store, budget, context and
-connection cache, runs every plugin's startup inside the hub's task group and collects what the
-plugins register. Leaving the block runs their shutdown hooks, closes downstream servers and
-cancels background tasks. `hub.server` serves it all over MCP.
+``async with Hub(config) as hub:`` loads the plugins (`hub.plugin.manager`), opens the services
+(`hub.services`: store, budget, context, instances; `hub.client.cache`: downstream
+connections), runs every plugin's startup inside the hub's task group and collects what the
+plugins register in its `Registry`. Leaving the block runs their shutdown hooks, closes
+downstream servers and cancels background tasks. `hub.server.app` is its MCP face (`Hub.server`);
+`hub.launch` and `hub.cli` decide which process serves it to whom.
 """
 
 from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
 import structlog
-from pydantic import BaseModel
 
-from hub import __version__, statusline
-from hub.budget import Budget, PluginBudget
-from hub.config import HubConfig
-from hub.connections import ConnectionCache
-from hub.context import ContextStore
-from hub.instances import HEARTBEAT_S, Instance, Instances
-from hub.pluginbase import Plugin
-from hub.plugins import (
+from hub import __version__
+from hub.builtin import core
+from hub.client.cache import ConnectionCache
+from hub.config.settings import HubConfig
+from hub.plugin.base import Plugin
+from hub.plugin.context import DownstreamListener, PluginContext, Services
+from hub.plugin.items import Prompt, RegistrationError, Resource, ResourceTemplate, Tool
+from hub.plugin.manager import (
     HubPluginManager,
     PluginInfo,
     PluginLoadError,
@@ -36,112 +38,20 @@ from hub.plugins import (
     register_plugin,
     tool_selection,
 )
-from hub.registry import ListKind, Prompt, RegistrationError, Registry, Resource, ResourceTemplate, Tool
-from hub.store import Store
+from hub.plugin.registry import Registry
+from hub.services import statusline
+from hub.services.budget import Budget
+from hub.services.context_store import ContextStore
+from hub.services.instances import HEARTBEAT_S, Instance, Instances
+from hub.services.store import Store
 
-__all__ = ["Hub", "PluginContext"]
+if TYPE_CHECKING:
+    from hub.server.app import HubServer
+
+__all__ = ["Hub"]
 
 log = structlog.get_logger("hub")
 SHUTDOWN_GRACE_S = 10.0
-
-
-class PluginContext:
-    """What every hook receives as `hub`: the plugin's own view of the hub.
-
-    Attributes: `name`, `config` (the validated `[plugins.NAME]` model or None), `settings` (the
-    whole `HubConfig`), `store`, `budget` (records spend under this plugin's name), `context`,
-    `connections`, `log` (a structlog logger bound to the plugin), `state` (a dict for the
-    plugin's own objects during this run, for a plugin written as a module; a `hub.Plugin` object
-    keeps them as its attributes), `instance_id` (this hub process's id in the store:
-    stamp live work with it) and `instances` (every hub process sharing the state directory:
-    ``await hub.instances.is_alive(owner)``, ``await hub.instances.get(owner)``).
-    """
-
-    def __init__(self, host: Hub, name: str, config: BaseModel | None) -> None:
-        self._host = host
-        self.name = name
-        self.config = config
-        self.settings: HubConfig = host.config
-        self.store: Store = host.store
-        self.budget: PluginBudget = host.budget.for_plugin(name)
-        self.context: ContextStore = host.context
-        self.connections: ConnectionCache = host.connections
-        self.instances: Instances = host.instances
-        self.instance_id: str = host.instances.id
-        self.log = structlog.get_logger(f"hub.plugins.{name}").bind(plugin=name)
-        # Plugin-private objects for this hub run, for a plugin that is a module (a `hub.Plugin`
-        # object keeps its own): never module globals, so two hubs in one process never share it.
-        self.state: dict[str, Any] = {}
-
-    def start_soon(self, fn: Callable[..., Awaitable[Any]], *args: Any, name: str | None = None) -> None:
-        """Run `fn(*args)` in the hub's task group until it returns or the hub stops.
-
-        An exception is logged with its traceback and ends only that task, never the hub.
-        """
-        label = name or getattr(fn, "__name__", "task")
-
-        async def guarded() -> None:
-            try:
-                await fn(*args)
-            except Exception:
-                self.log.exception("background task failed", task=label)
-
-        self._host.task_group.start_soon(guarded, name=f"{self.name}:{label}")
-
-    def add_tool(self, tool: Tool) -> None:
-        """Serve `tool` from now on; connected clients get `tools/list_changed`."""
-        self._host.registry.add(tool, self.name)
-
-    def remove_tool(self, name: str) -> bool:
-        """Stop serving this plugin's tool `name`; returns whether it existed."""
-        tool = self._host.registry.tools.get(name)
-        if tool is None or tool.plugin != self.name:
-            return False
-        return self._host.registry.remove("tools", name)
-
-    def add_resource(self, resource: Resource | ResourceTemplate) -> None:
-        self._host.registry.add(resource, self.name)
-
-    def remove_resource(self, uri: str) -> bool:
-        item = self._host.registry.resources.get(uri) or self._host.registry.templates.get(uri)
-        if item is None or item.plugin != self.name:
-            return False
-        return self._host.registry.remove("resources", uri)
-
-    def add_prompt(self, prompt: Prompt) -> None:
-        self._host.registry.add(prompt, self.name)
-
-    def remove_prompt(self, name: str) -> bool:
-        prompt = self._host.registry.prompts.get(name)
-        if prompt is None or prompt.plugin != self.name:
-            return False
-        return self._host.registry.remove("prompts", name)
-
-    def on_downstream_message(self, listener: Callable[[str, Any], Awaitable[None] | None]) -> None:
-        """Call `listener(server_name, message)` for each notification a downstream server sends
-        (tools/list_changed, progress, log messages)."""
-        self._host.on_downstream_message(listener)
-
-    async def status(self) -> dict[str, Any]:
-        """The hub's status (what `hub://status` shows)."""
-        return await self._host.status()
-
-    def set_busy(self, count: int) -> None:
-        """How many pieces of work this plugin has in progress (running or queued tasks, say). A
-        shared hub process (one per launch, behind `hub serve`'s bridge) does not exit while any
-        plugin has work, even with no session connected; 0 when it has none."""
-        self._host.work[self.name] = max(0, count)
-        self._host.session_changed.set()
-
-    def warn(self, message: str) -> None:
-        """A problem the user should know about but that does not stop the plugin (a missing
-        command, say): logged once and listed under this plugin's `warnings` in `hub://status`."""
-        self.log.warning(message)
-        self._host.plugins[self.name].warnings.append(message)
-
-    async def set_status_line(self, text: str | None) -> None:
-        """This plugin's part of `hub statusline` (Claude Code's status line); None removes it."""
-        await statusline.set_line(self.store, self.name, text)
 
 
 async def _await_lifecycle(result: Any) -> None:
@@ -158,8 +68,6 @@ class Hub:
     """One hub instance. Construct, then ``async with``; nothing is global."""
 
     def __init__(self, config: HubConfig, *, extra_plugins: dict[str, Any] | None = None) -> None:
-        from hub.builtin import context as core
-
         self.config = config
         self.extra_plugins = {"core": core, **(extra_plugins or {})}
         self.registry = Registry(
@@ -173,14 +81,14 @@ class Hub:
         self._started: set[str] = set()  # plugins whose hub_startup ran: only they get hub_shutdown
         self._stack: AsyncExitStack | None = None
         self._task_group: anyio.abc.TaskGroup | None = None
-        self._server: Any = None
+        self._server: HubServer | None = None
         self._clean_shutdown = False
-        # MCP sessions connected to this hub when it is a shared process (hub.shared), by id.
+        # MCP sessions connected to this hub when it is a shared process (`hub.launch.shared_process`), by id.
         self.sessions: dict[int, dict[str, Any]] = {}
         self.session_changed = anyio.Event()
         # Work in progress per plugin (PluginContext.set_busy): a shared process stays up for it.
         self.work: dict[str, int] = {}
-        self.downstream_listeners: list[Callable[[str, Any], Awaitable[None] | None]] = []
+        self.downstream_listeners: list[DownstreamListener] = []
 
     # -- services ----------------------------------------------------------------------------
 
@@ -191,13 +99,31 @@ class Hub:
         return self._task_group
 
     @property
-    def server(self) -> Any:
-        """The MCP server (`mcp.server.Server`) serving this hub."""
+    def server(self) -> HubServer:
+        """The hub's MCP face (`hub.server.app.HubServer`), built on first use."""
         if self._server is None:
-            from hub.server import HubServer
+            from hub.server.app import HubServer
 
-            self._server = HubServer(self)
+            self._server = HubServer(self.registry, self.start_soon, status=self.status)
         return self._server
+
+    @property
+    def services(self) -> Services:
+        """The services this run shares among its plugins."""
+        return Services(self.store, self.budget, self.context, self.connections, self.instances)
+
+    def start_soon(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any, name: str) -> None:
+        """Run `fn(*args)` in the hub's task group (it must handle its own errors)."""
+        self.task_group.start_soon(fn, *args, name=name)
+
+    def set_busy(self, plugin: str, count: int) -> None:
+        """`plugin` has `count` pieces of work in progress (see `PluginContext.set_busy`)."""
+        self.work[plugin] = count
+        self.session_changed.set()
+
+    def warn(self, plugin: str, message: str) -> None:
+        """A problem of `plugin` listed under its `warnings` (see `PluginContext.warn`)."""
+        self.plugins[plugin].warnings.append(message)
 
     @property
     def loaded(self) -> list[str]:
@@ -307,7 +233,7 @@ class Hub:
 
     # -- downstream notifications, fanned out to whoever listens --------------------------
 
-    def on_downstream_message(self, listener: Callable[[str, Any], Awaitable[None] | None]) -> None:
+    def on_downstream_message(self, listener: DownstreamListener) -> None:
         """Call `listener(server_name, message)` for every notification a downstream server sends."""
         self.downstream_listeners.append(listener)
 
@@ -441,9 +367,6 @@ class Hub:
         info.status = "not selected"
 
     # -- reporting ---------------------------------------------------------------------------
-
-    def on_registry_change(self, callback: Callable[[ListKind], None]) -> None:
-        self.registry.on_change = callback
 
     async def status(self) -> dict[str, Any]:
         """Plugins and versions, budget, context size and each downstream server's state."""

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import mcp.types as types
 from mcp import Client
 
-from hub.config import HubConfig
+from hub.config.settings import HubConfig
 from hub.host import Hub
 
 __all__ = ["call_error", "call_ok", "make_config", "result_json", "result_text", "running_hub"]

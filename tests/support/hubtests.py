@@ -8,7 +8,7 @@ from pathlib import Path
 TESTS = Path(__file__).resolve().parents[1]
 ROOT = TESTS.parent
 # The small downstream MCP server kept in the tests (echo, slow, failing, crashing tools).
-DOWNSTREAM = TESTS / "servers" / "downstream.py"
+DOWNSTREAM = TESTS / "peers" / "downstream.py"
 NPM_BIN = ROOT / ".cache" / "npm" / "node_modules" / ".bin"
 
 

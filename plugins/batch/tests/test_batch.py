@@ -11,7 +11,7 @@ import hub_batch
 import pytest
 from fake_anthropic import FakeAnthropic
 
-from hub import statusline
+from hub.services import statusline
 from hub.testing import call_error as error_of
 from hub.testing import call_ok as call
 from hub.testing import make_config, result_json, running_hub

@@ -20,7 +20,7 @@ from hub.testing import call_ok as call
 from hub.testing import make_config, result_json, result_text, running_hub
 
 pytestmark = pytest.mark.anyio
-FAKE_CLAUDE = TESTS / "servers" / "fake_claude.py"
+FAKE_CLAUDE = TESTS / "peers" / "fake_claude.py"
 
 
 @pytest.fixture
@@ -475,7 +475,7 @@ async def test_worktrees_per_slot_keep_their_branches(tmp_path, runs, monkeypatc
         assert sh(*git, "show", "hub-pool/slot-9:left.txt") == "left behind\n"
     outside = tmp_path / "plain"
     outside.mkdir()
-    from hub.plugins import PluginLoadError
+    from hub.plugin.manager import PluginLoadError
 
     with pytest.raises(
         PluginLoadError,

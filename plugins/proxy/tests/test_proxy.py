@@ -238,7 +238,7 @@ async def test_a_third_party_server_from_npm(tmp_path):
 
 async def test_tool_lists_cached_by_an_older_hub_are_kept(tmp_path):
     """The first schema kept only tools (table proxy_tools); its rows become proxy_lists rows."""
-    from hub.store import Store
+    from hub.services.store import Store
 
     config = make_config(tmp_path, servers={"d": server()})
     store = Store.in_state_dir(config.state_dir)

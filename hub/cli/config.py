@@ -1,0 +1,41 @@
+"""`hub config`: the effective configuration as JSON, secrets masked, with which file, variable
+or option set each key."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import TYPE_CHECKING, Any
+
+from hub.cli.options import add_common, config_from
+
+if TYPE_CHECKING:
+    from hub.config.settings import HubConfig
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(commands: Any) -> None:
+    parser = commands.add_parser("config", help="print the effective configuration (secrets masked)")
+    add_common(parser, suppress=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    print_config(config_from(args))
+    return 0
+
+
+def print_config(config: HubConfig) -> None:
+    from hub.plugin.manager import load_plugins
+
+    data = config.masked()
+    _, infos = load_plugins(config, extra={})
+    tables: dict[str, Any] = {}
+    for name, info in infos.items():
+        if info.config is not None:
+            tables[name] = info.config.model_dump(mode="json")
+    data["plugins"] = {"enabled": config.plugins.enabled, **tables}
+    data["source"] = config.source
+    data["files"] = {scope: path for scope, path in config.scopes}
+    data["set_by"] = dict(sorted(config.origins.items()))  # which file, variable or option set each key
+    print(json.dumps(data, indent=2))

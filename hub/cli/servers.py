@@ -1,0 +1,376 @@
+"""`hub servers import | list | check`: bring existing MCP servers under the hub and see them.
+
+- `import [PATH]` reads the `mcpServers` of an `.mcp.json` (default `./.mcp.json`), Claude
+  Desktop's `claude_desktop_config.json` or `~/.claude.json` (its top level and this project's
+  entry), and writes one `[servers.NAME]` table per server into the project's hub.toml with
+  tomlkit, so the file's comments and layout stay as they were. The hub's own entry is left out;
+  a server already in hub.toml is kept as it is unless `--replace`.
+- `list` shows the configured servers: where each comes from, whether a hub on this state
+  directory runs it now, and how many tools the proxy last saw (from the store, no server started).
+- `check [NAME]` starts each server through the hub's connection cache, lists its tools, and
+  reports a failure with the tail of the server's stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import sys
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hub.cli.options import add_common, config_from
+from hub.services.instances import process_alive
+
+if TYPE_CHECKING:
+    from hub.config.settings import HubConfig
+
+__all__ = ["add_parser", "check_servers", "import_servers", "list_servers", "read_mcp_servers", "run"]
+
+# The keys of an .mcp.json entry the hub takes as they are.
+ENTRY_KEYS = ("type", "command", "args", "env", "cwd", "url", "headers", "timeout")
+
+
+class ImportError_(Exception):
+    """A file that cannot be imported; the message names it and what is wrong."""
+
+
+def read_mcp_servers(path: Path, cwd: Path | None = None) -> dict[str, dict[str, Any]]:
+    """The `mcpServers` of a Claude Code / Claude Desktop JSON file; for `~/.claude.json`, the top
+    level's and the project's (`projects[cwd].mcpServers`, which win)."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ImportError_(f"{path}: no such file (give the path of an .mcp.json)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ImportError_(f"{path}: cannot read: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise ImportError_(f"{path}: not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ImportError_(f"{path}: expected a JSON object with mcpServers")
+    servers: dict[str, Any] = {}
+    if isinstance(data.get("mcpServers"), dict):
+        servers.update(data["mcpServers"])
+    projects = data.get("projects")
+    if isinstance(projects, dict):
+        here = str((cwd or Path.cwd()).resolve())
+        project = projects.get(here)
+        if isinstance(project, dict) and isinstance(project.get("mcpServers"), dict):
+            servers.update(project["mcpServers"])
+    if "mcpServers" not in data and not servers:
+        raise ImportError_(f"{path}: has no mcpServers")
+    return {name: entry for name, entry in servers.items() if isinstance(entry, dict)}
+
+
+def is_hub_entry(entry: Mapping[str, Any]) -> bool:
+    """Whether an entry starts this hub (`hub`, `hub serve`, `python -m hub`, `uvx --from X hub`)."""
+    command = str(entry.get("command") or "")
+    args = [str(a) for a in entry.get("args") or []]
+    name = Path(command).name
+    if name == "hub":
+        return True
+    if name.startswith("python") and args[:2] == ["-m", "hub"]:
+        return True
+    return name in ("uvx", "pipx", "uv") and "hub" in args
+
+
+def _entry_to_table(entry: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The `[servers.NAME]` keys for an entry, and the entry's keys the hub does not take."""
+    table = {key: entry[key] for key in ENTRY_KEYS if key in entry and entry[key] not in (None, [], {})}
+    dropped = sorted(set(entry) - set(ENTRY_KEYS))
+    return table, dropped
+
+
+def import_servers(
+    source: Path, target: Path, *, replace: bool = False, cwd: Path | None = None
+) -> list[str]:
+    """Write `source`'s servers into `target` (created if missing). Returns report lines."""
+    import tomlkit
+    from pydantic import ValidationError
+
+    from hub.config.load import format_validation_error
+    from hub.config.settings import ServerConfig
+
+    entries = read_mcp_servers(source, cwd)
+    text = target.read_text() if target.exists() else ""
+    try:
+        doc = tomlkit.parse(text)
+    except tomlkit.exceptions.ParseError as exc:
+        raise ImportError_(f"{target}: invalid TOML: {exc}") from None
+    servers = doc.get("servers")
+    if servers is None:
+        servers = tomlkit.table(is_super_table=True)
+        doc["servers"] = servers
+    lines: list[str] = []
+    added = 0
+    for name, entry in entries.items():
+        if is_hub_entry(entry):
+            lines.append(f"left out {name!r}: it is the hub itself")
+            continue
+        table, dropped = _entry_to_table(entry)
+        try:
+            ServerConfig.model_validate(table)
+        except ValidationError as exc:
+            lines.append(
+                f"skipped {name!r}: " + format_validation_error(exc, str(source)).replace("\n", "; ")
+            )
+            continue
+        if name in servers and not replace:
+            lines.append(f"kept {name!r}: already in {target} (use --replace to overwrite it)")
+            continue
+        new = tomlkit.table()
+        for key, value in table.items():
+            if isinstance(value, dict):
+                inline = tomlkit.inline_table()
+                inline.update(value)
+                new[key] = inline
+            else:
+                new[key] = value
+        servers[name] = new
+        added += 1
+        note = f" (dropped {', '.join(dropped)}: not a server setting the hub takes)" if dropped else ""
+        lines.append(f"imported {name!r}{note}")
+    if added:
+        _write_atomically(target, tomlkit.dumps(doc))
+    lines.append(f"{added} server{'s' if added != 1 else ''} written to {target}")
+    return lines
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        if path.exists():
+            os.chmod(tmp, path.stat().st_mode & 0o777)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# --- list --------------------------------------------------------------------------------------
+
+
+def _store_rows(database: Path, sql: str) -> list[tuple[Any, ...]]:
+    if not database.exists():
+        return []
+    try:
+        conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=2)
+        try:
+            return conn.execute(sql).fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return []
+
+
+def _children_of(pids: set[int]) -> list[list[str]]:
+    """The command lines of the processes whose parent is one of `pids` (Linux /proc)."""
+    found: list[list[str]] = []
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return found
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            if ppid in pids:
+                found.append(
+                    [a for a in (entry / "cmdline").read_bytes().decode(errors="replace").split("\0") if a]
+                )
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def _runs(command: str, args: list[str], cmdlines: list[list[str]]) -> bool:
+    base = Path(command).name
+    for cmdline in cmdlines:
+        if not any(Path(part).name == base for part in cmdline[:3]):
+            continue
+        if not args or cmdline[-len(args) :] == args:
+            return True
+    return False
+
+
+def list_servers(config: HubConfig) -> list[dict[str, Any]]:
+    """One row per configured server: name, transport, target, set by, running, tools (last seen)."""
+    from hub.config.expand import expand_vars
+
+    database = config.state_dir / "hub.sqlite"
+    tools: dict[str, int] = {}
+    for server, lists_json in _store_rows(database, "SELECT server, lists_json FROM proxy_lists"):
+        try:
+            tools[server] = len(json.loads(lists_json).get("tools", []))
+        except (ValueError, AttributeError):
+            continue
+    here = socket.gethostname()
+    hubs = {
+        int(pid)
+        for pid, pid_start, host in _store_rows(
+            database, "SELECT pid, pid_start, host FROM hub_instances WHERE stopped_at IS NULL"
+        )
+        if host == here and process_alive(int(pid), pid_start)  # the hub instances' own rule
+    }
+    cmdlines = _children_of(hubs) if hubs else []
+    rows = []
+    for name, server in config.servers.items():
+        if server.transport == "stdio":
+            assert server.command is not None
+            target = " ".join([server.command, *server.args])
+            try:
+                command = expand_vars(server.command, os.environ, where=name)
+                args = [expand_vars(a, os.environ, where=name) for a in server.args]
+                running: bool | None = _runs(command, args, cmdlines)
+            except Exception:
+                running = False
+        else:
+            target, running = server.url or "", None  # a remote server: not ours to run
+        rows.append(
+            {
+                "name": name,
+                "transport": server.transport,
+                "target": target,
+                "set_by": config.origin_of(f"servers.{name}"),
+                "running": running,
+                "tools": tools.get(name),
+            }
+        )
+    return rows
+
+
+# --- check -------------------------------------------------------------------------------------
+
+
+async def check_servers(config: HubConfig, names: list[str]) -> list[dict[str, Any]]:
+    """Start each server through the connection cache (at most 4 at once), list its tools, close.
+    One row per server: name, ok, tools or error (with the tail of its stderr)."""
+    import anyio
+
+    from hub.client.cache import ConnectionCache
+
+    unknown = [n for n in names if n not in config.servers]
+    if unknown:
+        known = ", ".join(config.servers) or "none"
+        raise LookupError(f"no server {', '.join(map(repr, unknown))} in the configuration (known: {known})")
+    chosen = names or list(config.servers)
+    results: dict[str, dict[str, Any]] = {}
+    limit = anyio.Semaphore(4)
+    with tempfile.TemporaryDirectory(prefix="hub-check-") as logs:
+        async with ConnectionCache(config.servers, log_dir=Path(logs)) as cache:
+
+            async def check(name: str) -> None:
+                async with limit:
+                    try:
+                        async with cache.session(name) as session:
+                            listed = await session.list_tools()
+                        results[name] = {"name": name, "ok": True, "tools": [t.name for t in listed.tools]}
+                    except Exception as exc:
+                        results[name] = {"name": name, "ok": False, "error": str(exc) or type(exc).__name__}
+                    finally:
+                        await cache.close(name)
+
+            async with anyio.create_task_group() as tg:
+                for name in chosen:
+                    tg.start_soon(check, name)
+    return [results[name] for name in chosen]
+
+
+# --- the command ---------------------------------------------------------------------------------
+
+
+def add_parser(commands: Any) -> None:
+    servers = commands.add_parser(
+        "servers",
+        help="import servers from .mcp.json, list them, check that they start",
+        description="Manage the downstream MCP servers of [servers.NAME] in hub.toml.",
+    )
+    add_common(servers, suppress=True)
+    actions = servers.add_subparsers(dest="servers_command", metavar="ACTION", required=True)
+    imp = actions.add_parser(
+        "import",
+        help="write an .mcp.json's servers into hub.toml (comments kept; the hub's own entry left out)",
+        description="Read mcpServers from PATH (an .mcp.json, Claude Desktop's config or ~/.claude.json; "
+        "default ./.mcp.json) and add one [servers.NAME] table each to the project's hub.toml "
+        "(--config, HUB_CONFIG, else ./hub.toml, created if missing).",
+    )
+    imp.add_argument("path", nargs="?", metavar="PATH", help="default: ./.mcp.json")
+    imp.add_argument("--replace", action="store_true", help="overwrite servers already in hub.toml")
+    imp.add_argument(
+        "--user",
+        action="store_true",
+        help="write into the user's ~/.config/hub/hub.toml instead of the project's",
+    )
+    add_common(imp, suppress=True)
+    lst = actions.add_parser("list", help="configured servers, whether running, tools count (from the store)")
+    lst.add_argument("--json", action="store_true", help="print JSON")
+    add_common(lst, suppress=True)
+    chk = actions.add_parser("check", help="start each server, list its tools, report errors with its stderr")
+    chk.add_argument("names", nargs="*", metavar="NAME", help="default: every configured server")
+    chk.add_argument("--json", action="store_true", help="print JSON")
+    add_common(chk, suppress=True)
+
+
+def run(args: Any) -> int:
+    """`hub servers ACTION`."""
+    from hub.log import configure_logging
+
+    configure_logging("console", "error")
+    action = args.servers_command
+    if action == "import":
+        from hub.config.paths import config_files, user_config_file
+
+        source = Path(args.path).expanduser() if args.path else Path(".mcp.json")
+        if args.user:
+            target = user_config_file(os.environ)
+        else:
+            target = config_files(args.config, os.environ).project or Path("hub.toml")
+        try:
+            lines = import_servers(source, target, replace=args.replace)
+        except ImportError_ as exc:
+            print(f"hub servers import: {exc}", file=sys.stderr)
+            return 2
+        for line in lines:
+            print(line)
+        return 0
+    config = config_from(args)
+    if action == "list":
+        rows = list_servers(config)
+        if args.json:
+            print(json.dumps(rows, indent=2))
+            return 0
+        if not rows:
+            print(
+                "no servers configured ([servers.NAME] in hub.toml; `hub servers import` brings .mcp.json's)"
+            )
+        for row in rows:
+            running = {True: "running", False: "not running", None: "remote"}[row["running"]]
+            tools = "tools: not seen yet" if row["tools"] is None else f"tools: {row['tools']}"
+            print(
+                f"{row['name']}  ({row['transport']}: {row['target']})  {running}, {tools}  [{row['set_by']}]"
+            )
+        return 0
+    import anyio
+
+    try:
+        results = anyio.run(check_servers, config, list(args.names))
+    except LookupError as exc:
+        print(f"hub servers check: {exc.args[0]}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for row in results:
+            if row["ok"]:
+                print(f"ok      {row['name']}: {len(row['tools'])} tools: {', '.join(row['tools'])}")
+            else:
+                print(f"FAILED  {row['name']}: {row['error']}")
+    return 0 if all(row["ok"] for row in results) else 1

@@ -1,0 +1,31 @@
+"""`hub shared --key KEY --socket PATH`: the shared hub process of a launch. A bridge starts it
+(`hub.launch.bridge`); it is never run by hand, so `hub --help` does not list it."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from hub.cli.options import add_common, config_from
+
+__all__ = ["build_parser", "run"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hub shared", description=__doc__)
+    parser.add_argument("--key", required=True)
+    parser.add_argument("--socket", required=True)
+    add_common(parser, suppress=False)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    import anyio
+
+    from hub.launch.shared_process import serve_shared
+    from hub.log import configure_logging
+
+    config = config_from(args)
+    configure_logging(config.log_format, config.log_level)
+    anyio.run(serve_shared, config, args.key, Path(args.socket))
+    return 0

@@ -1,0 +1,37 @@
+"""`hub statusline`: one line for Claude Code's status line, from the store, without loading
+the MCP SDK, pydantic or any plugin (Claude Code runs it on every refresh)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from hub.cli.options import add_common, light_state_dir
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(commands: Any) -> None:
+    parser = commands.add_parser(
+        "statusline",
+        help="print the plugins' status line (for Claude Code's statusLine setting)",
+        description="Print each plugin's status text, joined by ' | ', from the store; prints "
+        "nothing when there is none. Reads --state-dir, HUB_STATE_DIR or hub.toml's state_dir.",
+    )
+    add_common(parser, suppress=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    """The status line, without loading the SDK, pydantic or any plugin (a SQLite read)."""
+    from hub.services.statusline import read_lines
+
+    try:
+        path = light_state_dir(args)
+    except ValueError as exc:
+        print(f"hub statusline: {exc}", file=sys.stderr)
+        return 2
+    lines = read_lines(path / "hub.sqlite")
+    if lines:
+        print(" | ".join(lines))
+    return 0

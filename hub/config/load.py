@@ -1,0 +1,200 @@
+"""Loading the configuration (`load_config`) and checking it, every problem at once, each as
+``SOURCE: dotted.key: problem`` (`format_validation_error`, `check_server_keys`)."""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from hub.config.paths import config_files, parse_value, resolve_state_dir
+from hub.config.settings import (
+    _LOADING,
+    HubConfig,
+    HubEnvSource,
+    HubTomlSource,
+    ServerConfig,
+    _Load,
+    _normalise,
+    origin_of,
+)
+from hub.errors import ConfigError
+
+__all__ = ["check_server_keys", "format_validation_error", "load_config", "set_dotted"]
+
+
+def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set `a.b.c = value` inside nested dicts, creating tables on the way."""
+    keys = dotted.split(".")
+    if not all(keys):
+        raise ConfigError(f"--set {dotted}: empty key")
+    node = data
+    for i, key in enumerate(keys[:-1]):
+        child = node.setdefault(key, {})
+        if key == "plugins" and i == 0 and isinstance(child, list):
+            child = node["plugins"] = {"enabled": child}
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {dotted}: {'.'.join(keys[: i + 1])} is not a table")
+        node = child
+    node[keys[-1]] = value
+
+
+def _leaf_keys(data: Mapping[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in data.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping) and value:
+            keys += _leaf_keys(value, dotted)
+        else:
+            keys.append(dotted)
+    return keys
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    overrides: list[str] | None = None,
+    plugins: str | None = None,
+    budget_usd: float | None = None,
+    environ: Mapping[str, str] | None = None,
+    flags: Mapping[str, tuple[str, Any]] | None = None,
+) -> HubConfig:
+    """Build the effective config. Raises `ConfigError` naming the source, key and problem.
+
+    `path` is the project file (`--config`); `overrides` are ``dotted.key=value`` strings
+    (`--set`); `plugins` is a comma list (`--plugins`); `budget_usd` is `--budget-usd`; `flags`
+    maps other dotted keys to (option, value), e.g. ``{"http.port": ("--port", 0)}``.
+    """
+    env = os.environ if environ is None else environ
+    files = config_files(path, env)
+    for scope, file in files.in_order():
+        if scope == "project" and not file.is_file():
+            if not file.exists():
+                raise ConfigError(f"{file}: config file not found")
+            raise ConfigError(f"{file}: not a file")
+    origins: dict[str, str] = {}
+    for _, file in files.in_order():
+        data = _normalise(HubTomlSource(HubConfig, toml_file=file).toml_data)
+        origins.update(dict.fromkeys(_leaf_keys(data), str(file)))
+
+    # The command line: --set, then the dedicated options (which win over --set).
+    cli: dict[str, Any] = {}
+
+    def put(key: str, value: Any, origin: str) -> None:
+        set_dotted(cli, key, value)
+        for dotted in _leaf_keys({key: value}) if isinstance(value, Mapping) else [key]:
+            origins[dotted] = origin
+
+    cli_items: list[tuple[str, Any, str]] = []
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item}: expected KEY=VALUE, e.g. --set plugins.pool.slots=4")
+        cli_items.append((key.strip(), parse_value(raw.strip()), "--set"))
+    if plugins is not None:
+        cli_items.append(
+            ("plugins.enabled", [p.strip() for p in plugins.split(",") if p.strip()], "--plugins")
+        )
+    if budget_usd is not None:
+        cli_items.append(("budget.limit_usd", budget_usd, "--budget-usd"))
+    for key, (option, value) in (flags or {}).items():
+        if key != "state_dir":
+            cli_items.append((key, value, option))
+
+    # One precedence for the state directory, shared with `hub statusline` and the fast start.
+    state_flag = (flags or {}).get("state_dir", (None, None))[1]
+    try:
+        state_dir, state_origin = resolve_state_dir(
+            flag=state_flag, overrides=list(overrides or []), environ=env, files=files
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if state_origin != "(defaults)":
+        cli_items.append(
+            ("state_dir", str(state_dir) if isinstance(state_dir, Path) else state_dir, state_origin)
+        )
+
+    env_source = HubEnvSource(HubConfig, env)
+    env_source()
+    origins.update(env_source.origins)
+    for key, value, origin in cli_items:
+        put(key, value, origin)
+
+    loading = _Load(files.in_order(), env, cli)
+    token = _LOADING.set(loading)
+    try:
+        config = HubConfig()
+    except ValidationError as exc:
+        source = str(files.paths[-1]) if files.paths else "(defaults)"
+        raise ConfigError(format_validation_error(exc, source, origins=origins)) from None
+    finally:
+        _LOADING.reset(token)
+    config.source = str(files.paths[-1]) if files.paths else "(defaults)"
+    config.origins = origins
+    config.scopes = [(scope, str(file)) for scope, file in files.in_order()]
+    return config
+
+
+def check_server_keys(config: HubConfig, models: Mapping[str, type[BaseModel]]) -> None:
+    """Check `[servers.NAME]` keys the core does not know against the loaded plugins' server models
+    (`hub_server_config_model`, by plugin name): each must be declared by one, and is validated by
+    it. `ConfigError` with one ``SOURCE: servers.NAME.key: problem`` line per problem."""
+    known = set(ServerConfig.model_fields)
+    for model in models.values():
+        known |= set(model.model_fields)
+    lines: list[str] = []
+    for name, server in config.servers.items():
+        extra = server.model_extra or {}
+        claimed: set[str] = set()
+        for model in models.values():
+            mine = {key: value for key, value in extra.items() if key in model.model_fields}
+            claimed |= set(mine)
+            try:
+                model.model_validate(mine)
+            except ValidationError as exc:
+                text = format_validation_error(
+                    exc, config.source, prefix=f"servers.{name}", origins=config.origins
+                )
+                lines += text.splitlines()
+        for key in extra:
+            if key in claimed:
+                continue
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            if not close and not models:
+                hint = " (no loaded plugin declares server keys)"
+            dotted = f"servers.{name}.{key}"
+            lines.append(f"{origin_of(dotted, config.source, config.origins)}: {dotted}: unknown key{hint}")
+    if lines:
+        raise ConfigError("\n".join(lines))
+
+
+def format_validation_error(
+    exc: ValidationError, source: str, prefix: str = "", origins: Mapping[str, str] | None = None
+) -> str:
+    """One line per problem: ``FILE: dotted.key: message (got VALUE)`` (FILE is ``--set`` or the
+    variable's name when that is what set the key)."""
+    lines = []
+    for error in exc.errors():
+        loc = ".".join(str(part) for part in error["loc"] if not str(part).startswith("function-"))
+        key = ".".join(part for part in (prefix, loc) if part) or "(top level)"
+        if error["type"] == "unknown_key":  # raised by a model for one of its keys
+            key = f"{key}.{(error.get('ctx') or {}).get('key')}"
+            message = error["msg"]
+        elif error["type"] == "extra_forbidden":
+            message = "unknown key"
+        else:
+            message = error["msg"].removeprefix("Value error, ")
+            if (
+                error["type"] not in ("missing",)
+                and "input" in error
+                and not isinstance(error["input"], dict)
+            ):
+                shown = repr(error["input"])
+                message += f" (got {shown[:60]}{'...' if len(shown) > 60 else ''})"
+        lines.append(f"{origin_of(key, source, origins or {})}: {key}: {message}")
+    return "\n".join(lines)

@@ -1,0 +1,415 @@
+"""The hub's typed configuration: `hub.toml` (user and project scopes), `HUB_*` variables and the
+command line, as one `pydantic_settings.BaseSettings`.
+
+Sources, lowest precedence first (pydantic-settings merges them table by table, key by key):
+
+1. the user's `~/.config/hub/hub.toml` (`$XDG_CONFIG_HOME`), then the project's `./hub.toml`
+   (or `--config` / `HUB_CONFIG`): `TomlConfigSettingsSource`, one per file;
+2. the environment: `HUB_<KEY>` with `__` between nested keys (`HUB_BUDGET__LIMIT_USD`,
+   `HUB_SERVERS__FS__COMMAND`), plus the short names `HUB_PLUGINS` (a comma list),
+   `HUB_BUDGET_USD` and `HUB_HTTP_TOKEN` (`HubEnvSource`);
+3. the command line: `--set dotted.key=VALUE` and the dedicated flags (init values).
+
+Every problem is reported as ``SOURCE: dotted.key: problem`` where SOURCE is the file, the
+variable or the option that set the key (`origins`). `[plugins.NAME]` tables are kept raw here and
+validated by each plugin's own model when it loads (see `hub.plugin.manager`); so are the keys a
+plugin adds to `[servers.NAME]` (`hub_server_config_model`, checked by
+`hub.config.load.check_server_keys`). Loading is `hub.config.load.load_config`.
+"""
+
+from __future__ import annotations
+
+import builtins
+import difflib
+import json
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from hub.config.paths import default_state_dir, parse_value
+from hub.errors import ConfigError
+
+__all__ = [
+    "BudgetConfig",
+    "DaemonConfig",
+    "HttpConfig",
+    "HubConfig",
+    "PluginsConfig",
+    "ServerConfig",
+    "origin_of",
+]
+
+SECRET_MASK = "***"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BudgetConfig(_Strict):
+    """`[budget]`: the one spending cap shared by every plugin."""
+
+    limit_usd: float | None = Field(
+        default=None,
+        ge=0,
+        le=1_000_000_000,
+        description="USD cap per period (at most $1e9); unset means no cap.",
+    )
+    period: Literal["total", "day", "week", "month"] = Field(
+        default="total",
+        description="When the cap starts again: never (total), or each local day, week (Monday) or month.",
+    )
+
+
+class HttpConfig(_Strict):
+    """`[http]`: settings for `hub serve --transport http`."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8765, ge=0, le=65535)
+    path: str = "/mcp"
+    token: SecretStr | None = Field(
+        default=None, description="Bearer token clients must send; required for a non-loopback host."
+    )
+
+
+class DaemonConfig(_Strict):
+    """`[daemon]`: the shared hub process that `hub serve` bridges to over stdio (`hub.launch.bridge`)."""
+
+    idle_exit_s: float = Field(
+        default=600.0,
+        ge=0,
+        le=7 * 24 * 3600,
+        description="Exit after this long with no session connected and no work in progress.",
+    )
+
+
+_M = TypeVar("_M", bound=BaseModel)
+
+# The transports of `type`, as `.mcp.json` spells them.
+ServerType = Literal["stdio", "http", "streamable-http", "sse"]
+
+
+class ServerConfig(BaseModel):
+    """`[servers.NAME]`: a downstream MCP server, in the shape of an `.mcp.json` entry (`type`,
+    `command`, `args`, `env`, `cwd`, `url`, `headers`, `timeout`), plus the hub's keys.
+
+    Strings may use ``${VAR}`` and ``${VAR:-default}``; they are expanded when the server is
+    started, never stored expanded, so `hub config` shows what the user wrote.
+
+    Keys a plugin declares with `hub_server_config_model` (the proxy's `expose`, `prefix`, ...)
+    are kept as extras and checked against the loaded plugins' models by `check_server_keys`;
+    read them with `plugin_settings(Model)`.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    type: ServerType | None = Field(
+        default=None,
+        description="stdio, http (= streamable-http) or sse; default: stdio with a command, http with a url.",
+    )
+    command: str | None = None
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: str | None = None
+    url: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout: float | None = Field(
+        default=None,
+        gt=0,
+        description="Milliseconds, as .mcp.json files carry it: how long the server may take to start "
+        "(startup_timeout_s in seconds, which it overrides).",
+    )
+    idle_timeout_s: float = Field(
+        default=300.0, gt=0, le=31_536_000, description="Close the connection after this long unused."
+    )
+    startup_timeout_s: float = Field(
+        default=30.0, gt=0, le=86_400, description="Give up on a server that takes longer to start."
+    )
+    validate_output: bool = Field(
+        default=False,
+        description="Check this server's tool results against their output schema (default: passed through as is).",
+    )
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> ServerConfig:
+        if self.command is None and self.url is None:
+            # A misspelt 'command' or 'url' is the likely cause: name that key, not the transport.
+            for key in self.model_extra or {}:
+                close = difflib.get_close_matches(key, ["command", "url"], n=1, cutoff=0.6)
+                if close:
+                    raise PydanticCustomError(
+                        "unknown_key",
+                        "unknown key (did you mean '{close}'?)",
+                        {"key": key, "close": close[0]},
+                    )
+        if (self.command is None) == (self.url is None):
+            raise ValueError("set exactly one of 'command' (stdio) or 'url' (streamable HTTP)")
+        if self.url is not None and (self.args or self.env or self.cwd):
+            raise ValueError("'args', 'env' and 'cwd' apply to stdio servers only; this one has a 'url'")
+        if self.command is not None and self.headers:
+            raise ValueError("'headers' apply to HTTP servers only; this one has a 'command'")
+        if self.type == "stdio" and self.command is None:
+            raise ValueError("type 'stdio' needs a 'command'")
+        if self.type in ("http", "streamable-http", "sse") and self.url is None:
+            raise ValueError(f"type {self.type!r} needs a 'url'")
+        if self.timeout is not None:
+            self.startup_timeout_s = self.timeout / 1000
+        return self
+
+    @property
+    def transport(self) -> Literal["stdio", "http", "sse"]:
+        if self.command is not None:
+            return "stdio"
+        return "sse" if self.type == "sse" else "http"
+
+    def plugin_settings(self, model: builtins.type[_M]) -> _M:
+        """This server's keys that `model` (a plugin's `hub_server_config_model`) declares, validated."""
+        extra = self.model_extra or {}
+        return model.model_validate({key: value for key, value in extra.items() if key in model.model_fields})
+
+    @property
+    def plugin_keys(self) -> dict[str, Any]:
+        """The keys the core does not know (plugins' keys)."""
+        return dict(self.model_extra or {})
+
+
+class PluginsConfig(BaseModel):
+    """`plugins = [...]`, or `[plugins]` with `enabled = [...]` and one `[plugins.NAME]` table each.
+
+    TOML cannot hold both `plugins = [...]` and `[plugins.pool]`, so a file with plugin tables
+    selects plugins with `enabled` inside the `[plugins]` table instead.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    enabled: list[str] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _list_means_enabled(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return {"enabled": value}
+        return value
+
+    @field_validator("enabled")
+    @classmethod
+    def _names(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        return [name.strip() for name in value if name.strip()]
+
+    def tables(self) -> dict[str, Any]:
+        """The raw `[plugins.NAME]` tables, keyed by plugin name."""
+        return dict(self.model_extra or {})
+
+
+class _Load:
+    """What one `load_config` call reads: set for the duration of `HubConfig()`."""
+
+    def __init__(
+        self, files: list[tuple[str, Path]], environ: Mapping[str, str], cli: dict[str, Any]
+    ) -> None:
+        self.files = files
+        self.environ = environ
+        self.cli = cli
+
+
+_LOADING: ContextVar[_Load | None] = ContextVar("hub_config_loading", default=None)
+
+
+class HubConfig(BaseSettings):
+    """The whole of `hub.toml`, with its variables and command-line values (see the module doc)."""
+
+    model_config = SettingsConfigDict(
+        extra="forbid",
+        env_prefix="HUB_",
+        env_nested_delimiter="__",
+        env_ignore_empty=True,
+        case_sensitive=False,
+    )
+
+    state_dir: Path = Field(default_factory=default_state_dir, description="Where hub.sqlite lives.")
+    log_format: Literal["console", "json"] = "console"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    plugins: PluginsConfig = Field(default_factory=PluginsConfig)
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    context: dict[str, str] = Field(
+        default_factory=dict, description="Context entries for this project, written at start."
+    )
+    servers: dict[str, ServerConfig] = Field(default_factory=dict)
+    http: HttpConfig = Field(default_factory=HttpConfig)
+    daemon: DaemonConfig = Field(default_factory=DaemonConfig)
+    source: str = Field(default="(defaults)", exclude=True, description="The highest-precedence file read.")
+    origins: dict[str, str] = Field(
+        default_factory=dict,
+        exclude=True,
+        description="What set each dotted key: a file, a variable or a command-line option.",
+    )
+    scopes: list[tuple[str, str]] = Field(
+        default_factory=list, exclude=True, description="(scope, file) read, lowest precedence first."
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        loading = _LOADING.get()
+        if loading is None:  # HubConfig() outside load_config: the process's environment and files
+            return (init_settings, HubEnvSource(settings_cls, os.environ))
+        return tuple(reversed(_sources(settings_cls, loading)))
+
+    @field_validator("servers")
+    @classmethod
+    def _server_names(cls, value: dict[str, ServerConfig]) -> dict[str, ServerConfig]:
+        for name in value:
+            if not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", name):
+                raise ValueError(f"server name {name!r} must be 1-32 letters, digits, '_' or '-'")
+        return value
+
+    def masked(self) -> dict[str, Any]:
+        """The effective config as JSON-ready data with every secret replaced by ``***``."""
+        data = self.model_dump(mode="json")
+        data["http"]["token"] = SECRET_MASK if self.http.token else None
+        for server in data["servers"].values():
+            server["env"] = {key: SECRET_MASK for key in server["env"]}
+            server["headers"] = {key: SECRET_MASK for key in server["headers"]}
+        return data
+
+    def origin_of(self, key: str) -> str:
+        """What set `key` (or the table holding it): a file, a variable, an option, or `(defaults)`."""
+        return origin_of(key, "(defaults)", self.origins)
+
+
+# --- sources -------------------------------------------------------------------------------
+
+
+def _normalise(data: dict[str, Any]) -> dict[str, Any]:
+    """`plugins = [...]` means `[plugins] enabled = [...]`, so sources merge table by table."""
+    if isinstance(data.get("plugins"), list):
+        data = {**data, "plugins": {"enabled": data["plugins"]}}
+    return data
+
+
+class HubTomlSource(TomlConfigSettingsSource):
+    """One hub.toml; a file that cannot be read or parsed is a `ConfigError` naming it."""
+
+    def _read_file(self, file_path: Any) -> dict[str, Any]:
+        try:
+            with file_path.open(mode="rb") as f:
+                return tomllib.load(f)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{file_path}: invalid TOML: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{file_path}: invalid TOML: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"{file_path}: cannot read: {exc.strerror}") from None
+
+    def __call__(self) -> dict[str, Any]:
+        return _normalise(super().__call__())
+
+
+# Short variables kept from before nested names existed: variable -> dotted key.
+ENV_ALIASES = {
+    "HUB_PLUGINS": "plugins.enabled",
+    "HUB_BUDGET_USD": "budget.limit_usd",
+    "HUB_HTTP_TOKEN": "http.token",
+}
+_NOT_FROM_ENV = {"source", "origins", "scopes"}
+
+
+class HubEnvSource(EnvSettingsSource):
+    """`HUB_*` variables from a given mapping: nested names (`HUB_BUDGET__LIMIT_USD`), the short
+    aliases of `ENV_ALIASES` (`HUB_PLUGINS` is a comma list), and what set which key (`origins`)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        self.origins: dict[str, str] = {}
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        variables: dict[str, str | None] = {}
+        fields = set(self.settings_cls.model_fields) - _NOT_FROM_ENV
+        for name, value in self._environ.items():
+            upper = name.upper()
+            if upper in ENV_ALIASES:
+                continue
+            if not upper.startswith("HUB_") or value == "":
+                continue
+            dotted = upper[4:].lower().replace("__", ".")
+            if dotted.split(".")[0] not in fields:
+                continue
+            variables[name.lower()] = value
+            self.origins[dotted] = upper
+        for name, dotted in ENV_ALIASES.items():
+            raw = self._environ.get(name)
+            if raw is None or (raw == "" and name != "HUB_PLUGINS"):
+                continue
+            if name == "HUB_PLUGINS":  # a comma list; set and empty means no plugin but the core
+                raw = json.dumps([part.strip() for part in raw.split(",") if part.strip()])
+            variables[f"hub_{dotted.replace('.', '__')}"] = raw
+            self.origins[dotted] = name
+        return variables
+
+    def __call__(self) -> dict[str, Any]:
+        data = _normalise(super().__call__())
+        plugins = data.get("plugins")
+        if isinstance(plugins, dict):  # plugin tables are untyped here: values read as TOML, like --set
+            data["plugins"] = {
+                name: _parse_leaves(table) if name != "enabled" else table for name, table in plugins.items()
+            }
+        return data
+
+
+def _parse_leaves(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _parse_leaves(item) for key, item in value.items()}
+    return parse_value(value) if isinstance(value, str) else value
+
+
+def _sources(settings_cls: type[BaseSettings], loading: _Load) -> list[PydanticBaseSettingsSource]:
+    """The sources of one load, lowest precedence first."""
+    sources: list[PydanticBaseSettingsSource] = [
+        HubTomlSource(settings_cls, toml_file=path) for _, path in loading.files
+    ]
+    sources.append(HubEnvSource(settings_cls, loading.environ))
+    sources.append(InitSettingsSource(settings_cls, init_kwargs=_normalise(loading.cli)))
+    return sources
+
+
+def origin_of(key: str, source: str, origins: Mapping[str, str]) -> str:
+    """What set `key`: the option, variable or file recorded for it or the table holding it, else
+    for a key inside it (a table's own problem, e.g. a server missing its command), else `source`."""
+    parts = key.split(".")
+    for end in range(len(parts), 0, -1):
+        origin = origins.get(".".join(parts[:end]))
+        if origin is not None:
+            return origin
+    inside = [origin for dotted, origin in origins.items() if dotted.startswith(key + ".")]
+    return inside[-1] if inside else source

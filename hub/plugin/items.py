@@ -1,0 +1,341 @@
+"""What a plugin registers: tools (`Tool`, and `ForwardedTool` for one whose handler returns a
+result as wire JSON), resources (`Resource`, `ResourceTemplate`) and prompts (`Prompt`), and
+`ToolCall`, what a tool handler is given besides its arguments.
+
+A plugin builds these small dataclasses and hands them to the `register` callback of a hook (or
+to `PluginContext.add_tool` later, at run time); `hub.plugin.registry.Registry` keeps them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import mcp.types as types
+from pydantic import BaseModel, ValidationError
+
+from hub.errors import ToolError
+from hub.plugin.schema import compact_schema
+from hub.wire.jsonrpc import ProgressFn
+
+if TYPE_CHECKING:
+    import jsonschema
+
+__all__ = [
+    "CLAUDE_PREFIX",
+    "TOOL_NAME",
+    "ForwardedTool",
+    "Prompt",
+    "PromptArgument",
+    "RawResult",
+    "RegistrationError",
+    "Resource",
+    "ResourceBody",
+    "ResourceTemplate",
+    "Tool",
+    "ToolCall",
+    "argument_problems",
+    "dump_json",
+]
+
+TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+CLAUDE_PREFIX = "mcp__hub__"
+
+# A ready `ReadResourceResult` is sent as is (the proxy passes a downstream answer through).
+ResourceBody = str | bytes | dict[str, Any] | list[Any] | BaseModel | types.ReadResourceResult
+
+
+class RawResult(dict[str, Any]):
+    """A `CallToolResult` as wire JSON (camelCase keys), passed to the client unchanged."""
+
+
+class RegistrationError(ValueError):
+    """A tool, resource or prompt that cannot be registered (bad or duplicate name)."""
+
+
+class ToolCall:
+    """The second argument of every tool handler: who is calling, and a way to report progress."""
+
+    def __init__(
+        self,
+        tool: str,
+        *,
+        request_id: Any = None,
+        progress: ProgressFn | None = None,
+        session: Any = None,
+        log: Any = None,
+    ) -> None:
+        self.tool = tool
+        self.request_id = request_id
+        self.session = session
+        self.log = log
+        self._progress = progress
+        self._last_progress = float("-inf")
+
+    async def report_progress(
+        self, progress: float, total: float | None = None, message: str | None = None
+    ) -> None:
+        """Send `notifications/progress` if the caller asked for it; values must increase, others are dropped."""
+        if self._progress is None or progress <= self._last_progress:
+            return
+        self._last_progress = progress
+        await self._progress(progress, total, message)
+
+
+ToolHandler = Callable[[Any, ToolCall], Awaitable[Any]]
+
+
+@dataclass
+class Tool:
+    """A tool. `handler(args, call)` gets the validated arguments: an instance of `input_model` when
+    one is given, else the argument dict checked against `input_schema`.
+
+    The handler returns a pydantic model or dict (sent as `structuredContent` plus the same JSON
+    as text), a list or scalar (wrapped as ``{"result": ...}``), a string (text), or a ready
+    `mcp.types.CallToolResult`. It raises `ToolError` for failures the caller can fix.
+    """
+
+    name: str
+    handler: ToolHandler
+    description: str = ""
+    input_model: type[BaseModel] | None = None
+    input_schema: dict[str, Any] | None = None
+    output_schema: dict[str, Any] | None = None
+    title: str | None = None
+    annotations: types.ToolAnnotations | None = None
+    plugin: str = field(default="", compare=False)
+    #: The handler returns a `RawResult` (a result as wire JSON, such as a downstream server's
+    #: answer), which goes to the client as it is: the transports may answer such a call before
+    #: the SDK sees it (see `ForwardedTool`).
+    returns_raw: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        if self.input_model is not None and self.input_schema is not None:
+            raise RegistrationError(f"tool {self.name!r}: give input_model or input_schema, not both")
+
+    @cached_property
+    def schema(self) -> dict[str, Any]:
+        if self.input_model is not None:
+            schema = compact_schema(self.input_model.model_json_schema())
+        else:
+            schema = dict(self.input_schema or {})
+        schema.setdefault("type", "object")
+        schema.setdefault("properties", {})
+        return schema
+
+    @cached_property
+    def _validator(self) -> jsonschema.protocols.Validator:
+        import jsonschema
+
+        cls = jsonschema.validators.validator_for(self.schema, default=jsonschema.Draft202012Validator)
+        return cls(self.schema)  # type: ignore[no-any-return]
+
+    def to_mcp(self) -> types.Tool:
+        return types.Tool(
+            name=self.name,
+            title=self.title,
+            description=self.description,
+            input_schema=self.schema,
+            output_schema=self.output_schema,
+            annotations=self.annotations,
+        )
+
+    def validate(self, arguments: dict[str, Any] | None) -> Any:
+        """The arguments as the handler wants them, or `ToolError` naming each bad field."""
+        arguments = arguments or {}
+        if self.input_model is not None:
+            try:
+                # Strict, as JSON: "yes" is not a boolean, "5" not a number, 5.5 not an integer.
+                return self.input_model.model_validate_json(_as_json(arguments), strict=True)
+            except ValidationError as exc:
+                raise ToolError(f"invalid arguments for {self.name}: {_pydantic_problems(exc)}") from None
+        if not isinstance(arguments, dict):
+            raise ToolError(f"invalid arguments for {self.name}: arguments must be an object")
+        _as_json(arguments)  # JSON values only, no lone surrogates (they would break the wire later)
+        errors = sorted(self._validator.iter_errors(arguments), key=lambda e: list(e.absolute_path))
+        if errors:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e.absolute_path) or '(arguments)'}: {_short(e.message)}"
+                for e in errors[:5]
+            )
+            raise ToolError(f"invalid arguments for {self.name}: {problems}")
+        return arguments
+
+
+class ForwardedTool(Tool):
+    """A tool whose handler returns a `RawResult` (a downstream's answer, passed through)."""
+
+    returns_raw: ClassVar[bool] = True
+
+
+def _as_json(arguments: Any) -> str:
+    """The arguments as JSON text (they came as JSON; an in-process client may pass other values)."""
+    try:
+        text = json.dumps(arguments, allow_nan=False, ensure_ascii=False)
+    except (TypeError, ValueError) as exc:
+        raise ToolError(f"arguments must be JSON values: {exc}") from None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # only an in-process client can get one this far
+        raise ToolError(
+            f"arguments hold a lone UTF-16 surrogate ({text[exc.start]!r}); send valid Unicode"
+        ) from None
+    return text
+
+
+def _short(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _pydantic_problems(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors()[:5]:
+        where = ".".join(str(part) for part in error["loc"]) or "(arguments)"
+        message = "unknown field" if error["type"] == "extra_forbidden" else error["msg"]
+        if error["type"] not in ("missing", "extra_forbidden") and isinstance(
+            error.get("input"), str | int | float
+        ):
+            message += f" (got {_short(repr(error['input']), 60)})"
+        problems.append(f"{where}: {message}")
+    return "; ".join(problems)
+
+
+@dataclass
+class Resource:
+    """A fixed resource; `read()` returns text, bytes, or JSON-ready data (sent as JSON)."""
+
+    uri: str
+    name: str
+    read: Callable[[], Awaitable[ResourceBody]]
+    description: str = ""
+    mime_type: str | None = "application/json"
+    title: str | None = None
+    plugin: str = field(default="", compare=False)
+
+    def to_mcp(self) -> types.Resource:
+        return types.Resource(
+            uri=self.uri,
+            name=self.name,
+            title=self.title,
+            description=self.description,
+            mime_type=self.mime_type,
+        )
+
+
+TEMPLATE_VARIABLE = re.compile(r"\{([+#]?)([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+@dataclass
+class ResourceTemplate:
+    """A family of resources such as ``pool://slots/{id}``; `read(params)` gets ``{"id": ...}``.
+
+    ``{name}`` matches one path segment; ``{+name}`` (and ``{#name}``) match the rest, slashes
+    included, as in RFC 6570. `expand(params)` gives the URI back.
+    """
+
+    uri_template: str
+    name: str
+    read: Callable[[dict[str, str]], Awaitable[ResourceBody]]
+    description: str = ""
+    mime_type: str | None = "application/json"
+    title: str | None = None
+    plugin: str = field(default="", compare=False)
+
+    @cached_property
+    def _pattern(self) -> re.Pattern[str]:
+        regex, end = "", 0
+        for found in TEMPLATE_VARIABLE.finditer(self.uri_template):
+            operator, name = found.groups()
+            prefix = "#" if operator == "#" else ""
+            regex += re.escape(self.uri_template[end : found.start()]) + re.escape(prefix)
+            regex += f"(?P<{name}>.+)" if operator else f"(?P<{name}>[^/?#]+)"
+            end = found.end()
+        return re.compile(regex + re.escape(self.uri_template[end:]))
+
+    def match(self, uri: str) -> dict[str, str] | None:
+        found = self._pattern.fullmatch(uri)
+        return None if found is None else found.groupdict()
+
+    def expand(self, params: dict[str, str]) -> str:
+        def value(found: re.Match[str]) -> str:
+            operator, name = found.groups()
+            return ("#" if operator == "#" else "") + params[name]
+
+        return TEMPLATE_VARIABLE.sub(value, self.uri_template)
+
+    def to_mcp(self) -> types.ResourceTemplate:
+        return types.ResourceTemplate(
+            uri_template=self.uri_template,
+            name=self.name,
+            title=self.title,
+            description=self.description,
+            mime_type=self.mime_type,
+        )
+
+
+@dataclass
+class PromptArgument:
+    name: str
+    description: str = ""
+    required: bool = False
+
+
+@dataclass
+class Prompt:
+    """A prompt template; `render(arguments)` returns the text of one user message, messages, or a
+    ready `GetPromptResult`."""
+
+    name: str
+    render: Callable[[dict[str, str]], Awaitable[str | list[types.PromptMessage] | types.GetPromptResult]]
+    description: str = ""
+    arguments: list[PromptArgument] = field(default_factory=list)
+    title: str | None = None
+    plugin: str = field(default="", compare=False)
+
+    def to_mcp(self) -> types.Prompt:
+        return types.Prompt(
+            name=self.name,
+            title=self.title,
+            description=self.description,
+            arguments=[
+                types.PromptArgument(name=a.name, description=a.description, required=a.required)
+                for a in self.arguments
+            ],
+        )
+
+    def check_arguments(self, arguments: dict[str, str] | None) -> dict[str, str]:
+        arguments = dict(arguments or {})
+        problems = argument_problems(self.arguments, arguments)
+        if problems:
+            raise ToolError(f"prompt {self.name}: {problems}")
+        return arguments
+
+
+def argument_problems(
+    declared: Sequence[Any], given: Mapping[str, Any], *, blank_is_missing: bool = False
+) -> str:
+    """What is wrong with `given` for arguments `declared` (objects with `name` and `required`):
+    missing required ones and unknown ones, in one message; "" when nothing is."""
+    known = {a.name for a in declared}
+    missing = [
+        a.name
+        for a in declared
+        if a.required and (a.name not in given or (blank_is_missing and not str(given[a.name]).strip()))
+    ]
+    unknown = sorted(set(given) - known)
+    problems = []
+    if missing:
+        problems.append(f"missing required argument(s): {', '.join(missing)}")
+    if unknown:
+        problems.append(
+            f"unknown argument(s): {', '.join(unknown)} (it takes: {', '.join(sorted(known)) or 'none'})"
+        )
+    return "; ".join(problems)
+
+
+def dump_json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str)

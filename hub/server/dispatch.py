@@ -1,0 +1,245 @@
+"""The one executor of tool calls, and the cached list answers (`Dispatch`).
+
+Installed as one `Server.middleware` by `hub.server.app.HubServer`:
+
+- **Cached lists.** `tools/list`, `resources/list`, `resources/templates/list` and `prompts/list`
+  (first page: the hub does not paginate) are answered from the wire dict the SDK produced the
+  first time, per protocol version, until the registry changes (then the cache is dropped and
+  clients get `list_changed` as before). A hit costs a dict copy instead of rebuilding every
+  `types.Tool`, dumping the result and re-validating it for the protocol version.
+- **Tool calls.** A `tools/call` of any hub tool skips the SDK's typed params and its
+  per-version re-validation of the result: arguments are checked (`Tool.validate`), the handler
+  runs, and its result is turned into wire JSON once, stamped for 2026-era clients
+  (`resultType`, `serverInfo`). A tool with `returns_raw` (the proxy's `ForwardedTool`) returns
+  the downstream's result as a `RawResult` dict (see `hub.client.raw.call_tool_raw`), which goes
+  to the client as is. Failures become `isError` results naming the tool, a result that cannot be sent
+  included (the SDK would answer that with a code-0 error).
+
+Requests before `initialize`, unknown tools and anything else take the regular path (`call_next`).
+
+The stdio, shared-socket and HTTP transports go one step further for the same two requests:
+`hub.server.shortcuts` answers them before the SDK sees them, with this class's caches and
+`forward`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+import mcp.types as types
+import structlog
+from mcp_types import SERVER_INFO_META_KEY
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from pydantic import BaseModel
+
+from hub.errors import ToolError
+from hub.plugin.items import RawResult, Tool, ToolCall, dump_json
+from hub.plugin.registry import ListKind, Registry
+from hub.server.sdk import connection_of
+from hub.wire.jsonrpc import ProgressFn
+
+if TYPE_CHECKING:
+    from mcp.server import Server, ServerRequestContext
+
+__all__ = ["LIST_METHODS", "Dispatch", "to_call_result", "well_formed"]
+
+log = structlog.get_logger("hub.server")
+
+LIST_METHODS = frozenset({"tools/list", "resources/list", "resources/templates/list", "prompts/list"})
+
+
+def to_call_result(value: Any) -> types.CallToolResult:
+    """A tool handler's return value as an MCP result (see `hub.plugin.items.Tool`)."""
+    if isinstance(value, types.CallToolResult):
+        return value
+    if isinstance(value, RawResult):  # a downstream's answer, as wire JSON
+        return types.CallToolResult.model_validate(value)
+    if isinstance(value, BaseModel):
+        value = value.model_dump(mode="json")
+    if isinstance(value, str):
+        return types.CallToolResult(content=[types.TextContent(type="text", text=value)])
+    structured = value if isinstance(value, dict) else {"result": value}
+    text = dump_json(value)
+    return types.CallToolResult(
+        content=[types.TextContent(type="text", text=text)], structured_content=structured
+    )
+
+
+def well_formed(params: dict[str, Any]) -> bool:
+    """Whether `tools/call` params are as the SDK would take them, as far as the hub reads them:
+    `arguments` an object (or absent), `_meta` an object whose `progressToken`, if any, is a
+    string or an integer. Others go to the SDK, which answers -32602."""
+    arguments = params.get("arguments")
+    if arguments is not None and type(arguments) is not dict:
+        return False
+    meta = params.get("_meta")
+    if meta is None:
+        return True
+    if type(meta) is not dict:
+        return False
+    token = meta.get("progressToken")
+    return token is None or type(token) is str or type(token) is int
+
+
+def _result_problem(result: dict[str, Any]) -> str | None:
+    """What the SDK's per-version check of a plugin's result would refuse, as far as a model
+    allows it: `structuredContent` must be an object, `content` a list."""
+    structured = result.get("structuredContent")
+    if structured is not None and not isinstance(structured, dict):
+        return f"structuredContent is {type(structured).__name__}, not an object"
+    if not isinstance(result.get("content"), list):
+        return "it has no content list"
+    return None
+
+
+def _error(text: str) -> dict[str, Any]:
+    return {"content": [{"type": "text", "text": text}], "isError": True}
+
+
+def _first_leaf(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
+class Dispatch:
+    """The middleware and its list cache; `generation` counts registry changes."""
+
+    def __init__(self, registry: Registry, server: Server[Any]) -> None:
+        self.registry = registry
+        self.server = server
+        self.generation = 0
+        self.lists: dict[tuple[str, str], dict[str, Any]] = {}
+        # The same answers as JSON text, for the transports' shortcuts (hub.server.shortcuts).
+        self.texts: dict[tuple[str, str], str] = {}
+        self.hits = 0
+        self.shortcut_calls = 0  # raw-result calls answered by a transport's shortcut
+
+    def invalidate(self, kind: ListKind | None = None) -> None:
+        """Drop the cached lists (a registry listener: `kind` is the list that changed)."""
+        self.generation += 1
+        self.lists.clear()
+        self.texts.clear()
+
+    def list_answer(self, method: Any, params: dict[str, Any], version: str) -> str | None:
+        """For a transport's shortcut: the cached answer text to a list request (first page),
+        counted as a hit; None if there is none (the SDK answers, and this middleware keeps it)."""
+        if method not in LIST_METHODS or params.get("cursor") is not None:
+            return None
+        text = self.list_text(method, version)
+        if text is not None:
+            self.hits += 1
+        return text
+
+    def list_text(self, method: str, version: str) -> str | None:
+        """The cached answer to a list request as JSON text, if the SDK has given one since the
+        registry last changed."""
+        key = (method, version)
+        text = self.texts.get(key)
+        if text is None and key in self.lists:
+            text = self.texts[key] = json.dumps(self.lists[key], ensure_ascii=False, separators=(",", ":"))
+        return text
+
+    async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: Any) -> Any:
+        method = ctx.method
+        if method != "tools/call" and method not in LIST_METHODS:
+            return await call_next(ctx)
+        connection = connection_of(ctx.session)
+        if connection is not None and not connection.initialize_accepted:
+            return await call_next(ctx)  # the SDK's gate answers it
+        params = ctx.params if isinstance(ctx.params, dict) else {}
+        if method == "tools/call":
+            name = params.get("name")
+            tool = self.registry.tools.get(name) if isinstance(name, str) else None
+            if tool is None or not well_formed(params):
+                return await call_next(ctx)  # the SDK's answer: an unknown tool, or -32602
+            return self.stamp(ctx.protocol_version, await self._forward(ctx, tool, params))
+        if params.get("cursor") is not None:
+            return await call_next(ctx)
+        key = (method, ctx.protocol_version)
+        cached = self.lists.get(key)
+        if cached is not None:
+            self.hits += 1
+            return dict(cached)
+        generation = self.generation
+        result = await call_next(ctx)
+        if isinstance(result, dict) and generation == self.generation:
+            self.lists[key] = result
+            return dict(result)
+        return result
+
+    async def _forward(
+        self, ctx: ServerRequestContext[Any, Any], tool: Tool, params: dict[str, Any]
+    ) -> dict[str, Any]:
+        return await self.forward(tool, params, ctx.request_id, ctx.session.report_progress, ctx.session)
+
+    async def forward(
+        self,
+        tool: Tool,
+        params: dict[str, Any],
+        request_id: Any,
+        progress: ProgressFn | None,
+        session: Any = None,
+    ) -> dict[str, Any]:
+        """Run `tool` for a `tools/call` with `params`: its result as wire JSON, failures as
+        `isError` results with the texts of the regular path."""
+        forwarded = tool.returns_raw
+        # A forwarded call is the hot path: its logger is bound only when there is something to say.
+        bound = log if forwarded else log.bind(tool=tool.name, plugin=tool.plugin, request_id=request_id)
+        started = time.perf_counter()
+        try:
+            arguments = tool.validate(params.get("arguments"))
+            call = ToolCall(tool.name, request_id=request_id, progress=progress, session=session, log=bound)
+            result = await tool.handler(arguments, call)
+        except ToolError as exc:
+            log.info("tool error", tool=tool.name, plugin=tool.plugin, request_id=request_id, error=str(exc))
+            return _error(str(exc))
+        except Exception as exc:
+            leaf = _first_leaf(exc)
+            if isinstance(leaf, ToolError):  # raised inside a plugin's task group
+                log.info(
+                    "tool error", tool=tool.name, plugin=tool.plugin, request_id=request_id, error=str(leaf)
+                )
+                return _error(str(leaf))
+            log.exception("tool raised", tool=tool.name, plugin=tool.plugin, request_id=request_id)
+            exc = leaf if isinstance(leaf, Exception) else exc
+            return _error(f"{tool.name} failed: {type(exc).__name__}: {exc}")
+        if forwarded and isinstance(result, dict):
+            return dict(result)
+        if forwarded and not isinstance(result, BaseModel):
+            return _error(f"{tool.name} returned {type(result).__name__}, not a tool result")
+        try:
+            model = result if forwarded else to_call_result(result)
+            dumped: dict[str, Any] = model.model_dump(by_alias=True, mode="json", exclude_none=True)
+            problem = _result_problem(dumped)
+        except Exception as exc:  # pydantic's serializer refused it (nesting, a lone surrogate in a key)
+            log.exception(
+                "a tool's result cannot be sent", tool=tool.name, plugin=tool.plugin, request_id=request_id
+            )
+            problem = str(exc)
+        if problem is not None:
+            return _error(
+                f"{tool.name} returned a result that cannot be sent ({problem}); the plugin serving it has a bug"
+            )
+        if not forwarded:
+            bound.debug(
+                "tool done",
+                ms=round((time.perf_counter() - started) * 1000, 1),
+                is_error=dumped.get("isError", False),
+            )
+        return dumped
+
+    def stamp(self, version: str, result: dict[str, Any]) -> dict[str, Any]:
+        """What the SDK adds to every 2026-era result: `resultType` and the `serverInfo` stamp."""
+        if version not in MODERN_PROTOCOL_VERSIONS:
+            result.pop("resultType", None)
+            return result
+        result.setdefault("resultType", "complete")
+        meta = result.get("_meta")
+        if not isinstance(meta, dict):
+            result["_meta"] = {SERVER_INFO_META_KEY: self.server.server_info_stamp}
+        elif meta.get(SERVER_INFO_META_KEY) is None:
+            result["_meta"] = {**meta, SERVER_INFO_META_KEY: self.server.server_info_stamp}
+        return result
