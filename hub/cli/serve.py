@@ -115,7 +115,13 @@ def _fast_start(args: argparse.Namespace) -> tuple[Any, Any] | None:
     except ValueError:
         return None
     files = config_files(args.config, os.environ).paths
-    return answer_while_loading(state_dir, files, sys.argv[1:], os.environ)
+    return answer_while_loading(state_dir, files, sys.argv[1:], os.environ, _load_the_hub)
+
+
+def _load_the_hub() -> None:
+    """What serving needs imported (the MCP SDK most of all), for the fast start's thread."""
+    import hub.host
+    import hub.launch.session  # noqa: F401
 
 
 async def serve(config: HubConfig, transport: str, fast: tuple[Any, Any] | None = None) -> None:

@@ -4,8 +4,9 @@
 `mcp.ClientSession` for the `[servers.fs]` table. The first use starts the server (two
 concurrent first uses start one process); later uses reuse it; it is closed after
 `idle_timeout_s` without use; a server that died is started again on the next use, with backoff
-when it keeps dying (see `restart_delay`), and on its own when it is in `keep_running` (the proxy's `eager`); and every child is
-shut down (stdin closed, then SIGTERM, then SIGKILL, by the SDK's transport) when the hub stops.
+when it keeps dying (see `restart_delay`), and on its own when it is kept alive (`keep_alive`:
+the proxy's `eager`); and every child is shut down (stdin closed, then SIGTERM, then SIGKILL)
+when the hub stops.
 
 Each connection is owned by one task in the cache's task group, which enters and leaves the
 transport's context managers itself: anyio cancel scopes must be exited by the task that
@@ -123,7 +124,7 @@ class ConnectionCache:
     ) -> None:
         self.servers = dict(servers)
         # Servers restarted (with backoff) when they die, without waiting for a use (the proxy's `eager`).
-        self.keep_running: set[str] = set(keep_running)
+        self._keep_running: set[str] = set(keep_running)
         self.log_dir = log_dir
         self.environ = os.environ if environ is None else environ
         self.message_handler = message_handler
@@ -165,7 +166,13 @@ class ConnectionCache:
     # -- public API ------------------------------------------------------------------------
 
     def names(self) -> list[str]:
+        """The configured servers' names (hub.toml's and those added with `add_server`), sorted."""
         return sorted(self.servers)
+
+    def keep_alive(self, name: str) -> None:
+        """Restart `name` (with backoff) when it dies, without waiting for its next use: the
+        proxy's `eager` servers."""
+        self._keep_running.add(name)
 
     @contextlib.asynccontextmanager
     async def session(self, name: str) -> AsyncIterator[ClientSession]:
@@ -216,7 +223,9 @@ class ConnectionCache:
             try:
                 result = await session.call_tool(tool, dict(arguments or {}), progress_callback=progress)  # type: ignore[arg-type]
             except RuntimeError as exc:  # the SDK's output-schema check
-                raise InvalidOutput(f"server {name!r} tool {tool!r}: {exc}") from None
+                raise InvalidOutput(
+                    f"server {name!r} tool {tool!r}: {exc} (validate_output is set for this server)"
+                ) from None
             dumped: dict[str, Any] = result.model_dump(by_alias=True, mode="json", exclude_none=True)
             return dumped
 
@@ -408,7 +417,7 @@ class ConnectionCache:
         delay = restart_delay(history.failures)
         history.retry_at = time.monotonic() + delay
         if (
-            conn.name in self.keep_running
+            conn.name in self._keep_running
             and history.failures <= MAX_AUTO_RESTARTS
             and not self._closing
             and self._tg

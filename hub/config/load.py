@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from hub.config.paths import config_files, parse_value, resolve_state_dir
+from hub.config.paths import ConfigFiles, config_files, parse_value, resolve_state_dir
 from hub.config.settings import (
     _LOADING,
     HubConfig,
@@ -71,6 +71,34 @@ def load_config(
     """
     env = os.environ if environ is None else environ
     files = config_files(path, env)
+    origins = _file_origins(files)
+    items = _command_line(overrides, plugins, budget_usd, flags)
+    items += _state_dir_item(files, overrides, env, flags)
+    env_source = HubEnvSource(HubConfig, env)
+    env_source()
+    origins.update(env_source.origins)
+    # The command line: --set, then the dedicated options (which win over --set).
+    cli: dict[str, Any] = {}
+    for key, value, origin in items:
+        set_dotted(cli, key, value)
+        for dotted in _leaf_keys({key: value}) if isinstance(value, Mapping) else [key]:
+            origins[dotted] = origin
+    source = str(files.paths[-1]) if files.paths else "(defaults)"
+    token = _LOADING.set(_Load(files.in_order(), env, cli))
+    try:
+        config = HubConfig()
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source, origins=origins)) from None
+    finally:
+        _LOADING.reset(token)
+    config.source = source
+    config.origins = origins
+    config.scopes = [(scope, str(file)) for scope, file in files.in_order()]
+    return config
+
+
+def _file_origins(files: ConfigFiles) -> dict[str, str]:
+    """Which file set each key (`ConfigError` for a project file that is missing)."""
     for scope, file in files.in_order():
         if scope == "project" and not file.is_file():
             if not file.exists():
@@ -80,63 +108,49 @@ def load_config(
     for _, file in files.in_order():
         data = _normalise(HubTomlSource(HubConfig, toml_file=file).toml_data)
         origins.update(dict.fromkeys(_leaf_keys(data), str(file)))
+    return origins
 
-    # The command line: --set, then the dedicated options (which win over --set).
-    cli: dict[str, Any] = {}
 
-    def put(key: str, value: Any, origin: str) -> None:
-        set_dotted(cli, key, value)
-        for dotted in _leaf_keys({key: value}) if isinstance(value, Mapping) else [key]:
-            origins[dotted] = origin
-
-    cli_items: list[tuple[str, Any, str]] = []
+def _command_line(
+    overrides: list[str] | None,
+    plugins: str | None,
+    budget_usd: float | None,
+    flags: Mapping[str, tuple[str, Any]] | None,
+) -> list[tuple[str, Any, str]]:
+    """(dotted key, value, option) for each value the command line gives, in precedence order."""
+    items: list[tuple[str, Any, str]] = []
     for item in overrides or []:
         key, sep, raw = item.partition("=")
         if not sep:
             raise ConfigError(f"--set {item}: expected KEY=VALUE, e.g. --set plugins.pool.slots=4")
-        cli_items.append((key.strip(), parse_value(raw.strip()), "--set"))
+        items.append((key.strip(), parse_value(raw.strip()), "--set"))
     if plugins is not None:
-        cli_items.append(
-            ("plugins.enabled", [p.strip() for p in plugins.split(",") if p.strip()], "--plugins")
-        )
+        items.append(("plugins.enabled", [p.strip() for p in plugins.split(",") if p.strip()], "--plugins"))
     if budget_usd is not None:
-        cli_items.append(("budget.limit_usd", budget_usd, "--budget-usd"))
+        items.append(("budget.limit_usd", budget_usd, "--budget-usd"))
     for key, (option, value) in (flags or {}).items():
         if key != "state_dir":
-            cli_items.append((key, value, option))
+            items.append((key, value, option))
+    return items
 
-    # One precedence for the state directory, shared with `hub statusline` and the fast start.
+
+def _state_dir_item(
+    files: ConfigFiles,
+    overrides: list[str] | None,
+    environ: Mapping[str, str],
+    flags: Mapping[str, tuple[str, Any]] | None,
+) -> list[tuple[str, Any, str]]:
+    """The state directory by the one precedence shared with `hub statusline` and the fast start."""
     state_flag = (flags or {}).get("state_dir", (None, None))[1]
     try:
-        state_dir, state_origin = resolve_state_dir(
-            flag=state_flag, overrides=list(overrides or []), environ=env, files=files
+        state_dir, origin = resolve_state_dir(
+            flag=state_flag, overrides=list(overrides or []), environ=environ, files=files
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    if state_origin != "(defaults)":
-        cli_items.append(
-            ("state_dir", str(state_dir) if isinstance(state_dir, Path) else state_dir, state_origin)
-        )
-
-    env_source = HubEnvSource(HubConfig, env)
-    env_source()
-    origins.update(env_source.origins)
-    for key, value, origin in cli_items:
-        put(key, value, origin)
-
-    loading = _Load(files.in_order(), env, cli)
-    token = _LOADING.set(loading)
-    try:
-        config = HubConfig()
-    except ValidationError as exc:
-        source = str(files.paths[-1]) if files.paths else "(defaults)"
-        raise ConfigError(format_validation_error(exc, source, origins=origins)) from None
-    finally:
-        _LOADING.reset(token)
-    config.source = str(files.paths[-1]) if files.paths else "(defaults)"
-    config.origins = origins
-    config.scopes = [(scope, str(file)) for scope, file in files.in_order()]
-    return config
+    if origin == "(defaults)":
+        return []
+    return [("state_dir", str(state_dir) if isinstance(state_dir, Path) else state_dir, origin)]
 
 
 def check_server_keys(config: HubConfig, models: Mapping[str, type[BaseModel]]) -> None:

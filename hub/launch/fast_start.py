@@ -25,7 +25,7 @@ import os
 import select
 import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -317,11 +317,16 @@ def check_requests(early: EarlyAnswers) -> list[tuple[str, str]]:
 
 
 def answer_while_loading(
-    state_dir: Path, config_files: Sequence[Path], argv: Sequence[str], environ: Mapping[str, str]
+    state_dir: Path,
+    config_files: Sequence[Path],
+    argv: Sequence[str],
+    environ: Mapping[str, str],
+    load: Callable[[], object],
 ) -> tuple[AnswerCache, EarlyAnswers | None] | None:
-    """For `hub serve --no-share` over stdio: while the hub's modules import in a thread, answer
-    list requests from the last run. Returns (answer cache, early answers or None: nothing to
-    answer with yet), or None when stdin is not a pipe or socket or `HUB_FAST_START=0`."""
+    """For `hub serve --no-share` over stdio: while `load()` imports the hub's modules in a
+    thread, answer list requests from the last run. Returns (answer cache, early answers or None:
+    nothing to answer with yet), or None when stdin is not a pipe or socket or
+    `HUB_FAST_START=0`."""
     import stat
 
     from hub import __version__
@@ -339,14 +344,13 @@ def answer_while_loading(
         return cache, None  # record this run's answers for the next
     ready = threading.Event()
 
-    def load() -> None:
+    def loading() -> None:
         try:
-            import hub.host
-            import hub.launch.session  # noqa: F401
+            load()
         finally:
             ready.set()
 
-    threading.Thread(target=load, name="hub-import", daemon=True).start()
+    threading.Thread(target=loading, name="hub-import", daemon=True).start()
     early = answer_until(ready, cache)
     if early.ended and early.held.strip():
         ready.wait()  # input ended early, but requests wait for answers: let the imports finish first

@@ -176,63 +176,89 @@ def load_plugins(
 
     `extra` are plugin objects registered in addition to the discovered ones, always loaded
     (the hub's own core plugin, and example plugins in tests). Raises `ConfigError` for an
-    unknown name or invalid plugin settings, `PluginLoadError` for a named plugin that fails.
+    unknown name or invalid plugin settings (every problem of every table at once),
+    `PluginLoadError` for a named plugin that fails.
     """
     pm = HubPluginManager()
-    # The hub's own plugins (and test plugins) first, so the core loads and registers first.
-    candidates: dict[str, _Candidate] = {
-        name: _Candidate(
-            name, getattr(obj, "__name__", type(obj).__name__), lambda o=obj: o, "hub", None, True
-        )
-        for name, obj in (extra or {}).items()
-    }
-    for name, candidate in discover().items():
-        candidates.setdefault(name, candidate)
+    candidates = _candidates(extra or {})
     always = set(extra or {})
     problems: list[str] = []
     try:
         check_plugin_names(config, candidates, hidden=always)
     except ConfigError as exc:
         problems.append(str(exc))
-    selected = config.plugins.enabled
-    explicit = selected is not None
-    if selected is None:
-        wanted = list(candidates)
-    else:
-        wanted = [name for name in candidates if name in always] + [
-            n for n in selected if n not in always and n in candidates
-        ]
-
     infos: dict[str, PluginInfo] = {
         name: PluginInfo(name, c.module, c.distribution, c.version, c.builtin)
         for name, c in candidates.items()
     }
-
+    wanted = _wanted(config, candidates, always)
     for name in wanted:
-        info = infos[name]
-        try:
-            register_plugin(pm, name, candidates[name].load(), info)
-        except Exception as exc:
-            info.status = "failed"
-            info.error = str(exc) if isinstance(exc, PluginLoadError) else _describe_error(exc)
-            if explicit or name in always:
-                raise PluginLoadError(f"plugin {name!r} failed to load: {info.error}") from exc
-            log.error("plugin failed to load; serving the others", plugin=name, error=info.error)
-            continue
-        try:
-            info.config = plugin_config(pm, name, config)
-        except ConfigError as exc:  # every plugin's problems at once, not only the first's
-            problems.append(str(exc))
+        named = config.plugins.enabled is not None or name in always
+        _load_one(pm, candidates[name], infos[name], config, named=named, problems=problems)
     # Settings of installed plugins that are not selected are checked too: a typo there would
     # otherwise surface only on the day the plugin is turned on.
     for name in config.plugins.tables():
         if name in candidates and name not in wanted:
             problems.extend(_unselected_problems(name, candidates[name], config))
+    server_models = {n: impl.function() for n, impl in pm.impls("hub_server_config_model")}
+    try:
+        check_server_keys(config, {n: model for n, model in server_models.items() if model is not None})
+    except ConfigError as exc:
+        problems.append(str(exc))
     if problems:
         raise ConfigError("\n".join(problems))
-    server_models = {n: impl.function() for n, impl in pm.impls("hub_server_config_model")}
-    check_server_keys(config, {n: model for n, model in server_models.items() if model is not None})
     return pm, infos
+
+
+def _candidates(extra: dict[str, Any]) -> dict[str, _Candidate]:
+    """Every plugin that could load: the hub's own (and test plugins) first, so the core loads
+    and registers first, then the installed ones."""
+    candidates: dict[str, _Candidate] = {
+        name: _Candidate(
+            name, getattr(obj, "__name__", type(obj).__name__), lambda o=obj: o, "hub", None, True
+        )
+        for name, obj in extra.items()
+    }
+    for name, candidate in discover().items():
+        candidates.setdefault(name, candidate)
+    return candidates
+
+
+def _wanted(config: HubConfig, candidates: dict[str, _Candidate], always: set[str]) -> list[str]:
+    """The plugins to load, in load order: the selection (with the always-loaded ones), or all."""
+    selected = config.plugins.enabled
+    if selected is None:
+        return list(candidates)
+    return [name for name in candidates if name in always] + [
+        n for n in selected if n not in always and n in candidates
+    ]
+
+
+def _load_one(
+    pm: HubPluginManager,
+    candidate: _Candidate,
+    info: PluginInfo,
+    config: HubConfig,
+    *,
+    named: bool,
+    problems: list[str],
+) -> None:
+    """Register one plugin and validate its settings; a plugin that fails is reported and
+    skipped, unless the user `named` it (`PluginLoadError`)."""
+    name = candidate.name
+    try:
+        register_plugin(pm, name, candidate.load(), info)
+    except Exception as exc:
+        info.status = "failed"
+        info.error = str(exc) if isinstance(exc, PluginLoadError) else _describe_error(exc)
+        if named:
+            raise PluginLoadError(f"plugin {name!r} failed to load: {info.error}") from exc
+        log.error("plugin failed to load; serving the others", plugin=name, error=info.error)
+        return
+    try:
+        info.config = plugin_config(pm, name, config)
+    except ConfigError as exc:  # every plugin's problems at once, not only the first's
+        problems.append(str(exc))
 
 
 def _unselected_problems(name: str, candidate: _Candidate, config: HubConfig) -> list[str]:

@@ -27,26 +27,42 @@ def compact_schema(schema: dict[str, Any]) -> dict[str, Any]:
     model's docstring (the top-level description) is left to the tool's description.
     """
     defs: dict[str, Any] = dict(schema.get("$defs") or {})
+    compactor = _Compactor(defs, _inlinable(schema, defs))
+    top = {k: v for k, v in schema.items() if k != "$defs"}
+    ref = top.pop("$ref", None)
+    if isinstance(ref, str) and ref.startswith(_DEF_REF):  # a recursive model: the body is a def
+        top = {**defs[ref[len(_DEF_REF) :]], **top}
+    top.pop("description", None)
+    result = compactor.clean(top)
+    kept = {name: compactor.clean(body) for name, body in defs.items() if name not in compactor.inline}
+    if kept:
+        result["$defs"] = kept
+    return result  # type: ignore[no-any-return]
+
+
+def _refs(node: Any, found: set[str], uses: dict[str, int]) -> set[str]:
+    """The definitions `node` refers to (added to `found`), each use counted in `uses`."""
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith(_DEF_REF):
+            name = ref[len(_DEF_REF) :]
+            found.add(name)
+            uses[name] = uses.get(name, 0) + 1
+        for key, value in node.items():
+            if key != "$defs":
+                _refs(value, found, uses)
+    elif isinstance(node, list):
+        for value in node:
+            _refs(value, found, uses)
+    return found
+
+
+def _inlinable(schema: dict[str, Any], defs: dict[str, Any]) -> set[str]:
+    """Definitions used once (anywhere, other definitions included) and not recursive: these are
+    written where they are used."""
     uses: dict[str, int] = {}
-    inside: dict[str, set[str]] = {}
-
-    def refs(node: Any, found: set[str]) -> set[str]:
-        if isinstance(node, dict):
-            ref = node.get("$ref")
-            if isinstance(ref, str) and ref.startswith(_DEF_REF):
-                found.add(ref[len(_DEF_REF) :])
-                uses[ref[len(_DEF_REF) :]] = uses.get(ref[len(_DEF_REF) :], 0) + 1
-            for key, value in node.items():
-                if key != "$defs":
-                    refs(value, found)
-        elif isinstance(node, list):
-            for value in node:
-                refs(value, found)
-        return found
-
-    refs(schema, set())
-    for name, body in defs.items():
-        inside[name] = refs(body, set())
+    _refs(schema, set(), uses)
+    inside = {name: _refs(body, set(), uses) for name, body in defs.items()}
 
     def reaches(start: str) -> set[str]:
         seen: set[str] = set()
@@ -58,15 +74,23 @@ def compact_schema(schema: dict[str, Any]) -> dict[str, Any]:
                 todo.extend(inside.get(name, ()))
         return seen
 
-    inline = {name for name in defs if uses.get(name, 0) == 1 and name not in reaches(name)}
+    return {name for name in defs if uses.get(name, 0) == 1 and name not in reaches(name)}
 
-    def clean(node: Any) -> Any:
+
+class _Compactor:
+    """Cleans schema nodes, inlining the definitions in `inline`."""
+
+    def __init__(self, defs: dict[str, Any], inline: set[str]) -> None:
+        self.defs = defs
+        self.inline = inline
+
+    def clean(self, node: Any) -> Any:
         if not isinstance(node, dict):
             return node
         ref = node.get("$ref")
-        if isinstance(ref, str) and ref.startswith(_DEF_REF) and ref[len(_DEF_REF) :] in inline:
+        if isinstance(ref, str) and ref.startswith(_DEF_REF) and ref[len(_DEF_REF) :] in self.inline:
             siblings = {k: v for k, v in node.items() if k != "$ref"}
-            return clean({**defs[ref[len(_DEF_REF) :]], **siblings})
+            return self.clean({**self.defs[ref[len(_DEF_REF) :]], **siblings})
         out: dict[str, Any] = {}
         for key, value in node.items():
             if (key == "title" and isinstance(value, str)) or (
@@ -74,31 +98,25 @@ def compact_schema(schema: dict[str, Any]) -> dict[str, Any]:
             ):
                 continue
             if key in _SUBSCHEMA and isinstance(value, dict):
-                out[key] = clean(value)
+                out[key] = self.clean(value)
             elif key in _SCHEMA_LISTS and isinstance(value, list):
-                out[key] = [clean(v) for v in value]
+                out[key] = [self.clean(v) for v in value]
             elif key in _SCHEMA_MAPS and isinstance(value, dict):
-                out[key] = {name: clean(v) for name, v in value.items()}
+                out[key] = {name: self.clean(v) for name, v in value.items()}
             else:
                 out[key] = value
-        options = out.get("anyOf")
-        if "default" in out and out["default"] is None and isinstance(options, list):
-            rest = [o for o in options if o != {"type": "null"}]
-            if len(rest) < len(options) and rest:
-                del out["default"], out["anyOf"]
-                if len(rest) == 1:
-                    out = {**rest[0], **out}
-                else:
-                    out["anyOf"] = rest
-        return out
+        return _without_optional_null(out)
 
-    top = {k: v for k, v in schema.items() if k != "$defs"}
-    ref = top.pop("$ref", None)
-    if isinstance(ref, str) and ref.startswith(_DEF_REF):  # a recursive model: the body is a def
-        top = {**defs[ref[len(_DEF_REF) :]], **top}
-    top.pop("description", None)
-    result = clean(top)
-    kept = {name: clean(body) for name, body in defs.items() if name not in inline}
-    if kept:
-        result["$defs"] = kept
-    return result  # type: ignore[no-any-return]
+
+def _without_optional_null(out: dict[str, Any]) -> dict[str, Any]:
+    """``anyOf: [X, null]`` with ``default: null`` shown as ``X`` (null is still accepted)."""
+    options = out.get("anyOf")
+    if "default" in out and out["default"] is None and isinstance(options, list):
+        rest = [o for o in options if o != {"type": "null"}]
+        if len(rest) < len(options) and rest:
+            del out["default"], out["anyOf"]
+            if len(rest) == 1:
+                out = {**rest[0], **out}
+            else:
+                out["anyOf"] = rest
+    return out

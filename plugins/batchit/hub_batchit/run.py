@@ -24,12 +24,11 @@ from mcp.shared.exceptions import MCPError
 
 from hub import (
     ConnectionCache,
-    InvalidOutput,
     ServerConfig,
     ServerUnavailable,
     ToolCall,
     ToolError,
-    call_tool_raw,
+    failure_message,
 )
 
 from .refs import RefError, find_refs, has_refs, resolve, result_root
@@ -227,6 +226,23 @@ async def plan(
     limits: Limits,
 ) -> list[Step]:
     """Check the whole request and return its steps, or raise `ToolError` listing every problem."""
+    _check_limits(request, limits)
+    default, default_label = _servers_for(request, configured, connections, limits)
+    problems: list[str] = []
+    steps, ids = _steps(request.operations, default, default_label, configured, problems)
+    _link_references(steps, ids, problems)
+    if not problems:
+        _check_graph(steps, ids, problems)
+    servers = sorted({s.server for s in steps if s.server})
+    if servers and not problems:
+        await _check_tools(steps, servers, tool_lists, problems)
+    if problems:
+        more = f" (and {len(problems) - MAX_PROBLEMS} more)" if len(problems) > MAX_PROBLEMS else ""
+        raise ToolError("nothing was run: " + "; ".join(problems[:MAX_PROBLEMS]) + more)
+    return steps
+
+
+def _check_limits(request: BatchRequest, limits: Limits) -> None:
     operations = request.operations
     if len(operations) > limits.max_operations:
         raise ToolError(
@@ -238,8 +254,16 @@ async def plan(
             f"options.maxConcurrent {request.options.maxConcurrent} is over the limit of {limits.max_concurrency} "
             "([plugins.batchit] max_concurrency)"
         )
-    default, default_label = _servers_for(request, configured, connections, limits)
-    problems: list[str] = []
+
+
+def _steps(
+    operations: list[Operation],
+    default: str | None,
+    default_label: str | None,
+    configured: Mapping[str, ServerConfig],
+    problems: list[str],
+) -> tuple[list[Step], dict[str, int]]:
+    """One step per operation, on its server, and the operations' ids (problems noted)."""
     steps: list[Step] = []
     ids: dict[str, int] = {}
     for i, op in enumerate(operations):
@@ -268,6 +292,11 @@ async def plan(
             else:
                 ids[op.id] = i
         steps.append(Step(i, op, server, label))
+    return steps, ids
+
+
+def _link_references(steps: list[Step], ids: dict[str, int], problems: list[str]) -> None:
+    """Each step waits for the operations its arguments reference (problems noted)."""
     for step in steps:
         try:
             refs = list(find_refs(step.op.arguments, f"operations[{step.index}].arguments"))
@@ -283,15 +312,6 @@ async def plan(
                 )
             else:
                 step.deps.add(ids[ref.id])
-    if not problems:
-        _check_graph(steps, ids, problems)
-    servers = sorted({s.server for s in steps if s.server})
-    if servers and not problems:
-        await _check_tools(steps, servers, tool_lists, problems)
-    if problems:
-        more = f" (and {len(problems) - MAX_PROBLEMS} more)" if len(problems) > MAX_PROBLEMS else ""
-        raise ToolError("nothing was run: " + "; ".join(problems[:MAX_PROBLEMS]) + more)
-    return steps
 
 
 async def _check_tools(
@@ -441,20 +461,6 @@ class BatchRun:
             self.done, total, f"{self.done}/{total} done; last: {step.label} {step.op.tool} {outcome.status}"
         )
 
-    async def _call(
-        self, server: str, session: ClientSession, tool: str, arguments: dict[str, Any]
-    ) -> dict[str, Any]:
-        """One op as raw JSON-RPC over the cached connection: the result as the server sent it
-        (`validate_output` servers: the SDK's checked path, dumped back to wire JSON)."""
-        if self.connections.servers[server].validate_output:
-            try:
-                result = await session.call_tool(tool, arguments)
-            except RuntimeError as exc:  # the SDK's output-schema check
-                raise InvalidOutput(f"{exc} (validate_output is set for this server)") from None
-            dumped: dict[str, Any] = result.model_dump(by_alias=True, mode="json", exclude_none=True)
-            return dumped
-        return await call_tool_raw(session, tool, arguments)
-
     async def _execute(self, step: Step) -> Outcome:
         started = time.perf_counter()
 
@@ -471,30 +477,23 @@ class BatchRun:
         server, tool = step.server, step.op.tool
         raw: dict[str, Any] | None = None
         try:
-            async with self.connections.session(server) as session:
-                if self.stopped_by is not None:  # an operation failed while this one waited for its server
-                    option = "cancelOnError" if self.options.cancelOnError else "stopOnError"
-                    return ended(
-                        "skipped", error=f"not run: operations[{self.stopped_by}] failed and {option} is set"
-                    )
-                # One scope per op: its deadline is the op's timeout, and cancelOnError cancels it.
-                with anyio.CancelScope(deadline=anyio.current_time() + timeout_ms / 1000) as scope:
-                    self.running[step.index] = scope
-                    try:
-                        raw = await self._call(server, session, tool, arguments)
-                    finally:
-                        self.running.pop(step.index, None)
-        except MCPError as exc:  # a closed connection is marked dead by the cache itself
-            if exc.code == types.CONNECTION_CLOSED:
+            await self.connections.get(server)  # started (or waited for) before the op's clock runs
+            if self.stopped_by is not None:  # an operation failed while this one waited for its server
+                option = "cancelOnError" if self.options.cancelOnError else "stopOnError"
                 return ended(
-                    "error",
-                    error=f"server {step.label!r} died during {tool}; the next operation on it restarts it",
+                    "skipped", error=f"not run: operations[{self.stopped_by}] failed and {option} is set"
                 )
-            return ended("error", error=f"{step.label} {tool}: {exc.message}")
-        except ServerUnavailable as exc:
-            return ended("error", error=str(exc))
+            # One scope per op: its deadline is the op's timeout, and cancelOnError cancels it.
+            with anyio.CancelScope(deadline=anyio.current_time() + timeout_ms / 1000) as scope:
+                self.running[step.index] = scope
+                try:
+                    # The result as the server sent it (checked against its output schema first
+                    # for a `validate_output` server); a closed connection is marked dead.
+                    raw = await self.connections.call_tool(server, tool, arguments)
+                finally:
+                    self.running.pop(step.index, None)
         except Exception as exc:  # one operation never takes the batch down
-            return ended("error", error=f"{step.label} {tool}: {type(exc).__name__}: {exc}")
+            return ended("error", error=failure_message(step.label, tool, exc))
         if raw is None and step.index in self.cancelled:
             return ended(
                 "cancelled",

@@ -369,8 +369,8 @@ async def test_a_crash_fails_only_the_operations_in_flight(tmp_path):
             result = await batch(client, server="d", operations=ops, options={"maxConcurrent": 2})
         out = result.structured_content["operations"]
         assert statuses(result) == ["ok", "error", "error", "ok"], result_text(result)
-        assert out[1]["error"] == "server 'd' died during sleep; the next operation on it restarts it"
-        assert out[2]["error"] == "server 'd' died during crash; the next operation on it restarts it"
+        assert out[1]["error"] == "server 'd' died during sleep; it is restarted on the next call"
+        assert out[2]["error"] == "server 'd' died during crash; it is restarted on the next call"
         assert out[3]["structuredContent"]["pid"] != out[0]["structuredContent"]["pid"]
         again = await batch(client, server="d", operations=[{"tool": "echo", "arguments": {"text": "back"}}])
         assert statuses(again) == ["ok"]

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from hub import (
     CLAUDE_PREFIX,
     ForwardedTool,
-    InvalidOutput,
+    HubError,
     Lifecycle,
     Plugin,
     PluginContext,
@@ -42,6 +42,7 @@ from hub import (
     Tool,
     ToolCall,
     ToolError,
+    failure_message,
     hookimpl,
 )
 
@@ -263,14 +264,8 @@ class Proxy:
                 return RawResult(
                     await connections.call_tool(server, tool.name, arguments, progress=call.report_progress)
                 )
-            except MCPError as exc:  # a closed connection is marked dead by the cache itself
-                if exc.code == types.CONNECTION_CLOSED:
-                    raise ToolError(
-                        f"server {server!r} died during {tool.name}; it is restarted on the next call"
-                    ) from None
-                raise ToolError(f"{server} {tool.name}: {exc.message}") from None
-            except (ServerUnavailable, InvalidOutput) as exc:
-                raise ToolError(str(exc)) from None
+            except (MCPError, HubError) as exc:  # a closed connection is marked dead by the cache itself
+                raise ToolError(failure_message(server, tool.name, exc)) from None
 
         description = f"[{server}] {tool.description or ''}".strip()
         return ForwardedTool(
@@ -290,14 +285,8 @@ class Proxy:
         try:
             async with self.hub.connections.session(server) as session:
                 return await request(session)
-        except MCPError as exc:  # a closed connection is marked dead by the cache itself
-            if exc.code == types.CONNECTION_CLOSED:
-                raise ToolError(
-                    f"server {server!r} died during {what}; it is restarted on the next call"
-                ) from None
-            raise ToolError(f"{server} {what}: {exc.message}") from None
-        except ServerUnavailable as exc:
-            raise ToolError(str(exc)) from None
+        except (MCPError, HubError) as exc:  # a closed connection is marked dead by the cache itself
+            raise ToolError(failure_message(server, what, exc)) from None
 
     def resource_for(
         self, server: str, resource: types.Resource | types.ResourceTemplate
@@ -387,7 +376,7 @@ class ProxyPlugin(Plugin):
             hub.on_downstream_message(proxy.on_message)
             for name, config in proxy.servers.items():
                 if config.eager:
-                    hub.connections.keep_running.add(name)
+                    hub.connections.keep_alive(name)
                 if config.eager or name not in proxy.known:
                     hub.start_soon(proxy.refresh, name, name=f"refresh {name}")
 
