@@ -30,10 +30,10 @@ from .backends import BACKENDS, Backend, BackendError
 from .jobs import ENDED_STATES, OPEN_STATES, Jobs, add_counts, final_state
 from .pricing import Price, PriceTable
 from .results import ResultWriter
-from .spool import Defaults, PacketReader, RequestItem, jsonl_items, spool
+from .spool import Defaults, PacketReader, Part, RequestItem, Spooled, jsonl_items, spool
 
 if TYPE_CHECKING:
-    from hub import PluginContext
+    from hub import PluginContext, Reservation
 
     from . import SendArgs, Settings
     from .backends.vertex import VertexConfig
@@ -298,6 +298,63 @@ class BatchService:
         return [RequestItem(custom_id=args.custom_id, prompt=args.packet_text)]
 
     async def send(self, args: SendArgs) -> dict[str, Any]:
+        """Submit a job: check and spool its requests, record it, reserve what it may cost, send
+        its batches, and hand it to the poller. Returns what `send_to_batch` answers."""
+        self._check_send_input(args)
+        backend = self.backend(args.backend)
+        backend_choice = self.choose_backend(args.backend)[1]
+        job_id = new_job_id()
+        model = args.model or self.settings.model
+        defaults = await self._defaults(args, model)
+        result_path = self.results_dir / f"{job_id}.md"
+        raw_path = self.results_dir / f"{job_id}.raw.jsonl"
+        spooled, pending_rows = await self._spool(job_id, self._items(args), defaults, backend)
+        await self.jobs.create(
+            job_id,
+            label=args.label,
+            backend=backend.name,
+            model=model,
+            result_path=str(result_path),
+            raw_path=str(raw_path),
+            owner=self.hub.instance_id,
+        )
+        for rows in pending_rows:
+            await self.jobs.add_requests(job_id, rows)
+        for unknown in sorted(spooled.unknown_models):
+            self.hub.log.warning("no price for this model; priced as the most expensive", model=unknown)
+        count = sum(p.count for p in spooled.parts)
+        reservation = await self._reserve(job_id, spooled.reserve_usd, count)
+        job = await self.jobs.get(job_id)
+        assert job is not None
+        await self._submit_or_settle(job, backend, spooled.parts)
+        await self._start_polling(job_id, count)
+        self._wake.set()
+        await self.update_status_line()
+        self.hub.log.info(
+            "batch job submitted",
+            job=job_id,
+            requests=count,
+            batches=len(spooled.parts),
+            backend=backend.name,
+            backend_choice=backend_choice,
+        )
+        return {
+            "job_id": job_id,
+            "backend": backend.name,
+            "backend_choice": backend_choice,
+            "state": "in_progress",
+            "label": args.label,
+            "requests": count,
+            "batches": len(spooled.parts),
+            "models": sorted(spooled.models),
+            "reserved_usd": reservation.reserved_usd,
+            "result_path": str(result_path),
+            "raw_path": str(raw_path),
+        }
+
+    @staticmethod
+    def _check_send_input(args: SendArgs) -> None:
+        """Refuse a call that gives no input, more than one kind, or an empty one."""
         given = [
             n
             for n in ("packet_path", "packet_text", "requests", "requests_path")
@@ -312,12 +369,11 @@ class BatchService:
             raise ToolError("packet_text is empty")
         if args.requests is not None and not args.requests:
             raise ToolError("requests is empty")
-        backend = self.backend(args.backend)
-        backend_choice = self.choose_backend(args.backend)[1]
-        job_id = new_job_id()
-        model = args.model or self.settings.model
+
+    async def _defaults(self, args: SendArgs, model: str) -> Defaults:
+        """What every request of the job gets unless it says otherwise."""
         context = await self.hub.context.as_prompt() if args.use_context else ""
-        defaults = Defaults(
+        return Defaults(
             model=model,
             max_tokens=args.max_tokens or self.settings.max_tokens,
             system=args.system or self.settings.system or None,
@@ -325,9 +381,12 @@ class BatchService:
             thinking_budget=args.thinking_budget,
             context=context,
         )
-        result_path = self.results_dir / f"{job_id}.md"
-        raw_path = self.results_dir / f"{job_id}.raw.jsonl"
-        items = self._items(args)
+
+    async def _spool(
+        self, job_id: str, items: Iterable[RequestItem], defaults: Defaults, backend: Backend
+    ) -> tuple[Spooled, list[list[tuple[str, int, str]]]]:
+        """Write the job's request bodies to its spool files (in a worker thread); returns them and
+        the request rows to record once the job row exists. Nothing is left behind on an error."""
         # The job row is created once the input was read and checked; until then rows wait here.
         pending_rows: list[list[tuple[str, int, str]]] = []
 
@@ -353,23 +412,13 @@ class BatchService:
         except BaseException:
             self._drop_spool(job_id)
             raise
-        await self.jobs.create(
-            job_id,
-            label=args.label,
-            backend=backend.name,
-            model=model,
-            result_path=str(result_path),
-            raw_path=str(raw_path),
-            owner=self.hub.instance_id,
-        )
-        for rows in pending_rows:
-            await self.jobs.add_requests(job_id, rows)
-        for unknown in sorted(spooled.unknown_models):
-            self.hub.log.warning("no price for this model; priced as the most expensive", model=unknown)
-        count = sum(p.count for p in spooled.parts)
+        return spooled, pending_rows
+
+    async def _reserve(self, job_id: str, reserve_usd: float, count: int) -> Reservation:
+        """Reserve what the job may cost and record it; a job the budget refuses is deleted."""
         try:
             reservation = await self.hub.budget.reserve(
-                spooled.reserve_usd,
+                reserve_usd,
                 f"batch job {job_id}",
                 durable=True,
                 lower="send fewer requests or lower their max_tokens",
@@ -384,10 +433,13 @@ class BatchService:
             reservation_id=reservation.id,
             reserved_usd=reservation.reserved_usd,
         )
-        job = await self.jobs.get(job_id)
-        assert job is not None
+        return reservation
+
+    async def _submit_or_settle(self, job: dict[str, Any], backend: Backend, parts: list[Part]) -> None:
+        """Send the job's batches; if that stops half-way, settle the job at once and say so."""
+        job_id = job["id"]
         try:
-            await self._submit_parts(job, backend, spooled.parts)
+            await self._submit_parts(job, backend, parts)
         except BaseException as exc:
             # Refused, cancelled or worse half-way: settle the job now rather than leave it 'submitting'.
             refused = isinstance(exc, BackendError)
@@ -405,6 +457,9 @@ class BatchService:
                     "have, and what ran is fetched and paid for"
                 ) from None
             raise ToolError(f"job {job_id} was not submitted: {exc}") from None
+
+    async def _start_polling(self, job_id: str, count: int) -> None:
+        """Mark a job sent in full `in_progress`, its poll lease held by this hub."""
         with anyio.CancelScope(shield=True):
             next_poll = time.time() + self._delay(0)
             await self.jobs.update(
@@ -415,29 +470,6 @@ class BatchService:
                 lease_owner=self.hub.instance_id,
                 lease_until=next_poll + LEASE_GRACE_S,
             )
-        self._wake.set()
-        await self.update_status_line()
-        self.hub.log.info(
-            "batch job submitted",
-            job=job_id,
-            requests=count,
-            batches=len(spooled.parts),
-            backend=backend.name,
-            backend_choice=backend_choice,
-        )
-        return {
-            "job_id": job_id,
-            "backend": backend.name,
-            "backend_choice": backend_choice,
-            "state": "in_progress",
-            "label": args.label,
-            "requests": count,
-            "batches": len(spooled.parts),
-            "models": sorted(spooled.models),
-            "reserved_usd": reservation.reserved_usd,
-            "result_path": str(result_path),
-            "raw_path": str(raw_path),
-        }
 
     async def _submit_parts(self, job: dict[str, Any], backend: Backend, parts: list[Any]) -> None:
         job_id = job["id"]

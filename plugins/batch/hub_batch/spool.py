@@ -225,78 +225,130 @@ def spool(
     directory.mkdir(parents=True, exist_ok=True)
     out = Spooled()
     seen: set[str] = set()
-    # The part each new request goes to, by model when one batch takes one model, else all in one.
-    open_parts: dict[str, tuple[int, Part, BinaryIO]] = {}
-
-    def close(part: Part, handle: BinaryIO) -> None:
-        handle.write(TAIL)
-        part.size += len(TAIL)
-        handle.close()
-
+    files = _PartFiles(directory, job_id, out.parts, max_requests, max_bytes, one_model_per_part)
     try:
         for index, item in enumerate(items, 1):
             if index > max_total:
                 raise ToolError(
                     f"more than {max_total:,} requests in one job ([plugins.batch] max_requests_per_job)"
                 )
-            where = f"request {item.custom_id or index}"
-            if (item.prompt is None) == (item.packet_path is None):
-                raise ToolError(f"{where}: give exactly one of prompt or packet_path")
-            prompt = (
-                item.prompt
-                if item.prompt is not None
-                else reader.read(item.packet_path or "", f"{where}: packet_path")
-            )
-            if not prompt.strip():
-                raise ToolError(f"{where}: the prompt is empty")
-            custom_id = item.custom_id or f"r{index:05d}"
-            if custom_id in seen:
-                raise ToolError(f"{where}: custom_id {custom_id!r} is used twice in this job")
-            seen.add(custom_id)
-            params = params_for(item, prompt, defaults)
-            line = json.dumps({"custom_id": custom_id, "params": params}, ensure_ascii=False).encode()
-            if len(line) + len(HEAD) + len(TAIL) > max_bytes:
-                raise ToolError(
-                    f"{where} is {len(line):,} bytes, over the {max_bytes:,} bytes one batch may hold"
-                )
+            custom_id, prompt, params, line = _request_line(item, index, seen, reader, defaults, max_bytes)
             model = params["model"]
-            key = model if one_model_per_part else ""
-            entry = open_parts.get(key)
-            if entry is not None and (
-                entry[1].count >= max_requests or entry[1].size + len(SEP) + len(line) + len(TAIL) > max_bytes
-            ):
-                close(entry[1], entry[2])
-                entry = None
-            if entry is None:
-                current = Part(directory / f"{job_id}.{len(out.parts)}.json")
-                entry = open_parts[key] = (len(out.parts), current, current.path.open("wb"))
-                out.parts.append(current)
-                entry[2].write(HEAD)
-                current.size = len(HEAD)
-            else:
-                entry[2].write(SEP)
-                entry[1].size += len(SEP)
-            number, current, handle = entry
-            handle.write(line)
-            current.size += len(line)
-            current.count += 1
-            out.models.add(model)
-            if not prices.price(model)[1]:
-                out.unknown_models.add(model)
-            input_bytes = len(prompt.encode()) + len((params.get("system") or "").encode())
-            out.reserve_usd += prices.upper_bound(model, input_bytes, params["max_tokens"])
+            number = files.write(model, line)
+            _count(out, prices, model, prompt, params)
             out.rows.append((custom_id, number, model))
             if on_rows is not None and len(out.rows) >= 5000:
                 on_rows(out.rows)
                 out.rows = []
         if not out.parts:
             raise ToolError("no requests: the job is empty")
-        for _, part, handle in open_parts.values():
-            close(part, handle)
+        files.finish()
     finally:
-        for _, _, handle in open_parts.values():
-            handle.close()
+        files.close()
     if on_rows is not None and out.rows:
         on_rows(out.rows)
         out.rows = []
     return out
+
+
+def _request_line(
+    item: RequestItem,
+    index: int,
+    seen: set[str],
+    reader: PacketReader,
+    defaults: Defaults,
+    max_bytes: int,
+) -> tuple[str, str, dict[str, Any], bytes]:
+    """Check request number `index` and serialize it: its custom_id, prompt, params and JSON line.
+    `seen` holds the custom_ids taken so far, this one added."""
+    where = f"request {item.custom_id or index}"
+    if (item.prompt is None) == (item.packet_path is None):
+        raise ToolError(f"{where}: give exactly one of prompt or packet_path")
+    prompt = (
+        item.prompt
+        if item.prompt is not None
+        else reader.read(item.packet_path or "", f"{where}: packet_path")
+    )
+    if not prompt.strip():
+        raise ToolError(f"{where}: the prompt is empty")
+    custom_id = item.custom_id or f"r{index:05d}"
+    if custom_id in seen:
+        raise ToolError(f"{where}: custom_id {custom_id!r} is used twice in this job")
+    seen.add(custom_id)
+    params = params_for(item, prompt, defaults)
+    line = json.dumps({"custom_id": custom_id, "params": params}, ensure_ascii=False).encode()
+    if len(line) + len(HEAD) + len(TAIL) > max_bytes:
+        raise ToolError(f"{where} is {len(line):,} bytes, over the {max_bytes:,} bytes one batch may hold")
+    return custom_id, prompt, params, line
+
+
+def _count(out: Spooled, prices: PriceTable, model: str, prompt: str, params: dict[str, Any]) -> None:
+    """Add one written request to the job's models and to what it reserves."""
+    out.models.add(model)
+    if not prices.price(model)[1]:
+        out.unknown_models.add(model)
+    input_bytes = len(prompt.encode()) + len((params.get("system") or "").encode())
+    out.reserve_usd += prices.upper_bound(model, input_bytes, params["max_tokens"])
+
+
+class _PartFiles:
+    """The part files a job is being written to: the open part each request goes to (one per
+    model when a batch takes one model, else one for all), a new one when it would be too big."""
+
+    def __init__(
+        self,
+        directory: Path,
+        job_id: str,
+        parts: list[Part],
+        max_requests: int,
+        max_bytes: int,
+        one_model_per_part: bool,
+    ) -> None:
+        self.directory = directory
+        self.job_id = job_id
+        self.parts = parts  # every part made, in order (the job's `Spooled.parts`)
+        self.max_requests = max_requests
+        self.max_bytes = max_bytes
+        self.one_model_per_part = one_model_per_part
+        self.open_parts: dict[str, tuple[int, Part, BinaryIO]] = {}
+
+    def write(self, model: str, line: bytes) -> int:
+        """Append one request line to its part; returns the part's number."""
+        key = model if self.one_model_per_part else ""
+        entry = self.open_parts.get(key)
+        if entry is not None and (
+            entry[1].count >= self.max_requests
+            or entry[1].size + len(SEP) + len(line) + len(TAIL) > self.max_bytes
+        ):
+            self._close(entry[1], entry[2])
+            entry = None
+        if entry is None:
+            current = Part(self.directory / f"{self.job_id}.{len(self.parts)}.json")
+            entry = self.open_parts[key] = (len(self.parts), current, current.path.open("wb"))
+            self.parts.append(current)
+            entry[2].write(HEAD)
+            current.size = len(HEAD)
+        else:
+            entry[2].write(SEP)
+            entry[1].size += len(SEP)
+        number, current, handle = entry
+        handle.write(line)
+        current.size += len(line)
+        current.count += 1
+        return number
+
+    def finish(self) -> None:
+        """End every open part's JSON."""
+        for _, part, handle in self.open_parts.values():
+            self._close(part, handle)
+
+    def close(self) -> None:
+        """Close every file, finished or not (on an error too)."""
+        for _, _, handle in self.open_parts.values():
+            handle.close()
+
+    @staticmethod
+    def _close(part: Part, handle: BinaryIO) -> None:
+        handle.write(TAIL)
+        part.size += len(TAIL)
+        handle.close()

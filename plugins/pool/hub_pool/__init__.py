@@ -3,6 +3,9 @@
 Each task runs `claude -p --output-format stream-json --verbose` in a slot, with the prompt on
 stdin, the pool's system prompt plus the shared context appended, and `--max-budget-usd` set to
 the budget the task reserved. Tools and resources keep the original slot pool's names.
+
+A task is charged what the CLI reports it cost, $0 if its process never started, and its whole
+reservation if its process ran but ended without reporting (the spend cannot be known then).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from hub import (
     hookimpl,
 )
 
-from .pool import Pool, TaskSpec, current_depth, recover
+from .pool import Pool, TaskSpec, combine_spend, current_depth, recover, refused_view
 from .skills import Skill, load_skills
 
 __all__ = ["PoolPlugin", "Settings"]
@@ -390,40 +393,51 @@ def skill_run_description(skills: dict[str, Skill]) -> str:
 
 def register_tools(register: RegisterTool, hub: PluginContext, pool: Pool) -> Tool:
     """Register the pool's tools; returns pool_skill_run (its description follows the skills)."""
+    tools = PoolTools(hub, pool)
+    for tool in [*_task_tools(tools), *_chain_tools(tools), *_slot_tools(tools)]:
+        register(tool)
+    skill_tool = Tool(
+        "pool_skill_run", tools.pool_skill_run, skill_run_description(pool.skills), SkillRunArgs
+    )
+    register(skill_tool)
+    return skill_tool
 
-    async def pool_run(args: RunArgs, call: ToolCall) -> Any:
-        result = await pool.run(_spec(args.prompt, args, args.session_id), _progress(call))
+
+class PoolTools:
+    """The handlers of the pool's tools, one method per tool, named as the tool."""
+
+    def __init__(self, hub: PluginContext, pool: Pool) -> None:
+        self.hub = hub
+        self.pool = pool
+
+    # -- tasks -----------------------------------------------------------------------------------
+
+    async def pool_run(self, args: RunArgs, call: ToolCall) -> Any:
+        result = await self.pool.run(_spec(args.prompt, args, args.session_id), _progress(call))
         return _result(result, failed=result.get("status") != "completed")
 
-    async def pool_submit(args: RunArgs, call: ToolCall) -> dict[str, Any]:
-        task_id = await pool.submit(_spec(args.prompt, args, args.session_id))
+    async def pool_submit(self, args: RunArgs, call: ToolCall) -> dict[str, Any]:
+        task_id = await self.pool.submit(_spec(args.prompt, args, args.session_id))
         return {"task_id": task_id, "status": "queued"}
 
-    async def pool_result(args: TaskArgs, call: ToolCall) -> dict[str, Any]:
-        return await pool.result(args.task_id)
+    async def pool_result(self, args: TaskArgs, call: ToolCall) -> dict[str, Any]:
+        return await self.pool.result(args.task_id)
 
-    async def pool_cancel(args: TaskArgs, call: ToolCall) -> dict[str, Any]:
-        return await pool.cancel(args.task_id)
+    async def pool_cancel(self, args: TaskArgs, call: ToolCall) -> dict[str, Any]:
+        return await self.pool.cancel(args.task_id)
 
-    async def pool_fan_out(args: FanOutArgs, call: ToolCall) -> Any:
+    async def pool_fan_out(self, args: FanOutArgs, call: ToolCall) -> Any:
         results: list[dict[str, Any]] = [{} for _ in args.prompts]
         done = 0
 
         async def one(i: int, prompt: str) -> None:
             nonlocal done
             try:
-                task_id = await pool.submit(_spec(prompt, args))
+                task_id = await self.pool.submit(_spec(prompt, args))
             except ToolError as exc:  # refused (budget, draining): reported in its place
-                results[i] = {
-                    "task_id": None,
-                    "status": "refused",
-                    "error": str(exc),
-                    "output": "",
-                    "spend_usd": 0.0,
-                    "tokens_used": {"input": 0, "output": 0},
-                }
+                results[i] = refused_view(str(exc))
             else:
-                results[i] = await pool.wait(task_id)
+                results[i] = await self.pool.wait(task_id)
             done += 1
             await call.report_progress(done, len(results), f"{done}/{len(results)} done")
 
@@ -436,106 +450,138 @@ def register_tools(register: RegisterTool, hub: PluginContext, pool: Pool) -> To
             "completed": ok,
             "failed": len(results) - ok,
             "spend_usd": round(sum(r["spend_usd"] for r in results), 6),
+            **combine_spend(results, "tasks"),
         }
         return _result(summary, failed=ok < len(results))
 
-    async def pool_chain(args: ChainArgs, call: ToolCall) -> Any:
-        steps = [s.model_dump(exclude_none=True) for s in args.steps]
-        pool.check_steps(steps)
-        chain_id = await pool.create_chain(steps, args.failure_policy)
-        result = await pool.run_chain(chain_id, _progress(call))
-        return _result(result, failed=result.get("status") != "completed")
-
-    async def pool_submit_chain(args: ChainArgs, call: ToolCall) -> dict[str, Any]:
-        steps = [s.model_dump(exclude_none=True) for s in args.steps]
-        pool.check_steps(steps)
-        chain_id = await pool.create_chain(steps, args.failure_policy)
-        hub.start_soon(pool.run_chain, chain_id, name=f"chain {chain_id}")
-        return {"chain_id": chain_id, "status": "running", "total_steps": len(steps)}
-
-    async def pool_chain_result(args: ChainIdArgs, call: ToolCall) -> dict[str, Any]:
-        return await pool.chain_result(args.chain_id)
-
-    async def pool_status(args: NoArgs, call: ToolCall) -> dict[str, Any]:
-        return await pool.status()
-
-    async def pool_drain(args: DrainArgs, call: ToolCall) -> dict[str, Any]:
-        return await pool.drain(args.timeout_s)
-
-    async def pool_scale_up(args: CountArgs, call: ToolCall) -> dict[str, Any]:
-        return await pool.scale_up(args.count)
-
-    async def pool_scale_down(args: CountArgs, call: ToolCall) -> dict[str, Any]:
-        return await pool.scale_down(args.count)
-
-    async def pool_set_target_slots(args: TargetArgs, call: ToolCall) -> dict[str, Any]:
-        return await pool.set_target(args.target)
-
-    async def pool_skill_run(args: SkillRunArgs, call: ToolCall) -> Any:
-        skill = pool.skills.get(args.skill)
+    async def pool_skill_run(self, args: SkillRunArgs, call: ToolCall) -> Any:
+        skill = self.pool.skills.get(args.skill)
         if skill is None:
             raise ToolError(
-                f"unknown skill {args.skill!r} (skills: {', '.join(sorted(pool.skills)) or 'none'})"
+                f"unknown skill {args.skill!r} (skills: {', '.join(sorted(self.pool.skills)) or 'none'})"
             )
-        result = await pool.run(_spec(skill.render(args.arguments), args), _progress(call))
+        result = await self.pool.run(_spec(skill.render(args.arguments), args), _progress(call))
         result["skill"] = args.skill
         return _result(result, failed=result.get("status") != "completed")
 
-    tools: list[tuple[str, Any, str, type[BaseModel]]] = [
-        (
+    # -- chains ----------------------------------------------------------------------------------
+
+    async def pool_chain(self, args: ChainArgs, call: ToolCall) -> Any:
+        steps = [s.model_dump(exclude_none=True) for s in args.steps]
+        self.pool.check_steps(steps)
+        chain_id = await self.pool.create_chain(steps, args.failure_policy)
+        result = await self.pool.run_chain(chain_id, _progress(call))
+        return _result(result, failed=result.get("status") != "completed")
+
+    async def pool_submit_chain(self, args: ChainArgs, call: ToolCall) -> dict[str, Any]:
+        steps = [s.model_dump(exclude_none=True) for s in args.steps]
+        self.pool.check_steps(steps)
+        chain_id = await self.pool.create_chain(steps, args.failure_policy)
+        self.hub.start_soon(self.pool.run_chain, chain_id, name=f"chain {chain_id}")
+        return {"chain_id": chain_id, "status": "running", "total_steps": len(steps)}
+
+    async def pool_chain_result(self, args: ChainIdArgs, call: ToolCall) -> dict[str, Any]:
+        return await self.pool.chain_result(args.chain_id)
+
+    # -- slots -----------------------------------------------------------------------------------
+
+    async def pool_status(self, args: NoArgs, call: ToolCall) -> dict[str, Any]:
+        return await self.pool.status()
+
+    async def pool_drain(self, args: DrainArgs, call: ToolCall) -> dict[str, Any]:
+        return await self.pool.drain(args.timeout_s)
+
+    async def pool_scale_up(self, args: CountArgs, call: ToolCall) -> dict[str, Any]:
+        return await self.pool.scale_up(args.count)
+
+    async def pool_scale_down(self, args: CountArgs, call: ToolCall) -> dict[str, Any]:
+        return await self.pool.scale_down(args.count)
+
+    async def pool_set_target_slots(self, args: TargetArgs, call: ToolCall) -> dict[str, Any]:
+        return await self.pool.set_target(args.target)
+
+
+def _task_tools(tools: PoolTools) -> list[Tool]:
+    return [
+        Tool(
             "pool_run",
-            pool_run,
+            tools.pool_run,
             "Run a task on a slot (claude -p) and wait for it: output, spend_usd, tokens_used.",
             RunArgs,
         ),
-        ("pool_submit", pool_submit, "Queue a task and return its task_id at once.", RunArgs),
-        ("pool_result", pool_result, "A task's status and, once done, its output and spend.", TaskArgs),
-        ("pool_cancel", pool_cancel, "Cancel a queued or running task (its process is killed).", TaskArgs),
-        (
+        Tool("pool_submit", tools.pool_submit, "Queue a task and return its task_id at once.", RunArgs),
+        Tool(
+            "pool_result",
+            tools.pool_result,
+            "A task's status and, once done, its output and spend.",
+            TaskArgs,
+        ),
+        Tool(
+            "pool_cancel",
+            tools.pool_cancel,
+            "Cancel a queued or running task (its process is killed).",
+            TaskArgs,
+        ),
+        Tool(
             "pool_fan_out",
-            pool_fan_out,
+            tools.pool_fan_out,
             "Run many prompts in parallel; one result per prompt, in order, failures included.",
             FanOutArgs,
         ),
-        (
+    ]
+
+
+def _chain_tools(tools: PoolTools) -> list[Tool]:
+    return [
+        Tool(
             "pool_chain",
-            pool_chain,
+            tools.pool_chain,
             "Run steps in order ({previous_output} feeds the next); failure_policy abort|skip|retry.",
             ChainArgs,
         ),
-        ("pool_submit_chain", pool_submit_chain, "Start a chain and return its chain_id at once.", ChainArgs),
-        (
+        Tool(
+            "pool_submit_chain",
+            tools.pool_submit_chain,
+            "Start a chain and return its chain_id at once.",
+            ChainArgs,
+        ),
+        Tool(
             "pool_chain_result",
-            pool_chain_result,
+            tools.pool_chain_result,
             "A chain's progress: every step's status and output so far.",
             ChainIdArgs,
         ),
-        (
+    ]
+
+
+def _slot_tools(tools: PoolTools) -> list[Tool]:
+    return [
+        Tool(
             "pool_status",
-            pool_status,
+            tools.pool_status,
             "Slots (idle, busy), queued and running tasks, spend and budget.",
             NoArgs,
         ),
-        (
+        Tool(
             "pool_drain",
-            pool_drain,
+            tools.pool_drain,
             "Cancel queued tasks, let running ones finish up to timeout_s, then cancel them.",
             DrainArgs,
         ),
-        ("pool_scale_up", pool_scale_up, "Add slots (up to max_slots).", CountArgs),
-        (
+        Tool("pool_scale_up", tools.pool_scale_up, "Add slots (up to max_slots).", CountArgs),
+        Tool(
             "pool_scale_down",
-            pool_scale_down,
+            tools.pool_scale_down,
             "Remove slots, idle ones first; a busy slot gets busy_grace_s.",
             CountArgs,
         ),
-        ("pool_set_target_slots", pool_set_target_slots, "Scale to exactly `target` slots.", TargetArgs),
+        Tool(
+            "pool_set_target_slots",
+            tools.pool_set_target_slots,
+            "Scale to exactly `target` slots.",
+            TargetArgs,
+        ),
     ]
-    for name, handler, description, model in tools:
-        register(Tool(name, handler, description, model))
-    skill_tool = Tool("pool_skill_run", pool_skill_run, skill_run_description(pool.skills), SkillRunArgs)
-    register(skill_tool)
-    return skill_tool
 
 
 def register_resources(register: RegisterResource, hub: PluginContext, pool: Pool) -> None:

@@ -9,6 +9,11 @@ owner, which watches for that, kills the process. When an owner dies, one other 
 work (`recover`): process groups left running are killed, what was running or queued is marked
 `interrupted` (never re-run behind the caller's back), and a task that was running is charged its
 whole reservation, since what it spent can no longer be known.
+
+One rule for spend (`charge`), in a running hub and in recovery alike: a task is charged the cost
+the CLI reported in its final result line; $0 if its process never started; and its whole
+reservation (the --max-budget-usd the CLI enforces) if its process ran but ended without
+reporting, which every result says with `spend_known` false and a `spend_note`.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import anyio
 
 from hub import BudgetExceeded, Instance, Reservation, ToolError, kill_group_left_behind, process_start_token
 
-from .runner import DEPTH_ENV, Invocation, Outcome, run_claude
+from .runner import DEPTH_ENV, Invocation, Outcome, Seen, run_claude
 from .skills import Skill
 from .worktrees import Worktrees, retire_left_behind
 
@@ -97,7 +102,30 @@ MIGRATIONS = [
     UPDATE pool_chains SET status = 'interrupted', ended_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
         WHERE status = 'running';
     """,
+    # Whether a task's spend is known (see `charge`), what was reserved for it, and the tokens
+    # its assistant messages showed; chain steps read their spend from their tasks. Tasks that
+    # ended before: known when the CLI printed a result (subtype) or no process was started for it
+    # (no pid), unless its hub stopped while it ran.
+    """
+    ALTER TABLE pool_tasks ADD COLUMN reserved_usd REAL;
+    ALTER TABLE pool_tasks ADD COLUMN spend_known INTEGER;
+    ALTER TABLE pool_tasks ADD COLUMN spend_note TEXT;
+    ALTER TABLE pool_tasks ADD COLUMN seen_input_tokens INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE pool_tasks ADD COLUMN seen_output_tokens INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX pool_tasks_chain ON pool_tasks (chain_id);
+    UPDATE pool_tasks SET spend_known = (subtype IS NOT NULL OR (pid IS NULL
+        AND COALESCE(error, '') != 'the hub stopped while this task was running'))
+        WHERE status NOT IN ('queued', 'running');
+    """,
 ]
+# Whether the spend of a task that ended is known, for a row an older hub (still running on this
+# store) ended without saying: the rule the last migration applied to the rows before it.
+LEGACY_KNOWN_SQL = (
+    "(subtype IS NOT NULL OR (pid IS NULL AND COALESCE(error, '') != "
+    "'the hub stopped while this task was running'))"
+)
+# How often a running task's seen tokens are written to the store (for a hub that recovers it).
+SEEN_SAVE_S = 1.0
 
 
 def _now() -> str:
@@ -152,6 +180,8 @@ class Live:
     cancel_reason: str | None = None
     cancel_status: str = "cancelled"
     listeners: list[Callable[[dict[str, Any]], Awaitable[None]]] = field(default_factory=list)
+    seen: Seen = field(default_factory=Seen)  # outlives a run that is cancelled
+    seen_saved_at: float = float("-inf")
 
 
 class Pool:
@@ -342,7 +372,7 @@ class Pool:
         except BudgetExceeded as exc:
             raise ToolError(f"task refused: {exc}") from None
         try:
-            await self._insert(task_id, spec, reservation.id)
+            await self._insert(task_id, spec, reservation)
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await reservation.release()
@@ -353,10 +383,10 @@ class Pool:
         self._wake.set()
         return task_id
 
-    async def _insert(self, task_id: str, spec: TaskSpec, reservation_id: int) -> None:
+    async def _insert(self, task_id: str, spec: TaskSpec, reservation: Reservation) -> None:
         await self.hub.store.execute(
             "INSERT INTO pool_tasks (id, chain_id, step_index, attempt, prompt, model, effort, resume_session, "
-            "status, owner, reservation_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
+            "status, owner, reservation_id, reserved_usd) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?)",
             (
                 task_id,
                 spec.chain_id,
@@ -367,7 +397,8 @@ class Pool:
                 spec.effort or self.settings.effort,
                 spec.resume_session,
                 self.hub.instance_id,
-                reservation_id,
+                reservation.id,
+                reservation.reserved_usd,
             ),
         )
 
@@ -414,6 +445,8 @@ class Pool:
                 for listener in list(live.listeners):
                     with contextlib.suppress(Exception):
                         await listener(message)
+                if message.get("type") == "assistant":
+                    await self._save_seen(task_id, live)
 
             with anyio.CancelScope() as scope:
                 live.scope = scope
@@ -425,6 +458,7 @@ class Pool:
                         ),
                         on_message=on_message,
                         env={DEPTH_ENV: str(self.depth + 1)},
+                        seen=live.seen,
                     )
         except Exception as exc:
             self.hub.log.exception("a pool task raised", task=task_id)
@@ -433,20 +467,42 @@ class Pool:
             with anyio.CancelScope(shield=True):
                 await self._finish(slot, task_id, live, outcome)
 
+    async def _save_seen(self, task_id: str, live: Live) -> None:
+        """Write the tokens seen so far, at most every SEEN_SAVE_S: a hub that recovers this task
+        after this one dies reports them."""
+        now = anyio.current_time()
+        if now - live.seen_saved_at < SEEN_SAVE_S:
+            return
+        live.seen_saved_at = now
+        try:
+            await self._update(
+                task_id,
+                seen_input_tokens=live.seen.input_tokens,
+                seen_output_tokens=live.seen.output_tokens,
+            )
+        except Exception:  # a progress note: the task goes on, and its end is recorded in full
+            self.hub.log.warning("could not record a task's tokens so far", task=task_id, exc_info=True)
+
     async def _finish(self, slot: Slot, task_id: str, live: Live, outcome: Outcome | None) -> None:
         error: str | None
         if live.cancel_reason is not None or outcome is None:
             status, error = live.cancel_status, live.cancel_reason or "cancelled"
-            spent = outcome.cost_usd if outcome else 0.0
         else:
-            status, error, spent = outcome.status, outcome.error, outcome.cost_usd
+            status, error = outcome.status, outcome.error
+        spend = charge(
+            UNKNOWN_BECAUSE.get(status, f"it ended {status}"), live.seen, live.reservation.reserved_usd
+        )
         try:
-            await live.reservation.commit(spent)  # what the CLI spent, failed or not
+            await live.reservation.commit(spend.charged_usd)  # reported, $0 if nothing ran, else the ceiling
             values: dict[str, Any] = {
                 "status": status,
                 "error": error,
                 "ended_at": _now(),
-                "spend_usd": spent,
+                "spend_usd": spend.charged_usd,
+                "spend_known": spend.known,
+                "spend_note": spend.note,
+                "seen_input_tokens": live.seen.input_tokens,
+                "seen_output_tokens": live.seen.output_tokens,
             }
             if outcome is not None:
                 values.update(
@@ -592,7 +648,10 @@ class Pool:
         if live is not None:
             await live.reservation.release()
             live.done.set()
-        await self._update(task_id, status=status, error=reason, ended_at=_now())
+        # Nothing ran, so nothing was spent: known, and charged $0.
+        await self._update(
+            task_id, status=status, error=reason, ended_at=_now(), spend_usd=0.0, spend_known=True
+        )
 
     def _take_queue(self) -> list[str]:
         """Empty the queue in one step (no await), so the dispatcher cannot start any of it."""
@@ -655,6 +714,7 @@ class Pool:
                 "COALESCE(SUM(spend_usd), 0) AS spend FROM pool_tasks"
             )
             assert totals is not None
+            spend = await self._spend_totals()
             return {
                 "total_tasks": totals["total"],
                 "completed": totals["completed"] or 0,
@@ -664,6 +724,7 @@ class Pool:
                 "cancelled_queued": len(queued),
                 "finished_during_drain": len(finished_in_time),
                 "cancelled_running": cancelled_running,
+                **spend,
             }
         finally:
             self.accepting = not self._stopping
@@ -671,7 +732,7 @@ class Pool:
     # -- reading -----------------------------------------------------------------------------------
 
     async def status(self) -> dict[str, Any]:
-        spend = await self.hub.store.fetchone("SELECT COALESCE(SUM(spend_usd), 0) AS s FROM pool_tasks")
+        spend = await self._spend_totals()
         budget = await self.hub.budget.summary()
         running = [s.task_id for s in self.slots if s.task_id]
         return {
@@ -684,7 +745,8 @@ class Pool:
             "active_tasks": len(running),
             "pending_tasks": len(self.queue),
             "accepting": self.accepting,
-            "spend_usd": round(spend["s"] if spend else 0.0, 6),
+            "spend_usd": spend["charged_usd"],
+            **spend,
             "budget_usd": budget["limit_usd"],
             "budget_remaining": budget["remaining_usd"],
             "min_slots": self.settings.min_slots,
@@ -692,6 +754,31 @@ class Pool:
             "worktree": self.worktrees is not None,
             "other_hubs": await self._elsewhere(),
         }
+
+    async def _spend_totals(self) -> dict[str, Any]:
+        """What every pool task on this store was charged, and whether all of it is known."""
+        row = await self.hub.store.fetchone(
+            "SELECT COALESCE(SUM(spend_usd), 0) AS charged, COUNT(*) AS ended, "
+            f"COALESCE(SUM(NOT COALESCE(spend_known, {LEGACY_KNOWN_SQL})), 0) AS unknown, "
+            f"COALESCE(SUM(CASE WHEN NOT COALESCE(spend_known, {LEGACY_KNOWN_SQL}) THEN spend_usd END), 0) "
+            "AS unknown_usd, COALESCE(SUM(seen_input_tokens), 0) AS seen_in, "
+            "COALESCE(SUM(seen_output_tokens), 0) AS seen_out FROM pool_tasks "
+            "WHERE status NOT IN ('queued', 'running')"
+        )
+        assert row is not None
+        out: dict[str, Any] = {
+            "charged_usd": round(row["charged"], 6),
+            "spend_known": not row["unknown"],
+            "seen_input_tokens": row["seen_in"],
+            "seen_output_tokens": row["seen_out"],
+        }
+        if row["unknown"]:
+            out["spend_note"] = (
+                f"{row['unknown']} of {row['ended']} tasks ended without the CLI reporting what they spent "
+                f"(cancelled or stopped while running, timed out, crashed, or their hub died), so each was "
+                f"charged its whole reservation: {_usd(row['unknown_usd'])} in all"
+            )
+        return out
 
     async def _elsewhere(self) -> list[dict[str, Any]]:
         """Open tasks of the other hubs on this state directory, by hub."""
@@ -749,95 +836,23 @@ class Pool:
     async def run_chain(
         self, chain_id: str, listener: Callable[[dict[str, Any]], Awaitable[None]] | None = None
     ) -> dict[str, Any]:
+        """Run a chain made by `create_chain` to its end, saving its progress at each change;
+        cancelling this call cancels the chain. Returns `chain_result`."""
         row = await self.hub.store.fetchone("SELECT * FROM pool_chains WHERE id = ?", (chain_id,))
         assert row is not None
-        steps = json.loads(row["steps_json"])
-        results = json.loads(row["results_json"])
-        policy_default = row["failure_policy"]
-        previous = ""
-        chain_status = "completed"
-
-        async def save(status: str = "running", final: str | None = None) -> None:
-            spend = round(sum(r["spend_usd"] for r in results), 6)
-            await self.hub.store.execute(
-                "UPDATE pool_chains SET status = ?, results_json = ?, total_spend = ?, final_output = ?, ended_at = ? WHERE id = ?",
-                (
-                    status,
-                    json.dumps(results),
-                    spend,
-                    final,
-                    _now() if status != "running" else None,
-                    chain_id,
-                ),
-            )
-
+        run = ChainRun(
+            self,
+            chain_id,
+            json.loads(row["steps_json"]),
+            json.loads(row["results_json"]),
+            row["failure_policy"],
+            listener,
+        )
         try:
-            for i, step in enumerate(steps):
-                result = results[i]
-                policy = step.get("failure_policy") or policy_default
-                attempts_allowed = 1 + (int(step.get("retries", 2)) if policy == "retry" else 0)
-                result["status"] = "running"
-                ended_by: str | None = None  # a step cancelled or interrupted ends the chain so
-                try:
-                    prompt = self._step_prompt(step, previous)
-                except ToolError as exc:  # e.g. a skill argument left empty by {previous_output}
-                    result["error"], attempts_allowed, prompt = str(exc), 0, ""
-                await save()
-                while result["attempts"] < attempts_allowed:
-                    result["attempts"] += 1
-                    spec = TaskSpec(
-                        prompt,
-                        model=step.get("model"),
-                        effort=step.get("effort"),
-                        timeout_s=step.get("timeout_s"),
-                        max_budget_usd=step.get("max_budget_usd"),
-                        chain_id=chain_id,
-                        step_index=i,
-                        attempt=result["attempts"],
-                    )
-                    try:
-                        task_id = await self.submit(spec)
-                    except ToolError as exc:  # refused (budget, drain): trying again would not help
-                        result["error"] = str(exc)
-                        break
-                    result["task_ids"].append(task_id)
-                    await save()
-                    task = await self.wait(task_id, listener)
-                    result["spend_usd"] = round(result["spend_usd"] + (task.get("spend_usd") or 0.0), 6)
-                    if task["status"] == "completed":
-                        result.update(status="completed", output=task["output"], error=None)
-                        previous = str(task["output"])
-                        break
-                    result["error"] = task.get("error") or task["status"]
-                    if task["status"] in ("cancelled", "interrupted"):
-                        ended_by = task["status"]
-                        break
-                if result["status"] == "completed":
-                    await save()
-                    continue
-                if ended_by is not None:
-                    result["status"] = ended_by
-                    for later in results[i + 1 :]:
-                        later["status"] = "not_run"
-                    chain_status = ended_by
-                    break
-                if policy == "skip":
-                    result["status"] = "skipped"
-                    chain_status = "partial"
-                    await save()
-                    continue
-                result["status"] = "failed"
-                chain_status = "failed"
-                for later in results[i + 1 :]:
-                    later["status"] = "not_run"
-                break
-            await save(chain_status, previous if chain_status in ("completed", "partial") else None)
+            await run.run()
         except BaseException:
             with anyio.CancelScope(shield=True):
-                for r in results:
-                    if r["status"] in ("pending", "running"):
-                        r["status"] = "cancelled"
-                await save("cancelled")
+                await run.cancelled()
             raise
         return await self.chain_result(chain_id)
 
@@ -877,6 +892,7 @@ class Pool:
         if row is None:
             raise ToolError(f"no chain {chain_id!r}")
         steps = json.loads(row["results_json"])
+        await self._add_step_spend(chain_id, steps)
         current = next((s for s in steps if s["status"] == "running"), None)
         return {
             "chain_id": chain_id,
@@ -889,10 +905,131 @@ class Pool:
             else None,
             "steps": steps,
             "final_output": row["final_output"],
-            "total_spend": row["total_spend"],
+            "total_spend": round(sum(s["spend_usd"] for s in steps), 6),
+            **combine_spend(steps, "steps"),
             "created_at": row["created_at"],
             "ended_at": row["ended_at"],
         }
+
+    async def _add_step_spend(self, chain_id: str, steps: list[dict[str, Any]]) -> None:
+        """Each step's spend from its tasks' rows, which hold the truth (a task of a chain whose
+        hub died was charged by the hub that recovered it, which the chain's results cannot say)."""
+        rows = await self.hub.store.fetchall("SELECT * FROM pool_tasks WHERE chain_id = ?", (chain_id,))
+        tasks = {row["id"]: task_spend(dict(row)) for row in rows}
+        for step in steps:
+            attempts = [tasks[t] for t in step["task_ids"] if t in tasks]
+            step.update(combine_spend(attempts, "attempts"))
+            step["spend_usd"] = step["charged_usd"]
+
+
+@dataclass
+class ChainRun:
+    """One run of a chain: its steps in order, their results so far (saved to the store at each
+    change), and the output the next step gets as {previous_output}."""
+
+    pool: Pool
+    chain_id: str
+    steps: list[dict[str, Any]]
+    results: list[dict[str, Any]]
+    policy_default: str
+    listener: Callable[[dict[str, Any]], Awaitable[None]] | None = None
+    previous: str = ""
+    status: str = "completed"
+
+    async def run(self) -> None:
+        for i, step in enumerate(self.steps):
+            if not await self._step(i, step):
+                break
+        await self.save(self.status, self.previous if self.status in ("completed", "partial") else None)
+
+    async def cancelled(self) -> None:
+        """The run was cancelled: what had not ended is marked so."""
+        for r in self.results:
+            if r["status"] in ("pending", "running"):
+                r["status"] = "cancelled"
+        await self.save("cancelled")
+
+    async def save(self, status: str = "running", final: str | None = None) -> None:
+        spend = round(sum(r["spend_usd"] for r in self.results), 6)
+        await self.pool.hub.store.execute(
+            "UPDATE pool_chains SET status = ?, results_json = ?, total_spend = ?, final_output = ?, ended_at = ? WHERE id = ?",
+            (
+                status,
+                json.dumps(self.results),
+                spend,
+                final,
+                _now() if status != "running" else None,
+                self.chain_id,
+            ),
+        )
+
+    async def _step(self, i: int, step: dict[str, Any]) -> bool:
+        """Run step `i` with its attempts and settle it by its failure policy; False: the chain ends."""
+        result = self.results[i]
+        policy = step.get("failure_policy") or self.policy_default
+        attempts_allowed = 1 + (int(step.get("retries", 2)) if policy == "retry" else 0)
+        result["status"] = "running"
+        try:
+            prompt = self.pool._step_prompt(step, self.previous)
+        except ToolError as exc:  # e.g. a skill argument left empty by {previous_output}
+            result["error"], attempts_allowed, prompt = str(exc), 0, ""
+        await self.save()
+        ended_by = await self._attempts(i, step, prompt, attempts_allowed)
+        if result["status"] == "completed":
+            await self.save()
+            return True
+        if ended_by is not None:
+            result["status"] = ended_by
+            self._not_run_after(i)
+            self.status = ended_by
+            return False
+        if policy == "skip":
+            result["status"] = "skipped"
+            self.status = "partial"
+            await self.save()
+            return True
+        result["status"] = "failed"
+        self.status = "failed"
+        self._not_run_after(i)
+        return False
+
+    async def _attempts(self, i: int, step: dict[str, Any], prompt: str, allowed: int) -> str | None:
+        """Run step `i` until it completes or its attempts are used up; returns the status of a
+        task cancelled or interrupted, which ends the chain, else None."""
+        result = self.results[i]
+        while result["attempts"] < allowed:
+            result["attempts"] += 1
+            spec = TaskSpec(
+                prompt,
+                model=step.get("model"),
+                effort=step.get("effort"),
+                timeout_s=step.get("timeout_s"),
+                max_budget_usd=step.get("max_budget_usd"),
+                chain_id=self.chain_id,
+                step_index=i,
+                attempt=result["attempts"],
+            )
+            try:
+                task_id = await self.pool.submit(spec)
+            except ToolError as exc:  # refused (budget, drain): trying again would not help
+                result["error"] = str(exc)
+                return None
+            result["task_ids"].append(task_id)
+            await self.save()
+            task = await self.pool.wait(task_id, self.listener)
+            result["spend_usd"] = round(result["spend_usd"] + (task.get("spend_usd") or 0.0), 6)
+            if task["status"] == "completed":
+                result.update(status="completed", output=task["output"], error=None)
+                self.previous = str(task["output"])
+                return None
+            result["error"] = task.get("error") or task["status"]
+            if task["status"] in ("cancelled", "interrupted"):
+                return str(task["status"])
+        return None
+
+    def _not_run_after(self, i: int) -> None:
+        for later in self.results[i + 1 :]:
+            later["status"] = "not_run"
 
 
 def current_depth() -> int:
@@ -917,8 +1054,8 @@ def worker_mcp_config(value: str | dict[str, Any] | None) -> str | None:
 async def recover(hub: PluginContext, instance: Instance) -> dict[str, int]:
     """Settle the pool work of dead hub `instance`: kill its process groups that are left, mark
     its open tasks and chains `interrupted`, charge a task that was running its whole reservation
-    (its spend cannot be known) and release a queued one's, and retire its slot worktrees (their
-    uncommitted work committed to their branch first; no branch is deleted)."""
+    (its spend cannot be known: the rule of `charge`) and release a queued one's, and retire its
+    slot worktrees (their uncommitted work committed to their branch first; no branch is deleted)."""
     await hub.store.migrate("pool", MIGRATIONS)
     rows = await hub.store.fetchall(
         "SELECT id, status, pid, pid_start, reservation_id FROM pool_tasks "
@@ -930,26 +1067,54 @@ async def recover(hub: PluginContext, instance: Instance) -> dict[str, int]:
         if row["status"] == "running" and row["pid"]:
             killed += kill_group_left_behind(row["pid"], row["pid_start"])
     for row in rows:
-        reservation = await hub.budget.reservation(row["reservation_id"]) if row["reservation_id"] else None
-        charged = 0.0
-        if row["status"] == "running":
-            if reservation is not None:
-                charged = reservation.reserved_usd
-                await reservation.commit(charged)
-            error = (
-                f"its hub (pid {instance.pid}) died while this task was running; the task's processes "
-                f"were stopped. What it spent cannot be known, so its whole reservation "
-                f"(${charged:.4f}) was charged"
-            )
-        else:
-            if reservation is not None:
-                await reservation.release()
-            error = f"its hub (pid {instance.pid}) died before this task ran"
-        await hub.store.execute(
-            "UPDATE pool_tasks SET status = 'interrupted', error = ?, ended_at = ?, spend_usd = ? "
-            "WHERE id = ? AND status IN ('queued', 'running')",
-            (error, _now(), charged, row["id"]),
+        await _interrupt_task(hub, instance, row)
+    chains = await _interrupt_chains(hub, instance)
+    retired = await retire_left_behind(hub.settings.state_dir, instance.id)
+    if rows or chains or retired:
+        hub.log.warning(
+            "settled the pool work of a hub that died",
+            dead_instance=instance.id,
+            dead_pid=instance.pid,
+            tasks=len(rows),
+            process_groups_killed=killed,
+            chains=len(chains),
+            worktrees=retired,
         )
+    return {"tasks": len(rows), "killed": killed, "chains": len(chains), "worktrees": len(retired)}
+
+
+async def _interrupt_task(hub: PluginContext, instance: Instance, row: Any) -> None:
+    """Mark one open task of dead hub `instance` `interrupted` and settle its reservation."""
+    reservation = await hub.budget.reservation(row["reservation_id"]) if row["reservation_id"] else None
+    if row["status"] == "running":
+        # Taken as started: its pid is written only just after its process is, so no pid proves nothing.
+        spend = charge(
+            UNKNOWN_BECAUSE["recovered"],
+            Seen(spawned=True),
+            reservation.reserved_usd if reservation is not None else 0.0,
+        )
+        if reservation is not None:
+            await reservation.commit(spend.charged_usd)
+        error = (
+            f"its hub (pid {instance.pid}) died while this task was running; the task's processes "
+            f"were stopped. What it spent cannot be known, so its whole reservation "
+            f"(${spend.charged_usd:.4f}) was charged"
+        )
+    else:
+        spend = Spend(0.0, known=True)  # it never ran
+        if reservation is not None:
+            await reservation.release()
+        error = f"its hub (pid {instance.pid}) died before this task ran"
+    await hub.store.execute(
+        "UPDATE pool_tasks SET status = 'interrupted', error = ?, ended_at = ?, spend_usd = ?, "
+        "spend_known = ?, spend_note = ? WHERE id = ? AND status IN ('queued', 'running')",
+        (error, _now(), spend.charged_usd, spend.known, spend.note, row["id"]),
+    )
+
+
+async def _interrupt_chains(hub: PluginContext, instance: Instance) -> list[Any]:
+    """Mark the running chains of dead hub `instance` `interrupted`, and their steps that had not
+    ended; returns them. (Their steps' spend is read from their tasks, settled above.)"""
     chains = await hub.store.fetchall(
         "SELECT id, results_json FROM pool_chains WHERE owner = ? AND status = 'running'", (instance.id,)
     )
@@ -965,18 +1130,116 @@ async def recover(hub: PluginContext, instance: Instance) -> dict[str, int]:
             "WHERE id = ? AND status = 'running'",
             (json.dumps(results), _now(), chain["id"]),
         )
-    retired = await retire_left_behind(hub.settings.state_dir, instance.id)
-    if rows or chains or retired:
-        hub.log.warning(
-            "settled the pool work of a hub that died",
-            dead_instance=instance.id,
-            dead_pid=instance.pid,
-            tasks=len(rows),
-            process_groups_killed=killed,
-            chains=len(chains),
-            worktrees=retired,
+    return list(chains)
+
+
+# -- spend -----------------------------------------------------------------------------------------
+
+# Why a task's spend cannot be known, by how it ended (see `charge`).
+UNKNOWN_BECAUSE = {
+    "cancelled": "cancelled while running: the CLI reports its spend only when it finishes",
+    "interrupted": "the hub stopped while the task was running: the CLI reports its spend only when it finishes",
+    "timeout": "timed out: the CLI was killed before it reported its spend",
+    "failed": "the CLI ended without reporting its spend (it crashed or was killed)",
+    "completed": "the CLI's result did not say what the task cost",
+    "recovered": "its hub died while the task was running, before the CLI could report its spend",
+}
+
+
+@dataclass
+class Spend:
+    """What a task is charged, whether that is what it spent, and if not, why (`note`)."""
+
+    charged_usd: float
+    known: bool
+    note: str | None = None
+
+
+def charge(why: str, seen: Seen, reserved_usd: float) -> Spend:
+    """The one rule for what a task is charged, in a running hub and in recovery alike. The cost
+    the CLI reported in its final result line (an error result too) is known, and charged. A task
+    whose process never started spent nothing: $0, known. A process that started but ended without
+    reporting (cancelled, timed out, crashed, killed, its hub died) spent an unknown amount, at
+    most the --max-budget-usd the CLI enforces, which is the task's reservation: that ceiling is
+    charged, and the note (starting with `why`) says so."""
+    if seen.cost_usd is not None:
+        return Spend(seen.cost_usd, known=True)
+    if not seen.spawned:
+        return Spend(0.0, known=True)
+    note = f"{why}, so the task's whole reservation ({_usd(reserved_usd)}) was charged"
+    return Spend(reserved_usd, known=False, note=note)
+
+
+def _usd(amount: float) -> str:
+    """$0.50, or four decimals for an amount finer than cents ($0.1234)."""
+    return f"${amount:.2f}" if abs(amount * 100 - round(amount * 100)) < 1e-6 else f"${amount:.4f}"
+
+
+def _legacy_known(row: dict[str, Any]) -> bool:
+    """Whether the spend of a task an older hub ended without saying is known (`LEGACY_KNOWN_SQL`)."""
+    return row["subtype"] is not None or (
+        row["pid"] is None and (row["error"] or "") != "the hub stopped while this task was running"
+    )
+
+
+def task_spend(row: dict[str, Any]) -> dict[str, Any]:
+    """A task's spend fields: `charged_usd` (what the budget was charged, as `spend_usd` says),
+    `spend_known`, `spend_note` (why not, when not) and the tokens its assistant messages showed
+    (`seen_input_tokens`, `seen_output_tokens`: a floor of its work, known even when its cost is not)."""
+    charged = round(row["spend_usd"] or 0.0, 6)
+    out: dict[str, Any] = {
+        "charged_usd": charged,
+        "spend_known": True,
+        "seen_input_tokens": row["seen_input_tokens"] or 0,
+        "seen_output_tokens": row["seen_output_tokens"] or 0,
+    }
+    if row["status"] in OPEN:
+        reserved = row["reserved_usd"]
+        out["spend_known"] = False
+        out["spend_note"] = f"the task is {row['status']}: what it spends is known when it ends" + (
+            f"; until then {_usd(reserved)} is reserved for it" if reserved is not None else ""
         )
-    return {"tasks": len(rows), "killed": killed, "chains": len(chains), "worktrees": len(retired)}
+    elif not (bool(row["spend_known"]) if row["spend_known"] is not None else _legacy_known(row)):
+        out["spend_known"] = False
+        out["spend_note"] = row["spend_note"] or (
+            "the task ended without the CLI reporting its spend, so what it spent cannot be known; "
+            f"{_usd(charged)} was charged"
+        )
+    return out
+
+
+def combine_spend(parts: list[dict[str, Any]], what: str) -> dict[str, Any]:
+    """The spend fields of several tasks together (a fan-out's `what`="tasks", a chain step's
+    "attempts", a chain's "steps"), each part having the fields of `task_spend`."""
+    unknown = [p for p in parts if not p["spend_known"]]
+    out: dict[str, Any] = {
+        "charged_usd": round(sum(p["charged_usd"] for p in parts), 6),
+        "spend_known": not unknown,
+        "seen_input_tokens": sum(p["seen_input_tokens"] for p in parts),
+        "seen_output_tokens": sum(p["seen_output_tokens"] for p in parts),
+    }
+    if len(parts) == 1 and unknown:
+        out["spend_note"] = unknown[0]["spend_note"]
+    elif unknown:
+        notes = "; ".join(str(p["spend_note"]) for p in unknown[:3]) + ("; ..." if len(unknown) > 3 else "")
+        out["spend_note"] = f"the spend of {len(unknown)} of {len(parts)} {what} is not known: {notes}"
+    return out
+
+
+def refused_view(error: str) -> dict[str, Any]:
+    """The result of a task the pool refused (budget, drain): it never ran, so it spent nothing."""
+    return {
+        "task_id": None,
+        "status": "refused",
+        "error": error,
+        "output": "",
+        "spend_usd": 0.0,
+        "tokens_used": {"input": 0, "output": 0},
+        "charged_usd": 0.0,
+        "spend_known": True,
+        "seen_input_tokens": 0,
+        "seen_output_tokens": 0,
+    }
 
 
 def _step_name(step: dict[str, Any]) -> str:
@@ -992,6 +1255,7 @@ def task_view(row: dict[str, Any], queue_position: int | None = None) -> dict[st
         "status": row["status"],
         "output": row["output"] or "",
         "spend_usd": round(row["spend_usd"] or 0.0, 6),
+        **task_spend(row),
         "tokens_used": {"input": row["input_tokens"] or 0, "output": row["output_tokens"] or 0},
         "duration_ms": row["duration_ms"],
         "model": row["model"],

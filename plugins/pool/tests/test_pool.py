@@ -12,6 +12,7 @@ import anyio
 import hub_pool
 import mcp.types as types
 import pytest
+from hub_pool.runner import Seen
 from hubtests import TESTS, gone
 
 from hub.testing import call_error as error_of
@@ -158,9 +159,17 @@ async def test_fan_out_keeps_order_and_failures(tmp_path, runs):
             "claude exited with code 3 without a result; stderr: fake claude: crashing"
         )
         assert out["completed"] == 2 and out["failed"] == 2
-        assert out["spend_usd"] == pytest.approx(
-            0.003
-        )  # a failed run's cost counts too; a crash reports none
+        # A failed run reports its cost, which is charged; a crash reports none, so its whole
+        # reservation (the default max_budget_per_task_usd, $1) is.
+        assert results[1]["spend_known"] is True and results[1]["charged_usd"] == 0.001
+        assert results[2]["spend_known"] is False and results[2]["charged_usd"] == 1.0
+        assert results[2]["spend_note"] == (
+            "the CLI ended without reporting its spend (it crashed or was killed), "
+            "so the task's whole reservation ($1.00) was charged"
+        )
+        assert out["spend_usd"] == out["charged_usd"] == pytest.approx(1.003)
+        assert out["spend_known"] is False
+        assert out["spend_note"].startswith("the spend of 1 of 4 tasks is not known: the CLI ended")
 
 
 async def test_chain_failure_policies_and_previous_output(tmp_path, runs):
@@ -259,6 +268,138 @@ async def test_budget_refuses_tasks_under_concurrency(tmp_path, runs):
             client, "pool_fan_out", prompts=["a [cost=0.06]", "b", "c", "d", "e"], max_budget_usd=0.06
         )
         assert [r["status"] for r in fanned["results"]].count("refused") >= 3
+        refused = next(r for r in fanned["results"] if r["status"] == "refused")
+        assert refused["spend_known"] is True and refused["charged_usd"] == 0.0  # it never ran
+
+
+async def test_spend_is_the_reported_cost_or_else_the_whole_reservation(tmp_path, runs):
+    """One rule: the cost the CLI reports is charged (known); a task that never started is charged
+    $0 (known); a process that ran but ended without reporting is charged its whole reservation."""
+    async with hub_for(tmp_path, slots=1, max_budget_per_task_usd=0.5) as (hub, client):
+        done = await call(client, "pool_run", prompt="finish [cost=0.02]")
+        assert done["spend_known"] is True and done["charged_usd"] == done["spend_usd"] == 0.02
+        assert "spend_note" not in done
+        assert (done["seen_input_tokens"], done["seen_output_tokens"]) == (10, 3)
+        errored = await failed(client, "pool_run", prompt="breaks [fail] [cost=0.03]")
+        assert errored["spend_known"] is True and errored["charged_usd"] == 0.03  # an error result too
+
+        hung = (await call(client, "pool_submit", prompt="forever [hang]"))["task_id"]
+        queued = (await call(client, "pool_submit", prompt="never runs"))["task_id"]
+        with anyio.fail_after(20):
+            while not (running := await call(client, "pool_result", task_id=hung))["seen_input_tokens"]:
+                await anyio.sleep(0.02)
+        assert running["status"] == "running" and running["spend_known"] is False
+        assert running["spend_note"] == (
+            "the task is running: what it spends is known when it ends; until then $0.50 is reserved for it"
+        )
+        waiting = await call(client, "pool_result", task_id=queued)
+        assert waiting["spend_known"] is False and waiting["spend_note"].startswith("the task is queued: ")
+
+        assert (await call(client, "pool_cancel", task_id=queued))["cancelled"] is True
+        never = await call(client, "pool_result", task_id=queued)
+        assert never["spend_known"] is True and never["charged_usd"] == 0.0 and "spend_note" not in never
+        assert (await call(client, "pool_cancel", task_id=hung))["cancelled"] is True
+        cancelled = await call(client, "pool_result", task_id=hung)
+        assert cancelled["spend_known"] is False and cancelled["charged_usd"] == cancelled["spend_usd"] == 0.5
+        assert cancelled["spend_note"] == (
+            "cancelled while running: the CLI reports its spend only when it finishes, "
+            "so the task's whole reservation ($0.50) was charged"
+        )
+        assert (cancelled["seen_input_tokens"], cancelled["seen_output_tokens"]) == (10, 3)
+        budget = await hub.budget.summary()
+        assert budget["spent_usd"] == pytest.approx(0.55) and budget["reserved_usd"] == 0
+
+        timed = await failed(client, "pool_run", prompt="too slow [hang]", timeout_s=0.5)
+        assert timed["status"] == "timeout" and timed["spend_known"] is False
+        assert timed["charged_usd"] == 0.5 and timed["spend_note"].startswith(
+            "timed out: the CLI was killed before it reported its spend, so the task's whole reservation"
+        )
+
+        chain = (await call(client, "pool_submit_chain", steps=[{"prompt": "a [hang]"}, {"prompt": "b"}]))[
+            "chain_id"
+        ]
+        with anyio.fail_after(20):
+            while not (step := (await call(client, "pool_chain_result", chain_id=chain))["steps"][0])[
+                "task_ids"
+            ]:
+                await anyio.sleep(0.02)
+        await wait_status(client, step["task_ids"][0], "running")
+        await call(client, "pool_cancel", task_id=step["task_ids"][0])
+        with anyio.fail_after(20):
+            while (ended := await call(client, "pool_chain_result", chain_id=chain))["status"] == "running":
+                await anyio.sleep(0.02)
+        step = ended["steps"][0]
+        assert step["status"] == "cancelled" and step["spend_known"] is False
+        assert step["charged_usd"] == step["spend_usd"] == 0.5
+        assert step["spend_note"].startswith("cancelled while running: ")
+        assert ended["total_spend"] == ended["charged_usd"] == 0.5 and ended["spend_known"] is False
+
+        status = await call(client, "pool_status")
+        assert status["spend_usd"] == status["charged_usd"] == pytest.approx(1.55)
+        assert status["spend_known"] is False
+        assert status["spend_note"].startswith("3 of 6 tasks ended without the CLI reporting what they spent")
+        assert status["spend_note"].endswith("so each was charged its whole reservation: $1.50 in all")
+
+
+def test_seen_tokens_count_each_api_message_once():
+    """The CLI prints an API message once per content block, each copy with the same usage."""
+    seen = Seen()
+    usage = {"input_tokens": 5, "cache_read_input_tokens": 100, "output_tokens": 7}
+    for block in ("text", "tool_use"):
+        seen.assistant(
+            {"type": "assistant", "message": {"id": "msg_1", "content": [{"type": block}], "usage": usage}}
+        )
+    seen.assistant(
+        {"type": "assistant", "message": {"id": "msg_2", "usage": {"input_tokens": 1, "output_tokens": 2}}}
+    )
+    seen.assistant({"type": "assistant", "message": {"id": "msg_3"}})  # no usage: nothing to count
+    assert (seen.input_tokens, seen.output_tokens) == (106, 9)
+    seen.result({"type": "result", "subtype": "error_during_execution"})
+    assert seen.cost_usd is None  # a result without total_cost_usd does not say the spend
+    seen.result({"type": "result", "total_cost_usd": 0.25})
+    assert seen.cost_usd == 0.25
+
+
+async def test_tasks_ended_before_the_spend_fields_read_with_the_same_rule(tmp_path):
+    """Rows an older hub ended: known when the CLI printed a result (subtype) or no process was
+    started (no pid); a process that ran without a result, or a hub stopped under it, is not."""
+    from hub_pool.pool import MIGRATIONS, task_view
+
+    from hub.services.store import Store
+
+    store = Store(tmp_path / "hub.sqlite")
+    try:
+        await store.migrate("pool", MIGRATIONS[:2])
+        old = [
+            ("done", "completed", "success", 111, None, 0.02),
+            ("crashed", "failed", None, 222, "claude exited with code 3 without a result", 0.0),
+            ("cancelled", "cancelled", None, 333, "cancelled by pool_cancel", 0.0),
+            ("never", "cancelled", None, None, "cancelled by pool_cancel", 0.0),
+            ("stopped", "interrupted", None, None, "the hub stopped while this task was running", 0.0),
+            ("open", "running", None, 444, None, 0.0),
+        ]
+        for task_id, status, subtype, pid, error, spend in old:
+            await store.execute(
+                "INSERT INTO pool_tasks (id, prompt, status, subtype, pid, error, spend_usd) VALUES (?, 'p', ?, ?, ?, ?, ?)",
+                (task_id, status, subtype, pid, error, spend),
+            )
+        await store.migrate("pool", MIGRATIONS)
+        views = {row["id"]: task_view(dict(row)) for row in await store.fetchall("SELECT * FROM pool_tasks")}
+    finally:
+        store.close()
+    known = {task_id: view["spend_known"] for task_id, view in views.items()}
+    assert known == {
+        "done": True,
+        "crashed": False,
+        "cancelled": False,
+        "never": True,
+        "stopped": False,
+        "open": False,  # not yet: it has not ended
+    }
+    assert views["crashed"]["spend_note"] == (
+        "the task ended without the CLI reporting its spend, so what it spent cannot be known; $0.00 was charged"
+    )
+    assert views["open"]["spend_note"] == "the task is running: what it spends is known when it ends"
 
 
 async def test_drain_cancels_queued_and_a_hung_task_after_its_timeout(tmp_path, runs):
@@ -396,6 +537,12 @@ async def test_a_killed_hub_leaves_running_work_interrupted_and_results_readable
         with anyio.fail_after(10):
             while len(recorded(runs)) < 2:
                 await anyio.sleep(0.02)
+        running_id = running["structuredContent"]["task_id"]
+        with anyio.fail_after(10):  # the hub writes the tokens it has seen as the task runs
+            while not peer.request(
+                "tools/call", {"name": "pool_result", "arguments": {"task_id": running_id}}
+            )["result"]["structuredContent"]["seen_input_tokens"]:
+                await anyio.sleep(0.05)
         dead_pid = peer.proc.pid
         peer.proc.kill()  # kill -9: no chance to clean up
         peer.proc.wait(timeout=10)
@@ -416,9 +563,18 @@ async def test_a_killed_hub_leaves_running_work_interrupted_and_results_readable
         assert lost["error"].startswith(f"its hub (pid {dead_pid}) died while this task was running")
         assert "its whole reservation ($1.0000) was charged" in lost["error"]
         assert lost["spend_usd"] == 1.0  # what the orphan spent cannot be known: the cap is charged
+        # The same rule and fields as a running hub's, with the tokens the dead hub had seen.
+        assert lost["spend_known"] is False and lost["charged_usd"] == 1.0
+        assert lost["spend_note"] == (
+            "its hub died while the task was running, before the CLI could report its spend, "
+            "so the task's whole reservation ($1.00) was charged"
+        )
+        assert (lost["seen_input_tokens"], lost["seen_output_tokens"]) == (10, 3)
+        assert first["spend_known"] is True and first["charged_usd"] == 0.001
         never = await call(client, "pool_result", task_id=queued["structuredContent"]["task_id"])
         assert never["status"] == "interrupted"
         assert never["error"] == f"its hub (pid {dead_pid}) died before this task ran"
+        assert never["spend_known"] is True and never["charged_usd"] == 0.0 and "spend_note" not in never
         budget = await hub.budget.summary()
         assert budget["spent_usd"] == pytest.approx(1.001) and budget["reserved_usd"] == 0
         assert len(recorded(runs)) == 2  # nothing was re-run
