@@ -16,7 +16,6 @@ import os
 import shutil
 import subprocess
 import sys
-import venv
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -45,20 +44,35 @@ def run(*cmd: str | Path, **kwargs: object) -> None:
 
 
 def ensure_venv(extras: str = "") -> None:
+    """Install the hub (with `extras`, e.g. "[test]") into .venv unless an install of the same
+    pyproject.toml with those extras (or more: `test` includes what `hub` needs) is there."""
     if not PY.exists():
         say("creating .venv")
-        venv.EnvBuilder(with_pip=True).create(VENV)
+        run(sys.executable, "-m", "venv", VENV, stdout=sys.stderr)
     stamp = VENV / ".hub-installed"
-    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + extras.encode()).hexdigest()
-    if stamp.exists() and stamp.read_text() == digest:
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    installed = stamp.read_text().split() if stamp.exists() else []
+    if installed[:1] == [digest] and (not extras or extras in installed[1:]):
         return
     say(f"installing the hub{' with ' + extras if extras else ''} into .venv")
     # The distribution was called "hub" before it became "mcp-plugin-hub": drop that install and
     # its metadata, or every built-in plugin is found twice.
     shutil.rmtree(ROOT / "hub.egg-info", ignore_errors=True)
     subprocess.run([str(PY), "-m", "pip", "uninstall", "--quiet", "-y", "hub"], capture_output=True)
-    run(PY, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-e", f"{ROOT}{extras}")
-    stamp.write_text(digest)
+    # stdout is the MCP channel when Claude Code starts the hub through this script (the plugin).
+    run(
+        PY,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "-e",
+        f"{ROOT}{extras}",
+        stdout=sys.stderr,
+    )
+    kept = [e for e in installed[1:] if installed[:1] == [digest]] if extras else []
+    stamp.write_text(" ".join([digest, *sorted(set(kept) | ({extras} if extras else set()))]))
 
 
 def ensure_npm() -> None:
@@ -92,7 +106,10 @@ def env_with_venv() -> dict[str, str]:
 
 def cmd_hub(args: list[str]) -> int:
     ensure_venv()
-    return subprocess.call([str(BIN / "hub"), *args], env=env_with_venv())
+    hub = str(BIN / "hub")
+    if os.name == "posix":  # become the hub: signals and stdin reach it directly
+        os.execve(hub, [hub, *args], env_with_venv())
+    return subprocess.call([hub, *args], env=env_with_venv())
 
 
 def cmd_test(args: list[str]) -> int:

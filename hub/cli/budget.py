@@ -61,9 +61,8 @@ async def show_budget(config: HubConfig, action: str, as_json: bool) -> None:
         return
     if action == "reset":
         return
-    limit = "no limit" if summary["limit_usd"] is None else f"${summary['limit_usd']:,.2f}"
     since = summary["period_started"] or "the beginning"
-    print(f"limit: {limit} per {summary['period'] if summary['period'] != 'total' else 'all time'}")
+    print(f"limit: {limit_text(summary['limit_usd'], summary['period'])}")
     print(
         f"period: {summary['period']}, counting since {since}"
         + (f", next from {summary['next_period']}" if summary["next_period"] else "")
@@ -77,3 +76,12 @@ async def show_budget(config: HubConfig, action: str, as_json: bool) -> None:
         held = summary["reserved_by_plugin"].get(plugin, 0.0)
         print(f"  {plugin}: spent ${spent:,.4f}, reserved ${held:,.4f}")
     print(f"spent in all periods: ${summary['spent_all_time_usd']:,.4f}")
+
+
+def limit_text(limit_usd: float | None, period: str) -> str:
+    """The cap in words: "$10.00 per day", "$10.00 in all", or how to set one."""
+    if limit_usd is None:
+        return "none (set one with [budget] limit_usd in hub.toml, or --budget-usd)"
+    if period == "total":
+        return f"${limit_usd:,.2f} in all (until `hub budget reset`)"
+    return f"${limit_usd:,.2f} per {period}"

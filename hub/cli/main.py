@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from hub import __version__
-from hub.cli import budget, config, plugins, serve, servers, shared, status, statusline
+from hub.cli import budget, config, plugins, serve, servers, shared, status, statusline, stop
 from hub.cli.options import add_common, indent
 
 __all__ = ["build_parser", "main"]
@@ -23,6 +23,7 @@ __all__ = ["build_parser", "main"]
 COMMANDS: dict[str, ModuleType] = {
     "serve": serve,
     "status": status,
+    "stop": stop,
     "plugins": plugins,
     "config": config,
     "servers": servers,
@@ -34,7 +35,8 @@ EPILOG = """\
 commands:
   serve      run the MCP server (the default when no command is given); over stdio, a bridge to
              the one shared hub process of this launch (--no-share or HUB_SHARE=0: in-process)
-  status     list the shared hub processes of this state directory
+  status     list the shared hub processes of this state directory: sessions, work, idle timer
+  stop       stop the shared hub process of this launch (--all: every one; --force: even if busy)
   plugins    list installed plugins: version, distribution, what each registers
   config     print the effective configuration, secrets masked, and which file set each key
   servers    import (from .mcp.json), list and check the downstream servers

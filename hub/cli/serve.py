@@ -173,10 +173,19 @@ def bridge(args: argparse.Namespace) -> int:
 
     if no_input():
         return 0  # no client: nothing to serve, and no reason to start a shared process
+    initial = b""
     if os.isatty(0):
-        from hub.wire.fds import TTY_HINT
+        from hub.wire.fds import tty_hint
 
-        print(TTY_HINT, file=sys.stderr, flush=True)
+        print(tty_hint(), file=sys.stderr, flush=True)
+        # A person at a terminal: start no shared process for the hint alone (it would stay up
+        # for its idle time); wait for a first line, and leave at Ctrl-D.
+        try:
+            initial = os.read(0, 65536)
+        except KeyboardInterrupt:
+            return 130
+        if not initial:
+            return 0
     try:
         state_dir = light_state_dir(args)
         files = config_files(args.config, os.environ).paths
@@ -189,4 +198,4 @@ def bridge(args: argparse.Namespace) -> int:
     if os.environ.get("HUB_FAST_START", "1") != "0":
         fingerprint = fast_start.fingerprint(__version__, ["bridge", *launch.argv], os.environ, files)
         cache = fast_start.AnswerCache(state_dir / fast_start.FILE_NAME, fingerprint)
-    return run_bridge(launch, daemon_argv, cache)
+    return run_bridge(launch, daemon_argv, cache, initial=initial)

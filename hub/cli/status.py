@@ -1,15 +1,17 @@
-"""`hub status`: the shared hub processes of this state directory, read from the store."""
+"""`hub status`: the shared hub processes of this state directory: from the store, each one then
+asked over its socket for its sessions, work in progress and idle timer (`hub.launch.control`)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from hub.cli.options import add_common, light_state_dir
 
-__all__ = ["add_parser", "run"]
+__all__ = ["add_parser", "run", "shared_processes"]
 
 
 def add_parser(commands: Any) -> None:
@@ -17,24 +19,21 @@ def add_parser(commands: Any) -> None:
         "status",
         help="list the shared hub processes of this state directory",
         description="The shared hub processes (one per launch, behind `hub serve`) of this state "
-        "directory: pid, key, sessions, uptime, memory, working directory.",
+        "directory: pid, sessions, work in progress, idle timer, memory, working directory, config.",
     )
     status.add_argument("--json", action="store_true", help="print JSON")
     add_common(status, suppress=True)
 
 
-def run(args: argparse.Namespace) -> int:
-    """`hub status`: the shared processes of this state directory, from the store."""
+def shared_processes(state_dir: Path) -> list[dict[str, Any]]:
+    """Each live shared process of `state_dir`, as the store and the process itself describe it."""
     import sqlite3
 
+    from hub.launch.control import ControlError, ask
     from hub.launch.shared_process import describe
     from hub.services.instances import Instance
 
-    try:
-        database = light_state_dir(args) / "hub.sqlite"
-    except ValueError as exc:
-        print(f"hub status: {exc}", file=sys.stderr)
-        return 2
+    database = state_dir / "hub.sqlite"
     rows: list[Any] = []
     if database.exists():
         try:
@@ -48,15 +47,48 @@ def run(args: argparse.Namespace) -> int:
                 conn.close()
         except sqlite3.Error:
             rows = []
-    shared = [describe(i) for i in (Instance.from_row(r) for r in rows) if i.alive()]
+    found = []
+    for instance in (Instance.from_row(row) for row in rows):
+        if not instance.alive():
+            continue
+        entry = describe(instance)
+        entry["pid_start"] = instance.pid_start
+        try:
+            entry.update(ask(instance.socket or "", "status", timeout_s=2))
+            entry["answers"] = True
+        except ControlError as exc:
+            entry["answers"], entry["problem"] = False, str(exc)
+        found.append(entry)
+    return found
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        shared = shared_processes(light_state_dir(args))
+    except ValueError as exc:
+        print(f"hub status: {exc}", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps(shared, indent=2))
     elif not shared:
         print("no shared hub process is running for this state directory")
     else:
         for entry in shared:
-            print(
-                f"pid {entry['pid']}  key {entry['key']}  sessions {entry['sessions']}  "
-                f"up {entry['uptime_s']:.0f} s  rss {entry['rss_mb']} MB  cwd {entry['cwd']}"
-            )
+            print(describe_line(entry))
     return 0
+
+
+def describe_line(entry: dict[str, Any]) -> str:
+    """One process in two lines: what it is doing, and which launch it serves."""
+    if not entry.get("answers"):
+        doing = f"not answering ({entry.get('problem')})"
+    elif entry.get("idle_s") is not None:
+        doing = f"idle {entry['idle_s']:.0f} s, exits in {entry['exits_in_s']:.0f} s"
+    else:
+        work = ", ".join(f"{plugin} {count}" for plugin, count in sorted(entry.get("work", {}).items()))
+        doing = f"sessions {entry['sessions']}" + (f", work in progress: {work}" if work else "")
+    files = ", ".join(entry.get("config_files") or []) or "no hub.toml"
+    return (
+        f"pid {entry['pid']}  {doing}  up {entry['uptime_s']:.0f} s  rss {entry['rss_mb']} MB\n"
+        f"    launch {entry['key']}: cwd {entry['cwd']}, config {files}"
+    )

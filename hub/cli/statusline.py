@@ -9,15 +9,17 @@ from typing import Any
 
 from hub.cli.options import add_common, light_state_dir
 
-__all__ = ["add_parser", "run"]
+__all__ = ["IDLE", "add_parser", "run"]
+
+IDLE = "hub: idle"  # no plugin has anything to say (no batch job, no pool task)
 
 
 def add_parser(commands: Any) -> None:
     parser = commands.add_parser(
         "statusline",
         help="print the plugins' status line (for Claude Code's statusLine setting)",
-        description="Print each plugin's status text, joined by ' | ', from the store; prints "
-        "nothing when there is none. Reads --state-dir, HUB_STATE_DIR or hub.toml's state_dir.",
+        description="Print each plugin's status text, joined by ' | ', from the store; 'hub: idle' "
+        "when there is none. Reads --state-dir, HUB_STATE_DIR or hub.toml's state_dir.",
     )
     add_common(parser, suppress=True)
 
@@ -32,6 +34,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"hub statusline: {exc}", file=sys.stderr)
         return 2
     lines = read_lines(path / "hub.sqlite")
-    if lines:
-        print(" | ".join(lines))
+    print(" | ".join(lines) if lines else IDLE)  # an empty status line looks broken
     return 0

@@ -273,8 +273,10 @@ class Bridge:
         stdin: int = 0,
         stdout: int = 1,
         cache: AnswerCache | None = None,
+        initial: bytes = b"",
     ) -> None:
         self.launch = launch
+        self.initial = initial  # input read before the handoff (a terminal's first line)
         self.cache = cache  # the last run's answers (cold start); the shared process keeps them up
         self.daemon_argv = list(daemon_argv)
         self.stdin = stdin
@@ -291,6 +293,9 @@ class Bridge:
         if sock is None and self.cache is not None and self.cache.answers and _pollable(self.stdin):
             sock, early = self._start_answering_early()
         self.sock = sock or connect_or_start(self.launch, self.daemon_argv)
+        if self.initial:
+            early = early or EarlyAnswers()
+            early.held = self.initial + early.held
         self._hand_over(early=early)
         return self._follow()
 
@@ -356,6 +361,12 @@ class Bridge:
             for line in _lines(read, partial_last=False):
                 kind, value = decode_event(line)
                 if kind == "B":
+                    return 0
+                if kind == "S":  # `hub stop`: end this session rather than start another process
+                    print(
+                        "hub: the shared hub process was stopped (hub stop); this session ends",
+                        file=sys.stderr,
+                    )
                     return 0
                 self._event(kind, value)
             if self.stopping:
@@ -489,10 +500,12 @@ def _pollable(fd: int) -> bool:
     return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
 
 
-def run_bridge(launch: Launch, daemon_argv: Sequence[str], cache: AnswerCache | None = None) -> int:
+def run_bridge(
+    launch: Launch, daemon_argv: Sequence[str], cache: AnswerCache | None = None, *, initial: bytes = b""
+) -> int:
     """Serve the client on stdin/stdout through the shared process; returns the exit code.
     `cache`: the start-up answers (`hub.launch.fast_start`), for a cold start and for the next one."""
-    bridge = Bridge(launch, daemon_argv, cache=cache)
+    bridge = Bridge(launch, daemon_argv, cache=cache, initial=initial)
 
     def on_signal(signum: int, frame: Any) -> None:
         bridge.cancel_all()

@@ -10,7 +10,9 @@ The socket stays open as the control channel, one line per event, shared process
 - ``R <id>``: a request was read; ``A <id>``: it was answered (or cancelled);
 - ``K <line>``: a line a new process would need: `initialize`, `notifications/initialized`,
   `subscriptions/listen`, and cancellations (which close a subscription);
-- ``B``: the session is over (the client closed its input and every answer was written).
+- ``B``: the session is over (the client closed its input and every answer was written);
+- ``S``: the process is being stopped (`hub stop`): the bridge ends the session and exits instead
+  of starting another process.
 
 With these the bridge knows, if the shared process dies, which requests to answer with an error
 and what to replay to a new one. The bridge closing the socket (its client stopped it) cancels
@@ -37,9 +39,9 @@ def send_handoff(sock: socket.socket, message: dict[str, Any], fds: list[int]) -
 
 
 def encode_event(kind: str, value: Any) -> bytes:
-    """One control line: ``R``/``A`` with an id, ``K`` with a line, ``B`` alone."""
-    if kind == "B":
-        return b"B\n"
+    """One control line: ``R``/``A`` with an id, ``K`` with a line, ``B`` or ``S`` alone."""
+    if kind in ("B", "S"):
+        return f"{kind}\n".encode()
     if kind == "K":
         return b"K " + str(value).rstrip("\n").encode() + b"\n"
     return f"{kind} {json.dumps(value)}\n".encode()

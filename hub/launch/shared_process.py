@@ -4,8 +4,9 @@
 connection is its own MCP session (either protocol era) on the hub's one `HubServer`, so every
 plugin's services are shared: downstream connections, pool slots and queue, batch polling,
 budget, context. The process exits after `[daemon] idle_exit_s` with no session connected and no
-work in progress (`Hub.busy`), and on SIGTERM/SIGINT. Started by a bridge as
-`hub shared --key KEY --socket PATH [the launch's options]`; never by hand.
+work in progress (`Hub.busy`), on SIGTERM/SIGINT, and when `hub stop` asks (`hub.launch.control`:
+its bridges are told, and end their sessions instead of starting another process). Started by a
+bridge as `hub shared --key KEY --socket PATH [the launch's options]`; never by hand.
 """
 
 from __future__ import annotations
@@ -25,13 +26,14 @@ import anyio
 import anyio.abc
 import structlog
 
+from hub.launch.control import CONTROL, is_control
 from hub.launch.handoff import HANDOFF, encode_event
 
 if TYPE_CHECKING:
     from hub.config.settings import HubConfig
     from hub.host import Hub
 
-__all__ = ["serve_shared"]
+__all__ = ["SharedProcess", "describe", "serve_shared"]
 
 log = structlog.get_logger("hub.shared")
 REPORT_BUFFER = 1 << 20  # bytes of events a bridge may leave unread
@@ -48,28 +50,27 @@ def _peer_pid(sock: socket.socket) -> int | None:
     return int.from_bytes(creds[:4], "little")
 
 
-async def _serve_connection(hub: Hub, stream: anyio.abc.SocketStream) -> None:
+async def _serve_connection(process: SharedProcess, stream: anyio.abc.SocketStream) -> None:
+    """One connection: a bridge's handoff, a control question (`hub.launch.control`), or an MCP
+    session on the socket itself (the bridge's liveness probe, or any client speaking lines)."""
     from hub.server.stdio import stdio_transport
     from hub.wire.fds import FdWriter, LineReader
 
+    hub = process.hub
     raw: socket.socket = stream.extra(anyio.abc.SocketAttribute.raw_socket)
-    session_id = next(_ids)
-    hub.sessions[session_id] = {
-        "session": session_id,
-        "bridge_pid": _peer_pid(raw),
-        "connected_at": round(time.time(), 3),
-    }
-    hub.session_changed.set()
-    log.info("session connected", session=session_id, sessions=len(hub.sessions))
     fds: list[int] = []
+    session_id: int | None = None
     try:
         first, fds = await _first_message(raw)
+        if not fds and is_control(first):
+            await process.answer(raw, first)
+            return
+        session_id = process.session_opened(raw)
         if fds:
-            await _serve_handoff(hub, raw, first, fds)
+            await _serve_handoff(process, raw, first, fds)
         else:
-            # A session on the socket itself (the bridge's liveness probe, or any client that
-            # speaks MCP lines here): its descriptor is read and written directly, not through
-            # the anyio stream, which costs a trip through the event loop per message.
+            # Read and written on its descriptor directly, not through the anyio stream, which
+            # costs a trip through the event loop per message.
             reader, writer = LineReader(raw.fileno(), first), FdWriter(raw.fileno())
             async with stdio_transport(reader, writer, hub.server.dispatch) as (read, write):
                 await hub.server.mcp.run(read, write, hub.server.mcp.create_initialization_options())
@@ -79,9 +80,8 @@ async def _serve_connection(hub: Hub, stream: anyio.abc.SocketStream) -> None:
         for fd in fds:
             with contextlib.suppress(OSError):
                 os.close(fd)
-        hub.sessions.pop(session_id, None)
-        hub.session_changed.set()
-        log.info("session closed", session=session_id, sessions=len(hub.sessions))
+        if session_id is not None:
+            process.session_closed(session_id)
         await stream.aclose()
 
 
@@ -151,6 +151,16 @@ class _Reporter:
                 except OSError:
                     break
 
+    def stopped(self) -> None:
+        """The process is being stopped (`hub stop`): the bridge ends its session instead of
+        starting another process. Sent at once; a bridge that does not read misses it."""
+        if self.gone:
+            return
+        data, self.parts = self.waiting + b"".join(self.parts) + encode_event("S", None), []
+        with contextlib.suppress(OSError):
+            self.sock.send(data)
+        self.close()
+
     def _add(self, data: bytes) -> None:
         if self.gone:
             return
@@ -187,8 +197,9 @@ class _Reporter:
         self.gone, self.waiting = True, b""
 
 
-async def _serve_handoff(hub: Hub, raw: socket.socket, first: bytes, fds: list[int]) -> None:
+async def _serve_handoff(process: SharedProcess, raw: socket.socket, first: bytes, fds: list[int]) -> None:
     """Serve the client whose stdin and stdout a bridge handed over (`hub.launch.handoff`)."""
+    hub = process.hub
     from hub.launch.fast_start import AnswerCache, EarlyAnswers
     from hub.launch.session import serve_fds
 
@@ -200,6 +211,7 @@ async def _serve_handoff(hub: Hub, raw: socket.socket, first: bytes, fds: list[i
     swallow: set[Any] = set(message.get("swallow", []))
     swallow |= {("ack", subscription) for subscription in message.get("swallow_acks", [])}
     reporter = _Reporter(raw)
+    process.reporters.add(reporter)
     async with anyio.create_task_group() as tg:
 
         async def bridge_gone() -> None:
@@ -227,53 +239,153 @@ async def _serve_handoff(hub: Hub, raw: socket.socket, first: bytes, fds: list[i
             await reporter.bye()
         finally:
             reporter.close()
+            process.reporters.discard(reporter)
         tg.cancel_scope.cancel()
 
 
+class SharedProcess:
+    """The shared process of one launch: its hub, its sessions, its idle timer, and the answers
+    to `hub status` and `hub stop` (`hub.launch.control`)."""
+
+    def __init__(self, hub: Hub, key: str, socket_path: Path, idle_exit_s: float) -> None:
+        self.hub = hub
+        self.key = key
+        self.socket_path = socket_path
+        self.idle_exit_s = idle_exit_s
+        self.idle_since: float | None = time.monotonic()
+        self.reporters: set[_Reporter] = set()
+        self.stop_scope = anyio.CancelScope()
+
+    # -- sessions ----------------------------------------------------------------------------
+
+    def session_opened(self, raw: socket.socket) -> int:
+        session_id = next(_ids)
+        self.hub.sessions[session_id] = {
+            "session": session_id,
+            "bridge_pid": _peer_pid(raw),
+            "connected_at": round(time.time(), 3),
+        }
+        self.hub.session_changed.set()
+        log.info("session connected", session=session_id, sessions=len(self.hub.sessions))
+        return session_id
+
+    def session_closed(self, session_id: int) -> None:
+        self.hub.sessions.pop(session_id, None)
+        self.hub.session_changed.set()
+        log.info("session closed", session=session_id, sessions=len(self.hub.sessions))
+
+    # -- control questions ---------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """What `hub status` shows of this process besides what the store has."""
+        idle_for = None if self.idle_since is None else time.monotonic() - self.idle_since
+        config = self.hub.config
+        return {
+            "pid": os.getpid(),
+            "key": self.key,
+            "sessions": len(self.hub.sessions),
+            "work": {plugin: count for plugin, count in self.hub.work.items() if count},
+            "idle_s": None if idle_for is None else round(idle_for, 1),
+            "exits_in_s": None if idle_for is None else round(max(0.0, self.idle_exit_s - idle_for), 1),
+            "idle_exit_s": self.idle_exit_s,
+            "cwd": os.getcwd(),
+            "config_files": [path for _, path in config.scopes],
+            "state_dir": str(config.state_dir),
+        }
+
+    async def answer(self, raw: socket.socket, first: bytes) -> None:
+        """Answer one control question and, for an accepted `stop`, stop."""
+        try:
+            question = json.loads(first)[CONTROL]
+            ask = question["ask"]
+        except (ValueError, KeyError, TypeError):
+            await _send_line(raw, {"error": "not a control question"})
+            return
+        status = self.status()
+        if ask == "status":
+            await _send_line(raw, status)
+        elif ask == "stop":
+            busy = status["sessions"] or status["work"]
+            if busy and not question.get("force"):
+                await _send_line(raw, {**status, "stopped": False})
+                return
+            await _send_line(raw, {**status, "stopped": True})
+            self.stop()
+        else:
+            await _send_line(raw, {"error": f"unknown question {ask!r}"})
+
+    def stop(self) -> None:
+        """Stop serving: every bridge is told (it ends its session), then the hub stops."""
+        log.info("stopping on request (hub stop)", sessions=len(self.hub.sessions), work=self.hub.work)
+        for reporter in list(self.reporters):
+            reporter.stopped()
+        self.stop_scope.cancel()
+
+    # -- running -------------------------------------------------------------------------------
+
+    async def exit_when_idle(self) -> None:
+        recorded = -1
+        hub = self.hub
+        while True:
+            hub.session_changed = anyio.Event()
+            if len(hub.sessions) != recorded:
+                recorded = len(hub.sessions)
+                await hub.instances.set_sessions(recorded)
+            if hub.sessions or hub.busy():
+                self.idle_since = None
+            elif self.idle_since is None:
+                self.idle_since = time.monotonic()
+            elif time.monotonic() - self.idle_since >= self.idle_exit_s:
+                log.info("idle: no session and no work; exiting", idle_exit_s=self.idle_exit_s)
+                self.stop_scope.cancel()
+                return
+            with anyio.move_on_after(min(1.0, max(0.05, self.idle_exit_s / 4))):
+                await hub.session_changed.wait()
+
+    async def serve(self) -> None:
+        """Serve bridges until idle, stopped or signalled."""
+        with contextlib.suppress(FileNotFoundError):
+            self.socket_path.unlink()  # the bridge that started us holds the lock: any file here is stale
+        listener = await anyio.create_unix_listener(self.socket_path)
+        os.chmod(self.socket_path, 0o600)
+        log.info(
+            "shared hub serving", socket=str(self.socket_path), key=self.key, idle_exit_s=self.idle_exit_s
+        )
+        with self.stop_scope:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._stop_on_signal)
+                tg.start_soon(self.exit_when_idle)
+                async with listener:
+                    await listener.serve(lambda stream: _serve_connection(self, stream), task_group=tg)
+
+    async def _stop_on_signal(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            async for signum in signals:
+                log.info("signal received; shutting down", signal=signum.name)
+                self.stop_scope.cancel()
+                return
+
+
+async def _send_line(raw: socket.socket, answer: dict[str, Any]) -> None:
+    data = json.dumps(answer).encode() + b"\n"
+    with anyio.move_on_after(2):
+        while data:
+            await anyio.wait_writable(raw)
+            try:
+                data = data[raw.send(data) :]
+            except BlockingIOError:
+                continue
+            except OSError:
+                return
+
+
 async def serve_shared(config: HubConfig, key: str, socket_path: Path) -> None:
-    """Serve bridges on `socket_path` until idle for `[daemon] idle_exit_s`, or a signal."""
+    """Serve bridges on `socket_path` until idle for `[daemon] idle_exit_s`, stopped, or a signal."""
     from hub.host import Hub
 
-    idle_exit_s = config.daemon.idle_exit_s
-    async with Hub(config) as hub, anyio.create_task_group() as tg:
+    async with Hub(config) as hub:
         await hub.instances.mark_shared(key, str(socket_path))
-        with contextlib.suppress(FileNotFoundError):
-            socket_path.unlink()  # the bridge that started us holds the lock: any file here is stale
-        listener = await anyio.create_unix_listener(socket_path)
-        os.chmod(socket_path, 0o600)
-        log.info("shared hub serving", socket=str(socket_path), key=key, idle_exit_s=idle_exit_s)
-
-        async def stop_on_signal() -> None:
-            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
-                async for signum in signals:
-                    log.info("signal received; shutting down", signal=signum.name)
-                    tg.cancel_scope.cancel()
-                    return
-
-        async def accept() -> None:
-            async with listener:
-                await listener.serve(lambda stream: _serve_connection(hub, stream), task_group=tg)
-
-        async def exit_when_idle() -> None:
-            idle_since = time.monotonic()
-            recorded = -1
-            while True:
-                hub.session_changed = anyio.Event()
-                if len(hub.sessions) != recorded:
-                    recorded = len(hub.sessions)
-                    await hub.instances.set_sessions(recorded)
-                if hub.sessions or hub.busy():
-                    idle_since = time.monotonic()
-                elif time.monotonic() - idle_since >= idle_exit_s:
-                    log.info("idle: no session and no work; exiting", idle_exit_s=idle_exit_s)
-                    tg.cancel_scope.cancel()
-                    return
-                with anyio.move_on_after(min(1.0, max(0.05, idle_exit_s / 4))):
-                    await hub.session_changed.wait()
-
-        tg.start_soon(stop_on_signal)
-        tg.start_soon(accept)
-        tg.start_soon(exit_when_idle)
+        await SharedProcess(hub, key, socket_path, config.daemon.idle_exit_s).serve()
     with contextlib.suppress(FileNotFoundError):
         socket_path.unlink()
 

@@ -35,7 +35,7 @@ from hub.server.hygiene import MessageCheck
 from hub.server.sdk import create_context_streams
 from hub.server.shortcuts import LineShortcut
 from hub.wire.envelope import LISTEN
-from hub.wire.fds import TTY_HINT, FdWriter, LineReader
+from hub.wire.fds import FdWriter, LineReader, tty_hint
 from hub.wire.jsonrpc import valid_id
 
 __all__ = ["Events", "event_loop_stdout", "private_stdin", "stdio_transport"]
@@ -67,7 +67,7 @@ def private_stdin(initial: bytes = b"", on_line: Callable[[str], None] | None = 
         return
     with contextlib.suppress(OSError):
         if os.isatty(private):
-            print(TTY_HINT, file=sys.stderr, flush=True)
+            print(tty_hint(), file=sys.stderr, flush=True)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)

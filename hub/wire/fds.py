@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
+import sys
 from collections import deque
 from collections.abc import Callable
 
@@ -17,16 +18,22 @@ import structlog
 
 from hub.wire.lines import LineBuffer, utf8, write_all
 
-__all__ = ["LINE_FINISH_S", "TTY_HINT", "FdWriter", "LineReader", "pollable", "write_line"]
+__all__ = ["LINE_FINISH_S", "FdWriter", "LineReader", "pollable", "tty_hint", "write_line"]
 
 log = structlog.get_logger("hub.wire")
 
-# What a person who runs `hub` in a terminal is told (by the in-process stdio transport and by the
-# bridge, which must not load the MCP SDK to say it).
-TTY_HINT = (
-    "hub: this is an MCP server; it speaks JSON-RPC on stdin/stdout to an MCP client. To try it: "
-    "npx @modelcontextprotocol/inspector hub serve   (Ctrl-D or Ctrl-C quits)"
-)
+
+def tty_hint() -> str:
+    """What a person who runs `hub` in a terminal is told (by the in-process stdio transport and
+    by the bridge, which must not load the MCP SDK to say it): the command to try it with names
+    this hub by its full path, since `hub` may not be on PATH (a checkout's .venv/bin/hub)."""
+    command = sys.argv[0] if sys.argv and os.path.basename(sys.argv[0]) == "hub" else ""
+    hub = os.path.abspath(command) if command else f"{sys.executable} -m hub"
+    return (
+        "hub: this is an MCP server; it speaks JSON-RPC on stdin/stdout to an MCP client, and waits "
+        f"for one here. To try it: npx @modelcontextprotocol/inspector {hub} serve   "
+        "(Ctrl-D or Ctrl-C quits)"
+    )
 
 
 def pollable(fd: int) -> bool:

@@ -50,3 +50,11 @@ def test_budget_show_and_reset(tmp_path):
     shown = json.loads(hub("budget", "--json", env=env, cwd=tmp_path).stdout)
     assert shown["spent_usd"] == 0 and shown["spent_all_time_usd"] == 0.35
     assert shown["reserved_usd"] == 0.1  # running work still holds its reservation
+
+
+def test_the_limit_is_said_in_words():
+    from hub.cli.budget import limit_text
+
+    assert limit_text(None, "total").startswith("none (set one with [budget] limit_usd")
+    assert limit_text(10, "total") == "$10.00 in all (until `hub budget reset`)"
+    assert limit_text(2.5, "day") == "$2.50 per day"

@@ -242,7 +242,7 @@ def test_statusline_prints_plugin_lines_from_the_store(tmp_path):
     from hub.services.store import Store
 
     env = hub_env(tmp_path)
-    assert hub("statusline", env=env, cwd=tmp_path).stdout == ""  # no database yet: nothing, exit 0
+    assert hub("statusline", env=env, cwd=tmp_path).stdout == "hub: idle\n"  # no database yet, exit 0
 
     async def write() -> None:
         store = Store.in_state_dir(tmp_path / "state")

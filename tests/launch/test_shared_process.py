@@ -460,3 +460,52 @@ def test_an_event_too_large_for_the_bridge_is_left_out_and_the_end_still_reaches
             return bridge.recv(65536)
 
     assert anyio.run(main) == b"R 7\nB\n"
+
+
+def _hub(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [os.path.join(VENV_BIN, "hub"), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_hub_stop_leaves_a_busy_process_running_and_force_ends_its_sessions(shared_env, tmp_path):
+    """`hub status` shows sessions and work; `hub stop` names them and stops nothing; `--force`
+    stops the process and its bridge ends (it does not start another one)."""
+    bridge = BridgeClient(shared_env, tmp_path)
+    try:
+        bridge.initialize()
+        (before,) = shared_processes(shared_env, tmp_path)
+        assert before["answers"] and before["sessions"] == 1 and before["idle_s"] is None
+        assert before["config_files"] == [str(tmp_path / "hub.toml")]
+        refused = _hub(shared_env, tmp_path, "stop")
+        assert refused.returncode == 1, refused
+        assert "sessions connected or work in progress" in refused.stderr and "--force" in refused.stderr
+        assert not gone(before["pid"])
+        stopped = _hub(shared_env, tmp_path, "stop", "--force")
+        assert stopped.returncode == 0, stopped.stderr
+        assert f"stopped pid {before['pid']}" in stopped.stdout
+        assert bridge.proc.wait(timeout=30) == 0
+        assert "was stopped (hub stop)" in bridge.stderr_path.read_text()
+    finally:
+        bridge.close()
+    assert gone(before["pid"]) and shared_processes(shared_env, tmp_path) == []
+    assert not Path(before["socket"]).exists()
+
+
+def test_hub_status_shows_the_idle_timer_and_hub_stop_stops_an_idle_process(shared_env, tmp_path):
+    (tmp_path / "hub.toml").write_text(
+        (tmp_path / "hub.toml").read_text().replace("idle_exit_s = 1", "idle_exit_s = 300")
+    )
+    bridge = BridgeClient(shared_env, tmp_path)
+    try:
+        bridge.initialize()
+    finally:
+        assert bridge.close() == 0
+    wait_for(lambda: shared_processes(shared_env, tmp_path)[0]["idle_s"] is not None, what="the idle timer")
+    (idle,) = shared_processes(shared_env, tmp_path)
+    assert idle["sessions"] == 0 and 250 < idle["exits_in_s"] <= 300
+    assert "exits in" in _hub(shared_env, tmp_path, "status").stdout
+    other = _hub(shared_env, tmp_path, "stop", "--set", "plugins.pool.slots=3")  # another launch
+    assert other.returncode == 0 and "1 other(s) run" in other.stdout
+    assert _hub(shared_env, tmp_path, "stop").returncode == 0  # idle: no --force needed
+    wait_for(lambda: gone(idle["pid"]), what="the stopped process to exit")

@@ -311,3 +311,27 @@ def test_piped_requests_are_answered_with_a_fast_start_too(tmp_path):
         call = next(a for a in answers if a["id"] == "c")
         assert call.get("result", {}).get("isError") is False, call
         assert (tmp_path / "state" / "fastfront.json").exists()
+
+
+def test_a_terminal_that_only_gets_the_hint_leaves_no_shared_process_behind(tmp_path):
+    """`hub` typed in a terminal (the bridge): the hint names this hub by its full path, and
+    Ctrl-D before any input ends it without starting a shared process."""
+    import pty
+
+    leader, follower = pty.openpty()
+    env = hub_env(tmp_path, HUB_SHARE="1")
+    hub = str(Path(sys.executable).parent / "hub")
+    proc = subprocess.Popen([hub, "--plugins", "batchit"], stdin=follower, stderr=subprocess.PIPE, env=env)
+    os.close(follower)
+    try:
+        assert proc.stderr is not None
+        hint = proc.stderr.readline().decode()
+        assert f"inspector {hub} serve" in hint, hint
+        os.write(leader, b"\x04")  # Ctrl-D
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(leader)
+    assert not (tmp_path / "state" / "hub.sqlite").exists()  # no hub ever started
