@@ -9,6 +9,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hub.errors import ConfigError
+
 if TYPE_CHECKING:
     from hub.config.settings import HubConfig
 
@@ -61,13 +63,33 @@ def config_from(args: argparse.Namespace) -> HubConfig:
         value = getattr(args, flag, None)
         if value is not None:
             flags[key] = (f"--{flag.replace('_', '-')}", value)
-    return load_config(
-        args.config,
-        overrides=list(args.overrides),
-        plugins=args.plugins,
-        budget_usd=args.budget_usd,
-        flags=flags,
-    )
+    try:
+        return load_config(
+            args.config,
+            overrides=list(args.overrides),
+            plugins=args.plugins,
+            budget_usd=args.budget_usd,
+            flags=flags,
+        )
+    except ConfigError as exc:
+        raise ConfigError(_with_plugin_problems(exc)) from None
+
+
+def _with_plugin_problems(exc: ConfigError) -> str:
+    """The configuration's problems, and the plugins' own (their tables, their server keys), all
+    at once: a typo under [budget] must not hide one under [plugins.pool]."""
+    partial = getattr(exc, "partial", None)
+    if partial is None:
+        return str(exc)
+    from hub.plugin.manager import load_plugins
+
+    try:
+        load_plugins(partial, extra={})
+    except ConfigError as more:
+        return f"{exc}\n{more}"
+    except Exception:  # a plugin that cannot even load is reported once the configuration is fixed
+        pass
+    return str(exc)
 
 
 def light_state_dir(args: argparse.Namespace) -> Path:

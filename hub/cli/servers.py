@@ -19,7 +19,7 @@ import socket
 import sqlite3
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -86,15 +86,18 @@ def _entry_to_table(entry: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]
 
 
 def import_servers(
-    source: Path, target: Path, *, replace: bool = False, cwd: Path | None = None
+    source: Path,
+    target: Path,
+    *,
+    replace: bool = False,
+    cwd: Path | None = None,
+    moved: set[str] | None = None,
 ) -> list[str]:
-    """Write `source`'s servers into `target` (created if missing). Returns report lines."""
+    """Write `source`'s servers into `target` (created if missing). Returns report lines; the
+    names of the servers now in `target` (imported, or there already) are added to `moved`."""
     import tomlkit
-    from pydantic import ValidationError
 
-    from hub.config.load import format_validation_error
-    from hub.config.settings import ServerConfig
-
+    moved = set() if moved is None else moved
     entries = read_mcp_servers(source, cwd)
     text = target.read_text() if target.exists() else ""
     try:
@@ -108,36 +111,82 @@ def import_servers(
     lines: list[str] = []
     added = 0
     for name, entry in entries.items():
-        if is_hub_entry(entry):
-            lines.append(f"left out {name!r}: it is the hub itself")
-            continue
-        table, dropped = _entry_to_table(entry)
-        try:
-            ServerConfig.model_validate(table)
-        except ValidationError as exc:
-            lines.append(
-                f"skipped {name!r}: " + format_validation_error(exc, str(source)).replace("\n", "; ")
-            )
-            continue
-        if name in servers and not replace:
-            lines.append(f"kept {name!r}: already in {target} (use --replace to overwrite it)")
-            continue
-        new = tomlkit.table()
-        for key, value in table.items():
-            if isinstance(value, dict):
-                inline = tomlkit.inline_table()
-                inline.update(value)
-                new[key] = inline
-            else:
-                new[key] = value
-        servers[name] = new
-        added += 1
-        note = f" (dropped {', '.join(dropped)}: not a server setting the hub takes)" if dropped else ""
-        lines.append(f"imported {name!r}{note}")
+        line, table = _import_one(name, entry, source, target, servers, replace=replace)
+        lines.append(line)
+        if table is not None:
+            servers[name] = table
+            added += 1
+        if table is not None or line.startswith("kept "):
+            moved.add(name)
     if added:
         _write_atomically(target, tomlkit.dumps(doc))
     lines.append(f"{added} server{'s' if added != 1 else ''} written to {target}")
     return lines
+
+
+def _import_one(
+    name: str, entry: Mapping[str, Any], source: Path, target: Path, servers: Any, *, replace: bool
+) -> tuple[str, Any]:
+    """(the report line, the `[servers.NAME]` table to write or None) for one `.mcp.json` entry."""
+    import tomlkit
+    from pydantic import ValidationError
+
+    from hub.config.load import format_validation_error
+    from hub.config.settings import ServerConfig
+
+    if is_hub_entry(entry):
+        return f"left out {name!r}: it is the hub itself", None
+    table, dropped = _entry_to_table(entry)
+    try:
+        ServerConfig.model_validate(table)
+    except ValidationError as exc:
+        problems = format_validation_error(exc, str(source), model=ServerConfig).replace("\n", "; ")
+        return f"skipped {name!r}: {problems}", None
+    if name in servers and not replace:
+        return f"kept {name!r}: already in {target} (use --replace to overwrite it)", None
+    new = tomlkit.table()
+    for key, value in table.items():
+        if isinstance(value, dict):
+            inline = tomlkit.inline_table()
+            inline.update(value)
+            new[key] = inline
+        else:
+            new[key] = value
+    note = f" (dropped {', '.join(dropped)}: not a server setting the hub takes)" if dropped else ""
+    return f"imported {name!r}{note}", new
+
+
+def hub_entry(target: Path, cwd: Path | None = None) -> dict[str, Any]:
+    """The `.mcp.json` entry that starts this hub, by its full path (it may not be on PATH), with
+    `HUB_CONFIG` when the servers went into a hub.toml the hub would not find by itself."""
+    import sys
+
+    if sys.argv and Path(sys.argv[0]).name == "hub":
+        command, args = str(Path(sys.argv[0]).resolve()), ["serve"]
+    else:
+        command, args = sys.executable, ["-m", "hub", "serve"]
+    entry: dict[str, Any] = {"type": "stdio", "command": command, "args": args}
+    here = (cwd or Path.cwd()).resolve()
+    if target.resolve() != here / "hub.toml":
+        entry["env"] = {"HUB_CONFIG": str(target.resolve())}
+    return entry
+
+
+def keep_only_the_hub(mcp_json: Path, moved: set[str], entry: dict[str, Any]) -> list[str]:
+    """Rewrite `mcp_json` so it lists the hub instead of the servers now in hub.toml (`moved`);
+    the old file is kept beside it as `.mcp.json.bak`. A server that was not imported stays."""
+    original = mcp_json.read_bytes()
+    data = json.loads(original)
+    servers = data.get("mcpServers") or {}
+    hubs = [name for name, server in servers.items() if isinstance(server, dict) and is_hub_entry(server)]
+    kept = {name: server for name, server in servers.items() if name not in moved and name not in hubs}
+    name = hubs[0] if hubs else "hub"
+    data["mcpServers"] = {name: servers[name] if hubs else entry, **kept}
+    backup = mcp_json.with_name(mcp_json.name + ".bak")
+    _write_atomically(backup, original.decode("utf-8", errors="replace"))
+    _write_atomically(mcp_json, json.dumps(data, indent=2) + "\n")
+    left = f"; it still lists {', '.join(sorted(kept))} (not imported: see above)" if kept else ""
+    return [f"{mcp_json} now lists the hub{left} (the old file is {backup.name})"]
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -250,9 +299,12 @@ def list_servers(config: HubConfig) -> list[dict[str, Any]]:
 # --- check -------------------------------------------------------------------------------------
 
 
-async def check_servers(config: HubConfig, names: list[str]) -> list[dict[str, Any]]:
+async def check_servers(
+    config: HubConfig, names: list[str], on_result: Callable[[dict[str, Any]], None] | None = None
+) -> list[dict[str, Any]]:
     """Start each server through the connection cache (at most 4 at once), list its tools, close.
-    One row per server: name, ok, tools or error (with the tail of its stderr)."""
+    One row per server: name, ok, tools or error (with the tail of its stderr), in the order
+    asked; `on_result(row)` hears each one as it finishes."""
     import anyio
 
     from hub.client.cache import ConnectionCache
@@ -277,6 +329,8 @@ async def check_servers(config: HubConfig, names: list[str]) -> list[dict[str, A
                         results[name] = {"name": name, "ok": False, "error": str(exc) or type(exc).__name__}
                     finally:
                         await cache.close(name)
+                    if on_result is not None:
+                        on_result(results[name])
 
             async with anyio.create_task_group() as tg:
                 for name in chosen:
@@ -300,10 +354,17 @@ def add_parser(commands: Any) -> None:
         help="write an .mcp.json's servers into hub.toml (comments kept; the hub's own entry left out)",
         description="Read mcpServers from PATH (an .mcp.json, Claude Desktop's config or ~/.claude.json; "
         "default ./.mcp.json) and add one [servers.NAME] table each to the project's hub.toml "
-        "(--config, HUB_CONFIG, else ./hub.toml, created if missing).",
+        "(--config, HUB_CONFIG, else ./hub.toml, created if missing); then rewrite the .mcp.json to "
+        "list only the hub (the old file kept as .mcp.json.bak), or print the entry to paste.",
     )
     imp.add_argument("path", nargs="?", metavar="PATH", help="default: ./.mcp.json")
     imp.add_argument("--replace", action="store_true", help="overwrite servers already in hub.toml")
+    imp.add_argument(
+        "--keep-mcp-json",
+        action="store_true",
+        help="leave .mcp.json as it is and print the hub's entry to paste (default: rewrite it to list "
+        "only the hub, the old file kept as .mcp.json.bak)",
+    )
     imp.add_argument(
         "--user",
         action="store_true",
@@ -324,53 +385,102 @@ def run(args: Any) -> int:
     from hub.log import configure_logging
 
     configure_logging("console", "error")
-    action = args.servers_command
-    if action == "import":
-        from hub.config.paths import config_files, user_config_file
-
-        source = Path(args.path).expanduser() if args.path else Path(".mcp.json")
-        if args.user:
-            target = user_config_file(os.environ)
-        else:
-            target = config_files(args.config, os.environ).project or Path("hub.toml")
-        try:
-            lines = import_servers(source, target, replace=args.replace)
-        except ImportError_ as exc:
-            print(f"hub servers import: {exc}", file=sys.stderr)
-            return 2
-        for line in lines:
-            print(line)
-        return 0
+    if args.servers_command == "import":
+        return _import(args)
     config = config_from(args)
-    if action == "list":
-        rows = list_servers(config)
-        if args.json:
-            print(json.dumps(rows, indent=2))
-            return 0
-        if not rows:
-            print(
-                "no servers configured ([servers.NAME] in hub.toml; `hub servers import` brings .mcp.json's)"
-            )
-        for row in rows:
-            running = {True: "running", False: "not running", None: "remote"}[row["running"]]
-            tools = "tools: not seen yet" if row["tools"] is None else f"tools: {row['tools']}"
-            print(
-                f"{row['name']}  ({row['transport']}: {row['target']})  {running}, {tools}  [{row['set_by']}]"
-            )
+    if args.servers_command == "list":
+        return _list(config, as_json=args.json)
+    return _check(config, list(args.names), as_json=args.json)
+
+
+def _import(args: Any) -> int:
+    from hub.config.paths import config_files, user_config_file
+
+    source = Path(args.path).expanduser() if args.path else Path(".mcp.json")
+    if args.user:
+        target = user_config_file(os.environ)
+    else:
+        target = config_files(args.config, os.environ).project or Path("hub.toml")
+    moved: set[str] = set()
+    try:
+        lines = import_servers(source, target, replace=args.replace, moved=moved)
+        entry = hub_entry(target)
+        if moved and source.name == ".mcp.json" and not args.keep_mcp_json:
+            lines += keep_only_the_hub(source, moved, entry)
+        elif moved:
+            shown = json.dumps({"mcpServers": {"hub": entry}}, indent=2)
+            lines.append(f"{source} is unchanged; keep only this entry in your .mcp.json:\n{shown}")
+    except (ImportError_, OSError, ValueError) as exc:
+        print(f"hub servers import: {exc}", file=sys.stderr)
+        return 2
+    for line in lines:
+        print(line)
+    return 0
+
+
+def _list(config: HubConfig, *, as_json: bool) -> int:
+    rows = list_servers(config)
+    if as_json:
+        print(json.dumps(rows, indent=2))
         return 0
+    if not rows:
+        print("no servers configured ([servers.NAME] in hub.toml; `hub servers import` brings .mcp.json's)")
+    for row in rows:
+        running = {True: "running", False: "not running", None: "remote"}[row["running"]]
+        tools = "tools: not seen yet" if row["tools"] is None else f"tools: {row['tools']}"
+        print(f"{row['name']}  ({row['transport']}: {row['target']})  {running}, {tools}  [{row['set_by']}]")
+    return 0
+
+
+def _check(config: HubConfig, names: list[str], *, as_json: bool) -> int:
+    """Each server's line as soon as it is known (a terminal also sees which are still starting);
+    with --json, one document at the end."""
     import anyio
 
+    progress = _Progress(len(names or config.servers)) if not as_json and sys.stderr.isatty() else None
+
+    def show(row: dict[str, Any]) -> None:
+        if progress is not None:
+            progress.clear()
+        if not as_json:
+            print(check_line(row), flush=True)
+        if progress is not None:
+            progress.done += 1
+            progress.show()
+
     try:
-        results = anyio.run(check_servers, config, list(args.names))
+        if progress is not None:
+            progress.show()
+        results = anyio.run(check_servers, config, names, show)
     except LookupError as exc:
         print(f"hub servers check: {exc.args[0]}", file=sys.stderr)
         return 2
-    if args.json:
+    finally:
+        if progress is not None:
+            progress.clear()
+    if as_json:
         print(json.dumps(results, indent=2))
-    else:
-        for row in results:
-            if row["ok"]:
-                print(f"ok      {row['name']}: {len(row['tools'])} tools: {', '.join(row['tools'])}")
-            else:
-                print(f"FAILED  {row['name']}: {row['error']}")
     return 0 if all(row["ok"] for row in results) else 1
+
+
+def check_line(row: dict[str, Any]) -> str:
+    if row["ok"]:
+        return f"ok      {row['name']}: {len(row['tools'])} tools: {', '.join(row['tools'])}"
+    return f"FAILED  {row['name']}: {row['error']}"
+
+
+class _Progress:
+    """ "checked 3 of 10 servers" on a terminal's stderr, rewritten in place."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.done = 0
+
+    def show(self) -> None:
+        if self.done < self.total:
+            sys.stderr.write(f"\rchecking servers: {self.done} of {self.total} done ...")
+            sys.stderr.flush()
+
+    def clear(self) -> None:
+        sys.stderr.write("\r\033[K")
+        sys.stderr.flush()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,11 @@ from hub.config.settings import (
     HubConfig,
     HubEnvSource,
     HubTomlSource,
+    PluginsConfig,
     ServerConfig,
     _Load,
     _normalise,
+    _sources,
     origin_of,
 )
 from hub.errors import ConfigError
@@ -84,17 +87,50 @@ def load_config(
         for dotted in _leaf_keys({key: value}) if isinstance(value, Mapping) else [key]:
             origins[dotted] = origin
     source = str(files.paths[-1]) if files.paths else "(defaults)"
-    token = _LOADING.set(_Load(files.in_order(), env, cli))
+    loading = _Load(files.in_order(), env, cli)
+    token = _LOADING.set(loading)
     try:
         config = HubConfig()
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, source, origins=origins)) from None
+        error = ConfigError(format_validation_error(exc, source, origins=origins, model=HubConfig))
+        error.partial = _partial(loading, source, origins)  # type: ignore[attr-defined]
+        raise error from None
     finally:
         _LOADING.reset(token)
     config.source = source
     config.origins = origins
     config.scopes = [(scope, str(file)) for scope, file in files.in_order()]
     return config
+
+
+def _partial(loading: _Load, source: str, origins: dict[str, str]) -> HubConfig | None:
+    """What can be read of a configuration that is not valid as a whole: its plugin selection and
+    tables and its valid servers, so the plugins' own problems are reported with the rest, all
+    at once (`hub.cli.options.config_from`). None when even that cannot be read."""
+    merged: dict[str, Any] = {}
+    try:
+        for settings_source in _sources(HubConfig, loading):
+            merged = _deep_merge(merged, settings_source())
+        plugins = PluginsConfig.model_validate(merged.get("plugins") or {})
+    except Exception:  # a source or the selection itself is broken: reported already
+        return None
+    servers = {}
+    for name, table in (merged.get("servers") or {}).items():
+        try:
+            servers[name] = ServerConfig.model_validate(table)
+        except Exception:
+            continue  # reported already
+    return HubConfig.model_construct(plugins=plugins, servers=servers, source=source, origins=origins)
+
+
+def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def _file_origins(files: ConfigFiles) -> dict[str, str]:
@@ -188,10 +224,15 @@ def check_server_keys(config: HubConfig, models: Mapping[str, type[BaseModel]]) 
 
 
 def format_validation_error(
-    exc: ValidationError, source: str, prefix: str = "", origins: Mapping[str, str] | None = None
+    exc: ValidationError,
+    source: str,
+    prefix: str = "",
+    origins: Mapping[str, str] | None = None,
+    model: type[BaseModel] | None = None,
 ) -> str:
     """One line per problem: ``FILE: dotted.key: message (got VALUE)`` (FILE is ``--set`` or the
-    variable's name when that is what set the key)."""
+    variable's name when that is what set the key). With the `model` that was validated, an
+    unknown key says which known one it is close to."""
     lines = []
     for error in exc.errors():
         loc = ".".join(str(part) for part in error["loc"] if not str(part).startswith("function-"))
@@ -200,7 +241,7 @@ def format_validation_error(
             key = f"{key}.{(error.get('ctx') or {}).get('key')}"
             message = error["msg"]
         elif error["type"] == "extra_forbidden":
-            message = "unknown key"
+            message = "unknown key" + _did_you_mean(model, error["loc"])
         else:
             message = error["msg"].removeprefix("Value error, ")
             if (
@@ -212,3 +253,46 @@ def format_validation_error(
                 message += f" (got {shown[:60]}{'...' if len(shown) > 60 else ''})"
         lines.append(f"{origin_of(key, source, origins or {})}: {key}: {message}")
     return "\n".join(lines)
+
+
+def _did_you_mean(model: type[BaseModel] | None, loc: tuple[Any, ...]) -> str:
+    """`` (did you mean 'x'?)`` for the key at `loc`, among the fields of the model it sits in."""
+    fields = _fields_at(model, loc[:-1]) if model is not None else None
+    if not fields:
+        return ""
+    close = difflib.get_close_matches(str(loc[-1]), sorted(fields), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _fields_at(model: type[BaseModel], path: tuple[Any, ...]) -> set[str] | None:
+    """The field names of the model found by following `path` from `model`, through nested
+    models and through the values of `dict[str, Model]` fields; None when it leads elsewhere."""
+    current: Any = model
+    key_next = False  # the part after a dict field is a key of that dict
+    for part in path:
+        if key_next:
+            key_next = False
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        field = current.model_fields.get(str(part))
+        if field is None:
+            return None
+        current, key_next = _model_in(field.annotation)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return set(current.model_fields)
+    return None
+
+
+def _model_in(annotation: Any) -> tuple[Any, bool]:
+    """(the model an annotation holds, whether it is a dict's value): `Model`, `Model | None`,
+    `dict[str, Model]`."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation, False
+    if typing.get_origin(annotation) is dict:
+        return _model_in(typing.get_args(annotation)[-1])[0], True
+    for arg in typing.get_args(annotation):
+        found, in_dict = _model_in(arg)
+        if found is not None:
+            return found, in_dict
+    return None, False

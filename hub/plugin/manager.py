@@ -277,7 +277,11 @@ def _unselected_problems(name: str, candidate: _Candidate, config: HubConfig) ->
     try:
         model.model_validate(table)
     except ValidationError as exc:
-        return [format_validation_error(exc, config.source, prefix=f"plugins.{name}", origins=config.origins)]
+        return [
+            format_validation_error(
+                exc, config.source, prefix=f"plugins.{name}", origins=config.origins, model=model
+            )
+        ]
     return []
 
 
@@ -394,5 +398,7 @@ def plugin_config(pm: HubPluginManager, name: str, config: HubConfig) -> BaseMod
         return model.model_validate(table or {})
     except ValidationError as exc:
         raise ConfigError(
-            format_validation_error(exc, config.source, prefix=f"plugins.{name}", origins=config.origins)
+            format_validation_error(
+                exc, config.source, prefix=f"plugins.{name}", origins=config.origins, model=model
+            )
         ) from None

@@ -60,6 +60,12 @@ def test_import_list_check_then_use_the_imported_servers(tmp_path):
     assert "left out 'hub': it is the hub itself" in out.stdout
     assert "imported 'd' (dropped alwaysAllow: not a server setting the hub takes)" in out.stdout
     assert "3 servers written to hub.toml" in out.stdout
+    assert ".mcp.json now lists the hub (the old file is .mcp.json.bak)" in out.stdout
+    assert json.loads((tmp_path / ".mcp.json").read_text()) == {
+        "mcpServers": {"hub": mcp_json["mcpServers"]["hub"]}
+    }
+    assert json.loads((tmp_path / ".mcp.json.bak").read_text()) == mcp_json
+    (tmp_path / ".mcp.json").write_text(json.dumps(mcp_json))  # as it was, to import it again
     text = (tmp_path / "hub.toml").read_text()
     assert text.startswith(HUB_TOML)  # comments and layout kept
     assert "[servers.fs]" in text and "[servers.everything]" in text and "[servers.hub]" not in text
@@ -162,3 +168,58 @@ def test_import_errors_name_the_file(tmp_path):
     assert hub("servers", "import", "--user", "desktop.json", env=env, cwd=tmp_path).returncode == 0
     user = (tmp_path / "xdg-config" / "hub" / "hub.toml").read_text()
     assert "[servers.a]" in user and "[servers.b]" not in user
+
+
+def test_import_adds_the_hub_by_its_full_path_or_prints_it_with_keep_mcp_json(tmp_path):
+    entries = {
+        "d": {"command": sys.executable, "args": [str(DOWNSTREAM)]},
+        "bad": {"command": "x", "url": "http://127.0.0.1:9/mcp"},
+    }
+    (tmp_path / ".mcp.json").write_text(json.dumps({"mcpServers": entries}))
+    env = hub_env(tmp_path)
+    hub_command = str(Path(sys.executable).parent / "hub")
+    kept = subprocess.run(
+        [hub_command, "servers", "import", "--keep-mcp-json"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert kept.returncode == 0, kept.stderr
+    assert json.loads((tmp_path / ".mcp.json").read_text()) == {"mcpServers": entries}  # unchanged
+    assert "keep only this entry in your .mcp.json" in kept.stdout and hub_command in kept.stdout
+    (tmp_path / "hub.toml").unlink()
+    out = subprocess.run(
+        [hub_command, "servers", "import"], env=env, cwd=tmp_path, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert "it still lists bad (not imported: see above)" in out.stdout
+    rewritten = json.loads((tmp_path / ".mcp.json").read_text())["mcpServers"]
+    assert rewritten == {
+        "hub": {"type": "stdio", "command": hub_command, "args": ["serve"]},
+        "bad": {"command": "x", "url": "http://127.0.0.1:9/mcp"},
+    }
+
+
+def test_check_prints_each_server_as_it_answers(tmp_path):
+    slow = f"sleep 3; exec {sys.executable} {DOWNSTREAM}"
+    (tmp_path / "hub.toml").write_text(
+        f'[servers.slow]\ncommand = "sh"\nargs = ["-c", "{slow}"]\n'
+        f'[servers.fast]\ncommand = "{sys.executable}"\nargs = ["{DOWNSTREAM}"]\n'
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hub", "servers", "check"],
+        env=hub_env(tmp_path),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        assert first.startswith("ok      fast: ") and proc.poll() is None  # before the slow one answered
+        assert proc.stdout.readline().startswith("ok      slow: ")
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -23,11 +23,11 @@ def npm_bin(name: str) -> str:
 
 
 def readme_mcp_entry() -> dict:
-    """The `.mcp.json` entry for the hub exactly as README.md shows it."""
+    """The `.mcp.json` entry for the hub exactly as the docs show it (docs/claude-code.md)."""
     import json
     import re
 
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "docs" / "claude-code.md").read_text()
     blocks = re.findall(r"```json\n(.*?)```", text, re.S)
     config = next(json.loads(block) for block in blocks if "mcpServers" in block)
     return config["mcpServers"]["hub"]
