@@ -67,8 +67,13 @@ async def _await_lifecycle(result: Any) -> None:
 class Hub:
     """One hub instance. Construct, then ``async with``; nothing is global."""
 
-    def __init__(self, config: HubConfig, *, extra_plugins: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, config: HubConfig, *, extra_plugins: dict[str, Any] | None = None, inspect: bool = False
+    ) -> None:
+        """`inspect`: only to see what the plugins register (`hub plugins`): no background work,
+        no recovery of dead hubs, no heartbeat, and no downstream server started."""
         self.config = config
+        self.inspect = inspect
         self.extra_plugins = {"core": core, **(extra_plugins or {})}
         self.registry = Registry(
             warn=lambda message: log.warning(message),
@@ -113,7 +118,11 @@ class Hub:
         return Services(self.store, self.budget, self.context, self.connections, self.instances)
 
     def start_soon(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any, name: str) -> None:
-        """Run `fn(*args)` in the hub's task group (it must handle its own errors)."""
+        """Run `fn(*args)` in the hub's task group (it must handle its own errors); nothing runs
+        in an `inspect` hub."""
+        if self.inspect:
+            log.debug("not started: this hub only inspects", task=name)
+            return
         self.task_group.start_soon(fn, *args, name=name)
 
     def set_busy(self, plugin: str, count: int) -> None:
@@ -155,14 +164,16 @@ class Hub:
                 self.config.servers,
                 log_dir=self.config.state_dir / "logs",
                 message_handler=self._on_downstream_message,
+                offline=self.inspect,
             )
             await stack.enter_async_context(self.connections)
             stack.push_async_callback(self._shutdown_plugins)
             await self._start_plugins()
             self._register_all()
             check_tool_selections(self.registry, self.loaded, self.config)
-            await self.recover_dead()
-            self._task_group.start_soon(self._keep_alive, name="hub:heartbeat")
+            if not self.inspect:
+                await self.recover_dead()
+                self._task_group.start_soon(self._keep_alive, name="hub:heartbeat")
         except BaseException:
             await stack.aclose()
             raise

@@ -31,13 +31,15 @@ def run(args: argparse.Namespace) -> int:
     from hub.log import configure_logging
 
     config = config_from(args)
-    configure_logging(config.log_format, config.log_level)
+    configure_logging(config.log_format, "error")  # what matters is printed below, warnings included
     anyio.run(show_plugins, config, args.json)
     return 0
 
 
 async def show_plugins(config: HubConfig, as_json: bool) -> None:
-    """Start every installed plugin against a throwaway state dir and report what it registers."""
+    """Start every installed plugin in an inspecting hub (no background work, no downstream server
+    started) on a copy of the store, and report what each registers: the proxy's tools come from
+    the lists it last saw of each server."""
     import tempfile
 
     from hub.host import Hub
@@ -48,9 +50,10 @@ async def show_plugins(config: HubConfig, as_json: bool) -> None:
     everything = config.model_copy(deep=True)
     everything.plugins.enabled = None
     with tempfile.TemporaryDirectory(prefix="hub-plugins-") as tmp:
+        _copy_store(config.state_dir / "hub.sqlite", Path(tmp) / "hub.sqlite")
         everything.state_dir = Path(tmp)
         everything.context = {}
-        async with Hub(everything) as hub:
+        async with Hub(everything, inspect=True) as hub:
             rows = []
             for name, info in hub.plugins.items():
                 row: dict[str, Any] = info.describe()
@@ -69,6 +72,35 @@ async def show_plugins(config: HubConfig, as_json: bool) -> None:
         if row.get("status") == "failed":
             flags.append(f"FAILED: {row['error']}")
         print(f"{head}  ({origin}){'  [' + '; '.join(flags) + ']' if flags else ''}")
-        for kind in ("tools", "resources", "prompts"):
+        groups = row.get("tool_groups") or {}
+        grouped = {name for names in groups.values() for name in names}
+        loose = [name for name in row.get("tools", []) if name not in grouped]
+        if loose:
+            print(f"  tools: {', '.join(loose)}")
+        for group, names in sorted(groups.items()):
+            print(f"  tools ({group}): {', '.join(names)}")
+        for kind in ("resources", "prompts"):
             if row.get(kind):
                 print(f"  {kind}: {', '.join(row[kind])}")
+        for warning in row.get("warnings") or []:
+            print(f"  warning: {warning}")
+
+
+def _copy_store(database: Path, copy: Path) -> None:
+    """A consistent copy of the store (SQLite's backup), so nothing a plugin does at start while
+    being inspected touches the real one; none when there is no store yet or it cannot be read."""
+    import sqlite3
+
+    if not database.exists():
+        return
+    try:
+        source = sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=2)
+        try:
+            target = sqlite3.connect(copy)
+            with target:
+                source.backup(target)
+            target.close()
+        finally:
+            source.close()
+    except sqlite3.Error:
+        copy.unlink(missing_ok=True)

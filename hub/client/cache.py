@@ -121,7 +121,9 @@ class ConnectionCache:
         environ: Mapping[str, str] | None = None,
         message_handler: Callable[[str, Any], Any] | None = None,
         keep_running: Iterable[str] = (),
+        offline: bool = False,
     ) -> None:
+        """`offline`: start no server (`hub plugins` only inspects what plugins register)."""
         self.servers = dict(servers)
         # Servers restarted (with backoff) when they die, without waiting for a use (the proxy's `eager`).
         self._keep_running: set[str] = set(keep_running)
@@ -135,6 +137,7 @@ class ConnectionCache:
         self._exit_stack: contextlib.AsyncExitStack | None = None
         self._closing = False
         self._literal: set[str] = set()  # servers whose strings are not ${VAR}-expanded
+        self.offline = offline
 
     async def __aenter__(self) -> ConnectionCache:
         stack = contextlib.AsyncExitStack()
@@ -308,6 +311,8 @@ class ConnectionCache:
             raise ServerUnavailable(f"no downstream server called {name!r} in hub.toml (known: {known})")
         if self._tg is None or self._closing:
             raise ServerUnavailable("the connection cache is closed (the hub is shutting down)")
+        if self.offline:
+            raise ServerUnavailable(f"server {name!r} is not started: this hub only inspects its plugins")
         conn = self._conns.get(name)
         if conn is not None and conn.state == ServerState.READY and not conn.stop.is_set():
             return conn  # the common case: no lock, no extra trip through the event loop

@@ -107,6 +107,9 @@ class Tool:
     output_schema: dict[str, Any] | None = None
     title: str | None = None
     annotations: types.ToolAnnotations | None = None
+    #: What the tool belongs to within its plugin, for people reading `hub plugins` (the proxy:
+    #: the downstream server); tools without one are listed together.
+    group: str | None = field(default=None, compare=False)
     plugin: str = field(default="", compare=False)
     #: The handler returns a `RawResult` (a result as wire JSON, such as a downstream server's
     #: answer), which goes to the client as it is: the transports may answer such a call before

@@ -177,10 +177,16 @@ class Registry:
             if name not in self.tools or self.tools[name].plugin != plugin
         )
 
-    def contributions(self, plugin: str) -> dict[str, list[str]]:
+    def contributions(self, plugin: str) -> dict[str, Any]:
+        """What `plugin` serves, by kind (and its tools by `Tool.group`, when they have one)."""
         hidden = self.hidden(plugin)
+        groups: dict[str, list[str]] = {}
+        for name, tool in sorted(self.tools.items()):
+            if tool.plugin == plugin and tool.group is not None:
+                groups.setdefault(tool.group, []).append(name)
         return {
             **({"hidden_tools": hidden} if hidden else {}),
+            **({"tool_groups": groups} if groups else {}),
             "tools": sorted(k for k, v in self.tools.items() if v.plugin == plugin),
             "resources": sorted(
                 [k for k, v in self.resources.items() if v.plugin == plugin]

@@ -15,7 +15,7 @@ import anyio
 import httpx2
 import psutil
 import pytest
-from hubtests import DOWNSTREAM, StdioPeer, hub_env, readme_mcp_entry, stop_shared_hubs
+from hubtests import DOWNSTREAM, StdioPeer, hub_env, readme_mcp_entry, stop_shared_hubs, wait_for
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
@@ -315,3 +315,27 @@ def test_settings_of_a_plugin_not_selected_are_checked_too(tmp_path):
     out = hub("config", env=hub_env(tmp_path), cwd=tmp_path)
     assert out.returncode == 2
     assert "hub.toml: plugins.pool: min_slots (5) is above max_slots (3)" in out.stderr
+
+
+def test_plugins_starts_no_downstream_server_and_shows_the_proxys_tools_by_server(tmp_path):
+    """`hub plugins` inspects: the proxy's tools come from the lists it last saw (here: a hub run
+    that listed server d), grouped by server; no server is started, nothing is warned about, and
+    `==SUPPRESS==` never shows in --help."""
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    start = f"touch {markers}/started.$$; exec {sys.executable} {DOWNSTREAM}"  # a file per start
+    (tmp_path / "hub.toml").write_text(f'[servers.d]\ncommand = "sh"\nargs = ["-c", "{start}"]\n')
+    env = hub_env(tmp_path)
+    peer = StdioPeer([], env, tmp_path)
+    try:
+        peer.initialize()
+        wait_for(lambda: "d__echo" in json.dumps(peer.request("tools/list")), what="the proxied tools")
+    finally:
+        peer.close()
+    started = len(list(markers.iterdir()))
+    out = hub("plugins", env=env, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert re.search(r"^  tools \(d\): .*\bd__echo\b", out.stdout, re.M), out.stdout
+    assert "warning" not in out.stderr.lower() and "could not list" not in out.stderr
+    assert len(list(markers.iterdir())) == started  # no downstream server started
+    assert "==SUPPRESS==" not in hub("--help", env=env, cwd=tmp_path).stdout

@@ -276,6 +276,7 @@ class Proxy:
             output_schema=tool.output_schema,
             title=tool.title,
             annotations=tool.annotations,
+            group=server,
         )
 
     async def _downstream(
