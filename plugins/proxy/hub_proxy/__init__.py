@@ -15,137 +15,29 @@ the caller, and cancelling a call cancels it downstream.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import mcp.types as types
 from mcp.shared.exceptions import MCPError
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
 from hub import (
     CLAUDE_PREFIX,
-    ForwardedTool,
-    HubError,
     Lifecycle,
     Plugin,
     PluginContext,
-    Prompt,
-    PromptArgument,
-    RawResult,
     RegisterResource,
     RegistrationError,
     Resource,
-    ResourceTemplate,
     ServerUnavailable,
-    Tool,
-    ToolCall,
-    ToolError,
-    failure_message,
     hookimpl,
 )
 
-MIGRATIONS = [
-    """
-    CREATE TABLE proxy_tools (
-        server TEXT PRIMARY KEY,
-        tools_json TEXT NOT NULL,
-        updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
-    );
-    """,
-    """
-    CREATE TABLE proxy_lists (
-        server TEXT PRIMARY KEY,
-        lists_json TEXT NOT NULL,
-        updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
-    );
-    INSERT INTO proxy_lists (server, lists_json, updated_at)
-        SELECT server, json_object('tools', json(tools_json)), updated_at FROM proxy_tools;
-    DROP TABLE proxy_tools;
-    """,
-]
-Answer = TypeVar("Answer")
+from .lists import MIGRATIONS, Lists, all_pages
+from .mount import Mounted, prompt_for, resource_for, tool_for
+from .settings import ServerKeys, Settings
 
-
-@dataclass
-class Lists:
-    """What a downstream server offers."""
-
-    tools: list[types.Tool] = field(default_factory=list)
-    resources: list[types.Resource] = field(default_factory=list)
-    templates: list[types.ResourceTemplate] = field(default_factory=list)
-    prompts: list[types.Prompt] = field(default_factory=list)
-
-    def dump(self) -> str:
-        def items(values: list[Any]) -> list[Any]:
-            return [v.model_dump(mode="json", by_alias=True, exclude_none=True) for v in values]
-
-        return json.dumps(
-            {
-                "tools": items(self.tools),
-                "resources": items(self.resources),
-                "templates": items(self.templates),
-                "prompts": items(self.prompts),
-            }
-        )
-
-    @classmethod
-    def load(cls, text: str) -> Lists:
-        data = json.loads(text)
-        return cls(
-            tools=[types.Tool.model_validate(t) for t in data.get("tools", [])],
-            resources=[types.Resource.model_validate(r) for r in data.get("resources", [])],
-            templates=[types.ResourceTemplate.model_validate(t) for t in data.get("templates", [])],
-            prompts=[types.Prompt.model_validate(p) for p in data.get("prompts", [])],
-        )
-
-
-async def _all_pages(fetch: Callable[..., Awaitable[Any]], attribute: str) -> list[Any]:
-    """Every item of a paginated list request (`fetch` is e.g. `session.list_tools`)."""
-    items: list[Any] = []
-    cursor: str | None = None
-    while True:
-        page = await fetch(params=types.PaginatedRequestParams(cursor=cursor) if cursor else None)
-        items.extend(getattr(page, attribute))
-        cursor = page.next_cursor
-        if not cursor:
-            return items
-
-
-@dataclass
-class Mounted:
-    """What the hub serves for one server: hub name or URI -> downstream name or URI."""
-
-    tools: dict[str, str] = field(default_factory=dict)
-    resources: list[str] = field(default_factory=list)
-    prompts: dict[str, str] = field(default_factory=dict)
-
-
-class ServerKeys(BaseModel):
-    """The proxy's keys in every `[servers.NAME]` table (declared by `hub_server_config_model`)."""
-
-    expose: bool = Field(default=True, description="Serve this server's tools through the hub.")
-    eager: bool = Field(
-        default=False,
-        description="Start at hub start instead of on first use, and restart (with backoff) when it dies.",
-    )
-    prefix: str | None = Field(
-        default=None,
-        pattern=r"^[A-Za-z0-9_-]{1,50}$",
-        description="Tool name prefix; default: the server name.",
-    )
-    include: list[str] | None = Field(default=None, description="Serve only these downstream tools.")
-    exclude: list[str] = Field(default_factory=list, description="Never serve these downstream tools.")
-
-
-class Settings(BaseModel):
-    """`[plugins.proxy]`."""
-
-    model_config = ConfigDict(extra="forbid")
-    separator: str = Field(
-        default="__", pattern=r"^[A-Za-z0-9_-]{1,3}$", description="Between prefix and tool."
-    )
+__all__ = ["MIGRATIONS", "Lists", "Proxy", "ProxyPlugin", "ServerKeys", "Settings"]
 
 
 class Proxy:
@@ -173,13 +65,13 @@ class Proxy:
         """Ask `server` for its tools, resources and prompts, remember them, and serve them."""
         try:
             async with self.hub.connections.session(server) as session:
-                lists = Lists(tools=await _all_pages(session.list_tools, "tools"))
+                lists = Lists(tools=await all_pages(session.list_tools, "tools"))
                 capabilities = self.hub.connections.capabilities(server)
                 if capabilities is not None and capabilities.resources is not None:
-                    lists.resources = await _all_pages(session.list_resources, "resources")
-                    lists.templates = await _all_pages(session.list_resource_templates, "resource_templates")
+                    lists.resources = await all_pages(session.list_resources, "resources")
+                    lists.templates = await all_pages(session.list_resource_templates, "resource_templates")
                 if capabilities is not None and capabilities.prompts is not None:
-                    lists.prompts = await _all_pages(session.list_prompts, "prompts")
+                    lists.prompts = await all_pages(session.list_prompts, "prompts")
         except (ServerUnavailable, MCPError) as exc:
             self.problems[server] = [f"could not list tools, resources and prompts: {exc}"]
             self.hub.log.warning("could not list a downstream server", server=server, error=str(exc))
@@ -227,7 +119,7 @@ class Proxy:
                     f"over Claude's 64; set a shorter prefix in [servers.{server}]"
                 )
             try:
-                self.hub.add_tool(self.tool_for(server, tool, hub_name))
+                self.hub.add_tool(tool_for(self.hub, server, tool, hub_name))
             except RegistrationError as exc:
                 problems.append(f"{exc}; set prefix in [servers.{server}] to rename")
                 continue
@@ -236,7 +128,7 @@ class Proxy:
         for resource in resources:
             uri = str(resource.uri) if isinstance(resource, types.Resource) else resource.uri_template
             try:
-                self.hub.add_resource(self.resource_for(server, resource))
+                self.hub.add_resource(resource_for(self.hub, server, resource))
             except RegistrationError as exc:
                 problems.append(f"{exc}; only the first is served")
                 continue
@@ -244,7 +136,7 @@ class Proxy:
         for prompt in lists.prompts:
             hub_name = f"{prefix}{self.separator}{prompt.name}"
             try:
-                self.hub.add_prompt(self.prompt_for(server, prompt, hub_name))
+                self.hub.add_prompt(prompt_for(self.hub, server, prompt, hub_name))
             except RegistrationError as exc:
                 problems.append(f"{exc}; set prefix in [servers.{server}] to rename")
                 continue
@@ -253,80 +145,7 @@ class Proxy:
         for problem in problems:
             self.hub.log.warning("proxy problem", server=server, problem=problem)
 
-    # -- calls -------------------------------------------------------------------------------
-
-    def tool_for(self, server: str, tool: types.Tool, hub_name: str) -> Tool:
-        connections = self.hub.connections
-
-        async def call_downstream(arguments: dict[str, Any], call: ToolCall) -> RawResult:
-            # Raw forwarding: JSON-RPC in, the downstream's result dict out, no SDK models per call.
-            try:
-                return RawResult(
-                    await connections.call_tool(server, tool.name, arguments, progress=call.report_progress)
-                )
-            except (MCPError, HubError) as exc:  # a closed connection is marked dead by the cache itself
-                raise ToolError(failure_message(server, tool.name, exc)) from None
-
-        description = f"[{server}] {tool.description or ''}".strip()
-        return ForwardedTool(
-            hub_name,
-            call_downstream,
-            description,
-            input_schema=dict(tool.input_schema),
-            output_schema=tool.output_schema,
-            title=tool.title,
-            annotations=tool.annotations,
-            group=server,
-        )
-
-    async def _downstream(
-        self, server: str, what: str, request: Callable[[Any], Awaitable[Answer]]
-    ) -> Answer:
-        """Run `request(session)` on `server`, turning its failures into messages for the caller."""
-        try:
-            async with self.hub.connections.session(server) as session:
-                return await request(session)
-        except (MCPError, HubError) as exc:  # a closed connection is marked dead by the cache itself
-            raise ToolError(failure_message(server, what, exc)) from None
-
-    def resource_for(
-        self, server: str, resource: types.Resource | types.ResourceTemplate
-    ) -> Resource | ResourceTemplate:
-        description = f"[{server}] {resource.description or ''}".strip()
-
-        async def read_uri(uri: str) -> types.ReadResourceResult:
-            return await self._downstream(
-                server, f"reading {uri}", lambda session: session.read_resource(uri)
-            )
-
-        if isinstance(resource, types.Resource):
-            uri = str(resource.uri)
-            return Resource(
-                uri, resource.name, lambda: read_uri(uri), description, resource.mime_type, resource.title
-            )
-        template = ResourceTemplate(
-            resource.uri_template,
-            resource.name,
-            lambda params: read_uri(template.expand(params)),
-            description,
-            resource.mime_type,
-            resource.title,
-        )
-        return template
-
-    def prompt_for(self, server: str, prompt: types.Prompt, hub_name: str) -> Prompt:
-        async def render(arguments: dict[str, str]) -> types.GetPromptResult:
-            return await self._downstream(
-                server, f"prompt {prompt.name}", lambda session: session.get_prompt(prompt.name, arguments)
-            )
-
-        return Prompt(
-            hub_name,
-            render,
-            f"[{server}] {prompt.description or ''}".strip(),
-            [PromptArgument(a.name, a.description or "", bool(a.required)) for a in prompt.arguments or []],
-            prompt.title,
-        )
+    # -- notifications and status ------------------------------------------------------------
 
     async def on_message(self, server: str, message: Any) -> None:
         changed = (

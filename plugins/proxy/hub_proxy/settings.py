@@ -1,0 +1,32 @@
+"""The proxy's configuration: `[plugins.proxy]` (`Settings`) and the keys it adds to every
+`[servers.NAME]` table (`ServerKeys`)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ServerKeys(BaseModel):
+    """The proxy's keys in every `[servers.NAME]` table (declared by `hub_server_config_model`)."""
+
+    expose: bool = Field(default=True, description="Serve this server's tools through the hub.")
+    eager: bool = Field(
+        default=False,
+        description="Start at hub start instead of on first use, and restart (with backoff) when it dies.",
+    )
+    prefix: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_-]{1,50}$",
+        description="Tool name prefix; default: the server name.",
+    )
+    include: list[str] | None = Field(default=None, description="Serve only these downstream tools.")
+    exclude: list[str] = Field(default_factory=list, description="Never serve these downstream tools.")
+
+
+class Settings(BaseModel):
+    """`[plugins.proxy]`."""
+
+    model_config = ConfigDict(extra="forbid")
+    separator: str = Field(
+        default="__", pattern=r"^[A-Za-z0-9_-]{1,3}$", description="Between prefix and tool."
+    )
