@@ -14,7 +14,8 @@ A plugin imports everything it needs from here, and nothing from ``hub.<module>`
 - forwarding downstream calls as they are: `ForwardedTool`, `RawResult`, `call_tool_raw`, and
   `failure_message` (the one sentence a caller is told when a downstream request fails);
 - what it handles: `HubConfig`, `ServerConfig`, `expand_vars`, `Store`, `PluginBudget`,
-  `Reservation`, `ContextStore`, `ConnectionCache`, `Instance`, `HEARTBEAT_S`,
+  `Reservation`, `ContextStore`, `ConnectionCache`, `Listings` and `ServerListing` (what each
+  downstream server lists), `ListHold` (`PluginContext.hold_lists`), `Instance`, `HEARTBEAT_S`,
   `process_start_token`, `dies_with_parent`, `kill_group_left_behind`, and the constants
   `CLAUDE_PREFIX`, `CONTEXT_MAX_KEY_LENGTH`, `CONTEXT_MAX_VALUE_LENGTH`.
 
@@ -31,6 +32,7 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from hub.client.cache import ConnectionCache
     from hub.client.errors import InvalidOutput, ServerUnavailable, failure_message
+    from hub.client.listing import Listings, ServerListing
     from hub.client.raw import call_tool_raw
     from hub.config.expand import expand_vars
     from hub.config.settings import HubConfig, ServerConfig
@@ -50,6 +52,7 @@ if TYPE_CHECKING:
         ToolCall,
         argument_problems,
     )
+    from hub.plugin.registry import ListHold
     from hub.plugin.spec import Lifecycle, RegisterPrompt, RegisterResource, RegisterTool, hookimpl
     from hub.services.budget import PluginBudget, Reservation
     from hub.services.context_store import MAX_KEY_LENGTH as CONTEXT_MAX_KEY_LENGTH
@@ -88,6 +91,9 @@ _EXPORTS = {
     "ServerConfig": "hub.config.settings",
     "expand_vars": "hub.config.expand",
     "ConnectionCache": "hub.client.cache",
+    "Listings": "hub.client.listing",
+    "ServerListing": "hub.client.listing",
+    "ListHold": "hub.plugin.registry",
     "ServerUnavailable": "hub.client.errors",
     "InvalidOutput": "hub.client.errors",
     "failure_message": "hub.client.errors",
@@ -120,6 +126,8 @@ __all__ = [
     "Instance",
     "InvalidOutput",
     "Lifecycle",
+    "ListHold",
+    "Listings",
     "Plugin",
     "PluginBudget",
     "PluginContext",
@@ -135,6 +143,7 @@ __all__ = [
     "Resource",
     "ResourceTemplate",
     "ServerConfig",
+    "ServerListing",
     "ServerUnavailable",
     "Store",
     "Tool",

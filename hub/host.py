@@ -2,8 +2,8 @@
 group they live in.
 
 ``async with Hub(config) as hub:`` loads the plugins (`hub.plugin.manager`), opens the services
-(`hub.services`: store, budget, context, instances; `hub.client.cache`: downstream
-connections), runs every plugin's startup inside the hub's task group and collects what the
+(`hub.services`: store, budget, context, instances; `hub.client`: downstream connections and
+what each server lists), runs every plugin's startup inside the hub's task group and collects what the
 plugins register in its `Registry`. Leaving the block runs their shutdown hooks, closes
 downstream servers and cancels background tasks. `hub.server.app` is its MCP face (`Hub.server`);
 `hub.launch` and `hub.cli` decide which process serves it to whom.
@@ -24,6 +24,7 @@ import structlog
 from hub import __version__
 from hub.builtin import core
 from hub.client.cache import ConnectionCache
+from hub.client.listing import Listings
 from hub.config.settings import HubConfig
 from hub.plugin.base import Plugin
 from hub.plugin.context import DownstreamListener, PluginContext, Services
@@ -115,7 +116,9 @@ class Hub:
     @property
     def services(self) -> Services:
         """The services this run shares among its plugins."""
-        return Services(self.store, self.budget, self.context, self.connections, self.instances)
+        return Services(
+            self.store, self.budget, self.context, self.connections, self.instances, self.listings
+        )
 
     def start_soon(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any, name: str) -> None:
         """Run `fn(*args)` in the hub's task group (it must handle its own errors); nothing runs
@@ -167,6 +170,8 @@ class Hub:
                 offline=self.inspect,
             )
             await stack.enter_async_context(self.connections)
+            self.listings = Listings(self.store, self.connections)
+            await self.listings.setup()
             stack.push_async_callback(self._shutdown_plugins)
             await self._start_plugins()
             self._register_all()

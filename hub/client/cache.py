@@ -34,6 +34,7 @@ from mcp.types import CONNECTION_CLOSED
 
 from hub.client.environment import child_environment
 from hub.client.errors import InvalidOutput, ServerUnavailable
+from hub.client.listing import config_digest
 from hub.client.raw import attach_stdio, call_tool_raw
 from hub.client.sdk import create_http_client
 from hub.client.stdio import open_stdio
@@ -138,6 +139,7 @@ class ConnectionCache:
         self._closing = False
         self._literal: set[str] = set()  # servers whose strings are not ${VAR}-expanded
         self.offline = offline
+        self._ready_listeners: list[Callable[[str], object]] = []
 
     async def __aenter__(self) -> ConnectionCache:
         stack = contextlib.AsyncExitStack()
@@ -271,6 +273,29 @@ class ConnectionCache:
         if not expand:
             self._literal.add(name)
 
+    def on_ready(self, listener: Callable[[str], object]) -> None:
+        """Call `listener(name)` each time server `name`'s connection becomes ready: its first
+        start and every restart (after a crash, an idle close, `close`). It runs in the task
+        that owns the connection, so it must return at once (start work elsewhere); an
+        exception is logged."""
+        self._ready_listeners.append(listener)
+
+    def client_profile(self) -> dict[str, Any]:
+        """What the hub declares to every downstream server (its client capabilities), which can
+        change what a server lists: part of each listing's key (`config_key`)."""
+        return {"capabilities": {}}
+
+    def config_key(self, name: str) -> str:
+        """A digest of server `name`'s effective configuration (``${VAR}`` expanded, values never
+        kept in clear) and of `client_profile`: the key of what it lists
+        (`hub.client.listing.config_digest`). Raises `ConfigError` for an unset variable."""
+        config = self.servers[name]
+        return config_digest(
+            config,
+            lambda text, key: self._expand(name, text, f"servers.{name}.{key}"),
+            client=self.client_profile(),
+        )
+
     def capabilities(self, name: str) -> Any:
         """The `ServerCapabilities` of `name` if it is running, else None."""
         conn = self._conns.get(name)
@@ -384,6 +409,7 @@ class ConnectionCache:
                 conn.state = ServerState.READY
                 conn.ready.set()
                 bound.info("downstream server ready", server_info=conn.server_info)
+                self._tell_ready(conn.name)
                 async with anyio.create_task_group() as wait:
 
                     async def until(event: anyio.Event) -> None:
@@ -412,6 +438,13 @@ class ConnectionCache:
             self._count_failure(conn, history)
             conn.ready.set()
             conn.done.set()
+
+    def _tell_ready(self, name: str) -> None:
+        for listener in list(self._ready_listeners):
+            try:
+                listener(name)
+            except Exception:
+                log.exception("a ready listener raised", server=name)
 
     def _count_failure(self, conn: _Connection, history: _History) -> None:
         if conn.state not in (ServerState.DIED, ServerState.FAILED):

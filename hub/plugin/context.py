@@ -1,6 +1,7 @@
 """`PluginContext`: what every hook receives as `hub`, a plugin's own view of the running hub.
 
-It holds the shared services (`Services`: store, budget, context, connections, instances) and
+It holds the shared services (`Services`: store, budget, context, connections, listings,
+instances) and
 the plugin's name, config and logger, and reaches the host that runs the plugins only through
 the narrow `Host` protocol (its task group, its registry, its bookkeeping), so this contract
 never imports the engine (`hub.host.Hub` implements `Host`).
@@ -8,7 +9,7 @@ never imports the engine (`hub.host.Hub` implements `Host`).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -16,9 +17,10 @@ import structlog
 from pydantic import BaseModel
 
 from hub.client.cache import ConnectionCache
+from hub.client.listing import Listings
 from hub.config.settings import HubConfig
 from hub.plugin.items import Prompt, Resource, ResourceTemplate, Tool
-from hub.plugin.registry import Registry
+from hub.plugin.registry import HOLD_KINDS, HoldKind, ListHold, Registry
 from hub.services import statusline
 from hub.services.budget import Budget, PluginBudget
 from hub.services.context_store import ContextStore
@@ -40,6 +42,7 @@ class Services:
     context: ContextStore
     connections: ConnectionCache
     instances: Instances
+    listings: Listings
 
 
 class Host(Protocol):
@@ -67,7 +70,7 @@ class PluginContext:
 
     Attributes: `name`, `config` (the validated `[plugins.NAME]` model or None), `settings` (the
     whole `HubConfig`), `store`, `budget` (records spend under this plugin's name), `context`,
-    `connections`, `log` (a structlog logger bound to the plugin), `state` (a dict for the
+    `connections`, `listings` (what each downstream server lists, kept in the store), `log` (a structlog logger bound to the plugin), `state` (a dict for the
     plugin's own objects during this run, for a plugin written as a module; a `hub.Plugin` object
     keeps them as its attributes), `instance_id` (this hub process's id in the store:
     stamp live work with it) and `instances` (every hub process sharing the state directory:
@@ -84,6 +87,7 @@ class PluginContext:
         self.budget: PluginBudget = services.budget.for_plugin(name)
         self.context: ContextStore = services.context
         self.connections: ConnectionCache = services.connections
+        self.listings: Listings = services.listings
         self.instances: Instances = services.instances
         self.instance_id: str = services.instances.id
         self.log = structlog.get_logger(f"hub.plugins.{name}").bind(plugin=name)
@@ -134,6 +138,21 @@ class PluginContext:
         if prompt is None or prompt.plugin != self.name:
             return False
         return self._host.registry.remove("prompts", name)
+
+    def hold_lists(self, reason: str, *, wait_s: float, kinds: Iterable[HoldKind] = HOLD_KINDS) -> ListHold:
+        """Make the hub's answers to list requests (and `initialize` / `server/discover`, for the
+        instructions) wait until `hold.release()`, each request for at most `wait_s`: for work
+        about to change what the hub lists, such as a server starting. A request that waited
+        `wait_s` in vain is answered as things are, the log names the `reason`, and no later
+        request waits for that hold; release it anyway when the work is done or given up.
+        `kinds` narrows it ("tools", "resources", "prompts", "instructions")."""
+        return self._host.registry.hold(reason, self.name, wait_s, kinds)
+
+    def set_instructions(self, text: str | None) -> None:
+        """This plugin's part of the hub's instructions (what `initialize` and `server/discover`
+        give clients, and Claude Code shows the model), after the hub's own; None removes it.
+        Sessions that start from now on get it."""
+        self._host.registry.set_instructions(self.name, text)
 
     def on_downstream_message(self, listener: DownstreamListener) -> None:
         """Call `listener(server_name, message)` for each notification a downstream server sends

@@ -111,6 +111,11 @@ class Tool:
     #: the downstream server); tools without one are listed together.
     group: str | None = field(default=None, compare=False)
     plugin: str = field(default="", compare=False)
+    #: The tool as wire JSON (camelCase keys, as `tools/list` carries it), sent instead of the
+    #: definition made from the fields above, so fields the SDK does not model pass through
+    #: (the proxy sends each downstream tool as its server listed it). Its `name` must be this
+    #: tool's; `input_schema` still validates the arguments.
+    definition: dict[str, Any] | None = field(default=None, compare=False, repr=False)
     #: The handler returns a `RawResult` (a result as wire JSON, such as a downstream server's
     #: answer), which goes to the client as it is: the transports may answer such a call before
     #: the SDK sees it (see `ForwardedTool`).
@@ -218,6 +223,8 @@ class Resource:
     mime_type: str | None = "application/json"
     title: str | None = None
     plugin: str = field(default="", compare=False)
+    #: As wire JSON, sent instead of the fields above in the list (see `Tool.definition`).
+    definition: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
     def to_mcp(self) -> types.Resource:
         return types.Resource(
@@ -247,6 +254,8 @@ class ResourceTemplate:
     mime_type: str | None = "application/json"
     title: str | None = None
     plugin: str = field(default="", compare=False)
+    #: As wire JSON, sent instead of the fields above in the list (see `Tool.definition`).
+    definition: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
     @cached_property
     def _pattern(self) -> re.Pattern[str]:
@@ -298,6 +307,8 @@ class Prompt:
     arguments: list[PromptArgument] = field(default_factory=list)
     title: str | None = None
     plugin: str = field(default="", compare=False)
+    #: As wire JSON, sent instead of the fields above in `prompts/list` (see `Tool.definition`).
+    definition: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
     def to_mcp(self) -> types.Prompt:
         return types.Prompt(

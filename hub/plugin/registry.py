@@ -4,14 +4,22 @@ It refuses duplicates and bad names with a message naming both plugins, applies 
 choice of each plugin's tools (`[plugins.NAME] tools` / `hide`), and tells its listeners after
 every change (`add_listener`), so the server's caches are dropped and connected clients get
 `list_changed`.
+
+It also keeps what plugins add to the hub's instructions (`set_instructions`), and their holds
+on list answers (`hold`): a plugin about to change what the hub lists (the proxy, while servers
+it has never listed start) makes list requests wait for it, each for at most the hold's
+`wait_s`.
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
+
+import anyio
 
 from hub.plugin.items import (
     CLAUDE_PREFIX,
@@ -23,9 +31,12 @@ from hub.plugin.items import (
     Tool,
 )
 
-__all__ = ["ListKind", "Registry", "ToolSelection"]
+__all__ = ["HoldKind", "ListHold", "ListKind", "Registry", "ToolSelection"]
 
 ListKind = Literal["tools", "resources", "prompts"]
+#: What a hold delays: a list, or "instructions" (`initialize` and `server/discover`).
+HoldKind = Literal["tools", "resources", "prompts", "instructions"]
+HOLD_KINDS: tuple[HoldKind, ...] = ("tools", "resources", "prompts", "instructions")
 
 Registrable = Tool | Resource | ResourceTemplate | Prompt
 
@@ -43,6 +54,36 @@ class ToolSelection:
     def named(self) -> dict[str, frozenset[str]]:
         """The names the user wrote, by key."""
         return {"tools": self.keep or frozenset(), "hide": self.hide}
+
+
+class ListHold:
+    """A plugin's hold on the hub's answers (`PluginContext.hold_lists`): requests for its
+    `kinds` wait until `release()`, each for at most `wait_s`. A hold that a request waited out
+    is `missed`: no later request waits for it (release it anyway when done)."""
+
+    def __init__(
+        self, registry: Registry, reason: str, plugin: str, wait_s: float, kinds: Iterable[HoldKind]
+    ) -> None:
+        self._registry = registry
+        self.reason = reason
+        self.plugin = plugin
+        self.wait_s = wait_s
+        self.kinds = frozenset(kinds)
+        self.created = time.monotonic()
+        self.missed = False
+        self._released = anyio.Event()
+
+    @property
+    def released(self) -> bool:
+        return self._released.is_set()
+
+    def release(self) -> None:
+        """The work is done (or given up): requests waiting for it go on. Safe to call twice."""
+        self._released.set()
+        self._registry._release(self)
+
+    def __repr__(self) -> str:
+        return f"ListHold({self.reason!r}, plugin={self.plugin!r})"
 
 
 class Registry:
@@ -68,6 +109,51 @@ class Registry:
         self.prompts: dict[str, Prompt] = {}
         self._listeners: list[Callable[[ListKind], None]] = []
         self._warn = warn or (lambda message: None)
+        self.instructions: dict[str, str] = {}  # plugin -> its part of the hub's instructions
+        self._holds: list[ListHold] = []
+
+    # -- instructions and holds --------------------------------------------------------------
+
+    def set_instructions(self, plugin: str, text: str | None) -> None:
+        """`plugin`'s part of the hub's instructions (None or "" removes it)."""
+        if text:
+            self.instructions[plugin] = text
+        else:
+            self.instructions.pop(plugin, None)
+
+    def composed_instructions(self, base: str) -> str:
+        """The hub's instructions: `base`, then each plugin's part, in the order they came."""
+        return "\n\n".join([base, *self.instructions.values()])
+
+    def hold(
+        self, reason: str, plugin: str, wait_s: float, kinds: Iterable[HoldKind] = HOLD_KINDS
+    ) -> ListHold:
+        """A new hold of `plugin`'s on the answers of `kinds` (see `ListHold`)."""
+        hold = ListHold(self, reason, plugin, wait_s, kinds)
+        self._holds.append(hold)
+        return hold
+
+    def held(self, kind: HoldKind) -> bool:
+        """Whether a request for `kind` would wait (cheap: the common answer is no)."""
+        return bool(self._holds) and any(kind in h.kinds and not h.missed for h in self._holds)
+
+    async def wait_for_holds(self, kind: HoldKind) -> list[ListHold]:
+        """Wait until every hold on `kind` is released, each for at most its `wait_s`; returns
+        those that were not (now `missed`)."""
+        started = time.monotonic()
+        holds = sorted((h for h in self._holds if kind in h.kinds and not h.missed), key=lambda h: h.wait_s)
+        missed = []
+        for hold in holds:
+            with anyio.move_on_after(max(0.0, started + hold.wait_s - time.monotonic())):
+                await hold._released.wait()
+            if not hold.released and not hold.missed:
+                hold.missed = True
+                missed.append(hold)
+        return missed
+
+    def _release(self, hold: ListHold) -> None:
+        if hold in self._holds:
+            self._holds.remove(hold)
 
     def add_listener(self, listener: Callable[[ListKind], None]) -> None:
         """Call `listener(kind)` after every change to the `kind` list ("tools", "resources" or

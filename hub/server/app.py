@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -32,7 +33,7 @@ from pydantic import BaseModel
 from hub import __version__
 from hub.errors import ToolError
 from hub.plugin.items import ResourceBody, ResourceTemplate
-from hub.plugin.registry import ListKind, Registry
+from hub.plugin.registry import HoldKind, ListKind, Registry
 from hub.server.dispatch import Dispatch, to_call_result
 from hub.server.sdk import connection_of
 
@@ -42,6 +43,16 @@ Spawn = Callable[..., None]
 __all__ = ["HubServer", "to_call_result"]
 
 log = structlog.get_logger("hub.server")
+
+#: The requests that wait for plugins' holds (`PluginContext.hold_lists`), and the kind of each.
+HELD_METHODS: dict[str, HoldKind] = {
+    "tools/list": "tools",
+    "resources/list": "resources",
+    "resources/templates/list": "resources",
+    "prompts/list": "prompts",
+    "initialize": "instructions",
+    "server/discover": "instructions",
+}
 
 INSTRUCTIONS = (
     "The hub hosts several tool families (plugins) behind one server. Read hub://status for the "
@@ -66,7 +77,23 @@ def resource_contents(
 
 class _HubMCPServer(Server[Any]):
     """Advertises `listChanged` for tools, resources and prompts to handshake-era clients too
-    (the SDK's HTTP manager calls `create_initialization_options()` with no arguments)."""
+    (the SDK's HTTP manager calls `create_initialization_options()` with no arguments), and gives
+    the hub's instructions with each plugin's part (`Registry.composed_instructions`), read when
+    asked: `server/discover` and every session's initialization options see the current text."""
+
+    registry: Registry | None = None
+    _base_instructions: str | None = None
+
+    @property  # type: ignore[override]
+    def instructions(self) -> str | None:
+        base = self._base_instructions
+        if self.registry is None or base is None:
+            return base
+        return self.registry.composed_instructions(base)
+
+    @instructions.setter
+    def instructions(self, value: str | None) -> None:
+        self._base_instructions = value
 
     def create_initialization_options(
         self,
@@ -116,7 +143,9 @@ class HubServer:
             on_get_prompt=self._get_prompt,
             on_subscriptions_listen=ListenHandler(self.bus),
         )
+        self.mcp.registry = registry
         self.mcp.middleware.append(self._track_session)
+        self.mcp.middleware.append(self._when_ready)  # plugins' holds (PluginContext.hold_lists)
         self.dispatch = Dispatch(registry, self.mcp)  # every tool call, and the cached lists
         self.mcp.middleware.append(self.dispatch)
         registry.add_listener(self.dispatch.invalidate)  # the caches go first,
@@ -133,6 +162,30 @@ class HubServer:
                 if connection is not None:
                     connection.exit_stack.callback(self._legacy_sessions.pop, key, None)
         return await call_next(ctx)
+
+    async def _when_ready(self, ctx: ServerRequestContext[Any, Any], call_next: Any) -> Any:
+        """Answer lists, `initialize` and `server/discover` once the plugins' holds on them are
+        released (each waited for at most its `wait_s`); an `initialize` answer carries the
+        instructions as they are then (its session's options were made when it connected)."""
+        kind = HELD_METHODS.get(ctx.method)
+        if kind is None:
+            return await call_next(ctx)
+        if self.registry.held(kind):
+            started = time.monotonic()
+            missed = await self.registry.wait_for_holds(kind)
+            if missed:
+                log.warning(
+                    "answered before every hold was released; what is missing arrives with list_changed",
+                    request=ctx.method,
+                    waited_s=round(time.monotonic() - started, 2),
+                    missed=[f"{hold.plugin}: {hold.reason}" for hold in missed],
+                )
+        result = await call_next(ctx)
+        if ctx.method == "initialize" and isinstance(result, dict):
+            instructions = self.mcp.instructions
+            if instructions:
+                result["instructions"] = instructions
+        return result
 
     def notify_changed(self, kind: ListKind) -> None:
         """Tell connected clients the `kind` list changed (the registry tells this server of its

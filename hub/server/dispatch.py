@@ -48,6 +48,19 @@ __all__ = ["LIST_METHODS", "Dispatch", "to_call_result", "well_formed"]
 log = structlog.get_logger("hub.server")
 
 LIST_METHODS = frozenset({"tools/list", "resources/list", "resources/templates/list", "prompts/list"})
+LIST_KINDS: dict[str, ListKind] = {
+    "tools/list": "tools",
+    "resources/list": "resources",
+    "resources/templates/list": "resources",
+    "prompts/list": "prompts",
+}
+# Per list method: the result's key, the registry's table, and the field naming an item.
+LIST_ITEMS = {
+    "tools/list": ("tools", "tools", "name"),
+    "resources/list": ("resources", "resources", "uri"),
+    "resources/templates/list": ("resourceTemplates", "templates", "uriTemplate"),
+    "prompts/list": ("prompts", "prompts", "name"),
+}
 
 
 def to_call_result(value: Any) -> types.CallToolResult:
@@ -128,6 +141,8 @@ class Dispatch:
         counted as a hit; None if there is none (the SDK answers, and this middleware keeps it)."""
         if method not in LIST_METHODS or params.get("cursor") is not None:
             return None
+        if self.registry.held(LIST_KINDS[method]):
+            return None  # a plugin holds it: the SDK's path waits (hub.server.app)
         text = self.list_text(method, version)
         if text is not None:
             self.hits += 1
@@ -165,10 +180,26 @@ class Dispatch:
             return dict(cached)
         generation = self.generation
         result = await call_next(ctx)
+        if isinstance(result, dict):
+            self._as_defined(method, result)
         if isinstance(result, dict) and generation == self.generation:
             self.lists[key] = result
             return dict(result)
         return result
+
+    def _as_defined(self, method: str, result: dict[str, Any]) -> None:
+        """Put each item's own wire definition (`Tool.definition` ...) in place of the one the
+        SDK made from its fields, so what the SDK does not model passes through."""
+        key, table, field = LIST_ITEMS[method]
+        items = result.get(key)
+        registered: dict[str, Any] = getattr(self.registry, table)
+        if not isinstance(items, list) or not any(item.definition for item in registered.values()):
+            return
+        for n, item in enumerate(items):
+            name = item.get(field) if isinstance(item, dict) else None
+            found = registered.get(name) if isinstance(name, str) else None
+            if found is not None and found.definition is not None:
+                items[n] = found.definition
 
     async def _forward(
         self, ctx: ServerRequestContext[Any, Any], tool: Tool, params: dict[str, Any]

@@ -22,6 +22,7 @@ CLASSES = {
     "reservation": lambda: hub.Reservation,
     "context": lambda: hub.ContextStore,
     "connections": lambda: hub.ConnectionCache,
+    "listings": lambda: hub.Listings,
     "instances": lambda: __import__("hub.services.instances", fromlist=["Instances"]).Instances,
     "instance": lambda: hub.Instance,
 }

@@ -22,6 +22,7 @@ SERVICES: dict[str, tuple[str, ...]] = {
     "budget": ("budget",),
     "context": ("context",),
     "connections": ("connections",),
+    "listings": ("listings",),
     "instances": ("instances",),
     "reservation": ("reservation",),
     "instance": ("instance",),

@@ -4,13 +4,18 @@ Tools and prompts are served as ``NAME__tool`` (the separator is `[plugins.proxy
 resources and resource templates keep their URIs, so links between them still work. Per server
 (in its `[servers.NAME]` table): `expose = false` hides it, `include` / `exclude` pick tools,
 `prefix` renames (the default prefix is NAME), `eager = true` starts it with the hub and has the
-connection cache restart it when it dies.
+connection cache restart it when it dies. Each item is listed as the server listed it (every
+field), renamed and with ``[NAME]`` before its description; each server's `instructions` go
+into the hub's, named, cut at `[plugins.proxy] instructions_chars`.
 
-A server's lists are kept in the store, so a lazy server is listed without starting it: it
-starts on the first call. A server never seen before is started once in the background to learn
-its lists (and closed again after its idle timeout). A downstream `list_changed` refreshes the
-lists, and the hub's clients get `list_changed` in turn. Progress notifications are relayed to
-the caller, and cancelling a call cancels it downstream.
+What a server lists is kept by the hub under a digest of its configuration (``hub.listings``),
+so a lazy server is listed without starting it: it starts on the first call. A server never
+listed for its configuration as it is now is started with the hub, and the first lists of a
+session (and its `initialize` / `server/discover`) wait for it, up to `[plugins.proxy]
+first_list_wait_s`; one that misses it arrives with `list_changed`. A server is asked again
+whenever it (re)starts and when it says a list changed; when its lists changed, the hub's
+clients get `list_changed` in turn. Progress notifications are relayed to the caller, and
+cancelling a call cancels it downstream.
 """
 
 from __future__ import annotations
@@ -18,7 +23,6 @@ from __future__ import annotations
 from typing import Any
 
 import mcp.types as types
-from mcp.shared.exceptions import MCPError
 from pydantic import BaseModel
 
 from hub import (
@@ -29,15 +33,17 @@ from hub import (
     RegisterResource,
     RegistrationError,
     Resource,
-    ServerUnavailable,
+    ServerListing,
     hookimpl,
 )
 
-from .lists import MIGRATIONS, Lists, all_pages
+from .lists import MIGRATIONS, Refresher
 from .mount import Mounted, prompt_for, resource_for, tool_for
 from .settings import ServerKeys, Settings
 
-__all__ = ["MIGRATIONS", "Lists", "Proxy", "ProxyPlugin", "ServerKeys", "Settings"]
+__all__ = ["MIGRATIONS", "Proxy", "ProxyPlugin", "ServerKeys", "Settings"]
+
+INSTRUCTIONS_HEADING = "## Servers behind this hub"
 
 
 class Proxy:
@@ -47,49 +53,46 @@ class Proxy:
         self.hub = hub
         settings = hub.config
         assert isinstance(settings, Settings)
+        self.settings = settings
         self.separator = settings.separator
         keys = {n: c.plugin_settings(ServerKeys) for n, c in hub.settings.servers.items()}
         self.servers: dict[str, ServerKeys] = {n: k for n, k in keys.items() if k.expose}
         self.mounted: dict[str, Mounted] = {name: Mounted() for name in self.servers}
         self.problems: dict[str, list[str]] = {name: [] for name in self.servers}
-        self.known: dict[str, Lists] = {}
+        self.lists = Refresher(hub, self.changed)
 
-    # -- lists -------------------------------------------------------------------------------
+    @property
+    def known(self) -> dict[str, ServerListing]:
+        return self.lists.known
 
-    async def load_cached(self) -> None:
-        for row in await self.hub.store.fetchall("SELECT server, lists_json FROM proxy_lists"):
-            if row["server"] in self.servers:
-                self.known[row["server"]] = Lists.load(row["lists_json"])
+    async def start(self) -> None:
+        """Load the kept lists; start the eager servers and those never listed, holding the
+        first answers for the latter; ask a server again whenever it (re)starts."""
+        await self.lists.load(list(self.servers))
+        self.hub.connections.on_ready(self.on_ready)
+        self.hub.on_downstream_message(self.on_message)
+        self.compose_instructions()
+        for name, config in self.servers.items():
+            if config.eager:
+                self.hub.connections.keep_alive(name)
+            if name not in self.known:
+                self.lists.hold_first_lists(name, self.settings.first_list_wait_s)
+            if config.eager or name not in self.known:
+                self.hub.start_soon(self.lists.start, name, name=f"start {name}")
 
-    async def refresh(self, server: str) -> None:
-        """Ask `server` for its tools, resources and prompts, remember them, and serve them."""
-        try:
-            async with self.hub.connections.session(server) as session:
-                lists = Lists(tools=await all_pages(session.list_tools, "tools"))
-                capabilities = self.hub.connections.capabilities(server)
-                if capabilities is not None and capabilities.resources is not None:
-                    lists.resources = await all_pages(session.list_resources, "resources")
-                    lists.templates = await all_pages(session.list_resource_templates, "resource_templates")
-                if capabilities is not None and capabilities.prompts is not None:
-                    lists.prompts = await all_pages(session.list_prompts, "prompts")
-        except (ServerUnavailable, MCPError) as exc:
-            self.problems[server] = [f"could not list tools, resources and prompts: {exc}"]
-            self.hub.log.warning("could not list a downstream server", server=server, error=str(exc))
-            return
-        self.known[server] = lists
-        await self.hub.store.execute(
-            "INSERT INTO proxy_lists (server, lists_json) VALUES (?, ?) ON CONFLICT (server) DO UPDATE "
-            "SET lists_json = excluded.lists_json, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
-            (server, lists.dump()),
-        )
+    # -- serving -----------------------------------------------------------------------------
+
+    def changed(self, server: str, listing: ServerListing) -> None:
+        """A server's lists changed (or were seen for the first time): serve them now."""
         self.mount(server)
+        self.compose_instructions()
 
-    def selected(self, server: str) -> list[types.Tool]:
+    def selected(self, server: str) -> list[dict[str, Any]]:
         config = self.servers[server]
         tools = self.known[server].tools if server in self.known else []
         if config.include is not None:
-            tools = [t for t in tools if t.name in config.include]
-        return [t for t in tools if t.name not in config.exclude]
+            tools = [t for t in tools if t.get("name") in config.include]
+        return [t for t in tools if t.get("name") not in config.exclude]
 
     def unmount(self, server: str) -> None:
         mounted = self.mounted[server]
@@ -104,48 +107,97 @@ class Proxy:
     def mount(self, server: str) -> None:
         """Serve `server`'s selected tools, its resources and prompts, replacing what was served before."""
         self.unmount(server)
-        config = self.servers[server]
-        prefix = config.prefix or server
+        listing = self.known.get(server, ServerListing())
         problems: list[str] = []
-        lists = self.known.get(server, Lists())
-        known_names = {t.name for t in lists.tools}
-        for missing in sorted(set(config.include or []) - known_names):
+        known_names = {t.get("name") for t in listing.tools}
+        for missing in sorted(set(self.servers[server].include or []) - known_names):
             problems.append(f"include names {missing!r}, which the server does not have")
-        for tool in self.selected(server):
-            hub_name = f"{prefix}{self.separator}{tool.name}"
+        self._mount_tools(server, problems)
+        self._mount_resources(server, listing, problems)
+        self._mount_prompts(server, listing, problems)
+        self.problems[server] = problems
+        for problem in problems:
+            self.hub.log.warning("proxy problem", server=server, problem=problem)
+
+    def _hub_name(self, server: str, name: str) -> str:
+        return f"{self.servers[server].prefix or server}{self.separator}{name}"
+
+    def _mount_tools(self, server: str, problems: list[str]) -> None:
+        for listed in self.selected(server):
+            name = str(listed.get("name"))
+            hub_name = self._hub_name(server, name)
             if len(CLAUDE_PREFIX) + len(hub_name) > 64:
                 problems.append(
                     f"{hub_name!r} is {len(CLAUDE_PREFIX) + len(hub_name)} characters with {CLAUDE_PREFIX!r}, "
                     f"over Claude's 64; set a shorter prefix in [servers.{server}]"
                 )
             try:
-                self.hub.add_tool(tool_for(self.hub, server, tool, hub_name))
+                self.hub.add_tool(tool_for(self.hub, server, listed, hub_name))
             except RegistrationError as exc:
                 problems.append(f"{exc}; set prefix in [servers.{server}] to rename")
                 continue
-            self.mounted[server].tools[hub_name] = tool.name
-        resources: list[types.Resource | types.ResourceTemplate] = [*lists.resources, *lists.templates]
-        for resource in resources:
-            uri = str(resource.uri) if isinstance(resource, types.Resource) else resource.uri_template
+            except ValueError as exc:  # a definition the SDK cannot read
+                problems.append(f"tool {name!r} is not served: its definition is invalid: {_first_line(exc)}")
+                continue
+            self.mounted[server].tools[hub_name] = name
+
+    def _mount_resources(self, server: str, listing: ServerListing, problems: list[str]) -> None:
+        for listed in [*listing.resources, *listing.templates]:
+            uri = str(listed.get("uri") or listed.get("uriTemplate"))
             try:
-                self.hub.add_resource(resource_for(self.hub, server, resource))
+                self.hub.add_resource(resource_for(self.hub, server, listed))
             except RegistrationError as exc:
                 problems.append(f"{exc}; only the first is served")
                 continue
+            except ValueError as exc:
+                problems.append(
+                    f"resource {uri!r} is not served: its definition is invalid: {_first_line(exc)}"
+                )
+                continue
             self.mounted[server].resources.append(uri)
-        for prompt in lists.prompts:
-            hub_name = f"{prefix}{self.separator}{prompt.name}"
+
+    def _mount_prompts(self, server: str, listing: ServerListing, problems: list[str]) -> None:
+        for listed in listing.prompts:
+            name = str(listed.get("name"))
+            hub_name = self._hub_name(server, name)
             try:
-                self.hub.add_prompt(prompt_for(self.hub, server, prompt, hub_name))
+                self.hub.add_prompt(prompt_for(self.hub, server, listed, hub_name))
             except RegistrationError as exc:
                 problems.append(f"{exc}; set prefix in [servers.{server}] to rename")
                 continue
-            self.mounted[server].prompts[hub_name] = prompt.name
-        self.problems[server] = problems
-        for problem in problems:
-            self.hub.log.warning("proxy problem", server=server, problem=problem)
+            except ValueError as exc:
+                problems.append(
+                    f"prompt {name!r} is not served: its definition is invalid: {_first_line(exc)}"
+                )
+                continue
+            self.mounted[server].prompts[hub_name] = name
 
-    # -- notifications and status ------------------------------------------------------------
+    def compose_instructions(self) -> None:
+        """Each server's instructions, named and cut at `instructions_chars`, as the proxy's
+        part of the hub's instructions (none when no server gives any)."""
+        budget = self.settings.instructions_chars
+        parts = []
+        for name in self.servers:
+            listing = self.known.get(name)
+            text = (listing.instructions or "").strip() if listing is not None else ""
+            if not text or budget == 0:
+                continue
+            tools = f"{self.servers[name].prefix or name}{self.separator}*"
+            parts.append(f"### {name} (its tools: {tools})\n{cut(text, budget)}")
+        if not parts:
+            self.hub.set_instructions(None)
+            return
+        self.hub.set_instructions(
+            f"{INSTRUCTIONS_HEADING}\n\nThe instructions of the downstream servers whose tools the hub serves.\n\n"
+            + "\n\n".join(parts)
+        )
+
+    # -- events and status -------------------------------------------------------------------
+
+    def on_ready(self, server: str) -> None:
+        """A downstream server (re)started: ask it again (what it lists may have changed)."""
+        if server in self.servers:
+            self.lists.request(server)
 
     async def on_message(self, server: str, message: Any) -> None:
         changed = (
@@ -155,23 +207,44 @@ class Proxy:
         )
         if server in self.servers and isinstance(message, changed):
             self.hub.log.info("downstream lists changed; refreshing", server=server)
-            self.hub.start_soon(self.refresh, server, name=f"refresh {server}")
+            self.lists.request(server)
 
     async def describe(self) -> dict[str, Any]:
         status = self.hub.connections.status()
-        return {
-            name: {
+        described = {}
+        for name in self.servers:
+            listing = self.known.get(name)
+            problem = self.lists.problems.get(name)
+            described[name] = {
                 "state": status[name]["state"],
                 "last_error": status[name]["last_error"],
                 "failures_in_a_row": status[name]["failures_in_a_row"],
                 "restart_in_s": status[name]["restart_in_s"],
+                "listed": listing is not None,
                 "tools": sorted(self.mounted[name].tools),
                 "resources": sorted(self.mounted[name].resources),
                 "prompts": sorted(self.mounted[name].prompts),
-                "problems": self.problems[name],
+                "instructions": listing.instructions if listing is not None else None,
+                "problems": [*([problem] if problem else []), *self.problems[name]],
             }
-            for name in self.servers
-        }
+        return described
+
+
+def cut(text: str, limit: int) -> str:
+    """`text`, or its first `limit` characters (ending at a space or line break when one is
+    near) and a note of the cut."""
+    if len(text) <= limit:
+        return text
+    head = text[:limit]
+    space = max(head.rfind("\n"), head.rfind(" "))
+    if space > limit * 0.8:
+        head = head[:space]
+    return f"{head.rstrip()} … [cut at {len(head.rstrip())} of {len(text)} characters: proxy://servers has it all]"
+
+
+def _first_line(exc: Exception) -> str:
+    lines = str(exc).splitlines()
+    return " ".join(lines[:3]) if lines else type(exc).__name__
 
 
 class ProxyPlugin(Plugin):
@@ -191,14 +264,8 @@ class ProxyPlugin(Plugin):
     def hub_startup(self, hub: PluginContext) -> Lifecycle:
         async def start() -> None:
             await hub.store.migrate("proxy", MIGRATIONS)
-            proxy = self.proxy = Proxy(hub)
-            await proxy.load_cached()
-            hub.on_downstream_message(proxy.on_message)
-            for name, config in proxy.servers.items():
-                if config.eager:
-                    hub.connections.keep_alive(name)
-                if config.eager or name not in proxy.known:
-                    hub.start_soon(proxy.refresh, name, name=f"refresh {name}")
+            self.proxy = Proxy(hub)
+            await self.proxy.start()
 
         return start
 
@@ -216,6 +283,7 @@ class ProxyPlugin(Plugin):
                 "proxy://servers",
                 "servers",
                 self.proxy.describe,
-                "Each proxied server: state, restarts, last error, tools, resources and prompts served, naming problems.",
+                "Each proxied server: state, restarts, last error, tools, resources and prompts served, "
+                "its instructions, naming problems.",
             )
         )

@@ -1,14 +1,21 @@
-"""What a downstream server offers (`Lists`), kept in the store (`MIGRATIONS`) so a lazy server
-is listed without starting it."""
+"""Keeping each server's lists up to date: the proxy's side of ``hub.listings``.
+
+What a server lists is kept by the hub under a digest of its configuration (``hub.listings``), so
+a lazy server is listed without being started, and a server changed under the same name, or one
+of another project, never lends its lists. `Refresher` asks a server again, at most one request
+at a time per server (requests that come while one runs are served by one more), whenever it
+(re)starts (``hub.connections.on_ready``) and when it says a list changed; a server the hub has
+never listed holds the hub's first answers (``hub.hold_lists``) until it has been asked, or its
+start failed.
+"""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable
 
-import mcp.types as types
+from mcp.shared.exceptions import MCPError
+
+from hub import ConfigError, HubError, ListHold, PluginContext, ServerListing
 
 MIGRATIONS = [
     """
@@ -28,49 +35,88 @@ MIGRATIONS = [
         SELECT server, json_object('tools', json(tools_json)), updated_at FROM proxy_tools;
     DROP TABLE proxy_tools;
     """,
+    # Lists kept by server name alone were shared by every project and outlived a change of the
+    # server's command: they cannot be trusted. The hub keeps them now, by configuration
+    # (`server_listings`); each server is asked again once.
+    """
+    DROP TABLE proxy_lists;
+    """,
 ]
 
 
-@dataclass
-class Lists:
-    """What a downstream server offers."""
+class Refresher:
+    """Asks servers for their lists and hands what changed to `changed(server, listing)`."""
 
-    tools: list[types.Tool] = field(default_factory=list)
-    resources: list[types.Resource] = field(default_factory=list)
-    templates: list[types.ResourceTemplate] = field(default_factory=list)
-    prompts: list[types.Prompt] = field(default_factory=list)
+    def __init__(self, hub: PluginContext, changed: Callable[[str, ServerListing], None]) -> None:
+        self.hub = hub
+        self.changed = changed
+        self.known: dict[str, ServerListing] = {}
+        self.problems: dict[str, str] = {}  # server -> why it could not be listed last time
+        self.holds: dict[str, ListHold] = {}
+        self._wanted: dict[str, int] = {}
+        self._done: dict[str, int] = {}
+        self._running: set[str] = set()
 
-    def dump(self) -> str:
-        def items(values: list[Any]) -> list[Any]:
-            return [v.model_dump(mode="json", by_alias=True, exclude_none=True) for v in values]
+    async def load(self, servers: list[str]) -> None:
+        """What each server listed when last asked, for its configuration as it is now."""
+        for name in servers:
+            try:
+                listing = await self.hub.listings.cached(name)
+            except ConfigError as exc:  # a ${VAR} that is not set: the server cannot start either
+                self.problems[name] = str(exc)
+                continue
+            if listing is not None:
+                self.known[name] = listing
 
-        return json.dumps(
-            {
-                "tools": items(self.tools),
-                "resources": items(self.resources),
-                "templates": items(self.templates),
-                "prompts": items(self.prompts),
-            }
-        )
+    def hold_first_lists(self, name: str, wait_s: float) -> None:
+        """Make the hub's first answers wait (at most `wait_s`) until `name` has been listed."""
+        if wait_s > 0:
+            self.holds[name] = self.hub.hold_lists(
+                f"server {name!r} has never been listed and is starting", wait_s=wait_s
+            )
 
-    @classmethod
-    def load(cls, text: str) -> Lists:
-        data = json.loads(text)
-        return cls(
-            tools=[types.Tool.model_validate(t) for t in data.get("tools", [])],
-            resources=[types.Resource.model_validate(r) for r in data.get("resources", [])],
-            templates=[types.ResourceTemplate.model_validate(t) for t in data.get("templates", [])],
-            prompts=[types.Prompt.model_validate(p) for p in data.get("prompts", [])],
-        )
+    def release(self, name: str) -> None:
+        hold = self.holds.pop(name, None)
+        if hold is not None:
+            hold.release()
 
+    async def start(self, name: str) -> None:
+        """Start `name` (its listing follows, from `on_ready`); a failure releases its hold."""
+        try:
+            await self.hub.connections.get(name)
+        except (HubError, ConfigError, MCPError) as exc:
+            self.problems[name] = f"could not start: {exc}"
+            self.hub.log.warning("a downstream server did not start", server=name, error=str(exc))
+            self.release(name)
+            return
+        self.request(name)  # in case it was ready before anyone listened
 
-async def all_pages(fetch: Callable[..., Awaitable[Any]], attribute: str) -> list[Any]:
-    """Every item of a paginated list request (`fetch` is e.g. `session.list_tools`)."""
-    items: list[Any] = []
-    cursor: str | None = None
-    while True:
-        page = await fetch(params=types.PaginatedRequestParams(cursor=cursor) if cursor else None)
-        items.extend(getattr(page, attribute))
-        cursor = page.next_cursor
-        if not cursor:
-            return items
+    def request(self, name: str) -> None:
+        """Ask `name` for its lists soon; requests made while one runs are served by one more."""
+        self._wanted[name] = self._wanted.get(name, 0) + 1
+        if name not in self._running:
+            self._running.add(name)
+            self.hub.start_soon(self._serve_requests, name, name=f"list {name}")
+
+    async def _serve_requests(self, name: str) -> None:
+        try:
+            while self._done.get(name, 0) < self._wanted[name]:
+                wanted = self._wanted[name]
+                await self._list(name)
+                self._done[name] = wanted
+        finally:
+            self._running.discard(name)
+
+    async def _list(self, name: str) -> None:
+        try:
+            listing = await self.hub.listings.refresh(name)
+        except Exception as exc:  # whatever it was (a dead server, a malformed answer), not listed
+            self.problems[name] = f"could not list tools, resources and prompts: {exc}"
+            self.hub.log.warning("could not list a downstream server", server=name, error=str(exc))
+            self.release(name)
+            return
+        self.problems.pop(name, None)
+        if self.known.get(name) != listing:
+            self.known[name] = listing
+            self.changed(name, listing)
+        self.release(name)

@@ -1,6 +1,11 @@
 """Serving one downstream server's items through the hub: what is mounted (`Mounted`), and the
 hub tool, resource and prompt that stand for each downstream one (`tool_for`, `resource_for`,
-`prompt_for`), each forwarding to the server through the connection cache."""
+`prompt_for`), each forwarding to the server through the connection cache.
+
+Each is built from the item as the server listed it (wire JSON) and listed by the hub as that
+same JSON (`definition`), renamed and with ``[server]`` before its description: every field
+passes through, those the SDK does not model too (`_meta`, `icons`, `execution`, ...). An item
+the SDK cannot read raises `ValueError` (pydantic's), which the caller reports."""
 
 from __future__ import annotations
 
@@ -38,8 +43,14 @@ class Mounted:
     prompts: dict[str, str] = field(default_factory=dict)
 
 
-def tool_for(hub: PluginContext, server: str, tool: types.Tool, hub_name: str) -> Tool:
-    """The hub tool `hub_name` that calls `server`'s `tool`."""
+def _described(server: str, item: dict[str, Any]) -> str:
+    description = item.get("description")
+    return f"[{server}] {description if isinstance(description, str) else ''}".strip()
+
+
+def tool_for(hub: PluginContext, server: str, listed: dict[str, Any], hub_name: str) -> Tool:
+    """The hub tool `hub_name` that calls `server`'s tool, as `server` listed it."""
+    tool = types.Tool.model_validate(listed)
     connections = hub.connections
 
     async def call_downstream(arguments: dict[str, Any], call: ToolCall) -> RawResult:
@@ -51,7 +62,7 @@ def tool_for(hub: PluginContext, server: str, tool: types.Tool, hub_name: str) -
         except (MCPError, HubError) as exc:  # a closed connection is marked dead by the cache itself
             raise ToolError(failure_message(server, tool.name, exc)) from None
 
-    description = f"[{server}] {tool.description or ''}".strip()
+    description = _described(server, listed)
     return ForwardedTool(
         hub_name,
         call_downstream,
@@ -61,6 +72,7 @@ def tool_for(hub: PluginContext, server: str, tool: types.Tool, hub_name: str) -
         title=tool.title,
         annotations=tool.annotations,
         group=server,
+        definition={**listed, "name": hub_name, "description": description},
     )
 
 
@@ -75,43 +87,54 @@ async def _downstream(
         raise ToolError(failure_message(server, what, exc)) from None
 
 
-def resource_for(
-    hub: PluginContext, server: str, resource: types.Resource | types.ResourceTemplate
-) -> Resource | ResourceTemplate:
-    """The hub resource (or template) that reads `server`'s."""
-    description = f"[{server}] {resource.description or ''}".strip()
+def resource_for(hub: PluginContext, server: str, listed: dict[str, Any]) -> Resource | ResourceTemplate:
+    """The hub resource (or template, for an item with a `uriTemplate`) that reads `server`'s."""
+    description = _described(server, listed)
+    definition = {**listed, "description": description}
 
     async def read_uri(uri: str) -> types.ReadResourceResult:
         return await _downstream(hub, server, f"reading {uri}", lambda session: session.read_resource(uri))
 
-    if isinstance(resource, types.Resource):
+    if "uriTemplate" not in listed:
+        resource = types.Resource.model_validate(listed)
         uri = str(resource.uri)
         return Resource(
-            uri, resource.name, lambda: read_uri(uri), description, resource.mime_type, resource.title
+            uri,
+            resource.name,
+            lambda: read_uri(uri),
+            description,
+            resource.mime_type,
+            resource.title,
+            definition=definition,
         )
+    found = types.ResourceTemplate.model_validate(listed)
     template = ResourceTemplate(
-        resource.uri_template,
-        resource.name,
+        found.uri_template,
+        found.name,
         lambda params: read_uri(template.expand(params)),
         description,
-        resource.mime_type,
-        resource.title,
+        found.mime_type,
+        found.title,
+        definition=definition,
     )
     return template
 
 
-def prompt_for(hub: PluginContext, server: str, prompt: types.Prompt, hub_name: str) -> Prompt:
-    """The hub prompt `hub_name` that renders `server`'s `prompt`."""
+def prompt_for(hub: PluginContext, server: str, listed: dict[str, Any], hub_name: str) -> Prompt:
+    """The hub prompt `hub_name` that renders `server`'s prompt, as `server` listed it."""
+    prompt = types.Prompt.model_validate(listed)
 
     async def render(arguments: dict[str, str]) -> types.GetPromptResult:
         return await _downstream(
             hub, server, f"prompt {prompt.name}", lambda session: session.get_prompt(prompt.name, arguments)
         )
 
+    description = _described(server, listed)
     return Prompt(
         hub_name,
         render,
-        f"[{server}] {prompt.description or ''}".strip(),
+        description,
         [PromptArgument(a.name, a.description or "", bool(a.required)) for a in prompt.arguments or []],
         prompt.title,
+        definition={**listed, "name": hub_name, "description": description},
     )

@@ -30,3 +30,16 @@ class Settings(BaseModel):
     separator: str = Field(
         default="__", pattern=r"^[A-Za-z0-9_-]{1,3}$", description="Between prefix and tool."
     )
+    first_list_wait_s: float = Field(
+        default=5.0,
+        ge=0,
+        le=120,
+        description="How long a session's first lists (and initialize / server/discover) wait for servers "
+        "the hub has never listed, started with it; one that misses it arrives with list_changed.",
+    )
+    instructions_chars: int = Field(
+        default=1000,
+        ge=0,
+        le=100_000,
+        description="Per downstream server, how much of its instructions go into the hub's (0: none).",
+    )

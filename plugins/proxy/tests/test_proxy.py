@@ -236,20 +236,20 @@ async def test_a_third_party_server_from_npm(tmp_path):
         assert bad.is_error
 
 
-async def test_tool_lists_cached_by_an_older_hub_are_kept(tmp_path):
-    """The first schema kept only tools (table proxy_tools); its rows become proxy_lists rows."""
+async def test_lists_an_older_hub_kept_by_server_name_alone_are_not_used(tmp_path):
+    """The old schema kept lists by server name only (proxy_tools, then proxy_lists), shared by
+    every project and outliving a change of command: they are dropped, and the server is asked."""
     from hub.services.store import Store
 
     config = make_config(tmp_path, servers={"d": server()})
     store = Store.in_state_dir(config.state_dir)
     await store.migrate("proxy", hub_proxy.MIGRATIONS[:1])
-    echo = {"name": "echo", "description": "old", "inputSchema": {"type": "object", "properties": {}}}
+    echo = {"name": "gone", "description": "old", "inputSchema": {"type": "object", "properties": {}}}
     await store.execute("INSERT INTO proxy_tools (server, tools_json) VALUES ('d', ?)", (json.dumps([echo]),))
     store.close()
     async with running_hub(config, plugins={"proxy": hub_proxy.ProxyPlugin}) as (hub, client):
-        tools = {t.name: t for t in (await client.list_tools()).tools}
-        assert tools["d__echo"].description == "[d] old"  # listed from the cache, server not started
-        assert hub.connections.status()["d"]["state"] == "stopped"
+        tools = {t.name: t for t in (await client.list_tools()).tools}  # the first list waits for d
+        assert "d__gone" not in tools and tools["d__echo"].description == "[d] Return the text unchanged."
 
 
 BAD_OUTPUT = str(Path(__file__).with_name("bad_output_server.py"))
