@@ -1,14 +1,19 @@
-"""`hub servers import | list | check`: bring existing MCP servers under the hub and see them.
+"""`hub servers import | list | check | refresh`: bring existing MCP servers under the hub and see them.
 
 - `import [PATH]` reads the `mcpServers` of an `.mcp.json` (default `./.mcp.json`), Claude
   Desktop's `claude_desktop_config.json` or `~/.claude.json` (its top level and this project's
   entry), and writes one `[servers.NAME]` table per server into the project's hub.toml with
   tomlkit, so the file's comments and layout stay as they were. The hub's own entry is left out;
-  a server already in hub.toml is kept as it is unless `--replace`.
+  a server already in hub.toml is kept as it is unless `--replace`. Then it starts the servers
+  now in hub.toml (at most 4 at once) to learn what they list, for the hub's first session
+  (`--no-start`: not now; the hub starts a server it has never listed when it starts).
 - `list` shows the configured servers: where each comes from, whether a hub on this state
-  directory runs it now, and how many tools the proxy last saw (from the store, no server started).
-- `check [NAME]` starts each server through the hub's connection cache, lists its tools, and
-  reports a failure with the tail of the server's stderr.
+  directory runs it now, and how many tools it listed when last asked, for its configuration as
+  it is now (from the store, no server started).
+- `check [NAME]` starts each server through the hub's connection cache, lists everything it
+  offers and keeps it for the hub (`hub.client.listing`), says what it offers that the hub does
+  not pass on, and reports a failure with the tail of the server's stderr.
+- `refresh [NAME]` asks each server again and keeps its lists (after a server was upgraded, say).
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ if TYPE_CHECKING:
     from hub.config.settings import HubConfig
 
 __all__ = ["add_parser", "check_servers", "import_servers", "list_servers", "read_mcp_servers", "run"]
+
+CHECK_CONCURRENCY = 4
 
 # The keys of an .mcp.json entry the hub takes as they are.
 ENTRY_KEYS = ("type", "command", "args", "env", "cwd", "url", "headers", "timeout")
@@ -250,17 +257,27 @@ def _runs(command: str, args: list[str], cmdlines: list[list[str]]) -> bool:
     return False
 
 
+def _tools_seen(database: Path, config: HubConfig) -> dict[str, int]:
+    """How many tools each server listed when last asked, for its configuration as it is now."""
+    from hub.client.cache import ConnectionCache
+
+    rows = dict(_store_rows(database, "SELECT config_key, listing_json FROM server_listings"))
+    keys = ConnectionCache(config.servers)  # the keys as a hub computes them; nothing is started
+    seen: dict[str, int] = {}
+    for name in config.servers:
+        try:
+            seen[name] = len(json.loads(rows[keys.config_key(name)]).get("tools", []))
+        except Exception:  # an unset ${VAR}, never listed, or a row that cannot be read
+            continue
+    return seen
+
+
 def list_servers(config: HubConfig) -> list[dict[str, Any]]:
     """One row per configured server: name, transport, target, set by, running, tools (last seen)."""
     from hub.config.expand import expand_vars
 
     database = config.state_dir / "hub.sqlite"
-    tools: dict[str, int] = {}
-    for server, lists_json in _store_rows(database, "SELECT server, lists_json FROM proxy_lists"):
-        try:
-            tools[server] = len(json.loads(lists_json).get("tools", []))
-        except (ValueError, AttributeError):
-            continue
+    tools = _tools_seen(database, config)
     here = socket.gethostname()
     hubs = {
         int(pid)
@@ -302,12 +319,16 @@ def list_servers(config: HubConfig) -> list[dict[str, Any]]:
 async def check_servers(
     config: HubConfig, names: list[str], on_result: Callable[[dict[str, Any]], None] | None = None
 ) -> list[dict[str, Any]]:
-    """Start each server through the connection cache (at most 4 at once), list its tools, close.
-    One row per server: name, ok, tools or error (with the tail of its stderr), in the order
-    asked; `on_result(row)` hears each one as it finishes."""
+    """Start each server through the connection cache (at most `CHECK_CONCURRENCY` at once), ask
+    for everything it lists, keep that for the hub (`hub.client.listing.Listings`), close it. One
+    row per server, in the order asked: name, ok, and tools, resources, prompts and `not_relayed`
+    (what it offers that the hub does not pass on), or error (with the tail of its stderr);
+    `on_result(row)` hears each one as it finishes."""
     import anyio
 
     from hub.client.cache import ConnectionCache
+    from hub.client.listing import Listings
+    from hub.services.store import Store
 
     unknown = [n for n in names if n not in config.servers]
     if unknown:
@@ -315,27 +336,48 @@ async def check_servers(
         raise LookupError(f"no server {', '.join(map(repr, unknown))} in the configuration (known: {known})")
     chosen = names or list(config.servers)
     results: dict[str, dict[str, Any]] = {}
-    limit = anyio.Semaphore(4)
-    with tempfile.TemporaryDirectory(prefix="hub-check-") as logs:
-        async with ConnectionCache(config.servers, log_dir=Path(logs)) as cache:
+    limit = anyio.Semaphore(CHECK_CONCURRENCY)
+    store = Store.in_state_dir(config.state_dir)
+    try:
+        with tempfile.TemporaryDirectory(prefix="hub-check-") as logs:
+            async with ConnectionCache(config.servers, log_dir=Path(logs)) as cache:
+                listings = Listings(store, cache)
+                await listings.setup()
 
-            async def check(name: str) -> None:
-                async with limit:
-                    try:
-                        async with cache.session(name) as session:
-                            listed = await session.list_tools()
-                        results[name] = {"name": name, "ok": True, "tools": [t.name for t in listed.tools]}
-                    except Exception as exc:
-                        results[name] = {"name": name, "ok": False, "error": str(exc) or type(exc).__name__}
-                    finally:
-                        await cache.close(name)
-                    if on_result is not None:
-                        on_result(results[name])
+                async def check(name: str) -> None:
+                    async with limit:
+                        try:
+                            results[name] = _checked(name, await listings.refresh(name))
+                        except Exception as exc:
+                            results[name] = {
+                                "name": name,
+                                "ok": False,
+                                "error": str(exc) or type(exc).__name__,
+                            }
+                        finally:
+                            await cache.close(name)
+                        if on_result is not None:
+                            on_result(results[name])
 
-            async with anyio.create_task_group() as tg:
-                for name in chosen:
-                    tg.start_soon(check, name)
+                async with anyio.create_task_group() as tg:
+                    for name in chosen:
+                        tg.start_soon(check, name)
+    finally:
+        store.close()
     return [results[name] for name in chosen]
+
+
+def _checked(name: str, listing: Any) -> dict[str, Any]:
+    from hub.client.listing import not_relayed
+
+    return {
+        "name": name,
+        "ok": True,
+        "tools": [str(t.get("name")) for t in listing.tools],
+        "resources": len(listing.resources) + len(listing.templates),
+        "prompts": len(listing.prompts),
+        "not_relayed": not_relayed(listing),
+    }
 
 
 # --- the command ---------------------------------------------------------------------------------
@@ -360,6 +402,11 @@ def add_parser(commands: Any) -> None:
     imp.add_argument("path", nargs="?", metavar="PATH", help="default: ./.mcp.json")
     imp.add_argument("--replace", action="store_true", help="overwrite servers already in hub.toml")
     imp.add_argument(
+        "--no-start",
+        action="store_true",
+        help="do not start the servers imported to learn what they list (the hub does when it starts)",
+    )
+    imp.add_argument(
         "--keep-mcp-json",
         action="store_true",
         help="leave .mcp.json as it is and print the hub's entry to paste (default: rewrite it to list "
@@ -374,10 +421,21 @@ def add_parser(commands: Any) -> None:
     lst = actions.add_parser("list", help="configured servers, whether running, tools count (from the store)")
     lst.add_argument("--json", action="store_true", help="print JSON")
     add_common(lst, suppress=True)
-    chk = actions.add_parser("check", help="start each server, list its tools, report errors with its stderr")
-    chk.add_argument("names", nargs="*", metavar="NAME", help="default: every configured server")
-    chk.add_argument("--json", action="store_true", help="print JSON")
-    add_common(chk, suppress=True)
+    for action, text in (
+        (
+            "check",
+            "start each server, list what it offers and keep it for the hub, say what the hub does not "
+            "pass on, report errors with its stderr",
+        ),
+        (
+            "refresh",
+            "ask each server again for what it lists and keep it for the hub (after an upgrade, say)",
+        ),
+    ):
+        chk = actions.add_parser(action, help=text)
+        chk.add_argument("names", nargs="*", metavar="NAME", help="default: every configured server")
+        chk.add_argument("--json", action="store_true", help="print JSON")
+        add_common(chk, suppress=True)
 
 
 def run(args: Any) -> int:
@@ -390,7 +448,7 @@ def run(args: Any) -> int:
     config = config_from(args)
     if args.servers_command == "list":
         return _list(config, as_json=args.json)
-    return _check(config, list(args.names), as_json=args.json)
+    return _check(config, list(args.names), as_json=args.json, brief=args.servers_command == "refresh")
 
 
 def _import(args: Any) -> int:
@@ -415,7 +473,29 @@ def _import(args: Any) -> int:
         return 2
     for line in lines:
         print(line)
+    if moved and not args.no_start:
+        _learn(args, sorted(moved))
     return 0
+
+
+def _learn(args: Any, names: list[str]) -> None:
+    """Start the servers just imported to learn what they list; a failure is said, not fatal."""
+    import anyio
+
+    from hub.errors import ConfigError
+
+    try:
+        config = config_from(args)
+        results = anyio.run(check_servers, config, [n for n in names if n in config.servers])
+    except (ConfigError, LookupError) as exc:
+        print(f"not started to learn what they list: {exc}")
+        return
+    for row in results:
+        if row["ok"]:
+            counts = f"{len(row['tools'])} tools, {row['resources']} resources, {row['prompts']} prompts"
+            print(f"learned {row['name']!r}: {counts}")
+        else:
+            print(f"could not learn {row['name']!r} (the hub tries again when it starts): {row['error']}")
 
 
 def _list(config: HubConfig, *, as_json: bool) -> int:
@@ -432,9 +512,9 @@ def _list(config: HubConfig, *, as_json: bool) -> int:
     return 0
 
 
-def _check(config: HubConfig, names: list[str], *, as_json: bool) -> int:
+def _check(config: HubConfig, names: list[str], *, as_json: bool, brief: bool = False) -> int:
     """Each server's line as soon as it is known (a terminal also sees which are still starting);
-    with --json, one document at the end."""
+    with --json, one document at the end. `brief` (refresh): counts only."""
     import anyio
 
     progress = _Progress(len(names or config.servers)) if not as_json and sys.stderr.isatty() else None
@@ -443,7 +523,7 @@ def _check(config: HubConfig, names: list[str], *, as_json: bool) -> int:
         if progress is not None:
             progress.clear()
         if not as_json:
-            print(check_line(row), flush=True)
+            print(check_line(row, brief=brief), flush=True)
         if progress is not None:
             progress.done += 1
             progress.show()
@@ -453,7 +533,7 @@ def _check(config: HubConfig, names: list[str], *, as_json: bool) -> int:
             progress.show()
         results = anyio.run(check_servers, config, names, show)
     except LookupError as exc:
-        print(f"hub servers check: {exc.args[0]}", file=sys.stderr)
+        print(f"hub servers {'refresh' if brief else 'check'}: {exc.args[0]}", file=sys.stderr)
         return 2
     finally:
         if progress is not None:
@@ -463,10 +543,18 @@ def _check(config: HubConfig, names: list[str], *, as_json: bool) -> int:
     return 0 if all(row["ok"] for row in results) else 1
 
 
-def check_line(row: dict[str, Any]) -> str:
-    if row["ok"]:
-        return f"ok      {row['name']}: {len(row['tools'])} tools: {', '.join(row['tools'])}"
-    return f"FAILED  {row['name']}: {row['error']}"
+def check_line(row: dict[str, Any], *, brief: bool = False) -> str:
+    """What `check` (or, `brief`, `refresh`) says of one server: its counts and tools, and what it
+    offers that the hub does not pass on; or why it failed."""
+    if not row["ok"]:
+        return f"FAILED  {row['name']}: {row['error']}"
+    counts = f"{len(row['tools'])} tools, {row['resources']} resources, {row['prompts']} prompts"
+    if brief:
+        return f"listed  {row['name']}: {counts}"
+    line = f"ok      {row['name']}: {counts}; tools: {', '.join(row['tools'])}"
+    if row["not_relayed"]:
+        line += f"\n        {row['name']} offers what the hub does not pass on yet: {'; '.join(row['not_relayed'])}"
+    return line
 
 
 class _Progress:

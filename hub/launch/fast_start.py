@@ -8,7 +8,7 @@ and waits for the answers before its first model request. This module, importing
 1. keeps, in `<state_dir>/fastfront.json`, the last answer the hub gave to each of those list
    requests (per protocol version), recorded as they pass while the hub serves;
 2. at the next start, if the configuration is unchanged (same hub version, command line, HUB_*
-   variables and hub.toml), answers those requests from the file at once, and holds every other
+   variables, hub.toml and the variables it names, working directory), answers those requests from the file at once, and holds every other
    message until the hub is up, then hands them over in order;
 3. once the hub is up, asks it the same questions, and if an answer differs (a plugin changed),
    sends `list_changed` so the client reads the new list.
@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import select
 import sys
 import threading
@@ -103,19 +104,31 @@ def digest(data: bytes) -> str:
     return _blake2b(data, digest_size=32).hexdigest()
 
 
+_VAR = re.compile(rb"\$\{([A-Za-z_][A-Za-z0-9_]*)")
+
+
 def fingerprint(
-    version: str, argv: Sequence[str], environ: Mapping[str, str], config_files: Sequence[Path]
+    version: str,
+    argv: Sequence[str],
+    environ: Mapping[str, str],
+    config_files: Sequence[Path],
+    cwd: Path | None = None,
 ) -> str:
-    """What the answers depend on: the hub's version, its arguments, `HUB_*`, and every hub.toml
-    read (user and project scope)."""
+    """What the answers depend on: the hub's version, its arguments, `HUB_*`, every hub.toml read
+    (user and project scope) and the values of the `${VAR}`s it names, and the working directory
+    (where a server's relative paths point: another project lists other tools)."""
     digest = _blake2b(digest_size=32)
     digest.update(version.encode())
     digest.update(json.dumps(list(argv)).encode())
-    digest.update(json.dumps(sorted((k, v) for k, v in environ.items() if k.startswith("HUB_"))).encode())
+    names = {k for k in environ if k.startswith("HUB_")}
+    digest.update(str((cwd or Path.cwd()).resolve()).encode())
     for config_file in config_files:
         digest.update(str(config_file.resolve()).encode())
         with contextlib.suppress(OSError):
-            digest.update(config_file.read_bytes())
+            content = config_file.read_bytes()
+            digest.update(content)
+            names.update(name.decode() for name in _VAR.findall(content))
+    digest.update(json.dumps(sorted((k, environ.get(k)) for k in names)).encode())
     return digest.hexdigest()
 
 
