@@ -1,7 +1,7 @@
-"""`hub servers import | list | check` through the real `hub` command, on real servers: an
-`.mcp.json` with three servers (server-filesystem and server-everything from npm, and the tests'
-own) plus the hub's own entry, imported into a commented hub.toml; then `batch_execute` and a
-proxied call on the imported servers."""
+"""`hub servers import | list | check | refresh` through the real `hub` command, on real servers:
+an `.mcp.json` with three servers (server-filesystem and server-everything from npm, and the
+tests' own) plus the hub's own entry, imported into a commented hub.toml (and started, to learn
+what they list); then `batch_execute` and a proxied call on the imported servers."""
 
 from __future__ import annotations
 
@@ -60,6 +60,7 @@ def test_import_list_check_then_use_the_imported_servers(tmp_path):
     assert "left out 'hub': it is the hub itself" in out.stdout
     assert "imported 'd' (dropped alwaysAllow: not a server setting the hub takes)" in out.stdout
     assert "3 servers written to hub.toml" in out.stdout
+    assert "learned 'd': 9 tools, 2 resources, 1 prompts" in out.stdout  # started to learn its lists
     assert ".mcp.json now lists the hub (the old file is .mcp.json.bak)" in out.stdout
     assert json.loads((tmp_path / ".mcp.json").read_text()) == {
         "mcpServers": {"hub": mcp_json["mcpServers"]["hub"]}
@@ -78,17 +79,18 @@ def test_import_list_check_then_use_the_imported_servers(tmp_path):
     assert shown["servers"]["d"]["startup_timeout_s"] == 20
 
     listed = json.loads(hub("servers", "list", "--json", env=env, cwd=tmp_path).stdout)
-    assert [(r["name"], r["running"], r["tools"]) for r in listed] == [
-        ("fs", False, None),
-        ("everything", False, None),
-        ("d", False, None),
-    ]
+    assert [(r["name"], r["running"]) for r in listed] == [("fs", False), ("everything", False), ("d", False)]
+    assert {r["name"]: r["tools"] for r in listed}["d"] == 9 and all(r["tools"] for r in listed)
 
     checked = hub("servers", "check", env=env, cwd=tmp_path)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "ok      fs: " in checked.stdout and "read_text_file" in checked.stdout
     assert "ok      d: " in checked.stdout and "echo" in checked.stdout
     assert "ok      everything: " in checked.stdout
+    # What server-everything offers that the hub does not pass on is said, not dropped silently.
+    assert "everything offers what the hub does not pass on yet: " in checked.stdout
+    refreshed = hub("servers", "refresh", "d", env=env, cwd=tmp_path)
+    assert refreshed.returncode == 0 and refreshed.stdout == "listed  d: 9 tools, 2 resources, 1 prompts\n"
 
     peer = StdioPeer([], env, tmp_path)
     try:
@@ -160,12 +162,15 @@ def test_import_errors_name_the_file(tmp_path):
             }
         )
     )
-    assert hub("servers", "import", "desktop.json", env=env, cwd=tmp_path).returncode == 0
-    assert hub("servers", "import", "claude.json", env=env, cwd=tmp_path).returncode == 0
+    assert hub("servers", "import", "--no-start", "desktop.json", env=env, cwd=tmp_path).returncode == 0
+    assert hub("servers", "import", "--no-start", "claude.json", env=env, cwd=tmp_path).returncode == 0
     text = (tmp_path / "hub.toml").read_text()
     assert "[servers.a]" in text and "[servers.b]" in text and 'type = "http"' in text
     # --user writes the user's file, which every project then sees.
-    assert hub("servers", "import", "--user", "desktop.json", env=env, cwd=tmp_path).returncode == 0
+    assert (
+        hub("servers", "import", "--user", "--no-start", "desktop.json", env=env, cwd=tmp_path).returncode
+        == 0
+    )
     user = (tmp_path / "xdg-config" / "hub" / "hub.toml").read_text()
     assert "[servers.a]" in user and "[servers.b]" not in user
 

@@ -3,9 +3,12 @@ a resource, a resource template and a prompt.
 
 Run as ``python downstream.py``; it speaks MCP over stdio. Environment knobs:
 ``DOWNSTREAM_EXIT_AT_ONCE=1`` exits before the handshake (a server that dies at start);
-``DOWNSTREAM_START_DELAY_S`` waits that long before serving (a server slow to start);
+``DOWNSTREAM_START_DELAY_S`` waits that long before serving (a server slow to start), and
+``DOWNSTREAM_START_WHEN_FILE`` until that file exists;
 ``DOWNSTREAM_MARKER_DIR`` receives a file per cancelled `sleep` call, so tests can prove a
-cancellation reached the server.
+cancellation reached the server; ``DOWNSTREAM_INSTRUCTIONS`` are its instructions;
+``DOWNSTREAM_EXTRA_TOOLS_FILE`` names a file of tool names (one a line), each served as one
+more tool when the server starts (a server upgraded between two starts).
 """
 
 from __future__ import annotations
@@ -25,11 +28,17 @@ if os.environ.get("DOWNSTREAM_START_DELAY_S"):  # a server slow to start (before
 
     time.sleep(float(os.environ["DOWNSTREAM_START_DELAY_S"]))
 
+if os.environ.get("DOWNSTREAM_START_WHEN_FILE"):  # a server that starts when the test says so
+    import time
+
+    while not Path(os.environ["DOWNSTREAM_START_WHEN_FILE"]).exists():
+        time.sleep(0.02)
+
 if os.environ.get("DOWNSTREAM_EXIT_AT_ONCE"):
     print("downstream: told to exit at once", file=sys.stderr, flush=True)
     raise SystemExit(3)
 
-server = MCPServer("downstream", version="1.0.0")
+server = MCPServer("downstream", version="1.0.0", instructions=os.environ.get("DOWNSTREAM_INSTRUCTIONS"))
 
 
 class Items(BaseModel):
@@ -129,6 +138,19 @@ def greet(name: str, style: str = "plain") -> str:
     """A greeting for `name`."""
     return f"Greet {name} in a {style} way."
 
+
+def _extra_tools() -> None:
+    path = os.environ.get("DOWNSTREAM_EXTRA_TOOLS_FILE")
+    names = Path(path).read_text().split() if path and Path(path).exists() else []
+    for name in names:
+
+        async def extra(name: str = name) -> str:
+            return f"I am {name}"
+
+        server.add_tool(extra, name=name, description="one more tool, from DOWNSTREAM_EXTRA_TOOLS_FILE")
+
+
+_extra_tools()
 
 if __name__ == "__main__":
     if os.environ.get("DOWNSTREAM_SSE_PORT"):  # the older HTTP+SSE transport
