@@ -111,6 +111,7 @@ class Registry:
         self._warn = warn or (lambda message: None)
         self.instructions: dict[str, str] = {}  # plugin -> its part of the hub's instructions
         self._holds: list[ListHold] = []
+        self.waiting = 0  # requests waiting for holds now
 
     # -- instructions and holds --------------------------------------------------------------
 
@@ -143,12 +144,16 @@ class Registry:
         started = time.monotonic()
         holds = sorted((h for h in self._holds if kind in h.kinds and not h.missed), key=lambda h: h.wait_s)
         missed = []
-        for hold in holds:
-            with anyio.move_on_after(max(0.0, started + hold.wait_s - time.monotonic())):
-                await hold._released.wait()
-            if not hold.released and not hold.missed:
-                hold.missed = True
-                missed.append(hold)
+        self.waiting += 1
+        try:
+            for hold in holds:
+                with anyio.move_on_after(max(0.0, started + hold.wait_s - time.monotonic())):
+                    await hold._released.wait()
+                if not hold.released and not hold.missed:
+                    hold.missed = True
+                    missed.append(hold)
+        finally:
+            self.waiting -= 1
         return missed
 
     def _release(self, hold: ListHold) -> None:

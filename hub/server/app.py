@@ -4,6 +4,9 @@ Tool arguments are validated before a plugin sees them; plugin failures become `
 and never take the server down; unknown tools and resources are JSON-RPC errors. When a list
 changes, clients are told in both protocol eras: handshake-era sessions get
 `notifications/*/list_changed`, 2026-era clients get it on their `subscriptions/listen` stream.
+Lists, `initialize` and `server/discover` wait for the plugins' holds on them (each at most its
+`wait_s`: `PluginContext.hold_lists`), and the instructions carry each plugin's part
+(`PluginContext.set_instructions`), as they are when a session asks.
 
 Only the handlers live here; tool calls run in `hub.server.dispatch`; how clients reach them is
 `hub.server.stdio` (through `hub.launch.session`) and `hub.server.http` (`serve_http`, bearer

@@ -6,7 +6,11 @@ Installed as one `Server.middleware` by `hub.server.app.HubServer`:
   (first page: the hub does not paginate) are answered from the wire dict the SDK produced the
   first time, per protocol version, until the registry changes (then the cache is dropped and
   clients get `list_changed` as before). A hit costs a dict copy instead of rebuilding every
-  `types.Tool`, dumping the result and re-validating it for the protocol version.
+  `types.Tool`, dumping the result and re-validating it for the protocol version. An item with
+  its own `definition` (wire JSON: the proxy's, as the downstream listed it) is put in the SDK's
+  answer in place of the one made from its fields, so nothing the SDK does not model is lost.
+  While a plugin holds a list (`PluginContext.hold_lists`), no cached answer is given before
+  the SDK's path has waited (`hub.server.app`).
 - **Tool calls.** A `tools/call` of any hub tool skips the SDK's typed params and its
   per-version re-validation of the result: arguments are checked (`Tool.validate`), the handler
   runs, and its result is turned into wire JSON once, stamped for 2026-era clients

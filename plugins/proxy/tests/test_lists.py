@@ -40,14 +40,14 @@ async def names(client: Client) -> set[str]:
 
 @pytest.mark.parametrize("mode", ["legacy", "auto"])
 async def test_the_first_lists_and_instructions_wait_for_a_server_never_listed(tmp_path, mode):
-    config = make_config(
-        tmp_path,
-        servers={"d": server(DOWNSTREAM_START_DELAY_S="1", DOWNSTREAM_INSTRUCTIONS="Echo with d__echo.")},
-    )
+    env = {"DOWNSTREAM_START_DELAY_S": "1", "DOWNSTREAM_INSTRUCTIONS": "Echo with d__echo."}
+    config = make_config(tmp_path, servers={"d": server(**env, SECRET_TOKEN="s3cret-value")})
     async with running_hub(config, plugins=PLUGINS, mode=mode) as (_, client):
         assert "d__echo" in await names(client)  # the very first list, no polling
         assert "Echo with d__echo." in (client.instructions or "")  # initialize / server/discover waited too
         assert "### d (its tools: d__*)" in (client.instructions or "")
+    kept = b"".join(path.read_bytes() for path in (tmp_path / "state").glob("hub.sqlite*"))
+    assert b"s3cret-value" not in kept and b'"name":"echo"' in kept  # kept under a digest only
 
 
 @pytest.mark.parametrize("mode", ["legacy", "auto"])
