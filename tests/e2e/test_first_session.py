@@ -94,7 +94,7 @@ PATHS = [(path, mode) for path in ("no-share", "shared", "http") for mode in ("l
 @pytest.mark.anyio
 @pytest.mark.parametrize(("path", "mode"), PATHS)
 async def test_the_first_session_lists_a_server_never_seen(tmp_path, path, mode):
-    slow = downstream("d", DOWNSTREAM_START_DELAY_S="1", DOWNSTREAM_INSTRUCTIONS="Echo with d__echo.")
+    slow = downstream("d", DOWNSTREAM_START_DELAY_S="0.5", DOWNSTREAM_INSTRUCTIONS="Echo with d__echo.")
     write_toml(tmp_path, slow)
     async with connected(path, mode, tmp_path) as client:
         assert "d__echo" in await names(client)  # the first list of the first session
@@ -118,7 +118,6 @@ async def test_a_changed_server_is_listed_as_it_is_now_across_hub_processes(tmp_
             with pytest.raises(MCPError, match="Unknown tool: d__echo"):
                 await client.call_tool("d__echo", {"text": "stale"})
     assert (tmp_path / "state" / "fastfront.json").exists()
-    assert _tools_seen(env, tmp_path) == {"d": 1}
 
 
 def _tools_seen(env: dict[str, str], cwd: Path) -> dict[str, int | None]:
