@@ -19,8 +19,9 @@ import contextlib
 import enum
 import os
 import time
+import warnings
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,15 +30,18 @@ import anyio
 import anyio.abc
 import structlog
 from mcp import ClientSession, StdioServerParameters
-from mcp.shared.exceptions import MCPError
+from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp.types import CONNECTION_CLOSED
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
+from hub.client.asking import INPUT_METHODS, Caller, Calls, drive_input_required
 from hub.client.environment import child_environment
 from hub.client.errors import InvalidOutput, ServerUnavailable
 from hub.client.listing import config_digest
 from hub.client.raw import attach_stdio, call_tool_raw
-from hub.client.sdk import create_http_client
+from hub.client.sdk import create_http_client, negotiate
 from hub.client.stdio import open_stdio
+from hub.client.watching import Watching
 from hub.config.expand import expand_vars
 from hub.config.settings import ServerConfig
 from hub.errors import ConfigError
@@ -54,6 +58,9 @@ BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 30.0
 STABLE_AFTER_S = 30.0
 MAX_AUTO_RESTARTS = 8
+# A client session's own connection to a server (see ConnectionCache._lane_for) closes after this
+# long unused, or the server's idle_timeout_s if shorter.
+LANE_IDLE_S = 60.0
 
 
 def restart_delay(failures: int) -> float:
@@ -87,6 +94,10 @@ class _Connection:
     ready: anyio.Event = field(default_factory=anyio.Event)
     stop: anyio.Event = field(default_factory=anyio.Event)
     done: anyio.Event = field(default_factory=anyio.Event)
+    # A client session's own connection to the server ("lane"), or None: the shared one.
+    lane: Hashable | None = None
+    calls: Calls = field(default_factory=lambda: Calls(""))
+    modern: bool = False  # speaks the 2026-07-28 era
 
     @property
     def live(self) -> bool:
@@ -100,6 +111,7 @@ class _History:
     last_state: ServerState = ServerState.STOPPED
     failures: int = 0  # in a row; reset by a clean stop or a long enough run
     retry_at: float = 0.0  # monotonic time before which the server is not started again
+    asks: bool = False  # made a request of its client within a call (see hub.client.asking)
 
 
 def _leaf_exceptions(exc: BaseException) -> list[BaseException]:
@@ -140,6 +152,11 @@ class ConnectionCache:
         self._literal: set[str] = set()  # servers whose strings are not ${VAR}-expanded
         self.offline = offline
         self._ready_listeners: list[Callable[[str], object]] = []
+        # Client sessions' own connections to servers that ask for input (see `_lane_for`).
+        self._lanes: dict[tuple[str, Hashable], _Connection] = {}
+        self._lane_locks: dict[tuple[str, Hashable], anyio.Lock] = {}
+        self.log_level: str | None = None  # what handshake-era servers are asked to log (set_log_level)
+        self.watching = Watching()  # resources clients subscribed to, per server
 
     async def __aenter__(self) -> ConnectionCache:
         stack = contextlib.AsyncExitStack()
@@ -156,7 +173,7 @@ class ConnectionCache:
         if self._exit_stack is None:
             return
         self._closing = True
-        conns = list(self._conns.values())
+        conns = [*self._conns.values(), *self._lanes.values()]
         for conn in conns:
             conn.stop.set()
         # The SDK gives a child 2 s after stdin closes, then SIGTERM and 2 s, then SIGKILL.
@@ -205,34 +222,93 @@ class ConnectionCache:
         arguments: Mapping[str, Any] | None,
         *,
         progress: ProgressFn | None = None,
+        caller: Caller | None = None,
     ) -> dict[str, Any]:
         """`tools/call` of `tool` on server `name`: its result as wire JSON (a dict), passed through
         as the server sent it (`call_tool_raw`), or, with `validate_output = true` in its table,
         checked against the tool's output schema first (`InvalidOutput` names the mismatch).
-        Raises `ServerUnavailable` and `MCPError` like `session()`."""
-        if not self.servers[name].validate_output:
-            conn = await self._ready(name)  # session() without the context manager: a hot path
-            session = conn.session
-            assert session is not None
-            conn.leases += 1
-            try:
-                return await call_tool_raw(session, tool, arguments, progress=progress)
-            except MCPError as exc:
-                if exc.code == CONNECTION_CLOSED:
-                    self.mark_dead(name, session)
-                raise
-            finally:
-                conn.leases -= 1
-                conn.last_used = time.monotonic()
-        async with self.session(name) as session:
-            try:
-                result = await session.call_tool(tool, dict(arguments or {}), progress_callback=progress)  # type: ignore[arg-type]
-            except RuntimeError as exc:  # the SDK's output-schema check
-                raise InvalidOutput(
-                    f"server {name!r} tool {tool!r}: {exc} (validate_output is set for this server)"
-                ) from None
-            dumped: dict[str, Any] = result.model_dump(by_alias=True, mode="json", exclude_none=True)
-            return dumped
+
+        `caller` is the hub's client the call is for (a `hub.ToolCall`): what the server asks
+        during the call (sampling, elicitation, roots) and the log messages it sends go to it
+        (`hub.client.asking`), and its log level goes with the call. Raises `ServerUnavailable`
+        and `MCPError` like `session()`."""
+        conn = await self._ready(name, self._lane_for(name, caller))  # a hot path: no context manager
+        session = conn.session
+        assert session is not None
+        conn.leases += 1
+        try:
+            with conn.calls.running(caller):
+                if not self.servers[name].validate_output:
+                    return await call_tool_raw(session, tool, arguments, progress=progress, caller=caller)
+                return await self._call_checked(name, session, tool, arguments, progress, caller)
+        except MCPError as exc:
+            if exc.code == CONNECTION_CLOSED:
+                self.mark_dead(name, session)
+            raise
+        finally:
+            conn.leases -= 1
+            conn.last_used = time.monotonic()
+
+    async def _call_checked(
+        self,
+        name: str,
+        session: ClientSession,
+        tool: str,
+        arguments: Mapping[str, Any] | None,
+        progress: ProgressFn | None,
+        caller: Caller | None,
+    ) -> dict[str, Any]:
+        """`tools/call` through the SDK session, which checks the result against the tool's output schema."""
+        try:
+            result = await drive_input_required(session, tool, dict(arguments or {}), progress, caller, name)
+        except RuntimeError as exc:  # the SDK's output-schema check
+            raise InvalidOutput(
+                f"server {name!r} tool {tool!r}: {exc} (validate_output is set for this server)"
+            ) from None
+        dumped: dict[str, Any] = result.model_dump(by_alias=True, mode="json", exclude_none=True)
+        return dumped
+
+    def watch_resource(self, name: str, uri: str) -> None:
+        """Subscribe to `uri` on server `name`, now and on every connection to it from now on,
+        until `unwatch_resource` (updates arrive as `notifications/resources/updated`, to the
+        hub's downstream listeners)."""
+        self.watching.watch(name, uri)
+
+    def unwatch_resource(self, name: str, uri: str) -> None:
+        """Drop the subscription `watch_resource` made."""
+        self.watching.unwatch(name, uri)
+
+    async def set_log_level(self, level: str | None) -> None:
+        """Ask every handshake-era server that logs for messages from `level` up (the least severe
+        level any of the hub's clients asked for); 2026-07-28 servers get each caller's level
+        with its call instead."""
+        self.log_level = level
+        for conn in [*self._conns.values(), *self._lanes.values()]:
+            if conn.state == ServerState.READY and conn.session is not None:
+                try:
+                    await self._apply_log_level(conn, conn.session)
+                except Exception as exc:
+                    log.info("downstream log level not set", server=conn.name, error=str(exc))
+
+    async def _apply_log_level(self, conn: _Connection, session: ClientSession) -> None:
+        if self.log_level is None or conn.modern or getattr(conn.capabilities, "logging", None) is None:
+            return
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", MCPDeprecationWarning)
+            await session.set_logging_level(self.log_level)  # type: ignore[arg-type]
+
+    async def roots_changed(self, session_key: Hashable) -> None:
+        """A client session's roots changed: tell every handshake-era server it has used (which
+        asks for them again), and forget the roots each connection kept from before."""
+        for conn in [*self._conns.values(), *self._lanes.values()]:
+            if session_key not in conn.calls.sessions():
+                continue
+            conn.calls.roots = None
+            if conn.state == ServerState.READY and conn.session is not None and not conn.modern:
+                try:
+                    await conn.session.send_roots_list_changed()
+                except Exception as exc:
+                    log.info("roots/list_changed not sent downstream", server=conn.name, error=str(exc))
 
     async def get(self, name: str) -> ClientSession:
         """The session for `name`, started if needed (prefer `session()` for long calls)."""
@@ -242,17 +318,19 @@ class ConnectionCache:
         return conn.session
 
     async def close(self, name: str) -> None:
-        """Close the connection to `name` now, if open (the next use starts it again)."""
-        conn = self._conns.get(name)
-        if conn is not None:
-            conn.stop.set()
-            with anyio.CancelScope(shield=True):
-                await conn.done.wait()
+        """Close the connections to `name` now, if open (the next use starts it again)."""
+        conns = [self._conns.get(name), *(c for (n, _), c in self._lanes.items() if n == name)]
+        for conn in conns:
+            if conn is not None:
+                conn.stop.set()
+                with anyio.CancelScope(shield=True):
+                    await conn.done.wait()
 
     def mark_dead(self, name: str, session: ClientSession) -> None:
         """Tell the cache a call found `session` closed, so the next use reconnects."""
-        conn = self._conns.get(name)
-        if conn is not None and conn.session is session and conn.live:
+        conns = [self._conns.get(name), *(c for (n, _), c in self._lanes.items() if n == name)]
+        conn = next((c for c in conns if c is not None and c.session is session), None)
+        if conn is not None and conn.live:
             conn.state = ServerState.DIED  # not live any more: the next use starts a new process
             conn.error = f"server {name!r} closed the connection during a call"
             conn.stop.set()
@@ -325,12 +403,35 @@ class ConnectionCache:
                 "in_use": conn.leases if conn is not None and live else 0,
                 "idle_s": round(now - conn.last_used, 1) if conn is not None and live else None,
                 "server_info": conn.server_info if conn is not None and live else None,
+                "protocol_version": conn.session.protocol_version
+                if conn is not None and live and conn.session is not None
+                else None,
+                "own_connections": sum(1 for (n, _), c in self._lanes.items() if n == name and c.live),
             }
         return out
 
     # -- internals ---------------------------------------------------------------------------
 
-    async def _ready(self, name: str) -> _Connection:
+    def _lane_for(self, name: str, caller: Caller | None) -> Hashable | None:
+        """The client session whose own connection ("lane") a call of `caller` takes, or None
+        for the shared one. A session gets a lane on a server that made requests of its client
+        within calls (`_History.asks`) when nothing else can tell whose request is whose: a
+        handshake-era server on stdio (on streamable HTTP a request comes on its call's stream,
+        and a 2026-07-28 server asks inside its call's result), and only a session that can
+        answer such requests; the others share the connection, where requests are refused."""
+        history = self._history.get(name)
+        if caller is None or history is None or not history.asks:
+            return None
+        config = self.servers[name]
+        shared = self._conns.get(name)
+        if config.transport == "http" or (shared is not None and shared.modern):
+            return None
+        key = caller.session_key
+        if key is None or not any(caller.can_ask(method) for method in INPUT_METHODS):
+            return None
+        return key
+
+    async def _ready(self, name: str, lane: Hashable | None = None) -> _Connection:
         if name not in self.servers:
             known = ", ".join(self.names()) or "none configured"
             raise ServerUnavailable(f"no downstream server called {name!r} in hub.toml (known: {known})")
@@ -338,29 +439,44 @@ class ConnectionCache:
             raise ServerUnavailable("the connection cache is closed (the hub is shutting down)")
         if self.offline:
             raise ServerUnavailable(f"server {name!r} is not started: this hub only inspects its plugins")
-        conn = self._conns.get(name)
+        conn = self._conns.get(name) if lane is None else self._lanes.get((name, lane))
         if conn is not None and conn.state == ServerState.READY and not conn.stop.is_set():
             return conn  # the common case: no lock, no extra trip through the event loop
-        lock = self._locks.setdefault(name, anyio.Lock())
+        if lane is None:
+            lock = self._locks.setdefault(name, anyio.Lock())
+        else:
+            lock = self._lane_locks.setdefault((name, lane), anyio.Lock())
         async with lock:
-            conn = self._conns.get(name)
-            if conn is not None and conn.live and conn.stop.is_set():
-                await conn.done.wait()  # being closed (idle, or by close()): start a fresh one
-            if conn is None or not conn.live:
-                history = self._history[name]
-                wait = history.retry_at - time.monotonic()
-                if wait > 0:
-                    raise ServerUnavailable(
-                        f"server {name!r} failed {history.failures} times in a row; the hub starts it "
-                        f"again in {wait:.1f} s. Last error: {history.last_error}"
-                    )
-                conn = _Connection(name, self.servers[name])
-                self._conns[name] = conn
-                self._history[name].starts += 1
-                self._tg.start_soon(self._own, conn)
+            conn = await self._start(name, lane)
             await conn.ready.wait()
         if conn.state != ServerState.READY:
             raise ServerUnavailable(conn.error or f"server {name!r} is not available")
+        return conn
+
+    async def _start(self, name: str, lane: Hashable | None) -> _Connection:
+        """The live connection to `name` (on `lane`), started if there is none (under its lock)."""
+        conn = self._conns.get(name) if lane is None else self._lanes.get((name, lane))
+        if conn is not None and conn.live and conn.stop.is_set():
+            await conn.done.wait()  # being closed (idle, or by close()): start a fresh one
+        if conn is not None and conn.live:
+            return conn
+        history = self._history[name]
+        wait = history.retry_at - time.monotonic()
+        if wait > 0:
+            raise ServerUnavailable(
+                f"server {name!r} failed {history.failures} times in a row; the hub starts it "
+                f"again in {wait:.1f} s. Last error: {history.last_error}"
+            )
+        conn = _Connection(name, self.servers[name], lane=lane)
+        conn.calls = Calls(name, on_asked=lambda: setattr(history, "asks", True))
+        if lane is None:
+            self._conns[name] = conn
+            history.starts += 1
+        else:
+            self._lanes[(name, lane)] = conn
+            log.info("a client session gets a connection of its own", server=name)
+        assert self._tg is not None
+        self._tg.start_soon(self._own, conn)
         return conn
 
     def _expand(self, name: str, text: str, where: str) -> str:
@@ -380,36 +496,15 @@ class ConnectionCache:
 
     async def _own(self, conn: _Connection) -> None:
         """Open the transport and session, serve until told to stop or the server dies, close."""
-        bound = log.bind(server=conn.name)
-        stderr_path = self._stderr_path(conn.name)
+        bound = log.bind(server=conn.name, own_connection=conn.lane is not None)
+        stderr_path = self._stderr_path(conn.name, lane=conn.lane is not None)
         try:
             async with contextlib.AsyncExitStack() as stack:
-                if conn.config.transport == "stdio":
-                    params = self._stdio_params(conn)
-                    errlog = stack.enter_context(
-                        open(stderr_path, "w") if stderr_path else open(os.devnull, "w")
-                    )
-                    downstream = await stack.enter_async_context(open_stdio(params, errlog))
-                    read, write = downstream.read, downstream.write
-                else:
-                    read, write = await stack.enter_async_context(self._http_transport(conn))
                 died = anyio.Event()
-                watched = _WatchedStream(read, died)
-                session = await stack.enter_async_context(
-                    ClientSession(watched, write, message_handler=self._message_handler_for(conn.name))
-                )
-                with anyio.fail_after(conn.config.startup_timeout_s):
-                    init = await session.initialize()
-                conn.session = session
-                if conn.config.transport == "stdio":
-                    attach_stdio(session, downstream)
-                conn.server_info = init.server_info.model_dump(mode="json", exclude_none=True)
-                conn.capabilities = init.capabilities
-                conn.ready_at = conn.last_used = time.monotonic()  # idle time counts from now, not from spawn
-                conn.state = ServerState.READY
-                conn.ready.set()
-                bound.info("downstream server ready", server_info=conn.server_info)
-                self._tell_ready(conn.name)
+                session = await self._open(conn, stack, stderr_path, died)
+                bound.info("downstream server ready", server_info=conn.server_info, modern=conn.modern)
+                if conn.lane is None:  # a session's own connection lists what the shared one does
+                    self._tell_ready(conn.name)
                 async with anyio.create_task_group() as wait:
 
                     async def until(event: anyio.Event) -> None:
@@ -418,6 +513,7 @@ class ConnectionCache:
 
                     wait.start_soon(until, conn.stop)
                     wait.start_soon(until, died)
+                    wait.start_soon(self._follow_clients, conn, session)
                 if died.is_set() and not conn.stop.is_set():
                     conn.state = ServerState.DIED
                     conn.error = f"server {conn.name!r} exited{self._stderr_hint(stderr_path)}"
@@ -431,11 +527,12 @@ class ConnectionCache:
             conn.session = None
             if conn.state in (ServerState.READY, ServerState.STARTING):
                 conn.state = ServerState.STOPPED
-            history = self._history[conn.name]
-            history.last_state = conn.state
-            if conn.error:
-                history.last_error = conn.error
-            self._count_failure(conn, history)
+            if conn.lane is None:  # a session's own connection leaves the server's record alone
+                history = self._history[conn.name]
+                history.last_state = conn.state
+                if conn.error:
+                    history.last_error = conn.error
+                self._count_failure(conn, history)
             conn.ready.set()
             conn.done.set()
 
@@ -445,6 +542,50 @@ class ConnectionCache:
                 listener(name)
             except Exception:
                 log.exception("a ready listener raised", server=name)
+
+    async def _open(
+        self, conn: _Connection, stack: contextlib.AsyncExitStack, stderr_path: Path | None, died: anyio.Event
+    ) -> ClientSession:
+        """Start the transport and the session (declaring sampling, elicitation and roots, answered
+        through `conn.calls`), agree on the protocol era, and mark `conn` ready."""
+        if conn.config.transport == "stdio":
+            params = self._stdio_params(conn)
+            mode = "a" if conn.lane is not None else "w"
+            errlog = stack.enter_context(open(stderr_path, mode) if stderr_path else open(os.devnull, "w"))
+            downstream = await stack.enter_async_context(open_stdio(params, errlog))
+            read, write = downstream.read, downstream.write
+        else:
+            read, write = await stack.enter_async_context(self._http_transport(conn))
+        session = await stack.enter_async_context(
+            ClientSession(
+                _WatchedStream(read, died),
+                write,
+                message_handler=self._message_handler_for(conn.name),
+                **conn.calls.callbacks(),
+            )
+        )
+        with anyio.fail_after(conn.config.startup_timeout_s):
+            await negotiate(session, conn.config.protocol)
+        conn.session = session
+        if conn.config.transport == "stdio":
+            attach_stdio(session, downstream)
+        info = session.server_info
+        conn.server_info = info.model_dump(mode="json", exclude_none=True) if info is not None else None
+        conn.capabilities = session.server_capabilities
+        conn.modern = session.protocol_version in MODERN_PROTOCOL_VERSIONS
+        conn.ready_at = conn.last_used = time.monotonic()  # idle time counts from now, not from spawn
+        conn.state = ServerState.READY
+        conn.ready.set()
+        return session
+
+    async def _follow_clients(self, conn: _Connection, session: ClientSession) -> None:
+        """For the life of the connection: the log level the hub's clients asked for, and the
+        resources they subscribed to (`hub.client.watching`)."""
+        try:
+            await self._apply_log_level(conn, session)
+            await self.watching.follow(conn.name, session, conn.capabilities)
+        except Exception as exc:  # the server went away, or refused: it still serves calls
+            log.info("downstream log level or subscriptions not applied", server=conn.name, error=str(exc))
 
     def _count_failure(self, conn: _Connection, history: _History) -> None:
         if conn.state not in (ServerState.DIED, ServerState.FAILED):
@@ -510,11 +651,11 @@ class ConnectionCache:
 
         return on_message
 
-    def _stderr_path(self, name: str) -> Path | None:
+    def _stderr_path(self, name: str, *, lane: bool = False) -> Path | None:
         if self.log_dir is None:
             return None
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        return self.log_dir / f"{name}.stderr.log"
+        return self.log_dir / (f"{name}.sessions.stderr.log" if lane else f"{name}.stderr.log")
 
     @staticmethod
     def _stderr_hint(path: Path | None) -> str:
@@ -554,14 +695,21 @@ class ConnectionCache:
         while True:
             await anyio.sleep(tick)
             now = time.monotonic()
-            for conn in list(self._conns.values()):
-                if (
-                    conn.state == ServerState.READY
-                    and conn.leases == 0
-                    and now - conn.last_used > conn.config.idle_timeout_s
-                ):
-                    log.info("closing idle downstream server", server=conn.name)
+            for conn in [*self._conns.values(), *self._lanes.values()]:
+                idle_s = conn.config.idle_timeout_s
+                if conn.lane is not None:
+                    idle_s = min(idle_s, LANE_IDLE_S)
+                if conn.state == ServerState.READY and conn.leases == 0 and now - conn.last_used > idle_s:
+                    log.info(
+                        "closing idle downstream server",
+                        server=conn.name,
+                        own_connection=conn.lane is not None,
+                    )
                     conn.stop.set()
+            for key, conn in list(self._lanes.items()):
+                if conn.done.is_set():
+                    del self._lanes[key]
+                    self._lane_locks.pop(key, None)
 
 
 def _short(exc: BaseException) -> str:

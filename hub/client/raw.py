@@ -17,8 +17,11 @@ import anyio
 from mcp import ClientSession
 from mcp.shared.exceptions import MCPError
 from mcp.shared.inbound import MCP_NAME_HEADER, encode_header_value
-from mcp.types import REQUEST_TIMEOUT
+from mcp.types import INTERNAL_ERROR, REQUEST_TIMEOUT
+from mcp_types import LOG_LEVEL_META_KEY
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
+from hub.client.asking import MAX_INPUT_ROUNDS, STATE_ONLY_WAIT_S, Caller, answer_inputs
 from hub.client.sdk import send_raw_request, stamp_request
 from hub.client.stdio import StdioDownstream
 from hub.wire.jsonrpc import ProgressFn
@@ -42,6 +45,7 @@ async def call_tool_raw(
     *,
     progress: ProgressFn | None = None,
     timeout_s: float | None = None,
+    caller: Caller | None = None,
 ) -> dict[str, Any]:
     """`tools/call` on `session` as plain JSON-RPC: the result as the server sent it (a dict).
 
@@ -49,12 +53,47 @@ async def call_tool_raw(
     progress reaches `progress`; a caller that is cancelled, or `timeout_s` passing, sends
     `notifications/cancelled`. No request or result model, no per-version re-validation of the
     result, no output-schema check (a server's `validate_output` option asks for that path).
+    A 2026-07-28 server that answers `input_required` has its questions put to `caller` (the
+    hub's client whose call this is: `hub.client.asking`) and the call retried with the answers,
+    up to `MAX_INPUT_ROUNDS` times; the client's log level goes with each request.
     Raises `MCPError` like `ClientSession.call_tool` (`CONNECTION_CLOSED` when the server went
     away, `REQUEST_TIMEOUT` after `timeout_s`).
     """
     params: dict[str, Any] = {"name": name}
     if arguments is not None:
         params["arguments"] = arguments
+    level = caller.log_level if caller is not None else None
+    if level is not None and session.protocol_version in MODERN_PROTOCOL_VERSIONS:
+        params["_meta"] = {LOG_LEVEL_META_KEY: level}
+    result = await _send(session, name, params, progress, timeout_s)
+    rounds = 0
+    while result.get("resultType") == "input_required":
+        rounds += 1
+        if rounds > MAX_INPUT_ROUNDS:
+            raise MCPError(
+                INTERNAL_ERROR,
+                f"tool {name!r} asked for input more than {MAX_INPUT_ROUNDS} times in one call",
+            )
+        requests = result.get("inputRequests")
+        retry = dict(params)
+        if requests:
+            retry["inputResponses"] = await answer_inputs(caller, name, requests)
+        else:  # only state: the server is still working; ask again shortly
+            await anyio.sleep(STATE_ONLY_WAIT_S[min(rounds, len(STATE_ONLY_WAIT_S)) - 1])
+        if "requestState" in result:
+            retry["requestState"] = result["requestState"]
+        result = await _send(session, name, retry, progress, timeout_s)
+    return result
+
+
+async def _send(
+    session: ClientSession,
+    name: str,
+    params: dict[str, Any],
+    progress: ProgressFn | None,
+    timeout_s: float | None,
+) -> dict[str, Any]:
+    """One `tools/call` request (see `call_tool_raw`); `params` gets the stamp (a retry's again)."""
     opts: dict[str, Any] = {}
     stamp_request(session, "tools/call", params, opts)  # protocol version header or _meta
     lean = _STDIO.get(session)

@@ -5,7 +5,9 @@ behind a small function named for what it does, so an `mcp` upgrade touches one 
   builds its session's streams with it);
 - `stamp_request` and `send_raw_request`: a request stamped for the session's negotiated protocol
   version and sent on its dispatcher as plain JSON-RPC (`hub.client.raw.call_tool_raw`);
-- `create_http_client`: the httpx client the SDK's HTTP transports expect.
+- `create_http_client`: the httpx client the SDK's HTTP transports expect;
+- `negotiate`: the handshake, or the SDK's own `mode="auto"` negotiation (2026-07-28 when the
+  server speaks it, else the handshake).
 """
 
 from __future__ import annotations
@@ -16,7 +18,18 @@ from mcp import ClientSession
 from mcp.shared._context_streams import create_context_streams
 from mcp.shared._httpx_utils import create_mcp_http_client as create_http_client
 
-__all__ = ["create_context_streams", "create_http_client", "send_raw_request", "stamp_request"]
+__all__ = ["create_context_streams", "create_http_client", "negotiate", "send_raw_request", "stamp_request"]
+
+
+async def negotiate(session: ClientSession, protocol: str) -> None:
+    """Agree on a protocol era with the server: `protocol` "handshake" sends `initialize`;
+    "auto" probes `server/discover` first, as `mcp.Client(mode="auto")` does."""
+    if protocol == "auto":
+        from mcp.client._probe import negotiate_auto
+
+        await negotiate_auto(session)
+    else:
+        await session.initialize()
 
 
 def stamp_request(session: ClientSession, method: str, params: dict[str, Any], opts: dict[str, Any]) -> None:

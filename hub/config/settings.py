@@ -147,6 +147,11 @@ class ServerConfig(BaseModel):
     startup_timeout_s: float = Field(
         default=30.0, gt=0, le=86_400, description="Give up on a server that takes longer to start."
     )
+    protocol: Literal["handshake", "auto"] = Field(
+        default="handshake",
+        description="The protocol era the hub speaks to this server: handshake (initialize, 2025-11-25), "
+        "or auto (2026-07-28 when the server answers server/discover, else the handshake).",
+    )
     validate_output: bool = Field(
         default=False,
         description="Check this server's tool results against their output schema (default: passed through as is).",
