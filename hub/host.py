@@ -110,8 +110,15 @@ class Hub:
         if self._server is None:
             from hub.server.app import HubServer
 
-            self._server = HubServer(self.registry, self.start_soon, status=self.status)
+            server = self._server = HubServer(self.registry, self.start_soon, status=self.status)
+            # What the hub's clients ask for reaches the downstream servers (hub.client.cache).
+            server.relay.on_log_level = lambda level: self.connections.set_log_level(level)
+            server.relay.on_roots_changed = lambda session: self.connections.roots_changed(session)
         return self._server
+
+    async def resource_updated(self, uri: str) -> None:
+        """Tell the clients subscribed to `uri` that it changed (see `PluginContext.resource_updated`)."""
+        await self.server.resource_updated(uri)
 
     @property
     def services(self) -> Services:

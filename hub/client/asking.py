@@ -16,9 +16,10 @@ connection) decides where each request goes:
    one client session. With calls of several sessions in flight nothing on the wire says whose
    request it is: the request is refused with an error that says so (a guess could show one
    client's prompt to another), and the server is marked as one that asks
-   (`Calls.on_asked`): from then on, the connection cache gives each session that can answer
-   such requests a connection of its own to that server (`hub.client.cache`, "lanes"), where
-   every call in flight is that session's.
+   (`Calls.on_asked`): from then on the shared connection belongs to the session it first
+   asked, and the connection cache gives each other session a connection of its own to that
+   server (`hub.client.cache`, "lanes"; sessions that cannot answer share one), where every
+   call in flight is that session's.
 3. **Outside any call** (server-everything asks `roots/list` right after the handshake): to
    the newest client session seen on this connection that can be asked outside a call (a
    handshake-era client, on its standalone channel), else, for roots, the last answer given on
@@ -36,7 +37,7 @@ import contextlib
 import contextvars
 import itertools
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from typing import Any, Protocol
 
 import anyio
@@ -46,6 +47,8 @@ from mcp.client.session import ClientRequestContext
 from mcp.shared.exceptions import MCPError
 from mcp_types import LOG_LEVEL_META_KEY
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+
+from hub.wire.levels import LOG_LEVELS, level_passes
 
 __all__ = [
     "CALLER",
@@ -68,19 +71,7 @@ INPUT_METHODS = {
     "elicitation/create": "elicitation",
     "roots/list": "roots",
 }
-#: MCP log levels, least severe first.
-LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
 RECENT_SESSIONS = 16  # client sessions remembered per connection, for requests outside any call
-
-
-def level_passes(level: Any, wanted: str | None) -> bool:
-    """Whether a log message at `level` reaches a client that asked for `wanted` (None: all)."""
-    if wanted is None:
-        return True
-    try:
-        return LOG_LEVELS.index(str(level)) >= LOG_LEVELS.index(wanted)
-    except ValueError:
-        return True
 
 
 class Caller(Protocol):
@@ -97,8 +88,8 @@ class Caller(Protocol):
         """The least severe log level the client asked for, or None."""
         ...
 
-    def can_ask(self, method: str) -> bool:
-        """Whether the client declared what `method` (one of `INPUT_METHODS`) needs."""
+    def can_ask(self, method: str, params: Mapping[str, Any] | None = None) -> bool:
+        """Whether the client declared what `method` (one of `INPUT_METHODS`) with `params` needs."""
         ...
 
     async def relay_request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -137,9 +128,10 @@ class Calls:
     """One downstream connection's calls in flight and the client sessions seen on it; its
     `callbacks()` answer the server's requests (see the module docstring)."""
 
-    def __init__(self, server: str, on_asked: Callable[[], None] | None = None) -> None:
+    def __init__(self, server: str, on_asked: Callable[[Hashable | None], None] | None = None) -> None:
         self.server = server
-        self.on_asked = on_asked or (lambda: None)
+        # Told of each request within a call: the session it went to (None: it could not be told).
+        self.on_asked = on_asked or (lambda session: None)
         self._inflight: dict[int, Caller] = {}
         self._tokens = itertools.count()
         self.recent: OrderedDict[Hashable, Caller] = OrderedDict()
@@ -198,7 +190,7 @@ class Calls:
         try:
             caller = self._in_call()
         except _Ambiguous:
-            self.on_asked()
+            self.on_asked(None)
             raise MCPError(
                 types.INVALID_REQUEST,
                 f"the hub cannot tell which of its clients this {method} request of server "
@@ -206,7 +198,7 @@ class Calls:
                 f"each session that can answer gets a connection of its own to {self.server!r}",
             ) from None
         if caller is not None:
-            self.on_asked()
+            self.on_asked(caller.session_key)
         elif candidates := self._outside(method):
             caller = candidates[0]
         elif method == "roots/list" and self.roots is not None:
@@ -217,7 +209,7 @@ class Calls:
                 f"server {self.server!r} sent {method} outside any call, and no client of the hub that "
                 f"declared {kind} can be asked outside a call now",
             )
-        if not caller.can_ask(method):
+        if not caller.can_ask(method, params):
             raise MCPError(
                 types.INVALID_REQUEST,
                 f"the hub's client that made this call did not declare the {kind} capability, so it "
@@ -304,7 +296,7 @@ async def answer_inputs(caller: Caller | None, server: str, requests: Any) -> di
                     types.INVALID_REQUEST,
                     f"server {server!r} asked for {method} in a call no client of the hub made",
                 )
-            if not caller.can_ask(method):
+            if not caller.can_ask(method, params if isinstance(params, dict) else None):
                 kind = INPUT_METHODS[method]
                 raise MCPError(
                     types.INVALID_REQUEST,

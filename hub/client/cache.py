@@ -61,6 +61,7 @@ MAX_AUTO_RESTARTS = 8
 # A client session's own connection to a server (see ConnectionCache._lane_for) closes after this
 # long unused, or the server's idle_timeout_s if shorter.
 LANE_IDLE_S = 60.0
+OTHERS = "(sessions that cannot be asked)"  # the lane such sessions share on a server that asks
 
 
 def restart_delay(failures: int) -> float:
@@ -97,6 +98,7 @@ class _Connection:
     # A client session's own connection to the server ("lane"), or None: the shared one.
     lane: Hashable | None = None
     calls: Calls = field(default_factory=lambda: Calls(""))
+    owner: Hashable | None = None  # the session a shared connection of a server that asks belongs to
     modern: bool = False  # speaks the 2026-07-28 era
 
     @property
@@ -278,6 +280,10 @@ class ConnectionCache:
         """Drop the subscription `watch_resource` made."""
         self.watching.unwatch(name, uri)
 
+    def watched_resources(self, name: str) -> set[str]:
+        """The URIs `watch_resource` follows on server `name`."""
+        return set(self.watching.uris.get(name, ()))
+
     async def set_log_level(self, level: str | None) -> None:
         """Ask every handshake-era server that logs for messages from `level` up (the least severe
         level any of the hub's clients asked for); 2026-07-28 servers get each caller's level
@@ -414,22 +420,37 @@ class ConnectionCache:
 
     def _lane_for(self, name: str, caller: Caller | None) -> Hashable | None:
         """The client session whose own connection ("lane") a call of `caller` takes, or None
-        for the shared one. A session gets a lane on a server that made requests of its client
-        within calls (`_History.asks`) when nothing else can tell whose request is whose: a
-        handshake-era server on stdio (on streamable HTTP a request comes on its call's stream,
-        and a 2026-07-28 server asks inside its call's result), and only a session that can
-        answer such requests; the others share the connection, where requests are refused."""
+        for the shared one. Only for a server that made requests of its client within calls
+        (`_History.asks`) where nothing on the wire tells whose request is whose: a
+        handshake-era server on stdio (on streamable HTTP a request comes on its call's
+        stream, and a 2026-07-28 server asks inside its call's result). Its shared connection
+        belongs to the session it first asked (`owner`); any other session that can be asked
+        gets a lane of its own, and sessions that cannot share the lane `OTHERS` (whatever is
+        asked there is refused, as no one there can answer)."""
         history = self._history.get(name)
         if caller is None or history is None or not history.asks:
             return None
-        config = self.servers[name]
         shared = self._conns.get(name)
-        if config.transport == "http" or (shared is not None and shared.modern):
+        if self.servers[name].transport == "http" or (shared is not None and shared.modern):
             return None
         key = caller.session_key
-        if key is None or not any(caller.can_ask(method) for method in INPUT_METHODS):
+        if key is None:  # a client without a session (2026-07-28 over HTTP): calls stand alone
             return None
-        return key
+        askable = any(caller.can_ask(method) for method in INPUT_METHODS)
+        if shared is None or not shared.live or shared.stop.is_set():
+            return None if askable else OTHERS  # the next shared connection: its first asker owns it
+        if shared.owner is None and askable:
+            shared.owner = key
+        if key == shared.owner:
+            return None
+        return key if askable else OTHERS
+
+    def _asked(self, conn: _Connection, history: _History, session: Hashable | None) -> None:
+        """`conn` made a request of its client within a call, answered by `session` (None: whose
+        it was could not be told)."""
+        history.asks = True
+        if conn.lane is None and conn.owner is None and session is not None:
+            conn.owner = session
 
     async def _ready(self, name: str, lane: Hashable | None = None) -> _Connection:
         if name not in self.servers:
@@ -468,7 +489,7 @@ class ConnectionCache:
                 f"again in {wait:.1f} s. Last error: {history.last_error}"
             )
         conn = _Connection(name, self.servers[name], lane=lane)
-        conn.calls = Calls(name, on_asked=lambda: setattr(history, "asks", True))
+        conn.calls = Calls(name, on_asked=lambda session: self._asked(conn, history, session))
         if lane is None:
             self._conns[name] = conn
             history.starts += 1

@@ -62,6 +62,8 @@ class Host(Protocol):
 
     def on_downstream_message(self, listener: DownstreamListener) -> None: ...
 
+    async def resource_updated(self, uri: str) -> None: ...
+
     async def status(self) -> dict[str, Any]: ...
 
 
@@ -158,6 +160,12 @@ class PluginContext:
         """Call `listener(server_name, message)` for each notification a downstream server sends
         (tools/list_changed, progress, log messages)."""
         self._host.on_downstream_message(listener)
+
+    async def resource_updated(self, uri: str) -> None:
+        """Tell the clients subscribed to resource `uri` (either protocol era) that it changed;
+        a `Resource` or `ResourceTemplate` learns of its first and last subscriber through its
+        `subscribe` and `unsubscribe`."""
+        await self._host.resource_updated(uri)
 
     async def status(self) -> dict[str, Any]:
         """The hub's status (what `hub://status` shows)."""

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import mcp.types as types
+from mcp.shared.exceptions import MCPError
 from pydantic import BaseModel, ValidationError
 
 from hub.errors import ToolError
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
 __all__ = [
     "CLAUDE_PREFIX",
     "TOOL_NAME",
+    "ClientChannel",
+    "Complete",
     "ForwardedTool",
     "Prompt",
     "PromptArgument",
@@ -57,8 +60,46 @@ class RegistrationError(ValueError):
     """A tool, resource or prompt that cannot be registered (bad or duplicate name)."""
 
 
+_CAPABILITY_OF = {
+    "sampling/createMessage": "sampling",
+    "elicitation/create": "elicitation",
+    "roots/list": "roots",
+}
+
+
+class ClientChannel(Protocol):
+    """What the hub's server side gives a `ToolCall` to reach the client that made the call
+    (`hub.server.asking`): in the handshake era a request on the call's own channel; in the
+    2026-07-28 era an `input_required` answer, with the call resumed when the client retries."""
+
+    @property
+    def session_key(self) -> Hashable | None: ...
+
+    @property
+    def capabilities(self) -> dict[str, Any]: ...
+
+    @property
+    def log_level(self) -> str | None: ...
+
+    async def request(self, method: str, params: dict[str, Any]) -> dict[str, Any]: ...
+
+    async def notify_log(self, params: dict[str, Any]) -> None: ...
+
+    def outside(self) -> ClientChannel | None: ...
+
+
 class ToolCall:
-    """The second argument of every tool handler: who is calling, and a way to report progress."""
+    """The second argument of every tool handler: who is calling, and ways to reach them.
+
+    - `report_progress(progress, total, message)`;
+    - ask the client, in whichever protocol era it speaks (the hub turns a question into a
+      request in the call, or into an `input_required` result and resumes the handler when the
+      client answers): `sample(...)` (its model), `elicit(...)` (a form),
+      `elicit_url(...)` (a page to visit), `list_roots()`, or `ask(request)` for any
+      `mcp.types` input request; each raises `ToolError` when the client did not declare the
+      capability or refuses (`can_ask(method)` tells first);
+    - `send_log(level, data)`: a log message to the client (at the level it asked for).
+    """
 
     def __init__(
         self,
@@ -68,11 +109,13 @@ class ToolCall:
         progress: ProgressFn | None = None,
         session: Any = None,
         log: Any = None,
+        client: ClientChannel | None = None,
     ) -> None:
         self.tool = tool
         self.request_id = request_id
         self.session = session
         self.log = log
+        self.client = client
         self._progress = progress
         self._last_progress = float("-inf")
 
@@ -84,6 +127,132 @@ class ToolCall:
             return
         self._last_progress = progress
         await self._progress(progress, total, message)
+
+    # -- the calling client --------------------------------------------------------------------
+
+    @property
+    def capabilities(self) -> types.ClientCapabilities:
+        """What the calling client declared (empty when the hub cannot tell)."""
+        declared = self.client.capabilities if self.client is not None else {}
+        return types.ClientCapabilities.model_validate(declared)
+
+    @property
+    def session_key(self) -> Hashable | None:
+        """The calling client's session (a connection to the hub), or None."""
+        return self.client.session_key if self.client is not None else None
+
+    @property
+    def log_level(self) -> str | None:
+        """The least severe log level the calling client asked for, or None."""
+        return self.client.log_level if self.client is not None else None
+
+    def can_ask(self, method: str, params: Mapping[str, Any] | None = None) -> bool:
+        """Whether the client declared what `method` needs: ``sampling/createMessage``,
+        ``elicitation/create`` (URL mode, when `params` say so, needs its own declaration) or
+        ``roots/list``."""
+        declared = self.client.capabilities if self.client is not None else {}
+        kind = _CAPABILITY_OF.get(method)
+        if kind is None or kind not in declared:
+            return False
+        if kind == "elicitation" and params is not None and params.get("mode") == "url":
+            modes = declared.get("elicitation")
+            return isinstance(modes, dict) and "url" in modes
+        return True
+
+    async def ask(self, request: types.InputRequest) -> Any:
+        """Ask the client `request` (`types.CreateMessageRequest`, `types.ElicitRequest` or
+        `types.ListRootsRequest`) and return its typed answer; `ToolError` when it cannot."""
+        params = (
+            request.params.model_dump(by_alias=True, mode="json", exclude_none=True) if request.params else {}
+        )
+        try:
+            result = await self.relay_request(request.method, params)
+        except MCPError as exc:
+            raise ToolError(f"{self.tool}: {exc.error.message}") from None
+        if isinstance(request, types.CreateMessageRequest):
+            wants_tools = request.params.tools or request.params.tool_choice
+            model: Any = types.CreateMessageResultWithTools if wants_tools else types.CreateMessageResult
+        elif isinstance(request, types.ElicitRequest):
+            model = types.ElicitResult
+        else:
+            model = types.ListRootsResult
+        try:
+            return model.model_validate(result, by_name=False)
+        except ValidationError as exc:
+            raise ToolError(
+                f"{self.tool}: the client's answer to {request.method} is not valid: {exc}"
+            ) from None
+
+    async def sample(
+        self, messages: str | Sequence[types.SamplingMessage], *, max_tokens: int = 1000, **params: Any
+    ) -> types.CreateMessageResult:
+        """The client's model's answer to `messages` (a string is one user message); `params` are
+        other `types.CreateMessageRequestParams` fields (``system_prompt``, ``temperature``, ...)."""
+        if isinstance(messages, str):
+            messages = [
+                types.SamplingMessage(role="user", content=types.TextContent(type="text", text=messages))
+            ]
+        request = types.CreateMessageRequest(
+            params=types.CreateMessageRequestParams(messages=list(messages), max_tokens=max_tokens, **params)
+        )
+        result: types.CreateMessageResult = await self.ask(request)
+        return result
+
+    async def elicit(self, message: str, requested_schema: dict[str, Any]) -> types.ElicitResult:
+        """Ask the user to fill in a form (`requested_schema`: a flat JSON Schema object)."""
+        request = types.ElicitRequest(
+            params=types.ElicitRequestFormParams(message=message, requested_schema=requested_schema)
+        )
+        result: types.ElicitResult = await self.ask(request)
+        return result
+
+    async def elicit_url(
+        self, message: str, url: str, elicitation_id: str | None = None
+    ) -> types.ElicitResult:
+        """Ask the user to visit `url` (an out-of-band step such as a sign-in); the hub supplies
+        the elicitation id a handshake-era client needs when none is given."""
+        request = types.ElicitRequest(
+            params=types.ElicitRequestURLParams(message=message, url=url, elicitation_id=elicitation_id)
+        )
+        result: types.ElicitResult = await self.ask(request)
+        return result
+
+    async def list_roots(self) -> types.ListRootsResult:
+        """The client's workspace roots."""
+        result: types.ListRootsResult = await self.ask(types.ListRootsRequest())
+        return result
+
+    async def send_log(self, level: types.LoggingLevel, data: Any, logger: str | None = None) -> None:
+        """A log message to the client, if it asked for messages at `level` (nothing otherwise)."""
+        params: dict[str, Any] = {"level": level, "data": data}
+        if logger is not None:
+            params["logger"] = logger
+        await self.relay_log(params)
+
+    # -- the same, as wire JSON (what a relay of a downstream server's requests uses) ------------
+
+    async def relay_request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Ask the client `method` with `params` (wire JSON); its result as wire JSON. `MCPError`
+        when the client did not declare the capability or refuses."""
+        if self.client is None or not self.can_ask(method, params):
+            what = _CAPABILITY_OF.get(method, method)
+            if what == "elicitation" and params.get("mode") == "url":
+                what = "URL elicitation"
+            raise MCPError(
+                types.INVALID_REQUEST,
+                f"the client calling {self.tool} did not declare the {what} capability, so it cannot answer {method}",
+            )
+        return await self.client.request(method, params)
+
+    async def relay_log(self, params: dict[str, Any]) -> None:
+        """Pass a `notifications/message` (its params) to the client, at the level it asked for."""
+        if self.client is not None:
+            await self.client.notify_log(params)
+
+    def outside(self) -> ToolCall | None:
+        """The calling client outside this call (handshake-era clients), or None."""
+        channel = self.client.outside() if self.client is not None else None
+        return ToolCall(self.tool, client=channel) if channel is not None else None
 
 
 ToolHandler = Callable[[Any, ToolCall], Awaitable[Any]]
@@ -223,6 +392,10 @@ class Resource:
     mime_type: str | None = "application/json"
     title: str | None = None
     plugin: str = field(default="", compare=False)
+    #: Called with the URI when the first client subscribes to it, and `unsubscribe` when the
+    #: last one leaves; the plugin then calls `PluginContext.resource_updated(uri)` on changes.
+    subscribe: Callable[[str], Awaitable[None]] | None = field(default=None, compare=False)
+    unsubscribe: Callable[[str], Awaitable[None]] | None = field(default=None, compare=False)
     #: As wire JSON, sent instead of the fields above in the list (see `Tool.definition`).
     definition: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
@@ -235,6 +408,11 @@ class Resource:
             mime_type=self.mime_type,
         )
 
+
+#: Completion of one argument: ``complete(name, value, context)`` gets the argument being typed,
+#: its partial value and the arguments already filled in, and returns suggestions (a list of
+#: strings, or a ready `types.Completion` with ``total`` / ``has_more``).
+Complete = Callable[[str, str, dict[str, str]], Awaitable["list[str] | types.Completion"]]
 
 TEMPLATE_VARIABLE = re.compile(r"\{([+#]?)([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -254,6 +432,11 @@ class ResourceTemplate:
     mime_type: str | None = "application/json"
     title: str | None = None
     plugin: str = field(default="", compare=False)
+    #: `completion/complete` for one of the template's variables (see `Complete`).
+    complete: Complete | None = field(default=None, compare=False)
+    #: As for `Resource`, with the URI of one resource of the family.
+    subscribe: Callable[[str], Awaitable[None]] | None = field(default=None, compare=False)
+    unsubscribe: Callable[[str], Awaitable[None]] | None = field(default=None, compare=False)
     #: As wire JSON, sent instead of the fields above in the list (see `Tool.definition`).
     definition: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
@@ -307,6 +490,8 @@ class Prompt:
     arguments: list[PromptArgument] = field(default_factory=list)
     title: str | None = None
     plugin: str = field(default="", compare=False)
+    #: `completion/complete` for one of the prompt's arguments (see `Complete`).
+    complete: Complete | None = field(default=None, compare=False)
     #: As wire JSON, sent instead of the fields above in `prompts/list` (see `Tool.definition`).
     definition: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 

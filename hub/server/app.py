@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+import warnings
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -27,8 +28,8 @@ import mcp.types as types
 import structlog
 from mcp.server import NotificationOptions, Server, ServerRequestContext
 from mcp.server.models import InitializationOptions
-from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler
-from mcp.shared.exceptions import MCPError
+from mcp.server.subscriptions import InMemorySubscriptionBus
+from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp.shared.subscriptions import PromptsListChanged, ResourcesListChanged, ServerEvent, ToolsListChanged
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel
@@ -38,6 +39,7 @@ from hub.errors import ToolError
 from hub.plugin.items import ResourceBody, ResourceTemplate
 from hub.plugin.registry import HoldKind, ListKind, Registry
 from hub.server.dispatch import Dispatch, to_call_result
+from hub.server.relay import ClientRelay
 from hub.server.sdk import connection_of
 
 #: Run a background task (the host's task group): `spawn(fn, *args, name=...)`.
@@ -133,23 +135,35 @@ class HubServer:
         self._legacy_sessions: dict[int, Any] = {}
         self._pending: set[ListKind] = set()
         self._flush_scheduled = False
-        self.mcp = _HubMCPServer(
-            "hub",
-            version=__version__,
-            instructions=INSTRUCTIONS,
-            on_list_tools=self._list_tools,
-            on_call_tool=self._call_tool,
-            on_list_resources=self._list_resources,
-            on_list_resource_templates=self._list_templates,
-            on_read_resource=self._read_resource,
-            on_list_prompts=self._list_prompts,
-            on_get_prompt=self._get_prompt,
-            on_subscriptions_listen=ListenHandler(self.bus),
-        )
+        # Clients, log levels, roots, completion, subscriptions (`hub.server.relay`).
+        self.relay = ClientRelay(registry, self.bus)
+        self.streamed_sessions = self.relay.streamed_sessions
+        relay = self.relay
+        with warnings.catch_warnings():  # logging and roots are deprecated at 2026-07-28 (SEP-2577)
+            warnings.simplefilter("ignore", MCPDeprecationWarning)
+            self.mcp = _HubMCPServer(
+                "hub",
+                version=__version__,
+                instructions=INSTRUCTIONS,
+                on_list_tools=self._list_tools,
+                on_call_tool=self._call_tool,
+                on_list_resources=self._list_resources,
+                on_list_resource_templates=self._list_templates,
+                on_read_resource=self._read_resource,
+                on_subscribe_resource=relay.subscribe,
+                on_unsubscribe_resource=relay.unsubscribe,
+                on_list_prompts=self._list_prompts,
+                on_get_prompt=self._get_prompt,
+                on_completion=relay.complete,
+                on_set_logging_level=relay.set_level,
+                on_roots_list_changed=relay.roots_changed,
+                on_subscriptions_listen=relay.listen,
+            )
         self.mcp.registry = registry
         self.mcp.middleware.append(self._track_session)
         self.mcp.middleware.append(self._when_ready)  # plugins' holds (PluginContext.hold_lists)
-        self.dispatch = Dispatch(registry, self.mcp)  # every tool call, and the cached lists
+        self.dispatch = Dispatch(registry, self.mcp, spawn)  # every tool call, and the cached lists
+        self.dispatch.inbound_of = relay.inbound
         self.mcp.middleware.append(self.dispatch)
         registry.add_listener(self.dispatch.invalidate)  # the caches go first,
         registry.add_listener(self._changed)  # then clients are told
@@ -165,6 +179,10 @@ class HubServer:
                 if connection is not None:
                     connection.exit_stack.callback(self._legacy_sessions.pop, key, None)
         return await call_next(ctx)
+
+    async def resource_updated(self, uri: str) -> None:
+        """Tell the clients subscribed to `uri` that it changed (`hub.server.relay`)."""
+        await self.relay.resource_updated(uri)
 
     async def _when_ready(self, ctx: ServerRequestContext[Any, Any], call_next: Any) -> Any:
         """Answer lists, `initialize` and `server/discover` once the plugins' holds on them are
@@ -246,7 +264,7 @@ class HubServer:
             raise MCPError(types.INVALID_PARAMS, f"Unknown tool: {params.name}", data={"tool": params.name})
         call = {"name": params.name, "arguments": params.arguments}
         wire = await self.dispatch.forward(
-            tool, call, ctx.request_id, ctx.session.report_progress, ctx.session
+            tool, call, ctx.request_id, ctx.session.report_progress, ctx.session, self.relay.inbound(ctx)
         )
         return types.CallToolResult.model_validate(wire)
 

@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import mcp.types as types
@@ -39,8 +41,9 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel
 
 from hub.errors import ToolError
-from hub.plugin.items import RawResult, Tool, ToolCall, dump_json
+from hub.plugin.items import ClientChannel, RawResult, Tool, ToolCall, dump_json
 from hub.plugin.registry import ListKind, Registry
+from hub.server.asking import PARK_PREFIX, CallChannel, Inbound, Parking, askable
 from hub.server.sdk import connection_of
 from hub.wire.jsonrpc import ProgressFn
 
@@ -124,9 +127,15 @@ def _first_leaf(exc: BaseException) -> BaseException:
 class Dispatch:
     """The middleware and its list cache; `generation` counts registry changes."""
 
-    def __init__(self, registry: Registry, server: Server[Any]) -> None:
+    def __init__(
+        self, registry: Registry, server: Server[Any], spawn: Callable[..., None] | None = None
+    ) -> None:
         self.registry = registry
         self.server = server
+        # A request's client as a tool call reaches it (`hub.server.app.HubServer.inbound`).
+        self.inbound_of: Callable[[ServerRequestContext[Any, Any]], Inbound | None] = lambda ctx: None
+        # 2026-07-28 calls whose clients can be asked (`hub.server.asking`); None: never parked.
+        self.parking = Parking(spawn) if spawn is not None else None
         self.generation = 0
         self.lists: dict[tuple[str, str], dict[str, Any]] = {}
         # The same answers as JSON text, for the transports' shortcuts (hub.server.shortcuts).
@@ -208,7 +217,9 @@ class Dispatch:
     async def _forward(
         self, ctx: ServerRequestContext[Any, Any], tool: Tool, params: dict[str, Any]
     ) -> dict[str, Any]:
-        return await self.forward(tool, params, ctx.request_id, ctx.session.report_progress, ctx.session)
+        return await self.forward(
+            tool, params, ctx.request_id, ctx.session.report_progress, ctx.session, self.inbound_of(ctx)
+        )
 
     async def forward(
         self,
@@ -217,16 +228,55 @@ class Dispatch:
         request_id: Any,
         progress: ProgressFn | None,
         session: Any = None,
+        inbound: Inbound | None = None,
     ) -> dict[str, Any]:
         """Run `tool` for a `tools/call` with `params`: its result as wire JSON, failures as
-        `isError` results with the texts of the regular path."""
+        `isError` results with the texts of the regular path. `inbound` is the request's client
+        (its `ToolCall` reaches it); a 2026-07-28 client that can be asked has its call parked
+        when it asks (`hub.server.asking.Parking`): the answer is then `input_required`, and a
+        retry carrying the parked call's `requestState` resumes it (an unknown or expired one
+        is `MCPError` -32602)."""
+        if inbound is not None and inbound.modern and self.parking is not None:
+            state = params.get("requestState")
+            arguments = params.get("arguments")
+            if isinstance(state, str) and state.startswith(PARK_PREFIX):
+                resumed = replace(inbound, progress=progress)
+                return await self.parking.resume(tool.name, arguments, params, resumed)
+            if askable(inbound.capabilities):
+
+                async def execute(relay: ProgressFn, channel: ClientChannel) -> dict[str, Any]:
+                    return await self._run(tool, params, request_id, relay, session, channel)
+
+                return await self.parking.start(
+                    tool.name, arguments, replace(inbound, progress=progress), execute
+                )
+        channel = CallChannel(inbound) if inbound is not None else None
+        return await self._run(tool, params, request_id, progress, session, channel)
+
+    async def _run(
+        self,
+        tool: Tool,
+        params: dict[str, Any],
+        request_id: Any,
+        progress: ProgressFn | None,
+        session: Any,
+        channel: ClientChannel | None,
+    ) -> dict[str, Any]:
+        """`forward` once the call's client channel is known."""
         forwarded = tool.returns_raw
         # A forwarded call is the hot path: its logger is bound only when there is something to say.
         bound = log if forwarded else log.bind(tool=tool.name, plugin=tool.plugin, request_id=request_id)
         started = time.perf_counter()
         try:
             arguments = tool.validate(params.get("arguments"))
-            call = ToolCall(tool.name, request_id=request_id, progress=progress, session=session, log=bound)
+            call = ToolCall(
+                tool.name,
+                request_id=request_id,
+                progress=progress,
+                session=session,
+                log=bound,
+                client=channel,
+            )
             result = await tool.handler(arguments, call)
         except ToolError as exc:
             log.info("tool error", tool=tool.name, plugin=tool.plugin, request_id=request_id, error=str(exc))

@@ -28,6 +28,7 @@ import structlog
 from mcp.server.transport_security import DEFAULT_MAX_REQUEST_BODY_SIZE
 
 from hub.errors import ConfigError, ListenError
+from hub.server.asking import ASKING
 from hub.server.hygiene import MessageCheck
 
 if TYPE_CHECKING:
@@ -203,7 +204,9 @@ class HttpGuard:
                 await _reply(send, 400, answer)
             return
         if self.shortcut is not None and getattr(parsed.message, "method", None) == "initialize":
-            send = self.shortcut.watch_initialize(send)
+            declared = (getattr(parsed.message, "params", None) or {}).get("capabilities")
+            streamed = isinstance(declared, dict) and any(k in declared for k in ASKING)
+            send = self.shortcut.watch_initialize(send, streamed=streamed)
         sent = False
 
         async def replay() -> Any:
@@ -239,8 +242,9 @@ def http_app(server: HubServer, *, host: str, path: str, token: str | None) -> A
     install_per_request_replies(server.mcp)  # plain JSON for requests that need no SSE stream
     from hub.server.shortcuts import HttpShortcut
 
-    shortcut = HttpShortcut(server.dispatch, server.mcp.session_manager)  # forwarded calls, as JSON
-    return HttpGuard(PerRequestReplies(app), token=token, path=path, shortcut=shortcut)
+    streamed = server.streamed_sessions  # sessions whose calls may send requests to their client
+    shortcut = HttpShortcut(server.dispatch, server.mcp.session_manager, streamed)  # forwarded calls, as JSON
+    return HttpGuard(PerRequestReplies(app, streamed), token=token, path=path, shortcut=shortcut)
 
 
 async def serve_http(

@@ -8,7 +8,8 @@ request, and most requests need none of it.
 
 Here the mode is picked per request: `PerRequestReplies` (ASGI, in front of the SDK's app) looks
 at the POSTed message, and a request that asked for no progress (no `_meta.progressToken`) and
-is not `initialize` or `subscriptions/listen` is answered as plain JSON; everything else keeps
+is not `initialize` or `subscriptions/listen` is answered as plain JSON (unless its session's
+calls may send requests or log messages to the client: `streamed`); everything else keeps
 the SSE stream. The session's transport reads its mode from a context variable set for the
 request (`install(server)`), so concurrent requests of one session each get their own mode.
 A JSON-answered request cannot receive server-to-client requests (the SDK raises
@@ -27,9 +28,12 @@ _JSON_REPLY: contextvars.ContextVar[bool] = contextvars.ContextVar("hub_json_rep
 STREAMED_METHODS = frozenset({"initialize", "subscriptions/listen"})
 
 
-def wants_stream(message: Any) -> bool:
-    """Whether a POSTed JSON-RPC message should be answered on an SSE stream."""
+def wants_stream(message: Any, streamed_session: bool = False) -> bool:
+    """Whether a POSTed JSON-RPC message should be answered on an SSE stream: `streamed_session`
+    is a session whose calls may send their client requests or log messages."""
     if not isinstance(message, dict) or "id" not in message or message.get("method") in STREAMED_METHODS:
+        return True
+    if streamed_session and message.get("method") in ("tools/call", "prompts/get", "resources/read"):
         return True
     params = message.get("params")
     meta = params.get("_meta") if isinstance(params, dict) else None
@@ -63,8 +67,9 @@ def install(server: Any) -> None:
 class PerRequestReplies:
     """ASGI: sets the reply mode of each POSTed request, then hands it to the SDK's app."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, streamed: set[str] | None = None) -> None:
         self.app = app
+        self.streamed = streamed if streamed is not None else set()
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope.get("method") != "POST":
@@ -80,8 +85,10 @@ class PerRequestReplies:
             if not message.get("more_body"):
                 break
         body = b"".join(chunks)
+        session = next((v for k, v in scope.get("headers") or [] if k.lower() == b"mcp-session-id"), None)
+        streamed = session is not None and session.decode("latin-1") in self.streamed
         try:
-            stream = wants_stream(json.loads(body))
+            stream = wants_stream(json.loads(body), streamed)
         except ValueError:
             stream = True  # the SDK answers the parse error
         token = _JSON_REPLY.set(not stream)

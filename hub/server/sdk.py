@@ -4,6 +4,9 @@ behind a small function named for what it does, so an `mcp` upgrade touches one 
 - `create_context_streams`: the memory streams the SDK's own transports use;
 - `connection_of`: the connection behind a request's session proxy (its `initialize_accepted`
   and `exit_stack` are public on the connection; reaching it is not);
+- `request_client` and `notify_client`: a request or notification to the client as wire JSON, on a
+  request's own channel (its stream on streamable HTTP) or the connection's standalone one,
+  without the SDK's typed models (the relay passes what a downstream server sent);
 - the streamable-HTTP session manager's tables and a session transport's request count
   (`http_session`, `session_owned`, `counting_request`, `on_admit`), for the HTTP shortcut and
   the per-request reply mode.
@@ -24,7 +27,9 @@ __all__ = [
     "counting_request",
     "create_context_streams",
     "http_session",
+    "notify_client",
     "on_admit",
+    "request_client",
     "session_owned",
 ]
 
@@ -32,6 +37,25 @@ __all__ = [
 def connection_of(session: Any) -> Any:
     """The SDK connection behind a request context's session, or None (an in-memory session)."""
     return getattr(session, "_connection", None)
+
+
+def _channel(session: Any, in_request: bool) -> Any:
+    return session._request_outbound if in_request else session._connection.outbound
+
+
+async def request_client(
+    session: Any, method: str, params: dict[str, Any], *, in_request: bool
+) -> dict[str, Any]:
+    """Send `method` to the client of `session` (a request's `ServerSession`), on the request's own
+    channel or (`in_request=False`) the connection's standalone one; the result as sent.
+    Raises `MCPError` for an error answer, `NoBackChannelError` where requests cannot go."""
+    result: dict[str, Any] = await _channel(session, in_request).send_raw_request(method, params, None)
+    return result
+
+
+async def notify_client(session: Any, method: str, params: dict[str, Any], *, in_request: bool) -> None:
+    """Send the notification `method` to the client of `session` (see `request_client`)."""
+    await _channel(session, in_request).notify(method, params, None)
 
 
 def http_session(manager: Any, session_id: str) -> Any:

@@ -19,13 +19,15 @@ from typing import Any
 
 import anyio
 import structlog
+from mcp.shared.exceptions import MCPError
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 
 from hub.plugin.items import Tool
+from hub.server.asking import ClientState, Inbound, LinePusher
 from hub.server.dispatch import Dispatch, well_formed
 from hub.server.hygiene import problem_in
 from hub.server.sdk import counting_request, http_session, session_owned
-from hub.wire.envelope import CAPABILITIES_KEY, CLIENT_INFO_KEY, VERSION_KEY
+from hub.wire.envelope import CAPABILITIES_KEY, CLIENT_INFO_KEY, LOG_LEVEL_KEY, VERSION_KEY
 from hub.wire.jsonrpc import ProgressFn, valid_id
 from hub.wire.lines import utf8
 
@@ -44,12 +46,16 @@ async def _forward(
     params: dict[str, Any],
     request_id: Any,
     progress: ProgressFn | None,
+    inbound: Inbound | None = None,
 ) -> dict[str, Any] | None:
-    """`dispatch.forward`, cancellable through `running[key]` while it runs; None if cancelled."""
+    """`dispatch.forward`, cancellable through `running[key]` while it runs; None if cancelled.
+    An `MCPError` (a retry whose requestState is unknown) is returned as ``{"error": ...}``."""
     with anyio.CancelScope() as scope:
         running[key] = scope
         try:
-            result = await dispatch.forward(tool, params, request_id, progress)
+            result = await dispatch.forward(tool, params, request_id, progress, None, inbound)
+        except MCPError as exc:
+            result = {"error": exc.error.model_dump(mode="json", exclude_none=True)}
         finally:
             running.pop(key, None)
     return None if scope.cancel_called else result
@@ -118,11 +124,15 @@ class LineShortcut:
         emit: Callable[[str], Awaitable[None]],
         spawn: Callable[..., object],
         done: Callable[[Any], None],
+        state: ClientState | None = None,
+        pusher: LinePusher | None = None,
     ) -> None:
         self.dispatch = dispatch
         self._emit = emit
         self._spawn = spawn
         self._done = done  # the transport's bookkeeping of unanswered requests
+        self.state = state or ClientState()  # the connection's client (`hub.server.asking`)
+        self.pusher = pusher
         self.era: str | None = None  # "legacy" or "modern", fixed by the first request
         self.legacy_version: str | None = None
         self._initialize_id: Any = None
@@ -224,11 +234,41 @@ class LineShortcut:
                     _dumps({"jsonrpc": "2.0", "method": "notifications/progress", "params": note}) + "\n"
                 )
 
-        result = await _forward(self.dispatch, self._running, request_id, tool, params, request_id, progress)
+        inbound = self._inbound(params, meta)
+        result = await _forward(
+            self.dispatch, self._running, request_id, tool, params, request_id, progress, inbound
+        )
         if result is None:  # a cancelled request gets no answer
+            return
+        if "error" in result and "content" not in result:
+            await self._emit(_dumps({"jsonrpc": "2.0", "id": request_id, "error": result["error"]}) + "\n")
+            self._done(request_id)
             return
         text = _result_text(self.dispatch, tool, version, result)
         await self._reply(request_id, text)
+
+    def _inbound(self, params: dict[str, Any], meta: Any) -> Inbound:
+        """The calling client, as its `ToolCall` reaches it (`hub.server.asking`)."""
+        state = self.state
+        if self.era == "modern":
+            declared = meta.get(CAPABILITIES_KEY) if isinstance(meta, dict) else None
+            level = meta.get(LOG_LEVEL_KEY) if isinstance(meta, dict) else None
+            return Inbound(
+                True,
+                declared if isinstance(declared, dict) else {},
+                level if isinstance(level, str) else None,
+                state,
+                None,
+                self.pusher.notify if self.pusher is not None else None,
+            )
+        return Inbound(
+            False,
+            state.capabilities,
+            state.log_level,
+            state,
+            self.pusher.request if self.pusher is not None else None,
+            self.pusher.notify if self.pusher is not None else None,
+        )
 
 
 class HttpShortcut:
@@ -245,11 +285,14 @@ class HttpShortcut:
     the SDK's path (with `Dispatch`'s middleware).
     """
 
-    def __init__(self, dispatch: Dispatch, manager: Any) -> None:
+    def __init__(self, dispatch: Dispatch, manager: Any, streamed: set[str] | None = None) -> None:
         self.dispatch = dispatch
         self.manager = manager  # the SDK's StreamableHTTPSessionManager
         self._running: dict[tuple[bytes, Any], anyio.CancelScope] = {}
         self.ready: set[bytes] = set()  # sessions whose initialize succeeded
+        # Sessions whose calls may send their client requests or log messages: the SDK's path,
+        # on an SSE stream (`hub.server.app.HubServer.streamed_sessions`).
+        self.streamed = streamed if streamed is not None else set()
 
     def _session(self, headers: dict[bytes, bytes]) -> Any:
         """The SDK transport of the request's session, if this shortcut may serve it: a session
@@ -258,6 +301,8 @@ class HttpShortcut:
         if session is None or session not in self.ready:
             return None
         name = session.decode("latin-1")
+        if name in self.streamed:
+            return None
         transport = http_session(self.manager, name)
         if transport is None:
             self.ready.discard(session)
@@ -275,17 +320,23 @@ class HttpShortcut:
         if transport is not None and not transport.is_terminated:
             return  # refused: the session goes on
         self.ready.discard(session)
+        self.streamed.discard(session.decode("latin-1"))
         for key in [key for key in self._running if key[0] == session]:
             self._running.pop(key).cancel()
 
-    def watch_initialize(self, send: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+    def watch_initialize(
+        self, send: Callable[..., Awaitable[None]], *, streamed: bool = False
+    ) -> Callable[..., Awaitable[None]]:
         """`send` for an `initialize` POST: the session it opens is served here once its
-        answer is a result (not an error)."""
+        answer is a result (not an error), unless it is `streamed` (its client declared what a
+        call may ask of it: those calls keep the SDK's SSE stream)."""
         session: list[bytes] = []
 
         async def watching(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 session.extend(v for k, v in message.get("headers") or [] if k.lower() == b"mcp-session-id")
+                if streamed and session:
+                    self.streamed.add(session[0].decode("latin-1"))
             elif message["type"] == "http.response.body" and session:
                 body = message.get("body", b"")
                 if b'"result"' in body and b'"protocolVersion"' in body:

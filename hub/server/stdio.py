@@ -28,8 +28,9 @@ from typing import Any, Protocol
 import anyio
 import mcp_types as types
 import structlog
-from mcp.shared.message import SessionMessage
+from mcp.shared.message import ServerMessageMetadata, SessionMessage
 
+from hub.server.asking import ClientState, LinePusher
 from hub.server.dispatch import Dispatch
 from hub.server.hygiene import MessageCheck
 from hub.server.sdk import create_context_streams
@@ -115,6 +116,10 @@ class _Transport:
         self.reading = anyio.CancelScope()
         self.gone = False  # the client closed its end of stdout: nothing more can be said
         self.shortcut: LineShortcut | None = None
+        # The client as the relay needs it: requests to it outside the SDK, and what it declared.
+        self.pusher = LinePusher(self.emit)
+        self.state = ClientState(request=self.pusher.request, notify=self.pusher.notify)
+        self.metadata = ServerMessageMetadata(request_context=self.state)  # ctx.request in handlers
         # The shortcut's tasks are asyncio's own, started from the reader's callback: an anyio
         # task group's start_soon costs 25 us a call, a twentieth of the hub's whole work on one.
         self.loop = asyncio.get_running_loop()
@@ -138,8 +143,12 @@ class _Transport:
             self.settled.set()
 
     def take(self, line: str) -> bool:
-        """In the reader's callback: whether the shortcut answers `line` (not the SDK)."""
-        assert self.shortcut is not None
+        """In the reader's callback: whether `line` is taken here (not given to the SDK): the
+        client's answer to one of the hub's requests, or a request the shortcut answers."""
+        if self.pusher.answer(line):
+            return True
+        if self.shortcut is None:
+            return False
         taken = self.shortcut.take(line)
         if taken is None:
             return False
@@ -177,7 +186,12 @@ class _Transport:
                     self.events.answered(request_id)  # the bridge heard of it as a request
             return
         message = parsed.message
+        if parsed.metadata is None:
+            parsed.metadata = self.metadata
         if isinstance(message, types.JSONRPCRequest):
+            if message.method == "initialize":
+                declared = (message.params or {}).get("capabilities")
+                self.state.capabilities = declared if isinstance(declared, dict) else {}
             if self.shortcut is not None:
                 self.shortcut.saw_request(message.method, message.id, message.params)
             if message.method != LISTEN:  # stays open until cancelled: not waited for at the end
@@ -207,6 +221,9 @@ class _Transport:
                     self.answered(message.id)
 
     async def close(self) -> None:
+        self.pusher.close()
+        with anyio.CancelScope(shield=True):
+            await self.state.close()
         self.reading.cancel()
         self.reader.close()
         if self.tasks:  # the session is over: its calls end, and their servers hear it
@@ -228,8 +245,15 @@ async def stdio_transport(
     transport = _Transport(reader, writer, events)
     async with anyio.create_task_group() as tg:
         if dispatch is not None:
-            transport.shortcut = LineShortcut(dispatch, transport.emit, transport.spawn, transport.answered)
-            reader.take = transport.take
+            transport.shortcut = LineShortcut(
+                dispatch,
+                transport.emit,
+                transport.spawn,
+                transport.answered,
+                transport.state,
+                transport.pusher,
+            )
+        reader.take = transport.take
         tg.start_soon(transport.write_lines)
         tg.start_soon(transport.read_lines)
         try:

@@ -9,6 +9,7 @@ __all__ = [
     "CAPABILITIES_KEY",
     "CLIENT_INFO_KEY",
     "LISTEN",
+    "LOG_LEVEL_KEY",
     "SUBSCRIPTION_KEY",
     "VERSION_KEY",
 ]
@@ -17,5 +18,6 @@ VERSION_KEY = "io.modelcontextprotocol/protocolVersion"
 SUBSCRIPTION_KEY = "io.modelcontextprotocol/subscriptionId"
 CLIENT_INFO_KEY = "io.modelcontextprotocol/clientInfo"
 CAPABILITIES_KEY = "io.modelcontextprotocol/clientCapabilities"
+LOG_LEVEL_KEY = "io.modelcontextprotocol/logLevel"
 LISTEN = "subscriptions/listen"
 ACKNOWLEDGED = "notifications/subscriptions/acknowledged"

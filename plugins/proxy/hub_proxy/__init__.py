@@ -15,7 +15,8 @@ session (and its `initialize` / `server/discover`) wait for it, up to `[plugins.
 first_list_wait_s`; one that misses it arrives with `list_changed`. A server is asked again
 whenever it (re)starts and when it says a list changed; when its lists changed, the hub's
 clients get `list_changed` in turn. Progress notifications are relayed to the caller, and
-cancelling a call cancels it downstream.
+cancelling a call cancels it downstream. What a server asks of its client during a call, its log
+messages, completion and resource subscriptions are relayed too (`relay`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from hub import (
     hookimpl,
 )
 
+from . import relay
 from .lists import MIGRATIONS, Refresher
 from .mount import Mounted, prompt_for, resource_for, tool_for
 from .settings import ServerKeys, Settings
@@ -208,6 +210,7 @@ class Proxy:
         if server in self.servers and isinstance(message, changed):
             self.hub.log.info("downstream lists changed; refreshing", server=server)
             self.lists.request(server)
+        await relay.on_resource_updated(self.hub, server, message)
 
     async def describe(self) -> dict[str, Any]:
         status = self.hub.connections.status()

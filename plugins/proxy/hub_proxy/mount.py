@@ -1,6 +1,7 @@
 """Serving one downstream server's items through the hub: what is mounted (`Mounted`), and the
 hub tool, resource and prompt that stand for each downstream one (`tool_for`, `resource_for`,
-`prompt_for`), each forwarding to the server through the connection cache.
+`prompt_for`), each forwarding to the server through the connection cache (what the server asks of its client
+during a call, completion and subscriptions through `relay`).
 
 Each is built from the item as the server listed it (wire JSON) and listed by the hub as that
 same JSON (`definition`), renamed and with ``[server]`` before its description: every field
@@ -31,6 +32,8 @@ from hub import (
     failure_message,
 )
 
+from . import relay
+
 Answer = TypeVar("Answer")
 
 
@@ -57,7 +60,9 @@ def tool_for(hub: PluginContext, server: str, listed: dict[str, Any], hub_name: 
         # Raw forwarding: JSON-RPC in, the downstream's result dict out, no SDK models per call.
         try:
             return RawResult(
-                await connections.call_tool(server, tool.name, arguments, progress=call.report_progress)
+                await connections.call_tool(
+                    server, tool.name, arguments, progress=call.report_progress, caller=call
+                )
             )
         except (MCPError, HubError) as exc:  # a closed connection is marked dead by the cache itself
             raise ToolError(failure_message(server, tool.name, exc)) from None
@@ -95,6 +100,7 @@ def resource_for(hub: PluginContext, server: str, listed: dict[str, Any]) -> Res
     async def read_uri(uri: str) -> types.ReadResourceResult:
         return await _downstream(hub, server, f"reading {uri}", lambda session: session.read_resource(uri))
 
+    subscribe, unsubscribe = relay.watchers(hub, server)
     if "uriTemplate" not in listed:
         resource = types.Resource.model_validate(listed)
         uri = str(resource.uri)
@@ -105,9 +111,12 @@ def resource_for(hub: PluginContext, server: str, listed: dict[str, Any]) -> Res
             description,
             resource.mime_type,
             resource.title,
+            subscribe=subscribe,
+            unsubscribe=unsubscribe,
             definition=definition,
         )
     found = types.ResourceTemplate.model_validate(listed)
+    reference = types.ResourceTemplateReference(type="ref/resource", uri=found.uri_template)
     template = ResourceTemplate(
         found.uri_template,
         found.name,
@@ -115,6 +124,9 @@ def resource_for(hub: PluginContext, server: str, listed: dict[str, Any]) -> Res
         description,
         found.mime_type,
         found.title,
+        complete=relay.completer(hub, server, reference),
+        subscribe=subscribe,
+        unsubscribe=unsubscribe,
         definition=definition,
     )
     return template
@@ -136,5 +148,6 @@ def prompt_for(hub: PluginContext, server: str, listed: dict[str, Any], hub_name
         description,
         [PromptArgument(a.name, a.description or "", bool(a.required)) for a in prompt.arguments or []],
         prompt.title,
+        complete=relay.completer(hub, server, types.PromptReference(type="ref/prompt", name=prompt.name)),
         definition={**listed, "name": hub_name, "description": description},
     )
