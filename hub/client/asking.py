@@ -51,6 +51,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from hub.wire.levels import LOG_LEVELS, level_passes
 
 __all__ = [
+    "AMBIGUOUS",
     "CALLER",
     "INPUT_METHODS",
     "LOG_LEVELS",
@@ -114,6 +115,10 @@ class _Ambiguous(Exception):
     pass
 
 
+#: What `Calls.attribute` says of a message whose call cannot be told.
+AMBIGUOUS = object()
+
+
 def result_model(method: str, params: Any) -> Any:
     """The SDK result model a server-to-client request's wire result is read as."""
     if method == "sampling/createMessage":
@@ -161,6 +166,13 @@ class Calls:
     def sessions(self) -> set[Hashable]:
         """The client sessions seen on this connection."""
         return set(self.recent)
+
+    def attribute(self) -> Any:
+        """The call a message read now belongs to (None: no call in flight; `AMBIGUOUS`)."""
+        try:
+            return self._in_call()
+        except _Ambiguous:
+            return AMBIGUOUS
 
     def _in_call(self) -> Caller | None:
         """The call a request belongs to (None: no call in flight); `_Ambiguous` if it cannot be told."""
@@ -300,7 +312,7 @@ async def answer_inputs(caller: Caller | None, server: str, requests: Any) -> di
                 kind = INPUT_METHODS[method]
                 raise MCPError(
                     types.INVALID_REQUEST,
-                    f"server {server!r} asked for {method}, but the hub's client did not declare {kind}",
+                    f"server {server!r} asked for {method}, but the hub's client did not declare the {kind} capability",
                 )
             answers[key] = await caller.relay_request(method, params if isinstance(params, dict) else {})
         except MCPError as exc:

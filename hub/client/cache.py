@@ -590,6 +590,7 @@ class ConnectionCache:
         conn.session = session
         if conn.config.transport == "stdio":
             attach_stdio(session, downstream)
+            downstream.attribute = conn.calls.attribute  # log messages reach their call in order
         info = session.server_info
         conn.server_info = info.model_dump(mode="json", exclude_none=True) if info is not None else None
         conn.capabilities = session.server_capabilities

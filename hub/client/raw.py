@@ -65,7 +65,7 @@ async def call_tool_raw(
     level = caller.log_level if caller is not None else None
     if level is not None and session.protocol_version in MODERN_PROTOCOL_VERSIONS:
         params["_meta"] = {LOG_LEVEL_META_KEY: level}
-    result = await _send(session, name, params, progress, timeout_s)
+    result = await _send(session, name, params, progress, timeout_s, caller)
     rounds = 0
     while result.get("resultType") == "input_required":
         rounds += 1
@@ -82,7 +82,7 @@ async def call_tool_raw(
             await anyio.sleep(STATE_ONLY_WAIT_S[min(rounds, len(STATE_ONLY_WAIT_S)) - 1])
         if "requestState" in result:
             retry["requestState"] = result["requestState"]
-        result = await _send(session, name, retry, progress, timeout_s)
+        result = await _send(session, name, retry, progress, timeout_s, caller)
     return result
 
 
@@ -92,6 +92,7 @@ async def _send(
     params: dict[str, Any],
     progress: ProgressFn | None,
     timeout_s: float | None,
+    caller: Caller | None = None,
 ) -> dict[str, Any]:
     """One `tools/call` request (see `call_tool_raw`); `params` gets the stamp (a retry's again)."""
     opts: dict[str, Any] = {}
@@ -99,9 +100,9 @@ async def _send(
     lean = _STDIO.get(session)
     if lean is not None:  # a stdio server the cache started: past the session, on its pipe
         if timeout_s is None:
-            return await lean.request("tools/call", params, progress=progress)
+            return await lean.request("tools/call", params, progress=progress, caller=caller)
         with anyio.move_on_after(timeout_s):
-            return await lean.request("tools/call", params, progress=progress)
+            return await lean.request("tools/call", params, progress=progress, caller=caller)
         raise MCPError(REQUEST_TIMEOUT, "Request 'tools/call' timed out")  # the SDK's words
     headers = opts.setdefault("headers", {})
     headers.setdefault(MCP_NAME_HEADER, encode_header_value(name))

@@ -34,7 +34,7 @@ import os
 import signal
 import subprocess
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import IO, Any
 
 import anyio
@@ -45,6 +45,7 @@ from mcp.client.stdio import get_default_environment
 from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
 
+from hub.client.asking import AMBIGUOUS
 from hub.client.sdk import create_context_streams  # what the SDK's own transports use
 from hub.wire.fds import LINE_FINISH_S, write_line
 from hub.wire.jsonrpc import ProgressFn
@@ -65,25 +66,31 @@ _CLOSED = {"error": {"code": types.CONNECTION_CLOSED, "message": "Connection clo
 
 
 class _Waiter:
-    """A raw request's caller, woken (`wake`) by its answer (`message`) or by progress (`notes`,
-    the last `NOTES_KEPT` reports it has not relayed yet)."""
+    """A raw request's caller, woken (`wake`) by its answer (`message`) or by what it relays
+    first (`notes`, the last `NOTES_KEPT` it has not relayed yet: progress reports, and log
+    messages when the request's `caller` takes them)."""
 
-    __slots__ = ("message", "notes", "progress", "wake")
+    __slots__ = ("caller", "message", "notes", "progress", "wake")
 
-    def __init__(self, progress: ProgressFn | None) -> None:
+    def __init__(self, progress: ProgressFn | None, caller: Any = None) -> None:
         self.wake = asyncio.Event()  # asyncio's own: anyio's costs a backend lookup per call
         self.message: dict[str, Any] | None = None
-        self.notes: deque[dict[str, Any]] = deque(maxlen=NOTES_KEPT)
+        self.notes: deque[tuple[str, dict[str, Any]]] = deque(maxlen=NOTES_KEPT)
         self.progress = progress
+        self.caller = caller
 
     async def answer(self) -> dict[str, Any]:
-        """The answer, after relaying the progress reported before it. The caller relays its own
-        progress, so a caller whose client does not read holds up no one else."""
+        """The answer, after relaying the progress and log messages sent before it. The caller
+        relays its own, so a caller whose client does not read holds up no one else."""
         while True:
             await self.wake.wait()
             self.wake.clear()
-            while self.notes and self.progress is not None:
-                await _report(self.progress, self.notes.popleft())
+            while self.notes:
+                kind, params = self.notes.popleft()
+                if kind == "log":
+                    await _relay_log(self.caller, params)
+                elif self.progress is not None:
+                    await _report(self.progress, params)
             if self.message is not None and not self.notes:
                 return self.message
 
@@ -123,14 +130,17 @@ class StdioDownstream:
         self._reading = False
         self._ended = False  # stdout ended (or the transport is closing): raw requests fail
         self._session_gone = False  # the SDK session stopped reading: its messages are dropped
+        # Which call a log message read now belongs to (`hub.client.asking.Calls.attribute`).
+        self.attribute: Callable[[], Any] | None = None
 
     # -- raw requests -------------------------------------------------------------------------
 
     async def request(
-        self, method: str, params: dict[str, Any], *, progress: ProgressFn | None = None
+        self, method: str, params: dict[str, Any], *, progress: ProgressFn | None = None, caller: Any = None
     ) -> dict[str, Any]:
         """Send `method` with `params`; the result dict, or `MCPError` for an error answer (and
-        `CONNECTION_CLOSED` when the server went away)."""
+        `CONNECTION_CLOSED` when the server went away). `caller` (`hub.client.asking.Caller`)
+        gets the log messages `attribute` gives this request, before the answer."""
         if self._ended:
             raise MCPError(types.CONNECTION_CLOSED, "Connection closed")
         request_id = next(self._ids)
@@ -140,7 +150,7 @@ class StdioDownstream:
                 **params,
                 "_meta": {**(meta if isinstance(meta, dict) else {}), "progressToken": request_id},
             }
-        waiter = self._waiters[request_id] = _Waiter(progress)
+        waiter = self._waiters[request_id] = _Waiter(progress, caller)
         line = _encode({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
         try:
             try:
@@ -227,13 +237,15 @@ class StdioDownstream:
                     waiter.message = message
                     waiter.wake.set()
                 return
+            if message.get("method") == "notifications/message" and self._log_for_caller(message):
+                return
             if message.get("method") == "notifications/progress":
                 params = message.get("params")
                 token = params.get("progressToken") if type(params) is dict else None
                 waiter = self._waiters.get(token) if type(token) is int else None
                 if waiter is not None:
                     if waiter.progress is not None and waiter.message is None and type(params) is dict:
-                        waiter.notes.append(params)
+                        waiter.notes.append(("progress", params))
                         waiter.wake.set()
                     return
         try:
@@ -243,6 +255,24 @@ class StdioDownstream:
             self._queue_item(exc)
             return
         self._queue_item(SessionMessage(parsed))
+
+    def _log_for_caller(self, message: dict[str, Any]) -> bool:
+        """A log message, read while calls are in flight: whether it went to the call `attribute`
+        names (relayed by that call's task before its answer, so in order) or was dropped
+        because its call cannot be told; else the SDK session takes it."""
+        params = message.get("params")
+        if self.attribute is None or not self._waiters or type(params) is not dict:
+            return False
+        target = self.attribute()
+        if target is AMBIGUOUS:
+            log.debug("a downstream log message dropped: its call cannot be told")
+            return True
+        for waiter in reversed(self._waiters.values()):
+            if target is not None and waiter.caller is target and waiter.message is None:
+                waiter.notes.append(("log", params))
+                waiter.wake.set()
+                return True
+        return False
 
     def _queue_item(self, item: Any) -> None:
         self._queue.append(item)
@@ -316,6 +346,15 @@ class StdioDownstream:
         self._end()
         with contextlib.suppress(OSError):
             self.process.stdout.close()  # type: ignore[union-attr]
+
+
+async def _relay_log(caller: Any, params: dict[str, Any]) -> None:
+    """Relay one log message to the call's client (as `_report` relays progress)."""
+    try:
+        with anyio.move_on_after(PROGRESS_WAIT_S):
+            await caller.relay_log(params)
+    except Exception as exc:  # a client that went away
+        log.debug("log message not relayed", error=str(exc))
 
 
 async def _report(progress: ProgressFn, params: dict[str, Any]) -> None:

@@ -344,7 +344,8 @@ class _ParkedChannel:
             await question.answered.wait()
         parked.questions.pop(key, None)
         if not question.answered.is_set():
-            self.expire(parked)  # the call ends here (its downstream call is cancelled)
+            self.expire(parked)  # the call is cancelled here, as if its client had cancelled it
+            await anyio.lowlevel.checkpoint()
             raise MCPError(
                 types.REQUEST_TIMEOUT,
                 f"the client did not answer {method} within {parked.ttl_s:g} s; the call is cancelled",
