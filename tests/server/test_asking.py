@@ -14,7 +14,7 @@ import pytest
 from askingclient import ROOT_URI, Answers
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 
-from hub.testing import make_config, result_text, running_hub
+from hub.testing import result_text, running_hub
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 
