@@ -114,6 +114,7 @@ class Hub:
             # What the hub's clients ask for reaches the downstream servers (hub.client.cache).
             server.relay.on_log_level = lambda level: self.connections.set_log_level(level)
             server.relay.on_roots_changed = lambda session: self.connections.roots_changed(session)
+            server.relay.on_client_closed = lambda session: self.connections.session_closed(session)
         return self._server
 
     async def resource_updated(self, uri: str) -> None:

@@ -303,6 +303,16 @@ class ConnectionCache:
             warnings.simplefilter("ignore", MCPDeprecationWarning)
             await session.set_logging_level(self.log_level)  # type: ignore[arg-type]
 
+    def session_closed(self, session_key: Hashable) -> None:
+        """A client session ended: its own connections close, and a shared connection it owned
+        goes to the next session it asks."""
+        for (_, lane), conn in self._lanes.items():
+            if lane == session_key:
+                conn.stop.set()
+        for conn in self._conns.values():
+            if conn.owner == session_key:
+                conn.owner = None
+
     async def roots_changed(self, session_key: Hashable) -> None:
         """A client session's roots changed: tell every handshake-era server it has used (which
         asks for them again), and forget the roots each connection kept from before."""
@@ -412,7 +422,9 @@ class ConnectionCache:
                 "protocol_version": conn.session.protocol_version
                 if conn is not None and live and conn.session is not None
                 else None,
-                "own_connections": sum(1 for (n, _), c in self._lanes.items() if n == name and c.live),
+                "own_connections": sum(
+                    1 for (n, _), c in self._lanes.items() if n == name and c.live and not c.stop.is_set()
+                ),
             }
         return out
 

@@ -164,6 +164,7 @@ class HubServer:
         self.mcp.middleware.append(self._when_ready)  # plugins' holds (PluginContext.hold_lists)
         self.dispatch = Dispatch(registry, self.mcp, spawn)  # every tool call, and the cached lists
         self.dispatch.inbound_of = relay.inbound
+        self.dispatch.client_opened = relay.client_opened
         self.mcp.middleware.append(self.dispatch)
         registry.add_listener(self.dispatch.invalidate)  # the caches go first,
         registry.add_listener(self._changed)  # then clients are told

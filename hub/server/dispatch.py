@@ -43,7 +43,7 @@ from pydantic import BaseModel
 from hub.errors import ToolError
 from hub.plugin.items import ClientChannel, RawResult, Tool, ToolCall, dump_json
 from hub.plugin.registry import ListKind, Registry
-from hub.server.asking import PARK_PREFIX, CallChannel, Inbound, Parking, askable
+from hub.server.asking import PARK_PREFIX, CallChannel, ClientState, Inbound, Parking, askable
 from hub.server.sdk import connection_of
 from hub.wire.jsonrpc import ProgressFn
 
@@ -134,6 +134,8 @@ class Dispatch:
         self.server = server
         # A request's client as a tool call reaches it (`hub.server.app.HubServer.inbound`).
         self.inbound_of: Callable[[ServerRequestContext[Any, Any]], Inbound | None] = lambda ctx: None
+        # A line transport's client connected (`ClientRelay.client_opened`): it is told of its end.
+        self.client_opened: Callable[[ClientState], None] = lambda state: None
         # 2026-07-28 calls whose clients can be asked (`hub.server.asking`); None: never parked.
         self.parking = Parking(spawn) if spawn is not None else None
         self.generation = 0

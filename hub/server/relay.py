@@ -66,14 +66,14 @@ class ClientRelay:
         # Set by the host: what downstream servers are told.
         self.on_log_level: Callable[[str | None], Awaitable[None]] | None = None
         self.on_roots_changed: Callable[[Hashable], Awaitable[None]] | None = None
+        self.on_client_closed: Callable[[Hashable], None] | None = None
 
     # -- the hub's clients ---------------------------------------------------------------------
 
     def client_state(self, ctx: ServerRequestContext[Any, Any]) -> ClientState | None:
         """The connection a request came on (None for a 2026-07-28 request that has none)."""
         if isinstance(ctx.request, ClientState):  # the line transports put theirs here
-            if self.client_closed not in ctx.request.on_close:
-                ctx.request.on_close.append(self.client_closed)
+            self.client_opened(ctx.request)
             return ctx.request
         if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
             return None
@@ -93,13 +93,21 @@ class ClientRelay:
             connection.exit_stack.push_async_callback(self._closed, id(connection))
         return state
 
+    def client_opened(self, state: ClientState) -> None:
+        """A line transport's client: what the hub keeps of it goes when it closes."""
+        if self.client_closed not in state.on_close:
+            state.on_close.append(self.client_closed)
+
     async def _closed(self, key: int) -> None:
         state = self._clients.pop(key, None)
         if state is not None:
             await state.close()
 
     async def client_closed(self, state: ClientState) -> None:
-        """A connection ended: its subscriptions and log level go with it."""
+        """A connection ended: its subscriptions and log level go with it, and what downstream
+        connections kept for it (`on_client_closed`)."""
+        if self.on_client_closed is not None:
+            self.on_client_closed(state)
         with anyio.CancelScope(shield=True):
             for uri in sorted(state.subscriptions):
                 await self._release(uri)

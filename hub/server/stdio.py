@@ -245,6 +245,7 @@ async def stdio_transport(
     transport = _Transport(reader, writer, events)
     async with anyio.create_task_group() as tg:
         if dispatch is not None:
+            dispatch.client_opened(transport.state)
             transport.shortcut = LineShortcut(
                 dispatch,
                 transport.emit,
