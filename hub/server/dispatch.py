@@ -295,6 +295,12 @@ class Dispatch:
             return _error(f"{tool.name} failed: {type(exc).__name__}: {exc}")
         if forwarded and isinstance(result, dict):
             return dict(result)
+        return self._wire(tool, result, request_id, bound, started)
+
+    @staticmethod
+    def _wire(tool: Tool, result: Any, request_id: Any, bound: Any, started: float) -> dict[str, Any]:
+        """A handler's return value as wire JSON, or an error result saying why it cannot be sent."""
+        forwarded = tool.returns_raw
         if forwarded and not isinstance(result, BaseModel):
             return _error(f"{tool.name} returned {type(result).__name__}, not a tool result")
         try:
