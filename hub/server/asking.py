@@ -61,6 +61,7 @@ PARK_PREFIX = "hub.parked."
 PARK_TTL_S = 300.0  # a parked call waits this long for the client's answers, then is cancelled
 SETTLE_CHECKPOINTS = 8  # scheduler turns a round waits for more questions asked at the same time
 LOG_BACKLOG = 100  # log messages kept for the next round of a parked call
+STANDALONE_WAIT_S = 60.0  # for a client's answer to a request outside any call
 
 Request = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 Notify = Callable[[str, dict[str, Any]], Awaitable[None]]
@@ -185,6 +186,15 @@ class _StandaloneChannel(CallChannel):
     @property
     def log_level(self) -> str | None:
         return self.inbound.state.log_level if self.inbound.state is not None else None
+
+    async def request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        # Outside a call nothing ends the wait for the client (an HTTP client without its GET
+        # stream never gets the request): bounded.
+        with anyio.move_on_after(STANDALONE_WAIT_S):
+            return await super().request(method, params)
+        raise MCPError(
+            types.REQUEST_TIMEOUT, f"the client did not answer {method} within {STANDALONE_WAIT_S:g} s"
+        )
 
     async def notify_log(self, params: dict[str, Any]) -> None:
         if self.inbound.notify is not None and _log_passes(params, self.log_level, required=True):
