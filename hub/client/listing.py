@@ -66,9 +66,6 @@ MAX_PAGES = 1000  # a server that keeps handing out cursors is not followed fore
 #: capability (a dotted path in its `capabilities`). README.md "What passes through the proxy"
 #: has the same rows; `hub servers check` names each one a server offers.
 NOT_RELAYED: dict[str, str] = {
-    "logging": "log messages (logging/setLevel, notifications/message)",
-    "completions": "argument completion (completion/complete)",
-    "resources.subscribe": "resource subscriptions (resources/subscribe, notifications/resources/updated)",
     "tasks": "tasks (task-augmented tools/call, tasks/*)",
 }
 

@@ -48,9 +48,7 @@ def test_what_is_not_relayed_is_named():
         tools=[{"name": "research", "execution": {"taskSupport": "required"}}, {"name": "echo"}],
         capabilities={"logging": {}, "resources": {"subscribe": True}, "experimental": {"x": {}}},
     )
-    assert not_relayed(listing) == [
-        "log messages (logging/setLevel, notifications/message)",
-        "resource subscriptions (resources/subscribe, notifications/resources/updated)",
+    assert not_relayed(listing) == [  # logging and subscriptions are relayed
         "experimental capability 'x'",
         "tool 'research', which runs only as a task",
     ]

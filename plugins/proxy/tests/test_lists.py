@@ -13,6 +13,7 @@ import hub_proxy
 import mcp.types as types
 import pytest
 import structlog
+from askingclient import Answers
 from hubtests import DOWNSTREAM, npm_bin
 from mcp import Client, StdioServerParameters
 from pydantic import TypeAdapter
@@ -138,8 +139,10 @@ def everything() -> dict[str, Any]:
 
 
 async def _direct_tools(everything: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """server-everything's tools, listed directly by a client that declares what the hub declares
+    (sampling, elicitation, roots: the tools that use them appear only then)."""
     params = StdioServerParameters(command=everything["command"], args=[])
-    async with Client(params, mode="legacy") as direct:
+    async with Client(params, mode="legacy", **Answers().callbacks()) as direct:
         await direct.list_tools()
         listed = await direct.session.send_request(types.ListToolsRequest(), RAW)  # type: ignore[type-var]
     return {tool["name"]: tool for tool in listed["tools"]}
