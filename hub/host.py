@@ -165,6 +165,7 @@ class Hub:
                 log_dir=self.config.state_dir / "logs",
                 message_handler=self._on_downstream_message,
                 offline=self.inspect,
+                store=self.store,  # remote servers' OAuth tokens
             )
             await stack.enter_async_context(self.connections)
             stack.push_async_callback(self._shutdown_plugins)

@@ -20,7 +20,7 @@ import enum
 import os
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,12 +30,12 @@ import anyio.abc
 import structlog
 from mcp import ClientSession, StdioServerParameters
 from mcp.shared.exceptions import MCPError
-from mcp.types import CONNECTION_CLOSED
+from mcp.types import CONNECTION_CLOSED, ToolListChangedNotification
 
+from hub.client.auth import ServerAuth, SignInFailed, remote_headers, remote_streams
 from hub.client.environment import child_environment
-from hub.client.errors import InvalidOutput, ServerUnavailable
+from hub.client.errors import InvalidOutput, RemoteRefused, ServerUnavailable
 from hub.client.raw import attach_stdio, call_tool_raw
-from hub.client.sdk import create_http_client
 from hub.client.stdio import open_stdio
 from hub.config.expand import expand_vars
 from hub.config.settings import ServerConfig
@@ -122,6 +122,7 @@ class ConnectionCache:
         message_handler: Callable[[str, Any], Any] | None = None,
         keep_running: Iterable[str] = (),
         offline: bool = False,
+        store: Any = None,
     ) -> None:
         """`offline`: start no server (`hub plugins` only inspects what plugins register)."""
         self.servers = dict(servers)
@@ -138,12 +139,15 @@ class ConnectionCache:
         self._closing = False
         self._literal: set[str] = set()  # servers whose strings are not ${VAR}-expanded
         self.offline = offline
+        # Remote servers' credentials; OAuth tokens live in `store` (hub.client.tokens).
+        self.auth = ServerAuth(store, self.environ)
 
     async def __aenter__(self) -> ConnectionCache:
         stack = contextlib.AsyncExitStack()
         self._tg = await stack.enter_async_context(anyio.create_task_group())
         self._exit_stack = stack
         self._tg.start_soon(self._reap_idle)
+        self._tg.start_soon(self.auth.watch, self._signed_in)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -191,6 +195,9 @@ class ConnectionCache:
         except MCPError as exc:
             if exc.code == CONNECTION_CLOSED:
                 self.mark_dead(name, session)
+            refused = self._refused(name, exc)
+            if refused is not None:
+                raise refused from None
             raise
         finally:
             conn.leases -= 1
@@ -203,11 +210,28 @@ class ConnectionCache:
         arguments: Mapping[str, Any] | None,
         *,
         progress: ProgressFn | None = None,
+        elicit_url: Callable[[str, str], Awaitable[str | None]] | None = None,
     ) -> dict[str, Any]:
         """`tools/call` of `tool` on server `name`: its result as wire JSON (a dict), passed through
         as the server sent it (`call_tool_raw`), or, with `validate_output = true` in its table,
         checked against the tool's output schema first (`InvalidOutput` names the mismatch).
-        Raises `ServerUnavailable` and `MCPError` like `session()`."""
+        Raises `ServerUnavailable` and `MCPError` like `session()`.
+
+        `elicit_url(message, url)` (`ToolCall.elicit_url`): when a remote server refuses the hub
+        until someone signs in, the caller's client is asked to open the sign-in URL, and the call
+        is made again once signed in."""
+        if elicit_url is None:
+            return await self._call_tool(name, tool, arguments, progress)
+        try:
+            return await self._call_tool(name, tool, arguments, progress)
+        except ServerUnavailable:
+            if not self.needs_sign_in(name) or not await self._sign_in_for(name, elicit_url):
+                raise
+        return await self._call_tool(name, tool, arguments, progress)
+
+    async def _call_tool(
+        self, name: str, tool: str, arguments: Mapping[str, Any] | None, progress: ProgressFn | None
+    ) -> dict[str, Any]:
         if not self.servers[name].validate_output:
             conn = await self._ready(name)  # session() without the context manager: a hot path
             session = conn.session
@@ -218,6 +242,9 @@ class ConnectionCache:
             except MCPError as exc:
                 if exc.code == CONNECTION_CLOSED:
                     self.mark_dead(name, session)
+                refused = self._refused(name, exc)
+                if refused is not None:
+                    raise refused from None
                 raise
             finally:
                 conn.leases -= 1
@@ -270,6 +297,11 @@ class ConnectionCache:
         self._history[name] = _History()
         if not expand:
             self._literal.add(name)
+
+    def needs_sign_in(self, name: str) -> bool:
+        """Whether remote server `name` refused the hub until someone signs in (`hub servers
+        login NAME`): its last answer was a 401, or a 403 asking for more scope."""
+        return self.auth.needs_sign_in(name)
 
     def capabilities(self, name: str) -> Any:
         """The `ServerCapabilities` of `name` if it is running, else None."""
@@ -414,7 +446,8 @@ class ConnectionCache:
             conn.done.set()
 
     def _count_failure(self, conn: _Connection, history: _History) -> None:
-        if conn.state not in (ServerState.DIED, ServerState.FAILED):
+        if conn.state not in (ServerState.DIED, ServerState.FAILED) or self.auth.needs_sign_in(conn.name):
+            # A server waiting for a sign-in is tried again on its next use, at once: no backoff.
             history.failures, history.retry_at = 0, 0.0
             return
         ran_long = conn.ready_at is not None and time.monotonic() - conn.ready_at >= STABLE_AFTER_S
@@ -442,27 +475,17 @@ class ConnectionCache:
 
     @contextlib.asynccontextmanager
     async def _http_transport(self, conn: _Connection) -> AsyncIterator[tuple[Any, Any]]:
-        from mcp.client.streamable_http import streamable_http_client
-
-        where = f"servers.{conn.name}"
+        name, literal = conn.name, conn.name in self._literal
         assert conn.config.url is not None
-        url = self._expand(conn.name, conn.config.url, f"{where}.url")
-        headers = {
-            k: self._expand(conn.name, v, f"{where}.headers.{k}") for k, v in conn.config.headers.items()
-        }
-        if conn.config.transport == "sse":  # the older HTTP+SSE transport (`type = "sse"`)
-            from mcp.client.sse import sse_client
-
-            async with sse_client(url, headers=headers) as (read, write):
-                yield read, write
-            return
-        async with (
-            create_http_client(headers=headers) as http,
-            streamable_http_client(url, http_client=http) as (
-                read,
-                write,
-            ),
-        ):
+        url = self._expand(name, conn.config.url, f"servers.{name}.url")
+        headers = remote_headers(
+            name,
+            conn.config,
+            lambda text, where: self._expand(name, text, where),
+            {} if literal else self.environ,
+        )
+        auth = await self.auth.for_server(name, conn.config, url, literal=literal)
+        async with remote_streams(conn.config.transport, url, headers, auth) as (read, write):
             yield read, write
 
     def _message_handler_for(self, name: str) -> Any:
@@ -506,6 +529,9 @@ class ConnectionCache:
             return f"server {name!r}: command {config.command!r} not found (check [servers.{name}] command and PATH)"
         if isinstance(first, PermissionError) and config.transport == "stdio":
             return f"server {name!r}: command {config.command!r} is not executable"
+        refused = self.auth.explain(name, first)
+        if refused is not None:
+            return refused
         if isinstance(first, TimeoutError):
             return (
                 f"server {name!r} did not finish the MCP handshake within {config.startup_timeout_s:g} s"
@@ -529,6 +555,29 @@ class ConnectionCache:
                 ):
                     log.info("closing idle downstream server", server=conn.name)
                     conn.stop.set()
+
+    async def _sign_in_for(self, name: str, elicit_url: Callable[[str, str], Awaitable[str | None]]) -> bool:
+        assert self._tg is not None
+        try:
+            return await self.auth.sign_in_for_session(
+                name, self.servers[name], elicit_url, self._tg.start_soon
+            )
+        except SignInFailed as exc:
+            raise RemoteRefused(str(exc), needs_sign_in=True) from None
+
+    async def _signed_in(self, name: str) -> None:
+        """`name` was signed in to elsewhere: start it at once on its next use, and tell the
+        listeners its tools may have changed (the proxy lists a server it could not list)."""
+        self._history[name].failures, self._history[name].retry_at = 0, 0.0
+        if self.message_handler is not None:
+            result = self.message_handler(name, ToolListChangedNotification())
+            if hasattr(result, "__await__"):
+                await result
+
+    def _refused(self, name: str, exc: MCPError) -> RemoteRefused | None:
+        """A remote server's HTTP refusal of a request, said with its status and the fix."""
+        said = self.auth.explain(name, exc)
+        return None if said is None else RemoteRefused(said, needs_sign_in=self.auth.needs_sign_in(name))
 
 
 def _short(exc: BaseException) -> str:

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import mcp.types as types
+from mcp.shared.exceptions import MCPError
 from pydantic import BaseModel, ValidationError
 
 from hub.errors import ToolError
@@ -85,6 +87,24 @@ class ToolCall:
         self._last_progress = progress
         await self._progress(progress, total, message)
 
+    async def elicit_url(self, message: str, url: str) -> str | None:
+        """Ask the caller's user to open `url` (URL-mode elicitation: a sign-in, a payment page),
+        saying `message`: the client's answer (``accept``, ``decline`` or ``cancel``), or None
+        when the client cannot be asked (it did not declare URL elicitation, or the call came on
+        a path with no way back to the client: a 2026-era request, a transport's shortcut)."""
+        session = self.session
+        params = getattr(session, "client_params", None)
+        elicitation = getattr(getattr(params, "capabilities", None), "elicitation", None)
+        if session is None or elicitation is None or elicitation.url is None:
+            return None
+        try:
+            answer = await session.elicit_url(
+                message, url, uuid.uuid4().hex, related_request_id=self.request_id
+            )
+        except MCPError:  # no back-channel (NoBackChannelError), or the client refused the request
+            return None
+        return str(answer.action)
+
 
 ToolHandler = Callable[[Any, ToolCall], Awaitable[Any]]
 
@@ -115,6 +135,11 @@ class Tool:
     #: answer), which goes to the client as it is: the transports may answer such a call before
     #: the SDK sees it (see `ForwardedTool`).
     returns_raw: ClassVar[bool] = False
+
+    def takes_shortcut(self) -> bool:
+        """Whether a transport's shortcut (`hub.server.shortcuts`) may run a call of this tool:
+        a raw-result tool's, unless it needs the client for this call (`ForwardedTool`)."""
+        return self.returns_raw
 
     def __post_init__(self) -> None:
         if self.input_model is not None and self.input_schema is not None:
@@ -169,10 +194,17 @@ class Tool:
         return arguments
 
 
+@dataclass
 class ForwardedTool(Tool):
-    """A tool whose handler returns a `RawResult` (a downstream's answer, passed through)."""
+    """A tool whose handler returns a `RawResult` (a downstream's answer, passed through).
+    `needs_client()`, when given and true, sends a call the regular way, where the handler's
+    `ToolCall` can reach the client (`ToolCall.elicit_url`), not through a transport's shortcut."""
 
     returns_raw: ClassVar[bool] = True
+    needs_client: Callable[[], bool] | None = field(default=None, compare=False)
+
+    def takes_shortcut(self) -> bool:
+        return self.needs_client is None or not self.needs_client()
 
 
 def _as_json(arguments: Any) -> str:

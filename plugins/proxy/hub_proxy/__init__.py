@@ -262,7 +262,13 @@ class Proxy:
             # Raw forwarding: JSON-RPC in, the downstream's result dict out, no SDK models per call.
             try:
                 return RawResult(
-                    await connections.call_tool(server, tool.name, arguments, progress=call.report_progress)
+                    await connections.call_tool(
+                        server,
+                        tool.name,
+                        arguments,
+                        progress=call.report_progress,
+                        elicit_url=call.elicit_url,
+                    )
                 )
             except (MCPError, HubError) as exc:  # a closed connection is marked dead by the cache itself
                 raise ToolError(failure_message(server, tool.name, exc)) from None
@@ -277,6 +283,8 @@ class Proxy:
             title=tool.title,
             annotations=tool.annotations,
             group=server,
+            # A server waiting for a sign-in: the call goes where it can ask the client to sign in.
+            needs_client=lambda: connections.needs_sign_in(server),
         )
 
     async def _downstream(
