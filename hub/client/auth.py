@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import subprocess
 import sys
 import time
 import webbrowser
@@ -162,7 +163,10 @@ class HeadersHelperAuth(httpx2.Auth):
         what = f"servers.{self.server}.headersHelper"
         try:
             with anyio.fail_after(HEADERS_HELPER_TIMEOUT_S):
-                done = await anyio.run_process(self.command, check=False, env=self.env, stdin=None)
+                # stdin closed: a hub serving over stdio must not lend its protocol input to a child
+                done = await anyio.run_process(
+                    self.command, check=False, env=self.env, stdin=subprocess.DEVNULL
+                )
         except TimeoutError:
             raise ConfigError(f"{what} did not finish within {HEADERS_HELPER_TIMEOUT_S:g} s") from None
         except OSError as exc:
@@ -626,9 +630,8 @@ async def sign_in(
             client_metadata_url=oauth.client_metadata_url if oauth else None,
         )
         await provider.start_afresh()
-        failure: SignInFailed | None = (
-            None  # raised once the listener is closed, not wrapped in its task group
-        )
+        # A failure is raised once the listener is closed, not wrapped in its task group's error.
+        failure: SignInFailed | None = None
         try:
             tools = await _list_tools(config, url, remote_headers(name, config, expand, environ), provider)
         except Exception as exc:
@@ -657,18 +660,16 @@ async def sign_out(name: str, config: ServerConfig, store: TokenStore, environ: 
     the registration and the metadata. Says what was done."""
     url = _expander(environ)(config.url or "", f"servers.{name}.url")
     tokens = (await store.ready()).server(name, url)
-    if not (await tokens.load()).exists:
-        return f"{name}: not signed in; nothing to forget"
+    if (await tokens.load()).tokens is None:
+        await tokens.forget()
+        return f"{name}: not signed in; nothing to revoke"
     try:
         status = await HubOAuthProvider(name, url, tokens).revoke()
     except (httpx2.HTTPError, OAuthTokenError) as exc:
-        status, note = (
-            None,
-            f" (revoking failed: {type(exc).__name__}; the server may still honour the token)",
-        )
+        note = f" (revoking failed: {type(exc).__name__}; the server may honour the tokens until they expire)"
     else:
         note = (
-            " (the server has no revocation endpoint: the tokens were only forgotten here)"
+            " (the server offers no revocation: the tokens were only forgotten here)"
             if status is None
             else f" (the server answered the revocation with HTTP {status})"
         )

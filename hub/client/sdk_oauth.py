@@ -101,14 +101,25 @@ class HubOAuthProvider(OAuthClientProvider):
     # -- state, restored from the store --------------------------------------------------------
 
     async def _initialize(self) -> None:
+        await self._load_registration()
         self._adopt(await self.tokens.load())
+        self._initialized = True
+
+    async def _load_registration(self) -> None:
+        """The client registration and the discovered metadata, as the store has them."""
         self.context.client_info = await self.tokens.get_client_info()
         prm, asm, auth_server_url = await self.tokens.load_discovery()
         if asm is not None:
             self.context.protected_resource_metadata = prm
             self.context.oauth_metadata = asm
             self.context.auth_server_url = auth_server_url
-        self._initialized = True
+
+    async def _adopt_newer(self, row: TokenRow) -> None:
+        """`_adopt`, and when another process wrote the row since this one read it (a sign-in
+        may have registered anew), its registration and metadata too."""
+        if row.generation != self.tokens.generation:
+            await self._load_registration()
+        self._adopt(row)
 
     def _adopt(self, row: TokenRow) -> None:
         """Use `row`'s tokens (or none), as the newest there are."""
@@ -211,7 +222,7 @@ class HubOAuthProvider(OAuthClientProvider):
             if self.tokens.generation == generation:  # no other request of this process moved on
                 row = await self.tokens.load()
                 if row.generation != generation:
-                    self._adopt(row)
+                    await self._adopt_newer(row)
                 elif status == 401 and sent is not None:
                     await self._refresh(force=True)
                 if status == 401 and not self.context.is_token_valid() and self.context.can_refresh_token():
@@ -259,7 +270,7 @@ class HubOAuthProvider(OAuthClientProvider):
         deadline = time.monotonic() + LEASE_WAIT_S
         while True:
             decision, row = await self.tokens.lease_or_adopt(self.owner, force=force)
-            self._adopt(row)  # in every case: the newest tokens there are
+            await self._adopt_newer(row)  # in every case: the newest tokens there are
             if decision in ("adopt", "dead"):
                 return
             if decision == "leased":

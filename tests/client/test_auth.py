@@ -6,7 +6,6 @@ bearer variable, the refresh lease, and the sign-in offered to a session by URL 
 
 from __future__ import annotations
 
-import json
 import socket
 import sqlite3
 import sys
@@ -209,13 +208,8 @@ async def test_one_refresher_at_a_time_and_a_dead_ones_lease_is_taken_over(store
     assert (await other.lease_or_adopt("host:2:b", force=False))[0] == "leased"
 
 
-async def test_a_session_is_offered_the_sign_in_by_url_elicitation(remote, tmp_path):
+async def test_a_running_hub_sees_a_sign_in_and_offers_one_by_url_elicitation(remote, tmp_path):
     config = make_config(tmp_path, plugins={"enabled": ["proxy"]}, servers={"remote": {"url": remote.url}})
-    store = Store.in_state_dir(config.state_dir)
-    try:
-        await signed_in("remote", config.servers["remote"], store)
-    finally:
-        store.close()
     asked: list[str] = []
 
     async def elicit(context: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
@@ -225,15 +219,26 @@ async def test_a_session_is_offered_the_sign_in_by_url_elicitation(remote, tmp_p
         return types.ElicitResult(action="accept")
 
     async with running_hub(config, elicitation_callback=elicit) as (hub, client):
-        with anyio.fail_after(30):
-            while "remote__whoami" not in hub.registry.tools:  # the proxy lists it in the background
+        proxy = hub.plugins["proxy"].plugin.proxy
+        with anyio.fail_after(30):  # never signed in: the proxy cannot list it
+            while not proxy.problems["remote"]:
+                await anyio.sleep(0.05)
+        assert "needs login: run `hub servers login remote`" in proxy.problems["remote"][0]
+        terminal = Store.in_state_dir(config.state_dir)  # `hub servers login` in another process
+        try:
+            await signed_in("remote", config.servers["remote"], terminal)
+        finally:
+            terminal.close()
+        with anyio.fail_after(30):  # the running hub notices, and the proxy lists the server
+            while "remote__whoami" not in hub.registry.tools:
                 await anyio.sleep(0.05)
         first = await client.call_tool("remote__whoami", {})
         remote.revoke_all()  # signed out at the server: the next call needs a sign-in
         again = await client.call_tool("remote__whoami", {})
     assert not first.is_error and not again.is_error, again
     assert asked == ["The hub needs you to sign in to remote to use its tools; it waits until you are back."]
-    assert json.loads(again.content[0].text)["token"] != json.loads(first.content[0].text)["token"]  # type: ignore[union-attr]
+    assert first.structured_content and again.structured_content
+    assert again.structured_content["token"] != first.structured_content["token"]
 
 
 async def test_token_files_are_private(tmp_path):
