@@ -176,6 +176,7 @@ class Hub:
                 log_dir=self.config.state_dir / "logs",
                 message_handler=self._on_downstream_message,
                 offline=self.inspect,
+                store=self.store,  # remote servers' OAuth tokens
             )
             await stack.enter_async_context(self.connections)
             self.listings = Listings(self.store, self.connections)

@@ -80,3 +80,6 @@ def configure_logging(
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(max(numeric, logging.WARNING))
+    # The SDK's OAuth client logs every failed sign-in with a traceback; the hub says what
+    # failed itself, in one sentence (hub.client.auth).
+    logging.getLogger("mcp.client.auth.oauth2").setLevel(logging.CRITICAL)

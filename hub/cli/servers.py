@@ -1,4 +1,5 @@
-"""`hub servers import | list | check | refresh`: bring existing MCP servers under the hub and see them.
+"""`hub servers import | list | check | refresh | login | logout`: bring existing MCP servers under
+the hub, see them, and sign in to the remote ones.
 
 - `import [PATH]` reads the `mcpServers` of an `.mcp.json` (default `./.mcp.json`), Claude
   Desktop's `claude_desktop_config.json` or `~/.claude.json` (its top level and this project's
@@ -14,10 +15,17 @@
   offers and keeps it for the hub (`hub.client.listing`), says what it offers that the hub does
   not pass on, and reports a failure with the tail of the server's stderr.
 - `refresh [NAME]` asks each server again and keeps its lists (after a server was upgraded, say).
+- `login NAME` signs the hub in to a remote server with OAuth (`hub.client.auth.sign_in`): it
+  prints the authorization URL, opens a browser when there is one (not with `--no-browser`) and
+  waits for the redirect on a loopback listener; the tokens go to the store, where every hub on
+  the state directory uses them. `logout NAME` revokes and forgets them.
+`list` and `check` say where a remote server's sign-in stands: `signed in (expires in ...)`,
+`needs login`, `token refresh failed: ...`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -34,12 +42,21 @@ from hub.services.instances import process_alive
 if TYPE_CHECKING:
     from hub.config.settings import HubConfig
 
-__all__ = ["add_parser", "check_servers", "import_servers", "list_servers", "read_mcp_servers", "run"]
+__all__ = [
+    "add_parser",
+    "check_servers",
+    "import_servers",
+    "list_servers",
+    "login",
+    "logout",
+    "read_mcp_servers",
+    "run",
+]
 
 CHECK_CONCURRENCY = 4
 
 # The keys of an .mcp.json entry the hub takes as they are.
-ENTRY_KEYS = ("type", "command", "args", "env", "cwd", "url", "headers", "timeout")
+ENTRY_KEYS = ("type", "command", "args", "env", "cwd", "url", "headers", "headersHelper", "oauth", "timeout")
 
 
 class ImportError_(Exception):
@@ -272,12 +289,30 @@ def _tools_seen(database: Path, config: HubConfig) -> dict[str, int]:
     return seen
 
 
+def _sign_ins(database: Path) -> dict[str, tuple[str, Any]]:
+    """Each remote server's (url, token row) from the store, read-only."""
+    from hub.client.tokens import read_rows
+
+    if not database.exists():
+        return {}
+    try:
+        conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=2)
+        try:
+            return read_rows(conn)
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return {}
+
+
 def list_servers(config: HubConfig) -> list[dict[str, Any]]:
-    """One row per configured server: name, transport, target, set by, running, tools (last seen)."""
+    """One row per configured server: name, transport, target, set by, running, tools (last
+    seen), and a remote server's sign-in."""
     from hub.config.expand import expand_vars
 
     database = config.state_dir / "hub.sqlite"
     tools = _tools_seen(database, config)
+    sign_ins = _sign_ins(database)
     here = socket.gethostname()
     hubs = {
         int(pid)
@@ -300,6 +335,8 @@ def list_servers(config: HubConfig) -> list[dict[str, Any]]:
                 running = False
         else:
             target, running = server.url or "", None  # a remote server: not ours to run
+        stored = sign_ins.get(name)
+        sign_in = stored[1].describe(name) if stored and stored[0] == _expanded_url(server) else None
         rows.append(
             {
                 "name": name,
@@ -308,9 +345,19 @@ def list_servers(config: HubConfig) -> list[dict[str, Any]]:
                 "set_by": config.origin_of(f"servers.{name}"),
                 "running": running,
                 "tools": tools.get(name),
+                "sign_in": sign_in,
             }
         )
     return rows
+
+
+def _expanded_url(server: Any) -> str | None:
+    from hub.config.expand import expand_vars
+
+    try:
+        return expand_vars(server.url or "", os.environ, where="url")
+    except Exception:
+        return None
 
 
 # --- check -------------------------------------------------------------------------------------
@@ -334,13 +381,14 @@ async def check_servers(
     if unknown:
         known = ", ".join(config.servers) or "none"
         raise LookupError(f"no server {', '.join(map(repr, unknown))} in the configuration (known: {known})")
+
     chosen = names or list(config.servers)
     results: dict[str, dict[str, Any]] = {}
     limit = anyio.Semaphore(CHECK_CONCURRENCY)
     store = Store.in_state_dir(config.state_dir)
     try:
         with tempfile.TemporaryDirectory(prefix="hub-check-") as logs:
-            async with ConnectionCache(config.servers, log_dir=Path(logs)) as cache:
+            async with ConnectionCache(config.servers, log_dir=Path(logs), store=store) as cache:
                 listings = Listings(store, cache)
                 await listings.setup()
 
@@ -356,6 +404,11 @@ async def check_servers(
                             }
                         finally:
                             await cache.close(name)
+                        stored = _sign_ins(store.path).get(
+                            name
+                        )  # a remote server's sign-in, as it stands now
+                        if stored is not None and stored[0] == _expanded_url(config.servers[name]):
+                            results[name]["sign_in"] = stored[1].describe(name)
                         if on_result is not None:
                             on_result(results[name])
 
@@ -380,7 +433,80 @@ def _checked(name: str, listing: Any) -> dict[str, Any]:
     }
 
 
+# --- login, logout -------------------------------------------------------------------------------
+
+
+def _remote(config: HubConfig, name: str, action: str) -> Any:
+    """The `[servers.NAME]` table `action` applies to; LookupError says why not."""
+    server = config.servers.get(name)
+    if server is None:
+        known = ", ".join(config.servers) or "none"
+        raise LookupError(f"no server {name!r} in the configuration (known: {known})")
+    if server.url is None:
+        raise LookupError(f"server {name!r} is a stdio server: {action} is for remote (url) servers")
+    if not server.signs_in_with_oauth:
+        raise LookupError(
+            f"server {name!r} authenticates with headersHelper, bearer_token_env_var or an "
+            f"Authorization header: the hub does not sign in to it with OAuth"
+        )
+    return server
+
+
+async def login(config: HubConfig, name: str, *, scopes: str | None = None, browser: bool = True) -> int:
+    """`hub servers login NAME`: sign in through the browser; the outcome on stdout (never a token)."""
+    from hub.client.auth import SignInFailed, open_in_browser, sign_in
+    from hub.client.tokens import TokenStore
+    from hub.errors import ConfigError
+    from hub.services.store import Store
+
+    server = _remote(config, name, "sign-in")
+    timeout = server.oauth.callback_timeout_s if server.oauth else 300
+
+    async def show(url: str) -> None:
+        print(
+            f"Open this URL in a browser to sign in to {name} (waiting up to {timeout:g} s):\n{url}",
+            flush=True,
+        )
+        if browser:
+            await open_in_browser(url)
+
+    with contextlib.closing(Store.in_state_dir(config.state_dir)) as store:
+        try:
+            signed = await sign_in(
+                name, server, TokenStore(store), show_url=show, environ=os.environ, scopes=scopes
+            )
+        except (SignInFailed, ConfigError) as exc:
+            print(f"hub servers login: {exc}", file=sys.stderr)
+            return 1
+    print(f"signed in to {signed.describe()}")
+    return 0
+
+
+async def logout(config: HubConfig, name: str) -> int:
+    """`hub servers logout NAME`: revoke where the server can, and forget the tokens."""
+    from hub.client.auth import sign_out
+    from hub.client.tokens import TokenStore
+    from hub.services.store import Store
+
+    server = _remote(config, name, "sign-out")
+    with contextlib.closing(Store.in_state_dir(config.state_dir)) as store:
+        print(await sign_out(name, server, TokenStore(store), os.environ))
+    return 0
+
+
 # --- the command ---------------------------------------------------------------------------------
+
+
+def _sign_in_action(config: HubConfig, args: Any) -> int:
+    import anyio
+
+    try:
+        if args.servers_command == "login":
+            return anyio.run(lambda: login(config, args.name, scopes=args.scope, browser=not args.no_browser))
+        return anyio.run(logout, config, args.name)
+    except LookupError as exc:
+        print(f"hub servers {args.servers_command}: {exc.args[0]}", file=sys.stderr)
+        return 2
 
 
 def add_parser(commands: Any) -> None:
@@ -436,6 +562,26 @@ def add_parser(commands: Any) -> None:
         chk.add_argument("names", nargs="*", metavar="NAME", help="default: every configured server")
         chk.add_argument("--json", action="store_true", help="print JSON")
         add_common(chk, suppress=True)
+    _add_sign_in_parsers(actions)
+
+
+def _add_sign_in_parsers(actions: Any) -> None:
+    """`hub servers login NAME` and `logout NAME`."""
+    sign = actions.add_parser(
+        "login",
+        help="sign in to a remote server (OAuth): prints the URL to open, waits for the browser",
+        description="Sign the hub in to remote server NAME with OAuth 2.1 (authorization code with PKCE). "
+        "The authorization URL is printed (and opened in a browser when one is available); the browser "
+        "comes back to a listener on 127.0.0.1. The tokens are kept in the store for every hub on the "
+        "state directory.",
+    )
+    sign.add_argument("name", metavar="NAME")
+    sign.add_argument("--no-browser", action="store_true", help="only print the URL")
+    sign.add_argument("--scope", help="scopes to ask for besides the configured ones (space-separated)")
+    add_common(sign, suppress=True)
+    out = actions.add_parser("logout", help="revoke and forget a remote server's tokens")
+    out.add_argument("name", metavar="NAME")
+    add_common(out, suppress=True)
 
 
 def run(args: Any) -> int:
@@ -446,6 +592,8 @@ def run(args: Any) -> int:
     if args.servers_command == "import":
         return _import(args)
     config = config_from(args)
+    if args.servers_command in ("login", "logout"):
+        return _sign_in_action(config, args)
     if args.servers_command == "list":
         return _list(config, as_json=args.json)
     return _check(config, list(args.names), as_json=args.json, brief=args.servers_command == "refresh")
@@ -508,7 +656,10 @@ def _list(config: HubConfig, *, as_json: bool) -> int:
     for row in rows:
         running = {True: "running", False: "not running", None: "remote"}[row["running"]]
         tools = "tools: not seen yet" if row["tools"] is None else f"tools: {row['tools']}"
-        print(f"{row['name']}  ({row['transport']}: {row['target']})  {running}, {tools}  [{row['set_by']}]")
+        sign_in = f", {row['sign_in']}" if row["sign_in"] else ""
+        print(
+            f"{row['name']}  ({row['transport']}: {row['target']})  {running}, {tools}{sign_in}  [{row['set_by']}]"
+        )
     return 0
 
 
@@ -544,14 +695,16 @@ def _check(config: HubConfig, names: list[str], *, as_json: bool, brief: bool = 
 
 
 def check_line(row: dict[str, Any], *, brief: bool = False) -> str:
-    """What `check` (or, `brief`, `refresh`) says of one server: its counts and tools, and what it
-    offers that the hub does not pass on; or why it failed."""
+    """What `check` (or, `brief`, `refresh`) says of one server: its counts and tools, what it
+    offers that the hub does not pass on, and where a remote server's sign-in stands; or why it
+    failed."""
+    sign_in = f"  [{row['sign_in']}]" if row.get("sign_in") else ""
     if not row["ok"]:
-        return f"FAILED  {row['name']}: {row['error']}"
+        return f"FAILED  {row['name']}: {row['error']}{sign_in}"
     counts = f"{len(row['tools'])} tools, {row['resources']} resources, {row['prompts']} prompts"
     if brief:
-        return f"listed  {row['name']}: {counts}"
-    line = f"ok      {row['name']}: {counts}; tools: {', '.join(row['tools'])}"
+        return f"listed  {row['name']}: {counts}{sign_in}"
+    line = f"ok      {row['name']}: {counts}; tools: {', '.join(row['tools'])}{sign_in}"
     if row["not_relayed"]:
         line += f"\n        {row['name']} offers what the hub does not pass on yet: {'; '.join(row['not_relayed'])}"
     return line

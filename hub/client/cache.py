@@ -21,7 +21,7 @@ import os
 import time
 import warnings
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,15 +31,16 @@ import anyio.abc
 import structlog
 from mcp import ClientSession, StdioServerParameters
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
-from mcp.types import CONNECTION_CLOSED
+from mcp.types import CONNECTION_CLOSED, ToolListChangedNotification
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from hub.client.asking import INPUT_METHODS, Caller, Calls, drive_input_required
+from hub.client.auth import ServerAuth, SignInFailed, remote_headers, remote_streams
 from hub.client.environment import child_environment
-from hub.client.errors import InvalidOutput, ServerUnavailable
+from hub.client.errors import InvalidOutput, RemoteRefused, ServerUnavailable
 from hub.client.listing import config_digest
 from hub.client.raw import attach_stdio, call_tool_raw
-from hub.client.sdk import create_http_client, negotiate
+from hub.client.sdk import negotiate
 from hub.client.stdio import open_stdio
 from hub.client.watching import Watching
 from hub.config.expand import expand_vars
@@ -137,6 +138,7 @@ class ConnectionCache:
         message_handler: Callable[[str, Any], Any] | None = None,
         keep_running: Iterable[str] = (),
         offline: bool = False,
+        store: Any = None,
     ) -> None:
         """`offline`: start no server (`hub plugins` only inspects what plugins register)."""
         self.servers = dict(servers)
@@ -159,12 +161,15 @@ class ConnectionCache:
         self._lane_locks: dict[tuple[str, Hashable], anyio.Lock] = {}
         self.log_level: str | None = None  # what handshake-era servers are asked to log (set_log_level)
         self.watching = Watching()  # resources clients subscribed to, per server
+        # Remote servers' credentials; OAuth tokens live in `store` (hub.client.tokens).
+        self.auth = ServerAuth(store, self.environ)
 
     async def __aenter__(self) -> ConnectionCache:
         stack = contextlib.AsyncExitStack()
         self._tg = await stack.enter_async_context(anyio.create_task_group())
         self._exit_stack = stack
         self._tg.start_soon(self._reap_idle)
+        self._tg.start_soon(self.auth.watch, self._signed_in)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -212,6 +217,9 @@ class ConnectionCache:
         except MCPError as exc:
             if exc.code == CONNECTION_CLOSED:
                 self.mark_dead(name, session)
+            refused = self._refused(name, exc)
+            if refused is not None:
+                raise refused from None
             raise
         finally:
             conn.leases -= 1
@@ -225,6 +233,7 @@ class ConnectionCache:
         *,
         progress: ProgressFn | None = None,
         caller: Caller | None = None,
+        elicit_url: Callable[[str, str], Awaitable[str | None]] | None = None,
     ) -> dict[str, Any]:
         """`tools/call` of `tool` on server `name`: its result as wire JSON (a dict), passed through
         as the server sent it (`call_tool_raw`), or, with `validate_output = true` in its table,
@@ -233,7 +242,28 @@ class ConnectionCache:
         `caller` is the hub's client the call is for (a `hub.ToolCall`): what the server asks
         during the call (sampling, elicitation, roots) and the log messages it sends go to it
         (`hub.client.asking`), and its log level goes with the call. Raises `ServerUnavailable`
-        and `MCPError` like `session()`."""
+        and `MCPError` like `session()`.
+
+        `elicit_url(message, url)`: when a remote server refuses the hub until someone signs in,
+        the caller's client is asked to open the sign-in URL, and the call is made again once
+        signed in."""
+        if elicit_url is None:
+            return await self._call_tool(name, tool, arguments, progress, caller)
+        try:
+            return await self._call_tool(name, tool, arguments, progress, caller)
+        except ServerUnavailable:
+            if not self.needs_sign_in(name) or not await self._sign_in_for(name, elicit_url):
+                raise
+        return await self._call_tool(name, tool, arguments, progress, caller)
+
+    async def _call_tool(
+        self,
+        name: str,
+        tool: str,
+        arguments: Mapping[str, Any] | None,
+        progress: ProgressFn | None,
+        caller: Caller | None,
+    ) -> dict[str, Any]:
         conn = await self._ready(name, self._lane_for(name, caller))  # a hot path: no context manager
         session = conn.session
         assert session is not None
@@ -246,6 +276,9 @@ class ConnectionCache:
         except MCPError as exc:
             if exc.code == CONNECTION_CLOSED:
                 self.mark_dead(name, session)
+            refused = self._refused(name, exc)
+            if refused is not None:
+                raise refused from None
             raise
         finally:
             conn.leases -= 1
@@ -389,6 +422,11 @@ class ConnectionCache:
             lambda text, key: self._expand(name, text, f"servers.{name}.{key}"),
             client=self.client_profile(),
         )
+
+    def needs_sign_in(self, name: str) -> bool:
+        """Whether remote server `name` refused the hub until someone signs in (`hub servers
+        login NAME`): its last answer was a 401, or a 403 asking for more scope."""
+        return self.auth.needs_sign_in(name)
 
     def capabilities(self, name: str) -> Any:
         """The `ServerCapabilities` of `name` if it is running, else None."""
@@ -622,7 +660,8 @@ class ConnectionCache:
             log.info("downstream log level or subscriptions not applied", server=conn.name, error=str(exc))
 
     def _count_failure(self, conn: _Connection, history: _History) -> None:
-        if conn.state not in (ServerState.DIED, ServerState.FAILED):
+        if conn.state not in (ServerState.DIED, ServerState.FAILED) or self.auth.needs_sign_in(conn.name):
+            # A server waiting for a sign-in is tried again on its next use, at once: no backoff.
             history.failures, history.retry_at = 0, 0.0
             return
         ran_long = conn.ready_at is not None and time.monotonic() - conn.ready_at >= STABLE_AFTER_S
@@ -650,27 +689,17 @@ class ConnectionCache:
 
     @contextlib.asynccontextmanager
     async def _http_transport(self, conn: _Connection) -> AsyncIterator[tuple[Any, Any]]:
-        from mcp.client.streamable_http import streamable_http_client
-
-        where = f"servers.{conn.name}"
+        name, literal = conn.name, conn.name in self._literal
         assert conn.config.url is not None
-        url = self._expand(conn.name, conn.config.url, f"{where}.url")
-        headers = {
-            k: self._expand(conn.name, v, f"{where}.headers.{k}") for k, v in conn.config.headers.items()
-        }
-        if conn.config.transport == "sse":  # the older HTTP+SSE transport (`type = "sse"`)
-            from mcp.client.sse import sse_client
-
-            async with sse_client(url, headers=headers) as (read, write):
-                yield read, write
-            return
-        async with (
-            create_http_client(headers=headers) as http,
-            streamable_http_client(url, http_client=http) as (
-                read,
-                write,
-            ),
-        ):
+        url = self._expand(name, conn.config.url, f"servers.{name}.url")
+        headers = remote_headers(
+            name,
+            conn.config,
+            lambda text, where: self._expand(name, text, where),
+            {} if literal else self.environ,
+        )
+        auth = await self.auth.for_server(name, conn.config, url, literal=literal)
+        async with remote_streams(conn.config.transport, url, headers, auth) as (read, write):
             yield read, write
 
     def _message_handler_for(self, name: str) -> Any:
@@ -714,6 +743,9 @@ class ConnectionCache:
             return f"server {name!r}: command {config.command!r} not found (check [servers.{name}] command and PATH)"
         if isinstance(first, PermissionError) and config.transport == "stdio":
             return f"server {name!r}: command {config.command!r} is not executable"
+        refused = self.auth.explain(name, first)
+        if refused is not None:
+            return refused
         if isinstance(first, TimeoutError):
             return (
                 f"server {name!r} did not finish the MCP handshake within {config.startup_timeout_s:g} s"
@@ -744,6 +776,29 @@ class ConnectionCache:
                 if conn.done.is_set():
                     del self._lanes[key]
                     self._lane_locks.pop(key, None)
+
+    async def _sign_in_for(self, name: str, elicit_url: Callable[[str, str], Awaitable[str | None]]) -> bool:
+        assert self._tg is not None
+        try:
+            return await self.auth.sign_in_for_session(
+                name, self.servers[name], elicit_url, self._tg.start_soon
+            )
+        except SignInFailed as exc:
+            raise RemoteRefused(str(exc), needs_sign_in=True) from None
+
+    async def _signed_in(self, name: str) -> None:
+        """`name` was signed in to elsewhere: start it at once on its next use, and tell the
+        listeners its tools may have changed (the proxy lists a server it could not list)."""
+        self._history[name].failures, self._history[name].retry_at = 0, 0.0
+        if self.message_handler is not None:
+            result = self.message_handler(name, ToolListChangedNotification())
+            if hasattr(result, "__await__"):
+                await result
+
+    def _refused(self, name: str, exc: MCPError) -> RemoteRefused | None:
+        """A remote server's HTTP refusal of a request, said with its status and the fix."""
+        said = self.auth.explain(name, exc)
+        return None if said is None else RemoteRefused(said, needs_sign_in=self.auth.needs_sign_in(name))
 
 
 def _short(exc: BaseException) -> str:

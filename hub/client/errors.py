@@ -1,7 +1,9 @@
 """What goes wrong with a downstream server, and the one way it is told to a user.
 
-`ServerUnavailable` (it could not be started or reached) and `InvalidOutput` (a result against
-its tool's output schema) are raised by the connection cache; `failure_message` turns any failure
+`ServerUnavailable` (it could not be started or reached), `RemoteRefused` (a remote server
+answered with an HTTP error: the status, the challenge and the fix, such as `hub servers login
+NAME`) and `InvalidOutput` (a result against its tool's output schema) are raised by the
+connection cache; `failure_message` turns any failure
 of a request to a downstream server into the sentence a caller sees, the same in every plugin.
 """
 
@@ -12,11 +14,20 @@ from mcp.types import CONNECTION_CLOSED, REQUEST_TIMEOUT
 
 from hub.errors import HubError
 
-__all__ = ["InvalidOutput", "ServerUnavailable", "failure_message"]
+__all__ = ["InvalidOutput", "RemoteRefused", "ServerUnavailable", "failure_message"]
 
 
 class ServerUnavailable(HubError):
     """A downstream server could not be started or reached; the message says which and why."""
+
+
+class RemoteRefused(ServerUnavailable):
+    """A remote server refused a request (HTTP 401, 403, 5xx ...); the message names the status,
+    its `WWW-Authenticate` challenge and the fix. `needs_sign_in`: `hub servers login` is it."""
+
+    def __init__(self, message: str, *, needs_sign_in: bool = False) -> None:
+        super().__init__(message)
+        self.needs_sign_in = needs_sign_in
 
 
 class InvalidOutput(HubError):

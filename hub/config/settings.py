@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from pydantic import (
+    AliasChoices,
     BaseModel,
     ConfigDict,
     Field,
@@ -56,6 +57,7 @@ __all__ = [
     "DaemonConfig",
     "HttpConfig",
     "HubConfig",
+    "OAuthConfig",
     "PluginsConfig",
     "ServerConfig",
     "origin_of",
@@ -107,6 +109,58 @@ class DaemonConfig(_Strict):
 
 _M = TypeVar("_M", bound=BaseModel)
 
+
+def _either(name: str, camel: str) -> Any:
+    """A key spelt the hub's way or as Claude Code's `.mcp.json` spells it."""
+    return AliasChoices(name, camel)
+
+
+class OAuthConfig(_Strict):
+    """`[servers.NAME.oauth]`: how the hub signs in to a remote server with OAuth 2.1 (`hub servers
+    login NAME`). Optional: a server that answers 401 with a Bearer challenge is signed in to by
+    discovery and registration alone. Claude Code's `.mcp.json` names (`clientId`, `callbackPort`,
+    `scopes`) are accepted, so `hub servers import` carries them over."""
+
+    scopes: str | None = Field(
+        default=None,
+        description="Scopes to ask for, space-separated (default: what the server's metadata says).",
+    )
+    client_id: str | None = Field(
+        default=None,
+        validation_alias=_either("client_id", "clientId"),
+        description="A client registered with the authorization server by hand, for servers without "
+        "dynamic registration.",
+    )
+    client_secret: SecretStr | None = Field(
+        default=None,
+        validation_alias=_either("client_secret", "clientSecret"),
+        description="That client's secret, if it has one (write ${VAR} rather than the secret).",
+    )
+    client_metadata_url: str | None = Field(
+        default=None,
+        validation_alias=_either("client_metadata_url", "clientMetadataUrl"),
+        pattern=r"^https://[^/]+/.+",
+        description="An https URL of a Client ID Metadata Document to use as client_id where the "
+        "authorization server supports it.",
+    )
+    callback_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        validation_alias=_either("callback_port", "callbackPort"),
+        description="A fixed loopback port for the sign-in redirect (http://127.0.0.1:PORT/callback); "
+        "default: any free port.",
+    )
+    callback_timeout_s: float = Field(
+        default=300.0, gt=0, le=3600, description="How long a sign-in waits for the browser."
+    )
+
+    @field_validator("scopes", mode="before")
+    @classmethod
+    def _scope_list(cls, value: Any) -> Any:
+        return " ".join(str(v) for v in value) if isinstance(value, list) else value
+
+
 # The transports of `type`, as `.mcp.json` spells them.
 ServerType = Literal["stdio", "http", "streamable-http", "sse"]
 
@@ -156,6 +210,20 @@ class ServerConfig(BaseModel):
         default=False,
         description="Check this server's tool results against their output schema (default: passed through as is).",
     )
+    oauth: OAuthConfig | None = Field(
+        default=None, description="OAuth sign-in settings of a remote server (`hub servers login`)."
+    )
+    headers_helper: str | None = Field(
+        default=None,
+        validation_alias=_either("headers_helper", "headersHelper"),
+        description="A shell command whose output (a JSON object, or `Name: value` lines) gives "
+        "headers for a remote server, as Claude Code's headersHelper.",
+    )
+    bearer_token_env_var: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="The environment variable holding a bearer token for a remote server.",
+    )
 
     @model_validator(mode="after")
     def _one_transport(self) -> ServerConfig:
@@ -175,6 +243,7 @@ class ServerConfig(BaseModel):
             raise ValueError("'args', 'env' and 'cwd' apply to stdio servers only; this one has a 'url'")
         if self.command is not None and self.headers:
             raise ValueError("'headers' apply to HTTP servers only; this one has a 'command'")
+        self._one_way_to_sign_in()
         if self.type == "stdio" and self.command is None:
             raise ValueError("type 'stdio' needs a 'command'")
         if self.type in ("http", "streamable-http", "sse") and self.url is None:
@@ -182,6 +251,34 @@ class ServerConfig(BaseModel):
         if self.timeout is not None:
             self.startup_timeout_s = self.timeout / 1000
         return self
+
+    def _one_way_to_sign_in(self) -> None:
+        ways = [
+            key
+            for key, value in (
+                ("oauth", self.oauth),
+                ("headersHelper", self.headers_helper),
+                ("bearer_token_env_var", self.bearer_token_env_var),
+            )
+            if value is not None
+        ]
+        if ways and self.command is not None:
+            raise ValueError(f"{ways[0]!r} applies to remote (url) servers only; this one has a 'command'")
+        if any(key.lower() == "authorization" for key in self.headers):
+            ways.append("an Authorization header")
+        if len(ways) > 1:
+            raise ValueError(f"{' and '.join(ways)} both authenticate to the server; keep one")
+
+    @property
+    def signs_in_with_oauth(self) -> bool:
+        """Whether the hub uses OAuth for this server: a remote server with no other credentials
+        (headers helper, bearer variable or Authorization header) configured."""
+        return (
+            self.url is not None
+            and self.headers_helper is None
+            and self.bearer_token_env_var is None
+            and not any(key.lower() == "authorization" for key in self.headers)
+        )
 
     @property
     def transport(self) -> Literal["stdio", "http", "sse"]:
@@ -305,6 +402,8 @@ class HubConfig(BaseSettings):
         for server in data["servers"].values():
             server["env"] = {key: SECRET_MASK for key in server["env"]}
             server["headers"] = {key: SECRET_MASK for key in server["headers"]}
+            if server.get("oauth") and server["oauth"].get("client_secret"):
+                server["oauth"]["client_secret"] = SECRET_MASK
         return data
 
     def origin_of(self, key: str) -> str:

@@ -290,6 +290,11 @@ class Tool:
     #: the SDK sees it (see `ForwardedTool`).
     returns_raw: ClassVar[bool] = False
 
+    def takes_shortcut(self) -> bool:
+        """Whether a transport's shortcut (`hub.server.shortcuts`) may run a call of this tool:
+        a raw-result tool's, unless it needs the client for this call (`ForwardedTool`)."""
+        return self.returns_raw
+
     def __post_init__(self) -> None:
         if self.input_model is not None and self.input_schema is not None:
             raise RegistrationError(f"tool {self.name!r}: give input_model or input_schema, not both")
@@ -343,10 +348,17 @@ class Tool:
         return arguments
 
 
+@dataclass
 class ForwardedTool(Tool):
-    """A tool whose handler returns a `RawResult` (a downstream's answer, passed through)."""
+    """A tool whose handler returns a `RawResult` (a downstream's answer, passed through).
+    `needs_client()`, when given and true, sends a call the regular way, where the handler's
+    `ToolCall` can reach the client (`ToolCall.elicit_url`), not through a transport's shortcut."""
 
     returns_raw: ClassVar[bool] = True
+    needs_client: Callable[[], bool] | None = field(default=None, compare=False)
+
+    def takes_shortcut(self) -> bool:
+        return self.needs_client is None or not self.needs_client()
 
 
 def _as_json(arguments: Any) -> str:

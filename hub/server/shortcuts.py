@@ -181,7 +181,7 @@ class LineShortcut:
         if method == "tools/call":
             name = params.get("name")
             tool = self.dispatch.registry.tools.get(name) if type(name) is str else None
-            if tool is None or not tool.returns_raw or not well_formed(params):
+            if tool is None or not tool.takes_shortcut() or not well_formed(params):
                 return None
             self.dispatch.shortcut_calls += 1
             self._spawn(self._call, request_id, tool, params, version)
@@ -393,7 +393,7 @@ class HttpShortcut:
     ) -> bool:
         name = params.get("name")
         tool = self.dispatch.registry.tools.get(name) if type(name) is str else None
-        if tool is None or not tool.returns_raw or not well_formed(params):
+        if tool is None or not tool.takes_shortcut() or not well_formed(params):
             return False
         key = (session, request_id)
         self.dispatch.shortcut_calls += 1

@@ -4,10 +4,16 @@ SQLite calls block, so each runs in a worker thread; one lock serialises them be
 single connection is shared. WAL mode lets `hub statusline` and other readers work while the
 hub writes. Each component owns a list of migrations (plain SQL scripts, applied in order once
 each, recorded in `schema_migrations`), so a plugin's schema grows without touching anyone else's.
+
+The database holds secrets (remote servers' OAuth tokens, `hub.client.tokens`), so its directory
+is made private (0700) and the database and its `-wal` and `-shm` files are created 0600 (an
+existing file is narrowed to 0600 when opened).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
@@ -40,10 +46,15 @@ class Store:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _make_private(path)
         self._lock = threading.Lock()
-        # isolation_level=None: we issue BEGIN ourselves, so transactions are explicit.
-        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+        # isolation_level=None: we issue BEGIN ourselves, so transactions are explicit. SQLite
+        # creates the -wal and -shm files with the database file's mode.
+        mask = os.umask(0o077)
+        try:
+            self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+        finally:
+            os.umask(mask)
         self._conn.row_factory = sqlite3.Row
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
@@ -140,6 +151,17 @@ class Store:
             "SELECT component, MAX(version) AS v FROM schema_migrations GROUP BY component"
         )
         return {row["component"]: row["v"] for row in rows}
+
+
+def _make_private(path: Path) -> None:
+    """The database's directory 0700 (created so), the database and its WAL files 0600 if they
+    exist; a directory or file of another user is left as it is (a chmod it refuses)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with contextlib.suppress(PermissionError):
+        os.chmod(path.parent, 0o700)
+    for name in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        with contextlib.suppress(FileNotFoundError, PermissionError):
+            os.chmod(name, 0o600)
 
 
 def _statements(script: str) -> list[str]:

@@ -47,6 +47,18 @@ def test_the_documented_example_is_valid():
         ("[servers.'bad name']\ncommand = 'x'\n", "servers: server name 'bad name' must be"),
         ("[http]\nport = 99999\n", "hub.toml: http.port: Input should be less than or equal to 65535"),
         ("[budget\nlimit_usd = 1\n", "hub.toml: invalid TOML: "),
+        (
+            "[servers.r]\nurl = 'https://h/mcp'\nbearer_token_env_var = 'T'\n[servers.r.oauth]\nclientId = 'x'\n",
+            "servers.r: oauth and bearer_token_env_var both authenticate to the server; keep one",
+        ),
+        (
+            "[servers.fs]\ncommand = 'x'\nheadersHelper = 'y'\n",
+            "'headersHelper' applies to remote (url) servers",
+        ),
+        (
+            "[servers.r]\nurl = 'https://h'\n[servers.r.oauth]\ncallbackPort = 0\n",
+            "oauth.callbackPort: Input should",
+        ),
     ],
 )
 def test_invalid_file_names_file_key_and_problem(tmp_path, text, expected):
@@ -138,13 +150,22 @@ def test_masked_hides_secrets(tmp_path):
         tmp_path,
         '[servers.a]\ncommand = "x"\nenv = { API_KEY = "sk-secret" }\n'
         '[servers.b]\nurl = "http://h/mcp"\nheaders = { Authorization = "Bearer abc" }\n'
+        '[servers.c]\nurl = "http://h/mcp"\noauth = { clientId = "hub", client_secret = "s3cret", scopes = ["a", "b"] }\n'
         '[http]\ntoken = "tok"\n',
     )
     masked = load_config(path, environ={}).masked()
+    assert masked["servers"]["c"]["oauth"] == {
+        "scopes": "a b",
+        "client_id": "hub",
+        "client_secret": "***",
+        "client_metadata_url": None,
+        "callback_port": None,
+        "callback_timeout_s": 300.0,
+    }
     assert masked["servers"]["a"]["env"] == {"API_KEY": "***"}
     assert masked["servers"]["b"]["headers"] == {"Authorization": "***"}
     assert masked["http"]["token"] == "***"
-    assert "sk-secret" not in str(masked) and "abc" not in str(masked)
+    assert "sk-secret" not in str(masked) and "abc" not in str(masked) and "s3cret" not in str(masked)
 
 
 def test_settings_sources_and_precedence(tmp_path):

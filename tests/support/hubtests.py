@@ -53,11 +53,13 @@ class StdioPeer:
     """A hub subprocess spoken to with raw JSON-RPC lines, for tests that need its pid, exit code
     and stderr (signals, shutdown). Use `start()`, `request()`, `notify()`, then `close()`."""
 
-    def __init__(self, args: list[str], env: dict[str, str], cwd: Path) -> None:
+    def __init__(
+        self, args: list[str], env: dict[str, str], cwd: Path, log_name: str = "hub.stderr.log"
+    ) -> None:
         import subprocess
         import sys
 
-        self.stderr_path = cwd / "hub.stderr.log"
+        self.stderr_path = cwd / log_name
         self._stderr = self.stderr_path.open("w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "hub", *args],

@@ -61,7 +61,12 @@ def tool_for(hub: PluginContext, server: str, listed: dict[str, Any], hub_name: 
         try:
             return RawResult(
                 await connections.call_tool(
-                    server, tool.name, arguments, progress=call.report_progress, caller=call
+                    server,
+                    tool.name,
+                    arguments,
+                    progress=call.report_progress,
+                    caller=call,
+                    elicit_url=_sign_in_asker(call),
                 )
             )
         except (MCPError, HubError) as exc:  # a closed connection is marked dead by the cache itself
@@ -78,7 +83,26 @@ def tool_for(hub: PluginContext, server: str, listed: dict[str, Any], hub_name: 
         annotations=tool.annotations,
         group=server,
         definition={**listed, "name": hub_name, "description": description},
+        # A server waiting for a sign-in: the call goes where it can ask the client to sign in.
+        needs_client=lambda: connections.needs_sign_in(server),
     )
+
+
+def _sign_in_asker(call: ToolCall) -> Callable[[str, str], Awaitable[str | None]]:
+    """`elicit_url(message, url)` for the connection cache: asks `call`'s client to open a
+    remote server's sign-in page (URL-mode elicitation); its answer (``accept``, ``decline``,
+    ``cancel``), or None when the client cannot be asked."""
+
+    async def ask(message: str, url: str) -> str | None:
+        if not call.can_ask("elicitation/create", {"mode": "url"}):
+            return None
+        try:
+            answer = await call.elicit_url(message, url)
+        except ToolError:
+            return None
+        return str(answer.action)
+
+    return ask
 
 
 async def _downstream(
