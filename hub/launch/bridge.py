@@ -60,9 +60,11 @@ from typing import Any
 
 from hub import __version__
 from hub.launch.fast_start import AnswerCache, EarlyAnswers, answer_until, digest
-from hub.launch.handoff import decode_event, send_handoff
+from hub.launch.handoff import classify, decode_event, send_handoff
 from hub.wire.envelope import LISTEN
+from hub.wire.jsonrpc import NO_ID, recover_id
 from hub.wire.lines import LineBuffer
+from hub.wire.peek import Peeker
 
 __all__ = ["SHARED_ENV", "Launch", "run_bridge", "sharing_enabled"]
 
@@ -285,6 +287,11 @@ class Bridge:
         self.pending: dict[Any, str] = {}  # request id -> method, for requests not answered yet
         self.handshake: list[bytes] = []  # initialize + initialized, replayed after a restart
         self.listens: dict[Any, bytes] = {}  # open subscriptions/listen requests, replayed too
+        # The last `T` event, while the process may not have taken its bytes yet (handoff.py).
+        self.unsettled: dict[str, Any] | None = None
+        self.unsettled_ids: set[Any] = set()
+        self.inside: tuple[bool, Any] = (False, None)  # the process took part of a line (its id)
+        self.half_written = False  # the process left a line to the client half written
         self.stopping = False
 
     def run(self) -> int:
@@ -337,11 +344,13 @@ class Bridge:
             "replay": replay.decode("latin-1"),
             "swallow": list(swallow),
             "swallow_acks": list(swallow_acks),
+            "skip_first": self.inside[0],  # the dead process took part of a line: drop its rest
         }
         if self.cache is not None:
             message["cache"] = {"path": str(self.cache.path), "fingerprint": self.cache.fingerprint}
         if early is not None:
             message["early"] = early.to_json()
+            self._account(early.held)  # read by this bridge, not from the pipe: no `T` for them
         send_handoff(
             self.sock, message, [_usable(self.stdin, os.O_RDONLY), _usable(self.stdout, os.O_WRONLY)]
         )
@@ -374,13 +383,63 @@ class Bridge:
             self._restart()
 
     def _event(self, kind: str, value: Any) -> None:
-        if kind == "R":
-            self.pending[_key(value)] = "request"
+        """One event of the session (`hub.launch.handoff`)."""
+        if kind == "T":
+            if self.unsettled is not None:  # the process took those bytes: it looks at more now
+                self._take(self.unsettled)
+            self.unsettled, self.unsettled_ids = None, set()
+            if value.get("crc") is None:  # told after the bytes were taken
+                self._take(value)
+            else:
+                self.unsettled, self.unsettled_ids = value, {_key(r) for r in value["r"]}
         elif kind == "A":
-            self.pending.pop(_key(value), None)
-            self.listens.pop(_key(value), None)  # a subscription's answer is its end
-        elif kind == "K":
-            self._keep(value)
+            key = _key(value)
+            if key in self.unsettled_ids:  # it answers only what it took
+                self._take(self.unsettled)  # type: ignore[arg-type]
+                self.unsettled, self.unsettled_ids = None, set()
+            self.pending.pop(key, None)
+            self.listens.pop(key, None)  # a subscription's answer is its end
+            self.half_written = False
+        elif kind == "O":
+            self.half_written = True
+        elif kind == "C":
+            self.half_written = False
+
+    def _take(self, event: dict[str, Any]) -> None:
+        """The process took the bytes of a `T` event: its requests are in flight."""
+        for request_id in event["r"]:
+            self.pending.setdefault(_key(request_id), "request")
+        for line in event["k"]:
+            self._keep(line.encode() + b"\n")
+        self.inside = (bool(event["in"]), event["id"])
+
+    def _account(self, held: bytes) -> None:
+        """Requests this bridge read itself (a cold start's held input) are in flight once handed over."""
+        lines = held.split(b"\n")
+        for line in lines[:-1]:
+            kind, value = classify(line)
+            if kind == "request":
+                self.pending.setdefault(_key(value), "request")
+            elif kind == "keep":
+                self._keep(value.encode() + b"\n")
+        if lines[-1].strip():  # a line begun: the process reads its end from the pipe
+            found = recover_id(lines[-1][:4096])
+            self.inside = (True, None if found is NO_ID else found)
+
+    def _settle(self) -> None:
+        """The process died: did it take the bytes of the last `T`? If they are still at the
+        front of the input, no (the next process reads them); else yes."""
+        event, self.unsettled, self.unsettled_ids = self.unsettled, None, set()
+        if event is None:
+            return
+        peeker = Peeker.for_fd(self.stdin)
+        try:
+            still_there = peeker is not None and peeker.starts_with(event["n"], event["crc"])
+        finally:
+            if peeker is not None:
+                peeker.close()
+        if not still_there:
+            self._take(event)
 
     def _keep(self, line: bytes) -> None:
         message = _parse(line)
@@ -415,7 +474,15 @@ class Bridge:
     def _restart(self) -> None:
         """Tell the client its requests in flight failed, start (or find) a new shared process,
         and hand the client over again with the session's handshake to replay."""
+        self._settle()
+        if self.half_written:  # end the line the dead process left half written
+            self._write(b"\n")
+            self.half_written = False
         lost = [rid for rid, method in self.pending.items() if method not in ("initialize", LISTEN)]
+        inside, inside_id = self.inside
+        if inside and inside_id is not None and inside_id not in self.pending:
+            lost.append(inside_id)  # a request the dead process had begun to read: it is dropped
+        self.inside = (inside, None)
         for rid in lost:
             self.pending.pop(rid, None)
             error = {
