@@ -50,8 +50,10 @@ import os
 import re
 import signal
 import socket
+import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -83,9 +85,13 @@ SHARED_ENV = (
     "VERTEX_GCS_PREFIX",
     "STORAGE_EMULATOR_HOST",
     "GOOGLE_APPLICATION_CREDENTIALS",
+    "TMPDIR",  # where the socket goes when no other place will do (`runtime_dir`)
 )
 START_TIMEOUT_S = 60.0
-PING_TIMEOUT_S = 30.0
+# A ping answers in milliseconds; one that has not in this long (connect included) comes from a
+# process that is stopped or wedged: it is replaced, so a new session is served within the few
+# seconds MCP clients wait for a server to start.
+PING_TIMEOUT_S = 2.5
 SOCKET_PATH_MAX = 100  # sun_path is 108 bytes on Linux, 104 on macOS
 RESTARTED = -32603
 # The events stay in the socket until read, a dead process's included: the bridge reads them in
@@ -117,7 +123,7 @@ class Launch:
         self.cwd = cwd or Path.cwd()
         self.key = self._key()
         self.directory = runtime_dir(environ, state_dir, self.key)
-        self.socket_path = self.directory / f"{self.key}.sock"
+        self.socket_path = socket_path_in(self.directory, self.key)
         self.lock_path = self.directory / f"{self.key}.lock"
         self.log_path = state_dir / "logs" / f"shared-{self.key}.log"
 
@@ -143,53 +149,136 @@ class Launch:
 
 
 def runtime_dir(environ: Mapping[str, str], state_dir: Path, key: str) -> Path:
-    """A 0700 directory of this user's for the socket (see the module docstring)."""
-    candidates = []
+    """A 0700 directory of this user's for the socket (see the module docstring). In the
+    system's temporary directory, shared with every user, only a real directory this user owns
+    and nobody else can enter is used (never a symlink, never one made private by chmod): a
+    name squatted by someone else is passed over for the next (`hub-<uid>-1`, ...)."""
+    uid = os.getuid()
+    candidates: list[tuple[Path, bool]] = []  # (directory, in a directory every user can write)
     if environ.get("XDG_RUNTIME_DIR"):
-        candidates.append(Path(environ["XDG_RUNTIME_DIR"]) / "hub")
-    candidates.append(state_dir.expanduser() / "run")
-    candidates.append(Path("/tmp") / f"hub-{os.getuid()}")
-    for directory in candidates:
+        candidates.append((Path(environ["XDG_RUNTIME_DIR"]) / "hub", False))
+    candidates.append((state_dir.expanduser() / "run", False))
+    shared = Path(tempfile.gettempdir())
+    candidates += [(shared / (f"hub-{uid}-{n}" if n else f"hub-{uid}"), True) for n in range(4)]
+    problems = []
+    for directory, public in candidates:
         if len(str(directory / f"{key}.sock")) > SOCKET_PATH_MAX:
             continue
+        problem = _private_dir(directory, public)
+        if problem is None:
+            return directory
+        problems.append(problem)
+    raise OSError(
+        "no private directory for the hub's socket: "
+        + "; ".join(problems)
+        + ". Set XDG_RUNTIME_DIR to a directory only you can enter (mode 0700)"
+    )
+
+
+def _private_dir(directory: Path, public: bool) -> str | None:
+    """None if `directory` is (or was just made) this user's alone; else what is wrong with it."""
+    uid = os.getuid()
+    try:
+        directory.mkdir(mode=0o700, parents=not public)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        return f"{directory} cannot be created ({exc.strerror})"
+    try:
+        info = os.lstat(directory)
+        if stat.S_ISLNK(info.st_mode):
+            if public or info.st_uid != uid:
+                return f"{directory} is a symbolic link (owned by uid {info.st_uid}); it is not used"
+            info = os.stat(directory)  # the user's own link in the user's own tree
+    except OSError as exc:
+        return f"{directory}: {exc.strerror}"
+    if not stat.S_ISDIR(info.st_mode):
+        return f"{directory} is not a directory"
+    if info.st_uid != uid:
+        return f"{directory} belongs to uid {info.st_uid}, not to you"
+    if info.st_mode & 0o077:
+        if public:
+            return f"{directory} is open to other users (mode {stat.S_IMODE(info.st_mode):o}); remove it"
+        os.chmod(directory, 0o700)  # the user's own directory, in the user's own tree
+    return None
+
+
+def socket_path_in(directory: Path, key: str) -> Path:
+    """Where the socket of launch `key` goes: `<key>.sock`, or if something that is not a
+    socket sits there (a directory, a file), the first free or socket of `<key>-1.sock` ...;
+    every bridge of the launch picks the same one."""
+    names = [f"{key}.sock", *(f"{key}-{n}.sock" for n in range(1, 4))]
+    for name in names:
+        path = directory / name
         try:
-            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            info = directory.stat()
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            return path
         except OSError:
             continue
-        if info.st_uid != os.getuid():
-            continue  # someone else's: never put our socket there
-        if info.st_mode & 0o077:
-            os.chmod(directory, 0o700)
-        return directory
-    raise OSError("no private directory for the hub's socket (set XDG_RUNTIME_DIR)")
+        if stat.S_ISSOCK(mode):
+            return path
+    raise OSError(
+        f"{directory / names[0]} and the other names the hub tries for its socket are taken by "
+        f"files that are not sockets; remove them"
+    )
 
 
-def _alive(path: Path) -> bool:
+class _Probe:
+    """What a liveness probe found on the socket path."""
+
+    ANSWERED, GONE, HUNG = "answered", "gone", "hung"
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+# Sockets that took a connection and did not answer a ping in time (a stopped or wedged
+# process): this bridge does not wait on them again, and replaces them under the lock.
+_HUNG: set[tuple[int, int]] = set()
+
+
+def _probe(path: Path) -> str:
     """Whether a shared process answers on `path`: a `ping` round trip on a connection of its own
-    (the first message on a session fixes its protocol era, so the session itself is not used). A
-    process that is dying still takes connections while its files close: it fails this."""
+    (the first message on a session fixes its protocol era, so the session itself is not used),
+    within `PING_TIMEOUT_S` in all. A process that is dying still takes connections while its
+    files close: it fails this."""
+    identity = _identity(path)
+    if identity is None:
+        return _Probe.GONE
+    if identity in _HUNG:
+        return _Probe.HUNG
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    deadline = time.monotonic() + PING_TIMEOUT_S
     try:
         probe.settimeout(PING_TIMEOUT_S)
         probe.connect(str(path))
         probe.sendall(b'{"jsonrpc":"2.0","id":"hub-bridge-ping","method":"ping"}\n')
         reply = b""
         while b"\n" not in reply:
+            probe.settimeout(max(0.01, deadline - time.monotonic()))
             chunk = probe.recv(4096)
             if not chunk:
-                return False
+                return _Probe.GONE
             reply += chunk
-        return b"hub-bridge-ping" in reply
+        return _Probe.ANSWERED if b"hub-bridge-ping" in reply else _Probe.GONE
+    except TimeoutError:
+        _HUNG.add(identity)
+        return _Probe.HUNG
     except OSError:
-        return False
+        return _Probe.GONE
     finally:
         probe.close()
 
 
 def _connect(path: Path) -> socket.socket | None:
-    """A connection to a shared process that answers (see `_alive`), else None."""
-    if not _alive(path):
+    """A connection to a shared process that answers (see `_probe`), else None."""
+    if _probe(path) != _Probe.ANSWERED:
         return None
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -205,44 +294,58 @@ def connect_or_start(launch: Launch, daemon_argv: Sequence[str]) -> socket.socke
     sock = _connect(launch.socket_path)
     if sock is not None:
         return sock
-    with open(launch.lock_path, "a+") as lock:
+    try:
+        lock = open(launch.lock_path, "a+")
+    except OSError as exc:
+        raise StartError(f"hub: cannot open the start lock {launch.lock_path}: {exc.strerror}", 2) from None
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # racing bridges wait here while the first one starts it
         sock = _connect(launch.socket_path)
         if sock is not None:
             return sock
+        # Left by a process that died, or one that took the connection and never answered: the
+        # new process binds the path afresh (the old one, if it ever wakes, leaves it alone:
+        # it removes the path only while it is still its own).
         with contextlib.suppress(FileNotFoundError):
-            launch.socket_path.unlink()  # left by a process that died
+            launch.socket_path.unlink()
+        return _start(launch, daemon_argv)
+
+
+def _start(launch: Launch, daemon_argv: Sequence[str]) -> socket.socket:
+    """Start the shared process (the caller holds the lock) and wait until it answers."""
+    try:
         launch.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(launch.log_path, "ab") as log:
-            logged_before = log.tell()
-            process = subprocess.Popen(
-                [sys.executable, "-m", "hub", *daemon_argv],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-                cwd=launch.cwd,
-                env=launch.environ,
-                start_new_session=True,  # not in the client's process group: it outlives this session
+        log = open(launch.log_path, "ab")
+    except OSError as exc:
+        raise StartError(
+            f"hub: cannot write the shared process's log {launch.log_path}: {exc.strerror}", 2
+        ) from None
+    with log:
+        logged_before = log.tell()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "hub", *daemon_argv],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            cwd=launch.cwd,
+            env=launch.environ,
+            start_new_session=True,  # not in the client's process group: it outlives this session
+        )
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        sock = _connect(launch.socket_path)
+        if sock is not None:
+            return sock
+        code = process.poll()
+        if code is not None or time.monotonic() > deadline:
+            said = _tail(launch.log_path, logged_before)
+            if code == 2:  # a configuration error: say it as `hub serve --no-share` would
+                raise StartError(said, 2)
+            what = (
+                f"exited with code {code}" if code is not None else f"did not start in {START_TIMEOUT_S:g} s"
             )
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            sock = _connect(launch.socket_path)
-            if sock is not None:
-                return sock
-            code = process.poll()
-            if code is not None or time.monotonic() > deadline:
-                said = _tail(launch.log_path, logged_before)
-                if code == 2:  # a configuration error: say it as `hub serve --no-share` would
-                    raise StartError(said, 2)
-                what = (
-                    f"exited with code {code}"
-                    if code is not None
-                    else f"did not start in {START_TIMEOUT_S:g} s"
-                )
-                raise StartError(
-                    f"hub: the shared hub process {what}; it said ({launch.log_path}):\n{said}", 1
-                )
-            time.sleep(0.01)
+            raise StartError(f"hub: the shared hub process {what}; it said ({launch.log_path}):\n{said}", 1)
+        time.sleep(0.01)
 
 
 class StartError(RuntimeError):
@@ -558,8 +661,6 @@ def _key(value: Any) -> Any:
 
 
 def _pollable(fd: int) -> bool:
-    import stat
-
     try:
         mode = os.fstat(fd).st_mode
     except OSError:

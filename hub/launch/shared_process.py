@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import itertools
 import json
 import os
@@ -319,6 +320,35 @@ class SharedProcess:
         self.idle_since: float | None = time.monotonic()
         self.reporters: set[_Reporter] = set()
         self.stop_scope = anyio.CancelScope()
+        self.bound: tuple[int, int] | None = None  # the socket file's device and inode
+
+    def remove_socket(self) -> None:
+        """Remove the socket path if it is still this process's socket: a process that was
+        stopped or wedged long enough for a bridge to start another one at the same path must
+        not remove its successor's. Checked and removed under the launch's start lock (which
+        bridges hold while they replace a socket); if a bridge holds it now, the path is left
+        alone (the bridge replaces it anyway)."""
+        if self.bound is None:
+            return
+        lock_path = self.socket_path.with_suffix(".lock")
+        try:
+            lock = open(lock_path, "a+")
+        except OSError:
+            return
+        with lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                log.info("a bridge is replacing the socket; leaving it", socket=str(self.socket_path))
+                return
+            with contextlib.suppress(OSError):
+                info = os.lstat(self.socket_path)
+                if (info.st_dev, info.st_ino) == self.bound:
+                    self.socket_path.unlink()
+                else:
+                    log.info(
+                        "the socket path is another process's now; leaving it", socket=str(self.socket_path)
+                    )
 
     # -- sessions ----------------------------------------------------------------------------
 
@@ -412,6 +442,8 @@ class SharedProcess:
             self.socket_path.unlink()  # the bridge that started us holds the lock: any file here is stale
         listener = await anyio.create_unix_listener(self.socket_path)
         os.chmod(self.socket_path, 0o600)
+        info = os.lstat(self.socket_path)
+        self.bound = (info.st_dev, info.st_ino)
         log.info(
             "shared hub serving", socket=str(self.socket_path), key=self.key, idle_exit_s=self.idle_exit_s
         )
@@ -449,9 +481,11 @@ async def serve_shared(config: HubConfig, key: str, socket_path: Path) -> None:
 
     async with Hub(config) as hub:
         await hub.instances.mark_shared(key, str(socket_path))
-        await SharedProcess(hub, key, socket_path, config.daemon.idle_exit_s).serve()
-    with contextlib.suppress(FileNotFoundError):
-        socket_path.unlink()
+        process = SharedProcess(hub, key, socket_path, config.daemon.idle_exit_s)
+        try:
+            await process.serve()
+        finally:
+            process.remove_socket()
 
 
 def describe(instance: Any) -> dict[str, Any]:

@@ -112,6 +112,146 @@ def test_kill_9_under_a_burst_answers_every_request_exactly_once(shared_env, tmp
         assert bridge.garbage == []
 
 
+def _socket_of(env: dict[str, str], cwd: Path) -> tuple[int, Path]:
+    """Start the launch's shared process with one session, and give its pid and socket path."""
+    bridge = Bridge(env, cwd)
+    try:
+        bridge.initialize()
+        (pid,) = shared_pids(cwd)
+    finally:
+        bridge.finish()
+    (socket_path,) = [Path(p) for p in _open_unix_sockets(pid)]
+    return pid, socket_path
+
+
+def _open_unix_sockets(pid: int) -> list[str]:
+    import psutil
+
+    return sorted({c.laddr for c in psutil.Process(pid).net_connections(kind="unix") if c.laddr})
+
+
+def test_a_listener_that_never_answers_costs_a_new_bridge_seconds_not_minutes(shared_env, tmp_path):
+    """Found by a hostile test: a process listening on the launch's socket that takes the
+    connection and never answers held every new bridge for 91 s (three 30 s pings), longer
+    than MCP clients wait for a server to start. The probe is bounded; the listener is replaced."""
+    import socket
+
+    pid, socket_path = _socket_of(shared_env, tmp_path)
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not shared_pids(tmp_path), what="the shared process to die")
+    socket_path.unlink()
+    squatter = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    squatter.bind(str(socket_path))
+    squatter.listen(16)  # connections queue in the kernel; nothing ever answers them
+    bridge = Bridge(shared_env, tmp_path)
+    try:
+        bridge.send({"jsonrpc": "2.0", "id": "init", "method": "initialize", "params": _init()})
+        bridge.wait_replies(["init"], timeout=30)  # a bound for a hung test: it was 91 s
+        assert "result" in bridge.replies("init")[0]
+        assert "hub: " not in bridge.stderr_path.read_text()
+    finally:
+        bridge.finish()
+        squatter.close()
+
+
+def _init() -> dict[str, object]:
+    from bridges import INIT
+
+    return INIT
+
+
+def test_an_old_process_never_removes_its_successors_socket(shared_env, tmp_path):
+    """Found by a hostile test: with its socket path deleted (or the process stopped long enough
+    for a new bridge to replace it), a shared process removed the path when it exited, though
+    a new process listened there by then: the live process became unreachable and the next
+    bridge started a third."""
+    old = Bridge(shared_env, tmp_path)
+    old.initialize()
+    (first,) = shared_pids(tmp_path)
+    (socket_path,) = _open_unix_sockets(first)
+    os.unlink(socket_path)
+    new = Bridge(shared_env, tmp_path)  # finds no socket: starts a second process at the path
+    try:
+        new.initialize()
+        (second,) = [pid for pid in shared_pids(tmp_path) if pid != first]
+        assert old.finish() == 0  # its session ends; the old process exits once idle
+        wait_for(lambda: first not in shared_pids(tmp_path), what="the old process to exit")
+        third = Bridge(shared_env, tmp_path)
+        try:
+            third.initialize()
+            assert shared_pids(tmp_path) == [second]  # reached, not replaced by a third process
+        finally:
+            third.finish()
+    finally:
+        new.finish()
+
+
+def test_a_directory_at_the_socket_path_is_stepped_around(shared_env, tmp_path):
+    """Found by a hostile test: a directory where the socket goes crashed the bridge with a
+    traceback. The socket goes to the next name instead; the directory is left alone."""
+    pid, socket_path = _socket_of(shared_env, tmp_path)
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not shared_pids(tmp_path), what="the shared process to die")
+    socket_path.unlink()
+    socket_path.mkdir()
+    (socket_path / "keep").write_text("the user's")
+    bridge = Bridge(shared_env, tmp_path)
+    try:
+        assert "result" in bridge.initialize()
+        (pid,) = shared_pids(tmp_path)
+        assert _open_unix_sockets(pid) == [str(socket_path.with_name(socket_path.stem + "-1.sock"))]
+    finally:
+        bridge.finish()
+    assert (socket_path / "keep").read_text() == "the user's"
+    assert "Traceback" not in bridge.stderr_path.read_text()
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root to plant another user's files")
+def test_the_tmp_fallback_never_follows_or_chmods_another_users_directory(shared_env, tmp_path):
+    """Found by a hostile test: with no XDG_RUNTIME_DIR and a state directory too deep for a
+    socket path, the bridge falls back to /tmp/hub-<uid>; another user's symlink there made it
+    chmod the link's target to 0700 and put the socket in it, and a squatted directory stopped
+    the hub from starting. Both are passed over; when every name is taken, it says what to fix."""
+    import shutil
+    import stat
+    import tempfile
+
+    nobody = 65534
+    tmp = Path(tempfile.mkdtemp(prefix="h", dir="/tmp"))  # short: a socket path has 108 bytes
+    try:
+        victim = tmp_path / "victim"
+        victim.mkdir(mode=0o755)
+        os.chmod(victim, 0o755)
+        (tmp / f"hub-{os.getuid()}").symlink_to(victim)
+        os.lchown(tmp / f"hub-{os.getuid()}", nobody, nobody)
+        (tmp / f"hub-{os.getuid()}-1").mkdir()
+        os.chown(tmp / f"hub-{os.getuid()}-1", nobody, nobody)
+        env = {**shared_env, "TMPDIR": str(tmp), "HUB_STATE_DIR": str(tmp_path / ("deep" * 30))}
+        env.pop("XDG_RUNTIME_DIR", None)
+        bridge = Bridge(env, tmp_path)
+        try:
+            assert "result" in bridge.initialize()
+            (pid,) = shared_pids(tmp_path)
+            (used,) = _open_unix_sockets(pid)
+            assert Path(used).parent == tmp / f"hub-{os.getuid()}-2"
+        finally:
+            bridge.finish()
+        assert stat.S_IMODE(victim.stat().st_mode) == 0o755 and list(victim.iterdir()) == []
+        for n in (2, 3):  # every name taken: a clear error, not a traceback
+            shutil.rmtree(tmp / f"hub-{os.getuid()}-{n}", ignore_errors=True)
+            (tmp / f"hub-{os.getuid()}-{n}").mkdir()
+            os.chown(tmp / f"hub-{os.getuid()}-{n}", nobody, nobody)
+        refused = Bridge(
+            {**env, "HUB_CONFIG": str(tmp_path / "hub.toml")}, tmp_path, "--set", "log_level=debug"
+        )
+        assert refused.finish() == 2
+        said = refused.stderr_path.read_text()
+        assert "no private directory for the hub's socket" in said and "belongs to uid 65534" in said
+        assert "Traceback" not in said
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _peak_rss(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
