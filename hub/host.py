@@ -43,6 +43,7 @@ from hub.services import statusline
 from hub.services.budget import Budget
 from hub.services.context_store import ContextStore
 from hub.services.instances import HEARTBEAT_S, Instance, Instances
+from hub.services.processes import dies_with_parent
 from hub.services.store import Store
 
 if TYPE_CHECKING:
@@ -165,6 +166,8 @@ class Hub:
                 log_dir=self.config.state_dir / "logs",
                 message_handler=self._on_downstream_message,
                 offline=self.inspect,
+                wrap_command=dies_with_parent,  # no server outlives the hub, even by kill -9
+                starting=self.config.limits.starting_servers,
             )
             await stack.enter_async_context(self.connections)
             stack.push_async_callback(self._shutdown_plugins)

@@ -117,6 +117,13 @@ class LimitsConfig(_Strict):
         "a longer one is answered with an error, never held in memory (the MCP SDK caps HTTP bodies "
         "at 4 MB, the default here too).",
     )
+    starting_servers: int = Field(
+        default=8,
+        ge=1,
+        le=10_000,
+        description="Downstream servers started at once (to learn their tools, or on first use); "
+        "the others wait their turn.",
+    )
 
 
 _M = TypeVar("_M", bound=BaseModel)
