@@ -395,14 +395,7 @@ class ConnectionCache:
                 self._release_start(conn)
                 conn.ready.set()
                 bound.info("downstream server ready", server_info=conn.server_info)
-                async with anyio.create_task_group() as wait:
-
-                    async def until(event: anyio.Event) -> None:
-                        await event.wait()
-                        wait.cancel_scope.cancel()
-
-                    wait.start_soon(until, conn.stop)
-                    wait.start_soon(until, died)
+                await _until_either(conn.stop, died)
                 if died.is_set() and not conn.stop.is_set():
                     conn.state = ServerState.DIED
                     conn.error = f"server {conn.name!r} exited{self._stderr_hint(stderr_path)}"
@@ -546,6 +539,18 @@ class ConnectionCache:
                 ):
                     log.info("closing idle downstream server", server=conn.name)
                     conn.stop.set()
+
+
+async def _until_either(*events: anyio.Event) -> None:
+    """Return once any of `events` is set."""
+    async with anyio.create_task_group() as wait:
+
+        async def until(event: anyio.Event) -> None:
+            await event.wait()
+            wait.cancel_scope.cancel()
+
+        for event in events:
+            wait.start_soon(until, event)
 
 
 def _short(exc: BaseException) -> str:
