@@ -30,11 +30,14 @@ the same questions and sends `list_changed` to the client's open subscriptions i
 changed. With a warm shared process this is not needed (it answers in milliseconds);
 `HUB_FAST_START=0` turns it off.
 
-Faults: the shared process reports each request and answer on the socket, and the lines a new
-process would need. If it dies, the bridge answers the requests in flight with a JSON-RPC error
-saying the hub restarted, starts a new process and hands the client over again with the
-session's handshake (`initialize`, `notifications/initialized`, open `subscriptions/listen`) to
-replay, so the client's session goes on. At end of input the shared process writes the answers
+Faults: the shared process reports on the socket each request before it takes its bytes from
+the client's input, each answer before the newline that delivers it, and the lines a new process
+would need (`hub.launch.handoff`). If it dies, even by kill -9, the bridge settles what it was
+doing at that instant (the bytes of its last report still in the input or not; an answer begun,
+spoiled, or reported, finished), answers the requests in flight with a JSON-RPC error saying the
+hub restarted (each request is answered exactly once), starts a new process and hands the
+client over again with the session's handshake (`initialize`, `notifications/initialized`, open
+`subscriptions/listen`) to replay, so the client's session goes on. At end of input the shared process writes the answers
 to requests already received, then ends the session, and the bridge exits; on SIGTERM, SIGINT or
 SIGHUP the bridge closes the socket, which cancels the session's calls, and exits at once.
 Background work (`pool_submit`, batch jobs) goes on in the shared process, which exits after
@@ -394,7 +397,10 @@ class Bridge:
         self.unsettled: dict[str, Any] | None = None
         self.unsettled_ids: set[Any] = set()
         self.inside: tuple[bool, Any] = (False, None)  # the process took part of a line (its id)
-        self.half_written = False  # the process left a line to the client half written
+        # What the process left on the client's output: "clean"; "open": a line begun, not to
+        # be taken (an answer not committed, or a line half written); "committed": an answer
+        # whose newline may not be out yet (hub.launch.handoff).
+        self.output = "clean"
         self.stopping = False
 
     def run(self) -> int:
@@ -502,11 +508,11 @@ class Bridge:
                 self.unsettled, self.unsettled_ids = None, set()
             self.pending.pop(key, None)
             self.listens.pop(key, None)  # a subscription's answer is its end
-            self.half_written = False
-        elif kind == "O":
-            self.half_written = True
-        elif kind == "C":
-            self.half_written = False
+            self.output = "committed"
+        elif kind in ("W", "O"):
+            self.output = "open"
+        elif kind in ("N", "C"):
+            self.output = "clean"
 
     def _take(self, event: dict[str, Any]) -> None:
         """The process took the bytes of a `T` event: its requests are in flight."""
@@ -578,9 +584,11 @@ class Bridge:
         """Tell the client its requests in flight failed, start (or find) a new shared process,
         and hand the client over again with the session's handshake to replay."""
         self._settle()
-        if self.half_written:  # end the line the dead process left half written
+        if self.output == "open":  # spoil the line it began: a client must not take it
+            self._write(b"#\n")
+        elif self.output == "committed":  # deliver the answer it reported (an empty line if out)
             self._write(b"\n")
-            self.half_written = False
+        self.output = "clean"
         lost = [rid for rid, method in self.pending.items() if method not in ("initialize", LISTEN)]
         inside, inside_id = self.inside
         if inside and inside_id is not None and inside_id not in self.pending:

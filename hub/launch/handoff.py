@@ -16,20 +16,25 @@ once, and hands a new process the client's input where the dead one stopped:
   the input is a pipe or a socket, the process says this *before* taking the bytes, and ``crc``
   is their CRC-32: if it dies before taking them, the bridge sees them still at the front of its
   own stdin (`hub.wire.peek.Peeker.starts_with`) and leaves them to the next process.
-- ``A <id>``: the answer to a request was written (sent the moment its last byte went out), or it
-  was cancelled;
-- ``O <id or null>``: a line to the client is half written (its pipe is full); the bridge ends
-  that line before writing anything itself; ``C``: that line (not an answer) was finished;
+- answers, in two phases, so that a client takes an answer only once the bridge knows of it:
+  ``W`` before anything of an answer goes out; the answer without its newline; ``A <id>``; the
+  newline, which is what makes a client take the line; ``N`` once that is out (said when the
+  event loop turns, or by the next ``W``). If the process dies after ``W`` and before ``A``, the
+  bridge spoils the line begun (``#`` and a newline: a client drops it) and answers the request
+  with the restart error; after ``A`` and before ``N``, it writes the newline (the answer is
+  delivered; an empty line if the newline was out);
+- ``O``: a line that is not an answer is half written (the client's pipe is full), spoiled the
+  same way after a death; ``C``: it was finished;
 - ``B``: the session is over (the client closed its input and every answer was written);
 - ``S``: the process is being stopped (`hub stop`): the bridge ends the session and exits instead
   of starting another process.
 
 A ``T`` is settled once a later ``T`` arrives (the process takes nothing more before it took
 those bytes) or an ``A`` for one of its requests (it acts on nothing it did not take); only the
-last one can be in doubt when the process dies. Between the write of an answer and its ``A`` a
-kill can still land (microseconds): the client then gets the answer and the restart error for the
-same id, and JSON-RPC clients ignore an answer to an id they no longer wait for. The bridge closing
-the socket (its client stopped it) cancels the session's calls. This module is imported by the
+last one can be in doubt when the process dies. So a kill at any instant leaves every request
+answered exactly once; the client may see one line it drops (``#``, or an empty line) where the
+process died mid-answer. The bridge closing the socket (its client stopped it) cancels the
+session's calls. This module is imported by the
 bridge: standard library only.
 """
 
@@ -59,8 +64,8 @@ def send_handoff(sock: socket.socket, message: dict[str, Any], fds: list[int]) -
 
 
 def encode_event(kind: str, value: Any = None) -> bytes:
-    """One control line: ``T`` with a dict, ``A``/``O`` with an id, ``B``, ``S`` or ``C`` alone."""
-    if kind in ("B", "S", "C"):
+    """One control line: ``T`` with a dict, ``A`` with an id, the others alone."""
+    if kind in ("B", "S", "C", "W", "N", "O"):
         return f"{kind}\n".encode()
     return f"{kind} {json.dumps(value, separators=(',', ':'))}\n".encode()
 

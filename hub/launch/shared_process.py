@@ -44,6 +44,7 @@ SEND_BUFFER = 1 << 20  # bytes of events the socket holds for a bridge that read
 EVENT_MAX = 1 << 16  # bytes of a kept line (an `initialize`) the bridge is told of; larger: left out
 ID_MAX = 1024  # bytes of a request id the bridge is told of; a larger one is left out
 BYE_TIMEOUT_S = 5.0
+SETTLE_S = 0.05  # an idle session tells its bridge this late that its last answer is out
 _ids = itertools.count(1)
 
 
@@ -118,8 +119,8 @@ async def _first_message(raw: socket.socket) -> tuple[bytes, list[int]]:
 class _Reporter:
     """The control events for the bridge (`hub.launch.handoff`): the session's `Journal` (what
     it takes from the client's input, told before it takes it) and its `Events` (answers, told
-    the moment they are out). Each is sent at once, not batched: the bridge must know of every
-    request and answer at whatever instant this process is killed. What the socket cannot take
+    before the newline that delivers them). Each is sent at once, not batched: the bridge must
+    know of every request and answer at whatever instant this process is killed. What the socket cannot take
     yet waits here, and meanwhile the session reads no more of its client's input (`taking`
     says to wait, `when_ready` resumes it), so a bridge that does not read (stopped) holds up its
     own session only, and this process keeps no more than the answers in flight."""
@@ -131,7 +132,10 @@ class _Reporter:
         self.gone = False
         self.watching = False  # the event loop calls `flush` when the socket can take more
         self.waiting: list[Callable[[], None]] = []  # `when_ready` callbacks
-        self.inside: tuple[bool, Any] = (False, None)  # what the bridge was last told of a line begun
+        # What the bridge was last told of a line begun (nothing yet: the first take says).
+        self.inside: tuple[Any, Any] = (None, None)
+        self.committing = False  # an answer's newline is out and the bridge was not told yet
+        self.settle: asyncio.TimerHandle | None = None
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
 
@@ -170,22 +174,53 @@ class _Reporter:
 
     # -- events: what the session wrote to its client -----------------------------------------
 
-    def answered(self, request_id: Any) -> None:
-        if _small([request_id]):
-            self._send(encode_event("A", request_id))
+    def writing(self) -> None:
+        self.committing = False  # `W` says the last answer's newline is out too
+        self._send(_W)
 
-    def stalled(self, request_id: Any) -> None:
-        self._send(encode_event("O", request_id if _small([request_id]) else None))
+    def answered(self, request_id: Any) -> None:
+        encoded = _int_id(request_id) or json.dumps(request_id).encode()
+        self._send(b"A " + encoded + b"\n" if len(encoded) <= ID_MAX else b"A null\n")
+
+    def committed(self) -> None:
+        """The answer's newline is out. Said with the next event (any says it), or after
+        `SETTLE_S` if none comes first: a busy session pays nothing for it, an idle one a timer."""
+        self.committing = True
+        if self.settle is None:
+            self.settle = self.loop.call_later(SETTLE_S, self._settled)
+
+    def _settled(self) -> None:
+        self.settle = None
+        if self.committing:
+            self._send(b"")
+
+    def stalled(self) -> None:
+        self._send(_O)
 
     def unstalled(self) -> None:
-        self._send(encode_event("C"))
+        self._send(_C)
 
     # -- sending ------------------------------------------------------------------------------
 
     def _send(self, data: bytes) -> None:
         if self.gone:
             return
-        self.out += data
+        if self.committing:  # the newline of the last answer is out: say so first
+            self.committing = False
+            data = _N + data
+        if self.out:
+            self.out += data
+        else:  # nothing waits: straight to the socket
+            try:
+                sent = self.sock.send(data)
+            except BlockingIOError:
+                sent = 0
+            except OSError:  # the bridge went away: the session is being cancelled
+                self.gone = True
+                return
+            if sent == len(data):
+                return
+            self.out += data[sent:]
         self.flush()
 
     def flush(self) -> None:
@@ -241,6 +276,9 @@ class _Reporter:
         self.close()
 
     def close(self) -> None:
+        if self.settle is not None:
+            self.settle.cancel()
+            self.settle = None
         if self.watching:
             self.loop.remove_writer(self.sock.fileno())
         self.watching, self.gone = False, True
@@ -248,6 +286,14 @@ class _Reporter:
         waiting, self.waiting = self.waiting, []
         for callback in waiting:
             self.loop.call_soon(callback)
+
+
+_W, _N, _O, _C = (encode_event(kind) for kind in "WNOC")
+
+
+def _int_id(value: Any) -> bytes:
+    """An integer id as JSON, without json.dumps (the common case); b"" for any other."""
+    return str(value).encode() if type(value) is int else b""
 
 
 def _small(values: list[Any], limit: int = ID_MAX) -> list[Any]:

@@ -45,17 +45,38 @@ log = structlog.get_logger("hub.server")
 
 class Events(Protocol):
     """What a session tells the bridge that handed it over (`hub.launch.handoff`) of what it
-    writes, so that if this process dies the bridge answers each request in flight once: each
-    answer right after its last byte went out (`answered`), and a line left half written while
-    the client's pipe is full (`stalled`, with the id it answers or None; `unstalled` once a
-    line that is not an answer is finished). What it reads, the bridge hears of from the
-    reader's `hub.wire.fds.Journal`."""
+    writes, so that if this process dies, at whatever instant, the bridge answers each request
+    in flight exactly once. An answer is written in two steps: `writing()` before anything of it
+    goes out, all of it but its newline, `answered(id)`, its newline (what makes a client take
+    the line), then `committed()`. A line that is not an answer is written whole; if the client's
+    pipe fills half way, `stalled()` and, once finished, `unstalled()`. What it reads, the bridge
+    hears of from the reader's `hub.wire.fds.Journal`."""
+
+    def writing(self) -> None: ...
 
     def answered(self, request_id: Any) -> None: ...
 
-    def stalled(self, request_id: Any) -> None: ...
+    def committed(self) -> None: ...
+
+    def stalled(self) -> None: ...
 
     def unstalled(self) -> None: ...
+
+
+def _stall_reports(events: Events) -> tuple[Callable[[], None], Callable[[], None]]:
+    """(stalled, written) for a line that is not an answer: the bridge hears of it only if the
+    client's pipe fills half way through it."""
+    state = {"stalled": False}
+
+    def stalled() -> None:
+        state["stalled"] = True
+        events.stalled()
+
+    def written() -> None:
+        if state["stalled"]:
+            events.unstalled()
+
+    return stalled, written
 
 
 _NOT_AN_ANSWER = object()
@@ -128,34 +149,25 @@ class _Transport:
         self.tasks: set[asyncio.Task[None]] = set()
 
     async def emit(self, text: str, answer_id: Any = _NOT_AN_ANSWER) -> None:
-        """Write one whole line; `answer_id`: the request it answers (the bridge hears of it the
-        moment it is out, see `Events`)."""
+        """Write one whole line; `answer_id`: the request it answers (see `Events`)."""
         if self.gone:
             return
-        stalled, written = self._reports(answer_id) if self.events is not None else (None, None)
+        events = self.events
         async with self.lock:
             try:
-                await self.writer.write(text, stalled=stalled, written=written)
+                if events is None:
+                    await self.writer.write(text)
+                elif answer_id is _NOT_AN_ANSWER:
+                    stalled, written = _stall_reports(events)
+                    await self.writer.write(text, stalled=stalled, written=written)
+                else:
+                    events.writing()
+                    await self.writer.write(
+                        text, before_newline=lambda: events.answered(answer_id), written=events.committed
+                    )
             except OSError:  # closed by the client, or not read for LINE_FINISH_S
                 self.gone = True
                 self.reading.cancel()  # the session ends as if input had ended
-
-    def _reports(self, answer_id: Any) -> tuple[Callable[[], None], Callable[[], None] | None]:
-        events = self.events
-        assert events is not None
-        if answer_id is not _NOT_AN_ANSWER:
-            return lambda: events.stalled(answer_id), lambda: events.answered(answer_id)
-        state = {"stalled": False}
-
-        def stalled() -> None:
-            state["stalled"] = True
-            events.stalled(None)
-
-        def written() -> None:
-            if state["stalled"]:
-                events.unstalled()
-
-        return stalled, written
 
     def answered(self, request_id: Any) -> None:
         """`request_id` needs no more waiting for (answered, or cancelled)."""

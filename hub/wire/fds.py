@@ -295,17 +295,15 @@ async def write_line(
     data: bytes,
     *,
     stalled: Callable[[], None] | None = None,
-    written: Callable[[], None] | None = None,
+    started: bool = False,
 ) -> None:
     """All of `data` to a non-blocking pipe or socket, waiting on the event loop while it is full.
     A line once started is finished even if the caller is cancelled (shielded, for at most
     `LINE_FINISH_S`: a reader that takes nothing for that long gets `TimeoutError`, an
-    `OSError`), so no half line is left for the next one to follow. Callers that share `fd`
-    hold a lock around it. `stalled()` is called when part of the line is out and the rest must
-    wait; `written()` right after its last byte went out (the bridge's bookkeeping: see
-    `hub.launch.handoff`)."""
+    `OSError`), so no half line is left for the next one to follow; `started`: `data` goes on a
+    line already begun. Callers that share `fd` hold a lock around it. `stalled()` is called
+    when part of the line is out and the rest must wait."""
     view = memoryview(data)
-    started = False
     while view:
         try:
             view = view[os.write(fd, view) :]
@@ -319,8 +317,6 @@ async def write_line(
                 stalled = None
             with anyio.CancelScope(shield=True), anyio.fail_after(LINE_FINISH_S):
                 await anyio.wait_writable(fd)
-    if written is not None:
-        written()
 
 
 class FdWriter:
@@ -341,17 +337,27 @@ class FdWriter:
         *,
         stalled: Callable[[], None] | None = None,
         written: Callable[[], None] | None = None,
+        before_newline: Callable[[], None] | None = None,
     ) -> None:
-        """Write `text` (a whole line); `stalled` and `written` as for `write_line` (a line
-        `on_line` drops counts as written: the client had it)."""
+        """Write `text` (a whole line). `stalled()` as for `write_line`; `written()` once its last
+        byte is out. With `before_newline`, the line is written in two steps: all but its
+        newline, then `before_newline()`, then the newline, which is when a line reader takes
+        it (the bridge's two-phase bookkeeping of answers, `hub.launch.handoff`). A line that
+        `on_line` drops counts as written (the client had it): both callbacks are called."""
         if self._on_line is not None and not self._on_line(text):
-            if written is not None:
-                written()
+            for callback in (before_newline, written):
+                if callback is not None:
+                    callback()
             return
         data = utf8(text)
-        if self._threaded:
-            await anyio.to_thread.run_sync(write_all, self.fd, data)
-            if written is not None:
-                written()
-        else:
-            await write_line(self.fd, data, stalled=stalled, written=written)
+        parts = [data] if before_newline is None else [data[:-1], data[-1:]]
+        for n, part in enumerate(parts):
+            if n:
+                assert before_newline is not None
+                before_newline()
+            if self._threaded:
+                await anyio.to_thread.run_sync(write_all, self.fd, part)
+            else:
+                await write_line(self.fd, part, stalled=stalled, started=n > 0)
+        if written is not None:
+            written()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -28,16 +29,29 @@ class Bridge:
     """`hub serve` (a bridge) with a thread reading its stdout: `messages` holds every message
     it wrote, in order; `wait_reply(id)` waits for an answer without reading past others."""
 
-    def __init__(self, env: dict[str, str], cwd: Path, *args: str) -> None:
+    def __init__(self, env: dict[str, str], cwd: Path, *args: str, sockets: bool = False) -> None:
+        """`sockets`: stdin and stdout are Unix sockets, as Node (Claude Code) gives them, not pipes."""
         self.stderr_path = cwd / f"bridge-{time.monotonic_ns()}.log"
+        ends: list[socket.socket] = []
+        stdio: dict[str, Any] = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE}
+        if sockets:
+            ours_in, theirs_in = socket.socketpair()
+            ours_out, theirs_out = socket.socketpair()
+            ends = [theirs_in, theirs_out]
+            stdio = {"stdin": theirs_in.fileno(), "stdout": theirs_out.fileno()}
         self.proc = subprocess.Popen(
             [os.path.join(VENV_BIN, "hub"), "serve", *args],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
             stderr=self.stderr_path.open("w"),
             env=env,
             cwd=cwd,
+            **stdio,
         )
+        for end in ends:
+            end.close()
+        if sockets:
+            self.proc.stdin = ours_in.makefile("wb")
+            self.proc.stdout = ours_out.makefile("rb")
+            self._sockets = (ours_in, ours_out)
         self.messages: list[dict[str, Any]] = []
         self.garbage: list[bytes] = []  # lines that were not JSON
         self.ended = False
@@ -109,6 +123,8 @@ class Bridge:
         """Close stdin (the session answers what it read, then ends) and read to the end."""
         if self.proc.stdin and not self.proc.stdin.closed:
             self.proc.stdin.close()
+        if hasattr(self, "_sockets"):
+            self._sockets[0].shutdown(socket.SHUT_WR)  # the file object alone leaves it open
         try:
             code = self.proc.wait(timeout=timeout)
         finally:
