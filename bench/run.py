@@ -25,6 +25,7 @@ BENCHMARKS = [
     "many_hubs",
     "shared_hub",
     "sampling",
+    "soak",
 ]
 
 

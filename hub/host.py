@@ -44,6 +44,7 @@ from hub.services import statusline
 from hub.services.budget import Budget
 from hub.services.context_store import ContextStore
 from hub.services.instances import HEARTBEAT_S, Instance, Instances
+from hub.services.processes import dies_with_parent
 from hub.services.store import Store
 
 if TYPE_CHECKING:
@@ -177,6 +178,8 @@ class Hub:
                 message_handler=self._on_downstream_message,
                 offline=self.inspect,
                 store=self.store,  # remote servers' OAuth tokens
+                wrap_command=dies_with_parent,  # no server outlives the hub, even by kill -9
+                starting=self.config.limits.starting_servers,
             )
             await stack.enter_async_context(self.connections)
             self.listings = Listings(self.store, self.connections)

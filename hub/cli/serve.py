@@ -147,7 +147,7 @@ async def serve(config: HubConfig, transport: str, fast: tuple[Any, Any] | None 
             from hub.launch.session import serve_stdio
 
             cache, early = fast if fast is not None else (None, None)
-            await serve_stdio(hub.server, cache=cache, early=early)
+            await serve_stdio(hub.server, cache=cache, early=early, limit=config.limits.max_line_bytes)
         else:
             from hub.server.http import serve_http
 

@@ -93,6 +93,7 @@ class _Connection:
     ready_at: float | None = None
     last_used: float = field(default_factory=time.monotonic)
     leases: int = 0
+    start_released: bool = False  # its place among the servers starting at once is given back
     ready: anyio.Event = field(default_factory=anyio.Event)
     stop: anyio.Event = field(default_factory=anyio.Event)
     done: anyio.Event = field(default_factory=anyio.Event)
@@ -139,9 +140,14 @@ class ConnectionCache:
         keep_running: Iterable[str] = (),
         offline: bool = False,
         store: Any = None,
+        wrap_command: Callable[[list[str]], list[str]] | None = None,
+        starting: int | None = None,
     ) -> None:
         """`offline`: start no server (`hub plugins` only inspects what plugins register)."""
         self.servers = dict(servers)
+        # How stdio servers are started (the hub's `dies_with_parent`), and how many at once.
+        self._wrap = wrap_command
+        self._starting = anyio.Semaphore(starting) if starting else None
         # Servers restarted (with backoff) when they die, without waiting for a use (the proxy's `eager`).
         self._keep_running: set[str] = set(keep_running)
         self.log_dir = log_dir
@@ -566,11 +572,15 @@ class ConnectionCache:
         )
 
     async def _own(self, conn: _Connection) -> None:
-        """Open the transport and session, serve until told to stop or the server dies, close."""
+        """Open the transport and session, serve until told to stop or the server dies, close.
+        At most `starting` servers are between their start and their handshake's end at once."""
         bound = log.bind(server=conn.name, own_connection=conn.lane is not None)
         stderr_path = self._stderr_path(conn.name, lane=conn.lane is not None)
         try:
             async with contextlib.AsyncExitStack() as stack:
+                if self._starting is not None:  # at most `starting` servers start at once
+                    await self._starting.acquire()
+                    stack.callback(self._release_start, conn)
                 died = anyio.Event()
                 session = await self._open(conn, stack, stderr_path, died)
                 bound.info("downstream server ready", server_info=conn.server_info, modern=conn.modern)
@@ -623,7 +633,7 @@ class ConnectionCache:
             params = self._stdio_params(conn)
             mode = "a" if conn.lane is not None else "w"
             errlog = stack.enter_context(open(stderr_path, mode) if stderr_path else open(os.devnull, "w"))
-            downstream = await stack.enter_async_context(open_stdio(params, errlog))
+            downstream = await stack.enter_async_context(open_stdio(params, errlog, self._wrap))
             read, write = downstream.read, downstream.write
         else:
             read, write = await stack.enter_async_context(self._http_transport(conn))
@@ -647,6 +657,7 @@ class ConnectionCache:
         conn.modern = session.protocol_version in MODERN_PROTOCOL_VERSIONS
         conn.ready_at = conn.last_used = time.monotonic()  # idle time counts from now, not from spawn
         conn.state = ServerState.READY
+        self._release_start(conn)
         conn.ready.set()
         return session
 
@@ -658,6 +669,12 @@ class ConnectionCache:
             await self.watching.follow(conn.name, session, conn.capabilities)
         except Exception as exc:  # the server went away, or refused: it still serves calls
             log.info("downstream log level or subscriptions not applied", server=conn.name, error=str(exc))
+
+    def _release_start(self, conn: _Connection) -> None:
+        """`conn` is no longer starting (ready, or failed): another server may start."""
+        if self._starting is not None and not conn.start_released:
+            conn.start_released = True
+            self._starting.release()
 
     def _count_failure(self, conn: _Connection, history: _History) -> None:
         if conn.state not in (ServerState.DIED, ServerState.FAILED) or self.auth.needs_sign_in(conn.name):

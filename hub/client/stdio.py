@@ -21,23 +21,31 @@ spot; messages for the SDK session are queued for one task (`_deliver`), in orde
 pauses while `QUEUE_PAUSE` of them wait. The hub runs on asyncio, so this file uses it directly
 (its reader callbacks, its events). The process gets what the SDK's transport gives it: its own
 session (process group), stderr to `errlog`, and on close: stdin closed, then `TERMINATION_S` to
-exit, then SIGTERM to the group, then SIGKILL (the MCP shutdown order). POSIX only, as the hub is.
+exit, then SIGTERM to the group, then SIGKILL (the MCP shutdown order). With a `wrap`
+(`hub.services.processes.dies_with_parent`, the hub passes it), it also dies when the hub dies,
+kill -9 included, even if it ignores the end of its input. POSIX only, as the hub is.
+
+A line that is not UTF-8 answering a request fails that request with an error that says so (its
+id is read from the line); progress beyond what a caller relays is coalesced (`NOTES_KEPT`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import itertools
 import json
 import os
+import shutil
 import signal
 import subprocess
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import IO, Any
 
 import anyio
+import anyio.lowlevel
 import mcp_types as types
 import structlog
 from mcp import StdioServerParameters
@@ -48,8 +56,8 @@ from mcp.shared.message import SessionMessage
 from hub.client.asking import AMBIGUOUS
 from hub.client.sdk import create_context_streams  # what the SDK's own transports use
 from hub.wire.fds import LINE_FINISH_S, write_line
-from hub.wire.jsonrpc import ProgressFn
-from hub.wire.lines import LineBuffer
+from hub.wire.jsonrpc import NO_ID, ProgressFn, recover_id, valid_id
+from hub.wire.lines import LineBuffer, Overlong
 
 __all__ = ["QUEUE_PAUSE", "RAW_ID_BASE", "TERMINATION_S", "StdioDownstream", "open_stdio"]
 
@@ -70,7 +78,7 @@ class _Waiter:
     first (`notes`, the last `NOTES_KEPT` it has not relayed yet: progress reports, and log
     messages when the request's `caller` takes them)."""
 
-    __slots__ = ("caller", "message", "notes", "progress", "wake")
+    __slots__ = ("caller", "latest", "message", "notes", "progress", "reported", "wake")
 
     def __init__(self, progress: ProgressFn | None, caller: Any = None) -> None:
         self.wake = asyncio.Event()  # asyncio's own: anyio's costs a backend lookup per call
@@ -78,6 +86,8 @@ class _Waiter:
         self.notes: deque[tuple[str, dict[str, Any]]] = deque(maxlen=NOTES_KEPT)
         self.progress = progress
         self.caller = caller
+        self.latest: dict[str, Any] | None = None  # the newest progress report (never dropped)
+        self.reported: dict[str, Any] | None = None  # the last one relayed
 
     async def answer(self) -> dict[str, Any]:
         """The answer, after relaying the progress and log messages sent before it. The caller
@@ -90,8 +100,11 @@ class _Waiter:
                 if kind == "log":
                     await _relay_log(self.caller, params)
                 elif self.progress is not None:
+                    self.reported = params
                     await _report(self.progress, params)
             if self.message is not None and not self.notes:
+                if self.latest is not None and self.latest is not self.reported and self.progress is not None:
+                    await _report(self.progress, self.latest)  # the last report, even after a flood
                 return self.message
 
 
@@ -223,6 +236,9 @@ class StdioDownstream:
     def _route(self, line: bytes) -> None:
         try:
             message = json.loads(line)
+        except UnicodeDecodeError as exc:
+            self._not_utf8(line, exc)
+            return
         except (ValueError, RecursionError) as exc:
             log.warning(
                 "downstream server wrote a line that is not JSON", line=line[:200].decode(errors="replace")
@@ -246,6 +262,7 @@ class StdioDownstream:
                 if waiter is not None:
                     if waiter.progress is not None and waiter.message is None and type(params) is dict:
                         waiter.notes.append(("progress", params))
+                        waiter.latest = params
                         waiter.wake.set()
                     return
         try:
@@ -273,6 +290,36 @@ class StdioDownstream:
                 waiter.wake.set()
                 return True
         return False
+
+    def _not_utf8(self, line: bytes, exc: UnicodeDecodeError) -> None:
+        """A line that is not UTF-8 (JSON text must be): if it answers a request (its id found
+        at its start or end), that request fails with an error saying so, instead of waiting
+        forever for an answer it will never get."""
+        bad = line[exc.start : exc.start + 4].hex(" ")
+        problem = f"the server's answer is not valid UTF-8 (bytes {bad} at offset {exc.start})"
+        log.warning("downstream server wrote a line that is not UTF-8", problem=problem)
+        try:
+            message = json.loads(line.decode("utf-8", errors="replace"))
+        except (ValueError, RecursionError):
+            message = None
+        if isinstance(message, dict):
+            answer_id = message.get("id") if "method" not in message else NO_ID
+        else:
+            answer_id = recover_id(line[: Overlong.HEAD], line[-Overlong.TAIL :])
+        if not valid_id(answer_id):
+            self._queue_item(exc)  # not an answer (or no id to be found): as any line that is not JSON
+            return
+        assert isinstance(answer_id, int | str)
+        waiter = self._waiters.get(answer_id) if type(answer_id) is int else None
+        if waiter is not None:
+            if waiter.message is None:
+                waiter.message = {"error": {"code": types.INTERNAL_ERROR, "message": problem}}
+                waiter.wake.set()
+            return
+        error = types.JSONRPCError(
+            jsonrpc="2.0", id=answer_id, error=types.ErrorData(code=types.INTERNAL_ERROR, message=problem)
+        )
+        self._queue_item(SessionMessage(error))  # the SDK session's request fails with it
 
     def _queue_item(self, item: Any) -> None:
         self._queue.append(item)
@@ -373,25 +420,69 @@ async def _report(progress: ProgressFn, params: dict[str, Any]) -> None:
         log.debug("progress not relayed", error=str(exc))
 
 
+_SPAWNER: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def _spawner() -> concurrent.futures.ThreadPoolExecutor:
+    """The one thread that starts every downstream server, alive as long as the process. A
+    parent-death signal (`dies_with_parent`) is tied to the thread that forked the child, not to
+    the process (prctl(2)): a server started from one of anyio's worker threads, which end when
+    idle, would be killed with that thread."""
+    global _SPAWNER
+    if _SPAWNER is None:
+        _SPAWNER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="hub-spawn")
+    return _SPAWNER
+
+
+def _resolve(command: str, env: Mapping[str, str], cwd: str | None) -> str:
+    """The executable `command` names, found as the child would find it (its PATH, its working
+    directory), so a missing or unusable command fails here as it would without a launcher in
+    front of it (`FileNotFoundError`, `PermissionError`)."""
+    if os.sep in command:
+        path = os.path.join(cwd, command) if cwd and not os.path.isabs(command) else command
+        if not os.path.exists(path):
+            raise FileNotFoundError(2, "No such file or directory", command)
+        if os.path.isdir(path) or not os.access(path, os.X_OK):
+            raise PermissionError(13, "Permission denied", command)
+        return command
+    found = shutil.which(command, path=env.get("PATH", os.defpath))
+    if found is None:
+        raise FileNotFoundError(2, "No such file or directory", command)
+    return found
+
+
 @contextlib.asynccontextmanager
-async def open_stdio(params: StdioServerParameters, errlog: IO[str]) -> AsyncIterator[StdioDownstream]:
+async def open_stdio(
+    params: StdioServerParameters,
+    errlog: IO[str],
+    wrap: Callable[[list[str]], list[str]] | None = None,
+) -> AsyncIterator[StdioDownstream]:
     """Start `params` and yield its `StdioDownstream`, stopped (see `stop`) on the way out.
-    Raises `OSError` when the command cannot be started, as the SDK's `stdio_client` does."""
+    `wrap` rewrites the command line (`hub.services.processes.dies_with_parent`, so that the
+    server dies with this process even by kill -9). Raises `OSError` when the command cannot
+    be started, as the SDK's `stdio_client` does."""
+    env = get_default_environment() | (params.env or {})
+    argv = [params.command, *params.args]
+    if wrap is not None:
+        argv = wrap([_resolve(params.command, env, str(params.cwd) if params.cwd else None), *params.args])
 
     def spawn() -> subprocess.Popen[bytes]:
         return subprocess.Popen(
-            [params.command, *params.args],
+            argv,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=errlog,
-            env=get_default_environment() | (params.env or {}),
+            env=env,
             cwd=params.cwd,
             start_new_session=True,
         )
 
-    process = await anyio.to_thread.run_sync(spawn)  # fork and exec off the event loop
+    # Off the event loop, and never abandoned half way: a process started is always stopped.
+    with anyio.CancelScope(shield=True):
+        process = await asyncio.get_running_loop().run_in_executor(_spawner(), spawn)
     downstream = StdioDownstream(process)
     try:
+        await anyio.lowlevel.checkpoint()  # a cancel that came while it started: stop it now
         async with anyio.create_task_group() as tg:
             downstream._start_reading()
             tg.start_soon(downstream._deliver)

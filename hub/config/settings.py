@@ -57,6 +57,7 @@ __all__ = [
     "DaemonConfig",
     "HttpConfig",
     "HubConfig",
+    "LimitsConfig",
     "OAuthConfig",
     "PluginsConfig",
     "ServerConfig",
@@ -104,6 +105,26 @@ class DaemonConfig(_Strict):
         ge=0,
         le=7 * 24 * 3600,
         description="Exit after this long with no session connected and no work in progress.",
+    )
+
+
+class LimitsConfig(_Strict):
+    """`[limits]`: what one client or one burst may take of the hub."""
+
+    max_line_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=1024,
+        le=1 << 31,
+        description="Largest request message read over stdio or the shared process's socket (bytes); "
+        "a longer one is answered with an error, never held in memory (the MCP SDK caps HTTP bodies "
+        "at 4 MB, the default here too).",
+    )
+    starting_servers: int = Field(
+        default=8,
+        ge=1,
+        le=10_000,
+        description="Downstream servers started at once (to learn their tools, or on first use); "
+        "the others wait their turn.",
     )
 
 
@@ -363,6 +384,7 @@ class HubConfig(BaseSettings):
     servers: dict[str, ServerConfig] = Field(default_factory=dict)
     http: HttpConfig = Field(default_factory=HttpConfig)
     daemon: DaemonConfig = Field(default_factory=DaemonConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
     source: str = Field(default="(defaults)", exclude=True, description="The highest-precedence file read.")
     origins: dict[str, str] = Field(
         default_factory=dict,

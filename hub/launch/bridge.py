@@ -30,11 +30,14 @@ the same questions and sends `list_changed` to the client's open subscriptions i
 changed. With a warm shared process this is not needed (it answers in milliseconds);
 `HUB_FAST_START=0` turns it off.
 
-Faults: the shared process reports each request and answer on the socket, and the lines a new
-process would need. If it dies, the bridge answers the requests in flight with a JSON-RPC error
-saying the hub restarted, starts a new process and hands the client over again with the
-session's handshake (`initialize`, `notifications/initialized`, open `subscriptions/listen`) to
-replay, so the client's session goes on. At end of input the shared process writes the answers
+Faults: the shared process reports on the socket each request before it takes its bytes from
+the client's input, each answer before the newline that delivers it, and the lines a new process
+would need (`hub.launch.handoff`). If it dies, even by kill -9, the bridge settles what it was
+doing at that instant (the bytes of its last report still in the input or not; an answer begun,
+spoiled, or reported, finished), answers the requests in flight with a JSON-RPC error saying the
+hub restarted (each request is answered exactly once), starts a new process and hands the
+client over again with the session's handshake (`initialize`, `notifications/initialized`, open
+`subscriptions/listen`) to replay, so the client's session goes on. At end of input the shared process writes the answers
 to requests already received, then ends the session, and the bridge exits; on SIGTERM, SIGINT or
 SIGHUP the bridge closes the socket, which cancels the session's calls, and exits at once.
 Background work (`pool_submit`, batch jobs) goes on in the shared process, which exits after
@@ -50,8 +53,10 @@ import os
 import re
 import signal
 import socket
+import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -60,9 +65,11 @@ from typing import Any
 
 from hub import __version__
 from hub.launch.fast_start import AnswerCache, EarlyAnswers, answer_until, digest
-from hub.launch.handoff import decode_event, send_handoff
+from hub.launch.handoff import classify, decode_event, send_handoff
 from hub.wire.envelope import LISTEN
+from hub.wire.jsonrpc import NO_ID, recover_id
 from hub.wire.lines import LineBuffer
+from hub.wire.peek import Peeker
 
 __all__ = ["SHARED_ENV", "Launch", "run_bridge", "sharing_enabled"]
 
@@ -81,9 +88,13 @@ SHARED_ENV = (
     "VERTEX_GCS_PREFIX",
     "STORAGE_EMULATOR_HOST",
     "GOOGLE_APPLICATION_CREDENTIALS",
+    "TMPDIR",  # where the socket goes when no other place will do (`runtime_dir`)
 )
 START_TIMEOUT_S = 60.0
-PING_TIMEOUT_S = 30.0
+# A ping answers in milliseconds; one that has not in this long (connect included) comes from a
+# process that is stopped or wedged: it is replaced, so a new session is served within the few
+# seconds MCP clients wait for a server to start.
+PING_TIMEOUT_S = 2.5
 SOCKET_PATH_MAX = 100  # sun_path is 108 bytes on Linux, 104 on macOS
 RESTARTED = -32603
 # The events stay in the socket until read, a dead process's included: the bridge reads them in
@@ -115,7 +126,7 @@ class Launch:
         self.cwd = cwd or Path.cwd()
         self.key = self._key()
         self.directory = runtime_dir(environ, state_dir, self.key)
-        self.socket_path = self.directory / f"{self.key}.sock"
+        self.socket_path = socket_path_in(self.directory, self.key)
         self.lock_path = self.directory / f"{self.key}.lock"
         self.log_path = state_dir / "logs" / f"shared-{self.key}.log"
 
@@ -141,53 +152,136 @@ class Launch:
 
 
 def runtime_dir(environ: Mapping[str, str], state_dir: Path, key: str) -> Path:
-    """A 0700 directory of this user's for the socket (see the module docstring)."""
-    candidates = []
+    """A 0700 directory of this user's for the socket (see the module docstring). In the
+    system's temporary directory, shared with every user, only a real directory this user owns
+    and nobody else can enter is used (never a symlink, never one made private by chmod): a
+    name squatted by someone else is passed over for the next (`hub-<uid>-1`, ...)."""
+    uid = os.getuid()
+    candidates: list[tuple[Path, bool]] = []  # (directory, in a directory every user can write)
     if environ.get("XDG_RUNTIME_DIR"):
-        candidates.append(Path(environ["XDG_RUNTIME_DIR"]) / "hub")
-    candidates.append(state_dir.expanduser() / "run")
-    candidates.append(Path("/tmp") / f"hub-{os.getuid()}")
-    for directory in candidates:
+        candidates.append((Path(environ["XDG_RUNTIME_DIR"]) / "hub", False))
+    candidates.append((state_dir.expanduser() / "run", False))
+    shared = Path(tempfile.gettempdir())
+    candidates += [(shared / (f"hub-{uid}-{n}" if n else f"hub-{uid}"), True) for n in range(4)]
+    problems = []
+    for directory, public in candidates:
         if len(str(directory / f"{key}.sock")) > SOCKET_PATH_MAX:
             continue
+        problem = _private_dir(directory, public)
+        if problem is None:
+            return directory
+        problems.append(problem)
+    raise OSError(
+        "no private directory for the hub's socket: "
+        + "; ".join(problems)
+        + ". Set XDG_RUNTIME_DIR to a directory only you can enter (mode 0700)"
+    )
+
+
+def _private_dir(directory: Path, public: bool) -> str | None:
+    """None if `directory` is (or was just made) this user's alone; else what is wrong with it."""
+    uid = os.getuid()
+    try:
+        directory.mkdir(mode=0o700, parents=not public)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        return f"{directory} cannot be created ({exc.strerror})"
+    try:
+        info = os.lstat(directory)
+        if stat.S_ISLNK(info.st_mode):
+            if public or info.st_uid != uid:
+                return f"{directory} is a symbolic link (owned by uid {info.st_uid}); it is not used"
+            info = os.stat(directory)  # the user's own link in the user's own tree
+    except OSError as exc:
+        return f"{directory}: {exc.strerror}"
+    if not stat.S_ISDIR(info.st_mode):
+        return f"{directory} is not a directory"
+    if info.st_uid != uid:
+        return f"{directory} belongs to uid {info.st_uid}, not to you"
+    if info.st_mode & 0o077:
+        if public:
+            return f"{directory} is open to other users (mode {stat.S_IMODE(info.st_mode):o}); remove it"
+        os.chmod(directory, 0o700)  # the user's own directory, in the user's own tree
+    return None
+
+
+def socket_path_in(directory: Path, key: str) -> Path:
+    """Where the socket of launch `key` goes: `<key>.sock`, or if something that is not a
+    socket sits there (a directory, a file), the first free or socket of `<key>-1.sock` ...;
+    every bridge of the launch picks the same one."""
+    names = [f"{key}.sock", *(f"{key}-{n}.sock" for n in range(1, 4))]
+    for name in names:
+        path = directory / name
         try:
-            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            info = directory.stat()
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            return path
         except OSError:
             continue
-        if info.st_uid != os.getuid():
-            continue  # someone else's: never put our socket there
-        if info.st_mode & 0o077:
-            os.chmod(directory, 0o700)
-        return directory
-    raise OSError("no private directory for the hub's socket (set XDG_RUNTIME_DIR)")
+        if stat.S_ISSOCK(mode):
+            return path
+    raise OSError(
+        f"{directory / names[0]} and the other names the hub tries for its socket are taken by "
+        f"files that are not sockets; remove them"
+    )
 
 
-def _alive(path: Path) -> bool:
+class _Probe:
+    """What a liveness probe found on the socket path."""
+
+    ANSWERED, GONE, HUNG = "answered", "gone", "hung"
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+# Sockets that took a connection and did not answer a ping in time (a stopped or wedged
+# process): this bridge does not wait on them again, and replaces them under the lock.
+_HUNG: set[tuple[int, int]] = set()
+
+
+def _probe(path: Path) -> str:
     """Whether a shared process answers on `path`: a `ping` round trip on a connection of its own
-    (the first message on a session fixes its protocol era, so the session itself is not used). A
-    process that is dying still takes connections while its files close: it fails this."""
+    (the first message on a session fixes its protocol era, so the session itself is not used),
+    within `PING_TIMEOUT_S` in all. A process that is dying still takes connections while its
+    files close: it fails this."""
+    identity = _identity(path)
+    if identity is None:
+        return _Probe.GONE
+    if identity in _HUNG:
+        return _Probe.HUNG
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    deadline = time.monotonic() + PING_TIMEOUT_S
     try:
         probe.settimeout(PING_TIMEOUT_S)
         probe.connect(str(path))
         probe.sendall(b'{"jsonrpc":"2.0","id":"hub-bridge-ping","method":"ping"}\n')
         reply = b""
         while b"\n" not in reply:
+            probe.settimeout(max(0.01, deadline - time.monotonic()))
             chunk = probe.recv(4096)
             if not chunk:
-                return False
+                return _Probe.GONE
             reply += chunk
-        return b"hub-bridge-ping" in reply
+        return _Probe.ANSWERED if b"hub-bridge-ping" in reply else _Probe.GONE
+    except TimeoutError:
+        _HUNG.add(identity)
+        return _Probe.HUNG
     except OSError:
-        return False
+        return _Probe.GONE
     finally:
         probe.close()
 
 
 def _connect(path: Path) -> socket.socket | None:
-    """A connection to a shared process that answers (see `_alive`), else None."""
-    if not _alive(path):
+    """A connection to a shared process that answers (see `_probe`), else None."""
+    if _probe(path) != _Probe.ANSWERED:
         return None
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -203,44 +297,58 @@ def connect_or_start(launch: Launch, daemon_argv: Sequence[str]) -> socket.socke
     sock = _connect(launch.socket_path)
     if sock is not None:
         return sock
-    with open(launch.lock_path, "a+") as lock:
+    try:
+        lock = open(launch.lock_path, "a+")
+    except OSError as exc:
+        raise StartError(f"hub: cannot open the start lock {launch.lock_path}: {exc.strerror}", 2) from None
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # racing bridges wait here while the first one starts it
         sock = _connect(launch.socket_path)
         if sock is not None:
             return sock
+        # Left by a process that died, or one that took the connection and never answered: the
+        # new process binds the path afresh (the old one, if it ever wakes, leaves it alone:
+        # it removes the path only while it is still its own).
         with contextlib.suppress(FileNotFoundError):
-            launch.socket_path.unlink()  # left by a process that died
+            launch.socket_path.unlink()
+        return _start(launch, daemon_argv)
+
+
+def _start(launch: Launch, daemon_argv: Sequence[str]) -> socket.socket:
+    """Start the shared process (the caller holds the lock) and wait until it answers."""
+    try:
         launch.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(launch.log_path, "ab") as log:
-            logged_before = log.tell()
-            process = subprocess.Popen(
-                [sys.executable, "-m", "hub", *daemon_argv],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-                cwd=launch.cwd,
-                env=launch.environ,
-                start_new_session=True,  # not in the client's process group: it outlives this session
+        log = open(launch.log_path, "ab")
+    except OSError as exc:
+        raise StartError(
+            f"hub: cannot write the shared process's log {launch.log_path}: {exc.strerror}", 2
+        ) from None
+    with log:
+        logged_before = log.tell()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "hub", *daemon_argv],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            cwd=launch.cwd,
+            env=launch.environ,
+            start_new_session=True,  # not in the client's process group: it outlives this session
+        )
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        sock = _connect(launch.socket_path)
+        if sock is not None:
+            return sock
+        code = process.poll()
+        if code is not None or time.monotonic() > deadline:
+            said = _tail(launch.log_path, logged_before)
+            if code == 2:  # a configuration error: say it as `hub serve --no-share` would
+                raise StartError(said, 2)
+            what = (
+                f"exited with code {code}" if code is not None else f"did not start in {START_TIMEOUT_S:g} s"
             )
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            sock = _connect(launch.socket_path)
-            if sock is not None:
-                return sock
-            code = process.poll()
-            if code is not None or time.monotonic() > deadline:
-                said = _tail(launch.log_path, logged_before)
-                if code == 2:  # a configuration error: say it as `hub serve --no-share` would
-                    raise StartError(said, 2)
-                what = (
-                    f"exited with code {code}"
-                    if code is not None
-                    else f"did not start in {START_TIMEOUT_S:g} s"
-                )
-                raise StartError(
-                    f"hub: the shared hub process {what}; it said ({launch.log_path}):\n{said}", 1
-                )
-            time.sleep(0.01)
+            raise StartError(f"hub: the shared hub process {what}; it said ({launch.log_path}):\n{said}", 1)
+        time.sleep(0.01)
 
 
 class StartError(RuntimeError):
@@ -285,6 +393,14 @@ class Bridge:
         self.pending: dict[Any, str] = {}  # request id -> method, for requests not answered yet
         self.handshake: list[bytes] = []  # initialize + initialized, replayed after a restart
         self.listens: dict[Any, bytes] = {}  # open subscriptions/listen requests, replayed too
+        # The last `T` event, while the process may not have taken its bytes yet (handoff.py).
+        self.unsettled: dict[str, Any] | None = None
+        self.unsettled_ids: set[Any] = set()
+        self.inside: tuple[bool, Any] = (False, None)  # the process took part of a line (its id)
+        # What the process left on the client's output: "clean"; "open": a line begun, not to
+        # be taken (an answer not committed, or a line half written); "committed": an answer
+        # whose newline may not be out yet (hub.launch.handoff).
+        self.output = "clean"
         self.stopping = False
 
     def run(self) -> int:
@@ -337,11 +453,13 @@ class Bridge:
             "replay": replay.decode("latin-1"),
             "swallow": list(swallow),
             "swallow_acks": list(swallow_acks),
+            "skip_first": self.inside[0],  # the dead process took part of a line: drop its rest
         }
         if self.cache is not None:
             message["cache"] = {"path": str(self.cache.path), "fingerprint": self.cache.fingerprint}
         if early is not None:
             message["early"] = early.to_json()
+            self._account(early.held)  # read by this bridge, not from the pipe: no `T` for them
         send_handoff(
             self.sock, message, [_usable(self.stdin, os.O_RDONLY), _usable(self.stdout, os.O_WRONLY)]
         )
@@ -374,13 +492,63 @@ class Bridge:
             self._restart()
 
     def _event(self, kind: str, value: Any) -> None:
-        if kind == "R":
-            self.pending[_key(value)] = "request"
+        """One event of the session (`hub.launch.handoff`)."""
+        if kind == "T":
+            if self.unsettled is not None:  # the process took those bytes: it looks at more now
+                self._take(self.unsettled)
+            self.unsettled, self.unsettled_ids = None, set()
+            if value.get("crc") is None:  # told after the bytes were taken
+                self._take(value)
+            else:
+                self.unsettled, self.unsettled_ids = value, {_key(r) for r in value["r"]}
         elif kind == "A":
-            self.pending.pop(_key(value), None)
-            self.listens.pop(_key(value), None)  # a subscription's answer is its end
-        elif kind == "K":
-            self._keep(value)
+            key = _key(value)
+            if key in self.unsettled_ids:  # it answers only what it took
+                self._take(self.unsettled)  # type: ignore[arg-type]
+                self.unsettled, self.unsettled_ids = None, set()
+            self.pending.pop(key, None)
+            self.listens.pop(key, None)  # a subscription's answer is its end
+            self.output = "committed"
+        elif kind in ("W", "O"):
+            self.output = "open"
+        elif kind in ("N", "C"):
+            self.output = "clean"
+
+    def _take(self, event: dict[str, Any]) -> None:
+        """The process took the bytes of a `T` event: its requests are in flight."""
+        for request_id in event["r"]:
+            self.pending.setdefault(_key(request_id), "request")
+        for line in event["k"]:
+            self._keep(line.encode() + b"\n")
+        self.inside = (bool(event["in"]), event["id"])
+
+    def _account(self, held: bytes) -> None:
+        """Requests this bridge read itself (a cold start's held input) are in flight once handed over."""
+        lines = held.split(b"\n")
+        for line in lines[:-1]:
+            kind, value = classify(line)
+            if kind == "request":
+                self.pending.setdefault(_key(value), "request")
+            elif kind == "keep":
+                self._keep(value.encode() + b"\n")
+        if lines[-1].strip():  # a line begun: the process reads its end from the pipe
+            found = recover_id(lines[-1][:4096])
+            self.inside = (True, None if found is NO_ID else found)
+
+    def _settle(self) -> None:
+        """The process died: did it take the bytes of the last `T`? If they are still at the
+        front of the input, no (the next process reads them); else yes."""
+        event, self.unsettled, self.unsettled_ids = self.unsettled, None, set()
+        if event is None:
+            return
+        peeker = Peeker.for_fd(self.stdin)
+        try:
+            still_there = peeker is not None and peeker.starts_with(event["n"], event["crc"])
+        finally:
+            if peeker is not None:
+                peeker.close()
+        if not still_there:
+            self._take(event)
 
     def _keep(self, line: bytes) -> None:
         message = _parse(line)
@@ -415,7 +583,17 @@ class Bridge:
     def _restart(self) -> None:
         """Tell the client its requests in flight failed, start (or find) a new shared process,
         and hand the client over again with the session's handshake to replay."""
+        self._settle()
+        if self.output == "open":  # spoil the line it began: a client must not take it
+            self._write(b"#\n")
+        elif self.output == "committed":  # deliver the answer it reported (an empty line if out)
+            self._write(b"\n")
+        self.output = "clean"
         lost = [rid for rid, method in self.pending.items() if method not in ("initialize", LISTEN)]
+        inside, inside_id = self.inside
+        if inside and inside_id is not None and inside_id not in self.pending:
+            lost.append(inside_id)  # a request the dead process had begun to read: it is dropped
+        self.inside = (inside, None)
         for rid in lost:
             self.pending.pop(rid, None)
             error = {
@@ -491,8 +669,6 @@ def _key(value: Any) -> Any:
 
 
 def _pollable(fd: int) -> bool:
-    import stat
-
     try:
         mode = os.fstat(fd).st_mode
     except OSError:

@@ -53,6 +53,7 @@ TRACKED = {
     "resources/templates/list": "resources",
 }
 CHECK_PREFIX = "hub-fastfront-check-"
+HOLD_LINE_MAX = 1 << 20  # bytes of one line the bridge holds while the hub starts
 FILE_NAME = "fastfront.json"
 
 
@@ -255,6 +256,7 @@ def answer_until(
     before others that are held changes nothing for the client."""
     early = EarlyAnswers()
     lines = LineBuffer()
+    begun = 0  # bytes of a line begun and not complete
     while not ready.is_set():
         readable, _, _ = select.select([read_fd], [], [], 0.02)
         if not readable:
@@ -263,9 +265,14 @@ def answer_until(
         if not chunk:
             early.ended = True  # the client went away before the hub was up
             break
+        newline = chunk.rfind(b"\n")
+        begun = begun + len(chunk) if newline < 0 else len(chunk) - newline - 1
         for line in lines.feed(chunk):
             if not _answer(line, cache, early, write_fd):
                 early.held += line + b"\n"
+        if begun > HOLD_LINE_MAX:  # a long line: the hub reads the rest (and applies its limit)
+            ready.wait()
+            break
     early.held += lines.rest()
     return early
 

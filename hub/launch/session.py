@@ -6,8 +6,9 @@ shared process (`hub.launch.shared_process`). Around the transport, a session:
 - records the answers to list requests for the next fast start (`hub.launch.fast_start`), serves
   first what the fast start held back, asks the hub the questions the fast start answered, and
   tells the client `list_changed` when an answer turned out to differ;
-- tells the bridge of each request and answer (`Events`), so that if this process dies the
-  bridge can answer requests in flight and replay the handshake to a new one;
+- tells the bridge of each request before it is read (the reader's `Journal`) and of each
+  answer as it goes out (`Events`), so that if this process dies the bridge answers every
+  request in flight once and replays the handshake to a new one (`hub.launch.handoff`);
 - after such a replay, does not answer twice what the client already had (`swallow`).
 """
 
@@ -20,35 +21,37 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from hub.launch.fast_start import CHECK_PREFIX, TRACKED, AnswerCache, EarlyAnswers, check_requests
+from hub.launch.fast_start import TRACKED, AnswerCache, EarlyAnswers, check_requests
 from hub.server.stdio import Events, event_loop_stdout, private_stdin, stdio_transport
 from hub.wire.envelope import ACKNOWLEDGED, LISTEN, SUBSCRIPTION_KEY
-from hub.wire.fds import FdWriter, LineReader, pollable
+from hub.wire.fds import FdWriter, Journal, LineReader, pollable
 from hub.wire.jsonrpc import valid_id
 
 if TYPE_CHECKING:
     from hub.server.app import HubServer
 
-__all__ = ["KEPT_METHODS", "serve_fds", "serve_stdio"]
+__all__ = ["serve_fds", "serve_stdio"]
 
 log = structlog.get_logger("hub.launch")
 
-KEPT_METHODS = frozenset({"initialize", "notifications/initialized", LISTEN, "notifications/cancelled"})
-
 
 async def serve_stdio(
-    server: HubServer, cache: AnswerCache | None = None, early: EarlyAnswers | None = None
+    server: HubServer,
+    cache: AnswerCache | None = None,
+    early: EarlyAnswers | None = None,
+    *,
+    limit: int | None = None,
 ) -> None:
     """Serve one client over stdin/stdout until it closes stdin.
 
     `cache` keeps the answers to list requests for the next fast start (see
     `hub.launch.fast_start`); `early` is what that fast start did before the hub was up: input it
     held back (served first) and requests it answered (asked again here; if an answer
-    differs, clients get list_changed).
+    differs, clients get list_changed). Request lines over `limit` bytes are refused.
     """
     session = _Session(server, cache, early)
     with (
-        private_stdin(session.initial, session.on_request) as stdin,
+        private_stdin(session.initial, session.on_request, limit=limit) as stdin,
         event_loop_stdout(session.on_answer) as stdout,
     ):
         await session.serve(stdin, stdout)
@@ -64,19 +67,24 @@ async def serve_fds(
     replay: bytes = b"",
     swallow: set[Any] | None = None,
     events: Events | None = None,
+    journal: Journal | None = None,
+    limit: int | None = None,
+    skip_first: bool = False,
 ) -> None:
     """Serve one client on descriptors handed over by its bridge (`hub.launch.shared_process`), until input
     ends, as `serve_stdio` does on stdin/stdout. `replay` is read first (a dead process's
     handshake, replayed by the bridge); answers to the requests in `swallow` are not written
-    (the client had them), nor the acknowledgements of those subscriptions."""
+    (the client had them), nor the acknowledgements of those subscriptions. The bridge hears
+    of what is read (`journal`) and written (`events`); lines over `limit` bytes are refused;
+    `skip_first`: the input begins inside a line a dead process had begun (dropped)."""
     session = _Session(server, cache, early, replay=replay, swallow=swallow, events=events)
     terminal = os.isatty(out_fd)  # left blocking (the user's terminal): written from a thread
     if pollable(out_fd) and not terminal:
         os.set_blocking(out_fd, False)
-    await session.serve(
-        LineReader(in_fd, session.initial, session.on_request),
-        FdWriter(out_fd, session.on_answer, threaded=terminal),
+    reader = LineReader(
+        in_fd, session.initial, session.on_request, limit=limit, journal=journal, skip_first=skip_first
     )
+    await session.serve(reader, FdWriter(out_fd, session.on_answer, threaded=terminal))
 
 
 class _Session:
@@ -109,22 +117,9 @@ class _Session:
 
     def on_request(self, line: str) -> None:
         """Each line as it is read (before anything answers it): the answer cache sees
-        requests, and the bridge hears of each one (see `Events`)."""
+        requests (the bridge heard of them before they were read: the reader's journal)."""
         if self.cache is not None:
             self.cache.saw_request(line)
-        if self.events is None:
-            return
-        try:
-            message = json.loads(line)
-        except (ValueError, RecursionError):
-            return
-        method = message.get("method") if isinstance(message, dict) else None
-        if method in KEPT_METHODS:
-            self.events.keep(line)
-        elif isinstance(method, str) and valid_id(request_id := message.get("id")):
-            checking = isinstance(request_id, str) and request_id.startswith(CHECK_PREFIX)
-            if not checking:  # the fast start's own questions are not the client's
-                self.events.request(request_id)
 
     def on_answer(self, line: str) -> bool:
         """Keep answers for the next start; False drops the line (a check's answer, error or

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import itertools
 import json
 import os
 import signal
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +29,9 @@ import anyio.abc
 import structlog
 
 from hub.launch.control import CONTROL, is_control
-from hub.launch.handoff import HANDOFF, encode_event
+from hub.launch.handoff import HANDOFF, classify, encode_event
+from hub.wire.fds import Take
+from hub.wire.jsonrpc import NO_ID, recover_id
 
 if TYPE_CHECKING:
     from hub.config.settings import HubConfig
@@ -36,9 +40,11 @@ if TYPE_CHECKING:
 __all__ = ["SharedProcess", "describe", "serve_shared"]
 
 log = structlog.get_logger("hub.shared")
-REPORT_BUFFER = 1 << 20  # bytes of events a bridge may leave unread
-EVENT_MAX = 1 << 16  # bytes of one event; a larger one (a 3 MB request id) is left out
+SEND_BUFFER = 1 << 20  # bytes of events the socket holds for a bridge that reads them in batches
+EVENT_MAX = 1 << 16  # bytes of a kept line (an `initialize`) the bridge is told of; larger: left out
+ID_MAX = 1024  # bytes of a request id the bridge is told of; a larger one is left out
 BYE_TIMEOUT_S = 5.0
+SETTLE_S = 0.05  # an idle session tells its bridge this late that its last answer is out
 _ids = itertools.count(1)
 
 
@@ -71,7 +77,8 @@ async def _serve_connection(process: SharedProcess, stream: anyio.abc.SocketStre
         else:
             # Read and written on its descriptor directly, not through the anyio stream, which
             # costs a trip through the event loop per message.
-            reader, writer = LineReader(raw.fileno(), first), FdWriter(raw.fileno())
+            limit = hub.config.limits.max_line_bytes
+            reader, writer = LineReader(raw.fileno(), first, limit=limit), FdWriter(raw.fileno())
             async with stdio_transport(reader, writer, hub.server.dispatch) as (read, write):
                 await hub.server.mcp.run(read, write, hub.server.mcp.create_initialization_options())
     except Exception as exc:  # one session's failure never stops the others
@@ -110,36 +117,143 @@ async def _first_message(raw: socket.socket) -> tuple[bytes, list[int]]:
 
 
 class _Reporter:
-    """The control events for the bridge (`hub.transport.stdio.Events`, see `hub.handoff`),
-    written once per turn of the event loop however many there were, never blocking: a bridge
-    that does not read (stopped) has them buffered, up to `REPORT_BUFFER` bytes, after which it
-    is no longer told (it can no longer answer for a dead process, and says so when it must).
-    One event over `EVENT_MAX` bytes is left out (the bridge cannot answer for that request)."""
+    """The control events for the bridge (`hub.launch.handoff`): the session's `Journal` (what
+    it takes from the client's input, told before it takes it) and its `Events` (answers, told
+    before the newline that delivers them). Each is sent at once, not batched: the bridge must
+    know of every request and answer at whatever instant this process is killed. What the socket cannot take
+    yet waits here, and meanwhile the session reads no more of its client's input (`taking`
+    says to wait, `when_ready` resumes it), so a bridge that does not read (stopped) holds up its
+    own session only, and this process keeps no more than the answers in flight."""
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self.parts: list[bytes] = []
+        self.out = bytearray()  # what the socket did not take yet
         self.loop = asyncio.get_running_loop()
-        self.waiting = b""  # what the socket did not take yet
         self.gone = False
+        self.watching = False  # the event loop calls `flush` when the socket can take more
+        self.waiting: list[Callable[[], None]] = []  # `when_ready` callbacks
+        # What the bridge was last told of a line begun (nothing yet: the first take says).
+        self.inside: tuple[Any, Any] = (None, None)
+        self.committing = False  # an answer's newline is out and the bridge was not told yet
+        self.settle: asyncio.TimerHandle | None = None
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
 
-    def request(self, request_id: Any) -> None:
-        self._add(encode_event("R", request_id))
+    # -- the journal: what the session takes from its client's input ---------------------------
+
+    def taking(self, take: Take) -> bool:
+        """Tell the bridge of the requests and kept lines `take` completes; True once that is in
+        the socket (the bytes may be taken), False to wait for `when_ready`."""
+        if self.gone:
+            return True
+        requests, keep = [], []
+        for line in take.lines:
+            kind, value = classify(line)
+            if kind == "request":
+                requests.append(value)
+            elif kind == "keep":
+                keep.append(value)
+        inside_id = recover_id(*take.begun) if take.inside else NO_ID
+        inside = (take.inside, None if inside_id is NO_ID else inside_id)
+        if not requests and not keep and inside == self.inside:
+            return True  # nothing the bridge would do differently (a piece of a long line ...)
+        self.inside = inside
+        event: dict[str, Any] = {"n": take.size, "r": _small(requests), "k": _small(keep, EVENT_MAX)}
+        event["in"], event["id"] = inside
+        if take.crc is not None:
+            event["crc"] = take.crc
+        self._send(encode_event("T", event))
+        return not self.out
+
+    def when_ready(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once everything waiting was sent."""
+        if self.out and not self.gone:
+            self.waiting.append(callback)
+        else:
+            self.loop.call_soon(callback)
+
+    # -- events: what the session wrote to its client -----------------------------------------
+
+    def writing(self) -> None:
+        self.committing = False  # `W` says the last answer's newline is out too
+        self._send(_W)
 
     def answered(self, request_id: Any) -> None:
-        self._add(encode_event("A", request_id))
+        encoded = _int_id(request_id) or json.dumps(request_id).encode()
+        self._send(b"A " + encoded + b"\n" if len(encoded) <= ID_MAX else b"A null\n")
 
-    def keep(self, line: str) -> None:
-        self._add(encode_event("K", line))
+    def committed(self) -> None:
+        """The answer's newline is out. Said with the next event (any says it), or after
+        `SETTLE_S` if none comes first: a busy session pays nothing for it, an idle one a timer."""
+        self.committing = True
+        if self.settle is None:
+            self.settle = self.loop.call_later(SETTLE_S, self._settled)
+
+    def _settled(self) -> None:
+        self.settle = None
+        if self.committing:
+            self._send(b"")
+
+    def stalled(self) -> None:
+        self._send(_O)
+
+    def unstalled(self) -> None:
+        self._send(_C)
+
+    # -- sending ------------------------------------------------------------------------------
+
+    def _send(self, data: bytes) -> None:
+        if self.gone:
+            return
+        if self.committing:  # the newline of the last answer is out: say so first
+            self.committing = False
+            data = _N + data
+        if self.out:
+            self.out += data
+        else:  # nothing waits: straight to the socket
+            try:
+                sent = self.sock.send(data)
+            except BlockingIOError:
+                sent = 0
+            except OSError:  # the bridge went away: the session is being cancelled
+                self.gone = True
+                return
+            if sent == len(data):
+                return
+            self.out += data[sent:]
+        self.flush()
+
+    def flush(self) -> None:
+        if self.gone:
+            return
+        if self.out:
+            try:
+                sent = self.sock.send(self.out)
+            except BlockingIOError:
+                sent = 0
+            except OSError:  # the bridge went away: the session is being cancelled
+                self.gone = True
+                sent = len(self.out)
+            del self.out[:sent]
+        if self.out and not self.watching:
+            self.watching = True
+            self.loop.add_writer(self.sock.fileno(), self.flush)
+        elif not self.out:
+            if self.watching:
+                self.watching = False
+                self.loop.remove_writer(self.sock.fileno())
+            waiting, self.waiting = self.waiting, []
+            for callback in waiting:
+                self.loop.call_soon(callback)
 
     async def bye(self) -> None:
         """The session is over: say so, and see it sent (a bridge that misses it would take
         this process for dead)."""
         if self.gone:
             return
-        rest = self.waiting + b"".join(self.parts) + encode_event("B", None)
-        # From here this sends the rest alone: a flush still scheduled would remove the writer
-        # this waits on (anyio's), and it would wait out BYE_TIMEOUT_S.
+        rest = bytes(self.out) + encode_event("B")
+        # From here this sends the rest alone: the writer `flush` registered would be removed
+        # under the wait below.
         self.close()
         with anyio.move_on_after(BYE_TIMEOUT_S):
             while rest:
@@ -156,45 +270,39 @@ class _Reporter:
         starting another process. Sent at once; a bridge that does not read misses it."""
         if self.gone:
             return
-        data, self.parts = self.waiting + b"".join(self.parts) + encode_event("S", None), []
+        data = bytes(self.out) + encode_event("S")
         with contextlib.suppress(OSError):
             self.sock.send(data)
         self.close()
 
-    def _add(self, data: bytes) -> None:
-        if self.gone:
-            return
-        if len(data) > EVENT_MAX:  # no real client sends one; it would fill the buffer by itself
-            log.info("an event too large to tell the bridge was left out", size=len(data))
-            return
-        if not self.parts:
-            self.loop.call_soon(self.flush)
-        self.parts.append(data)
-
-    def flush(self) -> None:
-        if self.gone or not (self.parts or self.waiting):
-            return
-        data, self.parts = self.waiting + b"".join(self.parts), []
-        try:
-            sent = self.sock.send(data)
-        except BlockingIOError:
-            sent = 0
-        except OSError:
-            self.gone = True  # the bridge went away: the session is being cancelled
-            return
-        was_waiting = bool(self.waiting)
-        self.waiting = data[sent:]
-        if len(self.waiting) > REPORT_BUFFER:
-            log.warning("the bridge is not reading its events; it is no longer told of requests")
-            self.gone, self.waiting = True, b""
-        if self.waiting and not was_waiting:
-            self.loop.add_writer(self.sock.fileno(), self.flush)
-        elif was_waiting and not self.waiting:
-            self.loop.remove_writer(self.sock.fileno())
-
     def close(self) -> None:
-        self.loop.remove_writer(self.sock.fileno())
-        self.gone, self.waiting = True, b""
+        if self.settle is not None:
+            self.settle.cancel()
+            self.settle = None
+        if self.watching:
+            self.loop.remove_writer(self.sock.fileno())
+        self.watching, self.gone = False, True
+        self.out.clear()
+        waiting, self.waiting = self.waiting, []
+        for callback in waiting:
+            self.loop.call_soon(callback)
+
+
+_W, _N, _O, _C = (encode_event(kind) for kind in "WNOC")
+
+
+def _int_id(value: Any) -> bytes:
+    """An integer id as JSON, without json.dumps (the common case); b"" for any other."""
+    return str(value).encode() if type(value) is int else b""
+
+
+def _small(values: list[Any], limit: int = ID_MAX) -> list[Any]:
+    """`values` without those too large to tell the bridge (a 3 MB request id: no real client
+    sends one; the bridge cannot answer for that request after a crash)."""
+    kept = [value for value in values if len(json.dumps(value)) <= limit]
+    if len(kept) < len(values):
+        log.info("an event too large to tell the bridge was left out", left_out=len(values) - len(kept))
+    return kept
 
 
 async def _serve_handoff(process: SharedProcess, raw: socket.socket, first: bytes, fds: list[int]) -> None:
@@ -231,6 +339,9 @@ async def _serve_handoff(process: SharedProcess, raw: socket.socket, first: byte
                 replay=message.get("replay", "").encode("latin-1"),
                 swallow=swallow,
                 events=reporter,
+                journal=reporter,
+                limit=hub.config.limits.max_line_bytes,
+                skip_first=bool(message.get("skip_first")),
             )
             for fd in fds:  # the client sees the end of its output once the bridge exits too
                 with contextlib.suppress(OSError):
@@ -255,6 +366,35 @@ class SharedProcess:
         self.idle_since: float | None = time.monotonic()
         self.reporters: set[_Reporter] = set()
         self.stop_scope = anyio.CancelScope()
+        self.bound: tuple[int, int] | None = None  # the socket file's device and inode
+
+    def remove_socket(self) -> None:
+        """Remove the socket path if it is still this process's socket: a process that was
+        stopped or wedged long enough for a bridge to start another one at the same path must
+        not remove its successor's. Checked and removed under the launch's start lock (which
+        bridges hold while they replace a socket); if a bridge holds it now, the path is left
+        alone (the bridge replaces it anyway)."""
+        if self.bound is None:
+            return
+        lock_path = self.socket_path.with_suffix(".lock")
+        try:
+            lock = open(lock_path, "a+")
+        except OSError:
+            return
+        with lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                log.info("a bridge is replacing the socket; leaving it", socket=str(self.socket_path))
+                return
+            with contextlib.suppress(OSError):
+                info = os.lstat(self.socket_path)
+                if (info.st_dev, info.st_ino) == self.bound:
+                    self.socket_path.unlink()
+                else:
+                    log.info(
+                        "the socket path is another process's now; leaving it", socket=str(self.socket_path)
+                    )
 
     # -- sessions ----------------------------------------------------------------------------
 
@@ -348,6 +488,8 @@ class SharedProcess:
             self.socket_path.unlink()  # the bridge that started us holds the lock: any file here is stale
         listener = await anyio.create_unix_listener(self.socket_path)
         os.chmod(self.socket_path, 0o600)
+        info = os.lstat(self.socket_path)
+        self.bound = (info.st_dev, info.st_ino)
         log.info(
             "shared hub serving", socket=str(self.socket_path), key=self.key, idle_exit_s=self.idle_exit_s
         )
@@ -385,9 +527,11 @@ async def serve_shared(config: HubConfig, key: str, socket_path: Path) -> None:
 
     async with Hub(config) as hub:
         await hub.instances.mark_shared(key, str(socket_path))
-        await SharedProcess(hub, key, socket_path, config.daemon.idle_exit_s).serve()
-    with contextlib.suppress(FileNotFoundError):
-        socket_path.unlink()
+        process = SharedProcess(hub, key, socket_path, config.daemon.idle_exit_s)
+        try:
+            await process.serve()
+        finally:
+            process.remove_socket()
 
 
 def describe(instance: Any) -> dict[str, Any]:

@@ -121,7 +121,7 @@ class LineShortcut:
     def __init__(
         self,
         dispatch: Dispatch,
-        emit: Callable[[str], Awaitable[None]],
+        emit: Callable[..., Awaitable[None]],
         spawn: Callable[..., object],
         done: Callable[[Any], None],
         state: ClientState | None = None,
@@ -215,7 +215,9 @@ class LineShortcut:
         return True
 
     async def _reply(self, request_id: Any, result_text: str) -> None:
-        await self._emit(f'{{"jsonrpc":"2.0","id":{_dumps(request_id)},"result":{result_text}}}\n')
+        await self._emit(
+            f'{{"jsonrpc":"2.0","id":{_dumps(request_id)},"result":{result_text}}}\n', request_id
+        )
         self._done(request_id)
 
     async def _call(self, request_id: Any, tool: Tool, params: dict[str, Any], version: str) -> None:

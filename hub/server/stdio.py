@@ -36,8 +36,8 @@ from hub.server.hygiene import MessageCheck
 from hub.server.sdk import create_context_streams
 from hub.server.shortcuts import LineShortcut
 from hub.wire.envelope import LISTEN
-from hub.wire.fds import FdWriter, LineReader, tty_hint
-from hub.wire.jsonrpc import valid_id
+from hub.wire.fds import FdWriter, LineReader, LineTooLong, tty_hint
+from hub.wire.jsonrpc import NO_ID, error_response, valid_id
 
 __all__ = ["Events", "event_loop_stdout", "private_stdin", "stdio_transport"]
 
@@ -45,26 +45,54 @@ log = structlog.get_logger("hub.server")
 
 
 class Events(Protocol):
-    """What a session tells the bridge that handed it over (`hub.launch.handoff`), so the bridge can
-    answer requests in flight and replay the handshake if this process dies: each request's id
-    when it is read (`request`), each answer (`answered`), and the lines a new process would
-    need (`keep`: `initialize`, `notifications/initialized`, `subscriptions/listen`, cancels)."""
+    """What a session tells the bridge that handed it over (`hub.launch.handoff`) of what it
+    writes, so that if this process dies, at whatever instant, the bridge answers each request
+    in flight exactly once. An answer is written in two steps: `writing()` before anything of it
+    goes out, all of it but its newline, `answered(id)`, its newline (what makes a client take
+    the line), then `committed()`. A line that is not an answer is written whole; if the client's
+    pipe fills half way, `stalled()` and, once finished, `unstalled()`. What it reads, the bridge
+    hears of from the reader's `hub.wire.fds.Journal`."""
 
-    def request(self, request_id: Any) -> None: ...
+    def writing(self) -> None: ...
 
     def answered(self, request_id: Any) -> None: ...
 
-    def keep(self, line: str) -> None: ...
+    def committed(self) -> None: ...
+
+    def stalled(self) -> None: ...
+
+    def unstalled(self) -> None: ...
+
+
+def _stall_reports(events: Events) -> tuple[Callable[[], None], Callable[[], None]]:
+    """(stalled, written) for a line that is not an answer: the bridge hears of it only if the
+    client's pipe fills half way through it."""
+    state = {"stalled": False}
+
+    def stalled() -> None:
+        state["stalled"] = True
+        events.stalled()
+
+    def written() -> None:
+        if state["stalled"]:
+            events.unstalled()
+
+    return stalled, written
+
+
+_NOT_AN_ANSWER = object()
 
 
 @contextlib.contextmanager
-def private_stdin(initial: bytes = b"", on_line: Callable[[str], None] | None = None) -> Iterator[LineReader]:
-    """A reader on a private copy of fd 0, with fd 0 pointed at /dev/null while serving. A
-    terminal gets one line on stderr saying what this is."""
+def private_stdin(
+    initial: bytes = b"", on_line: Callable[[str], None] | None = None, *, limit: int | None = None
+) -> Iterator[LineReader]:
+    """A reader on a private copy of fd 0 (lines over `limit` bytes refused), with fd 0 pointed
+    at /dev/null while serving. A terminal gets one line on stderr saying what this is."""
     try:
         private = os.dup(0)
     except OSError:  # stdin is closed
-        yield LineReader(-1, initial, on_line)
+        yield LineReader(-1, initial, on_line, limit=limit)
         return
     with contextlib.suppress(OSError):
         if os.isatty(private):
@@ -73,7 +101,7 @@ def private_stdin(initial: bytes = b"", on_line: Callable[[str], None] | None = 
     os.dup2(devnull, 0)
     os.close(devnull)
     try:
-        yield LineReader(private, initial, on_line)
+        yield LineReader(private, initial, on_line, limit=limit)
     finally:
         os.dup2(private, 0)
         os.close(private)
@@ -125,20 +153,30 @@ class _Transport:
         self.loop = asyncio.get_running_loop()
         self.tasks: set[asyncio.Task[None]] = set()
 
-    async def emit(self, text: str) -> None:
+    async def emit(self, text: str, answer_id: Any = _NOT_AN_ANSWER) -> None:
+        """Write one whole line; `answer_id`: the request it answers (see `Events`)."""
         if self.gone:
             return
+        events = self.events
         async with self.lock:
             try:
-                await self.writer.write(text)
+                if events is None:
+                    await self.writer.write(text)
+                elif answer_id is _NOT_AN_ANSWER:
+                    stalled, written = _stall_reports(events)
+                    await self.writer.write(text, stalled=stalled, written=written)
+                else:
+                    events.writing()
+                    await self.writer.write(
+                        text, before_newline=lambda: events.answered(answer_id), written=events.committed
+                    )
             except OSError:  # closed by the client, or not read for LINE_FINISH_S
                 self.gone = True
                 self.reading.cancel()  # the session ends as if input had ended
 
     def answered(self, request_id: Any) -> None:
+        """`request_id` needs no more waiting for (answered, or cancelled)."""
         self.pending.discard(request_id)
-        if self.events is not None:
-            self.events.answered(request_id)
         if not self.pending:
             self.settled.set()
 
@@ -169,7 +207,9 @@ class _Transport:
         with self.reading:
             async with self.read_send:
                 async for line in self.reader:
-                    if line.strip():
+                    if isinstance(line, LineTooLong):
+                        await self._refuse(line)
+                    elif line.strip():
                         await self._read_line(line)
                 # End of input: let the calls already received finish and be answered first.
                 while self.pending:
@@ -180,10 +220,11 @@ class _Transport:
         parsed, answer = self.check.parse(line)
         if parsed is None:
             if answer is not None:
-                await self.emit(json.dumps(answer) + "\n")
                 request_id = answer.get("id") if isinstance(answer, dict) else None
-                if self.events is not None and valid_id(request_id):
-                    self.events.answered(request_id)  # the bridge heard of it as a request
+                # The bridge heard of it as a request: it hears of the answer.
+                await self.emit(
+                    json.dumps(answer) + "\n", request_id if valid_id(request_id) else _NOT_AN_ANSWER
+                )
             return
         message = parsed.message
         if parsed.metadata is None:
@@ -204,6 +245,19 @@ class _Transport:
                 return
         await self.read_send.send(parsed)
 
+    async def _refuse(self, line: LineTooLong) -> None:
+        """A request line over the limit, read past: answered with an error (with its id when
+        one could be found at its start or end), and the session goes on."""
+        limit = self.reader.limit
+        log.warning("a request line over the size limit was refused", size=line.size, limit=limit)
+        request_id = None if line.request_id is NO_ID else line.request_id
+        message = (
+            f"request of {line.size:,} bytes is over the hub's limit of {limit:,} bytes per message "
+            "([limits] max_line_bytes in hub.toml); it was not read"
+        )
+        answer = error_response(request_id, types.INVALID_REQUEST, message)
+        await self.emit(json.dumps(answer) + "\n", _NOT_AN_ANSWER if request_id is None else request_id)
+
     async def write_lines(self) -> None:
         async with self.write_recv:
             async for session_message in self.write_recv:
@@ -213,7 +267,8 @@ class _Transport:
                 except ValueError:  # pydantic cannot write a lone surrogate (a downstream's "\ud800")
                     dumped = message.model_dump(by_alias=True, exclude_unset=True)
                     text = json.dumps(dumped, ensure_ascii=False, default=str)
-                await self.emit(text + "\n")
+                answers = isinstance(message, types.JSONRPCResponse | types.JSONRPCError)
+                await self.emit(text + "\n", getattr(message, "id", None) if answers else _NOT_AN_ANSWER)
                 if isinstance(message, types.JSONRPCResponse | types.JSONRPCError):
                     if self.shortcut is not None:
                         result = message.result if isinstance(message, types.JSONRPCResponse) else None

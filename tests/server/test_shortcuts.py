@@ -360,7 +360,7 @@ def test_a_forwarded_result_that_is_not_json_is_still_answered():
     fast = Dispatch(registry, None)  # type: ignore[arg-type]
     lines: list[str] = []
 
-    async def emit(text: str) -> None:
+    async def emit(text: str, answer_id: object = None) -> None:
         lines.append(text)
 
     async def main() -> None:
