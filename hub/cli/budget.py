@@ -44,8 +44,7 @@ async def show_budget(config: HubConfig, action: str, as_json: bool) -> None:
     from hub.services.budget import Budget
     from hub.services.store import Store
 
-    config.state_dir.mkdir(parents=True, exist_ok=True)
-    store = Store(config.state_dir / "hub.sqlite")
+    store = Store.in_state_dir(config.state_dir)  # a fault is one line (`StoreError`), exit 2
     try:
         budget = Budget(store, config.budget.limit_usd, period=config.budget.period)
         await budget.setup()
