@@ -7,6 +7,8 @@ Markers in the prompt script it:
   [fail]      end with an error result (subtype error_during_execution), exit 1
   [cost=X]    report total_cost_usd X (default 0.001); over --max-budget-usd it stops with
               subtype error_max_budget_usd, as the real CLI does
+  [overshoot=X] report X even past --max-budget-usd (subtype error_max_budget_usd), as a real CLI
+              whose last turn passes the cap does: it checks the cap only between turns
   [crash]     exit 3 with no result line, after printing to stderr
   [hang]      never finish (and start a grandchild `sleep`, so tests can see the whole process
               group go)
@@ -97,7 +99,10 @@ def main() -> int:
     cost = float(cost_match.group(1)) if cost_match else 0.001
     cap = arg("--max-budget-usd")
     subtype, is_error, output = "success", False, f"done: {prompt.strip()[:80]}"
-    if cap is not None and cost > float(cap):
+    overshoot = re.search(r"\[overshoot=([\d.]+)\]", prompt)
+    if overshoot:
+        subtype, is_error, cost, output = "error_max_budget_usd", True, float(overshoot.group(1)), ""
+    elif cap is not None and cost > float(cap):
         subtype, is_error, cost, output = "error_max_budget_usd", True, float(cap), ""
     elif "[fail]" in prompt:
         subtype, is_error, output = "error_during_execution", True, "it went wrong"
