@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import anyio
 import anyio.abc
@@ -38,6 +38,7 @@ from hub.client.raw import attach_stdio, call_tool_raw
 from hub.client.sdk import create_http_client
 from hub.client.stdio import open_stdio
 from hub.config.expand import expand_vars
+from hub.config.paths import open_private, private_dir
 from hub.config.settings import ServerConfig
 from hub.errors import ConfigError
 from hub.wire.jsonrpc import ProgressFn
@@ -361,9 +362,7 @@ class ConnectionCache:
             async with contextlib.AsyncExitStack() as stack:
                 if conn.config.transport == "stdio":
                     params = self._stdio_params(conn)
-                    errlog = stack.enter_context(
-                        open(stderr_path, "w") if stderr_path else open(os.devnull, "w")
-                    )
+                    errlog = stack.enter_context(_stderr_file(stderr_path))
                     downstream = await stack.enter_async_context(open_stdio(params, errlog))
                     read, write = downstream.read, downstream.write
                 else:
@@ -480,7 +479,7 @@ class ConnectionCache:
     def _stderr_path(self, name: str) -> Path | None:
         if self.log_dir is None:
             return None
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.log_dir)
         return self.log_dir / f"{name}.stderr.log"
 
     @staticmethod
@@ -563,3 +562,10 @@ class _WatchedStream:
         except (StopAsyncIteration, anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream):
             self._died.set()
             raise
+
+
+def _stderr_file(path: Path | None) -> IO[str]:
+    """Where a stdio server's stderr goes: its log, private (0600: it may echo secrets), or nowhere."""
+    if path is None:
+        return open(os.devnull, "w")
+    return os.fdopen(open_private(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "w")

@@ -15,7 +15,8 @@ Markers in the prompt script it:
   [linger]    print the result, but leave a grandchild holding stdout open (as a CLI whose MCP
               servers outlive it would)
 With FAKE_CLAUDE_LOG=DIR every run writes DIR/<pid>.json: argv, stdin, cwd, whether CLAUDECODE
-was set, and the grandchild's pid.
+was set, the grandchild's pid, and the text and mode of the files --append-system-prompt-file and
+--mcp-config name (the pool removes them after the run).
 """
 
 from __future__ import annotations
@@ -29,8 +30,23 @@ import uuid
 
 
 def arg(name: str) -> str | None:
+    """An option's value, given as `--name=value` or `--name value` (options end at `--`)."""
     argv = sys.argv[1:]
-    return argv[argv.index(name) + 1] if name in argv and argv.index(name) + 1 < len(argv) else None
+    argv = argv[: argv.index("--")] if "--" in argv else argv
+    for i, given in enumerate(argv):
+        if given.startswith(f"{name}="):
+            return given.split("=", 1)[1]
+        if given == name and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
+
+
+def read_file(path: str | None) -> dict | None:
+    """A file an option names: its text and mode (the pool passes secrets by file, 0600)."""
+    if path is None or not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return {"path": path, "text": f.read(), "mode": oct(os.stat(path).st_mode & 0o777)}
 
 
 def emit(obj: dict) -> None:
@@ -49,6 +65,8 @@ def main() -> int:
         "claudecode": "CLAUDECODE" in os.environ,
         "pool_depth": os.environ.get("HUB_POOL_DEPTH"),
         "pid": os.getpid(),
+        "system_prompt_file": read_file(arg("--append-system-prompt-file")),
+        "mcp_config_file": read_file(arg("--mcp-config")),
     }
     log_dir = os.environ.get("FAKE_CLAUDE_LOG")
     grandchild = None
