@@ -265,6 +265,12 @@ async def serve_http(
         port=port,
         log_config=None,
         access_log=False,
+        # Per request, less work: httptools' C parser (a dependency) rather than h11, and no
+        # X-Forwarded-* middleware, Server or Date header (a loopback MCP server uses none).
+        http="httptools",
+        proxy_headers=False,
+        server_header=False,
+        date_header=False,
         lifespan="on",
         timeout_graceful_shutdown=3,
     )
