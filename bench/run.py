@@ -16,6 +16,7 @@ BENCHMARKS = [
     "cold_start",
     "proxy_overhead",
     "http_call",
+    "http_breakdown",
     "tools_list",
     "batch_execute",
     "batch_jobs",

@@ -3,7 +3,16 @@ message instead of a traceback, and what the hub says when it cannot start."""
 
 from __future__ import annotations
 
-__all__ = ["BudgetExceeded", "ConfigError", "HubError", "ListenError", "PluginLoadError", "ToolError"]
+__all__ = [
+    "BudgetExceeded",
+    "ConfigError",
+    "HubError",
+    "ListenError",
+    "PluginLoadError",
+    "StoreError",
+    "StoreLost",
+    "ToolError",
+]
 
 
 class HubError(Exception):
@@ -20,6 +29,17 @@ class ToolError(HubError):
 
 class BudgetExceeded(ToolError):
     """A reservation the shared budget cannot cover."""
+
+
+class StoreError(ToolError):
+    """The store (the state directory's SQLite database) cannot be used: full, read-only, damaged,
+    locked, or gone. One sentence naming the file, the cause and the fix; a tool that needed the
+    store gets it as its error, and a command that cannot open the store exits 2 with it."""
+
+
+class StoreLost(StoreError):
+    """The database file was deleted or replaced while this hub had it open: writing on would
+    split the state in two (this hub's writes in a file no other hub sees), so it stops."""
 
 
 class ListenError(HubError):

@@ -26,6 +26,7 @@ from hub.builtin import core
 from hub.client.cache import ConnectionCache
 from hub.client.listing import Listings
 from hub.config.settings import HubConfig
+from hub.errors import StoreError, StoreLost
 from hub.plugin.base import Plugin
 from hub.plugin.context import DownstreamListener, PluginContext, Services
 from hub.plugin.items import Prompt, RegistrationError, Resource, ResourceTemplate, Tool
@@ -96,6 +97,10 @@ class Hub:
         # Work in progress per plugin (PluginContext.set_busy): a shared process stays up for it.
         self.work: dict[str, int] = {}
         self.downstream_listeners: list[DownstreamListener] = []
+        # Set when the store's file was deleted or replaced under this hub (`StoreLost`): a
+        # shared process exits on it, so the next bridge starts one on the new file.
+        self.store_lost = anyio.Event()
+        self._store_problem: str | None = None
 
     # -- services ----------------------------------------------------------------------------
 
@@ -217,14 +222,28 @@ class Hub:
     # -- other hub processes on the same state directory -----------------------------------
 
     async def _keep_alive(self) -> None:
-        """Heartbeat, and recover the work of hubs that died, every few seconds."""
+        """Heartbeat, and recover the work of hubs that died, every few seconds; the store's file
+        is checked on each (`Store.check`), so a deleted database is noticed within one."""
         while True:
             await anyio.sleep(HEARTBEAT_S)
             try:
                 await self.instances.heartbeat()
                 await self.recover_dead()
+            except StoreLost as exc:
+                log.error("the store is gone; this hub no longer reads or writes it", problem=str(exc))
+                self._store_problem = str(exc)
+                self.store_lost.set()
+                return
+            except StoreError as exc:  # full, read-only...: said once, tried again
+                if str(exc) != self._store_problem:
+                    log.error("the store cannot be written; trying again", problem=str(exc))
+                self._store_problem = str(exc)
             except Exception:
                 log.exception("heartbeat or recovery failed; trying again")
+            else:
+                if self._store_problem is not None:
+                    log.info("the store can be written again")
+                self._store_problem = None
 
     async def recover_dead(self) -> None:
         """For each loaded plugin, settle what dead hub processes left: its `hub_recover` hook,
@@ -239,6 +258,8 @@ class Hub:
                         args = self._hook_args(impl, plugin, instance=instance)
                         await _await_lifecycle(impl.function(**args))
                     await self.budget.abandon(instance.id, name)
+                except StoreError:
+                    raise  # the store's fault, not the plugin's: said once by the heartbeat
                 except Exception:
                     log.exception(
                         "recovering a dead hub's work failed; will try again",
@@ -256,6 +277,8 @@ class Hub:
                     for name in self.plugins:  # as after a crash, since no one recovers after this hub
                         await self.budget.abandon(self.instances.id, name)
                 await self.instances.stop(clean=self._clean_shutdown)
+            except StoreError as exc:
+                log.warning("could not record this hub's stop", problem=str(exc))
             except Exception:
                 log.exception("could not record this hub's stop")
 
@@ -309,6 +332,8 @@ class Hub:
         for plugin, impl in starting:
             try:
                 await _await_lifecycle(impl.function(**self._hook_args(impl, plugin)))
+            except StoreError:
+                raise  # not this plugin's fault: the hub cannot start (exit 2, one line)
             except Exception as exc:
                 log.exception("plugin startup raised", plugin=plugin)
                 self._fail(plugin, f"{type(exc).__name__}: {exc}")
@@ -397,12 +422,23 @@ class Hub:
     # -- reporting ---------------------------------------------------------------------------
 
     async def status(self) -> dict[str, Any]:
-        """Plugins and versions, budget, context size and each downstream server's state."""
+        """Plugins and versions, budget, context size and each downstream server's state; the
+        store's problem, if it has one (then what it holds is left out, not read from a file
+        that is gone)."""
         plugins = []
         for name, info in self.plugins.items():
             entry = info.describe()
             entry.update(self.registry.contributions(name))
             plugins.append(entry)
+        store: dict[str, Any] = {"path": str(self.store.path), "problem": self._store_problem}
+        try:
+            from_store: dict[str, Any] = {
+                "instances": [i.describe() for i in await self.instances.live()],
+                "budget": await self.budget.summary(),
+                "context": {"entries": len(await self.context.all())},
+            }
+        except StoreError as exc:
+            store["problem"], from_store = str(exc), {}
         return {
             "hub": {
                 "version": __version__,
@@ -411,11 +447,10 @@ class Hub:
                 "state_dir": str(self.config.state_dir),
                 "instance": self.instances.id,
             },
-            "instances": [i.describe() for i in await self.instances.live()],
+            "store": store,
             "sessions": list(self.sessions.values()),
             "plugins": plugins,
-            "budget": await self.budget.summary(),
-            "context": {"entries": len(await self.context.all())},
+            **from_store,
             "servers": self.connections.status(),
             "counts": {
                 "tools": len(self.registry.tools),

@@ -44,8 +44,7 @@ async def show_budget(config: HubConfig, action: str, as_json: bool) -> None:
     from hub.services.budget import Budget
     from hub.services.store import Store
 
-    config.state_dir.mkdir(parents=True, exist_ok=True)
-    store = Store(config.state_dir / "hub.sqlite")
+    store = Store.in_state_dir(config.state_dir)  # a fault is one line (`StoreError`), exit 2
     try:
         budget = Budget(store, config.budget.limit_usd, period=config.budget.period)
         await budget.setup()
@@ -71,6 +70,12 @@ async def show_budget(config: HubConfig, action: str, as_json: bool) -> None:
         f"spent: ${summary['spent_usd']:,.4f}   reserved: ${summary['reserved_usd']:,.4f}"
         + ("" if summary["remaining_usd"] is None else f"   remaining: ${summary['remaining_usd']:,.4f}")
     )
+    limit = summary["limit_usd"]
+    if limit is not None and summary["spent_usd"] > limit:
+        print(
+            f"over the cap by ${summary['spent_usd'] - limit:,.4f}: work spent more than it reserved "
+            "(recorded as spent); no new work starts until a new period or a higher cap"
+        )
     for plugin in sorted(set(summary["spent_by_plugin"]) | set(summary["reserved_by_plugin"])):
         spent = summary["spent_by_plugin"].get(plugin, 0.0)
         held = summary["reserved_by_plugin"].get(plugin, 0.0)

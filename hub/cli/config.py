@@ -26,6 +26,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def print_config(config: HubConfig) -> None:
+    """The configuration as JSON, each plugin's table included, every secret in it masked by one
+    rule (`hub.config.settings.mask_secrets`: SecretStr fields, secret-looking keys, the values
+    of every `env` and `headers` table, token-like text)."""
+    from hub.config.settings import mask_secrets
     from hub.plugin.manager import load_plugins
 
     data = config.masked()
@@ -33,7 +37,7 @@ def print_config(config: HubConfig) -> None:
     tables: dict[str, Any] = {}
     for name, info in infos.items():
         if info.config is not None:
-            tables[name] = info.config.model_dump(mode="json")
+            tables[name] = mask_secrets(info.config.model_dump(mode="json"))
     data["plugins"] = {"enabled": config.plugins.enabled, **tables}
     data["source"] = config.source
     data["files"] = {scope: path for scope, path in config.scopes}

@@ -1,6 +1,7 @@
 """`hub`: parse the command line and run one command (`hub.cli.<command>.run`), turning the
-errors a user can fix into one line and an exit code: 2 for configuration, 1 for a plugin that
-cannot load or a port that cannot be listened on, 130 for Ctrl-C.
+errors a user can fix into one line and an exit code: 2 for configuration and for a store that
+cannot be used (full, read-only, damaged, gone), 1 for a plugin that cannot load or a port that
+cannot be listened on, 130 for Ctrl-C.
 
 Every command module has `add_parser(commands)` and `run(args) -> int`; heavy modules (the MCP
 SDK, pydantic, anyio) are imported inside `run`, so `hub statusline`, which Claude Code runs on
@@ -80,7 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run(command: ModuleType, args: argparse.Namespace) -> int:
     """`command.run(args)`, with the errors a user can fix said in one line."""
-    from hub.errors import ConfigError, ListenError, PluginLoadError
+    from hub.errors import ConfigError, ListenError, PluginLoadError, StoreError
+
+    user_facing = ConfigError | PluginLoadError | ListenError | StoreError
 
     try:
         try:
@@ -88,12 +91,15 @@ def run(command: ModuleType, args: argparse.Namespace) -> int:
             return code
         except BaseExceptionGroup as group:
             # Errors raised inside task groups arrive wrapped; report the user-facing one plainly.
-            match = group.subgroup(lambda e: isinstance(e, ConfigError | PluginLoadError | ListenError))
+            match = group.subgroup(lambda e: isinstance(e, user_facing))
             if match is None:
                 raise
             raise _first_leaf(match) from group
     except ConfigError as exc:
         print(f"hub: config error:\n{indent(str(exc))}", file=sys.stderr)
+        return 2
+    except StoreError as exc:
+        print(f"hub: {exc}", file=sys.stderr)
         return 2
     except (PluginLoadError, ListenError) as exc:
         print(f"hub: {exc}", file=sys.stderr)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import socket
 import sqlite3
 import sys
@@ -134,14 +135,19 @@ def import_servers(
         doc["servers"] = servers
     lines: list[str] = []
     added = 0
-    for name, entry in entries.items():
+    for original, entry in entries.items():
+        name, renamed = (original, "") if is_hub_entry(entry) else _server_name(original, entries, lines)
+        if name is None:
+            continue
         line, table = _import_one(name, entry, source, target, servers, replace=replace)
+        if renamed:
+            line = line.replace(f"imported {name!r}", f"imported {original!r}{renamed}", 1)
         lines.append(line)
         if table is not None:
             servers[name] = table
             added += 1
         if table is not None or line.startswith("kept "):
-            moved.add(name)
+            moved.add(original)  # the .mcp.json key
     if added:
         _write_atomically(target, tomlkit.dumps(doc))
     lines.append(f"{added} server{'s' if added != 1 else ''} written to {target}")
@@ -178,6 +184,24 @@ def _import_one(
             new[key] = value
     note = f" (dropped {', '.join(dropped)}: not a server setting the hub takes)" if dropped else ""
     return f"imported {name!r}{note}", new
+
+
+def _server_name(name: str, entries: Mapping[str, Any], lines: list[str]) -> tuple[str | None, str]:
+    """The name `name` is imported under, by the rule the hub applies to `[servers.NAME]`, and a
+    note if it had to be renamed (`dotted.name` -> `dotted_name`); None, with the reason in
+    `lines`, when nothing usable is left of it or the new name is another server's."""
+    from hub.config.settings import SERVER_NAME, SERVER_NAME_RULE
+
+    if SERVER_NAME.fullmatch(name):
+        return name, ""
+    fixed = re.sub(r"[^A-Za-z0-9_-]", "_", name)[:32]
+    if not fixed.strip("_"):
+        lines.append(f"skipped {name!r}: a server name must be {SERVER_NAME_RULE}, and none of them is in it")
+        return None, ""
+    if fixed in entries:
+        lines.append(f"skipped {name!r}: it would be renamed {fixed!r}, which is another server's name")
+        return None, ""
+    return fixed, f" as {fixed!r} (a server name must be {SERVER_NAME_RULE})"
 
 
 def hub_entry(target: Path, cwd: Path | None = None) -> dict[str, Any]:

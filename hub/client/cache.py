@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import anyio
 import anyio.abc
@@ -44,6 +44,7 @@ from hub.client.sdk import negotiate
 from hub.client.stdio import open_stdio
 from hub.client.watching import Watching
 from hub.config.expand import expand_vars
+from hub.config.paths import open_private, private_dir
 from hub.config.settings import ServerConfig
 from hub.errors import ConfigError
 from hub.wire.jsonrpc import ProgressFn
@@ -631,8 +632,7 @@ class ConnectionCache:
         through `conn.calls`), agree on the protocol era, and mark `conn` ready."""
         if conn.config.transport == "stdio":
             params = self._stdio_params(conn)
-            mode = "a" if conn.lane is not None else "w"
-            errlog = stack.enter_context(open(stderr_path, mode) if stderr_path else open(os.devnull, "w"))
+            errlog = stack.enter_context(_stderr_file(stderr_path, append=conn.lane is not None))
             downstream = await stack.enter_async_context(open_stdio(params, errlog, self._wrap))
             read, write = downstream.read, downstream.write
         else:
@@ -734,7 +734,7 @@ class ConnectionCache:
     def _stderr_path(self, name: str, *, lane: bool = False) -> Path | None:
         if self.log_dir is None:
             return None
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.log_dir)
         return self.log_dir / (f"{name}.sessions.stderr.log" if lane else f"{name}.stderr.log")
 
     @staticmethod
@@ -850,3 +850,12 @@ class _WatchedStream:
         except (StopAsyncIteration, anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream):
             self._died.set()
             raise
+
+
+def _stderr_file(path: Path | None, *, append: bool = False) -> IO[str]:
+    """Where a stdio server's stderr goes: its log, private (0600: it may echo secrets), or
+    nowhere; `append` for the servers several sessions' own connections share one log with."""
+    if path is None:
+        return open(os.devnull, "w")
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
+    return os.fdopen(open_private(path, flags), "a" if append else "w")

@@ -6,6 +6,11 @@ Two config scopes, as Claude Code has user and project MCP scopes: the user's
 
 `resolve_state_dir` is the one place the state directory is decided, with one precedence, for
 `hub statusline`, the fast-start cache and the full configuration alike.
+
+What the hub keeps (the store with prompts and outputs, logs, results, sockets) is private to the
+user whatever the umask: `private_dir` makes 0700 directories and `open_private` 0600 files. The
+hub never sets a process umask, which its children (pool workers, downstream servers) would
+inherit and apply to the files they write in the user's project.
 """
 
 from __future__ import annotations
@@ -21,7 +26,9 @@ __all__ = [
     "config_files",
     "default_state_dir",
     "find_config_file",
+    "open_private",
     "parse_value",
+    "private_dir",
     "resolve_state_dir",
     "user_config_file",
 ]
@@ -129,3 +136,27 @@ def resolve_state_dir(
             value = data["state_dir"]
             return (Path(value).expanduser() if isinstance(value, str) else value), str(path)
     return default_state_dir(environ), "(defaults)"
+
+
+def private_dir(path: Path) -> Path:
+    """`path` as a directory only this user can enter (0700), created with its parents if missing;
+    an existing one of this user's with wider permissions is narrowed. `OSError` if it cannot be."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = path.stat()
+    if info.st_uid == os.getuid() and info.st_mode & 0o077:
+        os.chmod(path, 0o700)
+    return path
+
+
+def open_private(path: Path, flags: int = os.O_WRONLY | os.O_CREAT | os.O_APPEND) -> int:
+    """A descriptor of `path` opened with `flags`, created 0600 if missing, and narrowed to 0600
+    if it is this user's and wider (a file an older hub made under umask 022)."""
+    fd = os.open(path, flags | os.O_CLOEXEC, 0o600)
+    try:
+        info = os.fstat(fd)
+        if info.st_uid == os.getuid() and info.st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd

@@ -53,6 +53,7 @@ from hub.config.paths import default_state_dir, parse_value
 from hub.errors import ConfigError
 
 __all__ = [
+    "SERVER_NAME",
     "BudgetConfig",
     "DaemonConfig",
     "HttpConfig",
@@ -61,10 +62,14 @@ __all__ = [
     "OAuthConfig",
     "PluginsConfig",
     "ServerConfig",
+    "mask_secrets",
     "origin_of",
 ]
 
 SECRET_MASK = "***"
+# A `[servers.NAME]` name: what Claude Code's `mcp__NAME__` prefixes and TOML keys take without quoting.
+SERVER_NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
+SERVER_NAME_RULE = "1-32 letters, digits, '_' or '-'"
 
 
 class _Strict(BaseModel):
@@ -413,24 +418,69 @@ class HubConfig(BaseSettings):
     @classmethod
     def _server_names(cls, value: dict[str, ServerConfig]) -> dict[str, ServerConfig]:
         for name in value:
-            if not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", name):
-                raise ValueError(f"server name {name!r} must be 1-32 letters, digits, '_' or '-'")
+            if not SERVER_NAME.fullmatch(name):
+                raise ValueError(f"server name {name!r} must be {SERVER_NAME_RULE}")
         return value
 
     def masked(self) -> dict[str, Any]:
-        """The effective config as JSON-ready data with every secret replaced by ``***``."""
-        data = self.model_dump(mode="json")
-        data["http"]["token"] = SECRET_MASK if self.http.token else None
-        for server in data["servers"].values():
-            server["env"] = {key: SECRET_MASK for key in server["env"]}
-            server["headers"] = {key: SECRET_MASK for key in server["headers"]}
-            if server.get("oauth") and server["oauth"].get("client_secret"):
-                server["oauth"]["client_secret"] = SECRET_MASK
-        return data
+        """The effective config as JSON-ready data with every secret replaced by ``***``
+        (`mask_secrets`)."""
+        masked: dict[str, Any] = mask_secrets(self.model_dump(mode="json"))
+        return masked
 
     def origin_of(self, key: str) -> str:
         """What set `key` (or the table holding it): a file, a variable, an option, or `(defaults)`."""
         return origin_of(key, "(defaults)", self.origins)
+
+
+# --- secrets ---------------------------------------------------------------------------------
+
+# A key whose value is a secret (`api_key`, `token`, `http_token`, `client_secret`, `password`...;
+# not `max_tokens`), matched on the key's last word.
+_SECRET_KEY = re.compile(
+    r"(^|_)(api_?key|key|token|secret|password|passwd|passphrase|authorization|credentials?|cookie)$"
+)
+# Keys whose *values* are secrets whatever their names: a server's or worker's env and headers.
+_SECRET_VALUES = {"env", "headers"}
+# Token-like text anywhere (an API key in a server's args, a bearer token in a URL).
+_SECRET_TEXT = re.compile(r"(sk-ant-[A-Za-z0-9_-]{8,}|sk-[A-Za-z0-9]{20,}|Bearer\s+[A-Za-z0-9._~+/=-]{8,})")
+_PYDANTIC_MASK = "**********"  # how model_dump(mode="json") writes a SecretStr
+
+
+def mask_secrets(value: Any, key: str = "") -> Any:
+    """`value` (JSON-like data: a config dump, a plugin's table) with every secret as ``***``:
+    SecretStr fields, values under secret-looking keys, every value of an `env` or `headers`
+    table, token-like text, and the same inside a string holding a JSON object (an mcpServers
+    table given as JSON text). Keys are kept, so what is set stays visible."""
+    name = key.lower().replace("-", "_")
+    if isinstance(value, SecretStr):
+        return SECRET_MASK
+    if key and _SECRET_KEY.search(name):
+        if isinstance(value, dict):
+            return {k: SECRET_MASK for k in value}
+        return SECRET_MASK if value not in (None, "", [], False) else value
+    if name in _SECRET_VALUES and isinstance(value, dict):
+        return {k: SECRET_MASK if v not in (None, "") else v for k, v in value.items()}
+    if isinstance(value, dict):
+        return {k: mask_secrets(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [mask_secrets(v) for v in value]
+    if isinstance(value, str):
+        return _mask_text(value)
+    return value
+
+
+def _mask_text(text: str) -> str:
+    if text == _PYDANTIC_MASK:
+        return SECRET_MASK
+    if text.lstrip().startswith("{"):
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, dict):
+            return json.dumps(mask_secrets(parsed))
+    return _SECRET_TEXT.sub(SECRET_MASK, text)
 
 
 # --- sources -------------------------------------------------------------------------------

@@ -64,6 +64,7 @@ from pathlib import Path
 from typing import Any
 
 from hub import __version__
+from hub.config.paths import open_private, private_dir
 from hub.launch.fast_start import AnswerCache, EarlyAnswers, answer_until, digest
 from hub.launch.handoff import classify, decode_event, send_handoff
 from hub.wire.envelope import LISTEN
@@ -316,14 +317,7 @@ def connect_or_start(launch: Launch, daemon_argv: Sequence[str]) -> socket.socke
 
 def _start(launch: Launch, daemon_argv: Sequence[str]) -> socket.socket:
     """Start the shared process (the caller holds the lock) and wait until it answers."""
-    try:
-        launch.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(launch.log_path, "ab")
-    except OSError as exc:
-        raise StartError(
-            f"hub: cannot write the shared process's log {launch.log_path}: {exc.strerror}", 2
-        ) from None
-    with log:
+    with _open_log(launch) as log:
         logged_before = log.tell()
         process = subprocess.Popen(
             [sys.executable, "-m", "hub", *daemon_argv],
@@ -342,6 +336,9 @@ def _start(launch: Launch, daemon_argv: Sequence[str]) -> socket.socket:
         code = process.poll()
         if code is not None or time.monotonic() > deadline:
             said = _tail(launch.log_path, logged_before)
+            if code is not None and said == "(nothing)" and _unwritable(launch.state_dir):
+                said = f"hub: {_unwritable(launch.state_dir)}"  # it could not even write its log
+                code = 2
             if code == 2:  # a configuration error: say it as `hub serve --no-share` would
                 raise StartError(said, 2)
             what = (
@@ -349,6 +346,36 @@ def _start(launch: Launch, daemon_argv: Sequence[str]) -> socket.socket:
             )
             raise StartError(f"hub: the shared hub process {what}; it said ({launch.log_path}):\n{said}", 1)
         time.sleep(0.01)
+
+
+ELSEWHERE = "or set another state directory (--state-dir or HUB_STATE_DIR)"
+
+
+def _open_log(launch: Launch) -> Any:
+    """The shared process's log, private (0600 in a 0700 directory), for appending; a state
+    directory where it cannot be made is a `StartError` in one line."""
+    try:
+        private_dir(launch.log_path.parent)
+        return os.fdopen(open_private(launch.log_path), "ab")
+    except OSError as exc:
+        raise StartError(
+            f"hub: cannot write the shared hub process's log {launch.log_path} "
+            f"({exc.strerror or exc}): make {launch.state_dir} writable, {ELSEWHERE}.",
+            2,
+        ) from None
+
+
+def _unwritable(state_dir: Path) -> str:
+    """Why nothing can be written in `state_dir` (a full or read-only filesystem), else ""."""
+    try:
+        fs = os.statvfs(state_dir)
+    except OSError:
+        return ""
+    if fs.f_flag & os.ST_RDONLY:
+        return f"the hub's state directory {state_dir} is on a read-only filesystem: make it writable, {ELSEWHERE}."
+    if fs.f_bavail == 0:
+        return f"the filesystem holding the hub's state directory {state_dir} is full: free space on it, {ELSEWHERE}."
+    return ""
 
 
 class StartError(RuntimeError):

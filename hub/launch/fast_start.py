@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from hub.config.paths import private_dir
 from hub.wire.envelope import (
     ACKNOWLEDGED,
     CAPABILITIES_KEY,
@@ -207,7 +208,7 @@ class AnswerCache:
             return
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(self.path.parent)  # the state directory: 0700 (`hub.config.paths`)
             tmp.write_text(json.dumps({"fingerprint": self.fingerprint, "answers": self.answers}))
             tmp.replace(self.path)
         except OSError as exc:

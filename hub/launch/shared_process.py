@@ -497,8 +497,17 @@ class SharedProcess:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._stop_on_signal)
                 tg.start_soon(self.exit_when_idle)
+                tg.start_soon(self._exit_when_store_lost)
                 async with listener:
                     await listener.serve(lambda stream: _serve_connection(self, stream), task_group=tg)
+
+    async def _exit_when_store_lost(self) -> None:
+        """The database was deleted or replaced (`StoreLost`): exit, as if this process had died,
+        so each bridge starts a new one on the file now at that path and its session goes on
+        (calls in flight are answered "the hub restarted"); `S` is not sent, which would end them."""
+        await self.hub.store_lost.wait()
+        log.error("exiting: the store was deleted or replaced; the next bridge starts a new process")
+        self.stop_scope.cancel()
 
     async def _stop_on_signal(self) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:

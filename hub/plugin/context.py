@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from hub.client.cache import ConnectionCache
 from hub.client.listing import Listings
 from hub.config.settings import HubConfig
+from hub.errors import StoreError
 from hub.plugin.items import Prompt, Resource, ResourceTemplate, Tool
 from hub.plugin.registry import HOLD_KINDS, HoldKind, ListHold, Registry
 from hub.services import statusline
@@ -107,6 +108,10 @@ class PluginContext:
         async def guarded() -> None:
             try:
                 await fn(*args)
+            except StoreError as exc:  # said in one sentence: the store's fault, not the plugin's
+                self.log.error(
+                    "background task stopped: the store cannot be used", task=label, problem=str(exc)
+                )
             except Exception:
                 self.log.exception("background task failed", task=label)
 

@@ -9,6 +9,7 @@ to `PluginContext.add_tool` later, at run time); `hub.plugin.registry.Registry` 
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -332,12 +333,14 @@ class Tool:
         if self.input_model is not None:
             try:
                 # Strict, as JSON: "yes" is not a boolean, "5" not a number, 5.5 not an integer.
-                return self.input_model.model_validate_json(_as_json(arguments), strict=True)
+                return self.input_model.model_validate_json(_as_json(arguments, self.name), strict=True)
             except ValidationError as exc:
                 raise ToolError(f"invalid arguments for {self.name}: {_pydantic_problems(exc)}") from None
         if not isinstance(arguments, dict):
             raise ToolError(f"invalid arguments for {self.name}: arguments must be an object")
-        _as_json(arguments)  # JSON values only, no lone surrogates (they would break the wire later)
+        _as_json(
+            arguments, self.name
+        )  # JSON values only, no lone surrogates (they would break the wire later)
         errors = sorted(self._validator.iter_errors(arguments), key=lambda e: list(e.absolute_path))
         if errors:
             problems = "; ".join(
@@ -361,12 +364,20 @@ class ForwardedTool(Tool):
         return self.needs_client is None or not self.needs_client()
 
 
-def _as_json(arguments: Any) -> str:
-    """The arguments as JSON text (they came as JSON; an in-process client may pass other values)."""
+def _as_json(arguments: Any, tool: str) -> str:
+    """The arguments as JSON text (they came as JSON; an in-process client may pass other values).
+    A number JSON cannot carry (NaN, Infinity, or 1e400, which parses as infinity) is named with
+    the tool and the field, as every other invalid argument is."""
     try:
         text = json.dumps(arguments, allow_nan=False, ensure_ascii=False)
     except (TypeError, ValueError) as exc:
-        raise ToolError(f"arguments must be JSON values: {exc}") from None
+        where = _not_finite(arguments)
+        if where is not None:
+            raise ToolError(
+                f"invalid arguments for {tool}: {where[0]}: {where[1]} is not a number JSON can carry "
+                "(NaN and infinities are not JSON, and 1e400 is past the largest number); send a finite number"
+            ) from None
+        raise ToolError(f"invalid arguments for {tool}: arguments must be JSON values: {exc}") from None
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:  # only an in-process client can get one this far
@@ -374,6 +385,25 @@ def _as_json(arguments: Any) -> str:
             f"arguments hold a lone UTF-16 surrogate ({text[exc.start]!r}); send valid Unicode"
         ) from None
     return text
+
+
+def _not_finite(value: Any, where: str = "") -> tuple[str, str] | None:
+    """(field path, the number as sent) of the first NaN or infinity in `value`, else None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return where or "(arguments)", "NaN" if math.isnan(value) else (
+            "-" if value < 0 else ""
+        ) + "Infinity (or 1e400)"
+    if isinstance(value, dict):
+        children: Any = ((f"{where}.{k}" if where else str(k), v) for k, v in value.items())
+    elif isinstance(value, list | tuple):
+        children = ((f"{where}[{i}]", v) for i, v in enumerate(value))
+    else:
+        return None
+    for path, child in children:
+        found = _not_finite(child, path)
+        if found is not None:
+            return found
+    return None
 
 
 def _short(text: str, limit: int = 200) -> str:

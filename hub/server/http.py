@@ -10,7 +10,8 @@ as one ASGI middleware (`HttpGuard`).
   page on another site that resolves its name to 127.0.0.1 (DNS rebinding) is refused, as the MCP
   specification requires of local servers.
 - A POST body that is not a well-formed JSON-RPC message gets the JSON-RPC error the spec names
-  (`hub.server.hygiene`), with HTTP 400, instead of going unanswered.
+  (`hub.server.hygiene`), with HTTP 400, instead of going unanswered. Bytes that are not UTF-8
+  read as U+FFFD, as over stdio, so such a request is served alike on both.
 """
 
 from __future__ import annotations
@@ -190,10 +191,16 @@ class HttpGuard:
             if not message.get("more_body"):
                 break
         body = b"".join(chunks)
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            # As over stdio (`hub.wire.fds.LineReader`): bytes that are not UTF-8 read as U+FFFD, so
+            # the request is served (or answered with its id), and the SDK gets the same text.
+            text = body.decode("utf-8", errors="replace")
+            body = text.encode("utf-8")
         headers = {k.lower(): v for k, v in scope.get("headers") or []}
         if self.shortcut is not None and await self.shortcut.handle(body, headers, send):
             return
-        text = body.decode("utf-8", errors="replace")
         # Without a session id, a handshake-era request other than initialize is told why it
         # cannot be served (the SDK says only "Missing session ID", without the request's id).
         parsed, answer = MessageCheck(track_initialize=b"mcp-session-id" not in headers).parse(text)
@@ -262,6 +269,12 @@ async def serve_http(
         port=port,
         log_config=None,
         access_log=False,
+        # Per request, less work: httptools' C parser (a dependency) rather than h11, and no
+        # X-Forwarded-* middleware, Server or Date header (a loopback MCP server uses none).
+        http="httptools",
+        proxy_headers=False,
+        server_header=False,
+        date_header=False,
         lifespan="on",
         timeout_graceful_shutdown=3,
     )

@@ -4,7 +4,13 @@ The ledger lives in the store, so spend survives a restart. Amounts are kept as 
 micro-dollars so sums never drift. Every reservation is checked and written in one
 ``BEGIN IMMEDIATE`` transaction: concurrent reservations (from this hub or another hub process
 sharing the state directory) can never push spent + reserved past the cap, and a reservation is
-settled exactly once, whichever hubs try. Each reservation's owner is the hub instance that made
+settled exactly once, whichever hubs try.
+
+The cap is hard for new work, and the ledger is truthful: what work reports it spent is
+recorded even when it passes what was reserved for it (a CLI whose last turn overshoots its
+--max-budget-usd), so the ledger may pass the cap, but once spent + reserved reaches the cap no
+reservation is granted, however small, until a new period or a higher cap. An overshoot is
+logged, and the plugin says it in its result (`Reservation.overshoot_usd`). Each reservation's owner is the hub instance that made
 it (`hub.services.instances`); when that hub dies, what its plugins did not settle is charged in full by
 the hub that recovers after it (`abandon`), because what it spent cannot be known.
 
@@ -78,6 +84,10 @@ MIGRATIONS = [
     );
     CREATE INDEX budget_ledger_at ON budget_ledger (at);
     """,
+    # What was charged to one reservation (to tell when spend passes it).
+    """
+    CREATE INDEX budget_ledger_reservation ON budget_ledger (reservation_id);
+    """,
 ]
 
 Period = Literal["total", "day", "week", "month"]
@@ -138,6 +148,8 @@ class Reservation:
     reserved_usd: float
     owner: str = ""
     closed: bool = False
+    # What was charged past `reserved_usd` (the work spent more than was set aside for it).
+    overshoot_usd: float = 0.0
 
     async def charge(self, amount_usd: float) -> bool:
         """Record spend against this reservation; it stays open for more. False (nothing
@@ -253,7 +265,9 @@ class Budget:
 
         def reserve(conn: sqlite3.Connection) -> int:
             spent, reserved = self._totals(conn)
-            if self.limit_micros is not None and spent + reserved + ask > self.limit_micros:
+            limit = self.limit_micros
+            # At or past the cap (spend may pass it: see the module doc), nothing new starts.
+            if limit is not None and (spent + reserved + ask > limit or spent + reserved >= limit):
                 raise BudgetExceeded(self._refusal(spent, reserved, ask, purpose or plugin, lower))
             cursor = conn.execute(
                 "INSERT INTO budget_reservations "
@@ -269,6 +283,8 @@ class Budget:
     def _refusal(self, spent: int, reserved: int, ask: int, what: str, lower: str | None) -> str:
         assert self.limit_micros is not None
         held = f" (+{_money(reserved)} reserved by running work)" if reserved else ""
+        if spent > self.limit_micros:
+            held += f", {_money(spent - self.limit_micros)} over the cap (work spent more than it reserved)"
         scope = "" if self.period == "total" else f" this {self.period}"
         fixes = ["Raise [budget] limit_usd or --budget-usd"]
         _, following = period_bounds(self.period, self.clock())
@@ -279,9 +295,10 @@ class Budget:
         if reserved:
             fixes.append("wait for running work to settle what it reserved")
         left = max(0, self.limit_micros - spent - reserved)
-        fixes.append(lower or (f"ask for at most {_money(left)}" if left else "ask for less"))
-        if lower and left:
-            fixes[-1] += f" (at most {_money(left)} is left)"
+        if left:  # with nothing left, asking for less does not help
+            fixes.append(
+                lower + f" (at most {_money(left)} is left)" if lower else f"ask for at most {_money(left)}"
+            )
         return (
             f"budget exhausted: spent {_money(spent)}{held} of {_money(self.limit_micros)}{scope}; "
             f"{what} needs up to {_money(ask)}. " + "; or ".join(fixes) + "."
@@ -330,13 +347,20 @@ class Budget:
     async def _charge(self, reservation: Reservation, amount: int, *, close: bool) -> bool:
         if reservation.closed:
             raise RuntimeError(f"reservation {reservation.id} is already closed")
+        over = [0]  # micro-dollars charged past the reservation, set in the transaction
 
         def charge(conn: sqlite3.Connection) -> bool:
             row = conn.execute(
-                "SELECT state FROM budget_reservations WHERE id = ?", (reservation.id,)
+                "SELECT state, reserved_micros FROM budget_reservations WHERE id = ?",
+                (reservation.id,),
             ).fetchone()
             if row is None or row["state"] != "open":
                 return False  # settled already (by another hub, or abandoned): never twice
+            charged_before = conn.execute(
+                "SELECT COALESCE(SUM(amount_micros), 0) FROM budget_ledger WHERE reservation_id = ?",
+                (reservation.id,),
+            ).fetchone()[0]
+            over[0] = max(0, charged_before + amount - row["reserved_micros"])
             if amount:
                 conn.execute(
                     "INSERT INTO budget_ledger (plugin, purpose, amount_micros, reservation_id, at) "
@@ -359,6 +383,15 @@ class Budget:
         applied = await self.store.transaction(charge)
         if close or not applied:
             reservation.closed = True
+        if applied and over[0]:
+            reservation.overshoot_usd = usd(over[0])
+            log.warning(
+                "spend passed its reservation; recorded as spent, and no new work starts past the cap",
+                plugin=reservation.plugin,
+                purpose=reservation.purpose,
+                reserved_usd=reservation.reserved_usd,
+                overshoot_usd=usd(over[0]),
+            )
         return applied
 
     async def record(self, plugin: str, amount_usd: float, purpose: str = "") -> None:

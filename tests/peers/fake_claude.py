@@ -7,13 +7,16 @@ Markers in the prompt script it:
   [fail]      end with an error result (subtype error_during_execution), exit 1
   [cost=X]    report total_cost_usd X (default 0.001); over --max-budget-usd it stops with
               subtype error_max_budget_usd, as the real CLI does
+  [overshoot=X] report X even past --max-budget-usd (subtype error_max_budget_usd), as a real CLI
+              whose last turn passes the cap does: it checks the cap only between turns
   [crash]     exit 3 with no result line, after printing to stderr
   [hang]      never finish (and start a grandchild `sleep`, so tests can see the whole process
               group go)
   [linger]    print the result, but leave a grandchild holding stdout open (as a CLI whose MCP
               servers outlive it would)
 With FAKE_CLAUDE_LOG=DIR every run writes DIR/<pid>.json: argv, stdin, cwd, whether CLAUDECODE
-was set, and the grandchild's pid.
+was set, the grandchild's pid, and the text and mode of the files --append-system-prompt-file and
+--mcp-config name (the pool removes them after the run).
 """
 
 from __future__ import annotations
@@ -27,8 +30,23 @@ import uuid
 
 
 def arg(name: str) -> str | None:
+    """An option's value, given as `--name=value` or `--name value` (options end at `--`)."""
     argv = sys.argv[1:]
-    return argv[argv.index(name) + 1] if name in argv and argv.index(name) + 1 < len(argv) else None
+    argv = argv[: argv.index("--")] if "--" in argv else argv
+    for i, given in enumerate(argv):
+        if given.startswith(f"{name}="):
+            return given.split("=", 1)[1]
+        if given == name and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
+
+
+def read_file(path: str | None) -> dict | None:
+    """A file an option names: its text and mode (the pool passes secrets by file, 0600)."""
+    if path is None or not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return {"path": path, "text": f.read(), "mode": oct(os.stat(path).st_mode & 0o777)}
 
 
 def emit(obj: dict) -> None:
@@ -47,6 +65,8 @@ def main() -> int:
         "claudecode": "CLAUDECODE" in os.environ,
         "pool_depth": os.environ.get("HUB_POOL_DEPTH"),
         "pid": os.getpid(),
+        "system_prompt_file": read_file(arg("--append-system-prompt-file")),
+        "mcp_config_file": read_file(arg("--mcp-config")),
     }
     log_dir = os.environ.get("FAKE_CLAUDE_LOG")
     grandchild = None
@@ -97,7 +117,10 @@ def main() -> int:
     cost = float(cost_match.group(1)) if cost_match else 0.001
     cap = arg("--max-budget-usd")
     subtype, is_error, output = "success", False, f"done: {prompt.strip()[:80]}"
-    if cap is not None and cost > float(cap):
+    overshoot = re.search(r"\[overshoot=([\d.]+)\]", prompt)
+    if overshoot:
+        subtype, is_error, cost, output = "error_max_budget_usd", True, float(overshoot.group(1)), ""
+    elif cap is not None and cost > float(cap):
         subtype, is_error, cost, output = "error_max_budget_usd", True, float(cap), ""
     elif "[fail]" in prompt:
         subtype, is_error, output = "error_during_execution", True, "it went wrong"

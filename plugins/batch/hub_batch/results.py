@@ -89,14 +89,15 @@ class ResultWriter:
         self.tally = Tally()
         self.raw_path = Path(job["raw_path"])
         self.md_path = Path(job["result_path"])
-        self.raw_path.parent.mkdir(parents=True, exist_ok=True)
+        # Prompts and outputs: private to the user whatever the umask (0700 when made here, 0600 files).
+        self.raw_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         # Unique names: another hub may write the same job's files (a forced fetch) at the same time;
         # the complete file replaces the old one in one rename.
         unique = f"{os.getpid()}.{secrets.token_hex(4)}.part"
         self._tmp_raw = self.raw_path.with_name(f".{self.raw_path.name}.{unique}")
         self._tmp_md = self.md_path.with_name(f".{self.md_path.name}.{unique}")
-        self.raw: IO[str] = self._tmp_raw.open("w", encoding="utf-8")
-        self.md: IO[str] = self._tmp_md.open("w", encoding="utf-8")
+        self.raw: IO[str] = _private(self._tmp_raw)
+        self.md: IO[str] = _private(self._tmp_md)
         label = f": {job['label']}" if job.get("label") else ""
         self.md.write(
             f"# Batch job {job['id']}{label}\n\n"
@@ -146,3 +147,8 @@ class ResultWriter:
         self.close()
         self._tmp_raw.unlink(missing_ok=True)
         self._tmp_md.unlink(missing_ok=True)
+
+
+def _private(path: Path) -> IO[str]:
+    """A new file only this user can read (0600), for writing text."""
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w", encoding="utf-8")

@@ -14,12 +14,13 @@ import dataclasses
 import json
 import os
 import shutil
+import uuid
 from pathlib import Path
 from typing import Any, Literal
 
 import anyio
 import mcp.types as types
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from hub import (
     Instance,
@@ -113,6 +114,22 @@ class Settings(BaseModel):
         "are above it (1: workers cannot start workers).",
     )
 
+    @field_validator("worker_mcp_config")
+    @classmethod
+    def _json_text_is_a_table(cls, value: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
+        # JSON text (as `claude --mcp-config` takes it) is a table; any other text is a file's path.
+        if isinstance(value, str) and value.lstrip().startswith("{"):
+            try:
+                table = json.loads(value)
+            except ValueError as exc:
+                raise ValueError(
+                    f"starts like JSON but is not JSON ({exc}); give a table or a file's path"
+                ) from None
+            if not isinstance(table, dict):
+                raise ValueError("must be an mcpServers table (or a file's path)")
+            return table
+        return value
+
     @model_validator(mode="after")
     def _slots_in_range(self) -> Settings:
         if self.min_slots > self.max_slots:
@@ -144,7 +161,24 @@ class Overrides(_Args):
 
 class RunArgs(Overrides):
     prompt: str = Field(min_length=1, description="The task for claude -p.")
-    session_id: str | None = Field(default=None, description="Continue this earlier session.")
+    session_id: str | None = Field(
+        default=None,
+        description="Continue this earlier session (the session_id of an earlier result: a UUID).",
+    )
+
+    @field_validator("session_id")
+    @classmethod
+    def _a_uuid(cls, value: str | None) -> str | None:
+        # It reaches the CLI as --resume: only a session's id, never something it reads as an option.
+        if value is None:
+            return None
+        try:
+            return str(uuid.UUID(value))
+        except ValueError:
+            raise ValueError(
+                f"must be the session_id of an earlier pool result, a UUID such as "
+                f"2f1c9a4e-0b7d-4c1e-9a53-6d2f8e1b7c40 (got {value[:60]!r})"
+            ) from None
 
 
 class TaskArgs(_Args):

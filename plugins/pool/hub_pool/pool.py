@@ -13,7 +13,10 @@ whole reservation, since what it spent can no longer be known.
 One rule for spend (`charge`), in a running hub and in recovery alike: a task is charged the cost
 the CLI reported in its final result line; $0 if its process never started; and its whole
 reservation (the --max-budget-usd the CLI enforces) if its process ran but ended without
-reporting, which every result says with `spend_known` false and a `spend_note`.
+reporting, which every result says with `spend_known` false and a `spend_note`. A CLI checks its
+--max-budget-usd between turns, so its last turn can pass it: what it reported is charged all the
+same (the ledger stays truthful and may pass the cap; the budget then grants nothing new), and
+the result says so with `overshoot_usd` and a `spend_note`.
 """
 
 from __future__ import annotations
@@ -1205,7 +1208,20 @@ def task_spend(row: dict[str, Any]) -> dict[str, Any]:
             "the task ended without the CLI reporting its spend, so what it spent cannot be known; "
             f"{_usd(charged)} was charged"
         )
+    elif row["reserved_usd"] is not None and charged - row["reserved_usd"] > 5e-7:
+        out.update(_overshoot(charged, row["reserved_usd"]))
     return out
+
+
+def _overshoot(charged: float, reserved: float) -> dict[str, Any]:
+    """A task that spent more than it reserved: the CLI checks --max-budget-usd between turns."""
+    over = round(charged - reserved, 6)
+    return {
+        "overshoot_usd": over,
+        "spend_note": f"the CLI reported {_usd(charged)}, {_usd(over)} more than the {_usd(reserved)} "
+        "reserved for the task (its --max-budget-usd, which the CLI checks only between turns); all of "
+        "it was charged, so the budget may pass its cap, and no new work starts while it is there",
+    }
 
 
 def combine_spend(parts: list[dict[str, Any]], what: str) -> dict[str, Any]:
@@ -1223,6 +1239,16 @@ def combine_spend(parts: list[dict[str, Any]], what: str) -> dict[str, Any]:
     elif unknown:
         notes = "; ".join(str(p["spend_note"]) for p in unknown[:3]) + ("; ..." if len(unknown) > 3 else "")
         out["spend_note"] = f"the spend of {len(unknown)} of {len(parts)} {what} is not known: {notes}"
+    over = [p for p in parts if p.get("overshoot_usd")]
+    if over:
+        out["overshoot_usd"] = round(sum(p["overshoot_usd"] for p in over), 6)
+        note = (
+            over[0]["spend_note"]
+            if len(parts) == 1
+            else f"{len(over)} of {len(parts)} {what} spent more than they reserved (the CLI checks "
+            "--max-budget-usd only between turns); all of it was charged"
+        )
+        out["spend_note"] = f"{out['spend_note']}; {note}" if "spend_note" in out else note
     return out
 
 

@@ -1,6 +1,11 @@
 """One task on one slot: a `claude -p` process, its stream-json output, and its end.
 
-The prompt goes in on stdin (never argv, where `ps` shows it and length is limited). The child
+The prompt goes in on stdin (never argv, where `ps` shows it to every user and length is
+limited), and so does nothing else secret: the system prompt (with the shared context) and an
+`mcpServers` table given as JSON (its servers' env and headers) go in files only this user can
+read (0600 in a 0700 directory, `private_files`), removed when the run ends. Every option takes
+its value in one argument (`--resume=ID`) and `--` ends the options, so no value (a session id
+that reads `--dangerously-skip-permissions`) can be taken for an option. The child
 runs in its own process group, so cancelling or timing out kills everything it started, and dies
 with the hub (a parent-death signal, `hub.processes.dies_with_parent`); its pid goes to the store
 so a hub recovering after this one can kill what is left of the group. `CLAUDECODE` is removed
@@ -23,9 +28,10 @@ import json
 import os
 import shutil
 import signal
+import tempfile
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,23 +62,54 @@ class Invocation:
     timeout_s: float | None = None
     mcp_config: str | None = None  # --mcp-config: a file, or JSON text; None: no MCP servers
 
-    def argv(self) -> list[str]:
-        argv = [*self.command, "-p", "--output-format", "stream-json", "--verbose"]
-        argv += ["--permission-mode", self.permission_mode]
-        if self.mcp_config:
-            argv += ["--mcp-config", self.mcp_config]
-        argv += ["--strict-mcp-config"]
+    def argv(self, files: Mapping[str, str] | None = None) -> list[str]:
+        """The command line; `files`: the paths `private_files` wrote the secret values to."""
+        files = files or {}
+        argv = [*self.command, "-p", "--output-format=stream-json", "--verbose"]
+        argv.append(f"--permission-mode={self.permission_mode}")
+        mcp_config = files.get("mcp_config", self.mcp_config)
+        if mcp_config:
+            argv.append(f"--mcp-config={mcp_config}")
+        argv.append("--strict-mcp-config")
         if self.model:
-            argv += ["--model", self.model]
+            argv.append(f"--model={self.model}")
         if self.effort:
-            argv += ["--effort", self.effort]
-        if self.system_prompt:
-            argv += ["--append-system-prompt", self.system_prompt]
+            argv.append(f"--effort={self.effort}")
+        if "system_prompt" in files:
+            argv.append(f"--append-system-prompt-file={files['system_prompt']}")
         if self.max_budget_usd is not None:
-            argv += ["--max-budget-usd", f"{self.max_budget_usd:.6f}".rstrip("0").rstrip(".")]
+            argv.append("--max-budget-usd=" + f"{self.max_budget_usd:.6f}".rstrip("0").rstrip("."))
         if self.resume_session:
-            argv += ["--resume", self.resume_session]
+            argv.append(f"--resume={self.resume_session}")
+        argv.append("--")  # the options end here
         return argv
+
+
+@contextlib.contextmanager
+def private_files(inv: Invocation) -> Iterator[dict[str, str]]:
+    """The values of `inv` that must not show on a command line, each in a file only this user
+    can read (a 0700 directory of `tempfile.mkdtemp`, 0600 files), removed when the block ends:
+    {"system_prompt": path, "mcp_config": path}, for those it has."""
+    values = {}
+    if inv.system_prompt:
+        values["system_prompt"] = ("system-prompt.txt", inv.system_prompt)
+    if inv.mcp_config and inv.mcp_config.lstrip().startswith("{"):  # JSON text, not a file's path
+        values["mcp_config"] = ("mcp.json", inv.mcp_config)
+    if not values:
+        yield {}
+        return
+    directory = tempfile.mkdtemp(prefix="hub-pool-")
+    try:
+        paths = {}
+        for key, (name, text) in values.items():
+            path = os.path.join(directory, name)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+            paths[key] = path
+        yield paths
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 @dataclass
@@ -169,10 +206,22 @@ async def run_claude(
 ) -> Outcome:
     """Run one CLI process to its end. Cancelling this call kills the process group. `seen`, when
     given, is kept up to date while the process runs."""
+    with private_files(inv) as files:
+        return await _run_claude(inv, files, on_start, on_message, env, seen)
+
+
+async def _run_claude(
+    inv: Invocation,
+    files: Mapping[str, str],
+    on_start: Callable[[int], Awaitable[None] | None] | None,
+    on_message: Callable[[dict[str, Any]], Awaitable[None]] | None,
+    env: dict[str, str] | None,
+    seen: Seen | None,
+) -> Outcome:
     started = time.monotonic()
     seen = seen if seen is not None else Seen()
     try:
-        process = await _spawn(inv, env)
+        process = await _spawn(inv, env, files)
     except OSError as exc:
         return Outcome(
             "failed",
@@ -194,14 +243,14 @@ async def run_claude(
     return run.outcome(timed_out, int((time.monotonic() - started) * 1000))
 
 
-async def _spawn(inv: Invocation, env: dict[str, str] | None) -> anyio.abc.Process:
+async def _spawn(inv: Invocation, env: dict[str, str] | None, files: Mapping[str, str]) -> anyio.abc.Process:
     # Found here, not by the launcher that dies_with_parent puts in front of it, so a missing
     # command is an OSError with a clear message rather than a launcher traceback.
     found = shutil.which(inv.command[0])
     if found is None:
         raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), inv.command[0])
     return await anyio.open_process(
-        dies_with_parent([found, *inv.argv()[1:]]),
+        dies_with_parent([found, *inv.argv(files)[1:]]),
         stdin=-1,
         stdout=-1,
         stderr=-1,

@@ -87,21 +87,23 @@ async def test_pool_run_runs_the_cli_with_the_right_flags(tmp_path, runs):
         assert out["session_id"] and out["slot"] == "slot-0"
         (run,) = recorded(runs)
         argv = run["argv"]
-        assert argv[:4] == ["-p", "--output-format", "stream-json", "--verbose"]
-        assert argv[argv.index("--permission-mode") + 1] == "plan"
-        assert argv[argv.index("--effort") + 1] == "high"
-        assert argv[argv.index("--max-budget-usd") + 1] == "0.5"
+        assert argv[:3] == ["-p", "--output-format=stream-json", "--verbose"] and argv[-1] == "--"
+        assert "--permission-mode=plan" in argv and "--effort=high" in argv and "--max-budget-usd=0.5" in argv
+        # The system prompt (with the shared context) in a private file, not on the command line.
+        system = run["system_prompt_file"]
         assert (
-            argv[argv.index("--append-system-prompt") + 1] == "Be terse.\n\nShared context:\n- language: rust"
+            system["text"] == "Be terse.\n\nShared context:\n- language: rust" and system["mode"] == "0o600"
         )
-        assert "--resume" not in argv and "say hello" not in " ".join(argv)  # the prompt goes on stdin
+        assert "rust" not in " ".join(argv) and not Path(system["path"]).exists()  # removed after the run
+        assert not any(a.startswith("--resume") for a in argv)
+        assert "say hello" not in " ".join(argv)  # the prompt goes on stdin
         assert run["stdin"] == "say hello [cost=0.02]" and run["claudecode"] is False
         assert progress and progress[0] == "working on it"
         budget = await hub.budget.summary()
         assert budget["spent_usd"] == 0.02 and budget["reserved_usd"] == 0
         again = await call(client, "pool_run", prompt="go on", session_id=out["session_id"])
         assert (
-            recorded(runs)[-1]["argv"][-2:] == ["--resume", out["session_id"]]
+            recorded(runs)[-1]["argv"][-2:] == [f"--resume={out['session_id']}", "--"]
             and again["session_id"] == out["session_id"]
         )
 
@@ -222,7 +224,7 @@ async def test_chain_failure_policies_and_previous_output(tmp_path, runs):
         )
         assert skill["status"] == "completed"
         assert recorded(runs)[-2]["stdin"].startswith("Summarize README.md:")
-        assert recorded(runs)[-1]["argv"][recorded(runs)[-1]["argv"].index("--model") + 1] == "opus"
+        assert "--model=opus" in recorded(runs)[-1]["argv"]
 
         submitted = await call(
             client, "pool_submit_chain", steps=[{"prompt": "slow [delay=0.5]"}, {"prompt": "after"}]
@@ -645,18 +647,18 @@ async def test_workers_get_only_the_mcp_servers_they_are_given(tmp_path, runs):
     async with hub_for(tmp_path) as (_, client):
         await call(client, "pool_run", prompt="plain")
     argv = recorded(runs)[-1]["argv"]
-    assert "--strict-mcp-config" in argv and "--mcp-config" not in argv  # no server, not even a hub
+    assert "--strict-mcp-config" in argv and not any(a.startswith("--mcp-config") for a in argv)  # none
     assert recorded(runs)[-1]["pool_depth"] == "1"
     servers = {"mcpServers": {"time": {"command": "mcp-server-time"}}}
     async with hub_for(tmp_path, worker_mcp_config=servers) as (_, client):
         await call(client, "pool_run", prompt="with a server")
-    argv = recorded(runs)[-1]["argv"]
-    assert json.loads(argv[argv.index("--mcp-config") + 1]) == servers and "--strict-mcp-config" in argv
+    argv, given = recorded(runs)[-1]["argv"], recorded(runs)[-1]["mcp_config_file"]
+    assert json.loads(given["text"]) == servers and given["mode"] == "0o600" and "--strict-mcp-config" in argv
+    assert "mcp-server-time" not in " ".join(argv)  # by file: `ps` shows argv to every user
     (tmp_path / "workers.json").write_text(json.dumps(servers))
     async with hub_for(tmp_path, worker_mcp_config=str(tmp_path / "workers.json")) as (_, client):
         await call(client, "pool_run", prompt="from a file")
-    argv = recorded(runs)[-1]["argv"]
-    assert argv[argv.index("--mcp-config") + 1] == str(tmp_path / "workers.json")
+    assert f"--mcp-config={tmp_path / 'workers.json'}" in recorded(runs)[-1]["argv"]
 
 
 async def test_a_hub_inside_a_worker_serves_no_pool_unless_max_depth_allows(tmp_path, monkeypatch):
