@@ -109,7 +109,9 @@ class Hub:
         if self._server is None:
             from hub.server.app import HubServer
 
-            self._server = HubServer(self.registry, self.start_soon, status=self.status)
+            self._server = HubServer(
+                self.registry, self.start_soon, status=self.status, tools=self.config.tools
+            )
         return self._server
 
     @property
@@ -396,6 +398,8 @@ class Hub:
             },
             "instances": [i.describe() for i in await self.instances.live()],
             "sessions": list(self.sessions.values()),
+            # [tools] expose: what is listed now, and the tools each session loaded (find_tools).
+            **({"tools": self._server.discovery.describe()} if self._server is not None else {}),
             "plugins": plugins,
             "budget": await self.budget.summary(),
             "context": {"entries": len(await self.context.all())},

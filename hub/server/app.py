@@ -23,7 +23,7 @@ import mcp.types as types
 import structlog
 from mcp.server import NotificationOptions, Server, ServerRequestContext
 from mcp.server.models import InitializationOptions
-from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler
+from mcp.server.subscriptions import ListenHandler
 from mcp.shared.exceptions import MCPError
 from mcp.shared.subscriptions import PromptsListChanged, ResourcesListChanged, ServerEvent, ToolsListChanged
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
@@ -33,6 +33,7 @@ from hub import __version__
 from hub.errors import ToolError
 from hub.plugin.items import ResourceBody, ResourceTemplate
 from hub.plugin.registry import ListKind, Registry
+from hub.server.discovery import SEARCH_INSTRUCTIONS, ClientBus, Discovery, ToolsSetting
 from hub.server.dispatch import Dispatch, to_call_result
 from hub.server.sdk import connection_of
 
@@ -86,7 +87,8 @@ class HubServer:
     """Builds the SDK server over a `Registry` and keeps connected clients informed of changes.
 
     `spawn` runs background work (the host's task group); `status` gives what `hub://status`
-    shows (for the HTTP and dashboard pages that ask)."""
+    shows (for the HTTP and dashboard pages that ask); `tools` is `[tools]` (what is listed,
+    `hub.server.discovery`) and `notes(server)` a downstream server's instructions."""
 
     def __init__(
         self,
@@ -94,11 +96,13 @@ class HubServer:
         spawn: Spawn,
         *,
         status: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+        tools: ToolsSetting | None = None,
+        notes: Callable[[str], str | None] | None = None,
     ) -> None:
         self.registry = registry
         self.spawn = spawn
         self.status = status
-        self.bus = InMemorySubscriptionBus()
+        self.bus = ClientBus()  # subscriptions/listen, knowing each stream's session
         # Handshake-era connections that can receive list_changed, keyed by connection identity.
         self._legacy_sessions: dict[int, Any] = {}
         self._pending: set[ListKind] = set()
@@ -106,7 +110,9 @@ class HubServer:
         self.mcp = _HubMCPServer(
             "hub",
             version=__version__,
-            instructions=INSTRUCTIONS,
+            instructions=(
+                f"{INSTRUCTIONS} {SEARCH_INSTRUCTIONS}" if tools and tools.expose != "all" else INSTRUCTIONS
+            ),
             on_list_tools=self._list_tools,
             on_call_tool=self._call_tool,
             on_list_resources=self._list_resources,
@@ -118,6 +124,9 @@ class HubServer:
         )
         self.mcp.middleware.append(self._track_session)
         self.dispatch = Dispatch(registry, self.mcp)  # every tool call, and the cached lists
+        # What is listed to whom ([tools] expose), find_tools and call_tool.
+        self.discovery = Discovery(registry, self.dispatch, tools, notes=notes, bus=self.bus)
+        self.mcp.middleware.append(self.discovery.middleware)
         self.mcp.middleware.append(self.dispatch)
         registry.add_listener(self.dispatch.invalidate)  # the caches go first,
         registry.add_listener(self._changed)  # then clients are told
@@ -178,7 +187,7 @@ class HubServer:
     async def _list_tools(
         self, ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
-        return types.ListToolsResult(tools=[tool.to_mcp() for tool in self.registry.tools.values()])
+        return self.discovery.list_result(ctx)
 
     async def _call_tool(
         self, ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any
 
 import mcp.types as types
@@ -111,9 +112,14 @@ class Dispatch:
         self.registry = registry
         self.server = server
         self.generation = 0
-        self.lists: dict[tuple[str, str], dict[str, Any]] = {}
+        # Keyed by (method, protocol version, variant): the variant is "" for an answer every
+        # client gets, else names what is the session's own (`hub.server.discovery`: the tools
+        # it loaded); `client_of(ctx)` is a request's session.
+        self.lists: dict[tuple[str, str, str], dict[str, Any]] = {}
         # The same answers as JSON text, for the transports' shortcuts (hub.server.shortcuts).
-        self.texts: dict[tuple[str, str], str] = {}
+        self.texts: dict[tuple[str, str, str], str] = {}
+        self.list_variant: Callable[[str, Hashable | None], str] = lambda method, client: ""
+        self.client_of: Callable[[Any], Hashable | None] = lambda ctx: None
         self.hits = 0
         self.shortcut_calls = 0  # raw-result calls answered by a transport's shortcut
 
@@ -123,20 +129,23 @@ class Dispatch:
         self.lists.clear()
         self.texts.clear()
 
-    def list_answer(self, method: Any, params: dict[str, Any], version: str) -> str | None:
-        """For a transport's shortcut: the cached answer text to a list request (first page),
-        counted as a hit; None if there is none (the SDK answers, and this middleware keeps it)."""
+    def list_answer(
+        self, method: Any, params: dict[str, Any], version: str, client: Hashable | None = None
+    ) -> str | None:
+        """For a transport's shortcut: the cached answer text to a list request (first page) of
+        session `client`, counted as a hit; None if there is none (the SDK answers, and this
+        middleware keeps it)."""
         if method not in LIST_METHODS or params.get("cursor") is not None:
             return None
-        text = self.list_text(method, version)
+        text = self.list_text(method, version, self.list_variant(method, client))
         if text is not None:
             self.hits += 1
         return text
 
-    def list_text(self, method: str, version: str) -> str | None:
+    def list_text(self, method: str, version: str, variant: str = "") -> str | None:
         """The cached answer to a list request as JSON text, if the SDK has given one since the
         registry last changed."""
-        key = (method, version)
+        key = (method, version, variant)
         text = self.texts.get(key)
         if text is None and key in self.lists:
             text = self.texts[key] = json.dumps(self.lists[key], ensure_ascii=False, separators=(",", ":"))
@@ -158,7 +167,7 @@ class Dispatch:
             return self.stamp(ctx.protocol_version, await self._forward(ctx, tool, params))
         if params.get("cursor") is not None:
             return await call_next(ctx)
-        key = (method, ctx.protocol_version)
+        key = (method, ctx.protocol_version, self.list_variant(method, self.client_of(ctx)))
         cached = self.lists.get(key)
         if cached is not None:
             self.hits += 1

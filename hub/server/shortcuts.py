@@ -22,6 +22,7 @@ import structlog
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 
 from hub.plugin.items import Tool
+from hub.server.clients import CURRENT, LineClient, http_client
 from hub.server.dispatch import Dispatch, well_formed
 from hub.server.hygiene import problem_in
 from hub.server.sdk import counting_request, http_session, session_owned
@@ -118,8 +119,10 @@ class LineShortcut:
         emit: Callable[[str], Awaitable[None]],
         spawn: Callable[..., object],
         done: Callable[[Any], None],
+        client: LineClient | None = None,
     ) -> None:
         self.dispatch = dispatch
+        self.client = client  # this connection's session (`hub.server.clients`)
         self._emit = emit
         self._spawn = spawn
         self._done = done  # the transport's bookkeeping of unanswered requests
@@ -176,7 +179,7 @@ class LineShortcut:
             self.dispatch.shortcut_calls += 1
             self._spawn(self._call, request_id, tool, params, version)
             return request_id
-        text = self.dispatch.list_answer(method, params, version)
+        text = self.dispatch.list_answer(method, params, version, self.client)
         if text is None:
             return None
         self._spawn(self._reply, request_id, text)
@@ -224,6 +227,7 @@ class LineShortcut:
                     _dumps({"jsonrpc": "2.0", "method": "notifications/progress", "params": note}) + "\n"
                 )
 
+        CURRENT.set(self.client)  # this task's own context: call_tool's inner call sees its session
         result = await _forward(self.dispatch, self._running, request_id, tool, params, request_id, progress)
         if result is None:  # a cancelled request gets no answer
             return
@@ -324,7 +328,7 @@ class HttpShortcut:
         if method == "tools/call":
             with counting_request(transport):
                 return await self._call(request_id, params, version, session, send)
-        text = self.dispatch.list_answer(method, params, version)
+        text = self.dispatch.list_answer(method, params, version, http_client(session.decode("latin-1")))
         if text is None:
             return False
         with counting_request(transport):

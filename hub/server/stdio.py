@@ -28,8 +28,9 @@ from typing import Any, Protocol
 import anyio
 import mcp_types as types
 import structlog
-from mcp.shared.message import SessionMessage
+from mcp.shared.message import ServerMessageMetadata, SessionMessage
 
+from hub.server.clients import LineClient
 from hub.server.dispatch import Dispatch
 from hub.server.hygiene import MessageCheck
 from hub.server.sdk import create_context_streams
@@ -115,6 +116,9 @@ class _Transport:
         self.reading = anyio.CancelScope()
         self.gone = False  # the client closed its end of stdout: nothing more can be said
         self.shortcut: LineShortcut | None = None
+        # This connection's session, as handlers see it (`ctx.request`, `hub.server.clients`).
+        self.client = LineClient()
+        self.metadata = ServerMessageMetadata(request_context=self.client)
         # The shortcut's tasks are asyncio's own, started from the reader's callback: an anyio
         # task group's start_soon costs 25 us a call, a twentieth of the hub's whole work on one.
         self.loop = asyncio.get_running_loop()
@@ -177,6 +181,8 @@ class _Transport:
                     self.events.answered(request_id)  # the bridge heard of it as a request
             return
         message = parsed.message
+        if parsed.metadata is None:
+            parsed.metadata = self.metadata
         if isinstance(message, types.JSONRPCRequest):
             if self.shortcut is not None:
                 self.shortcut.saw_request(message.method, message.id, message.params)
@@ -207,6 +213,7 @@ class _Transport:
                     self.answered(message.id)
 
     async def close(self) -> None:
+        self.client.close()
         self.reading.cancel()
         self.reader.close()
         if self.tasks:  # the session is over: its calls end, and their servers hear it
@@ -228,7 +235,9 @@ async def stdio_transport(
     transport = _Transport(reader, writer, events)
     async with anyio.create_task_group() as tg:
         if dispatch is not None:
-            transport.shortcut = LineShortcut(dispatch, transport.emit, transport.spawn, transport.answered)
+            transport.shortcut = LineShortcut(
+                dispatch, transport.emit, transport.spawn, transport.answered, transport.client
+            )
             reader.take = transport.take
         tg.start_soon(transport.write_lines)
         tg.start_soon(transport.read_lines)

@@ -1,0 +1,387 @@
+"""What the hub lists, and finding what it does not: `[tools] expose = "all" | "search" | "auto"`.
+
+- **all** (the default): every tool is listed.
+- **search**: the hub lists `find_tools`, `call_tool` and the tools of `[tools] always`, and
+  nothing else; every tool stays callable by name. `find_tools(query, limit, server, load)`
+  ranks every tool the hub could list (`hub.server.tool_index`) and returns each one's name,
+  server, description and input schema; `call_tool(name, arguments)` runs a tool exactly as a
+  direct call would (the same `Dispatch.forward`: validation, errors, progress, cancellation).
+  `load=true` adds the tools found to the list of the calling session only (`hub.server.clients`)
+  and tells that session `list_changed`; `hub://status` shows each session's loaded tools.
+- **auto**: all while the whole list stays under `[tools] max_list_bytes`, else search.
+
+For Claude Code's own tool search (docs/claude-code.md): the list is sorted by name (the same
+order at every start, so prompt caches hold); `find_tools`, `call_tool` and the `always` tools
+carry `_meta["anthropic/alwaysLoad"]`; a tool of a downstream server carries
+`_meta["anthropic/searchHint"]` with the server's name and the start of its instructions; list
+results carry `ttlMs`/`cacheScope` (2026-07-28).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+import anyio.lowlevel
+import mcp.types as types
+import structlog
+from mcp.shared.subscriptions import ServerEvent, ToolsListChanged
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from pydantic import BaseModel, ConfigDict, Field
+
+from hub.plugin.items import ForwardedTool, RawResult, RegistrationError, Tool, ToolCall
+from hub.plugin.registry import ListKind, Registry
+from hub.server.clients import CURRENT, ClientKey, client_of, label_of, on_close
+from hub.server.tool_index import IndexedTool, ToolIndex
+
+if TYPE_CHECKING:
+    from mcp.server import ServerRequestContext
+
+    from hub.server.dispatch import Dispatch
+
+__all__ = ["CALL_TOOL", "FIND_TOOLS", "ClientBus", "Discovery", "ToolsSetting"]
+
+log = structlog.get_logger("hub.server")
+
+FIND_TOOLS = "find_tools"
+CALL_TOOL = "call_tool"
+OWN = (FIND_TOOLS, CALL_TOOL)
+ALWAYS_LOAD = "anthropic/alwaysLoad"
+SEARCH_HINT = "anthropic/searchHint"
+HINT_CHARS = 300  # of a server's instructions in a searchHint (Claude Code reads up to 4,096)
+#: 2026-07-28 list results in search mode: a client may keep the list this long (a client
+#: listening for changes drops it when told); it changes only when the session loads tools or
+#: the configuration changes. The whole list (`all`) follows every downstream server, so it is
+#: stale at once (0). Both private: a session's list may hold the tools it loaded.
+LIST_TTL_MS = 60_000
+
+SEARCH_INSTRUCTIONS = (
+    "Most tools are not listed: find_tools(query) searches every tool the hub has (its plugins' "
+    "and its downstream servers') and call_tool(name, arguments) runs one."
+)
+
+
+class ToolsSetting(Protocol):
+    """`[tools]` (`hub.config.settings.ToolsConfig`) as this module reads it."""
+
+    @property
+    def expose(self) -> Literal["all", "search", "auto"]: ...
+
+    @property
+    def always(self) -> Sequence[str]: ...
+
+    @property
+    def max_list_bytes(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class _Defaults:
+    expose: Literal["all", "search", "auto"] = "all"
+    always: Sequence[str] = field(default_factory=tuple)
+    max_list_bytes: int = 16_384
+
+
+class FindArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    query: str = Field(description="What you want to do, in words.", min_length=1, max_length=2000)
+    limit: int = Field(default=5, ge=1, le=50, description="How many tools to return, best first.")
+    server: str | None = Field(default=None, description="Only tools of this server (or plugin).")
+    load: bool = Field(
+        default=False, description="Also add the tools found to your tool list, to call them directly."
+    )
+
+
+class CallArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(description="The tool's name, as find_tools gives it.", min_length=1)
+    arguments: dict[str, Any] = Field(default_factory=dict, description="Its arguments.")
+
+
+class ClientBus:
+    """The 2026-07-28 `subscriptions/listen` bus (`mcp.server.subscriptions.SubscriptionBus`),
+    which also knows the session of each listen stream (`CURRENT` when it subscribed), so a
+    change of one session's list is told to that session only (`publish_to`)."""
+
+    def __init__(self) -> None:
+        self._listeners: dict[object, tuple[ClientKey | None, Callable[[ServerEvent], None]]] = {}
+
+    async def publish(self, event: ServerEvent) -> None:
+        self._deliver(event, lambda owner: True)
+        await anyio.lowlevel.checkpoint()
+
+    async def publish_to(self, client: ClientKey, event: ServerEvent) -> None:
+        self._deliver(event, lambda owner: owner == client)
+        await anyio.lowlevel.checkpoint()
+
+    def listening(self, client: ClientKey) -> bool:
+        return any(owner == client for owner, _ in self._listeners.values())
+
+    def _deliver(self, event: ServerEvent, chosen: Callable[[ClientKey | None], bool]) -> None:
+        for owner, listener in list(self._listeners.values()):
+            if chosen(owner):
+                try:
+                    listener(event)
+                except Exception:  # one bad listener must not starve the others
+                    log.exception("a subscription listener raised")
+
+    def subscribe(self, listener: Callable[[ServerEvent], None]) -> Callable[[], None]:
+        token = object()
+        self._listeners[token] = (CURRENT.get(), listener)
+        return lambda: self._listeners.pop(token, None) and None
+
+
+def _dumped(tool: types.Tool) -> dict[str, Any]:
+    return tool.model_dump(by_alias=True, mode="json", exclude_none=True)
+
+
+def server_of(tool: Tool) -> str:
+    """A tool's server: the downstream server of a proxied tool (its group), else its plugin."""
+    return tool.group or tool.plugin or "hub"
+
+
+class Discovery:
+    """The hub's tool list per session and the two search tools (see the module docstring).
+
+    `notes(server)` gives a server's instructions, for the index and the search hints."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        dispatch: Dispatch,
+        config: ToolsSetting | None = None,
+        *,
+        notes: Callable[[str], str | None] | None = None,
+        bus: ClientBus | None = None,
+    ) -> None:
+        self.registry = registry
+        self.dispatch = dispatch
+        self.config: ToolsSetting = config or _Defaults()
+        self.notes = notes or (lambda server: None)
+        self.bus = bus or ClientBus()
+        self.loaded: dict[ClientKey, list[str]] = {}
+        self.index = ToolIndex()
+        self._indexed = False
+        self._whole_bytes: int | None = None
+        registry.add_listener(self._changed)
+        dispatch.list_variant = self.list_variant
+        dispatch.client_of = client_of
+        if self.config.expose != "all":
+            self._register_own()
+
+    # -- modes and lists ---------------------------------------------------------------------
+
+    def _changed(self, kind: ListKind) -> None:
+        if kind == "tools":
+            self._indexed = False
+            self._whole_bytes = None
+
+    def whole_bytes(self) -> int:
+        """The size of the tools/list of `all` (compact JSON), as `auto` compares it."""
+        if self._whole_bytes is None:
+            tools = [_dumped(t) for t in self._all_tools()]
+            self._whole_bytes = len(json.dumps({"tools": tools}, separators=(",", ":")).encode())
+        return self._whole_bytes
+
+    def mode(self) -> Literal["all", "search"]:
+        expose = self.config.expose
+        if expose == "auto":
+            return "all" if self.whole_bytes() <= self.config.max_list_bytes else "search"
+        return expose
+
+    def _hinted(self, tool: Tool, always: bool) -> types.Tool:
+        listed = tool.to_mcp()
+        meta: dict[str, Any] = dict(listed.meta or {})
+        if always:
+            meta[ALWAYS_LOAD] = True
+        if tool.group:
+            note = " ".join((self.notes(tool.group) or "").split())[:HINT_CHARS]
+            meta[SEARCH_HINT] = f"{tool.group} {note}".strip()
+        return listed.model_copy(update={"meta": meta}) if meta else listed
+
+    def _all_tools(self) -> list[types.Tool]:
+        always = set(self.config.always)
+        return [
+            self._hinted(tool, name in always)
+            for name, tool in sorted(self.registry.tools.items())
+            if not (tool.plugin == "hub" and name in OWN)
+        ]
+
+    def listed(self, client: ClientKey | None) -> list[types.Tool]:
+        """The tools/list answer for a session: sorted by name, the same at every start."""
+        if self.mode() == "all":
+            return self._all_tools()
+        shown = set(OWN) | set(self.config.always) | set(self.loaded.get(client, ()) if client else ())
+        return [
+            self._hinted(tool, name in OWN or name in self.config.always)
+            for name, tool in sorted(self.registry.tools.items())
+            if name in shown
+        ]
+
+    def list_result(self, ctx: ServerRequestContext[Any, Any]) -> types.ListToolsResult:
+        tools = self.listed(client_of(ctx))
+        if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+            ttl = LIST_TTL_MS if self.mode() == "search" else 0
+            return types.ListToolsResult(tools=tools, ttl_ms=ttl, cache_scope="private")
+        return types.ListToolsResult(tools=tools)
+
+    def list_variant(self, method: str, client: Hashable | None) -> str:
+        """The part of `Dispatch`'s cache key for a list answer that depends on the session."""
+        if method != "tools/list" or client is None or not self.loaded.get(client):
+            return ""
+        return ",".join(sorted(self.loaded[client]))
+
+    async def middleware(self, ctx: ServerRequestContext[Any, Any], call_next: Any) -> Any:
+        """Serve each request knowing its session (`CURRENT`): a tool call's, a listen stream's."""
+        token = CURRENT.set(client_of(ctx))
+        try:
+            return await call_next(ctx)
+        finally:
+            CURRENT.reset(token)
+
+    # -- the two tools -----------------------------------------------------------------------
+
+    def _register_own(self) -> None:
+        find = Tool(FIND_TOOLS, self._find_tools, self._find_description(), input_model=FindArgs)
+        call = ForwardedTool(
+            CALL_TOOL,
+            self._call_tool,
+            "Run any of the hub's tools by name with its arguments, as find_tools gives them; the "
+            "same as calling that tool directly (its errors, progress and result).",
+            input_model=CallArgs,
+        )
+        for tool in (find, call):
+            try:
+                self.registry.add(tool, "hub")
+            except RegistrationError as exc:
+                log.error("search mode without one of its tools", problem=str(exc))
+
+    def _find_description(self) -> str:
+        return (
+            "Find the hub's tools for a task, in words (e.g. 'read a file', 'commits of a repo'): "
+            "the best matches with name, server, description and inputSchema. Run one with "
+            "call_tool, or pass load=true to add them to your tool list."
+        )
+
+    def _indexed_tools(self) -> ToolIndex:
+        if not self._indexed:
+            self.index.rebuild(
+                IndexedTool(
+                    name,
+                    server_of(tool),
+                    tool.description,
+                    tool.schema,
+                    self.notes(tool.group) or "" if tool.group else "",
+                )
+                for name, tool in sorted(self.registry.tools.items())
+                if not (tool.plugin == "hub" and name in OWN)
+            )
+            self._indexed = True
+        return self.index
+
+    async def _find_tools(self, args: FindArgs, call: ToolCall) -> types.CallToolResult:
+        found = self._indexed_tools().search(args.query, args.limit, args.server)
+        entries = [
+            {"name": t.name, "server": t.server, "description": t.description, "inputSchema": t.schema}
+            for t in found
+        ]
+        result: dict[str, Any] = {"tools": entries}
+        if args.load and found:
+            result.update(await self._load([t.name for t in found], call))
+        if not found:
+            servers = sorted({t.server for t in self._indexed_tools().tools})
+            result["note"] = f"no tool matches {args.query!r}; servers: {', '.join(servers) or 'none'}"
+        return types.CallToolResult(
+            content=[types.TextContent(type="text", text=_found_text(result))],
+            structured_content=result,
+        )
+
+    async def _load(self, names: list[str], call: ToolCall) -> dict[str, Any]:
+        """Add `names` to the calling session's list and tell it; what to say in the result."""
+        client = CURRENT.get()
+        if self.mode() == "all":
+            return {"note": "every tool is listed already"}
+        if client is None:
+            return {
+                "note": "not loaded: this request has no session (a 2026-07-28 request over HTTP "
+                "stands alone); call them with call_tool"
+            }
+        mine = self.loaded.setdefault(client, [])
+        if not mine:
+            on_close(client, call.session, self._forget)
+        added = [name for name in names if name not in mine]
+        mine.extend(added)
+        outcome: dict[str, Any] = {"loaded": sorted(mine)}
+        if added:
+            outcome.update(await self._tell(client, call))
+        return outcome
+
+    def _forget(self, client: ClientKey) -> None:
+        self.loaded.pop(client, None)
+
+    async def _tell(self, client: ClientKey, call: ToolCall) -> dict[str, Any]:
+        """Tell the session its list changed: on its listen stream (2026-07-28) or with
+        notifications/tools/list_changed (handshake era)."""
+        session = call.session
+        modern = session is None or getattr(session, "protocol_version", None) in MODERN_PROTOCOL_VERSIONS
+        if modern:
+            if not self.bus.listening(client):
+                return {
+                    "note": "this client is not listening for list changes (subscriptions/listen): "
+                    "it sees the loaded tools when it lists tools again; call_tool works now"
+                }
+            await self.bus.publish_to(client, ToolsListChanged())
+            return {}
+        try:
+            await session.send_tool_list_changed()
+        except Exception as exc:  # a client that went away
+            log.debug("could not tell a session its list changed", error=str(exc))
+        return {}
+
+    async def _call_tool(self, args: CallArgs, call: ToolCall) -> RawResult:
+        tool = self.registry.tools.get(args.name)
+        if tool is None:
+            return RawResult(_unknown(args.name, sorted(self.registry.tools)))
+        params = {"name": tool.name, "arguments": args.arguments}
+        return RawResult(
+            await self.dispatch.forward(tool, params, call.request_id, call.report_progress, call.session)
+        )
+
+    # -- status ------------------------------------------------------------------------------
+
+    def describe(self) -> dict[str, Any]:
+        """What hub://status shows: the setting, what is listed now, and each session's loads."""
+        missing = sorted(set(self.config.always) - set(self.registry.tools))
+        return {
+            "expose": self.config.expose,
+            "listing": self.mode(),
+            "whole_list_bytes": self.whole_bytes(),
+            "max_list_bytes": self.config.max_list_bytes,
+            "always": list(self.config.always),
+            **({"always_missing": missing} if missing else {}),
+            "sessions": [
+                {"session": label_of(client), "loaded": sorted(names)}
+                for client, names in self.loaded.items()
+            ],
+        }
+
+
+def _unknown(name: str, names: list[str]) -> dict[str, Any]:
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+    hint = f" (did you mean {', '.join(close)}?)" if close else "; find_tools finds tools by what they do"
+    return {"content": [{"type": "text", "text": f"Unknown tool: {name}{hint}"}], "isError": True}
+
+
+def _found_text(result: dict[str, Any]) -> str:
+    """find_tools' result as compact text: a line per tool and its input schema."""
+    lines = []
+    for tool in result["tools"]:
+        schema = json.dumps(tool["inputSchema"], ensure_ascii=False, separators=(",", ":"))
+        lines.append(f"{tool['name']} ({tool['server']}): {tool['description']}\n  input: {schema}")
+    for key in ("loaded", "note"):
+        if key in result:
+            value = result[key]
+            lines.append(f"{key}: {', '.join(value) if isinstance(value, list) else value}")
+    return "\n".join(lines)
