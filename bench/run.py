@@ -24,6 +24,7 @@ BENCHMARKS = [
     "tokens",
     "many_hubs",
     "shared_hub",
+    "discovery",
 ]
 
 

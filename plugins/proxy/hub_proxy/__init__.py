@@ -267,7 +267,8 @@ class Proxy:
             except (MCPError, HubError) as exc:  # a closed connection is marked dead by the cache itself
                 raise ToolError(failure_message(server, tool.name, exc)) from None
 
-        description = f"[{server}] {tool.description or ''}".strip()
+        # What the tool does first (what a model and a tool search read), its server last.
+        description = f"{tool.description or ''} [{server}]".strip()
         return ForwardedTool(
             hub_name,
             call_downstream,

@@ -248,7 +248,7 @@ async def test_tool_lists_cached_by_an_older_hub_are_kept(tmp_path):
     store.close()
     async with running_hub(config, plugins={"proxy": hub_proxy.ProxyPlugin}) as (hub, client):
         tools = {t.name: t for t in (await client.list_tools()).tools}
-        assert tools["d__echo"].description == "[d] old"  # listed from the cache, server not started
+        assert tools["d__echo"].description == "old [d]"  # listed from the cache, server not started
         assert hub.connections.status()["d"]["state"] == "stopped"
 
 
