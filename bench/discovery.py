@@ -207,18 +207,25 @@ def _hub_entry(work: Path, servers: list[str], expose: str) -> dict[str, Any]:
     }
 
 
+async def learn(work: Path, servers: list[str]) -> None:
+    """Have the hub learn (and keep in the state directory) every server's list, as a first
+    session would, so each measured run lists them all from its first answer."""
+    async with running_hub(hub_config(work, servers, "all")) as (hub, _):
+        await _mounted(hub, _downstream_count(servers))
+
+
 def turn_bytes(work: Path) -> dict[str, Any]:
-    (work / "home").mkdir(exist_ok=True)
+    (work / "home").mkdir(parents=True, exist_ok=True)
     (work / "none.json").write_text(json.dumps({"mcpServers": {}}))
     rows: dict[str, Any] = {}
     with FakeAnthropic() as api:
         for search in (False, True):
             base = len(json.dumps(claude_request(work, api, work / "none.json", search)))
             for servers in (SIX, SIX + EXTRA):
+                anyio.run(learn, work, servers)
                 for expose in ("all", "search", "auto"):
                     config = work / f"{expose}-{len(servers)}.json"
                     config.write_text(json.dumps({"mcpServers": {"hub": _hub_entry(work, servers, expose)}}))
-                    claude_request(work, api, config, search)  # the hub learns the servers' lists
                     request = claude_request(work, api, config, search)
                     key = f"{len(servers)} servers, {expose}, tool search {'on' if search else 'off'}"
                     rows[key] = {"mcp_bytes_per_turn": len(json.dumps(request)) - base, **_mcp_parts(request)}

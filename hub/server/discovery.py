@@ -36,6 +36,7 @@ from hub.plugin.items import ForwardedTool, RawResult, RegistrationError, Tool, 
 from hub.plugin.registry import ListKind, Registry
 from hub.server.clients import CURRENT, ClientKey, client_of, label_of, on_close
 from hub.server.tool_index import IndexedTool, ToolIndex
+from hub.wire.envelope import SESSION_TOOLS_KEY
 
 if TYPE_CHECKING:
     from mcp.server import ServerRequestContext
@@ -221,11 +222,14 @@ class Discovery:
         ]
 
     def list_result(self, ctx: ServerRequestContext[Any, Any]) -> types.ListToolsResult:
-        tools = self.listed(client_of(ctx))
+        client = client_of(ctx)
+        tools = self.listed(client)
+        loaded = self.loaded.get(client) if client is not None and self.mode() == "search" else None
+        meta = {SESSION_TOOLS_KEY: sorted(loaded)} if loaded else None  # not for the fast start
         if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
             ttl = LIST_TTL_MS if self.mode() == "search" else 0
-            return types.ListToolsResult(tools=tools, ttl_ms=ttl, cache_scope="private")
-        return types.ListToolsResult(tools=tools)
+            return types.ListToolsResult(tools=tools, ttl_ms=ttl, cache_scope="private", _meta=meta)
+        return types.ListToolsResult(tools=tools, _meta=meta)
 
     def list_variant(self, method: str, client: Hashable | None) -> str:
         """The part of `Dispatch`'s cache key for a list answer that depends on the session."""

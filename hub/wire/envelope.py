@@ -9,6 +9,7 @@ __all__ = [
     "CAPABILITIES_KEY",
     "CLIENT_INFO_KEY",
     "LISTEN",
+    "SESSION_TOOLS_KEY",
     "SUBSCRIPTION_KEY",
     "VERSION_KEY",
 ]
@@ -19,3 +20,6 @@ CLIENT_INFO_KEY = "io.modelcontextprotocol/clientInfo"
 CAPABILITIES_KEY = "io.modelcontextprotocol/clientCapabilities"
 LISTEN = "subscriptions/listen"
 ACKNOWLEDGED = "notifications/subscriptions/acknowledged"
+#: In a tools/list result's `_meta`: the tools this session loaded (`hub.server.discovery`); such
+#: an answer is the session's own, not kept for the next fast start.
+SESSION_TOOLS_KEY = "hub/sessionTools"

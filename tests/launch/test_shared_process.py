@@ -559,7 +559,9 @@ def test_tools_loaded_in_one_session_stay_out_of_the_other_sessions_lists(shared
         assert listed(modern, META) == listed(legacy) == ["call_tool", "find_tools"]
         assert find(modern, "set a shared context entry", META)["loaded"] == ["context_set"]
         _notified(modern, "notifications/tools/list_changed")
-        assert listed(modern, META) == ["call_tool", "context_set", "find_tools"]
+        own = modern.request("tools/list", {"_meta": META})["result"]
+        assert [t["name"] for t in own["tools"]] == ["call_tool", "context_set", "find_tools"]
+        assert own["_meta"]["hub/sessionTools"] == ["context_set"]  # not kept for a fast start
         assert listed(legacy) == ["call_tool", "find_tools"]
         assert find(legacy, "slots and queued tasks of the pool")["loaded"] == ["pool_status"]
         _notified(legacy, "notifications/tools/list_changed")
