@@ -52,7 +52,7 @@ CALL_TOOL = "call_tool"
 OWN = (FIND_TOOLS, CALL_TOOL)
 ALWAYS_LOAD = "anthropic/alwaysLoad"
 SEARCH_HINT = "anthropic/searchHint"
-HINT_CHARS = 300  # of a server's instructions in a searchHint (Claude Code reads up to 4,096)
+HINT_CHARS = 300  # of a server's instructions indexed and hinted (Claude Code reads 4,096)
 #: 2026-07-28 list results in search mode: a client may keep the list this long (a client
 #: listening for changes drops it when told); it changes only when the session loads tools or
 #: the configuration changes. The whole list (`all`) follows every downstream server, so it is
@@ -160,7 +160,7 @@ class Discovery:
         self.registry = registry
         self.dispatch = dispatch
         self.config: ToolsSetting = config or _Defaults()
-        self.notes = notes or (lambda server: None)
+        self.notes = notes or registry.notes.get  # a group's words (`PluginContext.describe_group`)
         self.bus = bus or ClientBus()
         self.loaded: dict[ClientKey, list[str]] = {}
         self.index = ToolIndex()
@@ -192,14 +192,19 @@ class Discovery:
             return "all" if self.whole_bytes() <= self.config.max_list_bytes else "search"
         return expose
 
+    def _note(self, group: str | None) -> str:
+        """The start of a group's words (a server's instructions): what it is for. Only the
+        start: a long text's every word would match every one of its tools (and make common
+        words count for less everywhere else, BM25's document frequency)."""
+        return " ".join((self.notes(group) or "").split())[:HINT_CHARS] if group else ""
+
     def _hinted(self, tool: Tool, always: bool) -> types.Tool:
         listed = tool.to_mcp()
         meta: dict[str, Any] = dict(listed.meta or {})
         if always:
             meta[ALWAYS_LOAD] = True
         if tool.group:
-            note = " ".join((self.notes(tool.group) or "").split())[:HINT_CHARS]
-            meta[SEARCH_HINT] = f"{tool.group} {note}".strip()
+            meta[SEARCH_HINT] = f"{tool.group} {self._note(tool.group)}".strip()
         return listed.model_copy(update={"meta": meta}) if meta else listed
 
     def _all_tools(self) -> list[types.Tool]:
@@ -277,7 +282,7 @@ class Discovery:
                     server_of(tool),
                     tool.description,
                     tool.schema,
-                    self.notes(tool.group) or "" if tool.group else "",
+                    self._note(tool.group),
                 )
                 for name, tool in sorted(self.registry.tools.items())
                 if not (tool.plugin == "hub" and name in OWN)

@@ -183,6 +183,12 @@ async def test_batch_execute_runs_tools_no_session_listed(tmp_path):
         found = await client.call_tool("find_tools", {"query": "echo text back", "limit": 1})
         assert found.structured_content["tools"][0]["name"] == "d__echo"
         assert found.structured_content["tools"][0]["server"] == "d"
+        # A server's words (the proxy gives its instructions) are searched and hinted to Claude Code.
+        hub.registry.describe_group("d", "A kitchen of recipes.")
+        found = await client.call_tool("find_tools", {"query": "recipes", "limit": 1})
+        assert found.structured_content["tools"][0]["server"] == "d"
+        hinted = {t.name: t.meta for t in hub.server.discovery._all_tools()}
+        assert hinted["d__echo"] == {"anthropic/searchHint": "d A kitchen of recipes."}
         batch = {"server": "d", "operations": [{"tool": "echo", "arguments": {"text": "never listed"}}]}
         for result in (
             await client.call_tool("batch_execute", batch),

@@ -180,11 +180,14 @@ class Proxy:
                     lists.templates = await _all_pages(session.list_resource_templates, "resource_templates")
                 if capabilities is not None and capabilities.prompts is not None:
                     lists.prompts = await _all_pages(session.list_prompts, "prompts")
+                instructions = (await session.initialize()).instructions  # the kept answer
+
         except (ServerUnavailable, MCPError) as exc:
             self.problems[server] = [f"could not list tools, resources and prompts: {exc}"]
             self.hub.log.warning("could not list a downstream server", server=server, error=str(exc))
             return
         self.known[server] = lists
+        self.hub.describe_group(server, instructions)  # for find_tools and Claude Code's tool search
         await self.hub.store.execute(
             "INSERT INTO proxy_lists (server, lists_json) VALUES (?, ?) ON CONFLICT (server) DO UPDATE "
             "SET lists_json = excluded.lists_json, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
