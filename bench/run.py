@@ -27,6 +27,7 @@ BENCHMARKS = [
     "shared_hub",
     "sampling",
     "soak",
+    "discovery",
 ]
 
 

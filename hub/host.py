@@ -116,7 +116,9 @@ class Hub:
         if self._server is None:
             from hub.server.app import HubServer
 
-            server = self._server = HubServer(self.registry, self.start_soon, status=self.status)
+            server = self._server = HubServer(
+                self.registry, self.start_soon, status=self.status, tools=self.config.tools
+            )
             # What the hub's clients ask for reaches the downstream servers (hub.client.cache).
             server.relay.on_log_level = lambda level: self.connections.set_log_level(level)
             server.relay.on_roots_changed = lambda session: self.connections.roots_changed(session)
@@ -449,6 +451,8 @@ class Hub:
             },
             "store": store,
             "sessions": list(self.sessions.values()),
+            # [tools] expose: what is listed now, and the tools each session loaded (find_tools).
+            **({"tools": self._server.discovery.describe()} if self._server is not None else {}),
             "plugins": plugins,
             **from_store,
             "servers": self.connections.status(),

@@ -62,6 +62,7 @@ __all__ = [
     "OAuthConfig",
     "PluginsConfig",
     "ServerConfig",
+    "ToolsConfig",
     "mask_secrets",
     "origin_of",
 ]
@@ -130,6 +131,28 @@ class LimitsConfig(_Strict):
         le=10_000,
         description="Downstream servers started at once (to learn their tools, or on first use); "
         "the others wait their turn.",
+    )
+
+
+class ToolsConfig(_Strict):
+    """`[tools]`: which tools the hub lists to its clients (`hub.server.discovery`). Every tool
+    stays callable whatever is listed."""
+
+    expose: Literal["all", "search", "auto"] = Field(
+        default="all",
+        description="all: list every tool; search: list find_tools, call_tool and `always` only; "
+        "auto: all while the whole list stays under max_list_bytes, else search.",
+    )
+    always: list[str] = Field(
+        default_factory=list,
+        description="Tools listed in search mode too, marked for Claude Code to load on every turn "
+        "(anthropic/alwaysLoad).",
+    )
+    max_list_bytes: int = Field(
+        default=16_384,
+        ge=0,
+        le=100_000_000,
+        description="auto: the size of the whole tools/list (compact JSON) above which it is search.",
     )
 
 
@@ -390,6 +413,7 @@ class HubConfig(BaseSettings):
     http: HttpConfig = Field(default_factory=HttpConfig)
     daemon: DaemonConfig = Field(default_factory=DaemonConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    tools: ToolsConfig = Field(default_factory=ToolsConfig)
     source: str = Field(default="(defaults)", exclude=True, description="The highest-precedence file read.")
     origins: dict[str, str] = Field(
         default_factory=dict,

@@ -36,6 +36,7 @@ from hub.wire.envelope import (
     CAPABILITIES_KEY,
     CLIENT_INFO_KEY,
     LISTEN,
+    SESSION_TOOLS_KEY,
     SUBSCRIPTION_KEY,
     VERSION_KEY,
 )
@@ -97,6 +98,9 @@ def _answers(key: str, result: Any) -> bool:
     call's result under the same id)."""
     if not isinstance(result, dict):
         return False
+    meta = result.get("_meta")
+    if isinstance(meta, dict) and SESSION_TOOLS_KEY in meta:
+        return False  # a session's own list (tools it loaded): not the next session's
     wanted = RESULT_KEYS.get(key.split("|", 1)[0])
     return wanted is None or isinstance(result.get(wanted), list)
 

@@ -161,6 +161,12 @@ class PluginContext:
         Sessions that start from now on get it."""
         self._host.registry.set_instructions(self.name, text)
 
+    def describe_group(self, group: str, text: str | None) -> None:
+        """What your tools of `group` (`Tool.group`) are about, in words: `find_tools` searches
+        it and Claude Code's tool search gets its start as a hint (the proxy gives each server's
+        instructions). None forgets it."""
+        self._host.registry.describe_group(group, text)
+
     def on_downstream_message(self, listener: DownstreamListener) -> None:
         """Call `listener(server_name, message)` for each notification a downstream server sends
         (tools/list_changed, progress, log messages)."""

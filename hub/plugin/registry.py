@@ -112,6 +112,8 @@ class Registry:
         self.instructions: dict[str, str] = {}  # plugin -> its part of the hub's instructions
         self._holds: list[ListHold] = []
         self.waiting = 0  # requests waiting for holds now
+        # What each group of tools (`Tool.group`: the proxy's servers) is about, in words.
+        self.notes: dict[str, str] = {}
 
     # -- instructions and holds --------------------------------------------------------------
 
@@ -170,6 +172,18 @@ class Registry:
         such as answers found out of date after a fast start)."""
         for listener in list(self._listeners):
             listener(kind)
+
+    def describe_group(self, group: str, text: str | None) -> None:
+        """What the tools of `group` are about (None or "" forgets it); the tools list changes
+        with it (it is part of their search hints)."""
+        text = (text or "").strip()
+        if self.notes.get(group, "") == text:
+            return
+        if text:
+            self.notes[group] = text
+        else:
+            self.notes.pop(group, None)
+        self.changed("tools")
 
     def add(self, item: Registrable, plugin: str) -> None:
         """Register `item` for `plugin`; `RegistrationError` if its name is bad or taken."""

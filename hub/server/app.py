@@ -28,7 +28,6 @@ import mcp.types as types
 import structlog
 from mcp.server import NotificationOptions, Server, ServerRequestContext
 from mcp.server.models import InitializationOptions
-from mcp.server.subscriptions import InMemorySubscriptionBus
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp.shared.subscriptions import PromptsListChanged, ResourcesListChanged, ServerEvent, ToolsListChanged
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
@@ -38,8 +37,9 @@ from hub import __version__
 from hub.errors import ToolError
 from hub.plugin.items import ResourceBody, ResourceTemplate
 from hub.plugin.registry import HoldKind, ListKind, Registry
+from hub.server.discovery import SEARCH_INSTRUCTIONS, Discovery, ToolsSetting
 from hub.server.dispatch import Dispatch, to_call_result
-from hub.server.relay import ClientRelay
+from hub.server.relay import ClientBus, ClientRelay
 from hub.server.sdk import connection_of
 
 #: Run a background task (the host's task group): `spawn(fn, *args, name=...)`.
@@ -118,7 +118,8 @@ class HubServer:
     """Builds the SDK server over a `Registry` and keeps connected clients informed of changes.
 
     `spawn` runs background work (the host's task group); `status` gives what `hub://status`
-    shows (for the HTTP and dashboard pages that ask)."""
+    shows (for the HTTP and dashboard pages that ask); `tools` is `[tools]` (what is listed,
+    `hub.server.discovery`) and `notes(server)` a downstream server's instructions."""
 
     def __init__(
         self,
@@ -126,11 +127,13 @@ class HubServer:
         spawn: Spawn,
         *,
         status: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+        tools: ToolsSetting | None = None,
+        notes: Callable[[str], str | None] | None = None,
     ) -> None:
         self.registry = registry
         self.spawn = spawn
         self.status = status
-        self.bus = InMemorySubscriptionBus()
+        self.bus = ClientBus()  # subscriptions/listen, knowing each stream's session
         # Handshake-era connections that can receive list_changed, keyed by connection identity.
         self._legacy_sessions: dict[int, Any] = {}
         self._pending: set[ListKind] = set()
@@ -144,7 +147,11 @@ class HubServer:
             self.mcp = _HubMCPServer(
                 "hub",
                 version=__version__,
-                instructions=INSTRUCTIONS,
+                instructions=(
+                    f"{INSTRUCTIONS} {SEARCH_INSTRUCTIONS}"
+                    if tools and tools.expose != "all"
+                    else INSTRUCTIONS
+                ),
                 on_list_tools=self._list_tools,
                 on_call_tool=self._call_tool,
                 on_list_resources=self._list_resources,
@@ -165,6 +172,9 @@ class HubServer:
         self.dispatch = Dispatch(registry, self.mcp, spawn)  # every tool call, and the cached lists
         self.dispatch.inbound_of = relay.inbound
         self.dispatch.client_opened = relay.client_opened
+        self.dispatch.client_of = relay.client_state  # a request's client: whose list it is
+        # What is listed to whom ([tools] expose), find_tools and call_tool.
+        self.discovery = Discovery(registry, self.dispatch, tools, notes=notes, bus=self.bus)
         self.mcp.middleware.append(self.dispatch)
         registry.add_listener(self.dispatch.invalidate)  # the caches go first,
         registry.add_listener(self._changed)  # then clients are told
@@ -253,7 +263,7 @@ class HubServer:
     async def _list_tools(
         self, ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
-        return types.ListToolsResult(tools=[tool.to_mcp() for tool in self.registry.tools.values()])
+        return self.discovery.list_result(ctx)
 
     async def _call_tool(
         self, ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams

@@ -77,6 +77,7 @@ class ClientState:
     """One client connection to the hub (the key of its session: compared by identity)."""
 
     capabilities: dict[str, Any] = field(default_factory=dict)  # declared at initialize
+    modern: bool = False  # speaks 2026-07-28 (a line connection's first request says)
     log_level: str | None = None  # from logging/setLevel
     request: Request | None = None  # a request outside any call (the standalone channel)
     notify: Notify | None = None  # a notification outside any call

@@ -4,11 +4,13 @@ Installed as one `Server.middleware` by `hub.server.app.HubServer`:
 
 - **Cached lists.** `tools/list`, `resources/list`, `resources/templates/list` and `prompts/list`
   (first page: the hub does not paginate) are answered from the wire dict the SDK produced the
-  first time, per protocol version, until the registry changes (then the cache is dropped and
-  clients get `list_changed` as before). A hit costs a dict copy instead of rebuilding every
-  `types.Tool`, dumping the result and re-validating it for the protocol version. An item with
-  its own `definition` (wire JSON: the proxy's, as the downstream listed it) is put in the SDK's
-  answer in place of the one made from its fields, so nothing the SDK does not model is lost.
+  first time, per protocol version (and, for `tools/list`, per set of tools a session loaded:
+  `hub.server.discovery`), until the registry changes (then the cache is dropped and clients get
+  `list_changed` as before). A hit costs a dict copy instead of rebuilding every `types.Tool`,
+  dumping the result and re-validating it for the protocol version. An item with its own
+  `definition` (wire JSON: the proxy's, as the downstream listed it) is put in the SDK's answer
+  in place of the one made from its fields, so nothing the SDK does not model is lost; the
+  `_meta` the hub gives it (search hints) is merged in.
   While a plugin holds a list (`PluginContext.hold_lists`), no cached answer is given before
   the SDK's path has waited (`hub.server.app`).
 - **Tool calls.** A `tools/call` of any hub tool skips the SDK's typed params and its
@@ -30,7 +32,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -50,7 +52,7 @@ from hub.wire.jsonrpc import ProgressFn
 if TYPE_CHECKING:
     from mcp.server import Server, ServerRequestContext
 
-__all__ = ["LIST_METHODS", "Dispatch", "to_call_result", "well_formed"]
+__all__ = ["LIST_METHODS", "Dispatch", "as_listed", "to_call_result", "well_formed"]
 
 log = structlog.get_logger("hub.server")
 
@@ -114,6 +116,16 @@ def _result_problem(result: dict[str, Any]) -> str | None:
     return None
 
 
+def as_listed(definition: dict[str, Any], made: dict[str, Any]) -> dict[str, Any]:
+    """An item's own wire `definition` as the hub lists it: with the `_meta` keys of the item the
+    hub made for it (`made`: the search hints of `hub.server.discovery`) over the definition's."""
+    meta = made.get("_meta")
+    if not isinstance(meta, dict) or not meta:
+        return definition
+    own = definition.get("_meta")
+    return {**definition, "_meta": {**own, **meta} if isinstance(own, dict) else meta}
+
+
 def _error(text: str) -> dict[str, Any]:
     return {"content": [{"type": "text", "text": text}], "isError": True}
 
@@ -139,9 +151,14 @@ class Dispatch:
         # 2026-07-28 calls whose clients can be asked (`hub.server.asking`); None: never parked.
         self.parking = Parking(spawn) if spawn is not None else None
         self.generation = 0
-        self.lists: dict[tuple[str, str], dict[str, Any]] = {}
+        # Keyed by (method, protocol version, variant): the variant is "" for an answer every
+        # client gets, else names what is the session's own (`hub.server.discovery`: the tools
+        # it loaded); `client_of(ctx)` is a request's session.
+        self.lists: dict[tuple[str, str, str], dict[str, Any]] = {}
         # The same answers as JSON text, for the transports' shortcuts (hub.server.shortcuts).
-        self.texts: dict[tuple[str, str], str] = {}
+        self.texts: dict[tuple[str, str, str], str] = {}
+        self.list_variant: Callable[[str, Hashable | None], str] = lambda method, client: ""
+        self.client_of: Callable[[Any], Hashable | None] = lambda ctx: None
         self.hits = 0
         self.shortcut_calls = 0  # raw-result calls answered by a transport's shortcut
 
@@ -151,22 +168,25 @@ class Dispatch:
         self.lists.clear()
         self.texts.clear()
 
-    def list_answer(self, method: Any, params: dict[str, Any], version: str) -> str | None:
-        """For a transport's shortcut: the cached answer text to a list request (first page),
-        counted as a hit; None if there is none (the SDK answers, and this middleware keeps it)."""
+    def list_answer(
+        self, method: Any, params: dict[str, Any], version: str, client: Hashable | None = None
+    ) -> str | None:
+        """For a transport's shortcut: the cached answer text to a list request (first page) of
+        session `client`, counted as a hit; None if there is none (the SDK answers, and this
+        middleware keeps it)."""
         if method not in LIST_METHODS or params.get("cursor") is not None:
             return None
         if self.registry.held(LIST_KINDS[method]):
             return None  # a plugin holds it: the SDK's path waits (hub.server.app)
-        text = self.list_text(method, version)
+        text = self.list_text(method, version, self.list_variant(method, client))
         if text is not None:
             self.hits += 1
         return text
 
-    def list_text(self, method: str, version: str) -> str | None:
+    def list_text(self, method: str, version: str, variant: str = "") -> str | None:
         """The cached answer to a list request as JSON text, if the SDK has given one since the
         registry last changed."""
-        key = (method, version)
+        key = (method, version, variant)
         text = self.texts.get(key)
         if text is None and key in self.lists:
             text = self.texts[key] = json.dumps(self.lists[key], ensure_ascii=False, separators=(",", ":"))
@@ -188,7 +208,7 @@ class Dispatch:
             return self.stamp(ctx.protocol_version, await self._forward(ctx, tool, params))
         if params.get("cursor") is not None:
             return await call_next(ctx)
-        key = (method, ctx.protocol_version)
+        key = (method, ctx.protocol_version, self.list_variant(method, self.client_of(ctx)))
         cached = self.lists.get(key)
         if cached is not None:
             self.hits += 1
@@ -204,7 +224,8 @@ class Dispatch:
 
     def _as_defined(self, method: str, result: dict[str, Any]) -> None:
         """Put each item's own wire definition (`Tool.definition` ...) in place of the one the
-        SDK made from its fields, so what the SDK does not model passes through."""
+        SDK made from its fields, so what the SDK does not model passes through, with the
+        `_meta` the hub gave it (`as_listed`)."""
         key, table, field = LIST_ITEMS[method]
         items = result.get(key)
         registered: dict[str, Any] = getattr(self.registry, table)
@@ -214,7 +235,7 @@ class Dispatch:
             name = item.get(field) if isinstance(item, dict) else None
             found = registered.get(name) if isinstance(name, str) else None
             if found is not None and found.definition is not None:
-                items[n] = found.definition
+                items[n] = as_listed(found.definition, item)
 
     async def _forward(
         self, ctx: ServerRequestContext[Any, Any], tool: Tool, params: dict[str, Any]
@@ -247,15 +268,15 @@ class Dispatch:
             if askable(inbound.capabilities):
 
                 async def execute(relay: ProgressFn, channel: ClientChannel) -> dict[str, Any]:
-                    return await self._run(tool, params, request_id, relay, session, channel)
+                    return await self.run(tool, params, request_id, relay, session, channel)
 
                 return await self.parking.start(
                     tool.name, arguments, replace(inbound, progress=progress), execute
                 )
         channel = CallChannel(inbound) if inbound is not None else None
-        return await self._run(tool, params, request_id, progress, session, channel)
+        return await self.run(tool, params, request_id, progress, session, channel)
 
-    async def _run(
+    async def run(
         self,
         tool: Tool,
         params: dict[str, Any],
@@ -264,7 +285,8 @@ class Dispatch:
         session: Any,
         channel: ClientChannel | None,
     ) -> dict[str, Any]:
-        """`forward` once the call's client channel is known."""
+        """`forward` once the call's client channel is known (`call_tool` runs the tool it names
+        with its own call's channel, so that tool can ask the client too)."""
         forwarded = tool.returns_raw
         # A forwarded call is the hot path: its logger is bound only when there is something to say.
         bound = log if forwarded else log.bind(tool=tool.name, plugin=tool.plugin, request_id=request_id)

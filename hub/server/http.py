@@ -250,7 +250,8 @@ def http_app(server: HubServer, *, host: str, path: str, token: str | None) -> A
     from hub.server.shortcuts import HttpShortcut
 
     streamed = server.streamed_sessions  # sessions whose calls may send requests to their client
-    shortcut = HttpShortcut(server.dispatch, server.mcp.session_manager, streamed)  # forwarded calls, as JSON
+    # Forwarded calls and cached lists, as JSON; a session's own list needs its client.
+    shortcut = HttpShortcut(server.dispatch, server.mcp.session_manager, streamed, server.relay.http_clients)
     return HttpGuard(PerRequestReplies(app, streamed), token=token, path=path, shortcut=shortcut)
 
 

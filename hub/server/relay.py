@@ -12,22 +12,27 @@
 - **resource subscriptions**: `resources/subscribe` / `unsubscribe` (handshake era) and the
   resource URIs of a 2026-07-28 `subscriptions/listen` are counted per URI; the first
   subscriber calls the serving item's `subscribe(uri)`, the last one leaving its
-  `unsubscribe(uri)`; `resource_updated(uri)` tells the subscribers in both eras.
+  `unsubscribe(uri)`; `resource_updated(uri)` tells the subscribers in both eras;
+- **listen streams** (`ClientBus`): the 2026-07-28 `subscriptions/listen` bus knows whose each
+  stream is, so what is one client's own (the tools it loaded, `hub.server.discovery`) is told
+  to that client only.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable, Hashable
+from contextvars import ContextVar
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import mcp.types as types
 import structlog
 from mcp.server import ServerRequestContext
-from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler
+from mcp.server.subscriptions import ListenHandler
 from mcp.shared.exceptions import MCPError
-from mcp.shared.subscriptions import ResourceUpdated
+from mcp.shared.subscriptions import ResourceUpdated, ServerEvent
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from hub.errors import ToolError
@@ -37,7 +42,7 @@ from hub.server.sdk import connection_of, notify_client, request_client
 from hub.wire.envelope import LOG_LEVEL_KEY
 from hub.wire.levels import most_verbose
 
-__all__ = ["MAX_COMPLETIONS", "ClientRelay"]
+__all__ = ["MAX_COMPLETIONS", "ClientBus", "ClientRelay"]
 
 log = structlog.get_logger("hub.server")
 
@@ -51,10 +56,52 @@ def _dump(model: Any) -> dict[str, Any]:
     return dumped
 
 
+#: The client whose `subscriptions/listen` stream is being opened (`ClientRelay.listen`).
+_LISTENING: ContextVar[ClientState | None] = ContextVar("hub_listening", default=None)
+
+Listener = Callable[[ServerEvent], None]
+
+
+class ClientBus:
+    """The 2026-07-28 `subscriptions/listen` bus (the SDK's `SubscriptionBus`), which also knows
+    the client of each listen stream, so a change of one client's own list is told to that
+    client only (`publish_to`)."""
+
+    def __init__(self) -> None:
+        self._listeners: dict[object, tuple[ClientState | None, Listener]] = {}
+
+    async def publish(self, event: ServerEvent) -> None:
+        """Tell every listen stream."""
+        self._deliver(event, None)
+        await anyio.lowlevel.checkpoint()
+
+    async def publish_to(self, client: ClientState, event: ServerEvent) -> None:
+        """Tell `client`'s listen streams only."""
+        self._deliver(event, client)
+        await anyio.lowlevel.checkpoint()
+
+    def listening(self, client: ClientState) -> bool:
+        """Whether `client` has a listen stream open."""
+        return any(owner is client for owner, _ in self._listeners.values())
+
+    def _deliver(self, event: ServerEvent, client: ClientState | None) -> None:
+        for owner, listener in list(self._listeners.values()):
+            if client is None or owner is client:
+                try:
+                    listener(event)
+                except Exception:  # one bad listener must not starve the others
+                    log.exception("a subscription listener raised")
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        token = object()
+        self._listeners[token] = (_LISTENING.get(), listener)
+        return lambda: self._listeners.pop(token, None) and None
+
+
 class ClientRelay:
     """The handlers and bookkeeping described in the module docstring, for one `HubServer`."""
 
-    def __init__(self, registry: Registry, bus: InMemorySubscriptionBus) -> None:
+    def __init__(self, registry: Registry, bus: ClientBus) -> None:
         self.registry = registry
         self.bus = bus
         self._listen = ListenHandler(bus)
@@ -63,6 +110,7 @@ class ClientRelay:
         self._subscribers: dict[str, int] = {}  # URI -> subscriptions of every client
         self._subscribed: set[ClientState] = set()  # handshake-era clients with subscriptions
         self.streamed_sessions: set[str] = set()  # HTTP sessions whose calls need an SSE stream
+        self.http_clients: dict[str, ClientState] = {}  # HTTP session id -> its client, once seen
         # Set by the host: what downstream servers are told.
         self.on_log_level: Callable[[str | None], Awaitable[None]] | None = None
         self.on_roots_changed: Callable[[Hashable], Awaitable[None]] | None = None
@@ -90,7 +138,10 @@ class ClientRelay:
             )
             state.on_close.append(self.client_closed)
             self._clients[id(connection)] = state
-            connection.exit_stack.push_async_callback(self._closed, id(connection))
+            session_id = _http_session_id(ctx)
+            if session_id is not None:
+                self.http_clients[session_id] = state
+            connection.exit_stack.push_async_callback(self._closed, id(connection), session_id)
         return state
 
     def client_opened(self, state: ClientState) -> None:
@@ -98,7 +149,9 @@ class ClientRelay:
         if self.client_closed not in state.on_close:
             state.on_close.append(self.client_closed)
 
-    async def _closed(self, key: int) -> None:
+    async def _closed(self, key: int, session_id: str | None = None) -> None:
+        if session_id is not None:
+            self.http_clients.pop(session_id, None)
         state = self._clients.pop(key, None)
         if state is not None:
             await state.close()
@@ -228,13 +281,15 @@ class ClientRelay:
         self, ctx: ServerRequestContext[Any, Any], params: types.SubscriptionsListenRequestParams
     ) -> types.SubscriptionsListenResult:
         """`subscriptions/listen`, served by the SDK's `ListenHandler`; its resource URIs are
-        counted as subscriptions while the stream lasts."""
+        counted as subscriptions while the stream lasts, and the bus knows whose it is."""
         uris = sorted(set(params.notifications.resource_subscriptions or ()))
         for uri in uris:
             await self._acquire(uri)
+        owner = _LISTENING.set(self.client_state(ctx))  # whose stream it is (`ClientBus`)
         try:
             return await self._listen(ctx, params)
         finally:
+            _LISTENING.reset(owner)
             with anyio.CancelScope(shield=True):
                 for uri in uris:
                     await self._release(uri)

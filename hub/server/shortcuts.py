@@ -14,7 +14,7 @@ goes to the SDK unchanged, which answers it as before.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import anyio
@@ -186,7 +186,7 @@ class LineShortcut:
             self.dispatch.shortcut_calls += 1
             self._spawn(self._call, request_id, tool, params, version)
             return request_id
-        text = self.dispatch.list_answer(method, params, version)
+        text = self.dispatch.list_answer(method, params, version, self.state)
         if text is None:
             return None
         self._spawn(self._reply, request_id, text)
@@ -287,9 +287,17 @@ class HttpShortcut:
     the SDK's path (with `Dispatch`'s middleware).
     """
 
-    def __init__(self, dispatch: Dispatch, manager: Any, streamed: set[str] | None = None) -> None:
+    def __init__(
+        self,
+        dispatch: Dispatch,
+        manager: Any,
+        streamed: set[str] | None = None,
+        clients: Mapping[str, ClientState] | None = None,
+    ) -> None:
         self.dispatch = dispatch
         self.manager = manager  # the SDK's StreamableHTTPSessionManager
+        # Each session's client, by session id, once the SDK path has seen it (`ClientRelay`).
+        self.clients: Mapping[str, ClientState] = clients if clients is not None else {}
         self._running: dict[tuple[bytes, Any], anyio.CancelScope] = {}
         self.ready: set[bytes] = set()  # sessions whose initialize succeeded
         # Sessions whose calls may send their client requests or log messages: the SDK's path,
@@ -377,7 +385,8 @@ class HttpShortcut:
         if method == "tools/call":
             with counting_request(transport):
                 return await self._call(request_id, params, version, session, send)
-        text = self.dispatch.list_answer(method, params, version)
+        client = self.clients.get(session.decode("latin-1"))  # a session's own list: tools it loaded
+        text = self.dispatch.list_answer(method, params, version, client)
         if text is None:
             return False
         with counting_request(transport):

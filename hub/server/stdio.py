@@ -35,7 +35,7 @@ from hub.server.dispatch import Dispatch
 from hub.server.hygiene import MessageCheck
 from hub.server.sdk import create_context_streams
 from hub.server.shortcuts import LineShortcut
-from hub.wire.envelope import LISTEN
+from hub.wire.envelope import LISTEN, VERSION_KEY
 from hub.wire.fds import FdWriter, LineReader, LineTooLong, tty_hint
 from hub.wire.jsonrpc import NO_ID, error_response, valid_id
 
@@ -148,6 +148,7 @@ class _Transport:
         self.pusher = LinePusher(self.emit)
         self.state = ClientState(request=self.pusher.request, notify=self.pusher.notify)
         self.metadata = ServerMessageMetadata(request_context=self.state)  # ctx.request in handlers
+        self.first_request = True
         # The shortcut's tasks are asyncio's own, started from the reader's callback: an anyio
         # task group's start_soon costs 25 us a call, a twentieth of the hub's whole work on one.
         self.loop = asyncio.get_running_loop()
@@ -233,6 +234,10 @@ class _Transport:
             if message.method == "initialize":
                 declared = (message.params or {}).get("capabilities")
                 self.state.capabilities = declared if isinstance(declared, dict) else {}
+            if self.first_request:  # it fixes the connection's era, as the SDK fixes it
+                self.first_request = False
+                meta = (message.params or {}).get("_meta")
+                self.state.modern = isinstance(meta, dict) and VERSION_KEY in meta
             if self.shortcut is not None:
                 self.shortcut.saw_request(message.method, message.id, message.params)
             if message.method != LISTEN:  # stays open until cancelled: not waited for at the end

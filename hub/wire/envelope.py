@@ -10,6 +10,7 @@ __all__ = [
     "CLIENT_INFO_KEY",
     "LISTEN",
     "LOG_LEVEL_KEY",
+    "SESSION_TOOLS_KEY",
     "SUBSCRIPTION_KEY",
     "VERSION_KEY",
 ]
@@ -21,3 +22,6 @@ CAPABILITIES_KEY = "io.modelcontextprotocol/clientCapabilities"
 LOG_LEVEL_KEY = "io.modelcontextprotocol/logLevel"
 LISTEN = "subscriptions/listen"
 ACKNOWLEDGED = "notifications/subscriptions/acknowledged"
+#: In a tools/list result's `_meta`: the tools this session loaded (`hub.server.discovery`); such
+#: an answer is the session's own, not kept for the next fast start.
+SESSION_TOOLS_KEY = "hub/sessionTools"

@@ -164,6 +164,10 @@ def test_only_a_list_answer_is_kept_for_a_list(tmp_path):
     cache.saw_request(listing)
     assert cache.saw_answer('{"jsonrpc":"2.0","id":"x","result":{"tools":[]}}') == ("x", key, True)
     assert cache.answers == {key: {"tools": []}}
+    cache.saw_request(listing)  # a session's own list (tools it loaded with find_tools): not kept
+    own = '{"jsonrpc":"2.0","id":"x","result":{"tools":[],"_meta":{"hub/sessionTools":["a"]}}}'
+    assert cache.saw_answer(own) == ("x", key, None)
+    assert cache.answers == {key: {"tools": []}}
 
 
 def test_the_fast_start_answers_only_what_the_hub_would(tmp_path):

@@ -509,3 +509,66 @@ def test_hub_status_shows_the_idle_timer_and_hub_stop_stops_an_idle_process(shar
     assert other.returncode == 0 and "1 other(s) run" in other.stdout
     assert _hub(shared_env, tmp_path, "stop").returncode == 0  # idle: no --force needed
     wait_for(lambda: gone(idle["pid"]), what="the stopped process to exit")
+
+
+def _notified(bridge: BridgeClient, method: str) -> dict[str, Any]:
+    """The first notification `method` the bridge got (kept aside by `reply`, or read now)."""
+    for message in bridge.extra:
+        if message.get("method") == method:
+            return message
+    assert bridge.proc.stdout is not None
+    while True:
+        line = bridge.proc.stdout.readline()
+        if not line:
+            raise EOFError(f"the bridge closed stdout before {method}")
+        message = json.loads(line)
+        if message.get("method") == method:
+            return message
+        bridge.extra.append(message)
+
+
+@pytest.mark.timeout(90)
+def test_tools_loaded_in_one_session_stay_out_of_the_other_sessions_lists(shared_env, tmp_path):
+    """`[tools] expose = "search"` on the shared process: a 2026-era session (as Claude Code opens
+    one) loads a tool with find_tools and hears list_changed on its own listen stream; a
+    handshake-era session's list is unchanged, and its own load is told to it."""
+    with open(shared_env["HUB_CONFIG"], "a") as config:
+        config.write('[tools]\nexpose = "search"\n')
+    modern, legacy = BridgeClient(shared_env, tmp_path), BridgeClient(shared_env, tmp_path)
+
+    def listed(bridge: BridgeClient, meta: dict[str, Any] | None = None) -> list[str]:
+        reply = bridge.request("tools/list", {"_meta": meta} if meta else {})
+        return [tool["name"] for tool in reply["result"]["tools"]]
+
+    def find(bridge: BridgeClient, query: str, meta: dict[str, Any] | None = None) -> dict[str, Any]:
+        params = {"name": "find_tools", "arguments": {"query": query, "limit": 1, "load": True}}
+        reply = bridge.request("tools/call", {**params, **({"_meta": meta} if meta else {})})
+        return reply["result"]["structuredContent"]
+
+    try:
+        legacy.initialize()
+        modern.send(
+            {
+                "jsonrpc": "2.0",
+                "id": "listen",
+                "method": "subscriptions/listen",
+                "params": {"_meta": META, "notifications": {"toolsListChanged": True}},
+            }
+        )
+        _notified(modern, "notifications/subscriptions/acknowledged")
+        assert listed(modern, META) == listed(legacy) == ["call_tool", "find_tools"]
+        assert find(modern, "set a shared context entry", META)["loaded"] == ["context_set"]
+        _notified(modern, "notifications/tools/list_changed")
+        own = modern.request("tools/list", {"_meta": META})["result"]
+        assert [t["name"] for t in own["tools"]] == ["call_tool", "context_set", "find_tools"]
+        assert own["_meta"]["hub/sessionTools"] == ["context_set"]  # not kept for a fast start
+        assert listed(legacy) == ["call_tool", "find_tools"]
+        assert find(legacy, "slots and queued tasks of the pool")["loaded"] == ["pool_status"]
+        _notified(legacy, "notifications/tools/list_changed")
+        assert listed(legacy) == ["call_tool", "find_tools", "pool_status"]
+        assert listed(modern, META) == ["call_tool", "context_set", "find_tools"]
+        status = legacy.request("resources/read", {"uri": "hub://status"})
+        sessions = json.loads(status["result"]["contents"][0]["text"])["tools"]["sessions"]
+        assert sorted(s["loaded"] for s in sessions) == [["context_set"], ["pool_status"]]
+    finally:
+        assert [modern.close(), legacy.close()] == [0, 0]

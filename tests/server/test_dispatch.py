@@ -34,7 +34,7 @@ async def test_lists_are_cached_until_the_registry_changes(tmp_path, mode: Liter
         await client.list_prompts()
         await client.list_resources()
         cached = set(fast.lists)
-        assert {m for m, _ in cached} >= {"tools/list", "prompts/list", "resources/list"}
+        assert {key[0] for key in cached} >= {"tools/list", "prompts/list", "resources/list"}
 
         hub.registry.add(Tool("fresh_tool", echo, "added at run time"), "test")
         assert not fast.lists  # every list is rebuilt after a change

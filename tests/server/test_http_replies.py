@@ -91,7 +91,7 @@ async def test_plain_calls_are_json_and_progress_still_streams(tmp_path, mode):
                 again = await client.list_tools()  # from the cache (as text, for the shortcut)
                 assert hub.server.dispatch.hits == hits + 1
                 # Handshake-era: answered by the HTTP shortcut, from the answer kept as text.
-                assert ("tools/list" in {m for m, _ in hub.server.dispatch.texts}) == (mode == "legacy")
+                assert ("tools/list" in {key[0] for key in hub.server.dispatch.texts}) == (mode == "legacy")
                 assert [t.model_dump() for t in again.tools] == [t.model_dump() for t in first.tools]
                 types_seen.clear()
                 before = hub.server.dispatch.shortcut_calls

@@ -272,7 +272,7 @@ def test_the_shortcut_follows_the_era_the_sdk_fixed():
     from hub.server.shortcuts import LineShortcut
 
     fast = Dispatch(Registry(), None)  # type: ignore[arg-type]
-    fast.texts[("tools/list", "2025-11-25")] = '{"tools":[]}'
+    fast.texts[("tools/list", "2025-11-25", "")] = '{"tools":[]}'
     shortcut = LineShortcut(fast, emit=None, spawn=lambda *a: None, done=lambda _: None)  # type: ignore[arg-type]
     listing = '{"jsonrpc":"2.0","id":2,"method":"tools/list"}'
     assert shortcut.take(listing) is None and shortcut.era is None  # nothing fixed yet

@@ -5,8 +5,10 @@ resources and resource templates keep their URIs, so links between them still wo
 (in its `[servers.NAME]` table): `expose = false` hides it, `include` / `exclude` pick tools,
 `prefix` renames (the default prefix is NAME), `eager = true` starts it with the hub and has the
 connection cache restart it when it dies. Each item is listed as the server listed it (every
-field), renamed and with ``[NAME]`` before its description; each server's `instructions` go
-into the hub's, named, cut at `[plugins.proxy] instructions_chars`.
+field), renamed and with ``[NAME]`` after a tool's description (before a resource's or a
+prompt's); each server's `instructions` go into the hub's, named, cut at `[plugins.proxy]
+instructions_chars`, and describe its tools for `find_tools` and Claude Code's tool search
+(`hub.describe_group`).
 
 What a server lists is kept by the hub under a digest of its configuration (``hub.listings``),
 so a lazy server is listed without starting it: it starts on the first call. A server never
@@ -114,6 +116,9 @@ class Proxy:
         known_names = {t.get("name") for t in listing.tools}
         for missing in sorted(set(self.servers[server].include or []) - known_names):
             problems.append(f"include names {missing!r}, which the server does not have")
+        # What the server is about (its instructions, as kept from start-up on): find_tools
+        # searches it, and Claude Code's tool search gets its start as a hint.
+        self.hub.describe_group(server, listing.instructions)
         self._mount_tools(server, problems)
         self._mount_resources(server, listing, problems)
         self._mount_prompts(server, listing, problems)

@@ -4,9 +4,11 @@ hub tool, resource and prompt that stand for each downstream one (`tool_for`, `r
 during a call, completion and subscriptions through `relay`).
 
 Each is built from the item as the server listed it (wire JSON) and listed by the hub as that
-same JSON (`definition`), renamed and with ``[server]`` before its description: every field
-passes through, those the SDK does not model too (`_meta`, `icons`, `execution`, ...). An item
-the SDK cannot read raises `ValueError` (pydantic's), which the caller reports."""
+same JSON (`definition`), renamed and with its server named in its description: after a tool's
+(what the tool does comes first, for the model and for tool searches: ``Shows the commit logs
+[git]``), before a resource's or a prompt's (``[git] ...``). Every field passes through, those the
+SDK does not model too (`_meta`, `icons`, `execution`, ...). An item the SDK cannot read raises
+`ValueError` (pydantic's), which the caller reports."""
 
 from __future__ import annotations
 
@@ -46,9 +48,10 @@ class Mounted:
     prompts: dict[str, str] = field(default_factory=dict)
 
 
-def _described(server: str, item: dict[str, Any]) -> str:
+def _described(server: str, item: dict[str, Any], *, server_last: bool = False) -> str:
     description = item.get("description")
-    return f"[{server}] {description if isinstance(description, str) else ''}".strip()
+    text = description if isinstance(description, str) else ""
+    return f"{text} [{server}]".strip() if server_last else f"[{server}] {text}".strip()
 
 
 def tool_for(hub: PluginContext, server: str, listed: dict[str, Any], hub_name: str) -> Tool:
@@ -72,7 +75,7 @@ def tool_for(hub: PluginContext, server: str, listed: dict[str, Any], hub_name: 
         except (MCPError, HubError) as exc:  # a closed connection is marked dead by the cache itself
             raise ToolError(failure_message(server, tool.name, exc)) from None
 
-    description = _described(server, listed)
+    description = _described(server, listed, server_last=True)  # what the tool does first
     return ForwardedTool(
         hub_name,
         call_downstream,

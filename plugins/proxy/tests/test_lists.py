@@ -161,10 +161,15 @@ async def test_server_everything_keeps_every_tool_field_and_gives_its_instructio
     assert set(proxied) == {f"every__{name}" for name in direct}
     fields: set[str] = set()
     for name, tool in direct.items():
+        # The hub's hint for Claude Code's tool search: the server's name and the start of its
+        # instructions, merged into the tool's own _meta (hub.server.discovery).
+        hint = proxied[f"every__{name}"]["_meta"]["anthropic/searchHint"]
+        assert hint.startswith("every # Everything Server")
         expected = {
             **tool,
             "name": f"every__{name}",
-            "description": f"[every] {tool.get('description', '')}".strip(),
+            "description": f"{tool.get('description', '')} [every]".strip(),
+            "_meta": {**tool.get("_meta", {}), "anthropic/searchHint": hint},
         }
         assert proxied[f"every__{name}"] == expected
         fields |= set(tool)

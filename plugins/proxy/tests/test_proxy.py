@@ -249,7 +249,7 @@ async def test_lists_an_older_hub_kept_by_server_name_alone_are_not_used(tmp_pat
     store.close()
     async with running_hub(config, plugins={"proxy": hub_proxy.ProxyPlugin}) as (_, client):
         tools = {t.name: t for t in (await client.list_tools()).tools}  # the first list waits for d
-        assert "d__gone" not in tools and tools["d__echo"].description == "[d] Return the text unchanged."
+        assert "d__gone" not in tools and tools["d__echo"].description == "Return the text unchanged. [d]"
 
 
 BAD_OUTPUT = str(Path(__file__).with_name("bad_output_server.py"))
