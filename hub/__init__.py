@@ -10,10 +10,11 @@ A plugin imports everything it needs from here, and nothing from ``hub.<module>`
 - what a plugin registers: `Tool`, `ToolCall`, `Resource`, `ResourceTemplate`, `Prompt`,
   `PromptArgument`, `argument_problems`;
 - what it raises or catches: `HubError`, `ToolError`, `BudgetExceeded`, `RegistrationError`,
-  `ServerUnavailable`, `InvalidOutput`, `ConfigError`, `PluginLoadError`;
+  `ServerUnavailable`, `InvalidOutput`, `ConfigError`, `PluginLoadError`, `StoreError`,
+  `StoreUnavailable`;
 - forwarding downstream calls as they are: `ForwardedTool`, `RawResult`, `call_tool_raw`, and
   `failure_message` (the one sentence a caller is told when a downstream request fails);
-- what it handles: `HubConfig`, `ServerConfig`, `expand_vars`, `Store`, `PluginBudget`,
+- what it handles: `HubConfig`, `ServerConfig`, `expand_vars`, `Store`, `StoreConnection`, `PluginBudget`,
   `Reservation`, `ContextStore`, `ConnectionCache`, `Listings` and `ServerListing` (what each
   downstream server lists), `ListHold` (`PluginContext.hold_lists`), `Instance`, `HEARTBEAT_S`,
   `process_start_token`, `dies_with_parent`, `kill_group_left_behind`, and the constants
@@ -36,7 +37,15 @@ if TYPE_CHECKING:
     from hub.client.raw import call_tool_raw
     from hub.config.expand import expand_vars
     from hub.config.settings import HubConfig, ServerConfig
-    from hub.errors import BudgetExceeded, ConfigError, HubError, PluginLoadError, ToolError
+    from hub.errors import (
+        BudgetExceeded,
+        ConfigError,
+        HubError,
+        PluginLoadError,
+        StoreError,
+        StoreUnavailable,
+        ToolError,
+    )
     from hub.plugin.base import Plugin
     from hub.plugin.context import PluginContext
     from hub.plugin.items import (
@@ -60,6 +69,7 @@ if TYPE_CHECKING:
     from hub.services.context_store import ContextStore
     from hub.services.instances import HEARTBEAT_S, Instance, process_start_token
     from hub.services.processes import dies_with_parent, kill_group_left_behind
+    from hub.services.store import Connection as StoreConnection
     from hub.services.store import Store
 
 # Public name -> "module" or "module:attribute" (when the module calls it something else).
@@ -104,6 +114,9 @@ _EXPORTS = {
     "PluginBudget": "hub.services.budget",
     "Reservation": "hub.services.budget",
     "Store": "hub.services.store",
+    "StoreConnection": "hub.services.store:Connection",
+    "StoreError": "hub.errors",
+    "StoreUnavailable": "hub.errors",
     "HEARTBEAT_S": "hub.services.instances",
     "Instance": "hub.services.instances",
     "process_start_token": "hub.services.instances",
@@ -146,6 +159,9 @@ __all__ = [
     "ServerListing",
     "ServerUnavailable",
     "Store",
+    "StoreConnection",
+    "StoreError",
+    "StoreUnavailable",
     "Tool",
     "ToolCall",
     "ToolError",

@@ -11,6 +11,7 @@ __all__ = [
     "PluginLoadError",
     "StoreError",
     "StoreLost",
+    "StoreUnavailable",
     "ToolError",
 ]
 
@@ -32,14 +33,20 @@ class BudgetExceeded(ToolError):
 
 
 class StoreError(ToolError):
-    """The store (the state directory's SQLite database) cannot be used: full, read-only, damaged,
-    locked, or gone. One sentence naming the file, the cause and the fix; a tool that needed the
+    """The store (the state directory's SQLite database, or the PostgreSQL database of
+    `state_url`) cannot be used: full, read-only, damaged, locked, unreachable, or gone. One sentence naming the file, the cause and the fix; a tool that needed the
     store gets it as its error, and a command that cannot open the store exits 2 with it."""
 
 
 class StoreLost(StoreError):
     """The database file was deleted or replaced while this hub had it open: writing on would
     split the state in two (this hub's writes in a file no other hub sees), so it stops."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot be reached for now: a PostgreSQL server that is down or restarting, the
+    network cut, a failover under way. The hub keeps running, takes no new work that needs the
+    store, and carries on by itself once it answers again."""
 
 
 class ListenError(HubError):

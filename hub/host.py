@@ -26,14 +26,13 @@ from hub.builtin import core
 from hub.client.cache import ConnectionCache
 from hub.client.listing import Listings
 from hub.config.settings import HubConfig
-from hub.errors import StoreError, StoreLost
+from hub.errors import PluginLoadError, StoreError, StoreLost, StoreUnavailable
 from hub.plugin.base import Plugin
 from hub.plugin.context import DownstreamListener, PluginContext, Services
 from hub.plugin.items import Prompt, RegistrationError, Resource, ResourceTemplate, Tool
 from hub.plugin.manager import (
     HubPluginManager,
     PluginInfo,
-    PluginLoadError,
     check_tool_selections,
     load_plugins,
     plugin_config,
@@ -42,9 +41,10 @@ from hub.plugin.manager import (
 )
 from hub.plugin.registry import Registry
 from hub.services import statusline
+from hub.services.backends import open_store
 from hub.services.budget import Budget
 from hub.services.context_store import ContextStore
-from hub.services.instances import HEARTBEAT_S, Instance, Instances
+from hub.services.instances import Instance, Instances
 from hub.services.processes import dies_with_parent
 from hub.services.store import Store
 
@@ -67,16 +67,36 @@ async def _await_lifecycle(result: Any) -> None:
         await result
 
 
+def describe_worker(instance: Instance) -> dict[str, Any]:
+    """An instance that can take work (a pool's slots, say): where, how much, and its heartbeat."""
+    return {
+        "instance": instance.id,
+        "host": instance.host,
+        "pid": instance.pid,
+        "role": instance.role,
+        "heartbeat_at": instance.heartbeat_at,
+        "heartbeat_age_s": round(max(0.0, time.time() - instance.heartbeat_at), 1),
+        "work": instance.work,
+    }
+
+
 class Hub:
     """One hub instance. Construct, then ``async with``; nothing is global."""
 
     def __init__(
-        self, config: HubConfig, *, extra_plugins: dict[str, Any] | None = None, inspect: bool = False
+        self,
+        config: HubConfig,
+        *,
+        extra_plugins: dict[str, Any] | None = None,
+        inspect: bool = False,
+        role: str = "serve",
     ) -> None:
         """`inspect`: only to see what the plugins register (`hub plugins`): no background work,
-        no recovery of dead hubs, no heartbeat, and no downstream server started."""
+        no recovery of dead hubs, no heartbeat, and no downstream server started. `role`: what
+        the store records this hub as (serve, shared, or worker: `hub worker`, see `run_workers`)."""
         self.config = config
         self.inspect = inspect
+        self.role = role
         self.extra_plugins = {"core": core, **(extra_plugins or {})}
         self.registry = Registry(
             warn=lambda message: log.warning(message),
@@ -162,21 +182,7 @@ class Hub:
         stack = AsyncExitStack()
         await stack.__aenter__()
         try:
-            self.store = Store.in_state_dir(self.config.state_dir)
-            stack.callback(self.store.close)
-            self.instances = Instances(self.store, version=__version__)
-            await self.instances.register()
-            stack.push_async_callback(self._record_stop)
-            self.budget = Budget(
-                self.store,
-                self.config.budget.limit_usd,
-                owner=self.instances.id,
-                period=self.config.budget.period,
-            )
-            await self.budget.setup()
-            self.context = ContextStore(self.store)
-            await self.context.setup(self.config.context)
-            await statusline.setup(self.store)
+            await self._open_services(stack)
             self._task_group = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(self._task_group.cancel_scope.cancel)
             self.connections = ConnectionCache(
@@ -208,8 +214,35 @@ class Hub:
             plugins=self.loaded,
             tools=len(self.registry.tools),
             state_dir=str(self.config.state_dir),
+            store=self.store.where,
         )
         return self
+
+    async def _open_services(self, stack: AsyncExitStack) -> None:
+        """The store (`open_store`: SQLite or PostgreSQL), this hub's registration in it, the
+        budget, the context and the status lines."""
+        self.store: Store = open_store(self.config)
+        stack.callback(self.store.close)
+        liveness = self.config.liveness
+        self.instances = Instances(
+            self.store,
+            version=__version__,
+            role=self.role,
+            heartbeat_s=liveness.heartbeat_s,
+            dead_after_s=liveness.dead_after_s,
+        )
+        await self.instances.register()
+        stack.push_async_callback(self._record_stop)
+        self.budget = Budget(
+            self.store,
+            self.config.budget.limit_usd,
+            owner=self.instances.id,
+            period=self.config.budget.period,
+        )
+        await self.budget.setup()
+        self.context = ContextStore(self.store)
+        await self.context.setup(self.config.context)
+        await statusline.setup(self.store)
 
     async def __aexit__(self, *exc_info: object) -> None:
         stack, self._stack = self._stack, None
@@ -225,9 +258,11 @@ class Hub:
 
     async def _keep_alive(self) -> None:
         """Heartbeat, and recover the work of hubs that died, every few seconds; the store's file
-        is checked on each (`Store.check`), so a deleted database is noticed within one."""
+        is checked on each (`Store.check`), so a deleted database is noticed within one. A store
+        that cannot be reached (`StoreUnavailable`) is said once in the log and `hub://status`,
+        and tried again; so is a full or read-only one."""
         while True:
-            await anyio.sleep(HEARTBEAT_S)
+            await anyio.sleep(self.config.liveness.heartbeat_s)
             try:
                 await self.instances.heartbeat()
                 await self.recover_dead()
@@ -236,16 +271,41 @@ class Hub:
                 self._store_problem = str(exc)
                 self.store_lost.set()
                 return
-            except StoreError as exc:  # full, read-only...: said once, tried again
+            except StoreError as exc:  # unreachable, full, read-only...: said once, tried again
+                if isinstance(exc, StoreUnavailable):
+                    self.instances.store_away()
                 if str(exc) != self._store_problem:
-                    log.error("the store cannot be written; trying again", problem=str(exc))
+                    log.error(
+                        "the store cannot be used; this hub takes no new work and tries again",
+                        problem=str(exc),
+                    )
                 self._store_problem = str(exc)
             except Exception:
                 log.exception("heartbeat or recovery failed; trying again")
             else:
                 if self._store_problem is not None:
-                    log.info("the store can be written again")
+                    log.info("the store can be used again; this hub carries on", store=self.store.where)
                 self._store_problem = None
+
+    @property
+    def store_problem(self) -> str | None:
+        """Why the store cannot be used now, or None."""
+        return self._store_problem or self.store.problem
+
+    async def run_workers(self, slots: int | None) -> None:
+        """`hub worker`: run every loaded plugin's `hub_worker` role (see the hook) until
+        cancelled; `PluginLoadError` if no loaded plugin has one."""
+        impls = self._impls("hub_worker")
+        if not impls:
+            raise PluginLoadError(
+                "no loaded plugin has a worker role (hub_worker): enable one, e.g. "
+                '--plugins pool or [plugins] enabled = ["pool"]'
+            )
+        async with anyio.create_task_group() as tg:
+            for plugin, impl in impls:
+                work = impl.function(**self._hook_args(impl, plugin, slots=slots))
+                tg.start_soon(_await_lifecycle, work, name=f"{plugin}:worker")
+            await anyio.sleep_forever()
 
     async def recover_dead(self) -> None:
         """For each loaded plugin, settle what dead hub processes left: its `hub_recover` hook,
@@ -358,7 +418,9 @@ class Hub:
                     log.exception("plugin registration raised", plugin=plugin, hook=hook)
                     self._fail(plugin, f"{hook}: {type(exc).__name__}: {exc}")
 
-    def _hook_args(self, impl: Any, name: str, instance: Instance | None = None) -> dict[str, Any]:
+    def _hook_args(
+        self, impl: Any, name: str, instance: Instance | None = None, slots: int | None = None
+    ) -> dict[str, Any]:
         info = self.plugins[name]
 
         def register(item: Tool | Resource | ResourceTemplate | Prompt) -> None:
@@ -368,7 +430,12 @@ class Hub:
                 info.warnings.append(str(exc))
                 log.warning("skipped a registration", plugin=name, problem=str(exc))
 
-        available = {"hub": self._context(name), "register": register, "instance": instance}
+        available = {
+            "hub": self._context(name),
+            "register": register,
+            "instance": instance,
+            "slots": slots,
+        }
         return {arg: available[arg] for arg in impl.argnames}
 
     async def _shutdown_plugins(self, name: str | None = None) -> None:
@@ -432,10 +499,14 @@ class Hub:
             entry = info.describe()
             entry.update(self.registry.contributions(name))
             plugins.append(entry)
-        store: dict[str, Any] = {"path": str(self.store.path), "problem": self._store_problem}
+        store: dict[str, Any] = {**self.store.describe(), "problem": self.store_problem}
+        if hasattr(self.store, "path"):
+            store["path"] = str(self.store.path)
         try:
+            live = await self.instances.live()
             from_store: dict[str, Any] = {
-                "instances": [i.describe() for i in await self.instances.live()],
+                "instances": [i.describe() for i in live],
+                "workers": [describe_worker(i) for i in live if i.work],
                 "budget": await self.budget.summary(),
                 "context": {"entries": len(await self.context.all())},
             }

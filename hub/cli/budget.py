@@ -41,10 +41,10 @@ def run(args: argparse.Namespace) -> int:
 
 async def show_budget(config: HubConfig, action: str, as_json: bool) -> None:
     """`hub budget [show|reset]`: read (or reset) the ledger in the store, no plugin loaded."""
+    from hub.services.backends import open_store
     from hub.services.budget import Budget
-    from hub.services.store import Store
 
-    store = Store.in_state_dir(config.state_dir)  # a fault is one line (`StoreError`), exit 2
+    store = open_store(config)  # a fault is one line (`StoreError`), exit 2
     try:
         budget = Budget(store, config.budget.limit_usd, period=config.budget.period)
         await budget.setup()

@@ -25,6 +25,19 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def store_in_use(config: HubConfig) -> dict[str, Any]:
+    """Which store the hub uses: PostgreSQL at `state_url` (password masked), or the SQLite file."""
+    from hub.config.settings import mask_secrets
+
+    if config.state_url:
+        return {
+            "backend": "postgresql",
+            "url": mask_secrets(config.state_url),
+            "set_by": config.origin_of("state_url"),
+        }
+    return {"backend": "sqlite", "path": str(config.state_dir / "hub.sqlite")}
+
+
 def print_config(config: HubConfig) -> None:
     """The configuration as JSON, each plugin's table included, every secret in it masked by one
     rule (`hub.config.settings.mask_secrets`: SecretStr fields, secret-looking keys, the values
@@ -39,6 +52,7 @@ def print_config(config: HubConfig) -> None:
         if info.config is not None:
             tables[name] = mask_secrets(info.config.model_dump(mode="json"))
     data["plugins"] = {"enabled": config.plugins.enabled, **tables}
+    data["store"] = store_in_use(config)
     data["source"] = config.source
     data["files"] = {scope: path for scope, path in config.scopes}
     data["set_by"] = dict(sorted(config.origins.items()))  # which file, variable or option set each key

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from hub import __version__
-from hub.cli import budget, config, plugins, serve, servers, shared, status, statusline, stop
+from hub.cli import budget, config, plugins, serve, servers, shared, status, statusline, stop, worker
 from hub.cli.options import add_common, indent
 
 __all__ = ["build_parser", "main"]
@@ -30,6 +30,7 @@ COMMANDS: dict[str, ModuleType] = {
     "servers": servers,
     "budget": budget,
     "statusline": statusline,
+    "worker": worker,
 }
 
 EPILOG = """\
@@ -43,10 +44,12 @@ commands:
   servers    import (from .mcp.json), list and check the downstream servers
   budget     show the budget of this period (limit, spent, reserved, by plugin); `budget reset`
   statusline print one line for Claude Code's status line (e.g. "batch: 1 pending, 4 done, 0 failed")
+  worker     take queued work from the store (pool tasks queued by any hub), serving no MCP client;
+             with a PostgreSQL state_url, on any machine (--slots N)
 
 configuration, lowest precedence first: defaults, the user's hub.toml ($XDG_CONFIG_HOME/hub/hub.toml,
 default ~/.config/hub/hub.toml), the project's (--config, HUB_CONFIG, else ./hub.toml; tables
-merged key by key, the project winning), HUB_* variables (HUB_PLUGINS, HUB_STATE_DIR,
+merged key by key, the project winning), HUB_* variables (HUB_PLUGINS, HUB_STATE_DIR, HUB_STATE_URL,
 HUB_LOG_FORMAT, HUB_LOG_LEVEL, HUB_BUDGET_USD, HUB_HTTP_TOKEN, or any key as HUB_TABLE__KEY),
 then --set and the flags. Any key can be set with --set, e.g. --set plugins.pool.slots=4
 --set budget.limit_usd=10. `hub config` shows which file, variable or option set each key.

@@ -14,7 +14,7 @@ from hub.errors import ConfigError
 if TYPE_CHECKING:
     from hub.config.settings import HubConfig
 
-__all__ = ["add_common", "common_argv", "config_from", "indent", "light_state_dir"]
+__all__ = ["add_common", "common_argv", "config_from", "indent", "light_state_dir", "light_state_url"]
 
 
 def add_common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
@@ -106,6 +106,18 @@ def light_state_dir(args: argparse.Namespace) -> Path:
     if not isinstance(state_dir, Path):
         raise ValueError(f"state_dir must be a path (got {state_dir!r})")
     return state_dir
+
+
+def light_state_url(args: argparse.Namespace) -> str | None:
+    """The PostgreSQL URL of the store, found without pydantic (None: SQLite under the state
+    directory). `ValueError` if a hub.toml cannot be read or a ${VAR} in the URL is unset."""
+    from hub.config.paths import config_files, resolve_state_url
+
+    return resolve_state_url(
+        overrides=list(getattr(args, "overrides", [])),
+        environ=os.environ,
+        files=config_files(args.config, os.environ),
+    )
 
 
 def common_argv(args: argparse.Namespace) -> list[str]:

@@ -52,6 +52,7 @@ async def show_plugins(config: HubConfig, as_json: bool) -> None:
     with tempfile.TemporaryDirectory(prefix="hub-plugins-") as tmp:
         _copy_store(config.state_dir / "hub.sqlite", Path(tmp) / "hub.sqlite")
         everything.state_dir = Path(tmp)
+        everything.state_url = None  # a PostgreSQL store is never touched: an empty copy inspects
         everything.context = {}
         async with Hub(everything, inspect=True) as hub:
             rows = []

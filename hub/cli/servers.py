@@ -30,7 +30,6 @@ import json
 import os
 import re
 import socket
-import sqlite3
 import sys
 import tempfile
 from collections.abc import Callable, Mapping
@@ -254,17 +253,10 @@ def _write_atomically(path: Path, text: str) -> None:
 # --- list --------------------------------------------------------------------------------------
 
 
-def _store_rows(database: Path, sql: str) -> list[tuple[Any, ...]]:
-    if not database.exists():
-        return []
-    try:
-        conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=2)
-        try:
-            return conn.execute(sql).fetchall()
-        finally:
-            conn.close()
-    except sqlite3.Error:
-        return []
+def _store_rows(config: HubConfig, sql: str) -> list[tuple[Any, ...]]:
+    from hub.services.backends import read_only_rows
+
+    return [tuple(row.values()) for row in read_only_rows(config.state_dir, config.store_url(), sql)]
 
 
 def _children_of(pids: set[int]) -> list[list[str]]:
@@ -298,11 +290,11 @@ def _runs(command: str, args: list[str], cmdlines: list[list[str]]) -> bool:
     return False
 
 
-def _tools_seen(database: Path, config: HubConfig) -> dict[str, int]:
+def _tools_seen(config: HubConfig) -> dict[str, int]:
     """How many tools each server listed when last asked, for its configuration as it is now."""
     from hub.client.cache import ConnectionCache
 
-    rows = dict(_store_rows(database, "SELECT config_key, listing_json FROM server_listings"))
+    rows = dict(_store_rows(config, "SELECT config_key, listing_json FROM server_listings"))
     keys = ConnectionCache(config.servers)  # the keys as a hub computes them; nothing is started
     seen: dict[str, int] = {}
     for name in config.servers:
@@ -313,20 +305,12 @@ def _tools_seen(database: Path, config: HubConfig) -> dict[str, int]:
     return seen
 
 
-def _sign_ins(database: Path) -> dict[str, tuple[str, Any]]:
+def _sign_ins(config: HubConfig) -> dict[str, tuple[str, Any]]:
     """Each remote server's (url, token row) from the store, read-only."""
     from hub.client.tokens import read_rows
+    from hub.services.backends import read_only_rows
 
-    if not database.exists():
-        return {}
-    try:
-        conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=2)
-        try:
-            return read_rows(conn)
-        finally:
-            conn.close()
-    except sqlite3.Error:
-        return {}
+    return read_rows(read_only_rows(config.state_dir, config.store_url(), "SELECT * FROM oauth_tokens"))
 
 
 def list_servers(config: HubConfig) -> list[dict[str, Any]]:
@@ -334,14 +318,13 @@ def list_servers(config: HubConfig) -> list[dict[str, Any]]:
     seen), and a remote server's sign-in."""
     from hub.config.expand import expand_vars
 
-    database = config.state_dir / "hub.sqlite"
-    tools = _tools_seen(database, config)
-    sign_ins = _sign_ins(database)
+    tools = _tools_seen(config)
+    sign_ins = _sign_ins(config)
     here = socket.gethostname()
     hubs = {
         int(pid)
         for pid, pid_start, host in _store_rows(
-            database, "SELECT pid, pid_start, host FROM hub_instances WHERE stopped_at IS NULL"
+            config, "SELECT pid, pid_start, host FROM hub_instances WHERE stopped_at IS NULL"
         )
         if host == here and process_alive(int(pid), pid_start)  # the hub instances' own rule
     }
@@ -399,7 +382,7 @@ async def check_servers(
 
     from hub.client.cache import ConnectionCache
     from hub.client.listing import Listings
-    from hub.services.store import Store
+    from hub.services.backends import open_store
 
     unknown = [n for n in names if n not in config.servers]
     if unknown:
@@ -409,7 +392,7 @@ async def check_servers(
     chosen = names or list(config.servers)
     results: dict[str, dict[str, Any]] = {}
     limit = anyio.Semaphore(CHECK_CONCURRENCY)
-    store = Store.in_state_dir(config.state_dir)
+    store = open_store(config)
     try:
         with tempfile.TemporaryDirectory(prefix="hub-check-") as logs:
             async with ConnectionCache(config.servers, log_dir=Path(logs), store=store) as cache:
@@ -428,9 +411,7 @@ async def check_servers(
                             }
                         finally:
                             await cache.close(name)
-                        stored = _sign_ins(store.path).get(
-                            name
-                        )  # a remote server's sign-in, as it stands now
+                        stored = _sign_ins(config).get(name)  # a remote server's sign-in, as it stands now
                         if stored is not None and stored[0] == _expanded_url(config.servers[name]):
                             results[name]["sign_in"] = stored[1].describe(name)
                         if on_result is not None:
@@ -481,7 +462,7 @@ async def login(config: HubConfig, name: str, *, scopes: str | None = None, brow
     from hub.client.auth import SignInFailed, open_in_browser, sign_in
     from hub.client.tokens import TokenStore
     from hub.errors import ConfigError
-    from hub.services.store import Store
+    from hub.services.backends import open_store
 
     server = _remote(config, name, "sign-in")
     timeout = server.oauth.callback_timeout_s if server.oauth else 300
@@ -494,7 +475,7 @@ async def login(config: HubConfig, name: str, *, scopes: str | None = None, brow
         if browser:
             await open_in_browser(url)
 
-    with contextlib.closing(Store.in_state_dir(config.state_dir)) as store:
+    with contextlib.closing(open_store(config)) as store:
         try:
             signed = await sign_in(
                 name, server, TokenStore(store), show_url=show, environ=os.environ, scopes=scopes
@@ -510,10 +491,10 @@ async def logout(config: HubConfig, name: str) -> int:
     """`hub servers logout NAME`: revoke where the server can, and forget the tokens."""
     from hub.client.auth import sign_out
     from hub.client.tokens import TokenStore
-    from hub.services.store import Store
+    from hub.services.backends import open_store
 
     server = _remote(config, name, "sign-out")
-    with contextlib.closing(Store.in_state_dir(config.state_dir)) as store:
+    with contextlib.closing(open_store(config)) as store:
         print(await sign_out(name, server, TokenStore(store), os.environ))
     return 0
 

@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Any
 
-from hub.cli.options import add_common, common_argv, light_state_dir
+from hub.cli.options import add_common, common_argv, light_state_dir, light_state_url
 
 __all__ = ["add_parser", "run"]
 
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         state_dir = light_state_dir(args)
-        processes = shared_processes(state_dir)
+        processes = shared_processes(state_dir, light_state_url(args))
         key = None if args.all else _launch_key(args, state_dir)
     except (OSError, ValueError) as exc:
         print(f"hub stop: {exc}", file=sys.stderr)

@@ -24,6 +24,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -225,9 +226,10 @@ class Listings:
     async def setup(self) -> None:
         """Create (or upgrade) the table; drop rows not written for `KEEP_DAYS`."""
         await self.store.migrate("listings", MIGRATIONS)
+        cutoff = datetime.now(UTC) - timedelta(days=KEEP_DAYS)
         await self.store.execute(
-            "DELETE FROM server_listings WHERE listed_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?)",
-            (f"-{KEEP_DAYS} days",),
+            "DELETE FROM server_listings WHERE listed_at < ?",
+            (cutoff.strftime("%Y-%m-%dT%H:%M:%S.") + f"{cutoff.microsecond // 1000:03d}Z",),
         )
 
     async def cached(self, name: str) -> ServerListing | None:

@@ -24,9 +24,8 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
-import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -70,11 +69,19 @@ MIGRATIONS = [
 ]
 
 
+class Connection(Protocol):
+    """What the tokens use of a store's connection (`hub.services.store.Connection`)."""
+
+    def execute(self, sql: str, params: Any = ...) -> Any: ...
+
+    def lock(self, name: str) -> None: ...
+
+
 class Database(Protocol):
     """What the tokens need of the hub's store (`hub.services.store.Store` is one): transactions
-    on a connection whose rows are read by column name (`sqlite3.Row`), and migrations."""
+    on a connection whose rows are read by column name, and migrations."""
 
-    async def transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
+    async def transaction(self, fn: Callable[[Connection], T]) -> T: ...
 
     async def migrate(self, component: str, migrations: Sequence[str]) -> int: ...
 
@@ -166,14 +173,9 @@ class TokenRow:
         return said
 
 
-def read_rows(conn: sqlite3.Connection) -> dict[str, tuple[str, TokenRow]]:
-    """Every server's (url, row), from a connection of its own (`hub servers list` reads the
-    store read-only); empty when the table does not exist yet."""
-    conn.row_factory = sqlite3.Row
-    try:
-        rows = conn.execute("SELECT * FROM oauth_tokens").fetchall()
-    except sqlite3.OperationalError:  # no sign-in ever on this state directory
-        return {}
+def read_rows(rows: Sequence[Mapping[str, Any]]) -> dict[str, tuple[str, TokenRow]]:
+    """Every server's (url, row), from the rows of ``oauth_tokens`` read on their own (`hub
+    servers list` reads the store read-only)."""
     return {row["server"]: (row["url"], TokenRow.read(row, None)) for row in rows}
 
 
@@ -236,7 +238,7 @@ class ServerTokens:
         now = time.time()
         expires_at = now + tokens.expires_in if tokens.expires_in else None
 
-        def write(conn: sqlite3.Connection) -> int:
+        def write(conn: Connection) -> int:
             conn.execute(
                 "INSERT INTO oauth_tokens (server, url, tokens, expires_at, generation, state, updated_at)"
                 " VALUES (?, ?, ?, ?, 1, 'ok', ?) ON CONFLICT (server) DO UPDATE SET url = excluded.url,"
@@ -270,7 +272,7 @@ class ServerTokens:
     async def load(self) -> TokenRow:
         return await self.database.transaction(self._read)
 
-    def _read(self, conn: sqlite3.Connection) -> TokenRow:
+    def _read(self, conn: Connection) -> TokenRow:
         row = conn.execute("SELECT * FROM oauth_tokens WHERE server = ?", (self.server,)).fetchone()
         return TokenRow.read(row, self.url)
 
@@ -293,7 +295,7 @@ class ServerTokens:
     async def forget(self) -> None:
         """Sign out: the tokens, the client registration, the metadata and any lease."""
 
-        def drop(conn: sqlite3.Connection) -> None:
+        def drop(conn: Connection) -> None:
             for table in ("oauth_tokens", "oauth_clients", "oauth_discovery", "oauth_refresh_lease"):
                 conn.execute(f"DELETE FROM {table} WHERE server = ?", (self.server,))
 
@@ -347,7 +349,8 @@ class ServerTokens:
         if the row looks fresh, unless its generation moved on.
         """
 
-        def decide(conn: sqlite3.Connection) -> tuple[Decision, TokenRow]:
+        def decide(conn: Connection) -> tuple[Decision, TokenRow]:
+            conn.lock(f"oauth:{self.server}")  # one decider at a time, on PostgreSQL too
             row = self._read(conn)
             if not row.can_refresh:
                 return "dead", row

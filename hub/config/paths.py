@@ -138,6 +138,43 @@ def resolve_state_dir(
     return default_state_dir(environ), "(defaults)"
 
 
+def resolve_state_url(
+    *, overrides: Sequence[str], environ: Mapping[str, str], files: ConfigFiles
+) -> str | None:
+    """The store's PostgreSQL URL (``${VAR}`` expanded) by the same precedence as the state
+    directory: `--set state_url=…`, `HUB_STATE_URL`, the project's hub.toml, the user's; None:
+    SQLite. Raises `ValueError` if a hub.toml cannot be read or a variable is unset."""
+    from hub.config.expand import expand_vars
+    from hub.errors import ConfigError
+
+    found: Any = None
+    for override in reversed(overrides):
+        key, sep, value = override.partition("=")
+        if sep and key.strip() == "state_url":
+            found = parse_value(value.strip())
+            break
+    else:
+        if environ.get("HUB_STATE_URL"):
+            found = environ["HUB_STATE_URL"]
+        else:
+            for _, path in reversed(files.in_order()):
+                try:
+                    data = tomllib.loads(path.read_text())
+                except FileNotFoundError:
+                    continue
+                except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+                    raise ValueError(f"cannot read {path}: {exc}") from None
+                if "state_url" in data:
+                    found = data["state_url"]
+                    break
+    if not isinstance(found, str) or not found.strip():
+        return None
+    try:
+        return expand_vars(found, environ, where="state_url") or None
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+
+
 def private_dir(path: Path) -> Path:
     """`path` as a directory only this user can enter (0700), created with its parents if missing;
     an existing one of this user's with wider permissions is narrowed. `OSError` if it cannot be."""

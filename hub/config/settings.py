@@ -59,6 +59,7 @@ __all__ = [
     "HttpConfig",
     "HubConfig",
     "LimitsConfig",
+    "LivenessConfig",
     "OAuthConfig",
     "PluginsConfig",
     "ServerConfig",
@@ -153,6 +154,22 @@ class ToolsConfig(_Strict):
         ge=0,
         le=100_000_000,
         description="auto: the size of the whole tools/list (compact JSON) above which it is search.",
+    )
+
+
+class LivenessConfig(_Strict):
+    """`[liveness]`: how hubs and pool workers sharing one store tell who is alive. On one machine
+    a dead process is seen at once (its pid); on another, by a heartbeat that stopped."""
+
+    heartbeat_s: float = Field(
+        default=2.0, ge=0.1, le=60, description="How often each hub and worker writes its heartbeat."
+    )
+    dead_after_s: float = Field(
+        default=30.0,
+        ge=1,
+        le=3600,
+        description="A hub or worker on another machine whose heartbeat is older than this is taken "
+        "for dead, and its live work is settled (pool tasks interrupted and charged).",
     )
 
 
@@ -401,7 +418,15 @@ class HubConfig(BaseSettings):
         case_sensitive=False,
     )
 
-    state_dir: Path = Field(default_factory=default_state_dir, description="Where hub.sqlite lives.")
+    state_dir: Path = Field(
+        default_factory=default_state_dir, description="Where hub.sqlite (the default store) and logs live."
+    )
+    state_url: str | None = Field(
+        default=None,
+        description="A PostgreSQL database for the store instead of hub.sqlite, shared by hubs and "
+        "pool workers on several machines: postgresql://user:password@host:5432/db (${VAR} expands; "
+        "HUB_STATE_URL).",
+    )
     log_format: Literal["console", "json"] = "console"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     plugins: PluginsConfig = Field(default_factory=PluginsConfig)
@@ -414,6 +439,7 @@ class HubConfig(BaseSettings):
     daemon: DaemonConfig = Field(default_factory=DaemonConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     tools: ToolsConfig = Field(default_factory=ToolsConfig)
+    liveness: LivenessConfig = Field(default_factory=LivenessConfig)
     source: str = Field(default="(defaults)", exclude=True, description="The highest-precedence file read.")
     origins: dict[str, str] = Field(
         default_factory=dict,
@@ -437,6 +463,26 @@ class HubConfig(BaseSettings):
         if loading is None:  # HubConfig() outside load_config: the process's environment and files
             return (init_settings, HubEnvSource(settings_cls, os.environ))
         return tuple(reversed(_sources(settings_cls, loading)))
+
+    @field_validator("state_url")
+    @classmethod
+    def _a_postgresql_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if not value.startswith(("postgresql://", "postgres://", "${")):
+            raise ValueError(
+                "must be a PostgreSQL URL, postgresql://user:password@host:5432/database "
+                "(leave it unset for SQLite under state_dir)"
+            )
+        return value
+
+    def store_url(self) -> str | None:
+        """`state_url` with ${VAR} expanded (a password kept in a variable), or None: SQLite."""
+        if not self.state_url:
+            return None
+        from hub.config.expand import expand_vars
+
+        return expand_vars(self.state_url, os.environ, where="state_url") or None
 
     @field_validator("servers")
     @classmethod
@@ -468,7 +514,12 @@ _SECRET_KEY = re.compile(
 _SECRET_VALUES = {"env", "headers"}
 # Token-like text anywhere (an API key in a server's args, a bearer token in a URL).
 _SECRET_TEXT = re.compile(r"(sk-ant-[A-Za-z0-9_-]{8,}|sk-[A-Za-z0-9]{20,}|Bearer\s+[A-Za-z0-9._~+/=-]{8,})")
-_PYDANTIC_MASK = "**********"  # how model_dump(mode="json") writes a SecretStr
+_PYDANTIC_MASK = "**********"
+# The password of a URL (postgresql://user:PASSWORD@host/db), and a `password=` parameter.
+_URL_PASSWORD = re.compile(r"(://[^:/@?#\s]*:)[^@/?#\s]+@")
+_PASSWORD_PARAM = re.compile(
+    r"((?:^|[?&\s])password=)[^&\s]+"
+)  # how model_dump(mode="json") writes a SecretStr
 
 
 def mask_secrets(value: Any, key: str = "") -> Any:
@@ -504,6 +555,8 @@ def _mask_text(text: str) -> str:
             parsed = None
         if isinstance(parsed, dict):
             return json.dumps(mask_secrets(parsed))
+    text = _URL_PASSWORD.sub(rf"\1{SECRET_MASK}@", text)
+    text = _PASSWORD_PARAM.sub(rf"\1{SECRET_MASK}", text)
     return _SECRET_TEXT.sub(SECRET_MASK, text)
 
 

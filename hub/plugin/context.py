@@ -188,6 +188,12 @@ class PluginContext:
         plugin has work, even with no session connected; 0 when it has none."""
         self._host.set_busy(self.name, max(0, count))
 
+    def set_capacity(self, capacity: int, busy: int, unit: str = "slots") -> None:
+        """How many pieces of work (`unit`) this plugin can run at once in this process, and how
+        many it runs now: written with the hub's heartbeat, so `hub status` and `hub://status`
+        list this process as a worker (host, capacity, busy, heartbeat). 0 capacity: none."""
+        self.instances.set_work(self.name, max(0, capacity), max(0, busy), unit)
+
     def warn(self, message: str) -> None:
         """A problem the user should know about but that does not stop the plugin (a missing
         command, say): logged once and listed under this plugin's `warnings` in `hub://status`."""

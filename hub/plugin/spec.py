@@ -216,3 +216,27 @@ def hub_recover(hub: PluginContext, instance: Instance) -> Lifecycle:
                 )
             return recover
     """
+
+
+@hookspec
+def hub_worker(hub: PluginContext, slots: int | None) -> Lifecycle:
+    """Do this plugin's work in `hub worker`: a hub that serves no MCP client and takes work queued
+    in the store by any hub (on this machine or, with a PostgreSQL store, another). Return an async
+    function (or coroutine).
+
+    Called only in `hub worker`, once per plugin that implements it, after every `hub_startup`;
+    the hub awaits it in its task group, alongside its heartbeat and recovery of dead hubs, until
+    the worker stops (SIGTERM, Ctrl-C), when it is cancelled and `hub_shutdown` runs as usual.
+    `slots` is ``hub worker --slots N``: how many pieces of work this worker may run at once
+    (None: the plugin's own setting). A plugin whose work is only done for a client does not
+    implement it; `hub worker` refuses to start when no loaded plugin does. Say what the worker
+    can take with ``hub.set_capacity(...)`` (shown by `hub status`).
+
+    Example::
+
+        @hookimpl
+        def hub_worker(hub, slots):
+            async def work():
+                await run_queue(hub, concurrency=slots or 2)  # until cancelled
+            return work
+    """

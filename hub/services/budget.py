@@ -2,9 +2,11 @@
 
 The ledger lives in the store, so spend survives a restart. Amounts are kept as integer
 micro-dollars so sums never drift. Every reservation is checked and written in one
-``BEGIN IMMEDIATE`` transaction: concurrent reservations (from this hub or another hub process
+transaction: concurrent reservations (from this hub or another hub process
 sharing the state directory) can never push spent + reserved past the cap, and a reservation is
-settled exactly once, whichever hubs try.
+settled exactly once, whichever hubs try. On PostgreSQL (hubs and workers on several machines)
+every such transaction takes the store's `budget` lock first (`conn.lock`), which makes it as
+serial as SQLite's `BEGIN IMMEDIATE` does.
 
 The cap is hard for new work, and the ledger is truthful: what work reports it spent is
 recorded even when it passes what was reserved for it (a CLI whose last turn overshoots its
@@ -23,7 +25,6 @@ count starts, so the ledger keeps the whole history. The clock is injectable for
 from __future__ import annotations
 
 import secrets
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -34,7 +35,7 @@ import anyio
 import structlog
 
 from hub.errors import BudgetExceeded
-from hub.services.store import Store
+from hub.services.store import Connection, Store
 
 __all__ = ["Budget", "PluginBudget", "Reservation", "local_now", "period_bounds", "usd"]
 
@@ -203,7 +204,8 @@ class Budget:
         in full (the spend cannot be known, so it is not given back). Durable reservations stay
         open for their plugin to settle. Returns the USD charged."""
 
-        def abandon(conn: sqlite3.Connection) -> int:
+        def abandon(conn: Connection) -> int:
+            conn.lock("budget")
             rows = conn.execute(
                 "SELECT id, purpose, remaining_micros FROM budget_reservations "
                 "WHERE state = 'open' AND durable = 0 AND owner = ? AND plugin = ?",
@@ -263,19 +265,18 @@ class Budget:
             raise ValueError("a reservation cannot be negative")
         ask = to_micros(amount_usd)
 
-        def reserve(conn: sqlite3.Connection) -> int:
+        def reserve(conn: Connection) -> int:
+            conn.lock("budget")  # the totals read below stay true until this commits
             spent, reserved = self._totals(conn)
             limit = self.limit_micros
             # At or past the cap (spend may pass it: see the module doc), nothing new starts.
             if limit is not None and (spent + reserved + ask > limit or spent + reserved >= limit):
                 raise BudgetExceeded(self._refusal(spent, reserved, ask, purpose or plugin, lower))
-            cursor = conn.execute(
+            return conn.insert(
                 "INSERT INTO budget_reservations "
                 "(plugin, purpose, reserved_micros, remaining_micros, owner, durable) VALUES (?, ?, ?, ?, ?, ?)",
                 (plugin, purpose, ask, ask, self.owner, int(durable)),
             )
-            assert cursor.lastrowid is not None
-            return cursor.lastrowid
 
         reservation_id = await self.store.transaction(reserve)
         return Reservation(self, reservation_id, plugin, purpose, usd(ask), self.owner)
@@ -311,7 +312,7 @@ class Budget:
         await self.store.execute("INSERT INTO budget_resets (at) VALUES (?)", (at,))
         return at
 
-    def _since(self, conn: sqlite3.Connection) -> str | None:
+    def _since(self, conn: Connection) -> str | None:
         """Where the current period's count starts (UTC stamp), or None for all of history."""
         start, _ = period_bounds(self.period, self.clock())
         row = conn.execute("SELECT MAX(at) FROM budget_resets").fetchone()
@@ -349,7 +350,8 @@ class Budget:
             raise RuntimeError(f"reservation {reservation.id} is already closed")
         over = [0]  # micro-dollars charged past the reservation, set in the transaction
 
-        def charge(conn: sqlite3.Connection) -> bool:
+        def charge(conn: Connection) -> bool:
+            conn.lock("budget")
             row = conn.execute(
                 "SELECT state, reserved_micros FROM budget_reservations WHERE id = ?",
                 (reservation.id,),
@@ -375,7 +377,7 @@ class Budget:
                 )
             else:
                 conn.execute(
-                    "UPDATE budget_reservations SET remaining_micros = MAX(0, remaining_micros - ?) WHERE id = ?",
+                    "UPDATE budget_reservations SET remaining_micros = GREATEST(0, remaining_micros - ?) WHERE id = ?",
                     (amount, reservation.id),
                 )
             return True
@@ -401,7 +403,7 @@ class Budget:
             (plugin, purpose, to_micros(amount_usd), stamp(self.clock())),
         )
 
-    def _totals(self, conn: sqlite3.Connection) -> tuple[int, int]:
+    def _totals(self, conn: Connection) -> tuple[int, int]:
         since = self._since(conn)
         spent = conn.execute(
             "SELECT COALESCE(SUM(amount_micros), 0) FROM budget_ledger WHERE at >= ?", (since or "",)
@@ -414,7 +416,7 @@ class Budget:
     async def summary(self) -> dict[str, Any]:
         """Limit, period, spent (this period), reserved, remaining and both per plugin, in USD."""
 
-        def read(conn: sqlite3.Connection) -> dict[str, Any]:
+        def read(conn: Connection) -> dict[str, Any]:
             spent, reserved = self._totals(conn)
             since = self._since(conn)
             by_plugin = {

@@ -12,13 +12,12 @@ repository is not appended to the workers' prompts of another.
 from __future__ import annotations
 
 import re
-import sqlite3
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
 from hub.errors import ToolError
-from hub.services.store import Store
+from hub.services.store import Connection, Store
 
 __all__ = ["GLOBAL", "MAX_KEY_LENGTH", "MAX_VALUE_LENGTH", "ContextStore", "Scope", "project_root"]
 
@@ -113,7 +112,7 @@ class ContextStore:
         """(value, scope) of what this project sees for `key`, or None."""
         row = await self.store.fetchone(
             "SELECT value, scope FROM context_scoped WHERE key = ? AND scope IN (?, ?) "
-            "ORDER BY scope = ? LIMIT 1",
+            "ORDER BY CASE WHEN scope = ? THEN 1 ELSE 0 END LIMIT 1",
             (key, self.project, GLOBAL, GLOBAL),
         )
         if row is None:
@@ -131,10 +130,11 @@ class ContextStore:
     async def entries(self) -> dict[str, tuple[str, Scope]]:
         """What this project sees, by key: (value, scope), the project's winning over global."""
 
-        def read(conn: sqlite3.Connection) -> dict[str, tuple[str, Scope]]:
+        def read(conn: Connection) -> dict[str, tuple[str, Scope]]:
             seen: dict[str, tuple[str, Scope]] = {}
             rows = conn.execute(
-                "SELECT key, value, scope FROM context_scoped WHERE scope IN (?, ?) ORDER BY key, scope = ?",
+                "SELECT key, value, scope FROM context_scoped WHERE scope IN (?, ?) "
+                "ORDER BY key, CASE WHEN scope = ? THEN 1 ELSE 0 END",
                 (self.project, GLOBAL, GLOBAL),
             )
             for key, value, scope in rows:

@@ -7,26 +7,35 @@ Another hub cleans up only what belongs to an instance that is *provably* dead:
 
 - on this host: its pid is gone (or a zombie), or the pid now belongs to another process (the
   start time recorded at registration differs: Linux `/proc/PID/stat` plus the boot id);
-- on another host (a shared network directory): its heartbeat is older than `STALE_S`;
+- on another host (a PostgreSQL store, or a shared network directory): its heartbeat is older
+  than `[liveness] dead_after_s` (`STALE_S` by default). A hub that could not reach the store
+  itself judges nobody by heartbeat until it has had the store again for that long, since nobody
+  could write one meanwhile (`Instances.seen_store_since`);
 - or it stopped and said so (`stopped_at`), having settled its own work (`clean`).
 
 Recovery of a dead instance's work is split by component (each plugin, the budget) and claimed
-in one `BEGIN IMMEDIATE` transaction (`hub_recoveries`), so two hubs never both recover the same
-work, and a hub that dies while recovering is itself recovered from later.
+in one transaction holding the store's `recovery` lock (`hub_recoveries`), so two hubs never both
+recover the same work, and a hub that dies while recovering is itself recovered from later. A
+hub taken for dead that comes back (its store was away longer than `dead_after_s`) forgets the
+recoveries of it (`heartbeat`), so its later work is recovered again if it dies.
+
+Each instance also says what it is (`role`: serve, shared, worker) and the work it can take and
+has (`work`, by plugin: ``{"pool": {"capacity": 4, "busy": 1, "unit": "slots"}}``), written with
+its heartbeat, for `hub status`.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import socket
-import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hub.services.store import Store
+from hub.services.store import Connection, Store
 
 __all__ = [
     "HEARTBEAT_S",
@@ -72,6 +81,11 @@ MIGRATIONS = [
     ALTER TABLE hub_instances ADD COLUMN share_key TEXT;
     ALTER TABLE hub_instances ADD COLUMN socket TEXT;
     ALTER TABLE hub_instances ADD COLUMN sessions INTEGER NOT NULL DEFAULT 0;
+    """,
+    # What each instance is (`hub serve`, a shared process, `hub worker`) and the work it can take.
+    """
+    ALTER TABLE hub_instances ADD COLUMN role TEXT NOT NULL DEFAULT 'serve';
+    ALTER TABLE hub_instances ADD COLUMN work_json TEXT NOT NULL DEFAULT '{}';
     """,
 ]
 
@@ -139,9 +153,15 @@ class Instance:
     share_key: str | None = None
     socket: str | None = None
     sessions: int = 0
+    role: str = "serve"
+    work: dict[str, Any] | None = None
+    # How old a heartbeat of another host may be, and since when it can be judged at all.
+    dead_after_s: float = STALE_S
+    judged_from: float = 0.0
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> Instance:
+    def from_row(cls, row: Any, dead_after_s: float = STALE_S, judged_from: float = 0.0) -> Instance:
+        keys = row.keys()
         return cls(
             id=row["id"],
             pid=row["pid"],
@@ -156,6 +176,10 @@ class Instance:
             share_key=row["share_key"],
             socket=row["socket"],
             sessions=row["sessions"],
+            role=row["role"] if "role" in keys else "serve",
+            work=json.loads(row["work_json"]) if "work_json" in keys and row["work_json"] else {},
+            dead_after_s=dead_after_s,
+            judged_from=judged_from,
         )
 
     def alive(self, now: float | None = None) -> bool:
@@ -167,29 +191,54 @@ class Instance:
             if not process_alive(self.pid, self.pid_start):
                 return False
             # A pid we cannot tell from a reused one (no start token) also needs a fresh heartbeat.
-            return self.pid_start is not None or now - self.heartbeat_at < STALE_S
-        return now - self.heartbeat_at < STALE_S
+            return self.pid_start is not None or self._fresh(now)
+        return self._fresh(now)
+
+    def _fresh(self, now: float) -> bool:
+        return now - max(self.heartbeat_at, self.judged_from) < self.dead_after_s
 
     def describe(self) -> dict[str, Any]:
         """What a tool result says about the hub that owns something."""
-        return {"instance": self.id, "pid": self.pid, "host": self.host, "cwd": self.cwd}
+        return {"instance": self.id, "pid": self.pid, "host": self.host, "cwd": self.cwd, "role": self.role}
 
 
 class Instances:
     """This hub's registration, its heartbeat, and what it knows of the others."""
 
-    def __init__(self, store: Store, *, version: str) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        version: str,
+        role: str = "serve",
+        heartbeat_s: float = HEARTBEAT_S,
+        dead_after_s: float = STALE_S,
+    ) -> None:
         self.store = store
         self.id = secrets.token_hex(4)
         self.pid = os.getpid()
         self.version = version
+        self.role = role
+        self.heartbeat_s = heartbeat_s
+        self.dead_after_s = dead_after_s
+        # Since when this hub has had the store without a break (see the module doc).
+        self.seen_store_since = time.time()
+        self._away = False
+        self.work: dict[str, dict[str, Any]] = {}
+
+    def _instance(self, row: Any) -> Instance:
+        return Instance.from_row(row, self.dead_after_s, self.seen_store_since)
+
+    def store_away(self) -> None:
+        """The store could not be reached: heartbeats of others say nothing until it is back."""
+        self._away = True
 
     async def register(self) -> None:
         await self.store.migrate("instances", MIGRATIONS)
         now = time.time()
         await self.store.execute(
-            "INSERT INTO hub_instances (id, pid, pid_start, host, cwd, version, started_at, heartbeat_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO hub_instances (id, pid, pid_start, host, cwd, version, started_at, heartbeat_at, "
+            "role) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 self.id,
                 self.pid,
@@ -199,6 +248,7 @@ class Instances:
                 self.version,
                 now,
                 now,
+                self.role,
             ),
         )
         await self.store.execute(
@@ -207,9 +257,22 @@ class Instances:
         )
 
     async def heartbeat(self) -> None:
-        await self.store.execute(
-            "UPDATE hub_instances SET heartbeat_at = ? WHERE id = ?", (time.time(), self.id)
+        """Write this hub's heartbeat and work; after the store was away, start judging others
+        again from now, and forget that others took this hub for dead meanwhile."""
+        changed = await self.store.execute(
+            "UPDATE hub_instances SET heartbeat_at = ?, work_json = ? WHERE id = ?",
+            (time.time(), json.dumps(self.work, sort_keys=True), self.id),
         )
+        if self._away:
+            self._away = False
+            self.seen_store_since = time.time()
+            await self.store.execute("DELETE FROM hub_recoveries WHERE instance_id = ?", (self.id,))
+        if not changed:  # removed while away (or never written): be known again
+            await self.register()
+
+    def set_work(self, plugin: str, capacity: int, busy: int, unit: str) -> None:
+        """What `plugin` can take at once here and has now; written with the next heartbeat."""
+        self.work[plugin] = {"capacity": capacity, "busy": busy, "unit": unit}
 
     async def mark_shared(self, key: str, socket: str) -> None:
         """This hub is the shared process of launch `key` (`hub.launch.shared_process`), listening on `socket`."""
@@ -229,11 +292,11 @@ class Instances:
 
     async def get(self, instance_id: str) -> Instance | None:
         row = await self.store.fetchone("SELECT * FROM hub_instances WHERE id = ?", (instance_id,))
-        return None if row is None else Instance.from_row(row)
+        return None if row is None else self._instance(row)
 
     async def all(self) -> list[Instance]:
         rows = await self.store.fetchall("SELECT * FROM hub_instances ORDER BY started_at")
-        return [Instance.from_row(row) for row in rows]
+        return [self._instance(row) for row in rows]
 
     async def live(self) -> list[Instance]:
         """Every hub process alive now, this one included."""
@@ -241,7 +304,7 @@ class Instances:
             "SELECT * FROM hub_instances WHERE stopped_at IS NULL ORDER BY started_at"
         )
         now = time.time()
-        return [i for i in (Instance.from_row(row) for row in rows) if i.alive(now)]
+        return [i for i in (self._instance(row) for row in rows) if i.alive(now)]
 
     async def is_alive(self, instance_id: str | None) -> bool:
         """Whether the owner `instance_id` is alive; an unknown or empty owner is not."""
@@ -264,7 +327,7 @@ class Instances:
         now = time.time()
         dead = []
         for row in rows:
-            instance = Instance.from_row(row)
+            instance = self._instance(row)
             if instance.alive(now):
                 continue
             if row["r_state"] == "claimed" and row["r_by"] != self.id and await self.is_alive(row["r_by"]):
@@ -276,7 +339,7 @@ class Instances:
         """Take on recovering `component`'s work of dead `instance_id`; False if another live hub
         has it or it is done. Atomic across processes."""
 
-        def claim(conn: sqlite3.Connection) -> tuple[str | None, str | None]:
+        def claim(conn: Connection) -> tuple[str | None, str | None]:
             row = conn.execute(
                 "SELECT state, by_instance FROM hub_recoveries WHERE instance_id = ? AND component = ?",
                 (instance_id, component),
@@ -287,7 +350,8 @@ class Instances:
         if state == "done" or (state == "claimed" and by != self.id and await self.is_alive(by)):
             return False
 
-        def write(conn: sqlite3.Connection) -> bool:
+        def write(conn: Connection) -> bool:
+            conn.lock("recovery")
             row = conn.execute(
                 "SELECT state, by_instance FROM hub_recoveries WHERE instance_id = ? AND component = ?",
                 (instance_id, component),

@@ -1,8 +1,9 @@
 """One line of text per plugin for Claude Code's status line (`hub statusline`).
 
 A plugin calls ``await hub.set_status_line("batch: 2 pending, 5 done, 0 failed")`` whenever its
-state changes; the text is kept in the store, so `hub statusline` prints it with one SQLite
-read and no plugin import, fast enough to run on every status-line refresh.
+state changes; the text is kept in the store, so `hub statusline` prints it with one read (of the
+SQLite file, or of the PostgreSQL database of `state_url`) and no plugin import, fast enough to run
+on every status-line refresh.
 """
 
 from __future__ import annotations
@@ -54,3 +55,16 @@ def read_lines(database: Path) -> list[str]:
     except sqlite3.Error:
         return []
     return [row[0] for row in rows]
+
+
+def read_lines_url(url: str) -> list[str]:
+    """The lines from the PostgreSQL store at `url`; none if it cannot be read (the status line
+    must never fail) or has no table yet."""
+    try:
+        import psycopg
+
+        with psycopg.connect(url, connect_timeout=2, application_name="hub statusline") as conn:
+            rows = conn.execute("SELECT text FROM status_lines ORDER BY component").fetchall()
+    except Exception:
+        return []
+    return [str(row[0]) for row in rows]

@@ -1,294 +1,290 @@
-"""The hub's one SQLite database: every plugin's persistent state lives here.
+"""The hub's store: every plugin's persistent state, behind one interface with two backends.
 
-SQLite calls block, so each runs in a worker thread; one lock serialises them because a
-single connection is shared. WAL mode lets `hub statusline` and other readers work while the
-hub writes. Each component owns a list of migrations (plain SQL scripts, applied in order once
-each, recorded in `schema_migrations`), so a plugin's schema grows without touching anyone else's.
+`Store` is the interface every service and plugin uses; `open_store(config)` gives the backend
+the configuration names (`hub.services.backends.open_store`): SQLite under `state_dir` (the
+default, `hub.services.sqlite_store`, needing nothing), or PostgreSQL when `state_url = "postgresql://..."` (or `HUB_STATE_URL`) is set
+(`hub.services.postgres_store`, through psycopg 3), which hubs and pool workers on several
+machines can share.
 
-Faults are said, never raised raw (`hub.errors.StoreError`: one sentence naming the file, the
-cause and the fix): a state directory that is full, read-only or not writable, a file that is
-not a database or is damaged, a lock held too long. Opening leaves nothing behind on failure
-(a database this call created is removed), and a failed transaction is rolled back, its COMMIT
-included. The file is private (0600, in a 0700 directory; SQLite gives its -wal and -shm files
-the database's mode).
+One SQL for both (a plugin is written once). Statements use `?` (or `:name`) parameters and the
+SQL both databases accept; what differs is said once, here:
 
-The file's identity (device and inode, taken when it was opened) is checked before every
-operation, one `stat`: a database deleted or replaced while the hub runs would otherwise take
-this hub's writes into a file no other hub sees (a split brain: two ledgers, one cap), so from
-then on every operation raises `StoreLost` and the hub stops using it (`hub.host.Hub` reports
-it; a shared process exits so that the next bridge starts one on the new file).
+- `NOW_SQL`, SQLite's ``strftime('%Y-%m-%dT%H:%M:%fZ', 'now')``: the current UTC time as sortable
+  ISO text (2026-11-23T22:41:50.123Z), in column defaults and statements alike; the PostgreSQL
+  backend writes its own expression for it.
+- `GREATEST(a, b)` and `LEAST(a, b)`: PostgreSQL's, and functions of the SQLite connection.
+- Autoincrement ids: a column ``id INTEGER PRIMARY KEY`` in a migration; insert with
+  ``conn.insert(sql, params)``, which returns the new id on both.
+- Column types in migrations: `INTEGER` is 64-bit and `REAL` a double on both (PostgreSQL gets
+  `BIGINT` and `DOUBLE PRECISION`); keep booleans as INTEGER 0/1 (a `bool` parameter is sent as
+  0 or 1) and count them with ``SUM(CASE WHEN ... THEN 1 ELSE 0 END)``.
+- Locks: a read-then-write that must be atomic against other processes runs in
+  ``store.transaction(fn)`` and takes ``conn.lock(name)`` first (an exclusive lock held until the
+  transaction ends: SQLite's `BEGIN IMMEDIATE` already serialises every writer, PostgreSQL takes
+  an advisory lock); rows claimed by one of many takers use ``store.sql.skip_locked``
+  (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, nothing on SQLite, where the transaction is alone).
+- A migration that cannot be written once is a dict ``{"sqlite": ..., "postgresql": ...}``.
+
+Notifications (`notify`, `listen`): PostgreSQL's `NOTIFY`/`LISTEN`; on SQLite, datagrams between
+the processes of one machine (the only ones that can share its file). A listener is woken within
+milliseconds; it still re-reads the truth from the tables, as a notification may be missed while
+a connection is being made again.
+
+Faults are said, never raised raw: `StoreError` (one sentence naming the store, the cause and
+the fix); `StoreUnavailable`, a `StoreError`, when the store cannot be reached for now (a
+PostgreSQL server down, the network cut, a failover): the hub keeps running and tries again
+(`wait_available`). `StoreLost`: the SQLite file was deleted or replaced under the hub.
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import os
-import sqlite3
-import threading
-from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Any, TypeVar
+import abc
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol, TypeAlias, TypeVar
 
+import anyio
 import anyio.to_thread
 
-from hub.config.paths import open_private, private_dir
-from hub.errors import StoreError, StoreLost
+from hub.errors import StoreError, StoreLost, StoreUnavailable
 
-__all__ = ["Store", "store_error"]
+__all__ = [
+    "NOW_SQL",
+    "Connection",
+    "Cursor",
+    "Dialect",
+    "Migration",
+    "Row",
+    "Store",
+    "StoreError",
+    "StoreLost",
+    "StoreUnavailable",
+    "mask_url",
+]
 
 T = TypeVar("T")
 
-_BOOTSTRAP = """
-CREATE TABLE IF NOT EXISTS schema_migrations (
-    component TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
-    PRIMARY KEY (component, version)
-);
-"""
-BUSY_TIMEOUT_S = 30
-ELSEWHERE = "or set another state directory (--state-dir, HUB_STATE_DIR or state_dir in hub.toml)"
-# SQLite result codes that mean the file or its filesystem, not the SQL, is the problem.
-_ENVIRONMENT = ("SQLITE_FULL", "SQLITE_READONLY", "SQLITE_IOERR", "SQLITE_CORRUPT", "SQLITE_NOTADB")
-_ENVIRONMENT_TOO = ("SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_NOLFS")
-_SIDE_FILES = ("-wal", "-shm", "-journal")
+NOW_SQL = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+#: A migration: SQL for both backends, or ``{"sqlite": ..., "postgresql": ...}``.
+Migration: TypeAlias = str | Mapping[str, str]
+Params: TypeAlias = Sequence[Any] | Mapping[str, Any]
 
 
-def _identity(path: Path) -> tuple[int, int] | None:
-    try:
-        info = os.stat(path)
-    except OSError:
-        return None
-    return info.st_dev, info.st_ino
+class Row(Protocol):
+    """A result row: by column name (``row["id"]``) or position (``row[0]``); ``dict(row)`` and
+    unpacking work too (`sqlite3.Row` on SQLite, the same shape on PostgreSQL)."""
+
+    def __getitem__(self, key: int | str) -> Any: ...
+
+    def keys(self) -> list[str]: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+    def __len__(self) -> int: ...
 
 
-def _is_environmental(exc: BaseException) -> bool:
-    if isinstance(exc, OSError):
-        return True
-    name = getattr(exc, "sqlite_errorname", None) or ""
-    return name.startswith(_ENVIRONMENT + _ENVIRONMENT_TOO)
+class Cursor(Protocol):
+    """What ``conn.execute`` returns."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
 
 
-def _cause(path: Path, exc: BaseException) -> tuple[str, str]:
-    """(what is wrong, the fix) for an OSError or a SQLite error that is not the SQL's fault."""
-    directory = path.parent
-    name = getattr(exc, "sqlite_errorname", None) or ""
-    code = exc.errno if isinstance(exc, OSError) else None
-    detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-    if name.startswith(("SQLITE_NOTADB", "SQLITE_CORRUPT")):
-        return (
-            f"is not a SQLite database or is damaged ({detail})",
-            f"move it aside (mv {path} {path}.broken) and start again, which starts an empty store "
-            f"(restore the file from a backup to keep its ledger, tasks and context), {ELSEWHERE}",
-        )
-    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
-        return (
-            f"stayed locked by another process for over {BUSY_TIMEOUT_S} s ({detail})",
-            f"see `hub status` for the hubs on this state directory and stop one that hangs, {ELSEWHERE}",
-        )
-    try:
-        fs = os.statvfs(directory if directory.exists() else _existing_parent(directory))
-    except OSError:
-        fs = None
-    if code == errno.ENOSPC or name.startswith("SQLITE_FULL") or (fs is not None and fs.f_bavail == 0):
-        return (
-            f"cannot be written: the filesystem holding {directory} is full ({detail})",
-            f"free space on it, {ELSEWHERE}",
-        )
-    if code == errno.EROFS or (fs is not None and fs.f_flag & os.ST_RDONLY):
-        return (
-            f"cannot be written: {directory} is on a read-only filesystem ({detail})",
-            f"make it writable, {ELSEWHERE}",
-        )
-    if code in (errno.EACCES, errno.EPERM) or name.startswith(
-        ("SQLITE_READONLY", "SQLITE_PERM", "SQLITE_CANTOPEN")
-    ):
-        return (
-            f"cannot be written: permission denied in {directory} ({detail})",
-            f"give this user ({_user()}) write access to it and to the files in it, {ELSEWHERE}",
-        )
-    if code in (errno.ENOTDIR, errno.EEXIST):
-        return f"cannot be created: {directory} is not a directory ({detail})", ELSEWHERE.removeprefix("or ")
-    return f"cannot be used ({detail})", f"check the file and its directory, {ELSEWHERE}"
+class Connection(abc.ABC):
+    """The connection a ``store.transaction(fn)`` or ``store.run(fn)`` function gets: the same
+    calls on both backends (never the raw driver's connection)."""
+
+    dialect: str
+
+    @abc.abstractmethod
+    def execute(self, sql: str, params: Params = ()) -> Cursor:
+        """Run one statement; the cursor gives its rows and `rowcount`."""
+
+    @abc.abstractmethod
+    def executemany(self, sql: str, seq: Sequence[Params]) -> None:
+        """Run one statement once per parameter set."""
+
+    @abc.abstractmethod
+    def insert(self, sql: str, params: Params = ()) -> int:
+        """Run an INSERT into a table with an ``id INTEGER PRIMARY KEY``; the new row's id."""
+
+    @abc.abstractmethod
+    def lock(self, name: str) -> None:
+        """Hold the exclusive lock `name` until the transaction ends (see the module doc)."""
+
+    def fetchone(self, sql: str, params: Params = ()) -> Any:
+        return self.execute(sql, params).fetchone()
+
+    def fetchall(self, sql: str, params: Params = ()) -> list[Any]:
+        return self.execute(sql, params).fetchall()
 
 
-def _existing_parent(path: Path) -> Path:
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
+class Dialect:
+    """SQL fragments that differ between the backends (``store.sql``)."""
+
+    def __init__(self, name: str, now: str, skip_locked: str, for_update: str) -> None:
+        self.name = name
+        #: The current UTC time as ISO text (the same value `NOW_SQL` gives).
+        self.now = now
+        #: ``FOR UPDATE SKIP LOCKED`` where rows can be locked one by one, else "".
+        self.skip_locked = skip_locked
+        #: ``FOR UPDATE`` where rows can be locked one by one, else "".
+        self.for_update = for_update
 
 
-def _user() -> str:
-    try:
-        import pwd
-
-        return pwd.getpwuid(os.getuid()).pw_name
-    except (ImportError, KeyError):
-        return f"uid {os.getuid()}"
-
-
-def store_error(path: Path, exc: BaseException) -> StoreError:
-    """The `StoreError` for a fault of the file at `path` or its filesystem: one sentence."""
-    what, fix = _cause(path, exc)
-    return StoreError(f"the hub's store {path} {what}: {fix}.")
+SQLITE = Dialect("sqlite", NOW_SQL, "", "")
+POSTGRESQL = Dialect(
+    "postgresql",
+    "to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')",
+    " FOR UPDATE SKIP LOCKED",
+    " FOR UPDATE",
+)
 
 
-def _lost(path: Path) -> StoreLost:
-    return StoreLost(
-        f"the hub's store {path} was deleted or replaced by another file while this hub was "
-        "running, so it stopped using it (its writes would go to a file no other hub sees): "
-        "restart the hubs on this state directory (`hub stop --all`, or restart the client that "
-        "started them), and they open the file now at that path."
-    )
+def mask_url(url: str) -> str:
+    """`url` with its password (and any ``password=`` parameter) replaced by ``***``."""
+    import re
+
+    url = re.sub(r"(://[^:/@?#]*:)[^@/?#]*@", r"\1***@", url)
+    return re.sub(r"((?:^|[?&\s])password=)[^&\s]*", r"\1***", url)
 
 
-class Store:
-    """A SQLite database usable from async code.
+class Store(abc.ABC):
+    """The interface (see the module doc). Every call is async; SQL runs in worker threads.
 
-    ``await store.fetchall(sql, params)``, ``await store.execute(sql, params)`` and
-    ``await store.transaction(fn)`` (``fn(conn)`` runs inside ``BEGIN IMMEDIATE``, so a
-    read-then-write is atomic even against another process using the same file).
+    ``await store.execute(sql, params)``, ``fetchall``, ``fetchone``, ``run(fn)`` (``fn(conn)``
+    with autocommit) and ``transaction(fn)`` (``fn(conn)`` atomic: an exception rolls it back),
+    ``migrate(component, migrations)``, ``notify(channel, payload)``, ``listen(channel)``.
     """
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._lock = threading.Lock()
-        self.lost: StoreLost | None = None
-        existed = os.path.lexists(path)
-        conn: sqlite3.Connection | None = None
-        try:
-            private_dir(path.parent)
-            os.close(open_private(path, os.O_RDWR | os.O_CREAT))  # 0600 before SQLite makes it
-            for suffix in _SIDE_FILES:  # an older hub's, made under umask 022
-                with contextlib.suppress(FileNotFoundError):
-                    os.close(open_private(path.with_name(path.name + suffix), os.O_RDONLY))
-            # isolation_level=None: we issue BEGIN ourselves, so transactions are explicit.
-            conn = sqlite3.connect(
-                path, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT_S
-            )
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            conn.executescript(_BOOTSTRAP)
-        except (sqlite3.Error, OSError) as exc:
-            if conn is not None:
-                conn.close()
-            if not existed:  # nothing half-made is left for the next start to trip on
-                for suffix in ("", *_SIDE_FILES):
-                    with contextlib.suppress(OSError):
-                        os.unlink(path.with_name(path.name + suffix))
-            raise store_error(path, exc) from None
-        self._conn = conn
-        self._identity = _identity(path)
+    #: "sqlite" or "postgresql".
+    dialect: str
+    sql: Dialect
+    #: Set once the SQLite file was deleted or replaced (`StoreLost`), for good.
+    lost: StoreLost | None = None
+    #: Why the store cannot be reached now (`StoreUnavailable`), None while it can.
+    problem: str | None = None
 
-    @classmethod
-    def in_state_dir(cls, state_dir: Path) -> Store:
-        return cls(state_dir / "hub.sqlite")
+    # -- what a backend provides --------------------------------------------------------------
 
+    @property
+    @abc.abstractmethod
+    def where(self) -> str:
+        """What messages name: the file, or the URL with its password masked."""
+
+    @abc.abstractmethod
+    def _call(self, fn: Callable[[Connection], T], *, transaction: bool) -> T:
+        """Run `fn` with a connection (blocking; called in a worker thread)."""
+
+    @abc.abstractmethod
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        """Close every connection."""
 
-    # -- sync core, run in a worker thread -------------------------------------------------
+    @abc.abstractmethod
+    async def notify(self, channel: str, payload: str = "") -> None:
+        """Wake the listeners of `channel` (in every process sharing this store) with `payload`
+        (at most 4,000 bytes). A notification is best effort: listeners re-read the tables."""
+
+    @abc.abstractmethod
+    def listen(self, channel: str) -> AbstractAsyncContextManager[AsyncIterator[str]]:
+        """``async with store.listen(channel) as payloads: async for payload in payloads: ...``;
+        an empty payload (``""``) also comes after the listener had to connect again, when
+        notifications may have been missed."""
+
+    def describe(self) -> dict[str, Any]:
+        """Which store this is, for `hub config` and `hub status` (no secret)."""
+        return {"backend": self.dialect, "location": self.where}
+
+    # -- the async API -----------------------------------------------------------------------
 
     def check(self) -> None:
-        """Raise `StoreLost` if the file at `path` is no longer the one this store opened
-        (deleted, or replaced by another), and from then on always. One `stat`."""
-        if self.lost is None and _identity(self.path) != self._identity:
-            self.lost = _lost(self.path)
+        """Raise `StoreLost` if the store is gone for good (the SQLite file was replaced)."""
         if self.lost is not None:
             raise self.lost
 
-    def _guarded(self, fn: Callable[[sqlite3.Connection], T], *, transaction: bool) -> T:
-        with self._lock:
-            self.check()
-            try:
-                if not transaction:
-                    return fn(self._conn)
-                self._conn.execute("BEGIN IMMEDIATE")
-                try:
-                    result = fn(self._conn)
-                    self._conn.execute("COMMIT")  # a full disk fails here: rolled back below
-                except BaseException:
-                    self._rollback()
-                    raise
-                return result
-            except (sqlite3.Error, OSError) as exc:
-                if not _is_environmental(exc):
-                    raise  # the SQL's own fault (a constraint, a missing table): the caller's bug
-                raise store_error(self.path, exc) from exc
+    async def run(self, fn: Callable[[Connection], T]) -> T:
+        """Run ``fn(conn)`` in a worker thread with a connection to itself (autocommit)."""
+        return await anyio.to_thread.run_sync(lambda: self._call(fn, transaction=False))
 
-    def _rollback(self) -> None:
-        # SQLite may have rolled back already (on SQLITE_FULL, for one): never mask the cause.
-        if self._conn.in_transaction:
-            with contextlib.suppress(sqlite3.Error):
-                self._conn.execute("ROLLBACK")
-
-    def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return self._guarded(fn, transaction=False)
-
-    def _in_transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return self._guarded(fn, transaction=True)
-
-    # -- async API ---------------------------------------------------------------------------
-
-    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn(conn)`` in a worker thread with the connection to itself (autocommit)."""
-        return await anyio.to_thread.run_sync(self._run, fn)
-
-    async def transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def transaction(self, fn: Callable[[Connection], T]) -> T:
         """Run ``fn(conn)`` atomically; an exception rolls everything back."""
-        return await anyio.to_thread.run_sync(self._in_transaction, fn)
+        return await anyio.to_thread.run_sync(lambda: self._call(fn, transaction=True))
 
-    async def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> int:
+    async def execute(self, sql: str, params: Params = ()) -> int:
         """Run one statement; returns the number of rows changed."""
         return await self.run(lambda conn: conn.execute(sql, params).rowcount)
 
-    async def fetchall(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[sqlite3.Row]:
+    async def fetchall(self, sql: str, params: Params = ()) -> list[Any]:
         return await self.run(lambda conn: conn.execute(sql, params).fetchall())
 
-    async def fetchone(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> sqlite3.Row | None:
+    async def fetchone(self, sql: str, params: Params = ()) -> Any:
         return await self.run(lambda conn: conn.execute(sql, params).fetchone())
 
-    async def migrate(self, component: str, migrations: Sequence[str]) -> int:
+    async def wait_available(self, *, first_s: float = 0.2, most_s: float = 5.0) -> None:
+        """Return once the store answers again (a `StoreUnavailable` problem cleared), trying at
+        growing intervals; `StoreLost` is raised at once."""
+        delay = first_s
+        while True:
+            self.check()
+            try:
+                await self.run(lambda conn: conn.execute("SELECT 1").fetchone())
+                return
+            except StoreUnavailable:
+                await anyio.sleep(delay)
+                delay = min(most_s, delay * 2)
+
+    # -- migrations --------------------------------------------------------------------------
+
+    async def migrate(self, component: str, migrations: Sequence[Migration]) -> int:
         """Apply `component`'s migrations not yet applied; returns the schema version now in place.
 
-        Migration *i* (1-based) is applied once, in its own transaction with its version row.
-        Never edit a shipped migration: append a new one.
+        Migration *i* (1-based) is applied once, in one transaction with its version row (hubs
+        starting together apply each once). Never edit a shipped migration: append a new one.
         """
         return await anyio.to_thread.run_sync(self.migrate_sync, component, migrations)
 
-    def migrate_sync(self, component: str, migrations: Sequence[str]) -> int:
-        # The version is read inside the write transaction: hubs starting together on one
-        # store apply each migration once (the second one waits, then finds it applied).
-        return self._in_transaction(lambda conn: self._migrate(conn, component, migrations))
+    def migrate_sync(self, component: str, migrations: Sequence[Migration]) -> int:
+        return self._call(lambda conn: self._migrate(conn, component, migrations), transaction=True)
 
-    def _migrate(self, conn: sqlite3.Connection, component: str, migrations: Sequence[str]) -> int:
+    def _migrate(self, conn: Connection, component: str, migrations: Sequence[Migration]) -> int:
+        conn.lock("schema_migrations")
         row = conn.execute(
-            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations WHERE component = ?",
-            (component,),
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations WHERE component = ?", (component,)
         ).fetchone()
         current = int(row[0])
         if current > len(migrations):
             raise RuntimeError(
-                f"{self.path}: {component} schema is at version {current}, newer than this hub "
-                f"knows ({len(migrations)}); upgrade the hub or use another state_dir"
+                f"{self.where}: {component} schema is at version {current}, newer than this hub "
+                f"knows ({len(migrations)}); upgrade the hub or use another store"
             )
-        for version, script in enumerate(migrations[current:], start=current + 1):
+        for version, migration in enumerate(migrations[current:], start=current + 1):
+            script = migration if isinstance(migration, str) else migration[self.dialect]
             try:
-                for statement in _statements(script):
-                    conn.execute(statement)
-            except sqlite3.Error as exc:
-                if _is_environmental(exc):
+                self._script(conn, script)
+            except StoreError:
+                raise
+            except Exception as exc:
+                if not self._is_sql_fault(exc):
                     raise
                 raise RuntimeError(f"{component} migration {version} failed: {exc}") from exc
             conn.execute(
-                "INSERT INTO schema_migrations (component, version) VALUES (?, ?)",
-                (component, version),
+                "INSERT INTO schema_migrations (component, version) VALUES (?, ?)", (component, version)
             )
         return len(migrations)
+
+    @abc.abstractmethod
+    def _script(self, conn: Connection, script: str) -> None:
+        """Run a migration's statements in the open transaction."""
+
+    @abc.abstractmethod
+    def _is_sql_fault(self, exc: BaseException) -> bool:
+        """Whether `exc` is the SQL's own fault (a bad statement), not the store's."""
 
     async def schema_versions(self) -> dict[str, int]:
         rows = await self.fetchall(
@@ -297,16 +293,11 @@ class Store:
         return {row["component"]: row["v"] for row in rows}
 
 
-def _statements(script: str) -> list[str]:
-    """The statements of an SQL script, split where SQLite says a statement is complete (so a
-    trigger's body stays whole), for running them one by one inside a transaction."""
-    statements, current = [], ""
-    for piece in script.split(";"):
-        current += piece + ";"
-        if sqlite3.complete_statement(current):
-            if current.strip().strip(";").strip():
-                statements.append(current)
-            current = ""
-    if current.strip().strip(";").strip():
-        statements.append(current)
-    return statements
+BOOTSTRAP = f"""
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    component TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    applied_at TEXT NOT NULL DEFAULT ({NOW_SQL}),
+    PRIMARY KEY (component, version)
+);
+"""

@@ -15,7 +15,7 @@ from hubtests import TESTS, HubProcess, hub_env
 
 from hub.errors import BudgetExceeded
 from hub.services.budget import Budget
-from hub.services.store import Store
+from hub.services.sqlite_store import SQLiteStore as Store
 
 pytestmark = pytest.mark.timeout(120)
 FAKE_CLAUDE = TESTS / "peers" / "fake_claude.py"

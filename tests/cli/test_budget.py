@@ -11,7 +11,7 @@ import anyio
 from hubtests import hub_env
 
 from hub.services.budget import Budget
-from hub.services.store import Store
+from hub.services.sqlite_store import SQLiteStore as Store
 
 
 def hub(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -30,7 +30,7 @@ def status_db(state_dir: Path, text: str) -> None:
     import anyio
 
     from hub.services import statusline
-    from hub.services.store import Store
+    from hub.services.sqlite_store import SQLiteStore as Store
 
     state_dir.mkdir(parents=True, exist_ok=True)
 

@@ -239,7 +239,7 @@ def test_http_refuses_public_host_without_token(tmp_path):
 
 def test_statusline_prints_plugin_lines_from_the_store(tmp_path):
     from hub.services import statusline
-    from hub.services.store import Store
+    from hub.services.sqlite_store import SQLiteStore as Store
 
     env = hub_env(tmp_path)
     assert hub("statusline", env=env, cwd=tmp_path).stdout == "hub: idle\n"  # no database yet, exit 0

@@ -26,7 +26,7 @@ from hub.client.cache import ConnectionCache
 from hub.client.errors import RemoteRefused, ServerUnavailable
 from hub.client.tokens import TokenStore
 from hub.config.settings import ServerConfig
-from hub.services.store import Store
+from hub.services.sqlite_store import SQLiteStore as Store
 from hub.testing import make_config, running_hub
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(90)]

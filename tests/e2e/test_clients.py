@@ -21,7 +21,7 @@ import pytest
 from fake_anthropic import FakeAnthropic
 from hubtests import DOWNSTREAM, TESTS, hub_env, npm_bin, readme_mcp_entry, stop_shared_hubs
 
-from hub.services.store import Store
+from hub.services.sqlite_store import SQLiteStore as Store
 from hub.testing import make_config, running_hub
 
 FAKE_CLAUDE = TESTS / "peers" / "fake_claude.py"

@@ -9,7 +9,7 @@ import pytest
 
 from hub.errors import BudgetExceeded
 from hub.services.budget import Budget
-from hub.services.store import Store
+from hub.services.sqlite_store import SQLiteStore as Store
 
 pytestmark = pytest.mark.anyio
 

@@ -66,7 +66,19 @@ class Settings(BaseModel):
     """`[plugins.pool]`."""
 
     model_config = ConfigDict(extra="forbid")
-    slots: int = Field(default=2, ge=0, le=MAX_SLOTS)
+    slots: int = Field(
+        default=2,
+        ge=0,
+        le=MAX_SLOTS,
+        description="Slots this hub runs; 0: a hub that only queues (workers elsewhere run its tasks).",
+    )
+    queue: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="The queue this hub's tasks go to and its slots take from; hubs and `hub worker`s "
+        "naming one queue share their slots (default: the project, its git top level).",
+    )
     min_slots: int = Field(default=1, ge=0, le=MAX_SLOTS)
     max_slots: int = Field(default=16, ge=1, le=MAX_SLOTS)
     model: str | None = Field(
@@ -134,7 +146,7 @@ class Settings(BaseModel):
     def _slots_in_range(self) -> Settings:
         if self.min_slots > self.max_slots:
             raise ValueError(f"min_slots ({self.min_slots}) is above max_slots ({self.max_slots})")
-        if not self.min_slots <= self.slots <= self.max_slots:
+        if self.slots and not self.min_slots <= self.slots <= self.max_slots:  # 0: only queues
             raise ValueError(
                 f"slots ({self.slots}) is outside min_slots..max_slots ({self.min_slots}..{self.max_slots})"
             )
@@ -323,7 +335,7 @@ class PoolPlugin(Plugin):
                 return
             self.pool = Pool(hub, settings, skills)
             missing = _missing_command(self.pool.command, self.pool.cwd)
-            if missing is not None:  # said once, at start, in the log and hub://status
+            if missing is not None and settings.slots:  # said once, at start, in the log and hub://status
                 hub.warn(missing)
             await self.pool.start()
             if settings.skills_dir and settings.skills_poll_s > 0:
@@ -334,6 +346,28 @@ class PoolPlugin(Plugin):
     @hookimpl
     def hub_recover(self, hub: PluginContext, instance: Instance) -> Lifecycle:
         return recover(hub, instance)
+
+    @hookimpl
+    def hub_worker(self, hub: PluginContext, slots: int | None) -> Lifecycle:
+        """`hub worker [--slots N]`: this hub's slots (N of them, else [plugins.pool] slots) take
+        tasks from the queue, queued by any hub; it runs them until it stops."""
+
+        async def work() -> None:
+            if self.pool is None:
+                raise ToolError(self.disabled or "the pool did not start")
+            if slots is not None and slots != len(self.pool.slots):
+                await self.pool.set_target(slots)
+            missing = _missing_command(self.pool.command, self.pool.cwd)
+            if missing is not None:
+                hub.warn(missing)
+            hub.log.info(
+                "worker ready: taking pool tasks",
+                queue=self.pool.queue_name,
+                slots=len(self.pool.slots),
+                store=hub.store.where,
+            )
+
+        return work
 
     @hookimpl
     def hub_shutdown(self) -> Lifecycle:

@@ -1,14 +1,19 @@
-"""The slot pool: slots, a FIFO queue, tasks that run the Claude Code CLI, chains, scaling, drain.
+"""The slot pool: slots, the shared queue, tasks that run the Claude Code CLI, chains, scaling, drain.
 
-Every task and chain is written to the store at each change, so `pool_result` and
-`pool_chain_result` read the truth from any hub sharing the state directory, while work runs and
-after a restart. Each task and chain carries its owner (the hub instance running it), and so do
-slot worktrees (by their path and branch): only the owner touches them while it lives;
-`pool_cancel` from another hub asks the owner through the store (`cancel_request`), and the
-owner, which watches for that, kills the process. When an owner dies, one other hub recovers its
-work (`recover`): process groups left running are killed, what was running or queued is marked
-`interrupted` (never re-run behind the caller's back), and a task that was running is charged its
-whole reservation, since what it spent can no longer be known.
+Tasks are queued in the store (`hub_pool.queue`): any hub can queue, and a free slot of any hub
+or `hub worker` serving the same queue (by default the project: its git top level) takes the
+oldest, on this machine or, with a PostgreSQL store, another. Every task and chain is written to
+the store at each change, so `pool_result` and `pool_chain_result` read the truth from any hub
+sharing the store, while work runs and after a restart. A queued task's `submitter` is the hub
+that queued it; a running task's `owner` the hub or worker running it (its host is kept too), and
+slot worktrees belong to their owner (by their path and branch): only the owner touches them while
+it lives; `pool_cancel` from another hub asks the owner through the store (`cancel_request` and a
+notification), and the owner kills the process group. When a hub or worker dies, one other hub
+recovers its work (`recover`): process groups left running on this machine are killed, what it
+was running and what it had queued is marked `interrupted` (never re-run behind the caller's
+back), and a task that was running is charged its whole reservation, since what it spent can no
+longer be known. A hub that loses the store takes no queued task, and keeps the results of the
+tasks it runs until the store takes them (`unrecorded`): charged once, whoever tries again.
 
 One rule for spend (`charge`), in a running hub and in recovery alike: a task is charged the cost
 the CLI reported in its final result line; $0 if its process never started; and its whole
@@ -25,7 +30,8 @@ import contextlib
 import json
 import os
 import secrets
-from collections import deque
+import socket
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,8 +40,17 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from hub import BudgetExceeded, Instance, Reservation, ToolError, kill_group_left_behind, process_start_token
+from hub import (
+    BudgetExceeded,
+    Instance,
+    Reservation,
+    StoreError,
+    ToolError,
+    kill_group_left_behind,
+    process_start_token,
+)
 
+from .queue import CHANNEL, OPEN, SWEEP_S, claim, end_queued, notify, parse, queue_position, queued_of
 from .runner import DEPTH_ENV, Invocation, Outcome, Seen, run_claude
 from .skills import Skill
 from .worktrees import Worktrees, retire_left_behind
@@ -45,12 +60,20 @@ if TYPE_CHECKING:
 
     from . import Settings
 
-OPEN = ("queued", "running")
-# How often the owner of running tasks looks for cancel requests from other hubs, and how long
-# pool_cancel from another hub waits for the owner to confirm.
-CANCEL_WATCH_S = 0.5
+# How long pool_cancel from another hub waits for the owner to confirm.
 CANCEL_WAIT_S = 15.0
-MIGRATIONS = [
+_THIRD = """
+    ALTER TABLE pool_tasks ADD COLUMN reserved_usd REAL;
+    ALTER TABLE pool_tasks ADD COLUMN spend_known INTEGER;
+    ALTER TABLE pool_tasks ADD COLUMN spend_note TEXT;
+    ALTER TABLE pool_tasks ADD COLUMN seen_input_tokens INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE pool_tasks ADD COLUMN seen_output_tokens INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX pool_tasks_chain ON pool_tasks (chain_id);
+    UPDATE pool_tasks SET spend_known = (subtype IS NOT NULL OR (pid IS NULL
+        AND COALESCE(error, '') != 'the hub stopped while this task was running'))
+        WHERE status NOT IN ('queued', 'running');
+    """
+MIGRATIONS: list[str | dict[str, str]] = [
     """
     CREATE TABLE pool_tasks (
         id TEXT PRIMARY KEY,
@@ -109,16 +132,19 @@ MIGRATIONS = [
     # its assistant messages showed; chain steps read their spend from their tasks. Tasks that
     # ended before: known when the CLI printed a result (subtype) or no process was started for it
     # (no pid), unless its hub stopped while it ran.
+    {"sqlite": _THIRD, "postgresql": _THIRD.split("    UPDATE pool_tasks SET spend_known")[0]},
+    # The shared queue (`hub_pool.queue`): the queue a task waits in, the hub that queued it (the
+    # owner is now the hub or worker running it), the machine running it, and what its runner
+    # needs from the hub that asked (its system prompt with that project's context, its time limit).
     """
-    ALTER TABLE pool_tasks ADD COLUMN reserved_usd REAL;
-    ALTER TABLE pool_tasks ADD COLUMN spend_known INTEGER;
-    ALTER TABLE pool_tasks ADD COLUMN spend_note TEXT;
-    ALTER TABLE pool_tasks ADD COLUMN seen_input_tokens INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE pool_tasks ADD COLUMN seen_output_tokens INTEGER NOT NULL DEFAULT 0;
-    CREATE INDEX pool_tasks_chain ON pool_tasks (chain_id);
-    UPDATE pool_tasks SET spend_known = (subtype IS NOT NULL OR (pid IS NULL
-        AND COALESCE(error, '') != 'the hub stopped while this task was running'))
-        WHERE status NOT IN ('queued', 'running');
+    ALTER TABLE pool_tasks ADD COLUMN queue TEXT;
+    ALTER TABLE pool_tasks ADD COLUMN submitter TEXT;
+    ALTER TABLE pool_tasks ADD COLUMN worker_host TEXT;
+    ALTER TABLE pool_tasks ADD COLUMN system_prompt TEXT;
+    ALTER TABLE pool_tasks ADD COLUMN timeout_s REAL;
+    UPDATE pool_tasks SET submitter = owner;
+    CREATE INDEX pool_tasks_queue ON pool_tasks (queue, status, created_at);
+    CREATE INDEX pool_tasks_submitter ON pool_tasks (submitter, status);
     """,
 ]
 # Whether the spend of a task that ended is known, for a row an older hub (still running on this
@@ -174,10 +200,10 @@ class Slot:
 
 @dataclass
 class Live:
-    """A task this hub run knows in memory: its spec, reservation, and how to stop it."""
+    """A task running on a slot of this hub: its row, its reservation, and how to stop it."""
 
-    spec: TaskSpec
-    reservation: Reservation
+    row: dict[str, Any]
+    reservation: Reservation | None
     done: anyio.Event = field(default_factory=anyio.Event)
     scope: anyio.CancelScope | None = None
     cancel_reason: str | None = None
@@ -185,6 +211,28 @@ class Live:
     listeners: list[Callable[[dict[str, Any]], Awaitable[None]]] = field(default_factory=list)
     seen: Seen = field(default_factory=Seen)  # outlives a run that is cancelled
     seen_saved_at: float = float("-inf")
+
+    @property
+    def reserved_usd(self) -> float:
+        return float(self.row.get("reserved_usd") or 0.0)
+
+
+@dataclass
+class Unrecorded:
+    """A task's end that the store could not take (it was away): kept until it can."""
+
+    live: Live
+    spend: Spend
+    values: dict[str, Any]
+
+
+def queue_of(directory: Path) -> str:
+    """The default queue of a pool working in `directory`: its project (the git top level, else
+    the directory), so hubs of one project share slots and other projects' tasks never run here."""
+    for folder in (directory, *directory.parents):
+        if (folder / ".git").exists():
+            return str(folder)
+    return str(directory)
 
 
 class Pool:
@@ -196,13 +244,20 @@ class Pool:
             settings.claude_command.split() if " " in settings.claude_command else [settings.claude_command]
         )
         self.cwd = Path(settings.cwd).expanduser().resolve() if settings.cwd else Path.cwd()
+        self.queue_name = settings.queue or queue_of(self.cwd)
+        self.host = socket.gethostname()
         self.depth = current_depth()
         self.worker_mcp_config = worker_mcp_config(settings.worker_mcp_config)
         self._cancelling: set[str] = set()
         self.slots: list[Slot] = []
-        self.queue: deque[str] = deque()
-        self.live: dict[str, Live] = {}
-        self.accepting = True
+        self.running: dict[str, Live] = {}  # tasks on this hub's slots
+        self.submitted: set[str] = set()  # open tasks this hub queued
+        self.listeners: dict[str, list[Callable[[dict[str, Any]], Awaitable[None]]]] = {}
+        self.ended: dict[str, anyio.Event] = {}  # set when a task waited for ends
+        self.unrecorded: dict[str, Unrecorded] = {}
+        self._flushing = False
+        self.accepting = True  # takes new tasks from callers
+        self.claiming = True  # its slots take queued tasks
         self._stopping = False
         self._scaling = anyio.Lock()
         self.worktrees: Worktrees | None = None
@@ -221,27 +276,46 @@ class Pool:
             if stale:
                 self.hub.log.info("removed worktrees left by a hub of an earlier version", slots=stale)
         await self._add_slots(self.settings.slots)
+        self.hub.start_soon(self._listen, name="notifications")
         self.hub.start_soon(self._dispatch, name="dispatch")
-        self.hub.start_soon(self._watch_cancel_requests, name="cancel requests")
+        self.hub.start_soon(self._sweep, name="sweep")
 
     async def stop(self) -> None:
-        self.accepting = False
+        self.accepting = self.claiming = False
         self._stopping = True
-        for task_id in self._take_queue():
-            await self._drop_queued(task_id, "the hub stopped before this task ran", status="interrupted")
-        for live in list(self.live.values()):
+        with contextlib.suppress(StoreError):
+            for task_id in await queued_of(self.hub, self.hub.instance_id):
+                await end_queued(
+                    self.hub,
+                    task_id,
+                    "interrupted",
+                    "the hub stopped before this task ran",
+                    submitter=self.hub.instance_id,
+                )
+        for live in list(self.running.values()):
             live.cancel_reason = live.cancel_reason or "the hub stopped while this task was running"
             live.cancel_status = "interrupted"
             if live.scope is not None:
                 live.scope.cancel()
         with anyio.move_on_after(10, shield=True):
-            for live in list(self.live.values()):
+            for live in list(self.running.values()):
                 await live.done.wait()
+            await self._flush_once()
+        if self.unrecorded:
+            self.hub.log.error(
+                "stopped with task results the store never took (it was away)", tasks=sorted(self.unrecorded)
+            )
         if self.worktrees is not None:
             with anyio.CancelScope(shield=True):
                 for slot in self.slots:
                     with contextlib.suppress(Exception):
                         await self.worktrees.remove(slot.id)
+
+    def _report(self) -> None:
+        """What this hub can take and has (`hub status`), and whether a shared process must stay."""
+        busy = sum(1 for s in self.slots if s.task_id)
+        self.hub.set_capacity(len(self.slots), busy, "slots")
+        self.hub.set_busy(len(self.running) + len(self.submitted) + len(self.unrecorded))
 
     # -- slots ---------------------------------------------------------------------------------
 
@@ -255,10 +329,12 @@ class Pool:
             self.slots.append(slot)
             added.append(slot.id)
         self._wake.set()
+        self._report()
         return added
 
     async def _remove_slot(self, slot: Slot) -> None:
         self.slots.remove(slot)
+        self._report()
         if self.worktrees is not None:
             await self.worktrees.remove(slot.id)
 
@@ -295,38 +371,17 @@ class Pool:
         idle = [s for s in reversed(self.slots) if s.state == "idle"]
         busy = [s for s in reversed(self.slots) if s.state == "busy"]
         chosen = (idle + busy)[:count]
-        removed, cancelled = [], []
+        removed: list[str] = []
+        cancelled: list[str] = []
         for slot in chosen:
             slot.state = "removing" if slot.task_id else "idle"
             if not slot.task_id:
                 await self._remove_slot(slot)
                 removed.append(slot.id)
-
-        async def retire(slot: Slot) -> None:
-            try:
-                with anyio.move_on_after(self.settings.busy_grace_s):
-                    await slot.freed.wait()
-            except BaseException:  # the caller went away: the slot stays and takes work again
-                if slot in self.slots:
-                    slot.state = "busy" if slot.task_id else "idle"
-                    self._wake.set()
-                raise
-            if slot.task_id:
-                cancelled.append(slot.task_id)
-                await self.cancel(
-                    slot.task_id,
-                    f"its slot {slot.id} was removed by scale-down after {self.settings.busy_grace_s:g} s",
-                )
-                with anyio.move_on_after(10):
-                    await slot.freed.wait()
-            if slot in self.slots:
-                await self._remove_slot(slot)
-            removed.append(slot.id)
-
         async with anyio.create_task_group() as tg:
             for slot in chosen:
                 if slot.state == "removing":
-                    tg.start_soon(retire, slot)
+                    tg.start_soon(self._retire, slot, removed, cancelled)
         details = f"Scaled down by {count} slots"
         if cancelled:
             details += f"; {len(cancelled)} busy slot(s) did not finish within {self.settings.busy_grace_s:g} s and their tasks were cancelled"
@@ -337,6 +392,28 @@ class Pool:
             "removed": removed,
             "cancelled_tasks": cancelled,
         }
+
+    async def _retire(self, slot: Slot, removed: list[str], cancelled: list[str]) -> None:
+        """Remove a busy slot once its task ends, or cancel the task after busy_grace_s."""
+        try:
+            with anyio.move_on_after(self.settings.busy_grace_s):
+                await slot.freed.wait()
+        except BaseException:  # the caller went away: the slot stays and takes work again
+            if slot in self.slots:
+                slot.state = "busy" if slot.task_id else "idle"
+                self._wake.set()
+            raise
+        if slot.task_id:
+            cancelled.append(slot.task_id)
+            await self.cancel(
+                slot.task_id,
+                f"its slot {slot.id} was removed by scale-down after {self.settings.busy_grace_s:g} s",
+            )
+            with anyio.move_on_after(10):
+                await slot.freed.wait()
+        if slot in self.slots:
+            await self._remove_slot(slot)
+        removed.append(slot.id)
 
     async def set_target(self, target: int) -> dict[str, Any]:
         if not self.settings.min_slots <= target <= self.settings.max_slots:
@@ -354,9 +431,10 @@ class Pool:
         out["target"] = target
         return out
 
-    # -- tasks -----------------------------------------------------------------------------------
+    # -- queueing --------------------------------------------------------------------------------
 
     async def submit(self, spec: TaskSpec) -> str:
+        """Queue a task in this pool's queue, for a free slot of any hub or worker serving it."""
         if not self.accepting:
             raise ToolError("the pool is draining and takes no new work until the drain ends")
         if not spec.prompt.strip():
@@ -370,26 +448,31 @@ class Pool:
             reservation = await self.hub.budget.reserve(
                 cap,
                 f"pool task {task_id}",
+                durable=True,  # kept open while a worker runs it, whatever becomes of this hub
                 lower="lower max_budget_usd on the call or [plugins.pool] max_budget_per_task_usd",
             )
         except BudgetExceeded as exc:
             raise ToolError(f"task refused: {exc}") from None
         try:
-            await self._insert(task_id, spec, reservation)
+            system = "\n\n".join(
+                p for p in (self.settings.system_prompt, await self.hub.context.as_prompt()) if p
+            )
+            await self._insert(task_id, spec, reservation, system)
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await reservation.release()
             raise
-        self.live[task_id] = Live(spec, reservation)
-        self.hub.set_busy(len(self.live))
-        self.queue.append(task_id)
+        self.submitted.add(task_id)
+        self._report()
+        await notify(self.hub.store, "queued", q=self.queue_name)
         self._wake.set()
         return task_id
 
-    async def _insert(self, task_id: str, spec: TaskSpec, reservation: Reservation) -> None:
+    async def _insert(self, task_id: str, spec: TaskSpec, reservation: Reservation, system: str) -> None:
         await self.hub.store.execute(
             "INSERT INTO pool_tasks (id, chain_id, step_index, attempt, prompt, model, effort, resume_session, "
-            "status, owner, reservation_id, reserved_usd) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?)",
+            "status, submitter, reservation_id, reserved_usd, queue, system_prompt, timeout_s) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?)",
             (
                 task_id,
                 spec.chain_id,
@@ -402,73 +485,98 @@ class Pool:
                 self.hub.instance_id,
                 reservation.id,
                 reservation.reserved_usd,
+                self.queue_name,
+                system,
+                spec.timeout_s or self.settings.task_timeout_s,
             ),
         )
 
+    # -- taking work -----------------------------------------------------------------------------
+
     async def _dispatch(self) -> None:
+        """Give free slots queued tasks, whenever told something may have changed."""
         while True:
             self._wake = anyio.Event()
-            while self.queue:
-                slot = next((s for s in self.slots if s.state == "idle"), None)
-                if slot is None:
-                    break
-                task_id = self.queue.popleft()
-                if task_id not in self.live:
-                    continue
-                slot.state, slot.task_id, slot.freed = "busy", task_id, anyio.Event()
-                self.hub.start_soon(self._run, slot, task_id, name=f"task {task_id}")
-            await self._wake.wait()
+            await self._fill_slots()
+            with anyio.move_on_after(SWEEP_S):
+                await self._wake.wait()
 
-    async def _run(self, slot: Slot, task_id: str) -> None:
-        live = self.live[task_id]
-        spec = live.spec
+    async def _fill_slots(self) -> None:
+        while self.claiming:
+            slot = next((s for s in self.slots if s.state == "idle"), None)
+            if slot is None:
+                return
+            try:
+                row = await claim(self.hub, self.queue_name, slot.id, self.host)
+            except StoreError as exc:  # takes no new work until the store is back
+                self.hub.log.warning("cannot take queued tasks: the store is away", problem=str(exc))
+                await self.hub.store.wait_available()
+                continue
+            if row is None:
+                return
+            slot.state, slot.task_id, slot.freed = "busy", row["id"], anyio.Event()
+            self._report()
+            self.hub.start_soon(self._run, slot, row, name=f"task {row['id']}")
+
+    async def _run(self, slot: Slot, row: dict[str, Any]) -> None:
+        task_id = row["id"]
         outcome: Outcome | None = None
+        live = Live(row, None, listeners=self.listeners.setdefault(task_id, []))
+        self.running[task_id] = live
         try:
-            if self.worktrees is not None and slot.cwd is None:
-                slot.cwd = await self.worktrees.create(slot.id)
-            system = "\n\n".join(
-                p for p in (self.settings.system_prompt, await self.hub.context.as_prompt()) if p
+            live.reservation = (
+                await self.hub.budget.reservation(row["reservation_id"]) if row["reservation_id"] else None
             )
-            inv = Invocation(
-                command=self.command,
-                prompt=spec.prompt,
-                model=spec.model or self.settings.model,
-                effort=spec.effort or self.settings.effort,
-                permission_mode=self.settings.permission_mode,
-                system_prompt=system,
-                max_budget_usd=spec.max_budget_usd,
-                resume_session=spec.resume_session,
-                cwd=slot.cwd or self.cwd,
-                timeout_s=spec.timeout_s or self.settings.task_timeout_s,
-                mcp_config=self.worker_mcp_config,
-            )
-            await self._update(task_id, status="running", slot=slot.id, started_at=_now())
-
-            async def on_message(message: dict[str, Any]) -> None:
-                for listener in list(live.listeners):
-                    with contextlib.suppress(Exception):
-                        await listener(message)
-                if message.get("type") == "assistant":
-                    await self._save_seen(task_id, live)
-
-            with anyio.CancelScope() as scope:
-                live.scope = scope
-                if live.cancel_reason is None:
-                    outcome = await run_claude(
-                        inv,
-                        on_start=lambda pid: self._update(
-                            task_id, pid=pid, pid_start=process_start_token(pid)
-                        ),
-                        on_message=on_message,
-                        env={DEPTH_ENV: str(self.depth + 1)},
-                        seen=live.seen,
-                    )
+            if row.get("cancel_request"):
+                live.cancel_reason = row["cancel_request"]
+            if live.reservation is None and live.cancel_reason is None:
+                outcome = Outcome("failed", error="its budget reservation was settled before it could start")
+            else:
+                outcome = await self._execute(slot, task_id, live)
         except Exception as exc:
             self.hub.log.exception("a pool task raised", task=task_id)
             outcome = Outcome("failed", error=f"{type(exc).__name__}: {exc}")
         finally:
             with anyio.CancelScope(shield=True):
                 await self._finish(slot, task_id, live, outcome)
+
+    async def _execute(self, slot: Slot, task_id: str, live: Live) -> Outcome | None:
+        """Run the CLI for a claimed task (None: cancelled before it started)."""
+        row = live.row
+        if self.worktrees is not None and slot.cwd is None:
+            slot.cwd = await self.worktrees.create(slot.id)
+        inv = Invocation(
+            command=self.command,
+            prompt=row["prompt"],
+            model=row["model"],
+            effort=row["effort"],
+            permission_mode=self.settings.permission_mode,
+            system_prompt=row.get("system_prompt") or "",
+            max_budget_usd=live.reserved_usd,
+            resume_session=row["resume_session"],
+            cwd=slot.cwd or self.cwd,
+            timeout_s=row.get("timeout_s") or self.settings.task_timeout_s,
+            mcp_config=self.worker_mcp_config,
+        )
+
+        async def on_message(message: dict[str, Any]) -> None:
+            for listener in list(live.listeners):
+                with contextlib.suppress(Exception):
+                    await listener(message)
+            if message.get("type") == "assistant":
+                await self._save_seen(task_id, live)
+
+        with anyio.CancelScope() as scope:
+            live.scope = scope
+            if live.cancel_reason is None:
+                return await run_claude(
+                    inv,
+                    on_start=lambda pid: self._update(task_id, pid=pid, pid_start=process_start_token(pid)),
+                    on_message=on_message,
+                    env={DEPTH_ENV: str(self.depth + 1)},
+                    seen=live.seen,
+                )
+        return None
 
     async def _save_seen(self, task_id: str, live: Live) -> None:
         """Write the tokens seen so far, at most every SEEN_SAVE_S: a hub that recovers this task
@@ -492,31 +600,38 @@ class Pool:
             status, error = live.cancel_status, live.cancel_reason or "cancelled"
         else:
             status, error = outcome.status, outcome.error
-        spend = charge(
-            UNKNOWN_BECAUSE.get(status, f"it ended {status}"), live.seen, live.reservation.reserved_usd
-        )
+        spend = charge(UNKNOWN_BECAUSE.get(status, f"it ended {status}"), live.seen, live.reserved_usd)
+        values: dict[str, Any] = {
+            "status": status,
+            "error": error,
+            "ended_at": _now(),
+            "spend_usd": spend.charged_usd,
+            "spend_known": spend.known,
+            "spend_note": spend.note,
+            "seen_input_tokens": live.seen.input_tokens,
+            "seen_output_tokens": live.seen.output_tokens,
+        }
+        if outcome is not None:
+            values.update(
+                output=outcome.output,
+                subtype=outcome.subtype,
+                input_tokens=outcome.input_tokens,
+                output_tokens=outcome.output_tokens,
+                session_id=outcome.session_id,
+                duration_ms=outcome.duration_ms,
+            )
         try:
-            await live.reservation.commit(spend.charged_usd)  # reported, $0 if nothing ran, else the ceiling
-            values: dict[str, Any] = {
-                "status": status,
-                "error": error,
-                "ended_at": _now(),
-                "spend_usd": spend.charged_usd,
-                "spend_known": spend.known,
-                "spend_note": spend.note,
-                "seen_input_tokens": live.seen.input_tokens,
-                "seen_output_tokens": live.seen.output_tokens,
-            }
-            if outcome is not None:
-                values.update(
-                    output=outcome.output,
-                    subtype=outcome.subtype,
-                    input_tokens=outcome.input_tokens,
-                    output_tokens=outcome.output_tokens,
-                    session_id=outcome.session_id,
-                    duration_ms=outcome.duration_ms,
-                )
-            await self._update(task_id, **values)
+            await self._record(task_id, live, spend, values)
+        except StoreError as exc:  # kept, and recorded once the store is back: nothing lost
+            self.unrecorded[task_id] = Unrecorded(live, spend, values)
+            self.hub.log.warning(
+                "a task ended while the store was away; its result is kept until it can be recorded",
+                task=task_id,
+                problem=str(exc),
+            )
+            if not self._flushing:
+                self._flushing = True
+                self.hub.start_soon(self._flush_unrecorded, name="record results kept")
         except Exception:
             self.hub.log.exception("recording a task's end failed", task=task_id)
         finally:  # whatever happened above, the slot is free and every waiter wakes
@@ -525,10 +640,54 @@ class Pool:
             if slot.state == "busy":
                 slot.state = "idle"
             slot.freed.set()
-            self.live.pop(task_id, None)
-            self.hub.set_busy(len(self.live))
+            self.running.pop(task_id, None)
+            self.listeners.pop(task_id, None)
+            if task_id not in self.unrecorded:
+                self._signal(task_id)
+            self._report()
             live.done.set()
             self._wake.set()
+
+    async def _record(self, task_id: str, live: Live, spend: Spend, values: dict[str, Any]) -> None:
+        """Charge a task's spend (once, whoever tries again) and write its end; a task that another
+        hub settled meanwhile (this one was away from the store and taken for dead) keeps the
+        status and charge it was given, and gets the output this hub has."""
+        if live.reservation is not None and not live.reservation.closed:
+            await live.reservation.commit(spend.charged_usd)  # False if already settled: never twice
+        sets = ", ".join(f"{k} = ?" for k in values)
+        changed = await self.hub.store.execute(
+            f"UPDATE pool_tasks SET {sets} WHERE id = ? AND owner = ? AND status = 'running'",
+            (*values.values(), task_id, self.hub.instance_id),
+        )
+        if not changed:
+            late = {k: values[k] for k in ("output", "subtype", "session_id", "duration_ms") if k in values}
+            if late:
+                sets = ", ".join(f"{k} = ?" for k in late)
+                await self.hub.store.execute(
+                    f"UPDATE pool_tasks SET {sets} WHERE id = ?", (*late.values(), task_id)
+                )
+        await notify(self.hub.store, "ended", t=task_id)
+
+    async def _flush_unrecorded(self) -> None:
+        try:
+            while self.unrecorded:
+                await self.hub.store.wait_available()
+                await self._flush_once()
+        finally:
+            self._flushing = False
+
+    async def _flush_once(self) -> None:
+        for task_id, kept in list(self.unrecorded.items()):
+            try:
+                await self._record(task_id, kept.live, kept.spend, kept.values)
+            except StoreError:
+                return
+            except Exception:
+                self.hub.log.exception("recording a task's end failed", task=task_id)
+            self.unrecorded.pop(task_id, None)
+            self.hub.log.info("recorded the result of a task kept while the store was away", task=task_id)
+            self._signal(task_id)
+            self._report()
 
     async def _update(self, task_id: str, **values: Any) -> None:
         sets = ", ".join(f"{k} = ?" for k in values)
@@ -536,52 +695,142 @@ class Pool:
             f"UPDATE pool_tasks SET {sets} WHERE id = ?", (*values.values(), task_id)
         )
 
+    # -- notifications ----------------------------------------------------------------------------
+
+    def _signal(self, task_id: Any) -> None:
+        """Wake whoever waits for task `task_id` to end."""
+        event = self.ended.pop(str(task_id), None)
+        if event is not None:
+            event.set()
+        if task_id in self.submitted:
+            self.submitted.discard(task_id)
+            self._report()
+
+    async def _listen(self) -> None:
+        async with self.hub.store.listen(CHANNEL) as payloads:
+            async for payload in payloads:
+                note = parse(payload)
+                event = note.get("e")
+                if not note:  # connected again: anything may have happened meanwhile
+                    self._wake.set()
+                    for task_id in list(self.ended):
+                        self._signal(task_id)
+                    self.hub.start_soon(self._sweep_once, name="sweep")
+                elif event == "queued" and note.get("q") == self.queue_name:
+                    self._wake.set()
+                elif event == "ended":
+                    self._signal(note.get("t"))
+                elif event == "cancel" and note.get("t") in self.running:
+                    self._cancel_soon(str(note["t"]))
+
+    def _cancel_soon(self, task_id: str) -> None:
+        if task_id not in self._cancelling:
+            self._cancelling.add(task_id)
+            self.hub.start_soon(self._cancel_requested, task_id, name=f"cancel {task_id}")
+
+    async def _cancel_requested(self, task_id: str) -> None:
+        try:
+            row = await self._row(task_id)
+            reason = (row or {}).get("cancel_request") or "cancelled by pool_cancel from another hub"
+            await self.cancel(task_id, reason, missing_ok=True)
+        finally:
+            self._cancelling.discard(task_id)
+
+    async def _sweep(self) -> None:
+        """What a lost notification would have said, every SWEEP_S (a safety net, not the wake-up)."""
+        while True:
+            await anyio.sleep(SWEEP_S)
+            with contextlib.suppress(StoreError):  # said by the hub's heartbeat
+                await self._sweep_once()
+
+    async def _sweep_once(self) -> None:
+        rows = await self.hub.store.fetchall(
+            "SELECT id FROM pool_tasks WHERE owner = ? AND cancel_request IS NOT NULL AND status = 'running'",
+            (self.hub.instance_id,),
+        )
+        for row in rows:
+            if row["id"] in self.running:
+                self._cancel_soon(row["id"])
+        if self.submitted:
+            open_rows = await self.hub.store.fetchall(
+                "SELECT id FROM pool_tasks WHERE submitter = ? AND status IN ('queued', 'running')",
+                (self.hub.instance_id,),
+            )
+            still = {row["id"] for row in open_rows}
+            for task_id in self.submitted - still:
+                self._signal(task_id)
+        self._wake.set()
+        self._report()
+
+    # -- waiting and cancelling -------------------------------------------------------------------
+
     async def wait(
         self, task_id: str, listener: Callable[[dict[str, Any]], Awaitable[None]] | None = None
     ) -> dict[str, Any]:
-        """Wait for a task this run is working on; cancelling the wait cancels the task."""
-        live = self.live.get(task_id)
-        if live is not None:
-            if listener is not None:
-                live.listeners.append(listener)
-            try:
-                await live.done.wait()
-            except BaseException:
-                with anyio.CancelScope(shield=True):
-                    await self.cancel(task_id, "the caller cancelled the request", missing_ok=True)
-                raise
+        """Wait for a task to end, wherever it runs; cancelling the wait cancels the task. The
+        `listener` gets its CLI's messages while it runs on this hub."""
+        if listener is not None:
+            self.listeners.setdefault(task_id, []).append(listener)
+        try:
+            await self._until_ended(task_id)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self.cancel(task_id, "the caller cancelled the request", missing_ok=True)
+            raise
+        finally:
+            if listener is not None and listener in self.listeners.get(task_id, []):
+                self.listeners[task_id].remove(listener)
         return await self.result(task_id)
+
+    async def _until_ended(self, task_id: str) -> None:
+        while True:
+            event = self.ended.setdefault(task_id, anyio.Event())
+            live = self.running.get(task_id)
+            if live is not None:
+                await live.done.wait()
+                continue
+            if task_id in self.unrecorded:
+                await event.wait()
+                continue
+            row = await self._row(task_id)
+            if row is None or row["status"] not in OPEN:
+                self.ended.pop(task_id, None)
+                return
+            with anyio.move_on_after(SWEEP_S):
+                await event.wait()
 
     async def cancel(
         self, task_id: str, reason: str = "cancelled by pool_cancel", *, missing_ok: bool = False
     ) -> dict[str, Any]:
-        live = self.live.get(task_id)
-        if live is None:
-            row = await self._row(task_id)
-            if row is None and not missing_ok:
-                raise ToolError(f"no task {task_id!r}")
-            if row is not None and row["status"] in OPEN and row["owner"] != self.hub.instance_id:
-                return await self._cancel_elsewhere(row, reason)
-            return {
-                "task_id": task_id,
-                "status": row["status"] if row else "unknown",
-                "cancelled": False,
-                "details": f"the task had already ended ({row['status']})" if row else "unknown task",
-            }
-        if not await self._cancel_queued(task_id, reason):
-            live.cancel_reason = reason
+        live = self.running.get(task_id)
+        if live is not None:
+            live.cancel_reason = live.cancel_reason or reason
             if live.scope is not None:
                 live.scope.cancel()  # kills the process group
             with anyio.move_on_after(15, shield=True):
                 await live.done.wait()
+            row = await self._row(task_id)
+            status = row["status"] if row else "unknown"
+            return {"task_id": task_id, "status": status, "cancelled": status == "cancelled"}
+        if await end_queued(self.hub, task_id, "cancelled", reason):
+            self._signal(task_id)
+            return {"task_id": task_id, "status": "cancelled", "cancelled": True}
         row = await self._row(task_id)
-        status = row["status"] if row else "unknown"
-        return {"task_id": task_id, "status": status, "cancelled": status == "cancelled"}
+        if row is None and not missing_ok:
+            raise ToolError(f"no task {task_id!r}")
+        if row is not None and row["status"] == "running":
+            return await self._cancel_elsewhere(row, reason)
+        return {
+            "task_id": task_id,
+            "status": row["status"] if row else "unknown",
+            "cancelled": False,
+            "details": f"the task had already ended ({row['status']})" if row else "unknown task",
+        }
 
     async def _cancel_elsewhere(self, row: dict[str, Any], reason: str) -> dict[str, Any]:
-        """Cancel a task another hub runs: ask its owner through the store and wait for it to
-        confirm (it looks every CANCEL_WATCH_S); an owner that died is recovered by whichever hub
-        notices first, and the task ends `interrupted`."""
+        """Cancel a task another hub or worker runs: ask its owner through the store (a
+        notification reaches it at once; it also looks every SWEEP_S) and wait for it to end
+        the task; an owner that died is recovered by whichever hub notices first (`interrupted`)."""
         task_id = row["id"]
         owner = await self.hub.instances.get(row["owner"]) if row["owner"] else None
         where = (
@@ -589,20 +838,18 @@ class Pool:
         )
         await self.hub.store.execute(
             "UPDATE pool_tasks SET cancel_request = ? WHERE id = ? AND status IN ('queued', 'running')",
-            (f"{reason} (asked from hub pid {os.getpid()})", task_id),
+            (f"{reason} (asked from hub pid {os.getpid()} on {self.host})", task_id),
         )
+        await notify(self.hub.store, "cancel", t=task_id)
         with anyio.move_on_after(CANCEL_WAIT_S):
-            while True:
-                now = await self._row(task_id)
-                if now is None or now["status"] not in OPEN:
-                    break
-                await anyio.sleep(0.1)
+            await self._until_ended(task_id)
         after = await self._row(task_id) or row
         out = {
             "task_id": task_id,
             "status": after["status"],
             "cancelled": after["status"] in ("cancelled", "interrupted"),
             "hub": owner.describe() if owner else None,
+            "worker": _worker(after, owner),
         }
         if after["status"] in OPEN:
             out["details"] = (
@@ -615,53 +862,6 @@ class Pool:
                 out["details"] += f" ({after['error']})"
         return out
 
-    async def _watch_cancel_requests(self) -> None:
-        """Act on `pool_cancel` sent to other hubs for tasks this hub runs."""
-        while True:
-            await anyio.sleep(CANCEL_WATCH_S)
-            rows = await self.hub.store.fetchall(
-                "SELECT id, cancel_request FROM pool_tasks WHERE owner = ? AND cancel_request IS NOT NULL "
-                "AND status IN ('queued', 'running')",
-                (self.hub.instance_id,),
-            )
-            for row in rows:
-                if row["id"] in self.live and row["id"] not in self._cancelling:
-                    self._cancelling.add(row["id"])
-                    self.hub.start_soon(self._cancel_requested, row["id"], row["cancel_request"])
-
-    async def _cancel_requested(self, task_id: str, reason: str) -> None:
-        try:
-            await self.cancel(task_id, reason, missing_ok=True)
-        finally:
-            self._cancelling.discard(task_id)
-
-    async def _cancel_queued(self, task_id: str, reason: str, status: str = "cancelled") -> bool:
-        """Cancel a task that is still queued; False if the dispatcher took it meanwhile."""
-        try:
-            self.queue.remove(task_id)
-        except ValueError:
-            return False
-        await self._drop_queued(task_id, reason, status)
-        return True
-
-    async def _drop_queued(self, task_id: str, reason: str, status: str = "cancelled") -> None:
-        """Settle a task already taken off the queue (it never ran)."""
-        live = self.live.pop(task_id, None)
-        self.hub.set_busy(len(self.live))
-        if live is not None:
-            await live.reservation.release()
-            live.done.set()
-        # Nothing ran, so nothing was spent: known, and charged $0.
-        await self._update(
-            task_id, status=status, error=reason, ended_at=_now(), spend_usd=0.0, spend_known=True
-        )
-
-    def _take_queue(self) -> list[str]:
-        """Empty the queue in one step (no await), so the dispatcher cannot start any of it."""
-        taken = list(self.queue)
-        self.queue.clear()
-        return taken
-
     async def _row(self, task_id: str) -> dict[str, Any] | None:
         row = await self.hub.store.fetchone("SELECT * FROM pool_tasks WHERE id = ?", (task_id,))
         return None if row is None else dict(row)
@@ -673,12 +873,14 @@ class Pool:
                 "SELECT id FROM pool_tasks ORDER BY created_at DESC LIMIT 5"
             )
             raise ToolError(f"no task {task_id!r} (recent: {', '.join(r['id'] for r in recent) or 'none'})")
-        view = task_view(
-            row, queue_position=(list(self.queue).index(task_id) + 1) if task_id in self.queue else None
-        )
-        if row["status"] in OPEN and row["owner"] and row["owner"] != self.hub.instance_id:
-            owner = await self.hub.instances.get(row["owner"])
-            view["hub"] = owner.describe() if owner else {"instance": row["owner"]}
+        view = task_view(row, queue_position=await queue_position(self.hub.store, row))
+        responsible = row["owner"] if row["status"] == "running" else row.get("submitter")
+        owner = await self.hub.instances.get(row["owner"]) if row["owner"] else None
+        if row["status"] in OPEN and responsible and responsible != self.hub.instance_id:
+            other = owner if responsible == row["owner"] else await self.hub.instances.get(responsible)
+            view["hub"] = other.describe() if other else {"instance": responsible}
+        if row["owner"]:
+            view["worker"] = _worker(row, owner)
         return view
 
     async def run(
@@ -689,20 +891,23 @@ class Pool:
     # -- drain -----------------------------------------------------------------------------------
 
     async def drain(self, timeout_s: float) -> dict[str, Any]:
-        self.accepting = False
+        self.accepting = self.claiming = False
         try:
-            queued = self._take_queue()
+            queued = await queued_of(self.hub, self.hub.instance_id)
             for task_id in queued:
-                await self._drop_queued(task_id, "the pool was drained before this task ran")
-            running = list(self.live)
+                if await end_queued(
+                    self.hub, task_id, "cancelled", "the pool was drained before this task ran"
+                ):
+                    self._signal(task_id)
+            running = list(self.running)
             finished_in_time, cancelled_running = [], []
             with anyio.move_on_after(timeout_s):
                 for task_id in running:
-                    live = self.live.get(task_id)
+                    live = self.running.get(task_id)
                     if live is not None:
                         await live.done.wait()
             for task_id in running:
-                if task_id in self.live:
+                if task_id in self.running:
                     cancelled_running.append(task_id)
                     await self.cancel(task_id, f"still running when the drain's {timeout_s:g} s were up")
                 else:
@@ -711,26 +916,32 @@ class Pool:
                 for slot in self.slots:
                     await self.worktrees.remove(slot.id)
                     slot.cwd = None  # made again when the slot next works
-            totals = await self.hub.store.fetchone(
-                "SELECT COUNT(*) AS total, SUM(status = 'completed') AS completed, "
-                "SUM(status IN ('failed', 'timeout')) AS errors, SUM(status = 'cancelled') AS cancelled, "
-                "COALESCE(SUM(spend_usd), 0) AS spend FROM pool_tasks"
-            )
-            assert totals is not None
-            spend = await self._spend_totals()
             return {
-                "total_tasks": totals["total"],
-                "completed": totals["completed"] or 0,
-                "errors": totals["errors"] or 0,
-                "cancelled": totals["cancelled"] or 0,
-                "total_spend": round(totals["spend"], 6),
+                **await self._totals(),
                 "cancelled_queued": len(queued),
                 "finished_during_drain": len(finished_in_time),
                 "cancelled_running": cancelled_running,
-                **spend,
+                **await self._spend_totals(),
             }
         finally:
-            self.accepting = not self._stopping
+            self.accepting = self.claiming = not self._stopping
+            self._wake.set()
+
+    async def _totals(self) -> dict[str, Any]:
+        totals = await self.hub.store.fetchone(
+            "SELECT COUNT(*) AS total, SUM(CASE WHEN status = 'completed' THEN 1 ELSE 0 END) AS completed, "
+            "SUM(CASE WHEN status IN ('failed', 'timeout') THEN 1 ELSE 0 END) AS errors, "
+            "SUM(CASE WHEN status = 'cancelled' THEN 1 ELSE 0 END) AS cancelled, "
+            "COALESCE(SUM(spend_usd), 0) AS spend FROM pool_tasks"
+        )
+        assert totals is not None
+        return {
+            "total_tasks": totals["total"],
+            "completed": totals["completed"] or 0,
+            "errors": totals["errors"] or 0,
+            "cancelled": totals["cancelled"] or 0,
+            "total_spend": round(totals["spend"], 6),
+        }
 
     # -- reading -----------------------------------------------------------------------------------
 
@@ -738,16 +949,22 @@ class Pool:
         spend = await self._spend_totals()
         budget = await self.hub.budget.summary()
         running = [s.task_id for s in self.slots if s.task_id]
+        queued = await self.hub.store.fetchall(
+            "SELECT id FROM pool_tasks WHERE status = 'queued' AND queue = ? ORDER BY created_at, id LIMIT 500",
+            (self.queue_name,),
+        )
         return {
             "slots": [s.describe() for s in self.slots],
             "slot_count": len(self.slots),
             "idle": sum(1 for s in self.slots if s.state == "idle"),
             "busy": sum(1 for s in self.slots if s.task_id),
-            "queued": list(self.queue),
+            "queue": self.queue_name,
+            "queued": [row["id"] for row in queued],
             "running": running,
             "active_tasks": len(running),
-            "pending_tasks": len(self.queue),
+            "pending_tasks": len(queued),
             "accepting": self.accepting,
+            "unrecorded_results": len(self.unrecorded),
             "spend_usd": spend["charged_usd"],
             **spend,
             "budget_usd": budget["limit_usd"],
@@ -755,16 +972,40 @@ class Pool:
             "min_slots": self.settings.min_slots,
             "max_slots": self.settings.max_slots,
             "worktree": self.worktrees is not None,
+            "workers": await self._workers(),
             "other_hubs": await self._elsewhere(),
         }
 
+    async def _workers(self) -> list[dict[str, Any]]:
+        """Every live hub or `hub worker` of the store with pool slots: where, how many, how busy."""
+        found = []
+        for instance in await self.hub.instances.live():
+            work = (instance.work or {}).get(self.hub.name)
+            if instance.id == self.hub.instance_id:
+                work = {"capacity": len(self.slots), "busy": sum(1 for s in self.slots if s.task_id)}
+            if not work or not work.get("capacity"):
+                continue
+            found.append(
+                {
+                    **instance.describe(),
+                    "slots": work["capacity"],
+                    "busy": work.get("busy", 0),
+                    "heartbeat_age_s": round(max(0.0, time.time() - instance.heartbeat_at), 1),
+                    "this_hub": instance.id == self.hub.instance_id,
+                }
+            )
+        return found
+
     async def _spend_totals(self) -> dict[str, Any]:
         """What every pool task on this store was charged, and whether all of it is known."""
+        unknown = (
+            f"CASE WHEN spend_known = 0 OR (spend_known IS NULL AND NOT {LEGACY_KNOWN_SQL}) THEN 1 ELSE 0 END"
+        )
         row = await self.hub.store.fetchone(
             "SELECT COALESCE(SUM(spend_usd), 0) AS charged, COUNT(*) AS ended, "
-            f"COALESCE(SUM(NOT COALESCE(spend_known, {LEGACY_KNOWN_SQL})), 0) AS unknown, "
-            f"COALESCE(SUM(CASE WHEN NOT COALESCE(spend_known, {LEGACY_KNOWN_SQL}) THEN spend_usd END), 0) "
-            "AS unknown_usd, COALESCE(SUM(seen_input_tokens), 0) AS seen_in, "
+            f"COALESCE(SUM({unknown}), 0) AS unknown, "
+            f"COALESCE(SUM(CASE WHEN {unknown} = 1 THEN spend_usd ELSE 0 END), 0) AS unknown_usd, "
+            "COALESCE(SUM(seen_input_tokens), 0) AS seen_in, "
             "COALESCE(SUM(seen_output_tokens), 0) AS seen_out FROM pool_tasks "
             "WHERE status NOT IN ('queued', 'running')"
         )
@@ -784,19 +1025,22 @@ class Pool:
         return out
 
     async def _elsewhere(self) -> list[dict[str, Any]]:
-        """Open tasks of the other hubs on this state directory, by hub."""
+        """Open tasks of the other hubs on this store, by hub: running ones by the hub running
+        them, queued ones by the hub that queued them."""
         rows = await self.hub.store.fetchall(
-            "SELECT id, status, owner FROM pool_tasks WHERE status IN ('queued', 'running') "
-            "AND owner IS NOT NULL AND owner != ? ORDER BY created_at LIMIT 500",
-            (self.hub.instance_id,),
+            "SELECT id, status, owner, submitter FROM pool_tasks WHERE status IN ('queued', 'running') "
+            "ORDER BY created_at LIMIT 500"
         )
         hubs: dict[str, dict[str, Any]] = {}
         for row in rows:
-            entry = hubs.get(row["owner"])
+            who = row["owner"] if row["status"] == "running" else row["submitter"]
+            if not who or who == self.hub.instance_id:
+                continue
+            entry = hubs.get(who)
             if entry is None:
-                owner = await self.hub.instances.get(row["owner"])
-                entry = hubs[row["owner"]] = {
-                    **(owner.describe() if owner else {"instance": row["owner"]}),
+                owner = await self.hub.instances.get(who)
+                entry = hubs[who] = {
+                    **(owner.describe() if owner else {"instance": who}),
                     "alive": bool(owner and owner.alive()),
                     "running": [],
                     "queued": [],
@@ -1055,40 +1299,65 @@ def worker_mcp_config(value: str | dict[str, Any] | None) -> str | None:
 
 
 async def recover(hub: PluginContext, instance: Instance) -> dict[str, int]:
-    """Settle the pool work of dead hub `instance`: kill its process groups that are left, mark
-    its open tasks and chains `interrupted`, charge a task that was running its whole reservation
-    (its spend cannot be known: the rule of `charge`) and release a queued one's, and retire its
-    slot worktrees (their uncommitted work committed to their branch first; no branch is deleted)."""
+    """Settle the pool work of dead hub or worker `instance`: kill its process groups left on
+    this machine, mark the tasks it ran and the tasks it queued `interrupted` (charging a task
+    that was running its whole reservation: its spend cannot be known, the rule of `charge`;
+    releasing a queued one's), mark its chains `interrupted`, release what it reserved for tasks
+    it never queued, and retire its slot worktrees (their uncommitted work committed to their
+    branch first; no branch is deleted)."""
     await hub.store.migrate("pool", MIGRATIONS)
     rows = await hub.store.fetchall(
-        "SELECT id, status, pid, pid_start, reservation_id FROM pool_tasks "
-        "WHERE owner = ? AND status IN ('queued', 'running')",
-        (instance.id,),
+        "SELECT id, status, pid, pid_start, reservation_id, worker_host FROM pool_tasks "
+        "WHERE (owner = ? AND status = 'running') OR (submitter = ? AND status = 'queued')",
+        (instance.id, instance.id),
     )
     killed = 0
+    here = socket.gethostname()
     for row in rows:
-        if row["status"] == "running" and row["pid"]:
+        if row["status"] == "running" and row["pid"] and (row["worker_host"] or instance.host) == here:
             killed += kill_group_left_behind(row["pid"], row["pid_start"])
     for row in rows:
         await _interrupt_task(hub, instance, row)
     chains = await _interrupt_chains(hub, instance)
+    orphans = await _release_orphans(hub, instance.id)
     retired = await retire_left_behind(hub.settings.state_dir, instance.id)
-    if rows or chains or retired:
+    if rows or chains or retired or orphans:
         hub.log.warning(
-            "settled the pool work of a hub that died",
+            "settled the pool work of a hub or worker that died",
             dead_instance=instance.id,
             dead_pid=instance.pid,
+            dead_host=instance.host,
             tasks=len(rows),
             process_groups_killed=killed,
             chains=len(chains),
             worktrees=retired,
+            reservations_released=orphans,
         )
     return {"tasks": len(rows), "killed": killed, "chains": len(chains), "worktrees": len(retired)}
 
 
+async def _release_orphans(hub: PluginContext, owner: str) -> int:
+    """Release the durable reservations `owner` made for tasks it never queued (it died between)."""
+    released = 0
+    for reservation in await hub.budget.durable_reservations():
+        if reservation.owner != owner:
+            continue
+        task = await hub.store.fetchone(
+            "SELECT status, spend_usd FROM pool_tasks WHERE reservation_id = ?", (reservation.id,)
+        )
+        if task is None:
+            await reservation.release()
+            released += 1
+        elif task["status"] not in OPEN:  # ended, its charge never made: what the row says
+            await reservation.commit(float(task["spend_usd"] or 0.0))
+    return released
+
+
 async def _interrupt_task(hub: PluginContext, instance: Instance, row: Any) -> None:
-    """Mark one open task of dead hub `instance` `interrupted` and settle its reservation."""
+    """Mark one open task of dead `instance` `interrupted` and settle its reservation."""
     reservation = await hub.budget.reservation(row["reservation_id"]) if row["reservation_id"] else None
+    where = "" if instance.host == socket.gethostname() else f" on {instance.host}"
+    who = f"{'worker' if instance.role == 'worker' else 'hub'} (pid {instance.pid}{where})"
     if row["status"] == "running":
         # Taken as started: its pid is written only just after its process is, so no pid proves nothing.
         spend = charge(
@@ -1096,23 +1365,23 @@ async def _interrupt_task(hub: PluginContext, instance: Instance, row: Any) -> N
             Seen(spawned=True),
             reservation.reserved_usd if reservation is not None else 0.0,
         )
-        if reservation is not None:
-            await reservation.commit(spend.charged_usd)
         error = (
-            f"its hub (pid {instance.pid}) died while this task was running; the task's processes "
+            f"its {who} died while this task was running; the task's processes "
             f"were stopped. What it spent cannot be known, so its whole reservation "
             f"(${spend.charged_usd:.4f}) was charged"
         )
-    else:
-        spend = Spend(0.0, known=True)  # it never ran
-        if reservation is not None:
-            await reservation.release()
-        error = f"its hub (pid {instance.pid}) died before this task ran"
-    await hub.store.execute(
-        "UPDATE pool_tasks SET status = 'interrupted', error = ?, ended_at = ?, spend_usd = ?, "
-        "spend_known = ?, spend_note = ? WHERE id = ? AND status IN ('queued', 'running')",
-        (error, _now(), spend.charged_usd, spend.known, spend.note, row["id"]),
-    )
+        changed = await hub.store.execute(
+            "UPDATE pool_tasks SET status = 'interrupted', error = ?, ended_at = ?, spend_usd = ?, "
+            "spend_known = ?, spend_note = ? WHERE id = ? AND status = 'running' AND owner = ?",
+            (error, _now(), spend.charged_usd, spend.known, spend.note, row["id"], instance.id),
+        )
+        if changed and reservation is not None:
+            await reservation.commit(spend.charged_usd)
+    elif not await end_queued(
+        hub, row["id"], "interrupted", f"its {who} died before this task ran", submitter=instance.id
+    ):
+        return
+    await notify(hub.store, "ended", t=row["id"])
 
 
 async def _interrupt_chains(hub: PluginContext, instance: Instance) -> list[Any]:
@@ -1273,6 +1542,18 @@ def _step_name(step: dict[str, Any]) -> str:
         return f"skill {step['skill']}"
     text = str(step.get("prompt", "")).strip().splitlines()[0] if step.get("prompt") else ""
     return text[:60]
+
+
+def _worker(row: dict[str, Any], owner: Instance | None) -> dict[str, Any]:
+    """Which hub or worker runs (or ran) a task: its instance, machine, slot, pid and role."""
+    out: dict[str, Any] = {
+        "instance": row["owner"],
+        "host": row.get("worker_host") or (owner.host if owner else None),
+        "slot": row["slot"],
+    }
+    if owner is not None:
+        out.update(pid=owner.pid, role=owner.role)
+    return out
 
 
 def task_view(row: dict[str, Any], queue_position: int | None = None) -> dict[str, Any]:

@@ -367,7 +367,7 @@ async def test_tasks_ended_before_the_spend_fields_read_with_the_same_rule(tmp_p
     started (no pid); a process that ran without a result, or a hub stopped under it, is not."""
     from hub_pool.pool import MIGRATIONS, task_view
 
-    from hub.services.store import Store
+    from hub.services.sqlite_store import SQLiteStore as Store
 
     store = Store(tmp_path / "hub.sqlite")
     try:

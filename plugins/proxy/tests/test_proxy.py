@@ -239,7 +239,7 @@ async def test_a_third_party_server_from_npm(tmp_path):
 async def test_lists_an_older_hub_kept_by_server_name_alone_are_not_used(tmp_path):
     """The old schema kept lists by server name only (proxy_tools, then proxy_lists), shared by
     every project and outliving a change of command: they are dropped, and the server is asked."""
-    from hub.services.store import Store
+    from hub.services.sqlite_store import SQLiteStore as Store
 
     config = make_config(tmp_path, servers={"d": server()})
     store = Store.in_state_dir(config.state_dir)
