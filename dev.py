@@ -97,6 +97,20 @@ def ensure_npm() -> None:
     stamp.write_text(wanted)
 
 
+def ensure_postgres() -> None:
+    """The tests run a real PostgreSQL server (tests/support/pgserver.py): Debian's package,
+    installed here when missing (as root, with apt-get), so a clean machine's CI has it."""
+    if list(Path("/usr/lib/postgresql").glob("*/bin/initdb")) or shutil.which("initdb"):
+        return
+    if os.name != "posix" or os.geteuid() != 0 or not shutil.which("apt-get"):
+        say("PostgreSQL is missing (the PostgreSQL tests need it): install Debian's postgresql package")
+        return
+    say("installing PostgreSQL for the tests (apt-get install postgresql)")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    run("apt-get", "update", "-qq", stdout=sys.stderr, env=env)
+    run("apt-get", "install", "-y", "-qq", "--no-install-recommends", "postgresql", stdout=sys.stderr, env=env)
+
+
 def env_with_venv() -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = os.pathsep.join([str(BIN), str(NPM_PREFIX / "node_modules" / ".bin"), env.get("PATH", "")])
@@ -115,6 +129,7 @@ def cmd_hub(args: list[str]) -> int:
 def cmd_test(args: list[str]) -> int:
     ensure_venv("[test]")
     ensure_npm()
+    ensure_postgres()
     env = env_with_venv()
     steps = [
         ("ruff format --check", [BIN / "ruff", "format", "--check", "--quiet", "."]),
@@ -133,6 +148,7 @@ def cmd_test(args: list[str]) -> int:
 def cmd_bench(args: list[str]) -> int:
     ensure_venv("[test]")
     ensure_npm()
+    ensure_postgres()
     return subprocess.call([str(PY), str(ROOT / "bench" / "run.py"), *args], cwd=ROOT, env=env_with_venv())
 
 

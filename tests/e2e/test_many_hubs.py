@@ -1,8 +1,9 @@
-"""Several real `hub` processes on one state directory, as with one hub per Claude Code window.
+"""Several real `hub` processes on one store, as with one hub per Claude Code window.
 
 Each hub is started with different `--set` values, so none could ever be the same process. Every
 test asserts what a user sees: statuses and errors in tool results, files, the budget ledger, and
-which processes are alive (`psutil`)."""
+which processes are alive (`psutil`). Every test runs twice: on one SQLite state directory, and on
+one PostgreSQL database (`store_env`, the session's server from tests/support/pgserver.py)."""
 
 from __future__ import annotations
 
@@ -24,9 +25,9 @@ def runs(log: Path) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-def hubs(tmp_path):
-    """Start hubs on one shared state directory: ``hubs("a", "--set", "k=v")``; all are ended
-    after the test."""
+def hubs(tmp_path, store_env):
+    """Start hubs on one shared store (a state directory, or a PostgreSQL schema):
+    ``hubs("a", "--set", "k=v")``; all are ended after the test."""
     started: list[HubProcess] = []
     log = tmp_path / "runs"
     log.mkdir()
@@ -38,7 +39,7 @@ def hubs(tmp_path):
     )
 
     def start(name: str, *args: str, **env: str) -> HubProcess:
-        environment = hub_env(tmp_path, FAKE_CLAUDE_LOG=str(log), **env)
+        environment = hub_env(tmp_path, FAKE_CLAUDE_LOG=str(log), **store_env, **env)
         hub = HubProcess(tmp_path, name, environment, "--config", str(tmp_path / "hub.toml"), *args)
         started.append(hub)
         return hub
