@@ -73,12 +73,20 @@ async def test_the_same_calls_give_the_same_answers_on_both(opener):
 
     def write(conn):
         first = conn.insert("INSERT INTO t (name, n, x) VALUES (?, ?, ?)", ("50% off", 2**40, 0.25))
-        conn.executemany("INSERT INTO t (name, n, x) VALUES (:name, :n, :x)", [{"name": "b", "n": True, "x": 1.5}])
+        conn.executemany(
+            "INSERT INTO t (name, n, x) VALUES (:name, :n, :x)", [{"name": "b", "n": True, "x": 1.5}]
+        )
         return first
 
     assert await store.transaction(write) == 1
     rows = await store.fetchall("SELECT id, name, n, x, at FROM t ORDER BY id")
-    assert [dict(row) for row in rows][0] | {"at": None} == {"id": 1, "name": "50% off", "n": 2**40, "x": 0.25, "at": None}
+    assert [dict(row) for row in rows][0] | {"at": None} == {
+        "id": 1,
+        "name": "50% off",
+        "n": 2**40,
+        "x": 0.25,
+        "at": None,
+    }
     assert rows[1]["n"] == 1 and rows[1][0] == 2  # a bool is 1; by name and by position
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", rows[0]["at"])
     total = await store.fetchone("SELECT COALESCE(SUM(n), 0) AS s, GREATEST(0, MIN(n) - ?) AS g FROM t", (5,))
@@ -147,8 +155,12 @@ async def test_reservations_racing_from_many_stores_never_overspend(opener):
 async def test_claims_racing_take_each_row_exactly_once(opener):
     """Six takers claim queued rows at once, as pool slots of several workers do."""
     stores = [opener() for _ in range(6)]
-    await stores[0].migrate("q", ["CREATE TABLE q (id INTEGER PRIMARY KEY, owner TEXT, status TEXT NOT NULL)"])
-    await stores[0].run(lambda conn: conn.executemany("INSERT INTO q (status) VALUES (?)", [("queued",)] * 60))
+    await stores[0].migrate(
+        "q", ["CREATE TABLE q (id INTEGER PRIMARY KEY, owner TEXT, status TEXT NOT NULL)"]
+    )
+    await stores[0].run(
+        lambda conn: conn.executemany("INSERT INTO q (status) VALUES (?)", [("queued",)] * 60)
+    )
     taken: dict[int, list[str]] = {}
 
     async def take(store: Store, me: str) -> None:
@@ -189,7 +201,12 @@ def test_a_postgresql_that_cannot_be_used_is_one_line_with_the_fix(pg):
 def hub_cli(tmp_path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     environ = hub_env(tmp_path, **env)
     return subprocess.run(
-        [sys.executable, "-m", "hub", *args], env=environ, cwd=tmp_path, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "hub", *args],
+        env=environ,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -207,7 +224,9 @@ def test_commands_say_which_store_and_mask_its_password(tmp_path, pg):
     assert sqlite == {"backend": "sqlite", "path": str(tmp_path / "state" / "hub.sqlite")}
     bad = hub_cli(tmp_path, "budget", HUB_STATE_URL=url.replace(PASSWORD, "nope"))
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "nope" not in bad.stderr
-    assert bad.stderr.startswith(f"hub: the hub's store postgresql://{PASSWORD_USER}:***@127.0.0.1:{pg.port}/hub ")
+    assert bad.stderr.startswith(
+        f"hub: the hub's store postgresql://{PASSWORD_USER}:***@127.0.0.1:{pg.port}/hub "
+    )
     ok = hub_cli(tmp_path, "budget", "--json", HUB_STATE_URL=pg.new_url())
     assert ok.returncode == 0 and json.loads(ok.stdout)["spent_usd"] == 0
     assert not os.path.exists(tmp_path / "state" / "hub.sqlite")  # PostgreSQL only

@@ -106,10 +106,16 @@ class PostgresServer:
         url = f"postgresql://{user}@{host}:{self.port}/hub"
         return url + (f"?options=-csearch_path%3D{schema}" if schema else "")
 
-    def new_url(self, host: str = "127.0.0.1") -> str:
+    def new_schema(self) -> str:
         schema = "t_" + secrets.token_hex(6)
         self.psql(f"CREATE SCHEMA {schema}", db="hub")
-        return self.url(host=host, schema=schema)
+        return schema
+
+    def new_url(self, host: str = "127.0.0.1") -> str:
+        return self.url(host=host, schema=self.new_schema())
+
+    def query(self, schema: str, sql: str) -> str:
+        return self.psql(f"SET search_path TO {schema}; {sql}", db="hub").strip().splitlines()[-1]
 
     def close(self) -> None:
         self.stop("immediate")
