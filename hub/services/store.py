@@ -164,8 +164,9 @@ class Store(abc.ABC):
     """
 
     #: "sqlite" or "postgresql".
-    dialect: str
-    sql: Dialect
+    dialect: str = "sqlite"
+    #: SQL fragments that differ between the backends (see `Dialect`).
+    sql: Dialect = SQLITE
     #: Set once the SQLite file was deleted or replaced (`StoreLost`), for good.
     lost: StoreLost | None = None
     #: Why the store cannot be reached now (`StoreUnavailable`), None while it can.

@@ -161,3 +161,40 @@ async def test_hook_hub_recover(tmp_path, example_plugin):
     example_plugin.events.clear()
     async with running_hub(make_config(tmp_path), plugins={"example": example_plugin}):
         assert example_plugin.events == ["startup"]  # recovered once, by one hub
+
+
+@pytest.mark.anyio
+async def test_hook_hub_worker(tmp_path, example_plugin):
+    """`hub worker` runs each plugin's worker role: the pool's slots take a task another hub
+    queued (on one SQLite state directory here; tests/e2e/test_workers.py runs real workers on
+    PostgreSQL, one on another host). A hub with no plugin that has a role refuses to be one."""
+    import sys
+
+    import anyio
+    import hub_pool
+    from hubtests import TESTS
+
+    from hub.errors import PluginLoadError
+    from hub.host import Hub
+
+    pool = {
+        "claude_command": f"{sys.executable} {TESTS / 'peers' / 'fake_claude.py'}",
+        "slots": 0,
+        "queue": "shared",
+    }
+    config = make_config(tmp_path, plugins={"pool": pool})
+    plugins = {"pool": hub_pool.PoolPlugin}
+    async with (
+        running_hub(config, plugins=plugins) as (queuer, client),
+        Hub(config, extra_plugins={"pool": hub_pool.PoolPlugin()}, role="worker") as worker,
+        anyio.create_task_group() as tg,
+    ):
+        tg.start_soon(worker.run_workers, 2)
+        result = result_json(await client.call_tool("pool_run", {"prompt": "from the queue"}))
+        assert result["status"] == "completed" and result["output"] == "done: from the queue"
+        assert result["worker"]["instance"] == worker.instances.id and result["worker"]["role"] == "worker"
+        assert len(queuer.contexts["pool"].config.model_dump()) and worker.instances.work["pool"]["capacity"] == 2
+        tg.cancel_scope.cancel()
+    async with Hub(make_config(tmp_path), extra_plugins={"example": example_plugin}, role="worker") as lone:
+        with pytest.raises(PluginLoadError, match="no loaded plugin has a worker role"):
+            await lone.run_workers(None)
