@@ -108,7 +108,9 @@ def ensure_postgres() -> None:
     say("installing PostgreSQL for the tests (apt-get install postgresql)")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     run("apt-get", "update", "-qq", stdout=sys.stderr, env=env)
-    run("apt-get", "install", "-y", "-qq", "--no-install-recommends", "postgresql", stdout=sys.stderr, env=env)
+    run(
+        "apt-get", "install", "-y", "-qq", "--no-install-recommends", "postgresql", stdout=sys.stderr, env=env
+    )
 
 
 def env_with_venv() -> dict[str, str]:

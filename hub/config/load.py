@@ -23,6 +23,7 @@ from hub.config.settings import (
     _Load,
     _normalise,
     _sources,
+    mask_secrets,
     origin_of,
 )
 from hub.errors import ConfigError
@@ -249,7 +250,8 @@ def format_validation_error(
                 and "input" in error
                 and not isinstance(error["input"], dict)
             ):
-                shown = repr(error["input"])
+                # Masked: a wrong value may still hold a secret (a URL's password, a token).
+                shown = repr(mask_secrets(error["input"], str(error["loc"][-1]) if error["loc"] else ""))
                 message += f" (got {shown[:60]}{'...' if len(shown) > 60 else ''})"
         lines.append(f"{origin_of(key, source, origins or {})}: {key}: {message}")
     return "\n".join(lines)

@@ -514,12 +514,10 @@ _SECRET_KEY = re.compile(
 _SECRET_VALUES = {"env", "headers"}
 # Token-like text anywhere (an API key in a server's args, a bearer token in a URL).
 _SECRET_TEXT = re.compile(r"(sk-ant-[A-Za-z0-9_-]{8,}|sk-[A-Za-z0-9]{20,}|Bearer\s+[A-Za-z0-9._~+/=-]{8,})")
-_PYDANTIC_MASK = "**********"
+_PYDANTIC_MASK = "**********"  # how model_dump(mode="json") writes a SecretStr
 # The password of a URL (postgresql://user:PASSWORD@host/db), and a `password=` parameter.
 _URL_PASSWORD = re.compile(r"(://[^:/@?#\s]*:)[^@/?#\s]+@")
-_PASSWORD_PARAM = re.compile(
-    r"((?:^|[?&\s])password=)[^&\s]+"
-)  # how model_dump(mode="json") writes a SecretStr
+_PASSWORD_PARAM = re.compile(r"((?:^|[?&\s])password=)[^&\s]+")
 
 
 def mask_secrets(value: Any, key: str = "") -> Any:

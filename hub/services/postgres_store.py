@@ -222,7 +222,8 @@ def describe_fault(url: str, exc: BaseException, *, opening: bool) -> StoreError
     detail = _first_line(exc)
     low = detail.lower()
     sqlstate = getattr(exc, "sqlstate", None) or ""
-    again = "the hub tries again by itself"
+    # A running hub waits for the store to come back; a hub or command starting stops there.
+    again = "then try again" if opening else "the hub tries again by itself"
     unavailable = True
     if "password authentication failed" in low or "no password supplied" in low:
         what, fix = f"refused the password of user {user!r}", f"fix the user or password in {WHERE_SET}"
@@ -239,6 +240,9 @@ def describe_fault(url: str, exc: BaseException, *, opening: bool) -> StoreError
     elif "connection refused" in low:
         what = f"cannot be reached: nothing accepts connections on {host}:{port} (connection refused)"
         fix = f"start PostgreSQL there, or fix the host and port in {WHERE_SET}; {again}"
+    elif "invalid" in low and ("value" in low or "option" in low or "connection string" in low):
+        what, fix = f"has a setting libpq refuses ({detail})", f"fix {WHERE_SET}"
+        unavailable = False
     elif "could not translate host name" in low or "name or service not known" in low:
         what, fix = f"cannot be reached: the host name {host!r} is not known", f"fix the host in {WHERE_SET}"
     elif "timeout" in low or "timed out" in low:

@@ -59,6 +59,15 @@ def test_the_documented_example_is_valid():
             "[servers.r]\nurl = 'https://h'\n[servers.r.oauth]\ncallbackPort = 0\n",
             "oauth.callbackPort: Input should",
         ),
+        (  # a wrong value is shown with its secret masked
+            "state_url = 'postgressql://hub:s3cret@db:5432/hub'\n",
+            "state_url: must be a PostgreSQL URL, postgresql://user:password@host:5432/database "
+            "(leave it unset for SQLite under state_dir) (got 'postgressql://hub:***@db:5432/hub')",
+        ),
+        (
+            "[liveness]\ndead_after_s = 0\n",
+            "liveness.dead_after_s: Input should be greater than or equal to 1",
+        ),
     ],
 )
 def test_invalid_file_names_file_key_and_problem(tmp_path, text, expected):

@@ -193,7 +193,10 @@ async def test_hook_hub_worker(tmp_path, example_plugin):
         result = result_json(await client.call_tool("pool_run", {"prompt": "from the queue"}))
         assert result["status"] == "completed" and result["output"] == "done: from the queue"
         assert result["worker"]["instance"] == worker.instances.id and result["worker"]["role"] == "worker"
-        assert len(queuer.contexts["pool"].config.model_dump()) and worker.instances.work["pool"]["capacity"] == 2
+        assert (
+            len(queuer.contexts["pool"].config.model_dump())
+            and worker.instances.work["pool"]["capacity"] == 2
+        )
         tg.cancel_scope.cancel()
     async with Hub(make_config(tmp_path), extra_plugins={"example": example_plugin}, role="worker") as lone:
         with pytest.raises(PluginLoadError, match="no loaded plugin has a worker role"):

@@ -80,7 +80,7 @@ async def test_the_same_calls_give_the_same_answers_on_both(opener):
 
     assert await store.transaction(write) == 1
     rows = await store.fetchall("SELECT id, name, n, x, at FROM t ORDER BY id")
-    assert [dict(row) for row in rows][0] | {"at": None} == {
+    assert dict(rows[0]) | {"at": None} == {
         "id": 1,
         "name": "50% off",
         "n": 2**40,
@@ -194,6 +194,9 @@ def test_a_postgresql_that_cannot_be_used_is_one_line_with_the_fix(pg):
         PostgresStore(f"postgresql://u:{PASSWORD}@127.0.0.1:{port}/hub")
     assert f"nothing accepts connections on 127.0.0.1:{port} (connection refused)" in str(down.value)
     assert "start PostgreSQL there" in str(down.value) and PASSWORD not in str(down.value)
+    assert str(down.value).endswith("; then try again.")  # not starting: nothing tries again by itself
+    with pytest.raises(StoreError, match=r"has a setting libpq refuses \(.*sslmode.*\): fix state_url"):
+        PostgresStore(pg.url() + "?sslmode=bogus")
     with pytest.raises(StoreError, match=r"has no database 'nope': create it \(createdb"):
         PostgresStore(pg.url().replace("/hub", "/nope"))
 

@@ -4,6 +4,7 @@ across a veth pair as another machine would (`pgserver.netns_host`)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -81,7 +82,5 @@ class WorkerProcess:
 def kill_leftovers(pids: list[int]) -> None:
     """Kill what a test's fake CLIs left (a worker killed with -9 leaves its task's group)."""
     for pid in pids:
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
