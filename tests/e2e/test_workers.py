@@ -21,6 +21,9 @@ from hubtests import TESTS, HubProcess, gone, hub_env, wait_for
 from pgserver import VETH_HOST, netns_host
 from workers import WorkerProcess, kill_leftovers
 
+# A bound for a hung test (each takes a few seconds; the slowest waits for a heartbeat to go stale).
+pytestmark = pytest.mark.timeout(120)
+
 FAKE_CLAUDE = TESTS / "peers" / "fake_claude.py"
 
 
@@ -160,7 +163,8 @@ def test_three_hubs_and_two_workers_never_overspend_a_tight_budget(tmp_path, pg,
             hubs = [cluster.hub(name, **keys) for name in ("a", "b", "c")]
             workers = [cluster.worker("box5", netns=other_host), cluster.worker("near")]
             cluster.ready(hubs[0], workers[0], "box5")
-            prompts = [f"task {i} [cost=0.2] [delay=0.2]" for i in range(6)]
+            gate = tmp_path / "gate"  # opened once both workers run tasks, whichever wakes first
+            prompts = [f"task {i} [cost=0.2] [gate={gate}]" for i in range(6)]
 
             def spend(hub: HubProcess) -> dict[str, Any]:
                 out = hub._call("pool_fan_out", {"prompts": prompts})["structuredContent"]
@@ -169,7 +173,10 @@ def test_three_hubs_and_two_workers_never_overspend_a_tight_budget(tmp_path, pg,
                 return out
 
             with ThreadPoolExecutor(3) as pool:
-                fanned = list(pool.map(spend, hubs))
+                running = [pool.submit(spend, hub) for hub in hubs]
+                wait_for(lambda: len(runs(cluster.log)) == 4, what="both workers' slots to be busy")
+                gate.touch()
+                fanned = [future.result() for future in running]
             results = [r for out in fanned for r in out["results"]]
             jobs = [
                 out["job"]["structuredContent"]["job_id"]
@@ -199,9 +206,11 @@ def test_postgresql_stopped_and_started_under_load_loses_nothing_and_charges_onc
     a = cluster.hub("a")
     worker = cluster.worker("near", slots=2)
     cluster.ready(a, worker, socket.gethostname())
-    tasks = [a.call("pool_submit", prompt=f"job {i} [delay=2]")["task_id"] for i in range(4)]
+    gate = cluster.tmp_path / "gate"  # the tasks end once the server is down, whatever the load
+    tasks = [a.call("pool_submit", prompt=f"job {i} [gate={gate}]")["task_id"] for i in range(4)]
     wait_for(lambda: len(runs(cluster.log)) == 2, what="two tasks to run")
     pg.stop("fast")
+    gate.touch()
     try:
         down = subprocess.run(
             [sys.executable, "-m", "hub", "status"],

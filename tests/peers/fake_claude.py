@@ -4,6 +4,7 @@ stream-json lines as `claude -p --output-format stream-json --verbose`.
 
 Markers in the prompt script it:
   [delay=S]   take S seconds (an assistant message is printed first)
+  [gate=PATH] finish only once the file PATH exists (a test opens the gate when it is ready)
   [fail]      end with an error result (subtype error_during_execution), exit 1
   [cost=X]    report total_cost_usd X (default 0.001); over --max-budget-usd it stops with
               subtype error_max_budget_usd, as the real CLI does
@@ -113,6 +114,9 @@ def main() -> int:
             time.sleep(3600)
     if delay:
         time.sleep(float(delay.group(1)))
+    gate = re.search(r"\[gate=([^\]]+)\]", prompt)
+    while gate and not os.path.exists(gate.group(1)):
+        time.sleep(0.02)
     cost_match = re.search(r"\[cost=([\d.]+)\]", prompt)
     cost = float(cost_match.group(1)) if cost_match else 0.001
     cap = arg("--max-budget-usd")

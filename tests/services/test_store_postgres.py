@@ -23,7 +23,7 @@ from hub.services.postgres_store import PostgresStore, translate, translate_ddl
 from hub.services.sqlite_store import SQLiteStore
 from hub.services.store import NOW_SQL, Store
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 
 
 def test_the_stores_sql_reads_as_postgresql():
