@@ -129,6 +129,8 @@ def test_a_worker_killed_mid_task_is_found_dead_by_its_heartbeat_and_charged(clu
     task = a.call("pool_submit", prompt="forever [hang]")["task_id"]
     running = wait_for(lambda: (r := a.call("pool_result", task_id=task))["status"] == "running" and r)
     assert running["worker"]["host"] == "box3" and running["hub"]["host"] == "box3"
+    (box3,) = [w for w in a.call("pool_status")["workers"] if w["host"] == "box3"]
+    assert box3["running"] == [task] and box3["instance"] == running["worker"]["instance"]
     worker.kill9()  # on another host: no pid to check, only a heartbeat that stops
     lost = wait_for(
         lambda: (r := a.call("pool_result", task_id=task))["status"] == "interrupted" and r,

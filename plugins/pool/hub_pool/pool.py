@@ -502,21 +502,25 @@ class Pool:
                 await self._wake.wait()
 
     async def _fill_slots(self) -> None:
+        """Give every idle slot a queued task, taken for all of them in one transaction."""
         while self.claiming:
-            slot = next((s for s in self.slots if s.state == "idle"), None)
-            if slot is None:
+            idle = [s for s in self.slots if s.state == "idle"]
+            if not idle:
                 return
             try:
-                row = await claim(self.hub, self.queue_name, slot.id, self.host)
+                rows = await claim(self.hub, self.queue_name, [s.id for s in idle], self.host)
             except StoreError as exc:  # takes no new work until the store is back
                 self.hub.log.warning("cannot take queued tasks: the store is away", problem=str(exc))
                 await self.hub.store.wait_available()
                 continue
-            if row is None:
-                return
-            slot.state, slot.task_id, slot.freed = "busy", row["id"], anyio.Event()
+            by_id = {s.id: s for s in idle}
+            for row in rows:
+                slot = by_id[row["slot"]]  # only this loop gives slots work: still idle
+                slot.state, slot.task_id, slot.freed = "busy", row["id"], anyio.Event()
+                self.hub.start_soon(self._run, slot, row, name=f"task {row['id']}")
             self._report()
-            self.hub.start_soon(self._run, slot, row, name=f"task {row['id']}")
+            if len(rows) < len(idle):
+                return
 
     async def _run(self, slot: Slot, row: dict[str, Any]) -> None:
         task_id = row["id"]
@@ -977,7 +981,13 @@ class Pool:
         }
 
     async def _workers(self) -> list[dict[str, Any]]:
-        """Every live hub or `hub worker` of the store with pool slots: where, how many, how busy."""
+        """Every live hub or `hub worker` of the store with pool slots: where, how many, how busy,
+        and which tasks it runs now (`running`)."""
+        running: dict[str, list[str]] = {}
+        for row in await self.hub.store.fetchall(
+            "SELECT id, owner FROM pool_tasks WHERE status = 'running' ORDER BY started_at, id LIMIT 1000"
+        ):
+            running.setdefault(row["owner"], []).append(row["id"])
         found = []
         for instance in await self.hub.instances.live():
             work = (instance.work or {}).get(self.hub.name)
@@ -992,6 +1002,7 @@ class Pool:
                     "busy": work.get("busy", 0),
                     "heartbeat_age_s": round(max(0.0, time.time() - instance.heartbeat_at), 1),
                     "this_hub": instance.id == self.hub.instance_id,
+                    "running": running.get(instance.id, []),
                 }
             )
         return found

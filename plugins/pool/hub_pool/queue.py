@@ -52,26 +52,28 @@ def parse(payload: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-async def claim(hub: PluginContext, queue: str, slot: str, host: str) -> dict[str, Any] | None:
-    """Take the oldest queued task of `queue` for `slot` of this hub; None when there is none."""
+async def claim(hub: PluginContext, queue: str, slots: list[str], host: str) -> list[dict[str, Any]]:
+    """Take the oldest queued tasks of `queue`, one for each of `slots` (free slots of this hub),
+    in one transaction; the rows taken, each with the `slot` it went to (fewer when fewer wait)."""
     store = hub.store
     skip_locked = store.sql.skip_locked
     me, started = hub.instance_id, now_iso()
 
-    def take(conn: Any) -> dict[str, Any] | None:
-        row = conn.execute(
+    def take(conn: Any) -> list[dict[str, Any]]:
+        rows = conn.execute(
             "SELECT * FROM pool_tasks WHERE status = 'queued' AND queue = ? "
-            f"ORDER BY created_at, id LIMIT 1{skip_locked}",
-            (queue,),
-        ).fetchone()
-        if row is None:
-            return None
-        conn.execute(
-            "UPDATE pool_tasks SET status = 'running', owner = ?, slot = ?, worker_host = ?, started_at = ? "
-            "WHERE id = ? AND status = 'queued'",
-            (me, slot, host, started, row["id"]),
-        )
-        return {**dict(row), "status": "running", "owner": me, "slot": slot, "worker_host": host}
+            f"ORDER BY created_at, id LIMIT ?{skip_locked}",
+            (queue, len(slots)),
+        ).fetchall()
+        taken = []
+        for row, slot in zip(rows, slots, strict=False):
+            conn.execute(
+                "UPDATE pool_tasks SET status = 'running', owner = ?, slot = ?, worker_host = ?, "
+                "started_at = ? WHERE id = ? AND status = 'queued'",
+                (me, slot, host, started, row["id"]),
+            )
+            taken.append({**dict(row), "status": "running", "owner": me, "slot": slot, "worker_host": host})
+        return taken
 
     return await store.transaction(take)
 
