@@ -24,6 +24,7 @@ BENCHMARKS = [
     "claude_startup",
     "tokens",
     "many_hubs",
+    "workers",
     "shared_hub",
     "sampling",
     "soak",
