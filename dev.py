@@ -98,19 +98,23 @@ def ensure_npm() -> None:
 
 
 def ensure_postgres() -> None:
-    """The tests run a real PostgreSQL server (tests/support/pgserver.py): Debian's package,
-    installed here when missing (as root, with apt-get), so a clean machine's CI has it."""
-    if list(Path("/usr/lib/postgresql").glob("*/bin/initdb")) or shutil.which("initdb"):
+    """What the PostgreSQL tests need from the system (tests/support/pgserver.py): Debian's
+    `postgresql` (a real server), and `iproute2` (`ip netns`: a worker on another host), installed
+    here when missing (as root, with apt-get), so a clean machine's CI has them."""
+    missing = []
+    if not (list(Path("/usr/lib/postgresql").glob("*/bin/initdb")) or shutil.which("initdb")):
+        missing.append("postgresql")
+    if not shutil.which("ip"):
+        missing.append("iproute2")
+    if not missing:
         return
     if os.name != "posix" or os.geteuid() != 0 or not shutil.which("apt-get"):
-        say("PostgreSQL is missing (the PostgreSQL tests need it): install Debian's postgresql package")
+        say(f"missing for the PostgreSQL tests: install Debian's {' and '.join(missing)} package(s)")
         return
-    say("installing PostgreSQL for the tests (apt-get install postgresql)")
+    say(f"installing what the PostgreSQL tests need (apt-get install {' '.join(missing)})")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     run("apt-get", "update", "-qq", stdout=sys.stderr, env=env)
-    run(
-        "apt-get", "install", "-y", "-qq", "--no-install-recommends", "postgresql", stdout=sys.stderr, env=env
-    )
+    run("apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing, stdout=sys.stderr, env=env)
 
 
 def env_with_venv() -> dict[str, str]:

@@ -55,10 +55,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+ROOT = os.geteuid() == 0
+
+
 def as_postgres(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["runuser", "-u", "postgres", "--", *argv], capture_output=True, text=True, check=check
-    )
+    """Run a PostgreSQL program as the postgres user (the server refuses root); as is when this
+    is not root."""
+    command = ["runuser", "-u", "postgres", "--", *argv] if ROOT else list(argv)
+    done = subprocess.run(command, capture_output=True, text=True)
+    if check and done.returncode:
+        raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}): {done.stderr.strip()}")
+    return done
 
 
 class PostgresServer:
@@ -69,7 +76,8 @@ class PostgresServer:
         self.data = self.base / "data"
         self.log = self.base / "server.log"
         self.port = free_port()
-        shutil.chown(self.base, "postgres", "postgres")
+        if ROOT:
+            shutil.chown(self.base, "postgres", "postgres")
         os.chmod(self.base, 0o755)
         as_postgres(
             pg_bin("initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8"
@@ -154,7 +162,12 @@ def netns_host(name: str | None = None) -> Iterator[str]:
     outer, inner = f"{name}a", f"{name}b"
 
     def ip(*args: str, check: bool = True) -> None:
-        subprocess.run(["ip", *args], check=check, capture_output=True)
+        done = subprocess.run(["ip", *args], capture_output=True, text=True)
+        if check and done.returncode:
+            raise RuntimeError(
+                f"ip {' '.join(args)} failed: {done.stderr.strip()} (a network namespace needs root "
+                "with CAP_NET_ADMIN, and iproute2: `python3 dev.py test` installs it)"
+            )
 
     ip("netns", "add", name)
     try:
