@@ -103,11 +103,14 @@ def test_a_worker_on_another_host_runs_what_a_hub_that_only_queues_asks(cluster,
     worker = cluster.worker("box2", netns=other_host)
     seen = cluster.ready(a, worker, "box2")
     assert (seen["slots"], seen["busy"]) == (2, 0)
+    a.call("context_set", key="house_style", value="short sentences", scope="global")
     done = a.call("pool_run", prompt="hello from a")
     assert done["status"] == "completed" and done["output"] == "done: hello from a", done
     assert done["worker"]["host"] == "box2" and done["worker"]["role"] == "worker"
     assert done["worker"]["pid"] == worker.pid and done["worker"]["slot"].startswith("slot-")
-    assert runs(cluster.log)[0]["cwd"] == str(cluster.tmp_path / "box2")  # the worker's own checkout
+    (run,) = runs(cluster.log)
+    assert run["cwd"] == str(cluster.tmp_path / "box2")  # the worker's own checkout
+    assert "- house_style: short sentences" in run["system_prompt_file"]["text"]  # one context
     status = subprocess.run(
         [sys.executable, "-m", "hub", "status"],
         env=cluster.env(),

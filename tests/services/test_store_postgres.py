@@ -19,6 +19,7 @@ from pgserver import PASSWORD, PASSWORD_USER, free_port
 
 from hub.errors import BudgetExceeded, StoreError, StoreUnavailable
 from hub.services.budget import Budget
+from hub.services.context_store import ContextStore
 from hub.services.postgres_store import PostgresStore, translate, translate_ddl
 from hub.services.sqlite_store import SQLiteStore
 from hub.services.store import NOW_SQL, Store
@@ -180,6 +181,26 @@ async def test_claims_racing_take_each_row_exactly_once(opener):
         for i, store in enumerate(stores):
             tg.start_soon(take, store, f"w{i}")
     assert sorted(taken) == list(range(1, 61)) and all(len(owners) == 1 for owners in taken.values())
+
+
+async def test_context_writes_racing_from_many_stores_are_never_lost(opener, tmp_path):
+    """Six hubs (each its own store) write the shared context at once: every key lands, and a key
+    they all write holds one of the values written."""
+    contexts = [ContextStore(opener(), project=tmp_path) for _ in range(6)]
+    for context in contexts:
+        await context.setup({})
+
+    async def write(context: ContextStore, i: int) -> None:
+        for n in range(15):
+            await context.set(f"hub{i}-{n}", f"v{n}")
+            await context.set("shared", f"hub{i}-{n}")
+
+    async with anyio.create_task_group() as tg:
+        for i, context in enumerate(contexts):
+            tg.start_soon(write, context, i)
+    seen = await contexts[0].all()
+    assert {k for k in seen if k != "shared"} == {f"hub{i}-{n}" for i in range(6) for n in range(15)}
+    assert seen["shared"] in {f"hub{i}-14" for i in range(6)}  # some hub's last write
 
 
 def test_a_postgresql_that_cannot_be_used_is_one_line_with_the_fix(pg):
