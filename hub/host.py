@@ -26,7 +26,7 @@ from hub.builtin import core
 from hub.client.cache import ConnectionCache
 from hub.client.listing import Listings
 from hub.config.settings import HubConfig
-from hub.errors import PluginLoadError, StoreError, StoreLost, StoreUnavailable
+from hub.errors import PluginLoadError, StoreError, StoreLost, StoreUnavailable, ToolError
 from hub.plugin.base import Plugin
 from hub.plugin.context import DownstreamListener, PluginContext, Services
 from hub.plugin.items import Prompt, RegistrationError, Resource, ResourceTemplate, Tool
@@ -301,10 +301,17 @@ class Hub:
                 "no loaded plugin has a worker role (hub_worker): enable one, e.g. "
                 '--plugins pool or [plugins] enabled = ["pool"]'
             )
+
+        async def run_one(plugin: str, work: Any) -> None:
+            try:
+                await _await_lifecycle(work)
+            except ToolError as exc:  # what the plugin says the user must fix: one line
+                raise PluginLoadError(f"{plugin}: {exc}") from None
+
         async with anyio.create_task_group() as tg:
             for plugin, impl in impls:
                 work = impl.function(**self._hook_args(impl, plugin, slots=slots))
-                tg.start_soon(_await_lifecycle, work, name=f"{plugin}:worker")
+                tg.start_soon(run_one, plugin, work, name=f"{plugin}:worker")
             await anyio.sleep_forever()
 
     async def recover_dead(self) -> None:

@@ -8,6 +8,7 @@ loses nothing and charges nothing twice."""
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -60,10 +61,10 @@ class Cluster:
         self.started.append(hub)
         return hub
 
-    def worker(self, name: str, slots: int = 2, netns: str | None = None) -> WorkerProcess:
+    def worker(self, name: str, slots: int = 2, netns: str | None = None, *args: str) -> WorkerProcess:
         env = self.env(host=VETH_HOST) if netns else self.env()
         worker = WorkerProcess(
-            self.tmp_path / name, env, "--slots", str(slots), "--config", str(self.config),
+            self.tmp_path / name, env, "--slots", str(slots), "--config", str(self.config), *args,
             netns=netns, hostname=name if netns else None,
         )  # fmt: skip
         self.started.append(worker)
@@ -250,4 +251,32 @@ def test_postgresql_stopped_and_started_under_load_loses_nothing_and_charges_onc
     assert ledger == "4|4000"  # each charged once, what it reported
     assert wait_for(
         lambda: a.resource("hub://status")["store"]["problem"] is None, what="the store to be back"
+    )
+
+
+def test_a_worker_stopped_lets_its_running_task_finish_and_says_a_bad_slot_count(cluster):
+    a = cluster.hub("a")
+    worker = cluster.worker("near", 1, None, "--set", "plugins.pool.busy_grace_s=60")
+    cluster.ready(a, worker, socket.gethostname())
+    gate = cluster.tmp_path / "gate"
+    task = a.call("pool_submit", prompt=f"finish me [gate={gate}]")["task_id"]
+    wait_for(lambda: runs(cluster.log), what="the task to start")
+    worker.proc.send_signal(signal.SIGTERM)
+    wait_for(lambda: "waiting for the running tasks to finish" in worker.stderr(), what="the worker to wait")
+    gate.touch()
+    assert worker.proc.wait(timeout=60) == 0, worker.stderr()  # a second signal would stop it at once
+    done = a.call("pool_result", task_id=task)
+    assert done["status"] == "completed" and done["spend_known"] is True, done
+    bad = subprocess.run(
+        [sys.executable, "-m", "hub", "worker", "--slots", "99", "--config", str(cluster.config)],
+        env=cluster.env(),
+        cwd=cluster.tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    assert bad.stderr.splitlines()[-1] == (
+        "hub: pool: --slots 99 is outside [plugins.pool] min_slots..max_slots (1..16): "
+        "ask for fewer, or raise max_slots"
     )

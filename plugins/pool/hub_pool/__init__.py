@@ -355,8 +355,16 @@ class PoolPlugin(Plugin):
         async def work() -> None:
             if self.pool is None:
                 raise ToolError(self.disabled or "the pool did not start")
+            low, high = self.pool.settings.min_slots, self.pool.settings.max_slots
+            if slots is not None and not low <= slots <= high:
+                raise ToolError(
+                    f"--slots {slots} is outside [plugins.pool] min_slots..max_slots ({low}..{high}): "
+                    "ask for fewer, or raise max_slots"
+                )
             if slots is not None and slots != len(self.pool.slots):
                 await self.pool.set_target(slots)
+            # Stopped (SIGTERM), a worker lets its running tasks finish for busy_grace_s first.
+            self.pool.stop_grace_s = self.pool.settings.busy_grace_s
             missing = _missing_command(self.pool.command, self.pool.cwd)
             if missing is not None:
                 hub.warn(missing)

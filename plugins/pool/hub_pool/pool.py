@@ -259,6 +259,8 @@ class Pool:
         self.accepting = True  # takes new tasks from callers
         self.claiming = True  # its slots take queued tasks
         self._stopping = False
+        # How long `stop` lets running tasks finish (set for `hub worker`, see the plugin's hub_worker).
+        self.stop_grace_s = 0.0
         self._scaling = anyio.Lock()
         self.worktrees: Worktrees | None = None
         self._slot_counter = 0
@@ -281,8 +283,20 @@ class Pool:
         self.hub.start_soon(self._sweep, name="sweep")
 
     async def stop(self) -> None:
+        """Stop: queued tasks this hub queued end `interrupted` (they never ran); running tasks
+        are given `stop_grace_s` to finish (a `hub worker`: busy_grace_s; a hub serving a
+        client: none, its caller is gone), then stopped and charged by the rule of `charge`."""
         self.accepting = self.claiming = False
         self._stopping = True
+        if self.running and self.stop_grace_s > 0:
+            self.hub.log.info(
+                "stopping: waiting for the running tasks to finish",
+                tasks=sorted(self.running),
+                grace_s=self.stop_grace_s,
+            )
+            with anyio.move_on_after(self.stop_grace_s):
+                for live in list(self.running.values()):
+                    await live.done.wait()
         with contextlib.suppress(StoreError):
             for task_id in await queued_of(self.hub, self.hub.instance_id):
                 await end_queued(
