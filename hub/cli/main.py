@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from hub import __version__
-from hub.cli import budget, config, plugins, serve, servers, shared, status, statusline, stop
+from hub.cli import budget, config, dashboard, plugins, serve, servers, shared, status, statusline, stop
 from hub.cli.options import add_common, indent
 
 __all__ = ["build_parser", "main"]
@@ -30,6 +30,7 @@ COMMANDS: dict[str, ModuleType] = {
     "servers": servers,
     "budget": budget,
     "statusline": statusline,
+    "dashboard": dashboard,
 }
 
 EPILOG = """\
@@ -43,6 +44,7 @@ commands:
   servers    import (from .mcp.json), list and check the downstream servers
   budget     show the budget of this period (limit, spent, reserved, by plugin); `budget reset`
   statusline print one line for Claude Code's status line (e.g. "batch: 1 pending, 4 done, 0 failed")
+  dashboard  serve a live page: pool slots and queue, batch jobs, budget and spend chart, servers
 
 configuration, lowest precedence first: defaults, the user's hub.toml ($XDG_CONFIG_HOME/hub/hub.toml,
 default ~/.config/hub/hub.toml), the project's (--config, HUB_CONFIG, else ./hub.toml; tables

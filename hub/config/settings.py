@@ -62,6 +62,7 @@ __all__ = [
     "OAuthConfig",
     "PluginsConfig",
     "ServerConfig",
+    "TelemetryConfig",
     "ToolsConfig",
     "mask_secrets",
     "origin_of",
@@ -153,6 +154,25 @@ class ToolsConfig(_Strict):
         ge=0,
         le=100_000_000,
         description="auto: the size of the whole tools/list (compact JSON) above which it is search.",
+    )
+
+
+class TelemetryConfig(_Strict):
+    """`[telemetry]`: OpenTelemetry traces and metrics, exported by OTLP (`hub.telemetry`)."""
+
+    enabled: bool | None = Field(
+        default=None,
+        description="true: export; false: never, whatever OTEL_* says; unset: export when the standard "
+        "OTEL_EXPORTER_OTLP_*ENDPOINT or OTEL_TRACES_EXPORTER / OTEL_METRICS_EXPORTER=otlp variables ask.",
+    )
+    endpoint: str | None = Field(
+        default=None,
+        description="OTLP/HTTP base URL (e.g. http://127.0.0.1:4318); default: OTEL_EXPORTER_OTLP_ENDPOINT, "
+        "else the OTLP default.",
+    )
+    service_name: str = Field(default="hub", min_length=1, description="The service.name resource attribute.")
+    metrics_interval_s: float = Field(
+        default=60.0, ge=1, le=86_400, description="How often metrics are exported."
     )
 
 
@@ -414,6 +434,7 @@ class HubConfig(BaseSettings):
     daemon: DaemonConfig = Field(default_factory=DaemonConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     tools: ToolsConfig = Field(default_factory=ToolsConfig)
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     source: str = Field(default="(defaults)", exclude=True, description="The highest-precedence file read.")
     origins: dict[str, str] = Field(
         default_factory=dict,
