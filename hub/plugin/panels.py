@@ -15,7 +15,7 @@ read what the plugin holds in memory or a few rows of the store; each gets `REND
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,8 +75,8 @@ class PanelTable:
     """A table: `columns` (their names) and `rows` (one cell per column); `empty` is shown when
     there is no row."""
 
-    columns: list[str]
-    rows: list[list[Cell]]
+    columns: Sequence[str]
+    rows: Sequence[Sequence[Cell | Any]]  # cells: see `Cell`
     title: str | None = None
     empty: str = "none"
 

@@ -25,6 +25,7 @@ import contextlib
 import json
 import os
 import secrets
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -33,6 +34,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
+from opentelemetry.metrics import Observation
+from opentelemetry.trace import StatusCode
 
 from hub import BudgetExceeded, Instance, Reservation, ToolError, kill_group_left_behind, process_start_token
 
@@ -160,6 +163,7 @@ class Slot:
     cwd: Path | None = None
     completed_tasks: int = 0
     freed: anyio.Event = field(default_factory=anyio.Event)
+    since: float = 0.0  # when its task started (time.time()), for the dashboard
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -185,6 +189,8 @@ class Live:
     listeners: list[Callable[[dict[str, Any]], Awaitable[None]]] = field(default_factory=list)
     seen: Seen = field(default_factory=Seen)  # outlives a run that is cancelled
     seen_saved_at: float = float("-inf")
+    submitted_at: float = field(default_factory=time.time)
+    trace: Any = None  # the trace context it was submitted in (telemetry on), parenting its span
 
 
 class Pool:
@@ -223,6 +229,23 @@ class Pool:
         await self._add_slots(self.settings.slots)
         self.hub.start_soon(self._dispatch, name="dispatch")
         self.hub.start_soon(self._watch_cancel_requests, name="cancel requests")
+        self._gauges()
+
+    def _gauges(self) -> None:
+        """The pool's metrics (read only when telemetry exports them): queue length, busy slots."""
+        meter = self.hub.telemetry.meter
+        meter.create_observable_gauge(
+            "hub.pool.queue_length",
+            [lambda options: [Observation(len(self.queue))]],
+            "{task}",
+            "Tasks waiting for a slot.",
+        )
+        meter.create_observable_gauge(
+            "hub.pool.slots_busy",
+            [lambda options: [Observation(sum(1 for s in self.slots if s.task_id))]],
+            "{slot}",
+            "Slots running a task.",
+        )
 
     async def stop(self) -> None:
         self.accepting = False
@@ -380,7 +403,7 @@ class Pool:
             with anyio.CancelScope(shield=True):
                 await reservation.release()
             raise
-        self.live[task_id] = Live(spec, reservation)
+        self.live[task_id] = Live(spec, reservation, trace=self.hub.telemetry.current())
         self.hub.set_busy(len(self.live))
         self.queue.append(task_id)
         self._wake.set()
@@ -416,7 +439,9 @@ class Pool:
                 if task_id not in self.live:
                     continue
                 slot.state, slot.task_id, slot.freed = "busy", task_id, anyio.Event()
-                self.hub.start_soon(self._run, slot, task_id, name=f"task {task_id}")
+                slot.since = time.time()
+                run = self._run_traced if self.hub.telemetry.on else self._run
+                self.hub.start_soon(run, slot, task_id, name=f"task {task_id}")
             await self._wake.wait()
 
     async def _run(self, slot: Slot, task_id: str) -> None:
@@ -469,6 +494,19 @@ class Pool:
         finally:
             with anyio.CancelScope(shield=True):
                 await self._finish(slot, task_id, live, outcome)
+
+    async def _run_traced(self, slot: Slot, task_id: str) -> None:
+        """`_run` in a span ``pool task`` (telemetry on), a child of the call that submitted it."""
+        live = self.live[task_id]
+        attributes = {"pool.task_id": task_id, "pool.slot": slot.id, "pool.model": live.spec.model or ""}
+        with self.hub.telemetry.span("pool task", attributes=attributes, parent=live.trace) as span:
+            await self._run(slot, task_id)
+            row = await self._row(task_id)
+            if row is not None:
+                span.set_attribute("pool.status", row["status"])
+                span.set_attribute("pool.spend_usd", row["spend_usd"] or 0.0)
+                if row["status"] != "completed":
+                    span.set_status(StatusCode.ERROR, row["error"] or row["status"])
 
     async def _save_seen(self, task_id: str, live: Live) -> None:
         """Write the tokens seen so far, at most every SEEN_SAVE_S: a hub that recovers this task
