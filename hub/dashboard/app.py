@@ -71,7 +71,7 @@ class Dashboard:
         self.token = token
         self.any_host = any_host  # listening beyond loopback on purpose: the token alone guards it
         self.clock = clock
-        self.linked: dict[str | None, set[str]] = {}  # per hub: files the panels link to now
+        self.linked: dict[str | None, set[str]] = {}  # per page's hub: files its panels link to now
 
     # -- access ------------------------------------------------------------------------------
 
@@ -164,9 +164,8 @@ class Dashboard:
         return HTMLResponse(f'<p class="flash {kind}">{render.esc(answer.get("message"))}</p>')
 
     async def file(self, request: Request) -> Response:
-        wanted = request.query_params.get("hub")
         path = request.query_params.get("path", "")
-        if path not in self.linked.get(wanted, set()):
+        if not any(path in shown for shown in self.linked.values()):
             return PlainTextResponse("no panel links to that file now", status_code=404)
         target = Path(path)
         try:

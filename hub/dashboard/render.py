@@ -198,12 +198,13 @@ def render_spend(chart: dict[str, Any] | None) -> str:
     """The chart's data (JSON for dashboard.js, which draws it with uPlot) and its totals as text."""
     if not chart:
         return '<p class="empty">the ledger cannot be read now</p>'
-    data = json.dumps(chart, separators=(",", ":")).replace("</", "<\\/")
+    data = json.dumps(chart, separators=(",", ":"))
     totals = " · ".join(
         f'<span data-range="{esc(name)}">{esc(_range_label(name))}: {esc(money(chart[name]["total"]))}</span>'
         for name in RANGES
     )
-    return f'<script type="application/json" id="spend-data">{data}</script><p class="totals">{totals}</p>'
+    # In an attribute, not a <script>: htmx drops script elements from what it swaps in.
+    return f'<div id="spend-data" hidden data-chart="{esc(data)}"></div><p class="totals">{totals}</p>'
 
 
 def _range_label(name: str) -> str:

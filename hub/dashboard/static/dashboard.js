@@ -9,7 +9,7 @@
   function data() {
     var node = document.getElementById("spend-data");
     if (!node) return null;
-    try { return JSON.parse(node.textContent); } catch (e) { return null; }
+    try { return JSON.parse(node.dataset.chart); } catch (e) { return null; }
   }
 
   function money(v) { return v == null ? "" : "$" + (v >= 0.1 ? v.toFixed(2) : v.toFixed(4)); }

@@ -6,6 +6,7 @@ button (the same cancel as `pool_cancel`: the process is killed)."""
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from hub import Panel, PanelAction, PanelTable, PanelView
@@ -31,6 +32,16 @@ def _elapsed(since: float) -> str:
 
 def _usd(value: float | None) -> str:
     return "" if value is None else f"${value:.4f}"
+
+
+def _local_time(stamp: str | None) -> str:
+    """A store timestamp (UTC) as local time of day."""
+    if not stamp:
+        return ""
+    try:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).astimezone().strftime("%H:%M:%S")
+    except ValueError:
+        return stamp
 
 
 def _cancel(task_id: str) -> PanelAction:
@@ -128,7 +139,7 @@ async def _recent(pool: Pool) -> list[list[Any]]:
                 row["slot"] or "",
                 cost,
                 duration,
-                (row["ended_at"] or "")[:19].replace("T", " "),
+                _local_time(row["ended_at"]),
                 _cancel(row["id"]) if open_task else None,
             ]
         )
