@@ -146,6 +146,14 @@ def _endpoint(settings: TelemetryConfig, signal: str) -> str | None:
     return f"{settings.endpoint.rstrip('/')}/v1/{signal}" if settings.endpoint else None
 
 
+def _resource(settings: TelemetryConfig) -> dict[str, Any]:
+    """The resource's attributes: `service_name`, unless OTEL_SERVICE_NAME names it and the
+    configuration keeps the default."""
+    if settings.service_name == "hub" and os.environ.get("OTEL_SERVICE_NAME"):
+        return {}
+    return {"service.name": settings.service_name}
+
+
 def _tracer_provider(settings: TelemetryConfig) -> Any:
     """An SDK tracer provider exporting by OTLP/HTTP in batches, installed process-wide."""
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -153,7 +161,7 @@ def _tracer_provider(settings: TelemetryConfig) -> Any:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    provider = TracerProvider(resource=Resource.create({"service.name": settings.service_name}))
+    provider = TracerProvider(resource=Resource.create(_resource(settings)))
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=_endpoint(settings, "traces"))))
     trace.set_tracer_provider(provider)
     STATE._providers.append(provider)
@@ -171,9 +179,7 @@ def _meter_provider(settings: TelemetryConfig) -> Any:
         OTLPMetricExporter(endpoint=_endpoint(settings, "metrics")),
         export_interval_millis=settings.metrics_interval_s * 1000,
     )
-    provider = MeterProvider(
-        resource=Resource.create({"service.name": settings.service_name}), metric_readers=[reader]
-    )
+    provider = MeterProvider(resource=Resource.create(_resource(settings)), metric_readers=[reader])
     metrics.set_meter_provider(provider)
     STATE._providers.append(provider)
     return provider

@@ -48,7 +48,11 @@ def otel():
 
 
 def _config(tmp_path: Path, spans: Path, **values: Any) -> Any:
-    server = {"command": sys.executable, "args": [str(DOWNSTREAM)], "env": {"DOWNSTREAM_SPANS_FILE": str(spans)}}
+    server = {
+        "command": sys.executable,
+        "args": [str(DOWNSTREAM)],
+        "env": {"DOWNSTREAM_SPANS_FILE": str(spans)},
+    }
     return make_config(
         tmp_path,
         plugins={"enabled": ["proxy", "batchit"]},
@@ -101,7 +105,10 @@ async def test_a_proxied_call_is_one_trace_from_client_to_downstream(tmp_path, o
 async def test_batch_execute_is_one_trace_from_client_to_downstream(tmp_path, otel):
     exporter, _ = otel
     spans = tmp_path / "downstream-spans.jsonl"
-    operations = [{"tool": "echo", "arguments": {"text": "a"}}, {"tool": "add", "arguments": {"a": 1, "b": 2}}]
+    operations = [
+        {"tool": "echo", "arguments": {"text": "a"}},
+        {"tool": "add", "arguments": {"a": 1, "b": 2}},
+    ]
     async with running_hub(_config(tmp_path, spans)) as (_, client):
         await call_ok(client, "batch_execute", targetServer={"name": "d"}, operations=operations)
     _one_trace(exporter, spans, "batch_execute", "echo")

@@ -175,7 +175,9 @@ async def test_hook_hub_dashboard_panels(tmp_path):
     def panels(register, hub):
         async def render():
             row = ["ada", PanelLink("notes", "/tmp/ada.md"), PanelAction("forget", "forget", {"name": "ada"})]
-            return PanelView(facts={"greetings": 1}, tables=[PanelTable(["name", "file", ""], [row], "Greetings")])
+            return PanelView(
+                facts={"greetings": 1}, tables=[PanelTable(["name", "file", ""], [row], "Greetings")]
+            )
 
         async def forget(args):
             if args["name"] != "ada":
@@ -206,7 +208,12 @@ async def test_hook_hub_dashboard_panels(tmp_path):
                         [
                             "ada",
                             {"link": "notes", "path": "/tmp/ada.md"},
-                            {"button": "forget", "action": "forget", "args": {"name": "ada"}, "confirm": None},
+                            {
+                                "button": "forget",
+                                "action": "forget",
+                                "args": {"name": "ada"},
+                                "confirm": None,
+                            },
                         ]
                     ],
                     "empty": "none",
