@@ -12,6 +12,10 @@ serves the hub's calls (the shared process; user + system from /proc over the ro
 
 Targets (issue 15): at most +0.5 ms over direct; below FastMCP (ratio < 1); at most 0.7 ms of hub
 CPU per proxied call.
+
+Before / after a change: ``BENCH_HUB_BEFORE=/other/checkout/.venv/bin/python`` adds the same two
+hub sides run by that interpreter (another checkout's hub, on a state directory of its own), and
+the paired ratios hub / hub before (target: at most 1.05, i.e. unchanged within the noise).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DOWNSTREAM = ROOT / "tests" / "peers" / "downstream.py"
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", 8))
 CALLS = int(os.environ.get("BENCH_CALLS", 100))
+BEFORE = os.environ.get("BENCH_HUB_BEFORE")  # the python of another checkout, to compare with
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -104,9 +109,15 @@ async def run() -> dict[str, object]:
         direct = StdioServerParameters(command=sys.executable, args=[str(DOWNSTREAM)])
         config = f"{tmp}/hub.toml"
 
-        def hub(share: str) -> StdioServerParameters:
+        def hub(share: str, python: str = sys.executable, config: str = config) -> StdioServerParameters:
             args = ["-m", "hub", "--plugins", "proxy", "--config", config]
-            return StdioServerParameters(command=sys.executable, args=args, env={**env, "HUB_SHARE": share})
+            state = {"HUB_STATE_DIR": str(Path(config).parent)}
+            return StdioServerParameters(command=python, args=args, env={**env, **state, "HUB_SHARE": share})
+
+        before_config = f"{tmp}/before/hub.toml"
+        if BEFORE:
+            Path(tmp, "before").mkdir()
+            Path(before_config).write_text(Path(config).read_text())
 
         fast_argv = fastmcp_proxy({"d": {"command": sys.executable, "args": [str(DOWNSTREAM)]}})
         rounds = Rounds()
@@ -118,6 +129,12 @@ async def run() -> dict[str, object]:
                 sides["hub"] = side(*shared, cpu, find_pid("hub shared", config))
                 no_share = await open_client(stack, hub("0"), "d__echo")
                 sides["hub_no_share"] = side(*no_share)
+                if BEFORE:
+                    sides["hub_before"] = side(
+                        *await open_client(stack, hub("1", BEFORE, before_config), "d__echo")
+                    )
+                    before_no_share = await open_client(stack, hub("0", BEFORE, before_config), "d__echo")
+                    sides["hub_no_share_before"] = side(*before_no_share)
                 if fast_argv is not None:
                     fast = StdioServerParameters(
                         command=fast_argv[0], args=fast_argv[1:], env=dict(os.environ)
@@ -125,15 +142,19 @@ async def run() -> dict[str, object]:
                     sides["fastmcp"] = side(*await open_client(stack, fast, "d_echo", "echo"))
                 await rounds.run(ROUNDS, sides)
         finally:
-            pid = find_pid("hub shared", config)
-            if pid is not None:
-                os.kill(pid, signal.SIGTERM)
+            for path in (config, before_config):
+                pid = find_pid("hub shared", path)
+                if pid is not None:
+                    os.kill(pid, signal.SIGTERM)
     checks = {
         "hub_added_ms": (rounds.added("hub", "direct"), 0.5),
         "hub_no_share_added_ms": (rounds.added("hub_no_share", "direct"), 0.5),
     }
     if fast_argv is not None:
         checks["hub_vs_fastmcp"] = (rounds.ratio("hub", "fastmcp"), 1.0)
+    if BEFORE:
+        checks["hub_vs_before"] = (rounds.ratio("hub", "hub_before"), 1.05)
+        checks["hub_no_share_vs_before"] = (rounds.ratio("hub_no_share", "hub_no_share_before"), 1.05)
     if cpu:
         checks["hub_cpu_ms_per_call"] = (spread([c * 1000 for c in cpu]), 0.7)
     return {
