@@ -49,25 +49,41 @@ def run(args: argparse.Namespace) -> int:
     import anyio
 
     from hub.log import configure_logging
-    from hub.server.http import bind_socket, check_http_exposure, is_loopback
+    from hub.server.http import bind_socket, is_loopback
 
     config = config_from(args)
     configure_logging(config.log_format, config.log_level)
     configured = config.http.token.get_secret_value() if config.http.token else None
     token = args.token or configured
-    check_http_exposure(args.dashboard_host, token)  # elsewhere than loopback: a token of one's own
+    host = args.dashboard_host
+    if not is_loopback(host) and not token:
+        print(
+            f"hub dashboard: refusing to listen on {host} without a token: give one with --token T "
+            "([http] token in hub.toml or HUB_HTTP_TOKEN also do), or leave --host out for loopback only",
+            file=sys.stderr,
+        )
+        return 2
     token = token or secrets.token_urlsafe(24)
-    sock = bind_socket(args.dashboard_host, args.dashboard_port)
-    port = sock.getsockname()[1]
-    host = args.dashboard_host if ":" not in args.dashboard_host else f"[{args.dashboard_host}]"
-    url = f"http://{host}:{port}/?token={token}" + (f"&hub={args.hub}" if args.hub else "")
+    sock = bind_socket(host, args.dashboard_port, choose="--port N, or no --port for a free one")
+    url = page_url(host, sock.getsockname()[1], token, args.hub)
     print(f"hub dashboard: {url}", flush=True)
     print("(Ctrl-C stops it)", file=sys.stderr, flush=True)
     if not args.no_browser:
         _open_browser(url)
-    any_host = not is_loopback(args.dashboard_host)
-    anyio.run(_serve, config, args, sock, token, any_host)
+    anyio.run(_serve, config, args, sock, token, not is_loopback(host))
     return 0
+
+
+def page_url(host: str, port: int, token: str, hub: str | None = None) -> str:
+    """The URL to print: a wildcard address (every interface) is shown as this machine's name."""
+    import socket
+    from urllib.parse import urlencode
+
+    if host in ("", "0.0.0.0", "::"):
+        host = socket.gethostname()
+    shown = f"[{host}]" if ":" in host else host
+    query = urlencode({"token": token, **({"hub": hub} if hub else {})})
+    return f"http://{shown}:{port}/?{query}"
 
 
 def _open_browser(url: str) -> None:
@@ -118,6 +134,7 @@ def _store_view(config: HubConfig) -> Any:
         from hub.dashboard.spend import since
         from hub.errors import StoreError
         from hub.services.budget import Budget
+        from hub.services.instances import MIGRATIONS as INSTANCE_TABLES
         from hub.services.instances import Instances
         from hub.services.store import Store
 
@@ -128,6 +145,7 @@ def _store_view(config: HubConfig) -> Any:
         try:
             budget = Budget(store, config.budget.limit_usd, period=config.budget.period)
             await budget.setup()
+            await store.migrate("instances", INSTANCE_TABLES)  # a state directory no hub used yet
             live = await Instances(store, version=__version__).live()
             return {
                 "budget": await budget.summary(),

@@ -8,6 +8,7 @@ percentiles are computed only when asked (`snapshot`).
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,7 +29,7 @@ class _Tool:
 
 def percentile(ordered: list[float], fraction: float) -> float:
     """The `fraction` percentile (nearest rank) of an ascending list that is not empty."""
-    rank = max(0, min(len(ordered) - 1, round(fraction * len(ordered) + 0.5) - 1))
+    rank = max(0, min(len(ordered) - 1, math.ceil(fraction * len(ordered)) - 1))
     return ordered[rank]
 
 

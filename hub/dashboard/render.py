@@ -223,7 +223,7 @@ def render_servers(snapshot: dict[str, Any]) -> str:
                 esc(name),
                 _badge(info.get("state")),
                 esc(info.get("transport")),
-                esc(info.get("starts")),
+                esc(max(0, int(info.get("starts") or 0) - 1)),  # the first start is no restart
                 esc(info.get("failures_in_a_row")),
                 esc(f"in {restart} s" if restart else ""),
                 esc(info.get("in_use")),
@@ -241,7 +241,7 @@ def render_servers(snapshot: dict[str, Any]) -> str:
                     f'<span class="error">{esc(m.get("last_error"))}</span>' if m.get("last_error") else "",
                 ]
             )
-    columns = ["server", "state", "transport", "starts", "failures", "restart", "in use", "last error"]
+    columns = ["server", "state", "transport", "restarts", "failures", "next start", "in use", "last error"]
     return (
         _table(columns, rows)
         + "<h3>Calls per tool</h3>"

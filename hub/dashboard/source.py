@@ -95,13 +95,19 @@ class Source:
                 problem = str(exc)
                 await self._refresh_targets(force=True)
             else:
-                return {**answer, "target": target, "targets": self.targets}
+                return {**answer, "target": target, "targets": self.targets, "problem": self._missing(wanted)}
         snapshot = await self._store_view() if self._store_view is not None else {}
         snapshot["problem"] = problem or (
             "no shared hub process is running for this state directory: start a Claude Code session "
             "(or `hub serve`) with this configuration, and this page follows it"
         )
         return {**snapshot, "target": None, "targets": self.targets}
+
+    def _missing(self, wanted: str | None) -> str | None:
+        """What to say when the page asked for a process that is not there (now)."""
+        if not wanted or any(t.get("instance") == wanted and t.get("answers") for t in self.targets):
+            return None
+        return f"no shared hub process {wanted} answers on this state directory: showing another one"
 
     async def spend_rows(self, snapshot: dict[str, Any], since: datetime) -> list[dict[str, Any]] | None:
         """The ledger by hour since `since`, from the snapshot's hub, asked again only when its

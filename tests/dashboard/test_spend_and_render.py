@@ -50,7 +50,9 @@ def test_what_a_snapshot_holds_is_escaped():
                         {
                             "title": None,
                             "columns": ["status", ""],
-                            "rows": [[evil, {"button": evil, "action": "a", "args": {"x": evil}, "confirm": evil}]],
+                            "rows": [
+                                [evil, {"button": evil, "action": "a", "args": {"x": evil}, "confirm": evil}]
+                            ],
                             "empty": "none",
                         }
                     ],
@@ -58,7 +60,9 @@ def test_what_a_snapshot_holds_is_escaped():
                 },
             }
         ],
-        "servers": {"d": {"state": "died", "last_error": evil, "tools": {"t": {"calls": 1, "last_error": evil}}}},
+        "servers": {
+            "d": {"state": "died", "last_error": evil, "tools": {"t": {"calls": 1, "last_error": evil}}}
+        },
         "sessions": [{"session": 1, "cwd": evil}],
     }
     parts = fragments(snapshot, None)

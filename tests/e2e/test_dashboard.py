@@ -1,12 +1,14 @@
 """`hub dashboard` in a real browser (headless Chromium over the DevTools protocol) against a
 shared hub process doing real work: fake `claude` tasks in the pool, fake Batches API jobs, a
 downstream server behind the proxy. One hub, one dashboard and one browser for the module; every
-check waits on what the page shows (never reloading it), and screenshots are kept under the
-module's temporary directory (their paths are printed)."""
+check waits on what the page shows (never reloading it). Screenshots are test artifacts, kept in
+``test-artifacts/dashboard/`` of the checkout (ignored by git; ``HUB_TEST_ARTIFACTS=DIR`` puts
+them in DIR/dashboard), overwritten by each run."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import urllib.error
@@ -19,13 +21,14 @@ import psutil
 import pytest
 from browser import Browser, chromium_path
 from fake_anthropic import FakeAnthropic
-from hubtests import DOWNSTREAM, TESTS, HubProcess, hub_env, stop_shared_hubs, wait_for
+from hubtests import DOWNSTREAM, ROOT, TESTS, HubProcess, hub_env, stop_shared_hubs, wait_for
 
 FAKE_CLAUDE = TESTS / "peers" / "fake_claude.py"
+ARTIFACTS = Path(os.environ.get("HUB_TEST_ARTIFACTS") or ROOT / "test-artifacts") / "dashboard"
 SESSION = "abcdef12-3456-7890-abcd-ef1234567890"  # the client's Claude Code session, as the bridge sees it
 
 pytestmark = [
-    pytest.mark.timeout(120),
+    pytest.mark.timeout(180),  # the module's hub, dashboard and browser start in the first test
     pytest.mark.skipif(chromium_path() is None, reason="no chromium (apt-get install chromium)"),
 ]
 
@@ -65,7 +68,7 @@ def world(tmp_path_factory):
         try:
             assert dashboard.stdout is not None
             line = dashboard.stdout.readline()
-            assert line.startswith("hub dashboard: http://127.0.0.1:"), line
+            assert line.startswith("hub dashboard: http://127.0.0.1:"), (tmp / "dashboard.log").read_text()
             url = line.split(": ", 1)[1].strip()
             with Browser(tmp / "chromium") as browser:
                 page = browser.new_page()
@@ -83,9 +86,35 @@ def world(tmp_path_factory):
 
 
 def shot(world: Any, name: str) -> Path:
-    path = world.page.screenshot(world.tmp / f"{name}.png")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = world.page.screenshot(ARTIFACTS / f"{name}.png")
     print(f"screenshot: {path}")
     return path
+
+
+def cells(world: Any, section: str) -> list[list[str]]:
+    """The text of each cell of each table row in `section`."""
+    return world.page.evaluate(
+        f"[...document.querySelectorAll('{section} tbody tr')]"
+        ".map(r => [...r.querySelectorAll('td')].map(c => c.innerText.trim()))"
+    )
+
+
+def wait_row(world: Any, section: str, what: str, **wanted: str) -> list[str]:
+    """A row of `section` whose cells (by column name: {column_index: text}) read as wanted."""
+    checks = {int(k[1:]): v for k, v in wanted.items()}  # c0="d", c3="1"
+    return wait_for(
+        lambda: next(
+            (
+                row
+                for row in cells(world, section)
+                if all(i < len(row) and row[i] == v for i, v in checks.items())
+            ),
+            None,
+        ),
+        timeout=60,
+        what=what,
+    )
 
 
 def row_with(section: str, *texts: str) -> str:
@@ -98,14 +127,38 @@ def row_with(section: str, *texts: str) -> str:
 
 
 def test_a_task_is_seen_running_then_completed_without_a_reload(world):
-    task = world.hub.call("pool_submit", prompt="write a haiku about tides [delay=1.5]")["task_id"]
+    gate = world.tmp / "gate"
+    os.mkfifo(gate)
+    prompt = f"write a haiku about tides [gate={gate}]"
+    task = world.hub.call("pool_submit", prompt=prompt)["task_id"]
     world.page.wait_for(
         row_with("#panel-pool-pool", task, "running", "write a haiku"), what=f"{task} running"
     )
     shot(world, "task-running")
+    wait_for(lambda: _opened_for_writing(gate), what="the task waiting at its gate")
     world.page.wait_for(row_with("#panel-pool-pool", task, "completed", "$0.0010"), what=f"{task} completed")
     assert world.page.evaluate("window.loadedOnce") is True
     shot(world, "task-completed")
+
+
+def _opened_for_writing(fifo: Path) -> bool:
+    """Open the named pipe for writing (which lets its reader go on): False while no one reads it."""
+    try:
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    except OSError:  # ENXIO: the task has not reached it yet
+        return False
+    return True
+
+
+def test_the_page_works_offline_from_its_own_files(world):
+    """Every script, style and request of the page is the dashboard's own (no CDN)."""
+    origin = world.url.split("/?", 1)[0]
+    loaded = world.page.evaluate(
+        "[...performance.getEntriesByType('resource').map(e => e.name),"
+        " ...[...document.querySelectorAll('script[src], link[href]')].map(e => e.src || e.href)]"
+    )
+    assert loaded and all(url.startswith(origin + "/") for url in loaded), loaded
+    assert world.page.evaluate("typeof htmx === 'object' && typeof uPlot === 'function'")
 
 
 def test_the_chart_has_the_days_spend_by_plugin_and_by_session(world):
@@ -121,6 +174,13 @@ def test_the_chart_has_the_days_spend_by_plugin_and_by_session(world):
     names = world.page.wait_for("window.hubSpendChart.group === 'session' && window.hubSpendChart.names")
     assert names == [f"claude {SESSION[:8]}"]
     shot(world, "chart")
+    for wider in ("week", "month"):
+        world.page.click(f"button[data-range={wider}]")
+        world.page.wait_for(
+            f"window.hubSpendChart.range === '{wider}' && window.hubSpendChart.total >= 0.25",
+            what=f"the spend in the {wider}'s chart",
+        )
+    world.page.click("button[data-range=day]")
 
 
 def _run_of(runs: Path, marker: str) -> dict[str, Any]:
@@ -162,12 +222,18 @@ def test_a_batch_job_is_followed_to_its_result_files(world):
     shot(world, "batch")
 
 
-def test_downstream_calls_are_counted_per_tool_and_sessions_listed(world):
+def test_downstream_servers_show_calls_errors_and_restarts(world):
     world.hub.call("d__echo", text="hello")
     world.hub.call("d__echo", text="again")
-    world.page.wait_for(row_with("#servers", "d", "echo", "2"), what="d's echo counted twice")
-    world.page.wait_for(row_with("#servers", "d", "ready", "stdio"), what="d ready")
+    error = world.hub.call_error("d__fail", message="no way")
+    wait_row(world, "#servers", "d's echo counted twice", c0="d", c1="echo", c2="2", c3="0")
+    failed = wait_row(world, "#servers", "d's fail counted as an error", c0="d", c1="fail", c2="1", c3="1")
+    assert failed[-1] == error and failed[4].endswith("ms")  # its last error, its p50
+    world.hub.call_error("d__crash")  # the server dies mid-call
+    world.hub.call("d__echo", text="after the crash")  # and is started again
+    wait_row(world, "#servers", "d ready again after one restart", c0="d", c1="ready", c3="1")
     world.page.wait_for(row_with("#sessions", f"claude {SESSION[:8]}"), what="the session listed")
+    world.page.wait_for(row_with("#sessions", "(this one)", "shared process"), what="the hub listed")
     shot(world, "servers")
 
 

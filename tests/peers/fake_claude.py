@@ -10,6 +10,7 @@ Markers in the prompt script it:
   [overshoot=X] report X even past --max-budget-usd (subtype error_max_budget_usd), as a real CLI
               whose last turn passes the cap does: it checks the cap only between turns
   [crash]     exit 3 with no result line, after printing to stderr
+  [gate=PATH] wait until a writer opens the named pipe PATH (the test says when it may end)
   [hang]      never finish (and start a grandchild `sleep`, so tests can see the whole process
               group go)
   [linger]    print the result, but leave a grandchild holding stdout open (as a CLI whose MCP
@@ -113,6 +114,10 @@ def main() -> int:
             time.sleep(3600)
     if delay:
         time.sleep(float(delay.group(1)))
+    gate = re.search(r"\[gate=([^\]]+)\]", prompt)
+    if gate:
+        with open(gate.group(1)):  # a FIFO: opening it for reading waits for its writer
+            pass
     cost_match = re.search(r"\[cost=([\d.]+)\]", prompt)
     cost = float(cost_match.group(1)) if cost_match else 0.001
     cap = arg("--max-budget-usd")

@@ -2,9 +2,9 @@
 npm package): for tests of pages the hub serves (`hub dashboard`).
 
 ``with Browser(tmp_path) as browser: page = browser.new_page(); page.goto(url)`` then
-``page.wait_for(js)``, ``page.evaluate(js)``, ``page.click(css)`` (a real mouse click at the
-element's centre), ``page.screenshot(path)``. `confirm()` dialogs are accepted. Chromium is
-Debian's (`/usr/bin/chromium`; `python3 dev.py test` installs it where it can).
+``page.wait_for(js)``, ``page.evaluate(js)``, ``page.click(css)``, ``page.screenshot(path)``.
+`confirm()` dialogs are accepted. Chromium is Debian's (`/usr/bin/chromium`; `python3 dev.py test`
+installs it where it can).
 """
 
 from __future__ import annotations
@@ -211,7 +211,7 @@ class Page:
             raise BrowserError(f"{expression}: {reply['exceptionDetails']}")
         return reply.get("result", {}).get("value")
 
-    def wait_for(self, expression: str, timeout: float = 30.0, what: str = "") -> Any:
+    def wait_for(self, expression: str, timeout: float = 60.0, what: str = "") -> Any:
         """Evaluate `expression` until it is truthy (checked every 50 ms); its value."""
         deadline = time.monotonic() + timeout
         while True:
@@ -224,19 +224,15 @@ class Page:
             time.sleep(0.05)
 
     def click(self, selector: str) -> None:
-        """A real click (mouse pressed and released) at the centre of the first match."""
-        box = self.evaluate(
-            f"(() => {{ const e = document.querySelector({json.dumps(selector)}); if (!e) return null;"
-            " e.scrollIntoView({block: 'center'}); const r = e.getBoundingClientRect();"
-            " return {x: r.left + r.width / 2, y: r.top + r.height / 2}; })()"
+        """Click the first match, in one step inside the page (scrolled into view, then its
+        ``click()``): the page's live parts are swapped in as they change, and one swapped between
+        a mouse press and its release would lose a click made of real mouse events."""
+        found = self.evaluate(
+            f"(() => {{ const e = document.querySelector({json.dumps(selector)}); if (!e) return false;"
+            " e.scrollIntoView({block: 'center'}); e.click(); return true; })()"
         )
-        if box is None:
+        if not found:
             raise AssertionError(f"nothing matches {selector}")
-        for kind in ("mouseMoved", "mousePressed", "mouseReleased"):
-            self.send(
-                "Input.dispatchMouseEvent",
-                {"type": kind, "x": box["x"], "y": box["y"], "button": "left", "clickCount": 1},
-            )
 
     def screenshot(self, path: Path) -> Path:
         data = self.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})["data"]
