@@ -1,20 +1,28 @@
 """OpenTelemetry: one trace from the client's call through the hub to the downstream server, for
-a proxied call and for `batch_execute`; the hub's metrics; nothing when it is off.
+a proxied call and for `batch_execute`; pool task and batch job spans in the trace of the call
+that asked for them; the hub's metrics (calls, latency, spend, the pool's gauges); export by
+OTLP/HTTP from the shared process when the standard variables ask; nothing when it is off.
 
 The client and the hub run in this process, their spans caught by an in-memory exporter
 installed as the process's tracer provider (which the hub then uses as it is, adding no exporter);
 the downstream server is a real process (tests/peers/downstream.py) whose own spans, made by the
-MCP SDK from the trace context the hub put in `_meta`, are written to a file."""
+MCP SDK from the trace context the hub put in `_meta`, are written to a file. The export test runs
+a real bridge and shared process against an OTLP/HTTP receiver on loopback."""
 
 from __future__ import annotations
 
+import gzip
+import http.server
 import json
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
-from hubtests import DOWNSTREAM
+from fake_anthropic import FakeAnthropic
+from hubtests import DOWNSTREAM, TESTS, HubProcess, hub_env, stop_shared_hubs
 from opentelemetry import metrics, trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -27,6 +35,7 @@ from hub.config.settings import TelemetryConfig
 from hub.testing import call_ok, make_config, running_hub
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
+FAKE_CLAUDE = TESTS / "peers" / "fake_claude.py"
 
 
 @pytest.fixture(scope="module")
@@ -115,6 +124,57 @@ async def test_batch_execute_is_one_trace_from_client_to_downstream(tmp_path, ot
     _one_trace(exporter, spans, "batch_execute", "add")
 
 
+async def _finished(exporter: InMemorySpanExporter, name: str) -> Any:
+    """The span `name` once it has ended (a task's and a job's end after the call that asked)."""
+    with anyio.fail_after(30):
+        while True:
+            found = [s for s in exporter.get_finished_spans() if s.name == name]
+            if found:
+                return found[-1]
+            await anyio.sleep(0.02)
+
+
+async def test_pool_tasks_and_batch_jobs_are_spans_in_the_trace_of_their_call(tmp_path, otel):
+    exporter, reader = otel
+    with FakeAnthropic() as api:
+        config = make_config(
+            tmp_path,
+            plugins={
+                "enabled": ["pool", "batch"],
+                "pool": {"claude_command": f"{sys.executable} {FAKE_CLAUDE}", "slots": 1},
+                "batch": {
+                    "api_key": api.api_key,
+                    "base_url": api.url,
+                    "results_dir": str(tmp_path / "results"),
+                    "poll_initial_s": 0.05,
+                    "poll_factor": 1.0,
+                    "poll_jitter": 0,
+                },
+            },
+            telemetry={"enabled": True},
+        )
+        async with running_hub(config) as (_, client):
+            ran = await call_ok(client, "pool_run", prompt="traced work [cost=0.05]")
+            job = (await call_ok(client, "send_to_batch", packet_text="traced batch"))["job_id"]
+            task_span = await _finished(exporter, "pool task")
+            job_span = await _finished(exporter, "batch job")
+            data = reader.get_metrics_data()  # while the pool is there to observe
+    for span, call in ((task_span, "hub.tool pool_run"), (job_span, "hub.tool send_to_batch")):
+        asked = next(s for s in exporter.get_finished_spans() if s.name == call)
+        assert (
+            span.context.trace_id == asked.context.trace_id and span.parent.span_id == asked.context.span_id
+        )
+    assert task_span.attributes["pool.task_id"] == ran["task_id"]
+    assert (
+        task_span.attributes["pool.status"] == "completed" and task_span.attributes["pool.spend_usd"] == 0.05
+    )
+    assert job_span.attributes["batch.job_id"] == job and job_span.attributes["batch.state"] == "succeeded"
+    seen = {m.name: m for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
+    assert {"hub.spend", "hub.pool.queue_length", "hub.pool.slots_busy"} <= set(seen), sorted(seen)
+    spent = [p for p in seen["hub.spend"].data.data_points if p.attributes == {"plugin": "pool"}]
+    assert spent and spent[0].value >= 0.05
+
+
 async def test_a_shortcut_call_continues_the_clients_trace_from_meta(otel):
     """The transports' shortcuts pass the SDK by: the hub's own server span takes its parent from
     the `traceparent` in `_meta`, as the SDK's does."""
@@ -132,6 +192,82 @@ async def test_a_shortcut_call_continues_the_clients_trace_from_meta(otel):
     assert _hex(server.context.trace_id, 32) == trace_id and _hex(server.parent.span_id, 16) == parent
     inner = next(s for s in exporter.get_finished_spans() if s.name == "hub.tool t")
     assert inner.status.status_code == trace.StatusCode.ERROR
+
+
+class OtlpReceiver:
+    """An OTLP/HTTP receiver on loopback: keeps each POST's path and (protobuf) body."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[str, bytes]] = []
+        self.changed = threading.Condition()
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                if self.headers.get("content-encoding") == "gzip":
+                    body = gzip.decompress(body)
+                with receiver.changed:
+                    receiver.received.append((self.path, body))
+                    receiver.changed.notify_all()
+                self.send_response(200)
+                self.send_header("content-type", "application/x-protobuf")
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def wait_for(self, path: str, *needles: bytes, timeout: float = 30.0) -> bytes:
+        """A body POSTed to `path` holding every needle (the spans or metrics asked for)."""
+        with self.changed:
+            found = self.changed.wait_for(
+                lambda: next(
+                    (b for p, b in self.received if p == path and all(n in b for n in needles)), None
+                ),
+                timeout,
+            )
+        assert found, f"nothing POSTed to {path} holds {needles}: {[p for p, _ in self.received]}"
+        return found
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_the_shared_process_exports_by_otlp_what_the_variables_ask(tmp_path):
+    """The standard variables alone turn export on: a call through the bridge to the shared
+    process, carrying the client's `traceparent` in `_meta`, reaches an OTLP/HTTP receiver as
+    spans of the client's trace, and the metrics follow."""
+    receiver = OtlpReceiver()
+    (tmp_path / "hub.toml").write_text(
+        f"[plugins]\nenabled = ['proxy']\n[servers.d]\ncommand = '{sys.executable}'\nargs = ['{DOWNSTREAM}']\n"
+    )
+    env = hub_env(
+        tmp_path,
+        HUB_SHARE="1",
+        OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url,
+        OTEL_BSP_SCHEDULE_DELAY="50",  # spans leave in 50 ms batches, not 5 s ones
+        HUB_TELEMETRY__METRICS_INTERVAL_S="1",
+    )
+    hub = HubProcess(tmp_path, "client", env, "--config", str(tmp_path / "hub.toml"))
+    try:
+        trace_id = "5bf92f3577b34da6a3ce929d0e0e4736"
+        meta = {"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"}
+        reply = hub.request("tools/call", {"name": "d__echo", "arguments": {"text": "hi"}, "_meta": meta})
+        assert isinstance(reply, dict) and not reply["result"].get("isError"), reply
+        receiver.wait_for(
+            "/v1/traces", bytes.fromhex(trace_id), b"hub.tool d__echo", b"MCP send tools/call echo"
+        )
+        receiver.wait_for("/v1/metrics", b"hub.tool.calls", b"hub.downstream.duration", b"d__echo")
+    finally:
+        hub.close()
+        stop_shared_hubs(env, tmp_path / "client")
+        receiver.close()
 
 
 def test_off_unless_asked_and_said_when_the_sdk_is_missing(monkeypatch):
