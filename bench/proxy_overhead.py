@@ -16,6 +16,11 @@ CPU per proxied call.
 Before / after a change: ``BENCH_HUB_BEFORE=/other/checkout/.venv/bin/python`` adds the same two
 hub sides run by that interpreter (another checkout's hub, on a state directory of its own), and
 the paired ratios hub / hub before (target: at most 1.05, i.e. unchanged within the noise).
+
+What telemetry costs when on: ``BENCH_TELEMETRY=1`` adds ``hub_no_share_otel``, the `--no-share`
+hub exporting traces and metrics by OTLP/HTTP (the standard variables) to a receiver in this
+process that answers every export at once, and the paired ratio hub_no_share_otel / hub_no_share
+(informative: the target is only that it stays below 1.5).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ DOWNSTREAM = ROOT / "tests" / "peers" / "downstream.py"
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", 8))
 CALLS = int(os.environ.get("BENCH_CALLS", 100))
 BEFORE = os.environ.get("BENCH_HUB_BEFORE")  # the python of another checkout, to compare with
+TELEMETRY = os.environ.get("BENCH_TELEMETRY") == "1"  # also a side with OpenTelemetry exporting
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -95,6 +101,26 @@ def side(
     return measure
 
 
+def otlp_sink() -> tuple[str, Callable[[], None]]:
+    """An OTLP/HTTP receiver on loopback that drops what it gets (answering 200): its URL and stop."""
+    import http.server
+    import threading
+
+    class Sink(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            self.send_response(200)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}", server.shutdown
+
+
 async def run() -> dict[str, object]:
     with tempfile.TemporaryDirectory() as tmp:
         Path(tmp, "hub.toml").write_text(
@@ -109,10 +135,18 @@ async def run() -> dict[str, object]:
         direct = StdioServerParameters(command=sys.executable, args=[str(DOWNSTREAM)])
         config = f"{tmp}/hub.toml"
 
+        workdir = Path(tmp, "cwd")
+        workdir.mkdir()
+
         def hub(share: str, python: str = sys.executable, config: str = config) -> StdioServerParameters:
             args = ["-m", "hub", "--plugins", "proxy", "--config", config]
             state = {"HUB_STATE_DIR": str(Path(config).parent)}
-            return StdioServerParameters(command=python, args=args, env={**env, **state, "HUB_SHARE": share})
+            # In an empty directory: `python -m` puts its working directory first on sys.path, so
+            # run from a checkout it would import that checkout's hub whatever `python` is (and
+            # from `tmp`, its runtime directory `hub/`).
+            return StdioServerParameters(
+                command=python, args=args, env={**env, **state, "HUB_SHARE": share}, cwd=workdir
+            )
 
         before_config = f"{tmp}/before/hub.toml"
         if BEFORE:
@@ -135,6 +169,12 @@ async def run() -> dict[str, object]:
                     )
                     before_no_share = await open_client(stack, hub("0", BEFORE, before_config), "d__echo")
                     sides["hub_no_share_before"] = side(*before_no_share)
+                if TELEMETRY:
+                    sink, stop_sink = otlp_sink()
+                    stack.callback(stop_sink)
+                    otel = hub("0")
+                    otel.env = {**(otel.env or {}), "OTEL_EXPORTER_OTLP_ENDPOINT": sink}
+                    sides["hub_no_share_otel"] = side(*await open_client(stack, otel, "d__echo"))
                 if fast_argv is not None:
                     fast = StdioServerParameters(
                         command=fast_argv[0], args=fast_argv[1:], env=dict(os.environ)
@@ -155,6 +195,8 @@ async def run() -> dict[str, object]:
     if BEFORE:
         checks["hub_vs_before"] = (rounds.ratio("hub", "hub_before"), 1.05)
         checks["hub_no_share_vs_before"] = (rounds.ratio("hub_no_share", "hub_no_share_before"), 1.05)
+    if TELEMETRY:
+        checks["hub_no_share_otel_vs_off"] = (rounds.ratio("hub_no_share_otel", "hub_no_share"), 1.5)
     if cpu:
         checks["hub_cpu_ms_per_call"] = (spread([c * 1000 for c in cpu]), 0.7)
     return {
