@@ -117,6 +117,23 @@ def ensure_postgres() -> None:
     run("apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing, stdout=sys.stderr, env=env)
 
 
+def ensure_chromium() -> None:
+    """Debian's chromium, for the dashboard's browser test (tests/e2e/test_dashboard.py): installed
+    with apt-get where it is missing and this runs as root (CI); elsewhere that test is skipped."""
+    if Path("/usr/bin/chromium").exists() or shutil.which("chromium"):
+        return
+    if os.name != "posix" or os.geteuid() != 0 or not shutil.which("apt-get"):
+        say("no chromium: the dashboard's browser test is skipped (apt-get install chromium)")
+        return
+    say("installing chromium for the dashboard's browser test (apt-get)")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    try:
+        run("apt-get", "update", "-qq", stdout=sys.stderr, env=env)
+        run("apt-get", "install", "-y", "-qq", "chromium", stdout=sys.stderr, env=env)
+    except subprocess.CalledProcessError:
+        say("installing chromium failed: the dashboard's browser test is skipped")
+
+
 def env_with_venv() -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = os.pathsep.join([str(BIN), str(NPM_PREFIX / "node_modules" / ".bin"), env.get("PATH", "")])
@@ -135,6 +152,7 @@ def cmd_hub(args: list[str]) -> int:
 def cmd_test(args: list[str]) -> int:
     ensure_venv("[test]")
     ensure_npm()
+    ensure_chromium()
     ensure_postgres()
     env = env_with_venv()
     steps = [

@@ -12,6 +12,15 @@ serves the hub's calls (the shared process; user + system from /proc over the ro
 
 Targets (issue 15): at most +0.5 ms over direct; below FastMCP (ratio < 1); at most 0.7 ms of hub
 CPU per proxied call.
+
+Before / after a change: ``BENCH_HUB_BEFORE=/other/checkout/.venv/bin/python`` adds the same two
+hub sides run by that interpreter (another checkout's hub, on a state directory of its own), and
+the paired ratios hub / hub before (target: at most 1.05, i.e. unchanged within the noise).
+
+What telemetry costs when on: ``BENCH_TELEMETRY=1`` adds ``hub_no_share_otel``, the `--no-share`
+hub exporting traces and metrics by OTLP/HTTP (the standard variables) to a receiver in this
+process that answers every export at once, and the paired ratio hub_no_share_otel / hub_no_share
+(informative: the target is only that it stays below 1.5).
 """
 
 from __future__ import annotations
@@ -35,6 +44,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DOWNSTREAM = ROOT / "tests" / "peers" / "downstream.py"
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", 8))
 CALLS = int(os.environ.get("BENCH_CALLS", 100))
+BEFORE = os.environ.get("BENCH_HUB_BEFORE")  # the python of another checkout, to compare with
+TELEMETRY = os.environ.get("BENCH_TELEMETRY") == "1"  # also a side with OpenTelemetry exporting
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -90,6 +101,26 @@ def side(
     return measure
 
 
+def otlp_sink() -> tuple[str, Callable[[], None]]:
+    """An OTLP/HTTP receiver on loopback that drops what it gets (answering 200): its URL and stop."""
+    import http.server
+    import threading
+
+    class Sink(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            self.send_response(200)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}", server.shutdown
+
+
 async def run() -> dict[str, object]:
     with tempfile.TemporaryDirectory() as tmp:
         Path(tmp, "hub.toml").write_text(
@@ -104,9 +135,23 @@ async def run() -> dict[str, object]:
         direct = StdioServerParameters(command=sys.executable, args=[str(DOWNSTREAM)])
         config = f"{tmp}/hub.toml"
 
-        def hub(share: str) -> StdioServerParameters:
+        workdir = Path(tmp, "cwd")
+        workdir.mkdir()
+
+        def hub(share: str, python: str = sys.executable, config: str = config) -> StdioServerParameters:
             args = ["-m", "hub", "--plugins", "proxy", "--config", config]
-            return StdioServerParameters(command=sys.executable, args=args, env={**env, "HUB_SHARE": share})
+            state = {"HUB_STATE_DIR": str(Path(config).parent)}
+            # In an empty directory: `python -m` puts its working directory first on sys.path, so
+            # run from a checkout it would import that checkout's hub whatever `python` is (and
+            # from `tmp`, its runtime directory `hub/`).
+            return StdioServerParameters(
+                command=python, args=args, env={**env, **state, "HUB_SHARE": share}, cwd=workdir
+            )
+
+        before_config = f"{tmp}/before/hub.toml"
+        if BEFORE:
+            Path(tmp, "before").mkdir()
+            Path(before_config).write_text(Path(config).read_text())
 
         fast_argv = fastmcp_proxy({"d": {"command": sys.executable, "args": [str(DOWNSTREAM)]}})
         rounds = Rounds()
@@ -118,6 +163,18 @@ async def run() -> dict[str, object]:
                 sides["hub"] = side(*shared, cpu, find_pid("hub shared", config))
                 no_share = await open_client(stack, hub("0"), "d__echo")
                 sides["hub_no_share"] = side(*no_share)
+                if BEFORE:
+                    sides["hub_before"] = side(
+                        *await open_client(stack, hub("1", BEFORE, before_config), "d__echo")
+                    )
+                    before_no_share = await open_client(stack, hub("0", BEFORE, before_config), "d__echo")
+                    sides["hub_no_share_before"] = side(*before_no_share)
+                if TELEMETRY:
+                    sink, stop_sink = otlp_sink()
+                    stack.callback(stop_sink)
+                    otel = hub("0")
+                    otel.env = {**(otel.env or {}), "OTEL_EXPORTER_OTLP_ENDPOINT": sink}
+                    sides["hub_no_share_otel"] = side(*await open_client(stack, otel, "d__echo"))
                 if fast_argv is not None:
                     fast = StdioServerParameters(
                         command=fast_argv[0], args=fast_argv[1:], env=dict(os.environ)
@@ -125,15 +182,21 @@ async def run() -> dict[str, object]:
                     sides["fastmcp"] = side(*await open_client(stack, fast, "d_echo", "echo"))
                 await rounds.run(ROUNDS, sides)
         finally:
-            pid = find_pid("hub shared", config)
-            if pid is not None:
-                os.kill(pid, signal.SIGTERM)
+            for path in (config, before_config):
+                pid = find_pid("hub shared", path)
+                if pid is not None:
+                    os.kill(pid, signal.SIGTERM)
     checks = {
         "hub_added_ms": (rounds.added("hub", "direct"), 0.5),
         "hub_no_share_added_ms": (rounds.added("hub_no_share", "direct"), 0.5),
     }
     if fast_argv is not None:
         checks["hub_vs_fastmcp"] = (rounds.ratio("hub", "fastmcp"), 1.0)
+    if BEFORE:
+        checks["hub_vs_before"] = (rounds.ratio("hub", "hub_before"), 1.05)
+        checks["hub_no_share_vs_before"] = (rounds.ratio("hub_no_share", "hub_no_share_before"), 1.05)
+    if TELEMETRY:
+        checks["hub_no_share_otel_vs_off"] = (rounds.ratio("hub_no_share_otel", "hub_no_share"), 1.5)
     if cpu:
         checks["hub_cpu_ms_per_call"] = (spread([c * 1000 for c in cpu]), 0.7)
     return {

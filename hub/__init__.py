@@ -8,7 +8,8 @@ A plugin imports everything it needs from here, and nothing from ``hub.<module>`
   `RegisterTool`, `RegisterResource`, `RegisterPrompt`; `Plugin` (base class of a plugin object
   that owns its state) and `PluginContext` (what every hook receives as ``hub``);
 - what a plugin registers: `Tool`, `ToolCall`, `Resource`, `ResourceTemplate`, `Prompt`,
-  `PromptArgument`, `argument_problems`;
+  `PromptArgument`, `argument_problems`; on `hub dashboard`: `Panel`, `PanelView`, `PanelTable`,
+  `PanelLink`, `PanelAction` (with the `hub_dashboard_panels` hook's `RegisterPanel`);
 - what it raises or catches: `HubError`, `ToolError`, `BudgetExceeded`, `RegistrationError`,
   `ServerUnavailable`, `InvalidOutput`, `ConfigError`, `PluginLoadError`, `StoreError`,
   `StoreUnavailable`;
@@ -17,7 +18,8 @@ A plugin imports everything it needs from here, and nothing from ``hub.<module>`
 - what it handles: `HubConfig`, `ServerConfig`, `expand_vars`, `Store`, `StoreConnection`, `PluginBudget`,
   `Reservation`, `ContextStore`, `ConnectionCache`, `Listings` and `ServerListing` (what each
   downstream server lists), `ListHold` (`PluginContext.hold_lists`), `Instance`, `HEARTBEAT_S`,
-  `process_start_token`, `dies_with_parent`, `kill_group_left_behind`, and the constants
+  `process_start_token`, `dies_with_parent`, `kill_group_left_behind`, `PluginTelemetry`
+  (OpenTelemetry, `PluginContext.telemetry`), and the constants
   `CLAUDE_PREFIX`, `CONTEXT_MAX_KEY_LENGTH`, `CONTEXT_MAX_VALUE_LENGTH`.
 
 docs/plugins.md describes each. The names are imported on first use, so `hub statusline` starts
@@ -61,6 +63,7 @@ if TYPE_CHECKING:
         ToolCall,
         argument_problems,
     )
+    from hub.plugin.panels import Panel, PanelAction, PanelLink, PanelTable, PanelView, RegisterPanel
     from hub.plugin.registry import ListHold
     from hub.plugin.spec import Lifecycle, RegisterPrompt, RegisterResource, RegisterTool, hookimpl
     from hub.services.budget import PluginBudget, Reservation
@@ -71,6 +74,7 @@ if TYPE_CHECKING:
     from hub.services.processes import dies_with_parent, kill_group_left_behind
     from hub.services.store import Connection as StoreConnection
     from hub.services.store import Store
+    from hub.telemetry import PluginTelemetry
 
 # Public name -> "module" or "module:attribute" (when the module calls it something else).
 _EXPORTS = {
@@ -104,6 +108,13 @@ _EXPORTS = {
     "Listings": "hub.client.listing",
     "ServerListing": "hub.client.listing",
     "ListHold": "hub.plugin.registry",
+    "Panel": "hub.plugin.panels",
+    "PanelAction": "hub.plugin.panels",
+    "PanelLink": "hub.plugin.panels",
+    "PanelTable": "hub.plugin.panels",
+    "PanelView": "hub.plugin.panels",
+    "RegisterPanel": "hub.plugin.panels",
+    "PluginTelemetry": "hub.telemetry",
     "ServerUnavailable": "hub.client.errors",
     "InvalidOutput": "hub.client.errors",
     "failure_message": "hub.client.errors",
@@ -141,13 +152,20 @@ __all__ = [
     "Lifecycle",
     "ListHold",
     "Listings",
+    "Panel",
+    "PanelAction",
+    "PanelLink",
+    "PanelTable",
+    "PanelView",
     "Plugin",
     "PluginBudget",
     "PluginContext",
     "PluginLoadError",
+    "PluginTelemetry",
     "Prompt",
     "PromptArgument",
     "RawResult",
+    "RegisterPanel",
     "RegisterPrompt",
     "RegisterResource",
     "RegisterTool",

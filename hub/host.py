@@ -39,6 +39,7 @@ from hub.plugin.manager import (
     register_plugin,
     tool_selection,
 )
+from hub.plugin.panels import Panel, Panels
 from hub.plugin.registry import Registry
 from hub.services import statusline
 from hub.services.backends import open_store
@@ -47,6 +48,8 @@ from hub.services.context_store import ContextStore
 from hub.services.instances import Instance, Instances
 from hub.services.processes import dies_with_parent
 from hub.services.store import Store
+from hub.telemetry import configure as configure_telemetry
+from hub.telemetry import flush as flush_telemetry
 
 if TYPE_CHECKING:
     from hub.server.app import HubServer
@@ -103,6 +106,7 @@ class Hub:
             selection=lambda plugin: tool_selection(plugin, config),  # [plugins.NAME] tools / hide
         )
         self.started_at = time.time()
+        self.panels = Panels()  # what plugins show on `hub dashboard` (hub_dashboard_panels)
         self.pm: HubPluginManager
         self.plugins: dict[str, PluginInfo] = {}
         self.contexts: dict[str, PluginContext] = {}
@@ -182,6 +186,8 @@ class Hub:
         stack = AsyncExitStack()
         await stack.__aenter__()
         try:
+            if not self.inspect:
+                self._start_telemetry(stack)
             await self._open_services(stack)
             self._task_group = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(self._task_group.cancel_scope.cancel)
@@ -243,6 +249,13 @@ class Hub:
         self.context = ContextStore(self.store)
         await self.context.setup(self.config.context)
         await statusline.setup(self.store)
+
+    def _start_telemetry(self, stack: AsyncExitStack) -> None:
+        """OpenTelemetry on or off (`hub.telemetry`); what is buffered is exported at exit."""
+        problem = configure_telemetry(self.config.telemetry)
+        if problem is not None:
+            log.warning(problem)
+        stack.callback(flush_telemetry)
 
     async def __aexit__(self, *exc_info: object) -> None:
         stack, self._stack = self._stack, None
@@ -377,6 +390,7 @@ class Hub:
         info = self.plugins[name]
         info.status, info.error = "failed", error
         self.registry.remove_plugin(name)
+        self.panels.remove_plugin(name)
         if info.plugin is not None and self.pm.is_registered(info.plugin):
             self.pm.unregister(info.plugin)
         named = self.config.plugins.enabled is not None or name in self.extra_plugins
@@ -424,6 +438,26 @@ class Hub:
                 except Exception as exc:
                     log.exception("plugin registration raised", plugin=plugin, hook=hook)
                     self._fail(plugin, f"{hook}: {type(exc).__name__}: {exc}")
+        self._register_panels(name)
+
+    def _register_panels(self, name: str | None = None) -> None:
+        """`hub_dashboard_panels`: each plugin's panels into `panels`."""
+        for plugin, impl in self._impls("hub_dashboard_panels", name):
+            info = self.plugins[plugin]
+
+            def register(panel: Panel, plugin: str = plugin, info: PluginInfo = info) -> None:
+                try:
+                    self.panels.add(panel, plugin)
+                except RegistrationError as exc:
+                    info.warnings.append(str(exc))
+                    log.warning("skipped a panel", plugin=plugin, problem=str(exc))
+
+            args = {**self._hook_args(impl, plugin), "register": register}
+            try:
+                impl.function(**{arg: args[arg] for arg in impl.argnames})
+            except Exception as exc:
+                log.exception("plugin registration raised", plugin=plugin, hook="hub_dashboard_panels")
+                self._fail(plugin, f"hub_dashboard_panels: {type(exc).__name__}: {exc}")
 
     def _hook_args(
         self, impl: Any, name: str, instance: Instance | None = None, slots: int | None = None
@@ -492,6 +526,7 @@ class Hub:
         await self._shutdown_plugins(name)
         self._started.discard(name)
         self.registry.remove_plugin(name)
+        self.panels.remove_plugin(name)
         self.pm.unregister(info.plugin)
         info.status = "not selected"
 

@@ -16,7 +16,19 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from hub import __version__
-from hub.cli import budget, config, plugins, serve, servers, shared, status, statusline, stop, worker
+from hub.cli import (
+    budget,
+    config,
+    dashboard,
+    plugins,
+    serve,
+    servers,
+    shared,
+    status,
+    statusline,
+    stop,
+    worker,
+)
 from hub.cli.options import add_common, indent
 
 __all__ = ["build_parser", "main"]
@@ -31,6 +43,7 @@ COMMANDS: dict[str, ModuleType] = {
     "budget": budget,
     "statusline": statusline,
     "worker": worker,
+    "dashboard": dashboard,
 }
 
 EPILOG = """\
@@ -46,6 +59,7 @@ commands:
   statusline print one line for Claude Code's status line (e.g. "batch: 1 pending, 4 done, 0 failed")
   worker     take queued work from the store (pool tasks queued by any hub), serving no MCP client;
              with a PostgreSQL state_url, on any machine (--slots N)
+  dashboard  serve a live page: pool slots and queue, batch jobs, budget and spend chart, servers
 
 configuration, lowest precedence first: defaults, the user's hub.toml ($XDG_CONFIG_HOME/hub/hub.toml,
 default ~/.config/hub/hub.toml), the project's (--config, HUB_CONFIG, else ./hub.toml; tables

@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         state_dir = light_state_dir(args)
         processes = shared_processes(state_dir, light_state_url(args))
-        key = None if args.all else _launch_key(args, state_dir)
+        key = None if args.all else launch_key(args, state_dir)
     except (OSError, ValueError) as exc:
         print(f"hub stop: {exc}", file=sys.stderr)
         return 2
@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _launch_key(args: argparse.Namespace, state_dir: Any) -> str:
+def launch_key(args: argparse.Namespace, state_dir: Any) -> str:
     """The key of the launch `hub serve` would bridge to with these options, here."""
     from hub.config.paths import config_files
     from hub.launch.bridge import Launch

@@ -39,6 +39,7 @@ from hub.client.auth import ServerAuth, SignInFailed, remote_headers, remote_str
 from hub.client.environment import child_environment
 from hub.client.errors import InvalidOutput, RemoteRefused, ServerUnavailable
 from hub.client.listing import config_digest
+from hub.client.metrics import CallMetrics
 from hub.client.raw import attach_stdio, call_tool_raw
 from hub.client.sdk import negotiate
 from hub.client.stdio import open_stdio
@@ -47,6 +48,8 @@ from hub.config.expand import expand_vars
 from hub.config.paths import open_private, private_dir
 from hub.config.settings import ServerConfig
 from hub.errors import ConfigError
+from hub.telemetry import STATE as TELEMETRY
+from hub.telemetry import count_downstream
 from hub.wire.jsonrpc import ProgressFn
 
 log = structlog.get_logger("hub.connections")
@@ -170,6 +173,7 @@ class ConnectionCache:
         self.watching = Watching()  # resources clients subscribed to, per server
         # Remote servers' credentials; OAuth tokens live in `store` (hub.client.tokens).
         self.auth = ServerAuth(store, self.environ)
+        self.metrics = CallMetrics()  # calls, errors and latency per server and tool
 
     async def __aenter__(self) -> ConnectionCache:
         stack = contextlib.AsyncExitStack()
@@ -264,6 +268,30 @@ class ConnectionCache:
         return await self._call_tool(name, tool, arguments, progress, caller)
 
     async def _call_tool(
+        self,
+        name: str,
+        tool: str,
+        arguments: Mapping[str, Any] | None,
+        progress: ProgressFn | None,
+        caller: Caller | None,
+    ) -> dict[str, Any]:
+        """`_call_tool_once`, counted in `metrics` (and OpenTelemetry's, when on)."""
+        started = time.perf_counter()
+        try:
+            result = await self._call_tool_once(name, tool, arguments, progress, caller)
+        except Exception as exc:
+            self._count(name, tool, started, _short(exc))
+            raise
+        self._count(name, tool, started, _error_text(result) if result.get("isError") is True else None)
+        return result
+
+    def _count(self, name: str, tool: str, started: float, error: str | None) -> None:
+        seconds = time.perf_counter() - started
+        self.metrics.record(name, tool, seconds, error)
+        if TELEMETRY.on:
+            count_downstream(name, tool, seconds, error is not None)
+
+    async def _call_tool_once(
         self,
         name: str,
         tool: str,
@@ -816,6 +844,16 @@ class ConnectionCache:
         """A remote server's HTTP refusal of a request, said with its status and the fix."""
         said = self.auth.explain(name, exc)
         return None if said is None else RemoteRefused(said, needs_sign_in=self.auth.needs_sign_in(name))
+
+
+def _error_text(result: dict[str, Any]) -> str:
+    """An error result's first text, shortened (what the dashboard shows as a tool's last error)."""
+    content = result.get("content")
+    for block in content if isinstance(content, list) else []:
+        if isinstance(block, dict) and isinstance(block.get("text"), str):
+            text = str(block["text"]).strip()
+            return text[:200] + ("..." if len(text) > 200 else "")
+    return "an error result"
 
 
 def _short(exc: BaseException) -> str:

@@ -21,6 +21,7 @@ from mcp.types import INTERNAL_ERROR, REQUEST_TIMEOUT
 from mcp_types import LOG_LEVEL_META_KEY
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
+import hub.telemetry as telemetry
 from hub.client.asking import MAX_INPUT_ROUNDS, STATE_ONLY_WAIT_S, Caller, answer_inputs
 from hub.client.sdk import send_raw_request, stamp_request
 from hub.client.stdio import StdioDownstream
@@ -98,6 +99,9 @@ async def _send(
     opts: dict[str, Any] = {}
     stamp_request(session, "tools/call", params, opts)  # protocol version header or _meta
     lean = _STDIO.get(session)
+    if lean is not None and telemetry.STATE.on:  # the SDK's session path traces itself
+        with telemetry.downstream_span(name, params):
+            return await _send_lean(lean, params, progress, timeout_s, caller)
     if lean is not None:  # a stdio server the cache started: past the session, on its pipe
         if timeout_s is None:
             return await lean.request("tools/call", params, progress=progress, caller=caller)
@@ -111,3 +115,18 @@ async def _send(
     if progress is not None:
         opts["on_progress"] = progress
     return await send_raw_request(session, "tools/call", params, opts)
+
+
+async def _send_lean(
+    lean: StdioDownstream,
+    params: dict[str, Any],
+    progress: ProgressFn | None,
+    timeout_s: float | None,
+    caller: Caller | None,
+) -> dict[str, Any]:
+    """`_send`'s stdio path: the request onto the server's own pipe."""
+    if timeout_s is None:
+        return await lean.request("tools/call", params, progress=progress, caller=caller)
+    with anyio.move_on_after(timeout_s):
+        return await lean.request("tools/call", params, progress=progress, caller=caller)
+    raise MCPError(REQUEST_TIMEOUT, "Request 'tools/call' timed out")  # the SDK's words

@@ -63,6 +63,7 @@ __all__ = [
     "OAuthConfig",
     "PluginsConfig",
     "ServerConfig",
+    "TelemetryConfig",
     "ToolsConfig",
     "mask_secrets",
     "origin_of",
@@ -170,6 +171,25 @@ class LivenessConfig(_Strict):
         le=3600,
         description="A hub or worker on another machine whose heartbeat is older than this is taken "
         "for dead, and its live work is settled (pool tasks interrupted and charged).",
+    )
+
+
+class TelemetryConfig(_Strict):
+    """`[telemetry]`: OpenTelemetry traces and metrics, exported by OTLP (`hub.telemetry`)."""
+
+    enabled: bool | None = Field(
+        default=None,
+        description="true: export; false: never, whatever OTEL_* says; unset: export when the standard "
+        "OTEL_EXPORTER_OTLP_*ENDPOINT or OTEL_TRACES_EXPORTER / OTEL_METRICS_EXPORTER=otlp variables ask.",
+    )
+    endpoint: str | None = Field(
+        default=None,
+        description="OTLP/HTTP base URL (e.g. http://127.0.0.1:4318); default: OTEL_EXPORTER_OTLP_ENDPOINT, "
+        "else the OTLP default.",
+    )
+    service_name: str = Field(default="hub", min_length=1, description="The service.name resource attribute.")
+    metrics_interval_s: float = Field(
+        default=60.0, ge=1, le=86_400, description="How often metrics are exported."
     )
 
 
@@ -440,6 +460,7 @@ class HubConfig(BaseSettings):
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     tools: ToolsConfig = Field(default_factory=ToolsConfig)
     liveness: LivenessConfig = Field(default_factory=LivenessConfig)
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     source: str = Field(default="(defaults)", exclude=True, description="The highest-precedence file read.")
     origins: dict[str, str] = Field(
         default_factory=dict,

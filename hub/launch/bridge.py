@@ -481,6 +481,8 @@ class Bridge:
             "swallow": list(swallow),
             "swallow_acks": list(swallow_acks),
             "skip_first": self.inside[0],  # the dead process took part of a line: drop its rest
+            # Who the client is, for the dashboard and the spend by session.
+            "client": {"claude_session": os.environ.get("CLAUDE_CODE_SESSION_ID"), "cwd": os.getcwd()},
         }
         if self.cache is not None:
             message["cache"] = {"path": str(self.cache.path), "fingerprint": self.cache.fingerprint}

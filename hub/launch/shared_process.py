@@ -29,7 +29,9 @@ import anyio.abc
 import structlog
 
 from hub.launch.control import CONTROL, is_control
+from hub.launch.dashboard_answers import QUESTIONS, answer_dashboard
 from hub.launch.handoff import HANDOFF, classify, encode_event
+from hub.services.budget import SPENDING_SESSION
 from hub.wire.fds import Take
 from hub.wire.jsonrpc import NO_ID, recover_id
 
@@ -72,8 +74,9 @@ async def _serve_connection(process: SharedProcess, stream: anyio.abc.SocketStre
             await process.answer(raw, first)
             return
         session_id = process.session_opened(raw)
+        SPENDING_SESSION.set(process.session_label(session_id))  # spend is shown by session
         if fds:
-            await _serve_handoff(process, raw, first, fds)
+            await _serve_handoff(process, raw, first, fds, session_id)
         else:
             # Read and written on its descriptor directly, not through the anyio stream, which
             # costs a trip through the event loop per message.
@@ -305,13 +308,16 @@ def _small(values: list[Any], limit: int = ID_MAX) -> list[Any]:
     return kept
 
 
-async def _serve_handoff(process: SharedProcess, raw: socket.socket, first: bytes, fds: list[int]) -> None:
+async def _serve_handoff(
+    process: SharedProcess, raw: socket.socket, first: bytes, fds: list[int], session_id: int
+) -> None:
     """Serve the client whose stdin and stdout a bridge handed over (`hub.launch.handoff`)."""
     hub = process.hub
     from hub.launch.fast_start import AnswerCache, EarlyAnswers
     from hub.launch.session import serve_fds
 
     message = json.loads(first)[HANDOFF]
+    process.client_known(session_id, message.get("client"))
     cache = None
     if message.get("cache"):
         cache = AnswerCache(Path(message["cache"]["path"]), message["cache"]["fingerprint"])
@@ -409,6 +415,25 @@ class SharedProcess:
         log.info("session connected", session=session_id, sessions=len(self.hub.sessions))
         return session_id
 
+    def session_label(self, session_id: int) -> str:
+        """What the session is called where its spend is shown (the dashboard's chart): its
+        Claude Code session when the bridge said which, else its bridge's pid."""
+        entry = self.hub.sessions.get(session_id, {})
+        claude = entry.get("claude_session")
+        if isinstance(claude, str) and claude:
+            return f"claude {claude[:8]}"
+        return f"bridge pid {entry.get('bridge_pid')}"
+
+    def client_known(self, session_id: int, client: Any) -> None:
+        """The bridge said who its client is (`hub.launch.bridge`): its Claude Code session, its
+        working directory; recorded with the session and used from now on for its spend."""
+        entry = self.hub.sessions.get(session_id)
+        if entry is None or not isinstance(client, dict):
+            return
+        entry["claude_session"] = str(client.get("claude_session") or "") or None
+        entry["cwd"] = client.get("cwd") if isinstance(client.get("cwd"), str) else None
+        SPENDING_SESSION.set(self.session_label(session_id))
+
     def session_closed(self, session_id: int) -> None:
         self.hub.sessions.pop(session_id, None)
         self.hub.session_changed.set()
@@ -444,6 +469,8 @@ class SharedProcess:
         status = self.status()
         if ask == "status":
             await _send_line(raw, status)
+        elif ask in QUESTIONS:
+            await _send_line(raw, await answer_dashboard(self.hub, ask, question, status))
         elif ask == "stop":
             busy = status["sessions"] or status["work"]
             if busy and not question.get("force"):
@@ -553,6 +580,7 @@ def describe(instance: Any) -> dict[str, Any]:
     except OSError:
         pass
     return {
+        "instance": instance.id,
         "pid": instance.pid,
         "key": instance.share_key,
         "sessions": instance.sessions,

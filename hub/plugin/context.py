@@ -27,6 +27,7 @@ from hub.services.budget import Budget, PluginBudget
 from hub.services.context_store import ContextStore
 from hub.services.instances import Instances
 from hub.services.store import Store
+from hub.telemetry import PluginTelemetry
 
 __all__ = ["DownstreamListener", "Host", "PluginContext", "Services"]
 
@@ -76,8 +77,9 @@ class PluginContext:
     `connections`, `listings` (what each downstream server lists, kept in the store), `log` (a structlog logger bound to the plugin), `state` (a dict for the
     plugin's own objects during this run, for a plugin written as a module; a `hub.Plugin` object
     keeps them as its attributes), `instance_id` (this hub process's id in the store:
-    stamp live work with it) and `instances` (every hub process sharing the state directory:
-    ``await hub.instances.is_alive(owner)``, ``await hub.instances.get(owner)``).
+    stamp live work with it), `instances` (every hub process sharing the state directory:
+    ``await hub.instances.is_alive(owner)``, ``await hub.instances.get(owner)``) and `telemetry`
+    (OpenTelemetry spans and metrics, free when off: `hub.telemetry.PluginTelemetry`).
     """
 
     def __init__(self, host: Host, name: str, config: BaseModel | None) -> None:
@@ -94,6 +96,8 @@ class PluginContext:
         self.instances: Instances = services.instances
         self.instance_id: str = services.instances.id
         self.log = structlog.get_logger(f"hub.plugins.{name}").bind(plugin=name)
+        # OpenTelemetry for this plugin's own spans and metrics: no-ops when telemetry is off.
+        self.telemetry = PluginTelemetry(name)
         # Plugin-private objects for this hub run, for a plugin that is a module (a `hub.Plugin`
         # object keeps its own): never module globals, so two hubs in one process never share it.
         self.state: dict[str, Any] = {}

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import pluggy
 
 from hub.plugin.items import Prompt, Resource, ResourceTemplate, Tool
+from hub.plugin.panels import RegisterPanel
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -239,4 +240,33 @@ def hub_worker(hub: PluginContext, slots: int | None) -> Lifecycle:
             async def work():
                 await run_queue(hub, concurrency=slots or 2)  # until cancelled
             return work
+    """
+
+
+@hookspec
+def hub_dashboard_panels(register: RegisterPanel, hub: PluginContext) -> None:
+    """Register this plugin's panels on `hub dashboard` by calling ``register(Panel(...))``.
+
+    Called after `hub_startup`, with the other registration hooks. A `Panel` has a `name` (unique
+    within the plugin), a `title`, an async `render()` returning a `PanelView` (key figures,
+    `PanelTable`s whose cells may be text, numbers, `PanelLink`s to local files or `PanelAction`
+    buttons, and a note), and `actions`: name -> ``async handler(args) -> message`` that its
+    buttons run. The dashboard renders the view to HTML itself; `render` is called about once a
+    second while a dashboard is open, never otherwise, and gets 2 s. A bad or duplicate name is
+    reported and that panel skipped. A panel that raises shows its error in its place.
+
+    Example::
+
+        @hookimpl
+        def hub_dashboard_panels(register, hub):
+            async def render():
+                rows = await hub.store.fetchall("SELECT name FROM greetings ORDER BY name LIMIT 10")
+                table = PanelTable(["name", ""], [[r["name"], PanelAction("forget", "forget", {"name": r["name"]})] for r in rows])
+                return PanelView(facts={"greetings": len(rows)}, tables=[table])
+
+            async def forget(args):
+                await hub.store.execute("DELETE FROM greetings WHERE name = ?", (args["name"],))
+                return f"forgot {args['name']}"
+
+            register(Panel("greetings", "Greetings", render, actions={"forget": forget}))
     """

@@ -42,6 +42,7 @@ from mcp_types import SERVER_INFO_META_KEY
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel
 
+import hub.telemetry as telemetry
 from hub.errors import ToolError
 from hub.plugin.items import ClientChannel, RawResult, Tool, ToolCall, dump_json
 from hub.plugin.registry import ListKind, Registry
@@ -259,6 +260,25 @@ class Dispatch:
         when it asks (`hub.server.asking.Parking`): the answer is then `input_required`, and a
         retry carrying the parked call's `requestState` resumes it (an unknown or expired one
         is `MCPError` -32602)."""
+        if telemetry.STATE.on:  # off: this one flag is all tracing costs a call
+            return await telemetry.traced_tool_call(
+                tool.name,
+                tool.plugin,
+                params,
+                lambda: self._forward_call(tool, params, request_id, progress, session, inbound),
+            )
+        return await self._forward_call(tool, params, request_id, progress, session, inbound)
+
+    async def _forward_call(
+        self,
+        tool: Tool,
+        params: dict[str, Any],
+        request_id: Any,
+        progress: ProgressFn | None,
+        session: Any,
+        inbound: Inbound | None,
+    ) -> dict[str, Any]:
+        """`forward`, past its telemetry."""
         if inbound is not None and inbound.modern and self.parking is not None:
             state = params.get("requestState")
             arguments = params.get("arguments")

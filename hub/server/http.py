@@ -68,8 +68,11 @@ def check_http_exposure(host: str, token: str | None) -> None:
         )
 
 
-def bind_socket(host: str, port: int) -> socket.socket:
-    """A listening socket, or `ListenError` in one sentence naming the port and the fix."""
+def bind_socket(
+    host: str, port: int, *, choose: str = "--port N or [http] port (0 picks a free one)"
+) -> socket.socket:
+    """A listening socket, or `ListenError` in one sentence naming the port and the fix (`choose`:
+    how this command picks another port)."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
@@ -89,7 +92,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
         if exc.errno == errno.EADDRINUSE:
             raise ListenError(
                 f"port {port} on {host} is already in use: stop what listens there, or choose another "
-                "port with --port N or [http] port (0 picks a free one)"
+                f"port with {choose}"
             ) from None
         raise ListenError(
             f"cannot listen on {host}:{port}: {exc.strerror}; choose another --host or --port"

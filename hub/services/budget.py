@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -36,8 +37,22 @@ import structlog
 
 from hub.errors import BudgetExceeded
 from hub.services.store import Connection, Store
+from hub.telemetry import STATE as TELEMETRY
+from hub.telemetry import count_spend
 
-__all__ = ["Budget", "PluginBudget", "Reservation", "local_now", "period_bounds", "usd"]
+__all__ = [
+    "SPENDING_SESSION",
+    "Budget",
+    "PluginBudget",
+    "Reservation",
+    "local_now",
+    "period_bounds",
+    "usd",
+]
+
+#: The client session the current work is done for (set by the shared process per connection),
+#: recorded with each reservation and spend, so spend can be shown by session where it is known.
+SPENDING_SESSION: ContextVar[str | None] = ContextVar("hub_spending_session", default=None)
 
 MICROS = 1_000_000
 log = structlog.get_logger("hub.budget")
@@ -88,6 +103,12 @@ MIGRATIONS = [
     # What was charged to one reservation (to tell when spend passes it).
     """
     CREATE INDEX budget_ledger_reservation ON budget_ledger (reservation_id);
+    """,
+    # The client session spend was for, where known (`SPENDING_SESSION`): a reservation's, and
+    # each ledger line's (its reservation's).
+    """
+    ALTER TABLE budget_reservations ADD COLUMN session TEXT;
+    ALTER TABLE budget_ledger ADD COLUMN session TEXT;
     """,
 ]
 
@@ -264,6 +285,7 @@ class Budget:
         if amount_usd < 0:
             raise ValueError("a reservation cannot be negative")
         ask = to_micros(amount_usd)
+        session = SPENDING_SESSION.get()
 
         def reserve(conn: Connection) -> int:
             conn.lock("budget")  # the totals read below stay true until this commits
@@ -273,9 +295,9 @@ class Budget:
             if limit is not None and (spent + reserved + ask > limit or spent + reserved >= limit):
                 raise BudgetExceeded(self._refusal(spent, reserved, ask, purpose or plugin, lower))
             return conn.insert(
-                "INSERT INTO budget_reservations "
-                "(plugin, purpose, reserved_micros, remaining_micros, owner, durable) VALUES (?, ?, ?, ?, ?, ?)",
-                (plugin, purpose, ask, ask, self.owner, int(durable)),
+                "INSERT INTO budget_reservations (plugin, purpose, reserved_micros, remaining_micros, "
+                "owner, durable, session) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (plugin, purpose, ask, ask, self.owner, int(durable), session),
             )
 
         reservation_id = await self.store.transaction(reserve)
@@ -365,9 +387,16 @@ class Budget:
             over[0] = max(0, charged_before + amount - row["reserved_micros"])
             if amount:
                 conn.execute(
-                    "INSERT INTO budget_ledger (plugin, purpose, amount_micros, reservation_id, at) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    (reservation.plugin, reservation.purpose, amount, reservation.id, stamp(self.clock())),
+                    "INSERT INTO budget_ledger (plugin, purpose, amount_micros, reservation_id, at, session) "
+                    "VALUES (?, ?, ?, ?, ?, (SELECT session FROM budget_reservations WHERE id = ?))",
+                    (
+                        reservation.plugin,
+                        reservation.purpose,
+                        amount,
+                        reservation.id,
+                        stamp(self.clock()),
+                        reservation.id,
+                    ),
                 )
             if close:
                 conn.execute(
@@ -385,6 +414,8 @@ class Budget:
         applied = await self.store.transaction(charge)
         if close or not applied:
             reservation.closed = True
+        if applied and TELEMETRY.on:
+            count_spend(reservation.plugin, usd(amount))
         if applied and over[0]:
             reservation.overshoot_usd = usd(over[0])
             log.warning(
@@ -399,9 +430,34 @@ class Budget:
     async def record(self, plugin: str, amount_usd: float, purpose: str = "") -> None:
         """Record spend that had no reservation (it can take the total past the cap; prefer `reserve`)."""
         await self.store.execute(
-            "INSERT INTO budget_ledger (plugin, purpose, amount_micros, at) VALUES (?, ?, ?, ?)",
-            (plugin, purpose, to_micros(amount_usd), stamp(self.clock())),
+            "INSERT INTO budget_ledger (plugin, purpose, amount_micros, at, session) VALUES (?, ?, ?, ?, ?)",
+            (plugin, purpose, to_micros(amount_usd), stamp(self.clock()), SPENDING_SESSION.get()),
         )
+        if TELEMETRY.on:
+            count_spend(plugin, amount_usd)
+
+    async def spend_by_hour(self, since: datetime) -> list[dict[str, Any]]:
+        """The ledger since `since`, summed by UTC hour, plugin and session (None where unknown):
+        ``{"hour": "2026-11-23T22", "plugin", "session", "usd"}``, oldest first (for charts)."""
+        rows = await self.store.fetchall(
+            "SELECT substr(at, 1, 13) AS hour, plugin, session, SUM(amount_micros) AS micros "
+            "FROM budget_ledger WHERE at >= ? GROUP BY hour, plugin, session ORDER BY hour",
+            (stamp(since),),
+        )
+        return [
+            {
+                "hour": row["hour"],
+                "plugin": row["plugin"],
+                "session": row["session"],
+                "usd": usd(row["micros"]),
+            }
+            for row in rows
+        ]
+
+    async def ledger_mark(self) -> int:
+        """The newest ledger line's id (0 for none): what changes when spend is recorded."""
+        row = await self.store.fetchone("SELECT COALESCE(MAX(id), 0) AS mark FROM budget_ledger")
+        return int(row["mark"]) if row is not None else 0
 
     def _totals(self, conn: Connection) -> tuple[int, int]:
         since = self._since(conn)

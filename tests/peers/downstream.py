@@ -8,7 +8,9 @@ Run as ``python downstream.py``; it speaks MCP over stdio. Environment knobs:
 ``DOWNSTREAM_MARKER_DIR`` receives a file per cancelled `sleep` call, so tests can prove a
 cancellation reached the server; ``DOWNSTREAM_INSTRUCTIONS`` are its instructions;
 ``DOWNSTREAM_EXTRA_TOOLS_FILE`` names a file of tool names (one a line), each served as one
-more tool when the server starts (a server upgraded between two starts).
+more tool when the server starts (a server upgraded between two starts);
+``DOWNSTREAM_SPANS_FILE`` receives one JSON line per OpenTelemetry span the server (the MCP SDK)
+ends: name, kind, trace and span ids and the parent's (the hub's traces reach it, or not).
 """
 
 from __future__ import annotations
@@ -151,6 +153,38 @@ def _extra_tools() -> None:
 
 
 _extra_tools()
+
+
+def _export_spans(path: str) -> None:
+    """Every span the SDK ends, as a JSON line in `path` (written at once: the test reads it)."""
+    import json
+
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+
+    class LineExporter(SpanExporter):
+        def export(self, spans):  # type: ignore[no-untyped-def]
+            with open(path, "a") as out:
+                for span in spans:
+                    parent = span.parent
+                    record = {
+                        "name": span.name,
+                        "kind": span.kind.name,
+                        "trace_id": f"{span.context.trace_id:032x}",
+                        "span_id": f"{span.context.span_id:016x}",
+                        "parent_id": f"{parent.span_id:016x}" if parent else None,
+                    }
+                    out.write(json.dumps(record) + "\n")
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(LineExporter()))
+    trace.set_tracer_provider(provider)
+
+
+if os.environ.get("DOWNSTREAM_SPANS_FILE"):
+    _export_spans(os.environ["DOWNSTREAM_SPANS_FILE"])
 
 if __name__ == "__main__":
     if os.environ.get("DOWNSTREAM_SSE_PORT"):  # the older HTTP+SSE transport

@@ -4,7 +4,8 @@ stream-json lines as `claude -p --output-format stream-json --verbose`.
 
 Markers in the prompt script it:
   [delay=S]   take S seconds (an assistant message is printed first)
-  [gate=PATH] finish only once the file PATH exists (a test opens the gate when it is ready)
+  [gate=PATH] finish only once the file PATH exists and, when PATH is a named pipe, once a writer
+              opens it (the test says when it may end)
   [fail]      end with an error result (subtype error_during_execution), exit 1
   [cost=X]    report total_cost_usd X (default 0.001); over --max-budget-usd it stops with
               subtype error_max_budget_usd, as the real CLI does
@@ -25,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 import sys
 import time
 import uuid
@@ -115,8 +117,12 @@ def main() -> int:
     if delay:
         time.sleep(float(delay.group(1)))
     gate = re.search(r"\[gate=([^\]]+)\]", prompt)
-    while gate and not os.path.exists(gate.group(1)):
-        time.sleep(0.02)
+    if gate:
+        while not os.path.exists(gate.group(1)):
+            time.sleep(0.02)
+        if stat.S_ISFIFO(os.stat(gate.group(1)).st_mode):
+            with open(gate.group(1)):  # a FIFO: opening it for reading waits for its writer
+                pass
     cost_match = re.search(r"\[cost=([\d.]+)\]", prompt)
     cost = float(cost_match.group(1)) if cost_match else 0.001
     cap = arg("--max-budget-usd")

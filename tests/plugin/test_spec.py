@@ -164,6 +164,75 @@ async def test_hook_hub_recover(tmp_path, example_plugin):
 
 
 @pytest.mark.anyio
+async def test_hook_hub_dashboard_panels(tmp_path):
+    from types import SimpleNamespace
+
+    from hub import Panel, PanelAction, PanelLink, PanelTable, PanelView, ToolError, hookimpl
+    from hub.launch.dashboard_answers import hub_snapshot
+
+    forgotten: list[str] = []
+
+    def panels(register, hub):
+        async def render():
+            row = ["ada", PanelLink("notes", "/tmp/ada.md"), PanelAction("forget", "forget", {"name": "ada"})]
+            return PanelView(
+                facts={"greetings": 1}, tables=[PanelTable(["name", "file", ""], [row], "Greetings")]
+            )
+
+        async def forget(args):
+            if args["name"] != "ada":
+                raise ToolError(f"no greeting for {args['name']}")
+            forgotten.append(args["name"])
+            return f"forgot {args['name']}"
+
+        async def broken():
+            raise RuntimeError("the panel's own bug")
+
+        register(Panel("greetings", "Greetings", render, actions={"forget": forget}))
+        register(Panel("broken", "Broken", broken, order=200))
+        register(Panel("Bad Name", "Skipped", render))
+
+    greeter = SimpleNamespace(hub_dashboard_panels=hookimpl(panels))
+    async with running_hub(make_config(tmp_path), plugins={"greeter": greeter}) as (hub, _):
+        assert sorted(hub.panels.panels) == [("greeter", "broken"), ("greeter", "greetings")]
+        assert any("Bad Name" in warning for warning in hub.plugins["greeter"].warnings)
+        shown = (await hub_snapshot(hub))["panels"]
+        assert [p["name"] for p in shown] == ["greetings", "broken"]
+        assert shown[0]["view"] == {
+            "facts": {"greetings": 1},
+            "tables": [
+                {
+                    "title": "Greetings",
+                    "columns": ["name", "file", ""],
+                    "rows": [
+                        [
+                            "ada",
+                            {"link": "notes", "path": "/tmp/ada.md"},
+                            {
+                                "button": "forget",
+                                "action": "forget",
+                                "args": {"name": "ada"},
+                                "confirm": None,
+                            },
+                        ]
+                    ],
+                    "empty": "none",
+                }
+            ],
+            "note": None,
+        }
+        assert shown[1]["error"] == "RuntimeError: the panel's own bug"
+        assert await hub.panels.act("greeter", "greetings", "forget", {"name": "ada"}) == "forgot ada"
+        assert forgotten == ["ada"]
+        with pytest.raises(ToolError, match="no greeting for bob"):
+            await hub.panels.act("greeter", "greetings", "forget", {"name": "bob"})
+        with pytest.raises(ToolError, match="no action 'drop'"):
+            await hub.panels.act("greeter", "greetings", "drop", {})
+        await hub.remove_plugin("greeter")
+        assert hub.panels.panels == {}
+
+
+@pytest.mark.anyio
 async def test_hook_hub_worker(tmp_path, example_plugin):
     """`hub worker` runs each plugin's worker role: the pool's slots take a task another hub
     queued (on one SQLite state directory here; tests/e2e/test_workers.py runs real workers on

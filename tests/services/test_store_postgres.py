@@ -153,6 +153,32 @@ async def test_reservations_racing_from_many_stores_never_overspend(opener):
     assert summary["reserved_usd"] == 0
 
 
+async def test_spend_by_hour_and_session_on_both(opener):
+    """Issue 29's budget columns and queries (the session spend was for, the dashboard's chart and
+    its change mark) read the same on both backends."""
+    from datetime import UTC, datetime, timedelta
+
+    from hub.services.budget import SPENDING_SESSION
+
+    budget = Budget(opener(), None, owner="hub0")
+    await budget.setup()
+    assert await budget.ledger_mark() == 0
+    token = SPENDING_SESSION.set("s1")
+    try:
+        reservation = await budget.reserve("pool", 0.5, "task")
+        await reservation.commit(0.25)
+    finally:
+        SPENDING_SESSION.reset(token)
+    await budget.record("batch", 0.5)
+    rows = await budget.spend_by_hour(datetime.now(UTC) - timedelta(hours=1))
+    assert sorted((r["plugin"], r["session"], r["usd"]) for r in rows) == [
+        ("batch", None, 0.5),
+        ("pool", "s1", 0.25),
+    ]
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d", r["hour"]) for r in rows)
+    assert await budget.ledger_mark() == 2
+
+
 async def test_claims_racing_take_each_row_exactly_once(opener):
     """Six takers claim queued rows at once, as pool slots of several workers do."""
     stores = [opener() for _ in range(6)]

@@ -27,13 +27,17 @@ ROOMS: dict[str, set[str]] = {
     "hub.log": set(),
     "hub.wire": {"hub.errors"},
     "hub.config": {"hub.errors"},
-    "hub.services": {"hub.errors", "hub.config"},
-    "hub.client": {"hub.errors", "hub.wire", "hub.config"},
-    "hub.plugin": {"hub.errors", "hub.wire", "hub.config", "hub.services", "hub.client"},
-    "hub.server": {"hub.errors", "hub.wire", "hub.plugin"},
+    # OpenTelemetry (the API only, the SDK when on): the hot paths of server, client and services
+    # read its one flag.
+    "hub.telemetry": {"hub.config"},
+    "hub.services": {"hub.errors", "hub.config", "hub.telemetry"},
+    "hub.client": {"hub.errors", "hub.wire", "hub.config", "hub.telemetry"},
+    "hub.plugin": {"hub.errors", "hub.wire", "hub.config", "hub.services", "hub.client", "hub.telemetry"},
+    "hub.server": {"hub.errors", "hub.wire", "hub.plugin", "hub.telemetry"},
     "hub.host": {
         "hub.errors",
         "hub.config",
+        "hub.telemetry",
         "hub.services",
         "hub.client",
         "hub.plugin",
@@ -41,6 +45,8 @@ ROOMS: dict[str, set[str]] = {
         "hub.builtin",
     },
     "hub.launch": {"hub.errors", "hub.wire", "hub.config", "hub.services", "hub.server", "hub.host"},
+    # `hub dashboard`'s page: asks shared processes (hub.launch.control), reads the store.
+    "hub.dashboard": {"hub.errors", "hub.config", "hub.services", "hub.launch"},
     "hub.builtin": set(),  # a plugin: the public `hub` API only
     "hub.testing": {"hub.config", "hub.host"},
     "hub.__main__": {"hub.cli"},
@@ -55,6 +61,7 @@ ROOMS: dict[str, set[str]] = {
         "hub.server",
         "hub.host",
         "hub.launch",
+        "hub.dashboard",
     },
 }
 #: Names of the top-level package any module may import (it is not the plugin API).

@@ -21,6 +21,7 @@ from hub import (
     Lifecycle,
     Plugin,
     PluginContext,
+    RegisterPanel,
     RegisterResource,
     RegisterTool,
     Resource,
@@ -31,6 +32,7 @@ from hub import (
 )
 
 from .backends.vertex import VertexSettings
+from .panels import batch_panel
 from .service import BatchService
 from .spool import MAX_TOKENS, RequestItem
 
@@ -217,6 +219,10 @@ class BatchPlugin(Plugin):
     @hookimpl
     def hub_register_resources(self, register: RegisterResource) -> None:
         register_resources(register, self.service)
+
+    @hookimpl
+    def hub_dashboard_panels(self, register: RegisterPanel) -> None:
+        register(batch_panel(self.service))
 
 
 def register_tools(register: RegisterTool, service: BatchService) -> None:

@@ -86,6 +86,7 @@ class BatchService:
         self._backends: dict[str, Backend] = {}
         self._wake = anyio.Event()
         self._locks: dict[str, anyio.Lock] = {}
+        self.traces: dict[str, Any] = {}  # job id -> the trace context it was sent in (telemetry on)
 
     # -- backends --------------------------------------------------------------------------
 
@@ -304,6 +305,7 @@ class BatchService:
         backend = self.backend(args.backend)
         backend_choice = self.choose_backend(args.backend)[1]
         job_id = new_job_id()
+        self.traces[job_id] = self.hub.telemetry.current()  # parents the job's span (telemetry on)
         model = args.model or self.settings.model
         defaults = await self._defaults(args, model)
         result_path = self.results_dir / f"{job_id}.md"
@@ -600,10 +602,28 @@ class BatchService:
                 **({"lease_owner": None, "lease_until": None} if settle else {}),
             )
         await self.update_status_line()
+        self._job_span(job, state, cost)
         self.hub.log.info("batch job ended", job=job["id"], state=state, cost_usd=cost)
         refreshed = await self.jobs.get(job["id"])
         assert refreshed is not None
         return refreshed
+
+    def _job_span(self, job: dict[str, Any], state: str, cost: float) -> None:
+        """A span ``batch job`` from the job's creation to its end (telemetry on), a child of the
+        call that sent it when this process sent it."""
+        if not self.hub.telemetry.on:
+            return
+        attributes = {
+            "batch.job_id": job["id"],
+            "batch.backend": job["backend"],
+            "batch.state": state,
+            "batch.requests": job["request_count"],
+            "batch.cost_usd": cost,
+        }
+        started = _epoch(job["created_at"])
+        parent = self.traces.pop(job["id"], None)
+        with self.hub.telemetry.span("batch job", attributes=attributes, parent=parent, start_time=started):
+            pass
 
     async def poll_loop(self) -> None:
         """Poll open jobs when they are due; sleep while there is nothing to do. Never ends on an

@@ -29,6 +29,7 @@ from hub import (
     PluginContext,
     Prompt,
     PromptArgument,
+    RegisterPanel,
     RegisterPrompt,
     RegisterResource,
     RegisterTool,
@@ -40,6 +41,7 @@ from hub import (
     hookimpl,
 )
 
+from .panels import pool_panel
 from .pool import Pool, TaskSpec, combine_spend, current_depth, recover, refused_view
 from .skills import Skill, load_skills
 
@@ -394,6 +396,11 @@ class PoolPlugin(Plugin):
     def hub_register_resources(self, register: RegisterResource, hub: PluginContext) -> None:
         if self.pool is not None:
             register_resources(register, hub, self.pool)
+
+    @hookimpl
+    def hub_dashboard_panels(self, register: RegisterPanel) -> None:
+        if self.pool is not None:
+            register(pool_panel(self.pool))
 
     @hookimpl
     def hub_register_prompts(self, register: RegisterPrompt) -> None:

@@ -39,6 +39,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
+from opentelemetry.metrics import Observation
+from opentelemetry.trace import StatusCode
 
 from hub import (
     BudgetExceeded,
@@ -50,7 +52,18 @@ from hub import (
     process_start_token,
 )
 
-from .queue import CHANNEL, OPEN, SWEEP_S, claim, end_queued, notify, parse, queue_position, queued_of
+from .queue import (
+    CHANNEL,
+    OPEN,
+    SWEEP_S,
+    claim,
+    count_queued,
+    end_queued,
+    notify,
+    parse,
+    queue_position,
+    queued_of,
+)
 from .runner import DEPTH_ENV, Invocation, Outcome, Seen, run_claude
 from .skills import Skill
 from .worktrees import Worktrees, retire_left_behind
@@ -186,6 +199,7 @@ class Slot:
     cwd: Path | None = None
     completed_tasks: int = 0
     freed: anyio.Event = field(default_factory=anyio.Event)
+    since: float = 0.0  # when its task started (time.time()), for the dashboard
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -252,6 +266,11 @@ class Pool:
         self.slots: list[Slot] = []
         self.running: dict[str, Live] = {}  # tasks on this hub's slots
         self.submitted: set[str] = set()  # open tasks this hub queued
+        # The trace context each task this hub queued was queued in (telemetry on): the span of
+        # a task one of its own slots runs is its child; it cannot travel to another machine.
+        self.traces: dict[str, Any] = {}
+        # Tasks waiting in this pool's queue, as last read (the queue-length gauge reads memory).
+        self.queued_count = 0
         self.listeners: dict[str, list[Callable[[dict[str, Any]], Awaitable[None]]]] = {}
         self.ended: dict[str, anyio.Event] = {}  # set when a task waited for ends
         self.unrecorded: dict[str, Unrecorded] = {}
@@ -277,10 +296,30 @@ class Pool:
             stale = await self.worktrees.clean_legacy()
             if stale:
                 self.hub.log.info("removed worktrees left by a hub of an earlier version", slots=stale)
+        self.queued_count = await count_queued(self.hub.store, self.queue_name)
         await self._add_slots(self.settings.slots)
         self.hub.start_soon(self._listen, name="notifications")
         self.hub.start_soon(self._dispatch, name="dispatch")
         self.hub.start_soon(self._sweep, name="sweep")
+        self._gauges()
+
+    def _gauges(self) -> None:
+        """The pool's metrics (read only when telemetry exports them): the tasks waiting in this
+        pool's queue (for any hub or worker serving it: `queued_count`, as last read) and this
+        hub's busy slots. Their callbacks are synchronous, so they read only memory."""
+        meter = self.hub.telemetry.meter
+        meter.create_observable_gauge(
+            "hub.pool.queue_length",
+            [lambda options: [Observation(self.queued_count)]],
+            "{task}",
+            "Tasks waiting in the queue for a slot of any hub or worker.",
+        )
+        meter.create_observable_gauge(
+            "hub.pool.slots_busy",
+            [lambda options: [Observation(sum(1 for s in self.slots if s.task_id))]],
+            "{slot}",
+            "Slots of this hub running a task.",
+        )
 
     async def stop(self) -> None:
         """Stop: queued tasks this hub queued end `interrupted` (they never ran); running tasks
@@ -476,7 +515,11 @@ class Pool:
             with anyio.CancelScope(shield=True):
                 await reservation.release()
             raise
+        trace = self.hub.telemetry.current()
+        if trace is not None:  # kept in memory: a slot of this hub parents its span with it
+            self.traces[task_id] = trace
         self.submitted.add(task_id)
+        self.queued_count += 1
         self._report()
         await notify(self.hub.store, "queued", q=self.queue_name)
         self._wake.set()
@@ -528,10 +571,13 @@ class Pool:
                 await self.hub.store.wait_available()
                 continue
             by_id = {s.id: s for s in idle}
+            run = self._run_traced if self.hub.telemetry.on else self._run
             for row in rows:
                 slot = by_id[row["slot"]]  # only this loop gives slots work: still idle
                 slot.state, slot.task_id, slot.freed = "busy", row["id"], anyio.Event()
-                self.hub.start_soon(self._run, slot, row, name=f"task {row['id']}")
+                slot.since = time.time()
+                self.hub.start_soon(run, slot, row, name=f"task {row['id']}")
+            self.queued_count = max(0, self.queued_count - len(rows)) if len(rows) == len(idle) else 0
             self._report()
             if len(rows) < len(idle):
                 return
@@ -595,6 +641,29 @@ class Pool:
                     seen=live.seen,
                 )
         return None
+
+    async def _run_traced(self, slot: Slot, row: dict[str, Any]) -> None:
+        """`_run` in a span ``pool task`` (telemetry on). A task this hub queued is a child of the
+        call that queued it (its trace context is kept in memory, `traces`); one another hub
+        queued has a span without a parent here, as a trace context does not travel through the
+        store to another machine."""
+        task_id = row["id"]
+        attributes = {
+            "pool.task_id": task_id,
+            "pool.slot": slot.id,
+            "pool.model": row.get("model") or "",
+            "pool.queue": self.queue_name,
+            "pool.queued_here": task_id in self.submitted,
+        }
+        parent = self.traces.pop(task_id, None)
+        with self.hub.telemetry.span("pool task", attributes=attributes, parent=parent) as span:
+            await self._run(slot, row)
+            ended = await self._row(task_id)
+            if ended is not None:
+                span.set_attribute("pool.status", ended["status"])
+                span.set_attribute("pool.spend_usd", ended["spend_usd"] or 0.0)
+                if ended["status"] != "completed":
+                    span.set_status(StatusCode.ERROR, ended["error"] or ended["status"])
 
     async def _save_seen(self, task_id: str, live: Live) -> None:
         """Write the tokens seen so far, at most every SEEN_SAVE_S: a hub that recovers this task
@@ -720,6 +789,7 @@ class Pool:
         event = self.ended.pop(str(task_id), None)
         if event is not None:
             event.set()
+        self.traces.pop(str(task_id), None)
         if task_id in self.submitted:
             self.submitted.discard(task_id)
             self._report()
@@ -762,6 +832,7 @@ class Pool:
                 await self._sweep_once()
 
     async def _sweep_once(self) -> None:
+        self.queued_count = await count_queued(self.hub.store, self.queue_name)
         rows = await self.hub.store.fetchall(
             "SELECT id FROM pool_tasks WHERE owner = ? AND cancel_request IS NOT NULL AND status = 'running'",
             (self.hub.instance_id,),

@@ -110,6 +110,24 @@ async def queued_of(hub: PluginContext, submitter: str) -> list[str]:
     return [row["id"] for row in rows]
 
 
+async def count_queued(store: Store, queue: str) -> int:
+    """How many tasks wait in `queue`, for a slot of any hub or worker serving it."""
+    found = await store.fetchone(
+        "SELECT COUNT(*) AS n FROM pool_tasks WHERE status = 'queued' AND queue = ?", (queue,)
+    )
+    return int(found["n"]) if found is not None else 0
+
+
+async def queued_rows(store: Store, queue: str, limit: int) -> list[dict[str, Any]]:
+    """The oldest tasks waiting in `queue`, in the order slots take them (the dashboard's queue)."""
+    rows = await store.fetchall(
+        "SELECT id, prompt, created_at, submitter, reserved_usd FROM pool_tasks "
+        "WHERE status = 'queued' AND queue = ? ORDER BY created_at, id LIMIT ?",
+        (queue, limit),
+    )
+    return [dict(row) for row in rows]
+
+
 async def queue_position(store: Store, row: dict[str, Any]) -> int | None:
     """1 for the next task its queue gives a free slot, ...; None when it is not queued."""
     if row["status"] != "queued" or row.get("queue") is None:
