@@ -706,3 +706,49 @@ async def test_pool_skill_run_names_each_skill_and_follows_skills_dir(tmp_path, 
         assert "triage" in {p.name for p in (await client.list_prompts()).prompts}
         await call(client, "pool_skill_run", skill="triage", arguments={"issue": "crash"})
         assert recorded(runs)[-1]["stdin"] == "Triage this: crash "
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+async def test_the_dashboard_panel_shows_the_shared_queue_and_who_runs_each_task(tmp_path, request, backend):
+    """The pool's dashboard panel reads the queue from the store: a task queued by a hub without
+    slots waits there (queued by this hub); a `hub worker` takes it, and the panel says which
+    worker runs it, among the hubs and workers with slots and in the latest tasks."""
+    import socket
+
+    from hub.host import Hub
+
+    state = {} if backend == "sqlite" else {"state_url": request.getfixturevalue("pg").new_url()}
+    pool = {"claude_command": f"{sys.executable} {FAKE_CLAUDE}", "slots": 0, "queue": "shared"}
+    config = make_config(tmp_path, plugins={"pool": pool}, liveness={"heartbeat_s": 0.2}, **state)
+    gate = tmp_path / "gate"
+
+    async def panel(hub: Any) -> tuple[dict[str, Any], dict[str, list[list[Any]]]]:
+        (shown,) = [p for p in await hub.panels.snapshot() if p["name"] == "pool"]
+        view = shown["view"]
+        return view["facts"], {t["title"]: t["rows"] for t in view["tables"]}
+
+    async with running_hub(config, plugins={"pool": hub_pool.PoolPlugin}) as (queuer, client):
+        task = (await call(client, "pool_submit", prompt=f"wait for the gate [gate={gate}]"))["task_id"]
+        facts, tables = await panel(queuer)
+        assert facts["queued"] == 1 and facts["workers"] == 0
+        ((position, queued, prompt, _waiting, queued_by, _cancel),) = tables["Queue shared"]
+        assert (position, queued, queued_by) == (1, task, "this hub")
+        assert prompt.startswith("wait for the gate")
+        async with (
+            Hub(config, extra_plugins={"pool": hub_pool.PoolPlugin()}, role="worker") as worker,
+            anyio.create_task_group() as tg,
+        ):
+            tg.start_soon(worker.run_workers, 1)
+            await wait_status(client, task, "running")
+            who = f"worker pid {worker.instances.pid} on {socket.gethostname()}"
+            with anyio.fail_after(20):  # the worker's slots reach the store with its heartbeat
+                while not (await panel(queuer))[1]["Hubs and workers with slots"]:
+                    await anyio.sleep(0.05)
+            facts, tables = await panel(queuer)
+            assert facts["queued"] == 0 and facts["workers"] == 1 and tables["Queue shared"] == []
+            assert tables["Hubs and workers with slots"][0][:4] == [who, 1, 1, task]
+            recent = tables["Recent tasks"][0]
+            assert recent[:2] == [task, "running"] and recent[3] == who
+            gate.touch()
+            await wait_status(client, task, "completed")
+            tg.cancel_scope.cancel()
