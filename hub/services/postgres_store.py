@@ -268,6 +268,22 @@ def _is_connection_fault(exc: BaseException) -> bool:
     return getattr(exc, "sqlstate", None) in ("25006", "57P01", "57P02", "57P03")
 
 
+def _still_open(conn: Any) -> bool:
+    """Whether an idle connection can still be used: what the server sent while it was idle is
+    read without waiting (libpq's socket never blocks), so one the server ended (a restart, a
+    failover, `pg_terminate_backend`) is found here, not by the next statement failing."""
+    if conn.closed:
+        return False
+    try:
+        for _ in range(2):  # the server's last words, then the end of the stream it closed
+            conn.pgconn.consume_input()
+    except Exception:
+        return False
+    from psycopg.pq import ConnStatus
+
+    return bool(conn.pgconn.status == ConnStatus.OK)
+
+
 # -- the store ------------------------------------------------------------------------------
 
 
@@ -342,11 +358,15 @@ class PostgresStore(Store):
     def _acquire(self) -> psycopg.Connection[Any]:
         self._slots.acquire()
         try:
-            with self._guard:
-                conn = self._idle.pop() if self._idle else None
-            if conn is None or conn.closed:
-                conn = self._connect()
-            return conn
+            while True:
+                with self._guard:
+                    conn = self._idle.pop() if self._idle else None
+                if conn is None:
+                    return self._connect()
+                if _still_open(conn):
+                    return conn
+                with contextlib.suppress(Exception):
+                    conn.close()
         except BaseException:
             self._slots.release()
             raise

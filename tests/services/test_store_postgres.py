@@ -229,6 +229,29 @@ async def test_context_writes_racing_from_many_stores_are_never_lost(opener, tmp
     assert seen["shared"] in {f"hub{i}-14" for i in range(6)}  # some hub's last write
 
 
+async def test_a_store_whose_server_restarted_answers_its_next_call(pg):
+    """Connections idle in the store while the server restarted are dropped when next taken (what
+    the server said meanwhile is read without waiting), so the first call after it is back
+    succeeds rather than failing on a connection the server had ended."""
+    store = PostgresStore(pg.new_url())
+    try:
+
+        async def hold(task_status=anyio.TASK_STATUS_IGNORED):  # several connections kept idle
+            task_status.started()
+            await store.run(lambda conn: conn.execute("SELECT pg_sleep(0.2)").fetchone())
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(3):
+                await tg.start(hold)
+        pg.stop("fast")
+        pg.start()
+        for _ in range(4):
+            assert (await store.fetchone("SELECT 1 AS one"))["one"] == 1
+        assert store.problem is None
+    finally:
+        store.close()
+
+
 def test_a_postgresql_that_cannot_be_used_is_one_line_with_the_fix(pg):
     wrong = f"postgresql://{PASSWORD_USER}:not-{PASSWORD}@127.0.0.1:{pg.port}/hub"
     with pytest.raises(StoreError) as refused:
