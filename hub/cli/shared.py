@@ -15,6 +15,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hub shared", description=__doc__)
     parser.add_argument("--key", required=True)
     parser.add_argument("--socket", required=True)
+    # The bridge's locked start lock, inherited: released once the process listens.
+    parser.add_argument("--start-lock-fd", type=int, default=None, help=argparse.SUPPRESS)
     add_common(parser, suppress=False)
     return parser
 
@@ -27,5 +29,5 @@ def run(args: argparse.Namespace) -> int:
 
     config = config_from(args)
     configure_logging(config.log_format, config.log_level)
-    anyio.run(serve_shared, config, args.key, Path(args.socket))
+    anyio.run(serve_shared, config, args.key, Path(args.socket), args.start_lock_fd)
     return 0
