@@ -229,21 +229,34 @@ def keep_only_the_hub(mcp_json: Path, moved: set[str], entry: dict[str, Any]) ->
     kept = {name: server for name, server in servers.items() if name not in moved and name not in hubs}
     name = hubs[0] if hubs else "hub"
     data["mcpServers"] = {name: servers[name] if hubs else entry, **kept}
-    backup = mcp_json.with_name(mcp_json.name + ".bak")
-    _write_atomically(backup, original.decode("utf-8", errors="replace"))
+    backup = _backup_path(mcp_json, original)
+    _write_atomically(backup, original.decode("utf-8", errors="replace"), like=mcp_json)
     _write_atomically(mcp_json, json.dumps(data, indent=2) + "\n")
     left = f"; it still lists {', '.join(sorted(kept))} (not imported: see above)" if kept else ""
     return [f"{mcp_json} now lists the hub{left} (the old file is {backup.name})"]
 
 
-def _write_atomically(path: Path, text: str) -> None:
+def _backup_path(mcp_json: Path, original: bytes) -> Path:
+    """Where the old `.mcp.json` goes: `.mcp.json.bak`, or, when that already holds another
+    file (an earlier import's), the first free `.mcp.json.bak.N`: no backup is ever overwritten."""
+    candidates = [mcp_json.with_name(mcp_json.name + ".bak")]
+    candidates += (mcp_json.with_name(f"{mcp_json.name}.bak.{n}") for n in range(1, 1000))
+    for path in candidates:
+        if not path.exists() or path.read_bytes() == original:
+            return path
+    raise OSError(f"{mcp_json.parent} holds 1,000 backups of {mcp_json.name}: remove some and try again")
+
+
+def _write_atomically(path: Path, text: str, like: Path | None = None) -> None:
+    """Write `path` in one step, with the mode of the file it replaces (or of `like`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
-        if path.exists():
-            os.chmod(tmp, path.stat().st_mode & 0o777)
+        model = path if path.exists() else like
+        if model is not None and model.exists():
+            os.chmod(tmp, model.stat().st_mode & 0o777)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

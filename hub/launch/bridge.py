@@ -312,20 +312,25 @@ def connect_or_start(launch: Launch, daemon_argv: Sequence[str]) -> socket.socke
         # it removes the path only while it is still its own).
         with contextlib.suppress(FileNotFoundError):
             launch.socket_path.unlink()
-        return _start(launch, daemon_argv)
+        return _start(launch, daemon_argv, lock.fileno())
 
 
-def _start(launch: Launch, daemon_argv: Sequence[str]) -> socket.socket:
-    """Start the shared process (the caller holds the lock) and wait until it answers."""
+def _start(launch: Launch, daemon_argv: Sequence[str], lock_fd: int) -> socket.socket:
+    """Start the shared process (the caller holds the lock) and wait until it answers.
+
+    The process inherits the locked start lock (`--start-lock-fd`) and lets go of it only once it
+    listens: a bridge that dies while the process starts (its client gave up) cannot let the next
+    bridge find no socket, take the lock and start a second process for the launch."""
     with _open_log(launch) as log:
         logged_before = log.tell()
         process = subprocess.Popen(
-            [sys.executable, "-m", "hub", *daemon_argv],
+            [sys.executable, "-m", "hub", *daemon_argv, "--start-lock-fd", str(lock_fd)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=log,
             cwd=launch.cwd,
             env=launch.environ,
+            pass_fds=(lock_fd,),
             start_new_session=True,  # not in the client's process group: it outlives this session
         )
     deadline = time.monotonic() + START_TIMEOUT_S
@@ -341,6 +346,8 @@ def _start(launch: Launch, daemon_argv: Sequence[str]) -> socket.socket:
                 code = 2
             if code == 2:  # a configuration error: say it as `hub serve --no-share` would
                 raise StartError(said, 2)
+            if code is None:  # it holds the start lock: a process that never listens would keep it
+                process.kill()
             what = (
                 f"exited with code {code}" if code is not None else f"did not start in {START_TIMEOUT_S:g} s"
             )

@@ -373,6 +373,7 @@ class SharedProcess:
         self.reporters: set[_Reporter] = set()
         self.stop_scope = anyio.CancelScope()
         self.bound: tuple[int, int] | None = None  # the socket file's device and inode
+        self.start_lock_fd: int | None = None  # the start lock inherited from our bridge, until we listen
 
     def remove_socket(self) -> None:
         """Remove the socket path if it is still this process's socket: a process that was
@@ -512,11 +513,15 @@ class SharedProcess:
     async def serve(self) -> None:
         """Serve bridges until idle, stopped or signalled."""
         with contextlib.suppress(FileNotFoundError):
-            self.socket_path.unlink()  # the bridge that started us holds the lock: any file here is stale
+            self.socket_path.unlink()  # we hold the start lock (with our bridge): any file here is stale
         listener = await anyio.create_unix_listener(self.socket_path)
         os.chmod(self.socket_path, 0o600)
         info = os.lstat(self.socket_path)
         self.bound = (info.st_dev, info.st_ino)
+        if self.start_lock_fd is not None:  # listening: the next bridge may take the lock now
+            with contextlib.suppress(OSError):
+                os.close(self.start_lock_fd)
+            self.start_lock_fd = None
         log.info(
             "shared hub serving", socket=str(self.socket_path), key=self.key, idle_exit_s=self.idle_exit_s
         )
@@ -557,13 +562,17 @@ async def _send_line(raw: socket.socket, answer: dict[str, Any]) -> None:
                 return
 
 
-async def serve_shared(config: HubConfig, key: str, socket_path: Path) -> None:
-    """Serve bridges on `socket_path` until idle for `[daemon] idle_exit_s`, stopped, or a signal."""
+async def serve_shared(
+    config: HubConfig, key: str, socket_path: Path, start_lock_fd: int | None = None
+) -> None:
+    """Serve bridges on `socket_path` until idle for `[daemon] idle_exit_s`, stopped, or a signal.
+    `start_lock_fd`: the start lock the bridge that started us holds, closed once we listen."""
     from hub.host import Hub
 
     async with Hub(config) as hub:
         await hub.instances.mark_shared(key, str(socket_path))
         process = SharedProcess(hub, key, socket_path, config.daemon.idle_exit_s)
+        process.start_lock_fd = start_lock_fd
         try:
             await process.serve()
         finally:

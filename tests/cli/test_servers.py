@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from hubtests import DOWNSTREAM, StdioPeer, hub_env, npm_bin, wait_for
 
 
@@ -228,3 +229,26 @@ def test_check_prints_each_server_as_it_answers(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+@pytest.mark.timeout(10)
+def test_a_second_import_never_overwrites_the_first_backup(tmp_path):
+    """Importing twice (a server added to .mcp.json in between) keeps both old files, each with
+    the original's mode; the same file imported again reuses its backup."""
+    from hub.cli.servers import keep_only_the_hub
+
+    mcp_json = tmp_path / ".mcp.json"
+    first = {"mcpServers": {"a": {"command": "a"}}}
+    mcp_json.write_text(json.dumps(first))
+    mcp_json.chmod(0o644)
+    hub_entry = {"type": "stdio", "command": "hub", "args": ["serve"]}
+    keep_only_the_hub(mcp_json, {"a"}, hub_entry)
+    second = {"mcpServers": {**json.loads(mcp_json.read_text())["mcpServers"], "b": {"command": "b"}}}
+    mcp_json.write_text(json.dumps(second))
+    said = keep_only_the_hub(mcp_json, {"b"}, hub_entry)
+    assert said == [f"{mcp_json} now lists the hub (the old file is .mcp.json.bak.1)"]
+    assert json.loads((tmp_path / ".mcp.json.bak").read_text()) == first
+    assert json.loads((tmp_path / ".mcp.json.bak.1").read_text()) == second
+    assert (tmp_path / ".mcp.json.bak.1").stat().st_mode & 0o777 == 0o644
+    mcp_json.write_text(json.dumps(second))
+    assert keep_only_the_hub(mcp_json, {"b"}, hub_entry)[0].endswith("(the old file is .mcp.json.bak.1)")

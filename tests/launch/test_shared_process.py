@@ -572,3 +572,31 @@ def test_tools_loaded_in_one_session_stay_out_of_the_other_sessions_lists(shared
         assert sorted(s["loaded"] for s in sessions) == [["context_set"], ["pool_status"]]
     finally:
         assert [modern.close(), legacy.close()] == [0, 0]
+
+
+def _shared_pids(cwd: Path) -> list[int]:
+    """The `hub shared` processes started in `cwd` (counted by the OS, not by the store)."""
+    found = []
+    for proc in psutil.process_iter(["cmdline", "cwd"]):
+        cmdline = proc.info["cmdline"] or []
+        if proc.info["cwd"] == str(cwd) and "shared" in cmdline and "--key" in cmdline:
+            found.append(proc.pid)
+    return found
+
+
+@pytest.mark.timeout(90)
+def test_a_bridge_killed_while_its_process_starts_leaves_one_process(shared_env, tmp_path):
+    """The started process holds the start lock until it listens: the next bridge waits for it
+    instead of finding no socket and starting a second process for the launch."""
+    first = BridgeClient(shared_env, tmp_path)
+    first.send({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": INIT})
+    wait_for(lambda: _shared_pids(tmp_path), what="the shared process to be started", timeout=30)
+    (starting,) = _shared_pids(tmp_path)
+    first.proc.kill()  # its client gave up while the process was still starting
+    first.proc.wait(timeout=10)
+    second = BridgeClient(shared_env, tmp_path)
+    try:
+        assert second.initialize()["result"]["serverInfo"]["name"] == "hub"
+        assert _shared_pids(tmp_path) == [starting]  # before: a second process, the first unreachable
+    finally:
+        assert second.close() == 0
