@@ -51,12 +51,25 @@ def shared_processes(state_dir: Path, url: str | None = None) -> list[dict[str, 
         entry = describe(instance)
         entry["pid_start"] = instance.pid_start
         try:
-            entry.update(ask(instance.socket or "", "status", timeout_s=2))
-            entry["answers"] = True
+            answer = ask(instance.socket or "", "status", timeout_s=2)
         except ControlError as exc:
             entry["answers"], entry["problem"] = False, str(exc)
+        else:
+            entry.update(_own_answer(instance.pid, answer))
         found.append(entry)
     return found
+
+
+def _own_answer(pid: int, answer: dict[str, Any]) -> dict[str, Any]:
+    """What a process's socket answered, if the process itself answered: the socket path of a
+    process that stopped answering can be taken over by the launch's next process, and its answer
+    (pid, sessions, `hub stop`) is that process's, not this row's."""
+    if answer.get("pid", pid) != pid:
+        return {
+            "answers": False,
+            "problem": f"its socket is answered by pid {answer['pid']}, a newer process of the same launch",
+        }
+    return {**answer, "answers": True}
 
 
 def workers(state_dir: Path, url: str | None, dead_after_s: float | None = None) -> list[dict[str, Any]]:

@@ -84,6 +84,9 @@ def _stop(process: dict[str, Any], *, force: bool) -> bool:
 
     pid, start = process["pid"], process.get("pid_start")
     try:
+        if not process.get("answers"):
+            # Never asked again: its socket may now be another process's (`status._own_answer`).
+            raise ControlError(process.get("problem") or "it did not answer")
         answer = ask(process["socket"], "stop", force=force)
         if not answer.get("stopped"):
             return False
@@ -94,6 +97,7 @@ def _stop(process: dict[str, Any], *, force: bool) -> bool:
         if process_alive(pid, start):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
+                os.kill(pid, signal.SIGCONT)  # a stopped process ends as cleanly as a running one
     deadline = time.monotonic() + EXIT_WAIT_S
     while process_alive(pid, start) and time.monotonic() < deadline:
         time.sleep(0.05)

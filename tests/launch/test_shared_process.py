@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -600,3 +601,34 @@ def test_a_bridge_killed_while_its_process_starts_leaves_one_process(shared_env,
         assert _shared_pids(tmp_path) == [starting]  # before: a second process, the first unreachable
     finally:
         assert second.close() == 0
+
+
+@pytest.mark.timeout(120)
+def test_a_wedged_process_replaced_by_a_newer_one_is_shown_and_stopped_as_itself(shared_env, tmp_path):
+    """A stopped (wedged) process is replaced at its socket path by the launch's next process:
+    `hub status` shows each with its own pid (the socket's answer is the newer one's), and
+    `hub stop --force` signals the wedged one instead of asking the socket, the newer one's, twice."""
+    (tmp_path / "hub.toml").write_text(
+        (tmp_path / "hub.toml").read_text().replace("idle_exit_s = 1", "idle_exit_s = 300")
+    )
+    first = BridgeClient(shared_env, tmp_path)
+    try:
+        first.initialize()
+    finally:
+        assert first.close() == 0
+    (wedged,) = _shared_pids(tmp_path)
+    os.kill(wedged, signal.SIGSTOP)
+    second = BridgeClient(shared_env, tmp_path)
+    try:
+        second.initialize()  # the probe gets no answer: a newer process takes the socket path
+    finally:
+        assert second.close() == 0
+    (newer,) = set(_shared_pids(tmp_path)) - {wedged}
+    rows = {entry["pid"]: entry for entry in shared_processes(shared_env, tmp_path)}
+    assert set(rows) == {wedged, newer}  # before: the newer pid twice
+    assert rows[newer]["answers"] and not rows[wedged]["answers"]
+    assert f"answered by pid {newer}" in rows[wedged]["problem"]
+    stopped = _hub(shared_env, tmp_path, "stop", "--force")
+    assert stopped.returncode == 0, stopped.stderr
+    assert f"stopped pid {wedged}" in stopped.stdout and f"stopped pid {newer}" in stopped.stdout
+    wait_for(lambda: gone(wedged) and gone(newer), what="both processes to exit")
