@@ -6,6 +6,8 @@ machine that can reach the database), then runs the worker role of each plugin t
 hubs every hub runs, until SIGTERM, SIGINT or SIGHUP. The core knows nothing of what the work is:
 `--slots N` is passed to the plugins as how many pieces of work this worker may run at once. The
 store being away is said in the log; the worker takes no new work then and carries on by itself.
+A store that cannot be reached when the worker starts is waited for the same way; one that refuses
+for good (a wrong password, no such database) ends it with its line (exit 2).
 """
 
 from __future__ import annotations
@@ -18,8 +20,12 @@ from hub.cli.options import add_common, config_from
 
 if TYPE_CHECKING:
     from hub.config.settings import HubConfig
+    from hub.host import Hub
 
-__all__ = ["add_parser", "run", "work"]
+__all__ = ["STORE_WAIT_MAX_S", "add_parser", "run", "work"]
+
+# The longest wait between two tries of a store that cannot be reached when the worker starts.
+STORE_WAIT_MAX_S = 30.0
 
 
 def add_parser(commands: Any) -> None:
@@ -53,12 +59,21 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def work(config: HubConfig, slots: int | None) -> None:
-    """Run the plugins' worker roles until a signal comes."""
+    """Run the plugins' worker roles until a signal comes; a store that cannot be reached yet
+    (`StoreUnavailable`: a server down or starting, the network not up) is waited for, as a
+    worker started with its machine or by a service manager before the database expects."""
+    from contextlib import AsyncExitStack
+
+    async with AsyncExitStack() as stack:
+        hub = await _open_hub(config)
+        stack.push_async_exit(hub)
+        await _serve(hub, slots)
+
+
+async def _serve(hub: Hub, slots: int | None) -> None:
     import anyio
 
-    from hub.host import Hub
-
-    async with Hub(config, role="worker") as hub, anyio.create_task_group() as tg:
+    async with anyio.create_task_group() as tg:
 
         async def stop_on_signal() -> None:
             with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
@@ -68,3 +83,28 @@ async def work(config: HubConfig, slots: int | None) -> None:
 
         tg.start_soon(stop_on_signal)
         await hub.run_workers(slots)
+
+
+async def _open_hub(config: HubConfig) -> Hub:
+    """A hub opened on the store, trying again (1 s, then up to `STORE_WAIT_MAX_S` apart) while
+    the store cannot be reached; a store that refuses for good (a wrong password, no such
+    database) is raised at once, and the command exits with its line."""
+    import anyio
+    import structlog
+
+    from hub.errors import StoreUnavailable
+    from hub.host import Hub
+
+    delay = 1.0
+    while True:
+        hub = Hub(config, role="worker")
+        try:
+            await hub.__aenter__()
+        except StoreUnavailable as exc:
+            structlog.get_logger("hub").warning(
+                "the store cannot be reached yet; the worker waits for it", problem=str(exc), retry_in_s=delay
+            )
+            await anyio.sleep(delay)
+            delay = min(delay * 2, STORE_WAIT_MAX_S)
+            continue
+        return hub

@@ -280,3 +280,34 @@ def test_a_worker_stopped_lets_its_running_task_finish_and_says_a_bad_slot_count
         "hub: pool: --slots 99 is outside [plugins.pool] min_slots..max_slots (1..16): "
         "ask for fewer, or raise max_slots"
     )
+
+
+def test_a_worker_started_before_its_store_waits_for_it_and_one_refused_for_good_exits(cluster, pg):
+    """A worker started while PostgreSQL is down (the database machine still booting) says so and
+    takes work once the server is up; a database that does not exist is a fix to make: one line,
+    exit 2."""
+    pg.stop("fast")
+    try:
+        worker = cluster.worker("early", slots=1)
+        wait_for(
+            lambda: "the worker waits for it" in worker.stderr(), what="the worker to wait for the store"
+        )
+        assert "connection refused" in worker.stderr() and worker.proc.poll() is None
+    finally:
+        pg.start()
+    a = cluster.hub("a")
+    cluster.ready(a, worker, socket.gethostname())
+    done = a.call("pool_run", prompt="hello once the store is up")
+    assert done["status"] == "completed" and done["worker"]["pid"] == worker.pid, done
+    wrong = cluster.env()
+    wrong["HUB_STATE_URL"] = wrong["HUB_STATE_URL"].replace("/hub?", "/no_such_db?")
+    refused = subprocess.run(
+        [sys.executable, "-m", "hub", "worker", "--config", str(cluster.config)],
+        env=wrong,
+        cwd=cluster.tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 2, refused.stderr
+    assert "has no database 'no_such_db'" in refused.stderr and "Traceback" not in refused.stderr
